@@ -1,0 +1,35 @@
+{
+  "targets": [
+    {
+      "target_name": "moe_kernels",
+      "sources": [
+        "native/src/addon/module.cpp",
+        "native/src/addon/errors.cpp",
+        "native/src/addon/js_tensor.cpp",
+        "native/src/addon/op_runner.cpp",
+        "native/src/addon/op_bindings.cpp",
+        "native/src/addon/runtime_bindings.cpp",
+        "native/src/core/status.cpp",
+        "native/src/core/tensor.cpp",
+        "native/src/core/numerics.cpp",
+        "native/src/cpu/thread_pool.cpp",
+        "native/src/cpu/cpu_backend.cpp",
+        "native/src/cpu/quantize.cpp",
+        "native/src/cpu/cpu_features.cpp",
+        "native/src/cpu/machine_peaks.cpp",
+        "native/src/cpu/gemm_fp8.cpp",
+        "native/src/cpu/gemm_fp8_portable.cpp",
+        "native/src/cpu/gemm_fp8_avx2.cpp",
+        "native/src/cpu/gemm_fp8_avx512.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native/src"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions", "-O2"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,32 @@
+/** Element types and the typed arrays that store them (zero-copy views). */
+export type DType = 'f32' | 'bf16' | 'fp8_e4m3' | 'i32';
+
+export const DTYPES: readonly DType[] = ['f32', 'bf16', 'fp8_e4m3', 'i32'];
+
+/** The typed array that holds each dtype's raw bits: bf16 as Uint16, fp8 as Uint8. */
+export interface StorageOf {
+  f32: Float32Array;
+  bf16: Uint16Array;
+  fp8_e4m3: Uint8Array;
+  i32: Int32Array;
+}
+
+export type Storage = StorageOf[DType];
+
+type StorageConstructor = { new (length: number): Storage; readonly name: string };
+
+export const STORAGE: Record<DType, StorageConstructor> = {
+  f32: Float32Array,
+  bf16: Uint16Array,
+  fp8_e4m3: Uint8Array,
+  i32: Int32Array,
+};
+
+export function isDType(value: unknown): value is DType {
+  return typeof value === 'string' && (DTYPES as readonly string[]).includes(value);
+}
+
+/** The dtype a typed array stores by default (Uint16Array is bf16, Uint8Array fp8). */
+export function dtypeOfStorage(data: ArrayBufferView): DType | undefined {
+  return DTYPES.find((dtype) => data instanceof STORAGE[dtype]);
+}

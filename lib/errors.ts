@@ -1,0 +1,36 @@
+/**
+ * The package's one error class. Every failure — a bad argument caught in
+ * TypeScript, or a status returned by native code — is a MoeError whose
+ * `code` says what kind of problem it is and whose message names the argument,
+ * what was expected and what was given.
+ */
+export type MoeErrorCode =
+  | 'ERR_MOE_SHAPE' // wrong rank or extent
+  | 'ERR_MOE_DTYPE' // wrong element type or container
+  | 'ERR_MOE_RANGE' // an index or option outside its range
+  | 'ERR_MOE_NONFINITE' // NaN or infinity where finite values are required
+  | 'ERR_MOE_DETACHED' // a buffer whose memory was transferred or freed
+  | 'ERR_MOE_ARGUMENT' // an argument of the wrong kind altogether
+  | 'ERR_MOE_UNSUPPORTED' // the backend cannot run this operation
+  | 'ERR_MOE_NATIVE' // the native addon could not be loaded
+  | 'ERR_MOE_INTERNAL'; // a bug or an allocation failure
+
+export class MoeError extends Error {
+  readonly code: MoeErrorCode;
+
+  constructor(code: MoeErrorCode, message: string) {
+    super(message);
+    this.name = 'MoeError';
+    this.code = code;
+  }
+}
+
+/** Formats a value for an error message: shapes as [a, b], strings quoted. */
+export function describe(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(describe).join(', ')}]`;
+  if (typeof value === 'string') return `'${value}'`;
+  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as Uint8Array).length})`;
+  if (value === null) return 'null';
+  if (typeof value === 'object') return value.constructor?.name ?? 'object';
+  return String(value);
+}

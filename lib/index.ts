@@ -1,0 +1,23 @@
+/**
+ * moe-kernels: DeepSeek-style Mixture-of-Experts inference kernels for Node.js.
+ * See README.md for the API overview and SPEC.md for what each operation computes.
+ */
+export { MoeError } from './errors';
+export type { MoeErrorCode } from './errors';
+export type { DType } from './dtype';
+export { Tensor, tensor, empty, bf16FromFloat32, fp8FromFloat32 } from './tensor';
+export type { Device } from './tensor';
+export { fp8E4m3FromFloat, fp8E4m3ToFloat, bf16FromFloat, bf16ToFloat, FP8_E4M3_MAX } from './numerics';
+export {
+  quantizeActivations,
+  quantizeActivationsSync,
+  quantizeWeights,
+  quantizeWeightsSync,
+  dequantize,
+  dequantizeSync,
+} from './ops/quantize';
+export type { QuantizedTensor, QuantizeOptions, DequantizeOptions, ScaleFormat } from './ops/quantize';
+export { gemmFp8, gemmFp8Sync } from './ops/gemm';
+export type { GemmOptions } from './ops/gemm';
+export { getNumThreads, setNumThreads, cpuInfo, backends } from './runtime';
+export type { CpuInfo, BackendInfo } from './runtime';

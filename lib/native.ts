@@ -1,0 +1,72 @@
+/**
+ * Loads the N-API addon (a prebuilt binary from prebuilds/, else the one
+ * node-gyp built into build/) and hands it the MoeError class, so that native
+ * failures surface as MoeError with the native status code.
+ */
+import * as path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+import { MoeError } from './errors';
+import type { DType, Storage } from './dtype';
+
+/** The shape of a tensor as native code reads it. */
+export interface NativeTensor {
+  readonly data: Storage;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+export interface CpuInfo {
+  gemmIsa: 'avx512' | 'avx2' | 'portable';
+  threads: number;
+  features: { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bw: boolean };
+}
+
+type OpResult<Async extends boolean> = Async extends true ? Promise<void> : void;
+
+export interface NativeAddon {
+  setErrorClass(errorClass: typeof MoeError): void;
+  quantizeActivations<A extends boolean>(
+    args: { x: NativeTensor; q: NativeTensor; scales: NativeTensor; scaleFormat: string },
+    async: A,
+  ): OpResult<A>;
+  quantizeWeights<A extends boolean>(
+    args: { x: NativeTensor; q: NativeTensor; scales: NativeTensor; scaleFormat: string },
+    async: A,
+  ): OpResult<A>;
+  dequantize<A extends boolean>(
+    args: { q: NativeTensor; scales: NativeTensor; blockRows: number; out: NativeTensor },
+    async: A,
+  ): OpResult<A>;
+  gemmFp8<A extends boolean>(
+    args: { a: NativeTensor; aScales: NativeTensor; b: NativeTensor; bScales: NativeTensor; d: NativeTensor },
+    async: A,
+  ): OpResult<A>;
+  getNumThreads(): number;
+  setNumThreads(n: number): void;
+  cpuInfo(): CpuInfo;
+  castFromF32(src: Float32Array, dst: Uint8Array | Uint16Array, dtype: 'fp8_e4m3' | 'bf16'): void;
+  measureFmaPeak(seconds: number): number;
+  measureMemoryBandwidth(seconds: number): number;
+}
+
+/** The package root: lib/ (sources, under vitest) and dist/ (compiled) both sit one level below it. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..');
+
+let addon: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (addon) return addon;
+  let loaded: NativeAddon;
+  try {
+    loaded = nodeGypBuild(PACKAGE_ROOT) as NativeAddon;
+  } catch (cause) {
+    throw new MoeError(
+      'ERR_MOE_NATIVE',
+      `moe-kernels: could not load the native addon from ${PACKAGE_ROOT} (${(cause as Error).message}); ` +
+        'run `npm rebuild moe-kernels` or `npm install --build-from-source`',
+    );
+  }
+  loaded.setErrorClass(MoeError);
+  addon = loaded;
+  return addon;
+}

@@ -1,0 +1,116 @@
+/**
+ * Tensors: a dtype, a shape and a typed array over the caller's memory
+ * (zero-copy; byteOffset respected). Row-major and contiguous.
+ */
+import { DType, StorageOf, STORAGE, dtypeOfStorage, isDType } from './dtype';
+import { MoeError, describe } from './errors';
+import { decodeToFloat32 } from './numerics';
+import { native } from './native';
+
+export type Device = 'cpu';
+
+export class Tensor<D extends DType = DType> {
+  /** The raw elements: Float32Array (f32), Uint16Array (bf16 bits), Uint8Array (fp8 codes), Int32Array (i32). */
+  readonly data: StorageOf[D];
+  readonly dtype: D;
+  readonly shape: readonly number[];
+  readonly device: Device = 'cpu';
+
+  /** Use `tensor()`, which validates; this constructor trusts its arguments. */
+  constructor(data: StorageOf[D], shape: readonly number[], dtype: D) {
+    this.data = data;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+  }
+
+  get numel(): number {
+    return numelOf(this.shape);
+  }
+
+  /** A decoded copy as f32 (bf16 and fp8 widen exactly). */
+  toFloat32Array(): Float32Array {
+    switch (this.dtype) {
+      case 'f32':
+        return Float32Array.from(this.data as Float32Array);
+      case 'i32':
+        return Float32Array.from(this.data as Int32Array);
+      default:
+        return decodeToFloat32(this.data as Uint8Array | Uint16Array, this.dtype as 'fp8_e4m3' | 'bf16');
+    }
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
+  }
+}
+
+export function numelOf(shape: readonly number[]): number {
+  return shape.reduce((product, extent) => product * extent, 1);
+}
+
+function checkShape(shape: unknown, what: string): asserts shape is number[] {
+  if (!Array.isArray(shape) || shape.length < 1 || shape.length > 4) {
+    throw new MoeError('ERR_MOE_SHAPE', `${what}: expected a shape of 1 to 4 extents, got ${describe(shape)}`);
+  }
+  for (const extent of shape) {
+    if (!Number.isSafeInteger(extent) || extent < 0) {
+      throw new MoeError('ERR_MOE_SHAPE', `${what}: extents must be non-negative integers, got ${describe(shape)}`);
+    }
+  }
+}
+
+/**
+ * Wraps `data` as a tensor of `shape`. The dtype defaults to the one the typed
+ * array stores (Float32Array f32, Uint16Array bf16, Uint8Array fp8_e4m3,
+ * Int32Array i32); a given dtype must match the array.
+ */
+export function tensor<D extends DType>(data: StorageOf[D], shape: readonly number[], dtype?: D): Tensor<D> {
+  if (!ArrayBuffer.isView(data)) {
+    throw new MoeError('ERR_MOE_DTYPE', `tensor: data must be a typed array, got ${describe(data)}`);
+  }
+  const stored = dtypeOfStorage(data);
+  if (dtype !== undefined && !isDType(dtype)) {
+    throw new MoeError('ERR_MOE_DTYPE', `tensor: dtype must be one of f32, bf16, fp8_e4m3, i32, got ${describe(dtype)}`);
+  }
+  const resolved = (dtype ?? stored) as D | undefined;
+  if (resolved === undefined || !(data instanceof STORAGE[resolved])) {
+    const expected = resolved ? STORAGE[resolved].name : 'Float32Array, Uint16Array, Uint8Array or Int32Array';
+    throw new MoeError('ERR_MOE_DTYPE', `tensor: data for dtype ${resolved ?? '?'} must be ${expected}, got ${describe(data)}`);
+  }
+  checkShape(shape, 'tensor');
+  const numel = numelOf(shape);
+  if (data.length !== numel) {
+    throw new MoeError('ERR_MOE_SHAPE', `tensor: shape ${describe(shape)} needs ${numel} elements, data has ${data.length}`);
+  }
+  return new Tensor(data, shape, resolved);
+}
+
+/** A new zero-filled tensor. */
+export function empty<D extends DType>(shape: readonly number[], dtype: D): Tensor<D> {
+  checkShape(shape, 'empty');
+  return new Tensor(new STORAGE[dtype](numelOf(shape)) as StorageOf[D], shape, dtype);
+}
+
+function encode<D extends 'bf16' | 'fp8_e4m3'>(values: Float32Array, shape: readonly number[], dtype: D, what: string): Tensor<D> {
+  if (!(values instanceof Float32Array)) {
+    throw new MoeError('ERR_MOE_DTYPE', `${what}: values must be a Float32Array, got ${describe(values)}`);
+  }
+  checkShape(shape, what);
+  if (values.length !== numelOf(shape)) {
+    throw new MoeError('ERR_MOE_SHAPE', `${what}: shape ${describe(shape)} needs ${numelOf(shape)} values, got ${values.length}`);
+  }
+  const out = empty(shape, dtype);
+  native().castFromF32(values, out.data as Uint8Array | Uint16Array, dtype);
+  return out;
+}
+
+/** A bf16 tensor from f32 values, rounded to nearest even (NaN stays NaN). */
+export function bf16FromFloat32(values: Float32Array, shape: readonly number[]): Tensor<'bf16'> {
+  return encode(values, shape, 'bf16', 'bf16FromFloat32');
+}
+
+/** An fp8 e4m3 tensor from f32 values, CUDA's satfinite round-to-nearest-even conversion. */
+export function fp8FromFloat32(values: Float32Array, shape: readonly number[]): Tensor<'fp8_e4m3'> {
+  return encode(values, shape, 'fp8_e4m3', 'fp8FromFloat32');
+}
+

@@ -1,0 +1,83 @@
+#include "addon/js_tensor.h"
+
+#include <string>
+
+namespace moe::addon {
+
+namespace {
+
+bool parseDtype(const std::string& name, DType* dtype) {
+  if (name == "f32") *dtype = DType::kF32;
+  else if (name == "bf16") *dtype = DType::kBF16;
+  else if (name == "fp8_e4m3") *dtype = DType::kFP8E4M3;
+  else if (name == "i32") *dtype = DType::kI32;
+  else return false;
+  return true;
+}
+
+// The typed array each dtype is stored in (see lib/dtype.ts).
+napi_typedarray_type storageType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return napi_float32_array;
+    case DType::kBF16: return napi_uint16_array;
+    case DType::kFP8E4M3: return napi_uint8_array;
+    case DType::kI32: return napi_int32_array;
+  }
+  return napi_uint8_array;
+}
+
+}  // namespace
+
+Status tensorFromJs(const Napi::Object& args, const char* key, const char* what, TensorView* out, KeepAlive* keep) {
+  const std::string name(what);
+  Napi::Value value = args.Get(key);
+  if (!value.IsObject()) return Status(Code::kDtype, name + ": expected a tensor");
+  Napi::Object tensor = value.As<Napi::Object>();
+
+  Napi::Value dtypeValue = tensor.Get("dtype");
+  if (!dtypeValue.IsString() || !parseDtype(dtypeValue.As<Napi::String>().Utf8Value(), &out->dtype)) {
+    return Status(Code::kDtype, name + ": unknown dtype");
+  }
+
+  Napi::Value shapeValue = tensor.Get("shape");
+  if (!shapeValue.IsArray()) return Status(Code::kShape, name + ": shape must be an array");
+  Napi::Array shape = shapeValue.As<Napi::Array>();
+  if (shape.Length() < 1 || shape.Length() > kMaxDims) {
+    return Status(Code::kShape, name + ": rank must be 1.." + std::to_string(kMaxDims));
+  }
+  out->ndim = static_cast<int>(shape.Length());
+  int64_t numel = 1;
+  for (uint32_t i = 0; i < shape.Length(); ++i) {
+    Napi::Value extent = shape.Get(i);
+    if (!extent.IsNumber()) return Status(Code::kShape, name + ": shape entries must be numbers");
+    const double d = extent.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<int64_t>(d))) {
+      return Status(Code::kShape, name + ": shape entries must be non-negative integers");
+    }
+    out->shape[i] = static_cast<int64_t>(d);
+    numel *= out->shape[i];
+  }
+  int64_t stride = 1;
+  for (int d = out->ndim - 1; d >= 0; --d) {
+    out->strides[d] = stride;
+    stride *= out->shape[d];
+  }
+
+  Napi::Value dataValue = tensor.Get("data");
+  if (!dataValue.IsTypedArray()) return Status(Code::kDtype, name + ": data must be a typed array");
+  Napi::TypedArray data = dataValue.As<Napi::TypedArray>();
+  if (data.TypedArrayType() != storageType(out->dtype)) {
+    return Status(Code::kDtype, name + ": data's typed array does not match dtype " + dtypeName(out->dtype));
+  }
+  Napi::ArrayBuffer buffer = data.ArrayBuffer();
+  if (buffer.IsDetached()) return Status(Code::kDetached, name + ": the buffer is detached");
+  if (static_cast<int64_t>(data.ElementLength()) != numel) {
+    return Status(Code::kShape, name + ": data has " + std::to_string(data.ElementLength()) +
+                                    " elements, shape " + out->shapeString() + " needs " + std::to_string(numel));
+  }
+  out->data = static_cast<uint8_t*>(buffer.Data()) + data.ByteOffset();
+  keep->add(tensor);
+  return Status::ok();
+}
+
+}  // namespace moe::addon

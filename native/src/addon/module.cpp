@@ -1,0 +1,46 @@
+// The addon's module table. This directory is the only code that includes napi.h.
+#include <napi.h>
+
+#include "addon/errors.h"
+#include "addon/op_bindings.h"
+#include "addon/runtime_bindings.h"
+
+namespace moe::addon {
+
+namespace {
+
+Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    Napi::TypeError::New(info.Env(), "setErrorClass(MoeError)").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  setErrorClass(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  const std::pair<const char*, Napi::Function::Callback> functions[] = {
+      {"setErrorClass", SetErrorClass},
+      {"quantizeActivations", QuantizeActivations},
+      {"quantizeWeights", QuantizeWeights},
+      {"dequantize", Dequantize},
+      {"gemmFp8", GemmFp8},
+      {"getNumThreads", GetNumThreads},
+      {"setNumThreads", SetNumThreads},
+      {"cpuInfo", CpuInfo},
+      {"castFromF32", CastFromF32},
+      {"measureFmaPeak", MeasureFmaPeak},
+      {"measureMemoryBandwidth", MeasureMemoryBandwidth},
+  };
+  for (const auto& [name, callback] : functions) exports.Set(name, Napi::Function::New(env, callback, name));
+  return exports;
+}
+
+}  // namespace moe::addon
+
+// NODE_API_MODULE pastes the name into an identifier, so it must be unqualified.
+static Napi::Object InitMoeKernels(Napi::Env env, Napi::Object exports) { return moe::addon::Init(env, exports); }
+
+NODE_API_MODULE(moe_kernels, InitMoeKernels)

@@ -1,0 +1,87 @@
+// Entry points that are not tensor operations: threads, machine facts,
+// bulk number-format conversion, and the ceilings the benchmarks measure.
+#include "addon/runtime_bindings.h"
+
+#include <algorithm>
+
+#include "core/numerics.h"
+#include "cpu/cpu_features.h"
+#include "cpu/gemm_fp8.h"
+#include "cpu/machine_peaks.h"
+#include "cpu/thread_pool.h"
+
+namespace moe::addon {
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu::ThreadPool::instance().numThreads());
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  // lib/ validated the count; clamp anyway so a direct caller cannot ask for 0.
+  const int n = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
+  cpu::ThreadPool::instance().setNumThreads(std::clamp(n, 1, 1024));
+  return info.Env().Undefined();
+}
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cpu::CpuFeatures& features = cpu::cpuFeatures();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("gemmIsa", cpu::gemmIsaName());
+  result.Set("threads", cpu::ThreadPool::instance().numThreads());
+  Napi::Object flags = Napi::Object::New(env);
+  flags.Set("avx2", features.avx2);
+  flags.Set("fma", features.fma);
+  flags.Set("f16c", features.f16c);
+  flags.Set("avx512f", features.avx512f);
+  flags.Set("avx512bw", features.avx512bw);
+  result.Set("features", flags);
+  return result;
+}
+
+// castFromF32(src: Float32Array, dst: Uint8Array | Uint16Array, dtype: 'fp8_e4m3' | 'bf16')
+// lib/ checks lengths and types; the checks here only keep a direct caller from crashing.
+Napi::Value CastFromF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsString()) {
+    Napi::TypeError::New(env, "castFromF32(src, dst, dtype)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::TypedArray src = info[0].As<Napi::TypedArray>();
+  Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
+  const bool toFp8 = info[2].As<Napi::String>().Utf8Value() == "fp8_e4m3";
+  const napi_typedarray_type dstType = toFp8 ? napi_uint8_array : napi_uint16_array;
+  if (src.TypedArrayType() != napi_float32_array || dst.TypedArrayType() != dstType ||
+      src.ElementLength() != dst.ElementLength() || src.ArrayBuffer().IsDetached() ||
+      dst.ArrayBuffer().IsDetached()) {
+    Napi::TypeError::New(env, "castFromF32: mismatched arrays").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const float* in = reinterpret_cast<const float*>(static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset());
+  uint8_t* out = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+  const int64_t n = static_cast<int64_t>(src.ElementLength());
+  constexpr int64_t kChunk = 1 << 16;
+  cpu::ThreadPool::instance().parallelFor(ceilDiv(n, kChunk), [&](int64_t task, int) {
+    const int64_t end = std::min(n, (task + 1) * kChunk);
+    for (int64_t i = task * kChunk; i < end; ++i) {
+      if (toFp8) {
+        out[i] = fp8FromFloat(in[i]);
+      } else {
+        reinterpret_cast<uint16_t*>(out)[i] = bf16FromFloat(in[i]);
+      }
+    }
+  });
+  return env.Undefined();
+}
+
+Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
+  const double seconds = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0.5;
+  return Napi::Number::New(info.Env(), cpu::measureFmaPeakGflops(std::clamp(seconds, 0.01, 10.0)));
+}
+
+Napi::Value MeasureMemoryBandwidth(const Napi::CallbackInfo& info) {
+  const double seconds = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0.5;
+  return Napi::Number::New(info.Env(), cpu::measureMemoryBandwidthGBs(std::clamp(seconds, 0.01, 10.0)));
+}
+
+}  // namespace moe::addon

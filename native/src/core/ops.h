@@ -1,0 +1,117 @@
+// The plain argument structs that cross from the addon into a backend, one per
+// operation. Every tensor is a TensorView; shapes are validated by the
+// backend (and, before that, by the TypeScript layer).
+#pragma once
+
+#include "core/tensor.h"
+
+namespace moe {
+
+enum class ScaleFormat { kF32, kUE8M0 };
+
+// Per-token 1x128 quantization of activations, or 128x128 block quantization
+// of weights (SPEC.md, "Quantization").
+struct QuantizeArgs {
+  TensorView x;       // [M, K] f32 or bf16, K-major
+  TensorView q;       // [M, K] fp8_e4m3 (output)
+  TensorView scales;  // [M, ceil(K/128)] (activations) or [ceil(M/128), ceil(K/128)] (weights), f32 (output)
+  ScaleFormat scaleFormat = ScaleFormat::kF32;
+};
+
+// x = q * s with the scale layout told by `blockRows` (1 for activations, 128 for weights).
+struct DequantizeArgs {
+  TensorView q;       // [M, K] fp8_e4m3
+  TensorView scales;  // [ceil(M/blockRows), ceil(K/128)] f32
+  int64_t blockRows = 1;
+  TensorView out;     // [M, K] f32 or bf16 (output)
+};
+
+// D = A * B^T with 1x128 scales on A and 128x128 scales on B (SPEC.md, "FP8 GEMM").
+struct GemmFp8Args {
+  TensorView a;        // [M, K] fp8_e4m3, K-major
+  TensorView aScales;  // [M, ceil(K/128)] f32
+  TensorView b;        // [N, K] fp8_e4m3, K-major
+  TensorView bScales;  // [ceil(N/128), ceil(K/128)] f32
+  TensorView d;        // [M, N] bf16 or f32 (output)
+};
+
+constexpr int64_t kQuantGroup = 128;  // channels per scale group (K direction)
+constexpr int64_t kWeightBlockRows = 128;  // rows per weight scale block (N direction)
+
+}  // namespace moe
+
+namespace moe {
+
+// ---- The MoE layer's operations (SPEC.md, "Routing" and "Dispatch layout, dispatch, combine") ----
+
+enum class Scoring { kSoftmax, kSigmoid };
+
+struct RouteArgs {
+  TensorView logits;   // [T, E] f32 or bf16
+  TensorView bias;     // [E] f32, or data == nullptr for none (sigmoid only; selection only)
+  Scoring scoring = Scoring::kSoftmax;
+  int64_t topK = 1;
+  int64_t numGroups = 1;    // E % numGroups == 0
+  int64_t topKGroups = 1;   // 1 <= topKGroups <= numGroups
+  bool renormalize = false;
+  float scale = 1.0f;
+  TensorView ids;      // [T, topK] i32 (output); -1 where fewer than topK experts can be selected
+  TensorView weights;  // [T, topK] f32 (output); 0 where ids is -1
+};
+
+// The contiguous layout: expert e's rows start at offsets[e] (a multiple of
+// align) and span roundUp(count_e, align) rows; within an expert rows follow
+// token order, then slot order. The masked layout: rows [e * maxRows, e * maxRows + count_e).
+struct LayoutArgs {
+  TensorView ids;              // [T, k] i32, entries in [-1, E)
+  int64_t numExperts = 0;      // E
+  int64_t align = 128;         // contiguous layout: segment alignment
+  bool masked = false;         // masked layout instead of contiguous
+  int64_t maxRowsPerExpert = 0;  // masked layout: Mmax (rows per expert)
+  TensorView tokensPerExpert;  // [E] i32 (output); = maskedM for the masked layout
+  TensorView offsets;          // [E + 1] i32 (output): first row of each expert, then the row count
+  TensorView rowToken;         // [capacity] i32 (output): token of each row, -1 for padding
+  TensorView groupIndex;       // [capacity] i32 (output): expert of each row, -1 for padding
+  TensorView slotRow;          // [T, k] i32 (output): row of each (token, slot), -1 where ids is -1
+  // Rows actually used are offsets[E]; rows past it up to capacity are set to -1.
+};
+
+// Gather rows of x by rowToken (padding rows zero), optionally quantized 1x128.
+struct DispatchArgs {
+  TensorView x;         // [T, H] f32 or bf16
+  TensorView rowToken;  // [R] i32, -1 for padding
+  TensorView out;       // [R, H] x's dtype, or fp8_e4m3 when quantizing (output)
+  TensorView scales;    // [R, ceil(H/128)] f32 when quantizing (output), else data == nullptr
+  ScaleFormat scaleFormat = ScaleFormat::kF32;
+};
+
+// out = silu(gate) * up, h = [gate | up] per row, computed in f32, optionally quantized 1x128.
+struct SwigluArgs {
+  TensorView h;         // [R, 2I] f32 or bf16
+  TensorView out;       // [R, I] f32 or bf16, or fp8_e4m3 when quantizing (output)
+  TensorView scales;    // [R, ceil(I/128)] f32 when quantizing (output), else data == nullptr
+  ScaleFormat scaleFormat = ScaleFormat::kF32;
+};
+
+// out[t] = shared[t] + sum_j w[t, j] * y[slotRow[t, j]] over slots with slotRow >= 0, in f32, slot order.
+struct CombineArgs {
+  TensorView y;         // [R, H] f32 or bf16
+  TensorView slotRow;   // [T, k] i32
+  TensorView weights;   // [T, k] f32
+  TensorView shared;    // [T, H] f32 or bf16, or data == nullptr for none
+  TensorView out;       // [T, H] f32 or bf16 (output)
+};
+
+// Grouped GEMMs. Contiguous: D[r] = A[r] * B[groupIndex[r]]^T, zero where groupIndex[r] == -1.
+// Masked: D[g, m] = A[g, m] * B[g]^T for m < maskedM[g], zero beyond.
+struct GroupedGemmFp8Args {
+  TensorView a;           // contiguous: [R, K]; masked: [G, Mmax, K]; fp8_e4m3
+  TensorView aScales;     // contiguous: [R, ceil(K/128)]; masked: [G, Mmax, ceil(K/128)]; f32
+  TensorView b;           // [G, N, K] fp8_e4m3
+  TensorView bScales;     // [G, ceil(N/128), ceil(K/128)] f32
+  TensorView groupIndex;  // contiguous: [R] i32 in [-1, G); masked: data == nullptr
+  TensorView maskedM;     // masked: [G] i32 in [0, Mmax]; contiguous: data == nullptr
+  TensorView d;           // contiguous: [R, N]; masked: [G, Mmax, N]; bf16 or f32 (output)
+};
+
+}  // namespace moe

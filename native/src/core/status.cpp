@@ -1,0 +1,19 @@
+#include "core/status.h"
+
+namespace moe {
+
+const char* codeName(Code code) {
+  switch (code) {
+    case Code::kOk: return "OK";
+    case Code::kShape: return "ERR_MOE_SHAPE";
+    case Code::kDtype: return "ERR_MOE_DTYPE";
+    case Code::kRange: return "ERR_MOE_RANGE";
+    case Code::kNonFinite: return "ERR_MOE_NONFINITE";
+    case Code::kDetached: return "ERR_MOE_DETACHED";
+    case Code::kUnsupported: return "ERR_MOE_UNSUPPORTED";
+    case Code::kInternal: return "ERR_MOE_INTERNAL";
+  }
+  return "ERR_MOE_INTERNAL";
+}
+
+}  // namespace moe

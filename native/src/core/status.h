@@ -1,0 +1,47 @@
+// Status codes returned by all core and backend code. Core code never throws:
+// it returns a Status, and the addon turns a failed Status into a MoeError in
+// exactly one place (addon/errors.cpp).
+#pragma once
+
+#include <string>
+#include <utility>
+
+namespace moe {
+
+// Each code maps 1:1 to a JavaScript MoeError code (see lib/errors.ts).
+enum class Code {
+  kOk = 0,
+  kShape,        // ERR_MOE_SHAPE: wrong rank or extent
+  kDtype,        // ERR_MOE_DTYPE: wrong element type
+  kRange,        // ERR_MOE_RANGE: an index or option out of its range
+  kNonFinite,    // ERR_MOE_NONFINITE: NaN or infinity where finite values are required
+  kDetached,     // ERR_MOE_DETACHED: a buffer whose memory is gone
+  kUnsupported,  // ERR_MOE_UNSUPPORTED: the backend cannot run this op
+  kInternal,     // ERR_MOE_INTERNAL: a bug or an allocation failure
+};
+
+const char* codeName(Code code);
+
+class Status {
+ public:
+  Status() = default;
+  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  static Status ok() { return Status(); }
+
+  bool isOk() const { return code_ == Code::kOk; }
+  Code code() const { return code_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+// Propagates a failed Status to the caller.
+#define MOE_RETURN_IF_ERROR(expr)      \
+  do {                                 \
+    ::moe::Status moe_status_ = (expr); \
+    if (!moe_status_.isOk()) return moe_status_; \
+  } while (0)
+
+}  // namespace moe

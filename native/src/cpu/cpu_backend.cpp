@@ -1,0 +1,113 @@
+#include "cpu/cpu_backend.h"
+
+#include <string>
+
+#include "cpu/gemm_fp8.h"
+#include "cpu/quantize.h"
+
+namespace moe::cpu {
+
+namespace {
+
+// Native code checks what it is handed even though TypeScript validated it
+// first: a caller of the addon that skips lib/ must get an error, not a crash.
+Status expect2dContiguous(const TensorView& t, const char* what) {
+  if (t.ndim != 2) {
+    return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got shape " + t.shapeString());
+  }
+  return expectContiguous(t, what);
+}
+
+Status expectFloatInput(const TensorView& t, const char* what) {
+  if (t.dtype == DType::kF32 || t.dtype == DType::kBF16) return Status::ok();
+  return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t.dtype));
+}
+
+Status expectKMultipleOf16(int64_t k, const char* what) {
+  if (k > 0 && k % 16 == 0) return Status::ok();
+  return Status(Code::kShape, std::string(what) + ": K must be a positive multiple of 16, got " + std::to_string(k));
+}
+
+Status validateQuantize(const QuantizeArgs& args, int64_t blockRows, const char* op) {
+  const std::string name(op);
+  MOE_RETURN_IF_ERROR(expect2dContiguous(args.x, (name + ": x").c_str()));
+  MOE_RETURN_IF_ERROR(expectFloatInput(args.x, (name + ": x").c_str()));
+  const int64_t rows = args.x.dim(0), cols = args.x.dim(1);
+  MOE_RETURN_IF_ERROR(expectKMultipleOf16(cols, (name + ": x").c_str()));
+  MOE_RETURN_IF_ERROR(expectDtype(args.q, DType::kFP8E4M3, (name + ": q").c_str()));
+  MOE_RETURN_IF_ERROR(expectShape(args.q, {rows, cols}, (name + ": q").c_str()));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.q, (name + ": q").c_str()));
+  MOE_RETURN_IF_ERROR(expectDtype(args.scales, DType::kF32, (name + ": scales").c_str()));
+  MOE_RETURN_IF_ERROR(
+      expectShape(args.scales, {ceilDiv(rows, blockRows), ceilDiv(cols, kQuantGroup)}, (name + ": scales").c_str()));
+  return expectContiguous(args.scales, (name + ": scales").c_str());
+}
+
+Status prefixed(const char* op, Status status) {
+  if (status.isOk()) return status;
+  return Status(status.code(), std::string(op) + ": " + status.message());
+}
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  bool supportsOp(OpKind) const override { return true; }
+
+  Status quantizeActivations(const QuantizeArgs& args) override {
+    MOE_RETURN_IF_ERROR(validateQuantize(args, 1, "quantizeActivations"));
+    return prefixed("quantizeActivations", quantizeBlocks(args, 1));
+  }
+
+  Status quantizeWeights(const QuantizeArgs& args) override {
+    MOE_RETURN_IF_ERROR(validateQuantize(args, kWeightBlockRows, "quantizeWeights"));
+    return prefixed("quantizeWeights", quantizeBlocks(args, kWeightBlockRows));
+  }
+
+  Status dequantize(const DequantizeArgs& args) override {
+    MOE_RETURN_IF_ERROR(expect2dContiguous(args.q, "dequantize: q.data"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.q, DType::kFP8E4M3, "dequantize: q.data"));
+    const int64_t rows = args.q.dim(0), cols = args.q.dim(1);
+    if (args.blockRows != 1 && args.blockRows != kWeightBlockRows) {
+      return Status(Code::kRange, "dequantize: blockRows must be 1 or 128, got " + std::to_string(args.blockRows));
+    }
+    MOE_RETURN_IF_ERROR(expectDtype(args.scales, DType::kF32, "dequantize: q.scales"));
+    MOE_RETURN_IF_ERROR(expectShape(args.scales, {ceilDiv(rows, args.blockRows), ceilDiv(cols, kQuantGroup)},
+                                    "dequantize: q.scales"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.scales, "dequantize: q.scales"));
+    MOE_RETURN_IF_ERROR(expectFloatInput(args.out, "dequantize: out"));
+    MOE_RETURN_IF_ERROR(expectShape(args.out, {rows, cols}, "dequantize: out"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.out, "dequantize: out"));
+    return prefixed("dequantize", dequantizeBlocks(args));
+  }
+
+  Status gemmFp8(const GemmFp8Args& args) override {
+    MOE_RETURN_IF_ERROR(expect2dContiguous(args.a, "gemmFp8: a.data"));
+    MOE_RETURN_IF_ERROR(expect2dContiguous(args.b, "gemmFp8: b.data"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "gemmFp8: a.data"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.b, DType::kFP8E4M3, "gemmFp8: b.data"));
+    const int64_t m = args.a.dim(0), k = args.a.dim(1), n = args.b.dim(0);
+    MOE_RETURN_IF_ERROR(expectKMultipleOf16(k, "gemmFp8: a.data"));
+    MOE_RETURN_IF_ERROR(expectShape(args.b, {n, k}, "gemmFp8: b.data"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "gemmFp8: a.scales"));
+    MOE_RETURN_IF_ERROR(expectShape(args.aScales, {m, ceilDiv(k, kQuantGroup)}, "gemmFp8: a.scales"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "gemmFp8: a.scales"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.bScales, DType::kF32, "gemmFp8: b.scales"));
+    MOE_RETURN_IF_ERROR(
+        expectShape(args.bScales, {ceilDiv(n, kWeightBlockRows), ceilDiv(k, kQuantGroup)}, "gemmFp8: b.scales"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.bScales, "gemmFp8: b.scales"));
+    MOE_RETURN_IF_ERROR(expectFloatInput(args.d, "gemmFp8: out"));
+    MOE_RETURN_IF_ERROR(expectShape(args.d, {m, n}, "gemmFp8: out"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.d, "gemmFp8: out"));
+    return cpu::gemmFp8(args);
+  }
+};
+
+}  // namespace
+
+Backend& cpuBackend() {
+  static CpuBackend backend;
+  return backend;
+}
+
+}  // namespace moe::cpu

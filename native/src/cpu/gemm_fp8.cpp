@@ -1,0 +1,310 @@
+// The fp8 GEMM driver: path choice, cache blocking, threading, dispatch to the
+// per-ISA kernels (gemm_fp8_kernels.h).
+//
+// Two paths:
+//
+// * Packed (M > kStreamMaxM), GotoBLAS/BLIS style. D is cut into tiles of
+//   mc x nc, one task each, handed out dynamically over the pool. A task walks
+//   K in blocks of kKc = 256: it decodes + scales its A block into
+//   [mc, kKc] f32 (~mc KiB, L2) and its B block into nc/nr panels of
+//   [kKc, nr] f32 (<= 1.5 MiB, L2), then runs the register-blocked microkernel
+//   over every (<= mr rows) x (nr columns) micro-tile, accumulating in a
+//   private f32 tile [mc, nc] that is written to D (f32 or bf16) at the end.
+//   Packing cost is ~1/mc (B) and ~1/nc (A) of the FMA work, so tiles are kept
+//   large and their shape is chosen to balance the threads (planTiles).
+//
+// * Streaming (M <= kStreamMaxM): A is small and B is read once. A is decoded
+//   and scaled once ([M, K] f32); each task takes a run of B rows inside one
+//   128-row scale block, folds that block's scales into a private copy of A,
+//   and streams the fp8 rows straight from memory through the decode + FMA
+//   kernel. No B packing: at M = 1 the run time is B's bytes over the memory
+//   bandwidth.
+#include "cpu/gemm_fp8.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "cpu/cpu_features.h"
+#include "cpu/gemm_fp8_kernels.h"
+#include "cpu/thread_pool.h"
+
+namespace moe::cpu {
+
+namespace fp8gemm {
+
+const KernelSet& selectedKernels() {
+  switch (gemmIsa()) {
+    case GemmIsa::kAvx512: return kAvx512Kernels;
+    case GemmIsa::kAvx2: return kAvx2Kernels;
+    case GemmIsa::kPortable: break;
+  }
+  return kPortableKernels;
+}
+
+}  // namespace fp8gemm
+
+namespace {
+
+using fp8gemm::KernelSet;
+using fp8gemm::kKc;
+
+// At M <= 8 streaming B (decode per use, no packing) wins: the packed path's
+// B packing (~0.7 uops per element) is then as expensive as the FMAs. Measured
+// crossover on Sapphire Rapids: see the report in the commit.
+constexpr int64_t kStreamMaxM = 8;
+
+// Tile limits of the packed path. A block [mc, kKc] f32 = mc KiB and a B block
+// [nc, kKc] f32 = nc KiB must share the 4 MiB (2 MiB on older parts) L2 with
+// the C tile traffic.
+constexpr int64_t kMcMax = 512;
+constexpr int64_t kNcMax = 1536;
+
+constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
+
+// 64-byte aligned float scratch; no exceptions (allocation failure -> false).
+class FloatBuffer {
+ public:
+  FloatBuffer() = default;
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+  ~FloatBuffer() { std::free(data_); }
+
+  bool allocate(int64_t count) {
+    std::free(data_);
+    data_ = nullptr;
+    void* p = nullptr;
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 16)) * sizeof(float);
+    if (posix_memalign(&p, 64, bytes) != 0) return false;
+    data_ = static_cast<float*>(p);
+    return true;
+  }
+  float* data() const { return data_; }
+
+ private:
+  float* data_ = nullptr;
+};
+
+struct Problem {
+  const uint8_t* a;   // [M, K] fp8
+  const float* sa;    // [M, groups]
+  const uint8_t* b;   // [N, K] fp8
+  const float* sb;    // [ceil(N/128), groups]
+  char* d;            // [M, N] f32 or bf16
+  bool bf16;
+  int64_t M, N, K, groups;
+
+  int64_t dElemSize() const { return bf16 ? 2 : 4; }
+  char* dAt(int64_t m, int64_t n) const { return d + (m * N + n) * dElemSize(); }
+};
+
+// NaN codes seen, set from any thread; tasks stop early once one is seen.
+struct NanFlags {
+  std::atomic<bool> a{false};
+  std::atomic<bool> b{false};
+  bool any() const { return a.load(std::memory_order_relaxed) || b.load(std::memory_order_relaxed); }
+};
+
+Status finish(const NanFlags& nan) {
+  if (nan.a.load()) return Status(Code::kNonFinite, "gemmFp8: a contains an fp8 NaN code (0x7F/0xFF)");
+  if (nan.b.load()) return Status(Code::kNonFinite, "gemmFp8: b contains an fp8 NaN code (0x7F/0xFF)");
+  return Status::ok();
+}
+
+Status outOfMemory() { return Status(Code::kInternal, "gemmFp8: out of memory for scratch buffers"); }
+
+// ---- packed path --------------------------------------------------------------
+
+struct TilePlan {
+  int64_t mc = 0, nc = 0;            // tile extents (nc a multiple of nr)
+  int64_t mTiles = 0, nTiles = 0;
+};
+
+// Picks the tile grid with the smallest estimated makespan on `threads`
+// threads: ceil(tiles / threads) rounds of the per-tile cost, in units of one
+// FMA lane per k: the mc x nc FMAs (nc padded to nr) plus packing, which costs
+// ~11 lane-FMAs per B element and ~5 per A element (decode, transpose, store).
+TilePlan planTiles(int64_t M, int64_t N, int64_t nr, int threads) {
+  TilePlan best;
+  double bestCost = 0.0;
+  const int64_t mMin = ceilDiv(M, kMcMax), nMin = ceilDiv(N, kNcMax);
+  for (int64_t mt = mMin; mt <= std::min(M, mMin + 8); ++mt) {
+    const int64_t mc = ceilDiv(M, mt);
+    for (int64_t want = nMin; want <= std::min(ceilDiv(N, nr), nMin + 16); ++want) {
+      const int64_t nc = ceilDiv(ceilDiv(N, want), nr) * nr;
+      const int64_t nt = ceilDiv(N, nc);
+      const double rounds = static_cast<double>(ceilDiv(ceilDiv(M, mc) * nt, threads));
+      const double cost = rounds * (static_cast<double>(mc) * nc + 11.0 * nc + 5.0 * mc + 2000.0);
+      if (best.mc == 0 || cost < bestCost * 0.999) {
+        best = TilePlan{mc, nc, ceilDiv(M, mc), nt};
+        bestCost = cost;
+      }
+    }
+  }
+  return best;
+}
+
+struct PackedScratch {
+  FloatBuffer a;  // [mc, kKc] packed A rows, row stride kKc
+  FloatBuffer b;  // [nc / nr, kKc, nr] packed B panels, nr-interleaved
+  FloatBuffer c;  // [mc, nc] f32 accumulator tile
+};
+
+// Packs nPanels B panels of the block (n0.., k0..k0+kc) into bPacked.
+bool packBBlock(const KernelSet& ks, const Problem& p, int64_t n0, int64_t nEff, int64_t k0, int64_t kc,
+                float* bPacked /* [ceil(nEff/nr), kc, nr] */) {
+  bool nan = false;
+  for (int64_t j = 0; j < nEff; j += ks.nr) {
+    const int64_t n = n0 + j;
+    const float* scaleRow = p.sb + (n / kWeightBlock) * p.groups;  // a panel never crosses a 128-row block
+    nan |= ks.packB(p.b + n * p.K, p.K, scaleRow, std::min<int64_t>(ks.nr, nEff - j), k0, kc,
+                    bPacked + (j / ks.nr) * kc * ks.nr);
+  }
+  return nan;
+}
+
+// Runs every micro-tile of one packed (A block, B block) pair into the C tile.
+// Rows are cut into near-equal micro-panels of <= mr rows (so M = 16 runs as
+// 8 + 8, not 14 + 2); the A micro-panel stays in L1 while the B panels stream
+// from L2.
+void multiplyBlock(const KernelSet& ks, int64_t mEff, int64_t nPanels, int64_t kc, bool accumulate,
+                   const float* aPacked /* [mEff, kKc] */, const float* bPacked /* [nPanels, kc, nr] */,
+                   float* c /* [mEff, ldc] */, int64_t ldc) {
+  const int64_t microPanels = ceilDiv(mEff, ks.mr);
+  for (int64_t ip = 0; ip < microPanels; ++ip) {
+    const int64_t i0 = mEff * ip / microPanels;
+    const int64_t h = mEff * (ip + 1) / microPanels - i0;
+    const fp8gemm::MicroKernel kernel = ks.micro[h];
+    for (int64_t jp = 0; jp < nPanels; ++jp)
+      kernel(kc, aPacked + i0 * kKc, bPacked + jp * kc * ks.nr, c + i0 * ldc + jp * ks.nr, ldc, accumulate);
+  }
+}
+
+void runPackedTile(const KernelSet& ks, const Problem& p, const TilePlan& plan, int64_t tile,
+                   PackedScratch& scratch, NanFlags& nan) {
+  const int64_t m0 = (tile / plan.nTiles) * plan.mc;
+  const int64_t n0 = (tile % plan.nTiles) * plan.nc;
+  const int64_t mEff = std::min(plan.mc, p.M - m0);
+  const int64_t nEff = std::min(plan.nc, p.N - n0);
+  const int64_t nPanels = ceilDiv(nEff, ks.nr);
+  const int64_t ldc = nPanels * ks.nr;
+  for (int64_t k0 = 0; k0 < p.K; k0 += kKc) {
+    if (nan.any()) return;
+    const int64_t kc = std::min(kKc, p.K - k0);
+    if (packBBlock(ks, p, n0, nEff, k0, kc, scratch.b.data())) nan.b.store(true);
+    if (ks.packA(p.a + m0 * p.K, p.K, p.sa + m0 * p.groups, p.groups, mEff, k0, kc, scratch.a.data(), kKc))
+      nan.a.store(true);
+    multiplyBlock(ks, mEff, nPanels, kc, k0 > 0, scratch.a.data(), scratch.b.data(), scratch.c.data(), ldc);
+  }
+  ks.storeTile(scratch.c.data(), ldc, mEff, nEff, p.dAt(m0, n0), p.N, p.bf16);
+}
+
+Status gemmPacked(const KernelSet& ks, const Problem& p) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int threads = pool.numThreads();
+  const TilePlan plan = planTiles(p.M, p.N, ks.nr, threads);
+  const int64_t ncPad = ceilDiv(plan.nc, ks.nr) * ks.nr;
+  std::vector<PackedScratch> scratch(static_cast<size_t>(threads));
+  for (auto& s : scratch) {
+    if (!s.a.allocate(plan.mc * kKc) || !s.b.allocate(ncPad * kKc) || !s.c.allocate(plan.mc * ncPad))
+      return outOfMemory();
+  }
+  NanFlags nan;
+  pool.parallelFor(plan.mTiles * plan.nTiles, [&](int64_t tile, int thread) {
+    runPackedTile(ks, p, plan, tile, scratch[static_cast<size_t>(thread)], nan);
+  });
+  return finish(nan);
+}
+
+// ---- streaming path ---------------------------------------------------------
+
+// Rows of B per task: a divisor of 128 (a task stays inside one scale block),
+// as large as possible while leaving >= 8 tasks per thread for balance.
+int64_t streamRowsPerTask(int64_t N, int threads) {
+  int64_t rows = kWeightBlock;
+  while (rows > 16 && ceilDiv(N, rows) < 8 * threads) rows /= 2;
+  return rows;
+}
+
+struct StreamScratch {
+  FloatBuffer a;          // [M, K] A with this thread's current B scale row folded in
+  FloatBuffer out;        // [M, rowsPerTask] f32 results before the bf16 store
+  int64_t scaleBlock = -1;  // which 128-row block of B `a` is scaled for
+};
+
+Status gemmStreaming(const KernelSet& ks, const Problem& p) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int threads = pool.numThreads();
+  const int64_t rowsPerTask = streamRowsPerTask(p.N, threads);
+
+  NanFlags nan;
+  FloatBuffer aDecoded;  // [M, K] fp8(A) * sa
+  if (!aDecoded.allocate(p.M * p.K)) return outOfMemory();
+  if (ks.packA(p.a, p.K, p.sa, p.groups, p.M, 0, p.K, aDecoded.data(), p.K)) nan.a.store(true);
+  if (nan.any()) return finish(nan);
+
+  std::vector<StreamScratch> scratch(static_cast<size_t>(threads));
+  for (auto& s : scratch)
+    if (!s.a.allocate(p.M * p.K) || !s.out.allocate(p.M * rowsPerTask)) return outOfMemory();
+
+  pool.parallelFor(ceilDiv(p.N, rowsPerTask), [&](int64_t task, int thread) {
+    if (nan.any()) return;
+    StreamScratch& s = scratch[static_cast<size_t>(thread)];
+    const int64_t n0 = task * rowsPerTask;
+    const int64_t rows = std::min(rowsPerTask, p.N - n0);
+    const int64_t block = n0 / kWeightBlock;
+    if (s.scaleBlock != block) {
+      ks.scaleForStream(aDecoded.data(), p.M, p.K, p.K, p.sb + block * p.groups, s.a.data());
+      s.scaleBlock = block;
+    }
+    // f32 output goes straight to D; bf16 is rounded from a small f32 tile.
+    float* out = p.bf16 ? s.out.data() : reinterpret_cast<float*>(p.dAt(0, n0));
+    const int64_t ldo = p.bf16 ? rowsPerTask : p.N;
+    if (ks.streamRows(s.a.data(), p.K, p.M, p.b + n0 * p.K, p.K, rows, p.K, out, ldo)) nan.b.store(true);
+    if (p.bf16) ks.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
+  });
+  return finish(nan);
+}
+
+void zeroOutput(const Problem& p) {
+  std::memset(p.d, 0, static_cast<size_t>(p.M * p.N * p.dElemSize()));
+}
+
+Status gemmFp8Impl(const GemmFp8Args& args) {
+  Problem p;
+  p.a = args.a.as<const uint8_t>();
+  p.sa = args.aScales.as<const float>();
+  p.b = args.b.as<const uint8_t>();
+  p.sb = args.bScales.as<const float>();
+  p.d = args.d.as<char>();
+  p.bf16 = args.d.dtype == DType::kBF16;
+  p.M = args.a.dim(0);
+  p.K = args.a.dim(1);
+  p.N = args.b.dim(0);
+  p.groups = ceilDiv(p.K, kQuantGroup);
+  if (p.M == 0 || p.N == 0) return Status::ok();
+  if (p.K == 0) {  // empty sum
+    zeroOutput(p);
+    return Status::ok();
+  }
+  const KernelSet& ks = fp8gemm::selectedKernels();
+  return p.M <= kStreamMaxM ? gemmStreaming(ks, p) : gemmPacked(ks, p);
+}
+
+}  // namespace
+
+Status gemmFp8(const GemmFp8Args& args) {
+  try {
+    return gemmFp8Impl(args);
+  } catch (const std::bad_alloc&) {
+    return outOfMemory();
+  } catch (...) {
+    return Status(Code::kInternal, "gemmFp8: unexpected exception");
+  }
+}
+
+}  // namespace moe::cpu

@@ -1,0 +1,26 @@
+// Block-scaled FP8 GEMM on the CPU (SPEC.md, "FP8 GEMM"):
+//
+//   D[m, n] = sum_g sa[m, g] * sb[n / 128, g] * sum_{k in group g} A[m, k] * B[n, k]
+//
+// A [M, K] and B [N, K] are fp8 e4m3, K-major; sa [M, ceil(K/128)] and
+// sb [ceil(N/128), ceil(K/128)] are f32; D [M, N] is f32 or bf16.
+//
+// Why hand-written: no BLAS (OpenBLAS, MKL, BLIS, oneDNN's public GEMM) takes
+// fp8 e4m3 inputs with 1x128 / 128x128 block scales, and decoding all of B to
+// f32 first would cost 4x its bytes in memory traffic and a full-size copy.
+// Here fp8 is decoded while packing (large M) or while streaming B (small M),
+// with the scales folded into the decoded values, so the inner loops are plain
+// f32 FMAs. See gemm_fp8.cpp for the blocking and threading.
+#pragma once
+
+#include "core/ops.h"
+#include "core/status.h"
+
+namespace moe::cpu {
+
+// Dtypes, shapes and contiguity of `args` must already be validated. Returns
+// kNonFinite when A or B holds an fp8 NaN code (0x7F/0xFF); D may then be
+// partially written. Returns kInternal if scratch memory cannot be allocated.
+Status gemmFp8(const GemmFp8Args& args);
+
+}  // namespace moe::cpu

@@ -1,0 +1,88 @@
+// Internal interface between the fp8 GEMM driver (gemm_fp8.cpp: blocking,
+// threading, dispatch) and its per-ISA kernels (gemm_fp8_avx512.cpp,
+// gemm_fp8_avx2.cpp, gemm_fp8_portable.cpp). Not part of the public API.
+//
+// Each ISA file is compiled with `#pragma GCC target(...)` and exports exactly
+// one constant-initialized KernelSet object (no code runs at load time, so
+// linking the AVX-512 file is safe on a machine without AVX-512; only calling
+// through its pointers is not).
+//
+// Conventions shared by every kernel:
+// - "packed value" = fp8 value * its scale(s), as f32; the scales are folded in
+//   while decoding, so the inner loops are plain f32 FMAs over all of K.
+// - k0 (the first K index of a block) is a multiple of 128 and every length in
+//   K is a multiple of 16 (SPEC: K % 16 == 0), so a 16-wide chunk never
+//   straddles a scale group.
+// - Functions that read fp8 return true when they met a NaN code (0x7F/0xFF).
+#pragma once
+
+#include <cstdint>
+
+namespace moe::cpu::fp8gemm {
+
+// K block of the packed path: a multiple of 128 (whole scale groups) and the
+// row stride of a packed A block, a compile-time constant so the microkernel
+// addresses all mr rows of A from one pointer (row i at byte offset
+// i * kKc * 4). 256 floats of an A micro-panel (14 rows: 14 KiB) plus one B
+// micro-panel (256 x 32 floats: 32 KiB) stay near L1 (48 KiB).
+constexpr int64_t kKc = 256;
+
+constexpr int kMaxMr = 16;  // upper bound of KernelSet::mr over all ISAs
+
+// C[mr, nr] (+)= A[mr, kc] * B[kc, nr]:
+//   a: [mr, kKc] packed rows (row stride kKc floats), only the first kc used
+//   b: [kc, nr] packed panel, nr-interleaved
+//   c: [mr, ldc] f32; overwritten when !accumulate
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                             bool accumulate);
+
+struct KernelSet {
+  const char* name;
+  int mr;  // most rows of a micro-tile (a tile may have fewer: micro[1..mr])
+  int nr;  // columns of a micro-tile = width of one packed B panel; divides 128
+
+  // dst[r, k] = fp8(src[r, k0 + k]) * scales[r, (k0 + k) / 128] for r < rows,
+  // k < kc.   src: [rows, lds] fp8; scales: [rows, ldScales]; dst: [rows, ldd].
+  bool (*packA)(const uint8_t* src, int64_t lds, const float* scales, int64_t ldScales, int64_t rows,
+                int64_t k0, int64_t kc, float* dst, int64_t ldd);
+
+  // One B panel: dst[k, j] = fp8(src[j, k0 + k]) * scaleRow[(k0 + k) / 128]
+  // for j < rows (<= nr; rows rows..nr-1 are written as zeros), k < kc.
+  // All rows of a panel lie in one 128-row scale block, hence one scale row.
+  //   src: [rows, lds] fp8; dst: [kc, nr] f32.
+  bool (*packB)(const uint8_t* src, int64_t lds, const float* scaleRow, int64_t rows, int64_t k0,
+                int64_t kc, float* dst);
+
+  MicroKernel micro[kMaxMr + 1];  // micro[h] computes h rows, 1 <= h <= mr
+
+  // Small-M path. Prepares A for streamRows against one 128-row block of B:
+  // dst[m, k] = src[m, k] * scaleRow[k / 128] * (the factor streamRows' own
+  // fp8 decode leaves out).   src, dst: [rows, ld] f32; scaleRow: [ceil(K/128)].
+  void (*scaleForStream)(const float* src, int64_t rows, int64_t K, int64_t ld,
+                         const float* scaleRow, float* dst);
+
+  // out[m, j] = sum_k a[m, k] * fp8(b[j, k]) for m < rows, j < nRows, with a
+  // prepared by scaleForStream. Streams each B row once per block of A rows.
+  //   a: [rows, lda] f32; b: [nRows, ldb] fp8; out: [rows, ldo] f32.
+  bool (*streamRows)(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb,
+                     int64_t nRows, int64_t K, float* out, int64_t ldo);
+
+  // d[r, j] = c[r, j] for r < rows, j < cols, converted to bf16 (round to
+  // nearest even, NaN stays NaN) when `bf16`.   c: [rows, ldc] f32;
+  // d: [rows, ldd] f32 or bf16.
+  void (*storeTile)(const float* c, int64_t ldc, int64_t rows, int64_t cols, void* d, int64_t ldd,
+                    bool bf16);
+
+  // Machine-peak probe: `iters` rounds of independent FMA chains with this
+  // ISA's widest vectors. Returns the flops done; writes a result to *sink.
+  double (*fmaBurn)(int64_t iters, float* sink);
+};
+
+extern const KernelSet kAvx512Kernels;
+extern const KernelSet kAvx2Kernels;
+extern const KernelSet kPortableKernels;
+
+// The set chosen by cpuFeatures() (and so by MOE_CPU_ISA).
+const KernelSet& selectedKernels();
+
+}  // namespace moe::cpu::fp8gemm

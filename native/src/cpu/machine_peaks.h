@@ -1,0 +1,20 @@
+// Honest machine peaks for the benchmark's efficiency ratios: what the FMA
+// units and the memory system of this machine actually deliver, measured with
+// all pool threads busy.
+#pragma once
+
+namespace moe::cpu {
+
+// GFLOP/s (1e9, 2 flops per FMA lane) of the whole machine: every pool thread
+// runs independent FMA chains with the widest vectors the fp8 GEMM dispatch
+// uses (so MOE_CPU_ISA lowers it too). Best of several repetitions within
+// about `seconds` in total.
+double measureFmaPeakGflops(double seconds);
+
+// GB/s (1e9 bytes) of stream-reading a buffer of ~1.5 GiB (far beyond the
+// caches, even the 300 MiB L3 a VM may report) with all pool threads. The
+// buffer is allocated and touched once per call; best of several passes
+// within about `seconds`. Returns 0 if no buffer of >= 256 MiB can be had.
+double measureMemoryBandwidthGBs(double seconds);
+
+}  // namespace moe::cpu

@@ -1,0 +1,116 @@
+#include "cpu/thread_pool.h"
+
+#include <cstdlib>
+
+namespace moe::cpu {
+
+namespace {
+thread_local bool insideRegion = false;
+thread_local int regionThread = 0;  // the pool thread index while inside a region
+}
+
+int defaultNumThreads() {
+  if (const char* env = std::getenv("MOE_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n >= 1 && n <= 1024) return n;
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+ThreadPool& ThreadPool::instance() {
+  // Never destroyed: joining threads during static destruction at process exit
+  // races with Node's own teardown.
+  static ThreadPool* pool = new ThreadPool(defaultNumThreads());
+  return *pool;
+}
+
+ThreadPool::ThreadPool(int n) { start(n); }
+
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::start(int n) {
+  numThreads_ = n < 1 ? 1 : n;
+  stopping_ = false;
+  // The calling thread is thread 0; workers are 1..n-1.
+  for (int t = 1; t < numThreads_; ++t) workers_.emplace_back([this, t] { workerLoop(t); });
+}
+
+void ThreadPool::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (auto& worker : workers_) worker.join();
+  workers_.clear();
+}
+
+void ThreadPool::setNumThreads(int n) {
+  std::lock_guard<std::mutex> region(regionMutex_);
+  if (n == numThreads_) return;
+  stop();
+  start(n);
+}
+
+void ThreadPool::runTasks(int thread) {
+  regionThread = thread;
+  for (;;) {
+    const int64_t task = nextTask_.fetch_add(1, std::memory_order_relaxed);
+    if (task >= jobTasks_) return;
+    (*job_)(task, thread);
+  }
+}
+
+void ThreadPool::workerLoop(int thread) {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+    }
+    insideRegion = true;
+    runTasks(thread);
+    insideRegion = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--busyWorkers_ == 0) done_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t, int)>& fn) {
+  if (numTasks <= 0) return;
+  if (insideRegion) {
+    for (int64_t task = 0; task < numTasks; ++task) fn(task, regionThread);
+    return;
+  }
+  if (numTasks == 1) {
+    for (int64_t task = 0; task < numTasks; ++task) fn(task, 0);
+    return;
+  }
+  std::lock_guard<std::mutex> region(regionMutex_);
+  if (numThreads_ == 1) {
+    for (int64_t task = 0; task < numTasks; ++task) fn(task, 0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = &fn;
+    jobTasks_ = numTasks;
+    nextTask_.store(0, std::memory_order_relaxed);
+    busyWorkers_ = numThreads_ - 1;
+    ++generation_;
+  }
+  wake_.notify_all();
+  insideRegion = true;
+  runTasks(0);
+  insideRegion = false;
+  std::unique_lock<std::mutex> lock(mutex_);
+  done_.wait(lock, [&] { return busyWorkers_ == 0; });
+  job_ = nullptr;
+}
+
+}  // namespace moe::cpu

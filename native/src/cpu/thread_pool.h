@@ -1,0 +1,63 @@
+// A small persistent thread pool for the CPU backend's kernels.
+//
+// Written by hand rather than using OpenMP: calls arrive from libuv's worker
+// threads (the async API) as well as from the JS thread, and each OpenMP
+// caller thread would grow its own team; one pool shared by all callers, with
+// one parallel region at a time, keeps the machine at exactly N busy threads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace moe::cpu {
+
+class ThreadPool {
+ public:
+  // The process-wide pool. Its size comes from MOE_NUM_THREADS, else the number
+  // of hardware threads.
+  static ThreadPool& instance();
+
+  ~ThreadPool();
+
+  int numThreads() const { return numThreads_; }
+  // Resizes the pool (n >= 1); waits for a running region to finish first.
+  void setNumThreads(int n);
+
+  // Runs fn(task, thread) for every task in [0, numTasks), handing tasks out
+  // dynamically; `thread` is in [0, numThreads()) and unique among the calls
+  // running at one time, so it can index per-thread scratch memory. Returns
+  // when all tasks are done. A call from inside a task runs serially.
+  void parallelFor(int64_t numTasks, const std::function<void(int64_t task, int thread)>& fn);
+
+ private:
+  explicit ThreadPool(int n);
+  void start(int n);
+  void stop();
+  void workerLoop(int thread);
+  void runTasks(int thread);
+
+  int numThreads_ = 1;
+  std::vector<std::thread> workers_;
+
+  std::mutex regionMutex_;  // one parallel region at a time
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  int busyWorkers_ = 0;
+
+  const std::function<void(int64_t, int)>* job_ = nullptr;
+  int64_t jobTasks_ = 0;
+  std::atomic<int64_t> nextTask_{0};
+};
+
+int defaultNumThreads();
+
+}  // namespace moe::cpu

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { gemmFp8, getNumThreads, quantizeActivationsSync, quantizeWeightsSync, setNumThreads, tensor } from '../lib/index';
+import { randomFloats, rng } from './helpers/random';
+
+describe('async operations run off the JS thread', () => {
+  it('a long gemmFp8 leaves the event loop free', async () => {
+    const random = rng();
+    const [m, n, k] = [512, 2048, 4096]; // ~8.6 GFLOP: well over 100 ms on any CPU
+    const a = quantizeActivationsSync(tensor(randomFloats(m * k, random), [m, k]));
+    const b = quantizeWeightsSync(tensor(randomFloats(n * k, random), [n, k]));
+    let ticks = 0;
+    let worstGap = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worstGap = Math.max(worstGap, now - last);
+      last = now;
+      ticks++;
+    }, 2);
+    const started = performance.now();
+    await gemmFp8(a, b);
+    const elapsed = performance.now() - started;
+    clearInterval(timer);
+    expect(elapsed).toBeGreaterThan(50);
+    expect(ticks).toBeGreaterThan(5);
+    expect(worstGap).toBeLessThan(50);
+  });
+
+  it('thread count is settable', () => {
+    const before = getNumThreads();
+    setNumThreads(1);
+    expect(getNumThreads()).toBe(1);
+    setNumThreads(before);
+    expect(getNumThreads()).toBe(before);
+  });
+});

@@ -1,0 +1,3 @@
+import { gemmSuite } from './helpers/gemm-suite';
+
+gemmSuite('default');
