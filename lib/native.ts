@@ -41,6 +41,40 @@ export interface NativeAddon {
     args: { a: NativeTensor; aScales: NativeTensor; b: NativeTensor; bScales: NativeTensor; d: NativeTensor },
     async: A,
   ): OpResult<A>;
+  groupedGemmFp8<A extends boolean>(
+    args: {
+      a: NativeTensor; aScales: NativeTensor; b: NativeTensor; bScales: NativeTensor;
+      groupIndex?: NativeTensor; maskedM?: NativeTensor; d: NativeTensor;
+    },
+    async: A,
+  ): OpResult<A>;
+  route<A extends boolean>(
+    args: {
+      logits: NativeTensor; bias?: NativeTensor; ids: NativeTensor; weights: NativeTensor; scoring: string;
+      topK: number; numGroups: number; topKGroups: number; renormalize: boolean; scale: number;
+    },
+    async: A,
+  ): OpResult<A>;
+  dispatchLayout<A extends boolean>(
+    args: {
+      ids: NativeTensor; numExperts: number; align: number; masked: boolean; maxRowsPerExpert: number;
+      tokensPerExpert: NativeTensor; offsets: NativeTensor; rowToken: NativeTensor; groupIndex: NativeTensor;
+      slotRow: NativeTensor;
+    },
+    async: A,
+  ): OpResult<A>;
+  dispatch<A extends boolean>(
+    args: { x: NativeTensor; rowToken: NativeTensor; out: NativeTensor; scales?: NativeTensor; scaleFormat: string },
+    async: A,
+  ): OpResult<A>;
+  swiglu<A extends boolean>(
+    args: { h: NativeTensor; out: NativeTensor; scales?: NativeTensor; scaleFormat: string },
+    async: A,
+  ): OpResult<A>;
+  combine<A extends boolean>(
+    args: { y: NativeTensor; slotRow: NativeTensor; weights: NativeTensor; shared?: NativeTensor; out: NativeTensor },
+    async: A,
+  ): OpResult<A>;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

@@ -3,7 +3,7 @@
  * 128-channel group (1x128), weights per 128x128 block; and dequantization.
  */
 import { MoeError, describe } from '../errors';
-import { native } from '../native';
+import { native, NativeTensor } from '../native';
 import { Tensor, empty } from '../tensor';
 import {
   expectDtype,
@@ -39,16 +39,26 @@ export interface QuantizeOptions {
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 
+/** Expert i of a [G, rows, cols] tensor as a 2-D view (zero-copy). */
+function expertView(t: Tensor, expert: number): NativeTensor {
+  const [rows, cols] = t.shape.slice(-2);
+  const size = rows * cols;
+  return { data: t.data.subarray(expert * size, (expert + 1) * size), dtype: t.dtype, shape: [rows, cols] };
+}
+
 function prepareQuantize(op: 'quantizeActivations' | 'quantizeWeights', x: Tensor, options: QuantizeOptions | undefined): PreparedCall<QuantizedTensor> {
   const opts = expectOptions(options, ['scaleFormat', 'into'], `${op}: options`);
   expectTensor(x, `${op}: x`);
   expectDtype(x, ['f32', 'bf16'], `${op}: x`);
-  expectRank(x, 2, `${op}: x`);
-  const [rows, k] = x.shape;
+  // Weights may be stacked per expert: [G, N, K] with scales [G, ceil(N/128), ceil(K/128)].
+  const stacked = op === 'quantizeWeights' && x.shape.length === 3;
+  if (!stacked) expectRank(x, 2, `${op}: x`);
+  const [rows, k] = x.shape.slice(-2);
+  const experts = stacked ? x.shape[0] : 1;
   expectInnerMultipleOf16(k, `${op}: x`);
   const scaleFormat = expectOneOf(opts.scaleFormat ?? 'f32', ['f32', 'ue8m0'] as const, `${op}: options.scaleFormat`);
   const blockRows = op === 'quantizeWeights' ? WEIGHT_BLOCK_ROWS : 1;
-  const scalesShape = [ceilDiv(rows, blockRows), ceilDiv(k, QUANT_GROUP)];
+  const scalesShape = [...(stacked ? [experts] : []), ceilDiv(rows, blockRows), ceilDiv(k, QUANT_GROUP)];
   let result: QuantizedTensor;
   if (opts.into !== undefined) {
     const into = opts.into as QuantizedTensor;
@@ -62,8 +72,17 @@ function prepareQuantize(op: 'quantizeActivations' | 'quantizeWeights', x: Tenso
   } else {
     result = { data: empty(x.shape, 'fp8_e4m3'), scales: empty(scalesShape, 'f32') };
   }
-  const args = { x, q: result.data, scales: result.scales, scaleFormat };
-  return { run: (async) => native()[op](args, async), result };
+  const calls = Array.from({ length: experts }, (_, e) => ({
+    x: stacked ? expertView(x, e) : x,
+    q: stacked ? expertView(result.data, e) : result.data,
+    scales: stacked ? expertView(result.scales, e) : result.scales,
+    scaleFormat,
+  }));
+  const runAsync = async () => {
+    for (const args of calls) await native()[op](args, true);
+  };
+  const runSync = () => calls.forEach((args) => native()[op](args, false));
+  return { run: (async) => (async ? runAsync() : runSync()), result };
 }
 
 const activations = twin((x: Tensor, options?: QuantizeOptions) => prepareQuantize('quantizeActivations', x, options));
@@ -73,7 +92,10 @@ const weights = twin((w: Tensor, options?: QuantizeOptions) => prepareQuantize('
 export const quantizeActivations = activations.async;
 export const quantizeActivationsSync = activations.sync;
 
-/** 128x128 block quantization of weights w [N, K] (f32 or bf16): data [N, K] fp8, scales [ceil(N/128), ceil(K/128)]. */
+/**
+ * 128x128 block quantization of weights w [N, K] (f32 or bf16): data [N, K] fp8, scales [ceil(N/128), ceil(K/128)].
+ * Stacked expert weights [G, N, K] get scales [G, ceil(N/128), ceil(K/128)].
+ */
 export const quantizeWeights = weights.async;
 export const quantizeWeightsSync = weights.sync;
 

@@ -80,4 +80,47 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
   return Status::ok();
 }
 
+Status optionalTensorFromJs(const Napi::Object& args, const char* key, const char* what, TensorView* out,
+                            KeepAlive* keep) {
+  const Napi::Value value = args.Get(key);
+  if (value.IsUndefined() || value.IsNull()) {
+    *out = TensorView();
+    return Status::ok();
+  }
+  return tensorFromJs(args, key, what, out, keep);
+}
+
+Status int64FromJs(const Napi::Object& args, const char* key, const char* what, int64_t min, int64_t max,
+                   int64_t* out) {
+  const Napi::Value value = args.Get(key);
+  const double d = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1e300;
+  if (!(d >= static_cast<double>(min) && d <= static_cast<double>(max)) || d != static_cast<double>(static_cast<int64_t>(d))) {
+    return Status(Code::kRange, std::string(what) + ": expected an integer in [" + std::to_string(min) + ", " +
+                                    std::to_string(max) + "]");
+  }
+  *out = static_cast<int64_t>(d);
+  return Status::ok();
+}
+
+Status boolFromJs(const Napi::Object& args, const char* key, const char* what, bool* out) {
+  const Napi::Value value = args.Get(key);
+  if (!value.IsBoolean()) return Status(Code::kRange, std::string(what) + ": expected a boolean");
+  *out = value.As<Napi::Boolean>().Value();
+  return Status::ok();
+}
+
+Status floatFromJs(const Napi::Object& args, const char* key, const char* what, float* out) {
+  const Napi::Value value = args.Get(key);
+  if (!value.IsNumber()) return Status(Code::kRange, std::string(what) + ": expected a number");
+  *out = value.As<Napi::Number>().FloatValue();
+  return Status::ok();
+}
+
+Status stringFromJs(const Napi::Object& args, const char* key, const char* what, std::string* out) {
+  const Napi::Value value = args.Get(key);
+  if (!value.IsString()) return Status(Code::kRange, std::string(what) + ": expected a string");
+  *out = value.As<Napi::String>().Utf8Value();
+  return Status::ok();
+}
+
 }  // namespace moe::addon

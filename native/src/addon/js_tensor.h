@@ -4,6 +4,7 @@
 
 #include <napi.h>
 
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -22,5 +23,16 @@ class KeepAlive {
 
 // args[key] as a tensor; `what` names it in errors ("gemmFp8: a.data").
 Status tensorFromJs(const Napi::Object& args, const char* key, const char* what, TensorView* out, KeepAlive* keep);
+
+// The same for an optional tensor: absent (undefined or null) leaves out->data null.
+Status optionalTensorFromJs(const Napi::Object& args, const char* key, const char* what, TensorView* out,
+                            KeepAlive* keep);
+
+// Plain options: numbers, booleans and strings, with a range check for integers.
+Status int64FromJs(const Napi::Object& args, const char* key, const char* what, int64_t min, int64_t max,
+                   int64_t* out);
+Status boolFromJs(const Napi::Object& args, const char* key, const char* what, bool* out);
+Status floatFromJs(const Napi::Object& args, const char* key, const char* what, float* out);
+Status stringFromJs(const Napi::Object& args, const char* key, const char* what, std::string* out);
 
 }  // namespace moe::addon

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon/errors.h"
+#include "addon/moe_bindings.h"
 #include "addon/op_bindings.h"
 #include "addon/runtime_bindings.h"
 
@@ -27,6 +28,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"quantizeWeights", QuantizeWeights},
       {"dequantize", Dequantize},
       {"gemmFp8", GemmFp8},
+      {"groupedGemmFp8", GroupedGemmFp8},
+      {"route", Route},
+      {"dispatchLayout", DispatchLayout},
+      {"dispatch", Dispatch},
+      {"swiglu", Swiglu},
+      {"combine", Combine},
+      {"moeForward", MoeForward},
       {"getNumThreads", GetNumThreads},
       {"setNumThreads", SetNumThreads},
       {"cpuInfo", CpuInfo},

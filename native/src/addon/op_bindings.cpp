@@ -6,50 +6,11 @@
 #include <memory>
 #include <string>
 
-#include "addon/op_runner.h"
-#include "cpu/cpu_backend.h"
+#include "addon/binding_support.h"
 
 namespace moe::addon {
 
 namespace {
-
-struct Call {
-  Napi::Env env;
-  Napi::Object args;
-  bool async;
-  std::unique_ptr<KeepAlive> keep = std::make_unique<KeepAlive>();
-};
-
-Status parseCall(const Napi::CallbackInfo& info, const char* op, Call* call) {
-  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsBoolean()) {
-    return Status(Code::kInternal, std::string(op) + ": expected (args: object, async: boolean)");
-  }
-  call->args = info[0].As<Napi::Object>();
-  call->async = info[1].As<Napi::Boolean>().Value();
-  return Status::ok();
-}
-
-Status parseScaleFormat(const Napi::Object& args, const char* what, ScaleFormat* format) {
-  const Napi::Value value = args.Get("scaleFormat");
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  if (name == "f32") *format = ScaleFormat::kF32;
-  else if (name == "ue8m0") *format = ScaleFormat::kUE8M0;
-  else return Status(Code::kRange, std::string(what) + ": scaleFormat must be 'f32' or 'ue8m0'");
-  return Status::ok();
-}
-
-// The backend that runs a call. Only the CPU backend exists so far; the CUDA
-// plug-in will be chosen here from the tensors' device.
-Backend* selectBackend(const Napi::CallbackInfo&) { return &cpu::cpuBackend(); }
-
-template <typename Parse, typename Run>
-Napi::Value bind(const Napi::CallbackInfo& info, const char* op, Parse parse, Run run) {
-  Call call{info.Env(), Napi::Object(), false};
-  Status status = parseCall(info, op, &call);
-  if (status.isOk()) status = parse(call);
-  if (!status.isOk()) return failOp(call.env, call.async, status);
-  return runOp(call.env, call.async, std::move(call.keep), run);
-}
 
 Napi::Value quantize(const Napi::CallbackInfo& info, const char* op, bool weights) {
   auto args = std::make_shared<QuantizeArgs>();
@@ -109,6 +70,120 @@ Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
         return tensorFromJs(call.args, "d", "gemmFp8: out", &args->d, keep);
       },
       [args, backend]() { return backend->gemmFp8(*args); });
+}
+
+Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<GroupedGemmFp8Args>();
+  Backend* backend = selectBackend(info);
+  return bind(
+      info, "groupedGemmFp8",
+      [&](Call& call) {
+        KeepAlive* keep = call.keep.get();
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "a", "groupedGemmFp8: a.data", &args->a, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "aScales", "groupedGemmFp8: a.scales", &args->aScales, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "b", "groupedGemmFp8: b.data", &args->b, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "bScales", "groupedGemmFp8: b.scales", &args->bScales, keep));
+        MOE_RETURN_IF_ERROR(
+            optionalTensorFromJs(call.args, "groupIndex", "groupedGemmFp8: groupIndex", &args->groupIndex, keep));
+        MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "maskedM", "groupedGemmFp8: maskedM", &args->maskedM, keep));
+        if ((args->groupIndex.data == nullptr) == (args->maskedM.data == nullptr)) {
+          return Status(Code::kRange, "groupedGemmFp8: exactly one of groupIndex and maskedM must be given");
+        }
+        return tensorFromJs(call.args, "d", "groupedGemmFp8: out", &args->d, keep);
+      },
+      [args, backend]() { return backend->groupedGemmFp8(*args); });
+}
+
+Napi::Value Route(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<RouteArgs>();
+  Backend* backend = selectBackend(info);
+  return bind(
+      info, "route",
+      [&](Call& call) {
+        KeepAlive* keep = call.keep.get();
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "logits", "route: logits", &args->logits, keep));
+        MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "bias", "route: bias", &args->bias, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "ids", "route: ids", &args->ids, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "weights", "route: weights", &args->weights, keep));
+        return parseRouteOptions(call.args, args.get());
+      },
+      [args, backend]() { return backend->route(*args); });
+}
+
+Napi::Value DispatchLayout(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<LayoutArgs>();
+  Backend* backend = selectBackend(info);
+  return bind(
+      info, "dispatchLayout",
+      [&](Call& call) {
+        KeepAlive* keep = call.keep.get();
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "ids", "dispatchLayout: ids", &args->ids, keep));
+        MOE_RETURN_IF_ERROR(
+            int64FromJs(call.args, "numExperts", "dispatchLayout: numExperts", 1, 1 << 24, &args->numExperts));
+        MOE_RETURN_IF_ERROR(int64FromJs(call.args, "align", "dispatchLayout: align", 1, 1 << 20, &args->align));
+        MOE_RETURN_IF_ERROR(boolFromJs(call.args, "masked", "dispatchLayout: masked", &args->masked));
+        MOE_RETURN_IF_ERROR(int64FromJs(call.args, "maxRowsPerExpert", "dispatchLayout: maxRowsPerExpert", 0,
+                                        int64_t{1} << 31, &args->maxRowsPerExpert));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "tokensPerExpert", "dispatchLayout: tokensPerExpert",
+                                         &args->tokensPerExpert, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "offsets", "dispatchLayout: offsets", &args->offsets, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "rowToken", "dispatchLayout: rowToken", &args->rowToken, keep));
+        MOE_RETURN_IF_ERROR(
+            tensorFromJs(call.args, "groupIndex", "dispatchLayout: groupIndex", &args->groupIndex, keep));
+        return tensorFromJs(call.args, "slotRow", "dispatchLayout: slotRow", &args->slotRow, keep);
+      },
+      [args, backend]() { return backend->dispatchLayout(*args); });
+}
+
+// Output tensors `out` and, when quantizing to fp8, `scales`.
+Status parseQuantizedOutput(Call& call, const char* op, TensorView* out, TensorView* scales, ScaleFormat* format) {
+  const std::string name(op);
+  MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "out", (name + ": out").c_str(), out, call.keep.get()));
+  MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "scales", (name + ": scales").c_str(), scales, call.keep.get()));
+  if (scales->data == nullptr) return Status::ok();
+  return parseScaleFormat(call.args, op, format);
+}
+
+Napi::Value Dispatch(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<DispatchArgs>();
+  Backend* backend = selectBackend(info);
+  return bind(
+      info, "dispatch",
+      [&](Call& call) {
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "x", "dispatch: x", &args->x, call.keep.get()));
+        MOE_RETURN_IF_ERROR(
+            tensorFromJs(call.args, "rowToken", "dispatch: layout.rowToken", &args->rowToken, call.keep.get()));
+        return parseQuantizedOutput(call, "dispatch", &args->out, &args->scales, &args->scaleFormat);
+      },
+      [args, backend]() { return backend->dispatch(*args); });
+}
+
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<SwigluArgs>();
+  Backend* backend = selectBackend(info);
+  return bind(
+      info, "swiglu",
+      [&](Call& call) {
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "h", "swiglu: h", &args->h, call.keep.get()));
+        return parseQuantizedOutput(call, "swiglu", &args->out, &args->scales, &args->scaleFormat);
+      },
+      [args, backend]() { return backend->swiglu(*args); });
+}
+
+Napi::Value Combine(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<CombineArgs>();
+  Backend* backend = selectBackend(info);
+  return bind(
+      info, "combine",
+      [&](Call& call) {
+        KeepAlive* keep = call.keep.get();
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "y", "combine: y", &args->y, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "slotRow", "combine: layout.slotRow", &args->slotRow, keep));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "weights", "combine: weights", &args->weights, keep));
+        MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "shared", "combine: options.shared", &args->shared, keep));
+        return tensorFromJs(call.args, "out", "combine: out", &args->out, keep);
+      },
+      [args, backend]() { return backend->combine(*args); });
 }
 
 }  // namespace moe::addon

@@ -8,7 +8,20 @@
 
 namespace moe {
 
-enum class OpKind { kQuantizeActivations, kQuantizeWeights, kDequantize, kGemmFp8 };
+enum class OpKind {
+  kQuantizeActivations,
+  kQuantizeWeights,
+  kDequantize,
+  kGemmFp8,
+  kGroupedGemmFp8,
+  kGroupedGemmFp8Masked,
+  kRoute,
+  kDispatchLayout,
+  kDispatch,
+  kSwiglu,
+  kCombine,
+  kRouterLogits,
+};
 
 class Backend {
  public:
@@ -21,6 +34,15 @@ class Backend {
   virtual Status quantizeWeights(const QuantizeArgs& args) = 0;
   virtual Status dequantize(const DequantizeArgs& args) = 0;
   virtual Status gemmFp8(const GemmFp8Args& args) = 0;
+  // groupIndex set: the contiguous layout; maskedM set: the masked layout.
+  virtual Status groupedGemmFp8(const GroupedGemmFp8Args& args) = 0;
+
+  virtual Status routerLogits(const RouterLogitsArgs& args) = 0;
+  virtual Status route(const RouteArgs& args) = 0;
+  virtual Status dispatchLayout(const LayoutArgs& args) = 0;
+  virtual Status dispatch(const DispatchArgs& args) = 0;
+  virtual Status swiglu(const SwigluArgs& args) = 0;
+  virtual Status combine(const CombineArgs& args) = 0;
 };
 
 }  // namespace moe

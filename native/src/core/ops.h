@@ -112,6 +112,16 @@ struct GroupedGemmFp8Args {
   TensorView groupIndex;  // contiguous: [R] i32 in [-1, G); masked: data == nullptr
   TensorView maskedM;     // masked: [G] i32 in [0, Mmax]; contiguous: data == nullptr
   TensorView d;           // contiguous: [R, N]; masked: [G, Mmax, N]; bf16 or f32 (output)
+  // Contiguous: b holds groups [groupOffset, groupOffset + G) of a larger set
+  // (weights over 4 GiB live in several shards); groupIndex values are global.
+  int64_t groupOffset = 0;
+};
+
+// logits = x * w^T in f32: the router's dense projection.
+struct RouterLogitsArgs {
+  TensorView x;       // [T, H] f32 or bf16
+  TensorView w;       // [E, H] f32 or bf16
+  TensorView logits;  // [T, E] f32 (output)
 };
 
 }  // namespace moe

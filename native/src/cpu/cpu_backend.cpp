@@ -2,8 +2,15 @@
 
 #include <string>
 
+#include "cpu/combine.h"
+#include "cpu/dispatch.h"
+#include "cpu/dispatch_layout.h"
 #include "cpu/gemm_fp8.h"
+#include "cpu/grouped_gemm_fp8.h"
 #include "cpu/quantize.h"
+#include "cpu/route.h"
+#include "cpu/router_logits.h"
+#include "cpu/swiglu.h"
 
 namespace moe::cpu {
 
@@ -101,6 +108,15 @@ class CpuBackend final : public Backend {
     MOE_RETURN_IF_ERROR(expectContiguous(args.d, "gemmFp8: out"));
     return cpu::gemmFp8(args);
   }
+
+  // The MoE operations validate their own arguments (they know their layouts best).
+  Status groupedGemmFp8(const GroupedGemmFp8Args& args) override { return cpu::groupedGemmFp8(args); }
+  Status routerLogits(const RouterLogitsArgs& args) override { return cpu::routerLogits(args); }
+  Status route(const RouteArgs& args) override { return cpu::route(args); }
+  Status dispatchLayout(const LayoutArgs& args) override { return cpu::dispatchLayout(args); }
+  Status dispatch(const DispatchArgs& args) override { return cpu::dispatch(args); }
+  Status swiglu(const SwigluArgs& args) override { return cpu::swiglu(args); }
+  Status combine(const CombineArgs& args) override { return cpu::combine(args); }
 };
 
 }  // namespace

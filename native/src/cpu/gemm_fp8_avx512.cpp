@@ -150,7 +150,13 @@ template <int MR>
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = c1[i] = _mm512_setzero_ps();
+    // The C tile is cold (it lives in L2/L3 between K blocks): start fetching
+    // it now so it has arrived when the kc FMAs are done.
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+  }
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(b + k * kNr);
     const __m512 b1 = _mm512_load_ps(b + k * kNr + 16);

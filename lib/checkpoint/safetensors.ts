@@ -1,0 +1,187 @@
+/**
+ * A small, strict reader of the safetensors format: an 8-byte little-endian
+ * header length, a JSON header, then the tensors' bytes. Written here because
+ * no maintained Node package reads safetensors (the official implementation
+ * is Rust/Python); strictness matters because checkpoints come from anywhere.
+ *
+ * Everything in the header is checked against the file before any tensor is
+ * read: known dtypes, integral shapes, offsets inside the file, byte counts
+ * that match the shapes, and no gaps or overlaps between tensors. Tensors are
+ * read one at a time with positioned reads, so a caller that needs a few
+ * tensors of a large shard never reads the rest of it.
+ */
+import * as fs from 'node:fs';
+import { MoeError } from '../errors';
+
+export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+
+const DTYPE_BYTES: Record<SafetensorsDType, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+};
+
+/** Header size limit (the reference implementation's is 100 MB). */
+const MAX_HEADER_BYTES = 100_000_000;
+
+export interface TensorInfo {
+  readonly name: string;
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  /** Byte range within the data section: [begin, end). */
+  readonly begin: number;
+  readonly end: number;
+}
+
+function fail(file: string, message: string): never {
+  throw new MoeError('ERR_MOE_CHECKPOINT', `${file}: ${message}`);
+}
+
+function parseEntry(file: string, name: string, value: unknown): TensorInfo {
+  const entry = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  if (typeof value !== 'object' || value === null) fail(file, `tensor '${name}': header entry is not an object`);
+  const dtype = entry.dtype as SafetensorsDType;
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor '${name}': unknown dtype ${JSON.stringify(entry.dtype)}`);
+  const shape = entry.shape;
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    fail(file, `tensor '${name}': shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  }
+  const offsets = entry.data_offsets;
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+    fail(file, `tensor '${name}': data_offsets must be two non-negative integers, got ${JSON.stringify(offsets)}`);
+  }
+  const [begin, end] = offsets as number[];
+  const bytes = (shape as number[]).reduce((n, d) => n * d, 1) * DTYPE_BYTES[dtype];
+  if (end < begin || end - begin !== bytes) {
+    fail(file, `tensor '${name}': data_offsets [${begin}, ${end}] hold ${end - begin} bytes, ${dtype} ${JSON.stringify(shape)} needs ${bytes}`);
+  }
+  return { name, dtype, shape: shape as number[], begin, end };
+}
+
+export class SafetensorsFile {
+  readonly path: string;
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+  readonly metadata: Readonly<Record<string, string>>;
+  private readonly dataStart: number;
+
+  private constructor(path: string, tensors: Map<string, TensorInfo>, metadata: Record<string, string>, dataStart: number) {
+    this.path = path;
+    this.tensors = tensors;
+    this.metadata = metadata;
+    this.dataStart = dataStart;
+  }
+
+  /** Reads and validates the header (only the header) of `path`. */
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (error) {
+      fail(path, `cannot open: ${(error as Error).message}`);
+    }
+    try {
+      const fileSize = fs.fstatSync(fd).size;
+      if (fileSize < 8) fail(path, `file of ${fileSize} bytes is too short for a safetensors header`);
+      const lengthBytes = Buffer.alloc(8);
+      fs.readSync(fd, lengthBytes, 0, 8, 0);
+      const headerLength = lengthBytes.readBigUInt64LE(0);
+      if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
+        fail(path, `header length ${headerLength} exceeds the file (${fileSize} bytes) or the 100 MB limit`);
+      }
+      const header = Buffer.alloc(Number(headerLength));
+      fs.readSync(fd, header, 0, header.length, 8);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(header.toString('utf8'));
+      } catch (error) {
+        fail(path, `header is not valid JSON: ${(error as Error).message}`);
+      }
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(path, 'header is not a JSON object');
+      const dataStart = 8 + header.length;
+      const dataSize = fileSize - dataStart;
+      const tensors = new Map<string, TensorInfo>();
+      let metadata: Record<string, string> = {};
+      for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
+        if (name === '__metadata__') {
+          metadata = value as Record<string, string>;
+          continue;
+        }
+        tensors.set(name, parseEntry(path, name, value));
+      }
+      // The data section must be covered exactly: no gaps, no overlaps, nothing past the end.
+      const ranges = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
+      let cursor = 0;
+      for (const t of ranges) {
+        if (t.begin !== cursor) fail(path, `tensor '${t.name}' starts at byte ${t.begin}, expected ${cursor} (a gap or an overlap)`);
+        cursor = t.end;
+      }
+      if (cursor !== dataSize) fail(path, `tensors cover ${cursor} data bytes, the file holds ${dataSize} (truncated or padded)`);
+      return new SafetensorsFile(path, tensors, metadata, dataStart);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) fail(this.path, `tensor '${name}' is missing`);
+    return t;
+  }
+
+  /**
+   * Reads tensor `name` into `into` (a view of exactly its byte length), or
+   * into a new buffer. Returns the bytes.
+   */
+  read(name: string, into?: Uint8Array): Uint8Array {
+    const t = this.info(name);
+    const length = t.end - t.begin;
+    const target = into ?? new Uint8Array(length);
+    if (target.byteLength !== length) fail(this.path, `tensor '${name}' has ${length} bytes, the destination ${target.byteLength}`);
+    const fd = fs.openSync(this.path, 'r');
+    try {
+      let done = 0;
+      while (done < length) {
+        // readSync moves at most 2 GiB per call.
+        const chunk = Math.min(length - done, 1 << 30);
+        const n = fs.readSync(fd, target, done, chunk, this.dataStart + t.begin + done);
+        if (n === 0) fail(this.path, `tensor '${name}': unexpected end of file`);
+        done += n;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    return target;
+  }
+}
+
+/**
+ * Writes tensors in the safetensors format (for tests and tools; the header
+ * is padded with spaces to an 8-byte boundary, as the reference writer does).
+ */
+export function writeSafetensors(
+  path: string,
+  tensors: Record<string, { dtype: SafetensorsDType; shape: readonly number[]; bytes: Uint8Array }>,
+  metadata?: Record<string, string>,
+): void {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.byteLength] };
+    offset += t.bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  const fd = fs.openSync(path, 'w');
+  try {
+    fs.writeSync(fd, length);
+    fs.writeSync(fd, json);
+    for (const t of Object.values(tensors)) fs.writeSync(fd, t.bytes);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export function bytesOf(view: ArrayBufferView): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}

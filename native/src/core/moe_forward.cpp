@@ -1,0 +1,177 @@
+#include "core/moe_forward.h"
+
+#include <chrono>
+#include <string>
+
+namespace moe {
+
+namespace {
+
+// Rows [row0, row0 + rows) of a row-major tensor viewed as [*, cols].
+TensorView rows(const TensorView& t, int64_t row0, int64_t count) {
+  const int64_t cols = t.ndim >= 2 ? t.shape[t.ndim - 1] : 1;
+  auto* base = static_cast<uint8_t*>(t.data) + row0 * cols * static_cast<int64_t>(dtypeSize(t.dtype));
+  return t.ndim >= 2 ? TensorView::contiguous(base, t.dtype, {count, cols}) : TensorView::contiguous(base, t.dtype, {count});
+}
+
+class StageClock {
+ public:
+  explicit StageClock(double* seconds) : seconds_(seconds) {}
+  // Charges the time since the previous call to `stage`.
+  void charge(MoeStage stage) {
+    const auto now = std::chrono::steady_clock::now();
+    if (seconds_) seconds_[stage] += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  double* seconds_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+Status validateShards(const ExpertWeights& w, int64_t experts, const char* what) {
+  if (w.data.size() != w.scales.size()) return Status(Code::kShape, std::string(what) + ": shards and scales differ in count");
+  int64_t total = 0;
+  for (const TensorView& shard : w.data) {
+    if (shard.ndim != 3) return Status(Code::kShape, std::string(what) + ": expected [G, N, K] shards, got " + shard.shapeString());
+    total += shard.dim(0);
+  }
+  if (total != experts) {
+    return Status(Code::kShape, std::string(what) + ": shards hold " + std::to_string(total) + " experts, expected " +
+                                    std::to_string(experts));
+  }
+  return Status::ok();
+}
+
+// The grouped GEMM over all experts of `w`, one call per shard: with the
+// contiguous layout a shard's experts own one contiguous range of rows.
+Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a, const TensorView& aScales,
+                   const TensorView& groupIndex, const int32_t* offsets, const TensorView& d) {
+  int64_t firstExpert = 0;
+  for (size_t s = 0; s < w.data.size(); ++s) {
+    const int64_t experts = w.data[s].dim(0);
+    const int64_t row0 = offsets[firstExpert], row1 = offsets[firstExpert + experts];
+    if (row1 > row0) {
+      GroupedGemmFp8Args g;
+      g.a = rows(a, row0, row1 - row0);
+      g.aScales = rows(aScales, row0, row1 - row0);
+      g.b = w.data[s];
+      g.bScales = w.scales[s];
+      g.groupIndex = rows(groupIndex, row0, row1 - row0);
+      g.d = rows(d, row0, row1 - row0);
+      g.groupOffset = firstExpert;
+      MOE_RETURN_IF_ERROR(backend.groupedGemmFp8(g));
+    }
+    firstExpert += experts;
+  }
+  return Status::ok();
+}
+
+// The shared experts: the same FP8 MLP on every token.
+Status sharedExperts(Backend& backend, const MoeForwardArgs& args) {
+  const MoeWorkspace& ws = args.ws;
+  QuantizeArgs q;
+  q.x = args.x;
+  q.q = ws.sharedXq;
+  q.scales = ws.sharedXqScales;
+  MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+  GemmFp8Args up;
+  up.a = ws.sharedXq;
+  up.aScales = ws.sharedXqScales;
+  up.b = rows(args.sharedW13.data[0], 0, args.sharedW13.data[0].dim(1));
+  up.bScales = rows(args.sharedW13.scales[0], 0, args.sharedW13.scales[0].dim(1));
+  up.d = ws.sharedH;
+  MOE_RETURN_IF_ERROR(backend.gemmFp8(up));
+  SwigluArgs act;
+  act.h = ws.sharedH;
+  act.out = ws.sharedHq;
+  act.scales = ws.sharedHqScales;
+  MOE_RETURN_IF_ERROR(backend.swiglu(act));
+  GemmFp8Args down;
+  down.a = ws.sharedHq;
+  down.aScales = ws.sharedHqScales;
+  down.b = rows(args.sharedW2.data[0], 0, args.sharedW2.data[0].dim(1));
+  down.bScales = rows(args.sharedW2.scales[0], 0, args.sharedW2.scales[0].dim(1));
+  down.d = ws.sharedOut;
+  return backend.gemmFp8(down);
+}
+
+}  // namespace
+
+Status moeForward(Backend& backend, const MoeForwardArgs& args) {
+  const MoeWorkspace& ws = args.ws;
+  if (args.x.ndim != 2) return Status(Code::kShape, "moeForward: x: expected [T, H], got " + args.x.shapeString());
+  const int64_t experts = args.gate.ndim == 2 ? args.gate.dim(0) : 0;
+  MOE_RETURN_IF_ERROR(validateShards(args.w13, experts, "moeForward: w13"));
+  MOE_RETURN_IF_ERROR(validateShards(args.w2, experts, "moeForward: w2"));
+  const bool hasShared = !args.sharedW13.empty();
+  if (hasShared) {
+    MOE_RETURN_IF_ERROR(validateShards(args.sharedW13, 1, "moeForward: sharedW13"));
+    MOE_RETURN_IF_ERROR(validateShards(args.sharedW2, 1, "moeForward: sharedW2"));
+  }
+  if (args.stageSeconds) {
+    for (int s = 0; s < kNumStages; ++s) args.stageSeconds[s] = 0;
+  }
+  StageClock clock(args.stageSeconds);
+
+  RouterLogitsArgs project{args.x, args.gate, ws.logits};
+  MOE_RETURN_IF_ERROR(backend.routerLogits(project));
+  RouteArgs routing = args.routing;
+  routing.logits = ws.logits;
+  routing.bias = args.bias;
+  routing.ids = ws.ids;
+  routing.weights = ws.weights;
+  MOE_RETURN_IF_ERROR(backend.route(routing));
+  clock.charge(kStageRoute);
+
+  LayoutArgs layout;
+  layout.ids = ws.ids;
+  layout.numExperts = experts;
+  layout.align = args.align;
+  layout.tokensPerExpert = ws.tokensPerExpert;
+  layout.offsets = ws.offsets;
+  layout.rowToken = ws.rowToken;
+  layout.groupIndex = ws.groupIndex;
+  layout.slotRow = ws.slotRow;
+  MOE_RETURN_IF_ERROR(backend.dispatchLayout(layout));
+  // NOTE: a GPU backend must synchronize here to learn R; its decode path uses the masked layout instead.
+  const int32_t* offsets = ws.offsets.as<const int32_t>();  // [E + 1]
+  const int64_t numRows = offsets[experts];
+  clock.charge(kStageLayout);
+
+  DispatchArgs gather;
+  gather.x = args.x;
+  gather.rowToken = rows(ws.rowToken, 0, numRows);
+  gather.out = rows(ws.xq, 0, numRows);
+  gather.scales = rows(ws.xqScales, 0, numRows);
+  MOE_RETURN_IF_ERROR(backend.dispatch(gather));
+  clock.charge(kStageDispatch);
+
+  MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w13, ws.xq, ws.xqScales, ws.groupIndex, offsets, ws.h));
+  clock.charge(kStageGemm1);
+
+  SwigluArgs act;
+  act.h = rows(ws.h, 0, numRows);
+  act.out = rows(ws.hq, 0, numRows);
+  act.scales = rows(ws.hqScales, 0, numRows);
+  MOE_RETURN_IF_ERROR(backend.swiglu(act));
+  clock.charge(kStageSwiglu);
+
+  MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w2, ws.hq, ws.hqScales, ws.groupIndex, offsets, ws.y));
+  clock.charge(kStageGemm2);
+
+  if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, args));
+  clock.charge(kStageShared);
+
+  CombineArgs sum;
+  sum.y = rows(ws.y, 0, numRows);
+  sum.slotRow = ws.slotRow;
+  sum.weights = ws.weights;
+  if (hasShared) sum.shared = ws.sharedOut;
+  sum.out = args.out;
+  MOE_RETURN_IF_ERROR(backend.combine(sum));
+  clock.charge(kStageCombine);
+  return Status::ok();
+}
+
+}  // namespace moe

@@ -1,0 +1,64 @@
+// The whole MoE layer (SPEC.md, "The MoE layer (DeepSeek-V3 form)") as one
+// sequence of backend operations, so that a forward is a single call into
+// native code (one worker-thread hop for the Promise API; one stream for a
+// GPU backend):
+//
+//   logits = x * Wgate^T -> route -> layout -> dispatch (fp8) -> grouped GEMM w13
+//   -> swiglu (fp8) -> grouped GEMM w2 -> combine (+ shared expert) -> out
+#pragma once
+
+#include <vector>
+
+#include "core/backend.h"
+
+namespace moe {
+
+// One FP8 weight matrix per expert, stacked in shards (a JS typed array holds
+// at most 4 GiB, and a full DeepSeek-V3 layer's w13 is 7.5 GB).
+struct ExpertWeights {
+  std::vector<TensorView> data;    // each [Gs, N, K] fp8_e4m3, shards in expert order
+  std::vector<TensorView> scales;  // each [Gs, ceil(N/128), ceil(K/128)] f32
+  bool empty() const { return data.empty(); }
+};
+
+// Scratch tensors, sized by the caller for this call's T (R = T * k rows).
+struct MoeWorkspace {
+  TensorView logits;           // [T, E] f32
+  TensorView ids;              // [T, k] i32
+  TensorView weights;          // [T, k] f32
+  TensorView tokensPerExpert;  // [E] i32
+  TensorView offsets;          // [E + 1] i32
+  TensorView rowToken;         // [R] i32
+  TensorView groupIndex;       // [R] i32
+  TensorView slotRow;          // [T, k] i32
+  TensorView xq, xqScales;     // [R, H] fp8, [R, ceil(H/128)] f32
+  TensorView h;                // [R, 2I] bf16
+  TensorView hq, hqScales;     // [R, I] fp8, [R, ceil(I/128)] f32
+  TensorView y;                // [R, H] bf16
+  // The shared experts (absent when the layer has none).
+  TensorView sharedXq, sharedXqScales;  // [T, H] fp8, [T, ceil(H/128)] f32
+  TensorView sharedH;                   // [T, 2Is] bf16
+  TensorView sharedHq, sharedHqScales;  // [T, Is] fp8, [T, ceil(Is/128)] f32
+  TensorView sharedOut;                 // [T, H] f32
+};
+
+enum MoeStage { kStageRoute, kStageLayout, kStageDispatch, kStageGemm1, kStageSwiglu, kStageGemm2, kStageShared, kStageCombine, kNumStages };
+
+struct MoeForwardArgs {
+  TensorView x;        // [T, H] f32 or bf16
+  TensorView gate;     // [E, H] f32 or bf16: the router
+  TensorView bias;     // [E] f32 or none: the score-correction bias
+  RouteArgs routing;   // options only; its tensors are filled in from the workspace
+  int64_t align = 1;   // contiguous layout alignment
+  ExpertWeights w13;   // [E, 2I, H] in shards: gate then up
+  ExpertWeights w2;    // [E, H, I] in shards
+  ExpertWeights sharedW13;  // [1, 2Is, H] or empty
+  ExpertWeights sharedW2;   // [1, H, Is] or empty
+  MoeWorkspace ws;
+  TensorView out;      // [T, H] bf16 or f32 (output)
+  double* stageSeconds = nullptr;  // [kNumStages] (output, optional): wall time of each stage
+};
+
+Status moeForward(Backend& backend, const MoeForwardArgs& args);
+
+}  // namespace moe

@@ -1,0 +1,157 @@
+#include "cpu/dispatch.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "core/numerics.h"
+#include "cpu/quantize.h"
+#include "cpu/thread_pool.h"
+
+namespace moe::cpu {
+
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+// Lowers `slot` to `value` if smaller: the first failing row, whatever the thread timing.
+void atomicMin(std::atomic<int64_t>& slot, int64_t value) {
+  int64_t seen = slot.load(std::memory_order_relaxed);
+  while (value < seen && !slot.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
+}
+
+Status validateX(const TensorView& x) {
+  if (x.ndim != 2) return Status(Code::kShape, "dispatch: x must be 2-D [T, H], got shape " + x.shapeString());
+  if (x.dtype != DType::kF32 && x.dtype != DType::kBF16) {
+    return Status(Code::kDtype, std::string("dispatch: x: expected dtype f32 or bf16, got ") + dtypeName(x.dtype));
+  }
+  return expectContiguous(x, "dispatch: x");
+}
+
+Status validateRowToken(const TensorView& rowToken, int64_t tokens) {
+  MOE_RETURN_IF_ERROR(expectDtype(rowToken, DType::kI32, "dispatch: rowToken"));
+  if (rowToken.ndim != 1) return Status(Code::kShape, "dispatch: rowToken must be 1-D [R], got shape " + rowToken.shapeString());
+  MOE_RETURN_IF_ERROR(expectContiguous(rowToken, "dispatch: rowToken"));
+  const int32_t* rows = rowToken.as<const int32_t>();  // [R] i32
+  for (int64_t r = 0; r < rowToken.dim(0); ++r) {
+    if (rows[r] < -1 || rows[r] >= tokens) {
+      return Status(Code::kRange, "dispatch: rowToken[" + str(r) + "] = " + str(rows[r]) + " is out of range [-1, " +
+                                      str(tokens) + ")");
+    }
+  }
+  return Status::ok();
+}
+
+Status validateOutput(const DispatchArgs& a, int64_t rows, int64_t hidden, bool quantize) {
+  if (quantize) {
+    if (a.scaleFormat != ScaleFormat::kF32 && a.scaleFormat != ScaleFormat::kUE8M0) {
+      return Status(Code::kRange, "dispatch: scaleFormat must be f32 or ue8m0");
+    }
+    // SPEC.md, "Quantization": quantized rows feed the FP8 GEMM, which needs 16-byte rows.
+    if (hidden <= 0 || hidden % 16 != 0) {
+      return Status(Code::kShape, "dispatch: quantizing needs H to be a positive multiple of 16, got " + str(hidden));
+    }
+    MOE_RETURN_IF_ERROR(expectDtype(a.out, DType::kFP8E4M3, "dispatch: out (quantizing, scales given)"));
+    MOE_RETURN_IF_ERROR(expectDtype(a.scales, DType::kF32, "dispatch: scales"));
+    MOE_RETURN_IF_ERROR(expectShape(a.scales, {rows, ceilDiv(hidden, kQuantGroup)}, "dispatch: scales"));
+    MOE_RETURN_IF_ERROR(expectContiguous(a.scales, "dispatch: scales"));
+  } else if (a.out.dtype == DType::kFP8E4M3) {
+    return Status(Code::kDtype, "dispatch: out is fp8_e4m3 but scales.data is null (quantizing needs scales)");
+  } else {
+    MOE_RETURN_IF_ERROR(expectDtype(a.out, a.x.dtype, "dispatch: out (x's dtype when not quantizing)"));
+  }
+  MOE_RETURN_IF_ERROR(expectShape(a.out, {rows, hidden}, "dispatch: out"));
+  return expectContiguous(a.out, "dispatch: out");
+}
+
+Status validateDispatch(const DispatchArgs& a) {
+  MOE_RETURN_IF_ERROR(validateX(a.x));
+  const int64_t tokens = a.x.dim(0), hidden = a.x.dim(1);
+  MOE_RETURN_IF_ERROR(validateRowToken(a.rowToken, tokens));
+  return validateOutput(a, a.rowToken.dim(0), hidden, a.scales.data != nullptr);
+}
+
+// Copies rows [r0, r1) bit-exactly in x's dtype; padding rows become zero bytes (+0).
+void copyRows(const DispatchArgs& a, int64_t r0, int64_t r1) {
+  const int64_t rowBytes = a.x.dim(1) * static_cast<int64_t>(dtypeSize(a.x.dtype));
+  const int32_t* rowToken = a.rowToken.as<const int32_t>();  // [R] i32
+  const char* x = a.x.as<const char>();                      // [T, H] f32 or bf16
+  char* out = a.out.as<char>();                              // [R, H] x's dtype
+  for (int64_t r = r0; r < r1; ++r) {
+    char* dst = out + r * rowBytes;
+    if (rowToken[r] < 0) {
+      std::memset(dst, 0, static_cast<size_t>(rowBytes));
+    } else {
+      std::memcpy(dst, x + rowToken[r] * rowBytes, static_cast<size_t>(rowBytes));
+    }
+  }
+}
+
+// The f32 values of x's row `token` (zeros for a padding row, token -1). Returns
+// a pointer either into x (f32) or into `buffer` ([H] f32).
+const float* rowAsFloat(const TensorView& x, int64_t token, float* buffer) {
+  const int64_t hidden = x.dim(1);
+  if (token < 0) {
+    std::fill(buffer, buffer + hidden, 0.0f);
+    return buffer;
+  }
+  if (x.dtype == DType::kF32) return x.as<const float>() + token * hidden;
+  const uint16_t* src = x.as<const uint16_t>() + token * hidden;  // [H] bf16, widens exactly
+  for (int64_t c = 0; c < hidden; ++c) buffer[c] = bf16ToFloat(src[c]);
+  return buffer;
+}
+
+// Quantizes rows [r0, r1) 1x128 with quantizeRow; returns the first row holding
+// a NaN or infinity, or r1 if none.
+int64_t quantizeRows(const DispatchArgs& a, int64_t r0, int64_t r1, float* buffer /* [H] f32 */) {
+  const int64_t hidden = a.x.dim(1), groups = ceilDiv(hidden, kQuantGroup);
+  const int32_t* rowToken = a.rowToken.as<const int32_t>();  // [R] i32
+  uint8_t* q = a.out.as<uint8_t>();                          // [R, H] fp8
+  float* scales = a.scales.as<float>();                      // [R, ceil(H/128)] f32
+  int64_t firstBad = r1;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* row = rowAsFloat(a.x, rowToken[r], buffer);
+    const bool finite = quantizeRow(row, hidden, a.scaleFormat, q + r * hidden, scales + r * groups);
+    if (!finite && firstBad == r1) firstBad = r;
+  }
+  return firstBad;
+}
+
+}  // namespace
+
+Status dispatch(const DispatchArgs& args) {
+  MOE_RETURN_IF_ERROR(validateDispatch(args));
+  const int64_t rows = args.rowToken.dim(0), hidden = args.x.dim(1);
+  const bool quantize = args.scales.data != nullptr;
+  // ~16K elements per task: large enough to amortize the hand-out, small enough to balance.
+  const int64_t rowsPerTask = std::max<int64_t>(1, 16384 / std::max<int64_t>(hidden, 1));
+  std::atomic<int64_t> firstBad{rows};  // first row with a non-finite value
+  std::atomic<bool> allocFailed{false};
+  ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
+    const int64_t r0 = task * rowsPerTask, r1 = std::min(rows, r0 + rowsPerTask);
+    if (!quantize) {
+      copyRows(args, r0, r1);
+      return;
+    }
+    try {
+      std::vector<float> buffer(hidden);  // [H] f32: a widened bf16 row or a zero row
+      const int64_t bad = quantizeRows(args, r0, r1, buffer.data());
+      if (bad < r1) atomicMin(firstBad, bad);
+    } catch (const std::bad_alloc&) {
+      allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread
+    }
+  });
+  if (allocFailed.load()) return Status(Code::kInternal, "dispatch: out of memory for a row buffer");
+  const int64_t bad = firstBad.load();
+  if (bad < rows) {
+    return Status(Code::kNonFinite, "dispatch: x[" + str(args.rowToken.as<const int32_t>()[bad]) +
+                                        "] (dispatched to row " + str(bad) + ") contains NaN or infinity");
+  }
+  return Status::ok();
+}
+
+}  // namespace moe::cpu

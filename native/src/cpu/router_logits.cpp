@@ -1,0 +1,84 @@
+#include "cpu/router_logits.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "core/numerics.h"
+#include "cpu/thread_pool.h"
+
+namespace moe::cpu {
+
+namespace {
+
+// Each task widens a few tokens and streams every router row past them once:
+// w (E x H floats, megabytes) is read once per task, not once per token.
+constexpr int64_t kTokensPerTask = 8;
+
+void widenRow(const TensorView& t, int64_t row, int64_t cols, float* out) {
+  if (t.dtype == DType::kF32) {
+    std::copy_n(t.as<const float>() + row * cols, cols, out);
+  } else {
+    const uint16_t* in = t.as<const uint16_t>() + row * cols;
+    for (int64_t c = 0; c < cols; ++c) out[c] = bf16ToFloat(in[c]);
+  }
+}
+
+// Eight independent partial sums so that the compiler can vectorize the loop
+// without reassociating a single float sum (which -O3 alone will not do).
+float dot(const float* a, const float* b, int64_t n) {
+  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) partial[j] += a[i + j] * b[i + j];
+  }
+  for (; i < n; ++i) partial[i % 8] += a[i] * b[i];
+  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+Status validate(const RouterLogitsArgs& args) {
+  for (const auto& [t, what] : {std::pair{&args.x, "routerLogits: x"}, std::pair{&args.w, "routerLogits: w"}}) {
+    if (t->ndim != 2) return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got " + t->shapeString());
+    if (t->dtype != DType::kF32 && t->dtype != DType::kBF16) {
+      return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t->dtype));
+    }
+    MOE_RETURN_IF_ERROR(expectContiguous(*t, what));
+  }
+  const int64_t hidden = args.x.dim(1);
+  MOE_RETURN_IF_ERROR(expectShape(args.w, {args.w.dim(0), hidden}, "routerLogits: w"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.logits, DType::kF32, "routerLogits: logits"));
+  MOE_RETURN_IF_ERROR(expectShape(args.logits, {args.x.dim(0), args.w.dim(0)}, "routerLogits: logits"));
+  return expectContiguous(args.logits, "routerLogits: logits");
+}
+
+}  // namespace
+
+Status routerLogits(const RouterLogitsArgs& args) {
+  MOE_RETURN_IF_ERROR(validate(args));
+  const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
+  // w widened to f32 once, shared by all tasks.
+  std::vector<float> w;  // [E, H] f32
+  if (args.w.dtype == DType::kBF16) {
+    w.resize(static_cast<size_t>(experts * hidden));
+    for (int64_t e = 0; e < experts; ++e) widenRow(args.w, e, hidden, w.data() + e * hidden);
+  }
+  const float* weights = args.w.dtype == DType::kF32 ? args.w.as<const float>() : w.data();
+  float* logits = args.logits.as<float>();  // [T, E]
+  const int numThreads = ThreadPool::instance().numThreads();
+  std::vector<std::vector<float>> rows(static_cast<size_t>(numThreads));  // per thread: [kTokensPerTask, H] f32
+  ThreadPool::instance().parallelFor(ceilDiv(tokens, kTokensPerTask), [&](int64_t task, int thread) {
+    std::vector<float>& block = rows[static_cast<size_t>(thread)];
+    block.resize(static_cast<size_t>(kTokensPerTask * hidden));
+    const int64_t t0 = task * kTokensPerTask;
+    const int64_t count = std::min(tokens, t0 + kTokensPerTask) - t0;
+    for (int64_t i = 0; i < count; ++i) widenRow(args.x, t0 + i, hidden, block.data() + i * hidden);
+    for (int64_t e = 0; e < experts; ++e) {
+      for (int64_t i = 0; i < count; ++i) {
+        logits[(t0 + i) * experts + e] = dot(block.data() + i * hidden, weights + e * hidden, hidden);
+      }
+    }
+  });
+  return Status::ok();
+}
+
+}  // namespace moe::cpu

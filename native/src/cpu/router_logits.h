@@ -1,0 +1,12 @@
+// The router's projection logits = x * w^T in f32 (SPEC.md, "The MoE layer").
+// E is small (8..512), so this is a few dot products per token; it is not
+// worth a packed GEMM, but it is worth threads and vectorizable loops.
+#pragma once
+
+#include "core/ops.h"
+
+namespace moe::cpu {
+
+Status routerLogits(const RouterLogitsArgs& args);
+
+}  // namespace moe::cpu

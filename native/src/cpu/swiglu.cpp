@@ -1,0 +1,142 @@
+#include "cpu/swiglu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "core/numerics.h"
+#include "cpu/quantize.h"
+#include "cpu/thread_pool.h"
+
+namespace moe::cpu {
+
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+void atomicMin(std::atomic<int64_t>& slot, int64_t value) {
+  int64_t seen = slot.load(std::memory_order_relaxed);
+  while (value < seen && !slot.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
+}
+
+bool isFloatDtype(DType d) { return d == DType::kF32 || d == DType::kBF16; }
+
+Status validateH(const TensorView& h) {
+  if (h.ndim != 2) return Status(Code::kShape, "swiglu: h must be 2-D [R, 2I], got shape " + h.shapeString());
+  if (!isFloatDtype(h.dtype)) {
+    return Status(Code::kDtype, std::string("swiglu: h: expected dtype f32 or bf16, got ") + dtypeName(h.dtype));
+  }
+  if (h.dim(1) < 2 || h.dim(1) % 2 != 0) {
+    return Status(Code::kShape, "swiglu: h's last dimension must be 2I (gate then up) with I >= 1, got shape " + h.shapeString());
+  }
+  return expectContiguous(h, "swiglu: h");
+}
+
+Status validateOutput(const SwigluArgs& a, int64_t rows, int64_t inter, bool quantize) {
+  if (quantize) {
+    if (a.scaleFormat != ScaleFormat::kF32 && a.scaleFormat != ScaleFormat::kUE8M0) {
+      return Status(Code::kRange, "swiglu: scaleFormat must be f32 or ue8m0");
+    }
+    // SPEC.md, "Quantization": quantized rows feed the FP8 GEMM, which needs 16-byte rows.
+    if (inter % 16 != 0) {
+      return Status(Code::kShape, "swiglu: quantizing needs I to be a multiple of 16, got " + str(inter));
+    }
+    MOE_RETURN_IF_ERROR(expectDtype(a.out, DType::kFP8E4M3, "swiglu: out (quantizing, scales given)"));
+    MOE_RETURN_IF_ERROR(expectDtype(a.scales, DType::kF32, "swiglu: scales"));
+    MOE_RETURN_IF_ERROR(expectShape(a.scales, {rows, ceilDiv(inter, kQuantGroup)}, "swiglu: scales"));
+    MOE_RETURN_IF_ERROR(expectContiguous(a.scales, "swiglu: scales"));
+  } else if (a.out.dtype == DType::kFP8E4M3) {
+    return Status(Code::kDtype, "swiglu: out is fp8_e4m3 but scales.data is null (quantizing needs scales)");
+  } else if (!isFloatDtype(a.out.dtype)) {
+    return Status(Code::kDtype, std::string("swiglu: out: expected dtype f32, bf16 or fp8_e4m3, got ") + dtypeName(a.out.dtype));
+  }
+  MOE_RETURN_IF_ERROR(expectShape(a.out, {rows, inter}, "swiglu: out"));
+  return expectContiguous(a.out, "swiglu: out");
+}
+
+Status validateSwiglu(const SwigluArgs& a) {
+  MOE_RETURN_IF_ERROR(validateH(a.h));
+  return validateOutput(a, a.h.dim(0), a.h.dim(1) / 2, a.scales.data != nullptr);
+}
+
+// act [I] f32 = silu(gate) * up for one row; gate, up: [I] of T (f32 or bf16 bits).
+// Returns false if a result is not finite: a NaN or infinity in the row, or an f32 overflow.
+template <typename T, float (*Load)(T)>
+bool activateRow(const T* gate, const T* up, int64_t inter, float* act) {
+  bool finite = true;
+  for (int64_t c = 0; c < inter; ++c) {
+    const float g = Load(gate[c]);
+    const float v = g / (1.0f + std::exp(-g)) * Load(up[c]);
+    finite &= std::isfinite(v);
+    act[c] = v;
+  }
+  return finite;
+}
+
+inline float loadF32(float v) { return v; }
+inline float loadBF16(uint16_t v) { return bf16ToFloat(v); }
+
+bool activate(const TensorView& h, int64_t row, float* act /* [I] f32 */) {
+  const int64_t inter = h.dim(1) / 2;
+  if (h.dtype == DType::kF32) {
+    const float* src = h.as<const float>() + row * 2 * inter;  // [2I] f32: gate | up
+    return activateRow<float, loadF32>(src, src + inter, inter, act);
+  }
+  const uint16_t* src = h.as<const uint16_t>() + row * 2 * inter;  // [2I] bf16: gate | up
+  return activateRow<uint16_t, loadBF16>(src, src + inter, inter, act);
+}
+
+// Stores one activated row in out's format; returns false if quantizeRow saw a non-finite value.
+bool storeRow(const SwigluArgs& a, int64_t row, const float* act /* [I] f32 */) {
+  const int64_t inter = a.out.dim(1);
+  switch (a.out.dtype) {
+    case DType::kFP8E4M3:
+      return quantizeRow(act, inter, a.scaleFormat, a.out.as<uint8_t>() + row * inter,
+                         a.scales.as<float>() + row * ceilDiv(inter, kQuantGroup));
+    case DType::kBF16: {
+      uint16_t* dst = a.out.as<uint16_t>() + row * inter;  // [I] bf16
+      for (int64_t c = 0; c < inter; ++c) dst[c] = bf16FromFloat(act[c]);
+      return true;
+    }
+    default: {
+      float* dst = a.out.as<float>() + row * inter;  // [I] f32
+      std::copy(act, act + inter, dst);
+      return true;
+    }
+  }
+}
+
+}  // namespace
+
+Status swiglu(const SwigluArgs& args) {
+  MOE_RETURN_IF_ERROR(validateSwiglu(args));
+  const int64_t rows = args.h.dim(0), inter = args.h.dim(1) / 2;
+  // ~16K inputs per task: large enough to amortize the hand-out, small enough to balance.
+  const int64_t rowsPerTask = std::max<int64_t>(1, 8192 / inter);
+  std::atomic<int64_t> firstBad{rows};  // first row with a non-finite result
+  std::atomic<bool> allocFailed{false};
+  ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
+    try {
+      std::vector<float> act(inter);  // [I] f32: one activated row before it is stored
+      const int64_t r1 = std::min(rows, (task + 1) * rowsPerTask);
+      for (int64_t r = task * rowsPerTask; r < r1; ++r) {
+        const bool finite = activate(args.h, r, act.data());
+        if (!storeRow(args, r, act.data()) || !finite) atomicMin(firstBad, r);
+      }
+    } catch (const std::bad_alloc&) {
+      allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread
+    }
+  });
+  if (allocFailed.load()) return Status(Code::kInternal, "swiglu: out of memory for a row buffer");
+  const int64_t bad = firstBad.load();
+  if (bad < rows) {
+    return Status(Code::kNonFinite, "swiglu: h[" + str(bad) + "] contains NaN or infinity, or silu(gate) * up overflows f32");
+  }
+  return Status::ok();
+}
+
+}  // namespace moe::cpu
