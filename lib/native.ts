@@ -75,6 +75,7 @@ export interface NativeAddon {
     args: { y: NativeTensor; slotRow: NativeTensor; weights: NativeTensor; shared?: NativeTensor; out: NativeTensor },
     async: A,
   ): OpResult<A>;
+  moeForward<A extends boolean>(args: Record<string, unknown>, async: A): OpResult<A>;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

@@ -292,7 +292,8 @@ Status gemmFp8Impl(const GemmFp8Args& args) {
     return Status::ok();
   }
   const KernelSet& ks = fp8gemm::selectedKernels();
-  return p.M <= kStreamMaxM ? gemmStreaming(ks, p) : gemmPacked(ks, p);
+  static const int64_t streamMax = getenv("TUNE_STREAM_MAX") ? atol(getenv("TUNE_STREAM_MAX")) : kStreamMaxM;  // TUNING
+  return p.M <= streamMax ? gemmStreaming(ks, p) : gemmPacked(ks, p);
 }
 
 }  // namespace

@@ -1,0 +1,94 @@
+/**
+ * An MoE layer's shape and routing, with the DeepSeek-V3 Hugging Face
+ * `config.json` keys it is read from.
+ */
+import { MoeError } from '../errors';
+
+export interface MoeConfig {
+  /** H: hidden_size */
+  hiddenSize: number;
+  /** I: moe_intermediate_size (each routed expert's; a shared expert's is I * numSharedExperts) */
+  intermediateSize: number;
+  /** E: n_routed_experts */
+  numExperts: number;
+  /** k: num_experts_per_tok */
+  topK: number;
+  /** n_group */
+  numGroups: number;
+  /** topk_group */
+  topKGroups: number;
+  /** routed_scaling_factor */
+  routedScalingFactor: number;
+  /** norm_topk_prob */
+  normTopKProb: boolean;
+  /** scoring_func */
+  scoring: 'sigmoid' | 'softmax';
+  /** n_shared_experts (0 for none) */
+  numSharedExperts: number;
+}
+
+/** DeepSeek-V3 / R1's MoE layer. */
+export const DEEPSEEK_V3_CONFIG: Readonly<MoeConfig> = Object.freeze({
+  hiddenSize: 7168,
+  intermediateSize: 2048,
+  numExperts: 256,
+  topK: 8,
+  numGroups: 8,
+  topKGroups: 4,
+  routedScalingFactor: 2.5,
+  normTopKProb: true,
+  scoring: 'sigmoid',
+  numSharedExperts: 1,
+});
+
+/** DeepSeek-V3's routing with H and I divided by `scale` (kept multiples of 128), for small machines. */
+export function scaledDeepSeekV3(scale: number): MoeConfig {
+  const shrink = (n: number) => Math.max(128, Math.round(n / scale / 128) * 128);
+  return { ...DEEPSEEK_V3_CONFIG, hiddenSize: shrink(DEEPSEEK_V3_CONFIG.hiddenSize), intermediateSize: shrink(DEEPSEEK_V3_CONFIG.intermediateSize) };
+}
+
+function positiveInteger(config: Record<string, unknown>, key: string, where: string, fallback?: number): number {
+  const value = config[key] ?? fallback;
+  if (!Number.isSafeInteger(value) || (value as number) < 0) {
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: '${key}' must be a non-negative integer, got ${JSON.stringify(config[key])}`);
+  }
+  return value as number;
+}
+
+/** Reads a Hugging Face DeepSeek-V3-style config.json object. */
+export function configFromHuggingFace(config: Record<string, unknown>, where: string): MoeConfig {
+  const scoring = (config.scoring_func ?? 'softmax') as string;
+  if (scoring !== 'sigmoid' && scoring !== 'softmax') {
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: scoring_func must be 'sigmoid' or 'softmax', got ${JSON.stringify(scoring)}`);
+  }
+  const scaling = config.routed_scaling_factor ?? 1;
+  if (typeof scaling !== 'number' || !Number.isFinite(scaling)) {
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: routed_scaling_factor must be a number`);
+  }
+  const result: MoeConfig = {
+    hiddenSize: positiveInteger(config, 'hidden_size', where),
+    intermediateSize: positiveInteger(config, 'moe_intermediate_size', where),
+    numExperts: positiveInteger(config, 'n_routed_experts', where),
+    topK: positiveInteger(config, 'num_experts_per_tok', where),
+    numGroups: positiveInteger(config, 'n_group', where, 1),
+    topKGroups: positiveInteger(config, 'topk_group', where, 1),
+    routedScalingFactor: scaling,
+    normTopKProb: Boolean(config.norm_topk_prob ?? false),
+    scoring,
+    numSharedExperts: positiveInteger(config, 'n_shared_experts', where, 0),
+  };
+  validateConfig(result, where);
+  return result;
+}
+
+export function validateConfig(c: MoeConfig, where: string): void {
+  const problems: string[] = [];
+  if (c.hiddenSize <= 0 || c.hiddenSize % 16 !== 0) problems.push(`hidden size ${c.hiddenSize} must be a positive multiple of 16`);
+  if (c.intermediateSize <= 0 || c.intermediateSize % 16 !== 0) problems.push(`intermediate size ${c.intermediateSize} must be a positive multiple of 16`);
+  if (c.numExperts < 1) problems.push('there must be at least one expert');
+  if (c.topK < 1 || c.topK > c.numExperts) problems.push(`top-k ${c.topK} must be in [1, ${c.numExperts}]`);
+  if (c.numGroups < 1 || c.numExperts % c.numGroups !== 0) problems.push(`${c.numExperts} experts do not form ${c.numGroups} equal groups`);
+  if (c.topKGroups < 1 || c.topKGroups > c.numGroups) problems.push(`topk groups ${c.topKGroups} must be in [1, ${c.numGroups}]`);
+  if (c.scoring === 'softmax' && c.numGroups > 1) problems.push('group-limited routing needs sigmoid scoring');
+  if (problems.length > 0) throw new MoeError('ERR_MOE_RANGE', `${where}: ${problems.join('; ')}`);
+}

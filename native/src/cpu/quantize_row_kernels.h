@@ -1,0 +1,91 @@
+// Internal interface between the quantization / SwiGLU drivers (quantize.cpp,
+// swiglu.cpp, dispatch.cpp) and their per-ISA row kernels
+// (quantize_row_avx512.cpp, quantize_row_avx2.cpp; the portable scalar set
+// lives in quantize.cpp). Not part of the public API.
+//
+// As in gemm_fp8_kernels.h, each ISA file is compiled with
+// `#pragma GCC target(...)` and exports exactly one constant-initialized
+// RowKernels object, so linking it is safe on any x86-64 CPU; only calling
+// through its pointers needs the ISA.
+//
+// Every set is bit-exact with the scalar definitions:
+// - fp8 quantization: per 128-column group, amax = max |x| (NaN ignored, as
+//   std::max(amax, |x|) does), s = groupScale(amax, format), q = fp8FromFloat(x / s)
+//   with IEEE f32 division. For ue8m0 s is a power of two and the kernels may
+//   multiply by 1/s instead: both are the correctly rounded x * 2^-k, so equal.
+// - swiglu: act = silu(g) * up = g / (1 + exp(-g)) * up, where exp is
+//   qexp::expf below (not std::exp): the same operation sequence in every set
+//   (FMA-based), so all ISAs give the same bits.
+#pragma once
+
+#include <cstdint>
+
+#include "core/ops.h"
+
+namespace moe::cpu::qrow {
+
+struct RowKernels {
+  const char* name;
+
+  // quantizeRow's contract (quantize.h) for an f32 row / a bf16 row (bf16
+  // widens exactly to f32 first): q [cols] fp8, scales [ceil(cols/128)].
+  // Returns false if the row holds a NaN or infinity.
+  bool (*quantizeRowF32)(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales);
+  bool (*quantizeRowBF16)(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales);
+
+  // One scale block: x [rows, ld] (the block's first element at x), cols <= 128
+  // columns per row; amax over the whole block, *scale = groupScale(amax),
+  // q[r * ldq + c] = fp8(x[r * ld + c] / *scale). Returns false on a NaN or infinity.
+  bool (*quantizeTileF32)(const float* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format,
+                          uint8_t* q, int64_t ldq, float* scale);
+  bool (*quantizeTileBF16)(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format,
+                           uint8_t* q, int64_t ldq, float* scale);
+
+  // act[i] = silu(gate[i]) * up[i] in f32 (gate, up f32 or bf16). Returns false
+  // if a result is not finite.
+  bool (*swigluF32)(const float* gate, const float* up, int64_t n, float* act);
+  bool (*swigluBF16)(const uint16_t* gate, const uint16_t* up, int64_t n, float* act);
+
+  // dst[i] = bf16FromFloat(src[i]) (round to nearest even, NaN stays NaN).
+  void (*narrowBF16)(const float* src, int64_t n, uint16_t* dst);
+};
+
+extern const RowKernels kRowAvx512;
+extern const RowKernels kRowAvx2;
+extern const RowKernels kRowPortable;
+
+// The set chosen by cpuFeatures() (and so by MOE_CPU_ISA): the same level as gemmIsa().
+const RowKernels& selectedRowKernels();
+
+// Helpers shared by the sets (baseline code in quantize.cpp).
+// amax of a block as the scalar loop computes it (NaN ignored, inf kept); used
+// only when the fast integer max saw a non-finite value.
+float scalarAbsMaxF32(const float* x, int64_t ld, int64_t rows, int64_t cols);
+float scalarAbsMaxBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols);
+
+// The scale of a group whose max |x| has the f32 bits `amaxBits` (NaN-free), and
+// whether the kernels may multiply by *inverse (= 1/scale exactly) instead of
+// dividing by scale.
+float groupScaleFromBits(uint32_t amaxBits, ScaleFormat format, float* inverse, bool* multiply);
+
+// The vector exp's algorithm in scalar form (the portable set's exp).
+//   e^x = 2^n * p(r), n = round(x * log2(e)), r = x - n * ln2 (two-part ln2,
+//   FMA), p a degree-6 polynomial (Cephes expf coefficients).
+// Overflow (x > 88.7228) gives +inf, x < -103.97 gives +0, NaN stays NaN.
+// Error: <= 2 ulp against the exact e^x over the normal range (measured max
+// 1 ulp, see the harness notes in quantize.cpp).
+namespace qexp {
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693145751953125f;        // ln 2 high part (exact in 16 bits)
+constexpr float kLn2Lo = 1.428606765330187045e-06f; // ln 2 - kLn2Hi
+constexpr float kMaxX = 88.72283935546875f;          // above: +inf
+constexpr float kMinX = -103.972084045410156f;       // below: +0
+constexpr float kP0 = 1.9875691500e-4f;
+constexpr float kP1 = 1.3981999507e-3f;
+constexpr float kP2 = 8.3334519073e-3f;
+constexpr float kP3 = 4.1665795894e-2f;
+constexpr float kP4 = 1.6666665459e-1f;
+constexpr float kP5 = 5.0000001201e-1f;
+}  // namespace qexp
+
+}  // namespace moe::cpu::qrow
