@@ -17,6 +17,8 @@
         "native/src/cpu/thread_pool.cpp",
         "native/src/cpu/cpu_backend.cpp",
         "native/src/cpu/quantize.cpp",
+        "native/src/cpu/quantize_row_avx2.cpp",
+        "native/src/cpu/quantize_row_avx512.cpp",
         "native/src/cpu/grouped_gemm_fp8.cpp",
         "native/src/cpu/route.cpp",
         "native/src/cpu/router_logits.cpp",

@@ -12,6 +12,7 @@ import { empty } from '../tensor';
 import { cpuInfo } from '../runtime';
 import { Ceilings, measureCeilings } from './ceilings';
 import { coldWeightCopies, randomQuantized } from './operands';
+import { formatTable } from './table';
 import { medianMs } from './timing';
 
 /** DeepSeek-V3's dense GEMM (N, K) pairs, as in DeepGEMM's published table. */
@@ -127,9 +128,7 @@ export function formatGemmReport(report: GemmBenchReport): string {
     String(r.n), String(r.k), String(r.m), r.ms.toFixed(3), r.gflops.toFixed(1),
     (100 * r.peakRatio).toFixed(1), r.gbs.toFixed(2), (100 * r.bandwidthRatio).toFixed(1),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
-  const format = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join('  ');
-  lines.push(format(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(format));
+  lines.push(...formatTable(header, body));
   for (const t of report.targets) {
     lines.push(`${t.pass ? 'PASS' : 'MISS'}  ${t.name}: worst ${(100 * t.worst).toFixed(1)}% (target >= ${100 * t.target}%)`);
   }

@@ -128,25 +128,25 @@ export class SafetensorsFile {
 
   /**
    * Reads tensor `name` into `into` (a view of exactly its byte length), or
-   * into a new buffer. Returns the bytes.
+   * into a new buffer, without blocking the event loop. Returns the bytes.
    */
-  read(name: string, into?: Uint8Array): Uint8Array {
+  async read(name: string, into?: Uint8Array): Promise<Uint8Array> {
     const t = this.info(name);
     const length = t.end - t.begin;
     const target = into ?? new Uint8Array(length);
     if (target.byteLength !== length) fail(this.path, `tensor '${name}' has ${length} bytes, the destination ${target.byteLength}`);
-    const fd = fs.openSync(this.path, 'r');
+    const handle = await fs.promises.open(this.path, 'r');
     try {
       let done = 0;
       while (done < length) {
-        // readSync moves at most 2 GiB per call.
+        // A single read moves at most 2 GiB.
         const chunk = Math.min(length - done, 1 << 30);
-        const n = fs.readSync(fd, target, done, chunk, this.dataStart + t.begin + done);
-        if (n === 0) fail(this.path, `tensor '${name}': unexpected end of file`);
-        done += n;
+        const { bytesRead } = await handle.read(target, done, chunk, this.dataStart + t.begin + done);
+        if (bytesRead === 0) fail(this.path, `tensor '${name}': unexpected end of file (truncated?)`);
+        done += bytesRead;
       }
     } finally {
-      fs.closeSync(fd);
+      await handle.close();
     }
     return target;
   }

@@ -1,26 +1,11 @@
 /** `moe-kernels bench ...`: the microbenchmarks, as a table or as JSON. */
 import { Command } from 'commander';
-import { SingleBar, Presets } from 'cli-progress';
 import { benchGemm, formatGemmReport, DEFAULT_MS } from '../bench/gemm';
 import { setNumThreads } from '../runtime';
+import { benchMoe, formatMoeReport, DEFAULT_TOKENS } from '../bench/moe';
+import { LayerSourceOptions, addLayerSourceOptions, loadLayer } from './layer-source';
 import { parseIntList, parsePositiveInt } from './parse';
-
-/** A progress bar on stderr, only when a person is watching. */
-export function progressBar(enabled: boolean): { update(done: number, total: number, label: string): void; stop(): void } {
-  if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
-  const bar = new SingleBar({ stream: process.stderr, format: ' {bar} {value}/{total} {label}' }, Presets.shades_classic);
-  let started = false;
-  return {
-    update(done, total, label) {
-      if (!started) bar.start(total, 0, { label });
-      started = true;
-      bar.update(done, { label });
-    },
-    stop() {
-      if (started) bar.stop();
-    },
-  };
-}
+import { progressBar } from './progress';
 
 export function registerBenchCommands(program: Command): void {
   const bench = program.command('bench').description('run a microbenchmark against this machine\'s measured ceilings');
@@ -43,5 +28,23 @@ export function registerBenchCommands(program: Command): void {
       });
       progress.stop();
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatGemmReport(report));
+    });
+
+  addLayerSourceOptions(
+    bench
+      .command('moe')
+      .description("the MoE layer: tokens/s, stage shares, and the layer's time against its roofline on this machine"),
+    8,
+  )
+    .option('--tokens <list>', 'comma-separated token counts', parseIntList, DEFAULT_TOKENS)
+    .option('--time <ms>', 'minimum measuring time per row, ms', parsePositiveInt, 1000)
+    .option('--json', 'print JSON instead of a table')
+    .action(async (opts: LayerSourceOptions & { tokens: number[]; time: number; json?: boolean }) => {
+      if (opts.threads) setNumThreads(opts.threads);
+      const layer = await loadLayer(opts, !opts.json);
+      const progress = progressBar(!opts.json);
+      const report = await benchMoe(layer, opts.tokens, opts.time, (row, done, total) => progress.update(done, total, `T=${row.tokens}`));
+      progress.stop();
+      console.log(opts.json ? JSON.stringify(report, null, 2) : formatMoeReport(report));
     });
 }

@@ -2,10 +2,12 @@
 /** The `moe-kernels` command line. */
 import { Command } from 'commander';
 import { registerBenchCommands } from './bench';
+import { registerDemoCommand } from './demo';
 
 const program = new Command()
   .name('moe-kernels')
   .description('DeepSeek-style Mixture-of-Experts kernels for Node.js');
+registerDemoCommand(program);
 registerBenchCommands(program);
 program.parseAsync(process.argv).catch((error: Error) => {
   console.error(`moe-kernels: ${error.message}`);

@@ -11,6 +11,7 @@ import { MoeConfig, validateConfig } from './config';
 import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
 import { Workspace } from './workspace';
+import { LoadOptions, loadDeepSeekLayer } from '../checkpoint/deepseek';
 
 export interface MoeWeights {
   /** [E, H] f32 or bf16: mlp.gate.weight */
@@ -28,7 +29,8 @@ export interface MoeWeights {
 
 /** Wall time of each stage of a forward, milliseconds. */
 export interface StageTimes {
-  route: number; // router projection + routing
+  router: number; // the router's projection x * Wgate^T (a small f32 GEMM)
+  route: number; // scoring and top-k selection
   layout: number;
   dispatch: number; // gather + fp8 quantization
   gemm1: number; // grouped GEMM with w13
@@ -38,14 +40,24 @@ export interface StageTimes {
   combine: number;
 }
 
-export const STAGES: readonly (keyof StageTimes)[] = ['route', 'layout', 'dispatch', 'gemm1', 'swiglu', 'gemm2', 'shared', 'combine'];
+export const STAGES: readonly (keyof StageTimes)[] = ['router', 'route', 'layout', 'dispatch', 'gemm1', 'swiglu', 'gemm2', 'shared', 'combine'];
+
+/** What a forward did, for benchmarks and the demo. */
+export interface ForwardProfile {
+  /** Wall time of each stage, ms. */
+  stages: StageTimes;
+  /** Experts that received at least one token. */
+  activeExperts: number;
+  /** Rows of the grouped GEMMs (token-expert pairs). */
+  rows: number;
+}
 
 export interface ForwardOptions {
   /** Output dtype: 'bf16' (default) or 'f32'. */
   out?: 'bf16' | 'f32';
   into?: Tensor;
-  /** Filled with the time of each stage. */
-  timings?: StageTimes;
+  /** Filled in with the stage times and routing statistics of this forward. */
+  profile?: ForwardProfile;
 }
 
 export interface RandomLayerOptions {
@@ -123,6 +135,16 @@ export class MoeLayer {
     return new MoeLayer(config, { gate, bias, w13, w2, sharedW13, sharedW2 });
   }
 
+  /**
+   * Loads layer `options.layer`'s MoE block from a DeepSeek-V3-format Hugging
+   * Face checkpoint directory (config.json + sharded safetensors), reading only
+   * the tensors it needs.
+   */
+  static async fromSafetensors(pathOrDir: string, options: LoadOptions): Promise<MoeLayer> {
+    const { config, weights } = await loadDeepSeekLayer(pathOrDir, options);
+    return new MoeLayer(config, weights);
+  }
+
   /** The layer's output [T, H] for hidden states x [T, H] (f32 or bf16), off the JS thread. */
   async forward(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
     const call = this.prepare(x, options);
@@ -155,7 +177,7 @@ export class MoeLayer {
   }
 
   private prepare(x: Tensor, options: ForwardOptions | undefined) {
-    const opts = expectOptions(options, ['out', 'into', 'timings'], 'MoeLayer.forward: options');
+    const opts = expectOptions(options, ['out', 'into', 'profile'], 'MoeLayer.forward: options');
     expectTensor(x, 'MoeLayer.forward: x');
     expectDtype(x, ['f32', 'bf16'], 'MoeLayer.forward: x');
     expectRank(x, 2, 'MoeLayer.forward: x');
@@ -172,7 +194,7 @@ export class MoeLayer {
     } else {
       out = empty([tokens, hidden], outDtype);
     }
-    const timings = opts.timings as StageTimes | undefined;
+    const profile = opts.profile as ForwardProfile | undefined;
     if (tokens === 0) return { out, ws: undefined, args: undefined, report() {} };
     const ws = this.acquire(tokens);
     const c = this.config;
@@ -201,8 +223,11 @@ export class MoeLayer {
       stageSeconds: ws.stageSeconds,
     };
     const report = () => {
-      if (!timings) return;
-      STAGES.forEach((stage, s) => (timings[stage] = ws.stageSeconds[s] * 1e3));
+      if (!profile) return;
+      profile.stages = Object.fromEntries(STAGES.map((stage, s) => [stage, ws.stageSeconds[s] * 1e3])) as unknown as StageTimes;
+      const counts = args.ws.tokensPerExpert.data as Int32Array;
+      profile.activeExperts = counts.reduce((n, c) => n + (c > 0 ? 1 : 0), 0);
+      profile.rows = (args.ws.offsets.data as Int32Array)[c.numExperts];
     };
     return { out, ws, args, report };
   }

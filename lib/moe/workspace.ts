@@ -48,7 +48,7 @@ const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 export class Workspace {
   readonly capacity: number;
   /** Wall time of each stage of the last forward, seconds. */
-  readonly stageSeconds = new Float64Array(8);
+  readonly stageSeconds = new Float64Array(9);
   private readonly storage: Record<string, Storage>;
   private readonly config: MoeConfig;
 

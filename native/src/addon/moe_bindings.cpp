@@ -84,7 +84,7 @@ Napi::Value MoeForward(const Napi::CallbackInfo& info) {
         if (seconds.IsTypedArray()) {
           Napi::TypedArray array = seconds.As<Napi::TypedArray>();
           if (array.TypedArrayType() != napi_float64_array || array.ElementLength() < kNumStages) {
-            return Status(Code::kDtype, "moeForward: stageSeconds: expected a Float64Array of 8");
+            return Status(Code::kDtype, "moeForward: stageSeconds: expected a Float64Array of " + std::to_string(kNumStages));
           }
           keep->add(array);
           args->stageSeconds =

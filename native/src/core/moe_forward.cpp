@@ -116,6 +116,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
 
   RouterLogitsArgs project{args.x, args.gate, ws.logits};
   MOE_RETURN_IF_ERROR(backend.routerLogits(project));
+  clock.charge(kStageRouter);
   RouteArgs routing = args.routing;
   routing.logits = ws.logits;
   routing.bias = args.bias;

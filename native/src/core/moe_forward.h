@@ -42,7 +42,7 @@ struct MoeWorkspace {
   TensorView sharedOut;                 // [T, H] f32
 };
 
-enum MoeStage { kStageRoute, kStageLayout, kStageDispatch, kStageGemm1, kStageSwiglu, kStageGemm2, kStageShared, kStageCombine, kNumStages };
+enum MoeStage { kStageRouter, kStageRoute, kStageLayout, kStageDispatch, kStageGemm1, kStageSwiglu, kStageGemm2, kStageShared, kStageCombine, kNumStages };
 
 struct MoeForwardArgs {
   TensorView x;        // [T, H] f32 or bf16

@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <new>
 #include <string>
-#include <vector>
 
 #include "core/numerics.h"
 #include "cpu/quantize.h"
@@ -91,31 +89,30 @@ void copyRows(const DispatchArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// The f32 values of x's row `token` (zeros for a padding row, token -1). Returns
-// a pointer either into x (f32) or into `buffer` ([H] f32).
-const float* rowAsFloat(const TensorView& x, int64_t token, float* buffer) {
-  const int64_t hidden = x.dim(1);
-  if (token < 0) {
-    std::fill(buffer, buffer + hidden, 0.0f);
-    return buffer;
-  }
-  if (x.dtype == DType::kF32) return x.as<const float>() + token * hidden;
-  const uint16_t* src = x.as<const uint16_t>() + token * hidden;  // [H] bf16, widens exactly
-  for (int64_t c = 0; c < hidden; ++c) buffer[c] = bf16ToFloat(src[c]);
-  return buffer;
-}
-
-// Quantizes rows [r0, r1) 1x128 with quantizeRow; returns the first row holding
-// a NaN or infinity, or r1 if none.
-int64_t quantizeRows(const DispatchArgs& a, int64_t r0, int64_t r1, float* buffer /* [H] f32 */) {
+// Quantizes rows [r0, r1) 1x128 with quantizeRow (bf16 rows widen to f32 in
+// registers: quantizeRowBF16, same bits, no copy); a padding row (token -1)
+// quantizes a zero row: q = 0, every scale groupScale(0). Returns the first row
+// holding a NaN or infinity, or r1 if none.
+int64_t quantizeRows(const DispatchArgs& a, int64_t r0, int64_t r1) {
   const int64_t hidden = a.x.dim(1), groups = ceilDiv(hidden, kQuantGroup);
   const int32_t* rowToken = a.rowToken.as<const int32_t>();  // [R] i32
   uint8_t* q = a.out.as<uint8_t>();                          // [R, H] fp8
   float* scales = a.scales.as<float>();                      // [R, ceil(H/128)] f32
+  const float zeroScale = groupScale(0.0f, a.scaleFormat);
   int64_t firstBad = r1;
   for (int64_t r = r0; r < r1; ++r) {
-    const float* row = rowAsFloat(a.x, rowToken[r], buffer);
-    const bool finite = quantizeRow(row, hidden, a.scaleFormat, q + r * hidden, scales + r * groups);
+    const int64_t token = rowToken[r];
+    bool finite = true;
+    if (token < 0) {
+      std::memset(q + r * hidden, 0, static_cast<size_t>(hidden));
+      std::fill(scales + r * groups, scales + (r + 1) * groups, zeroScale);
+    } else if (a.x.dtype == DType::kF32) {
+      finite = quantizeRow(a.x.as<const float>() + token * hidden, hidden, a.scaleFormat, q + r * hidden,
+                           scales + r * groups);
+    } else {
+      finite = quantizeRowBF16(a.x.as<const uint16_t>() + token * hidden, hidden, a.scaleFormat, q + r * hidden,
+                               scales + r * groups);
+    }
     if (!finite && firstBad == r1) firstBad = r;
   }
   return firstBad;
@@ -130,22 +127,15 @@ Status dispatch(const DispatchArgs& args) {
   // ~16K elements per task: large enough to amortize the hand-out, small enough to balance.
   const int64_t rowsPerTask = std::max<int64_t>(1, 16384 / std::max<int64_t>(hidden, 1));
   std::atomic<int64_t> firstBad{rows};  // first row with a non-finite value
-  std::atomic<bool> allocFailed{false};
   ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
     const int64_t r0 = task * rowsPerTask, r1 = std::min(rows, r0 + rowsPerTask);
     if (!quantize) {
       copyRows(args, r0, r1);
       return;
     }
-    try {
-      std::vector<float> buffer(hidden);  // [H] f32: a widened bf16 row or a zero row
-      const int64_t bad = quantizeRows(args, r0, r1, buffer.data());
-      if (bad < r1) atomicMin(firstBad, bad);
-    } catch (const std::bad_alloc&) {
-      allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread
-    }
+    const int64_t bad = quantizeRows(args, r0, r1);
+    if (bad < r1) atomicMin(firstBad, bad);
   });
-  if (allocFailed.load()) return Status(Code::kInternal, "dispatch: out of memory for a row buffer");
   const int64_t bad = firstBad.load();
   if (bad < rows) {
     return Status(Code::kNonFinite, "dispatch: x[" + str(args.rowToken.as<const int32_t>()[bad]) +

@@ -61,8 +61,16 @@ constexpr int64_t kStreamMaxM = 8;
 // Tile limits of the packed path. A block [mc, kKc] f32 = mc KiB and a B block
 // [nc, kKc] f32 = nc KiB must share the 4 MiB (2 MiB on older parts) L2 with
 // the C tile traffic.
+#ifndef TUNE_MC
 constexpr int64_t kMcMax = 512;
+#else
+constexpr int64_t kMcMax = TUNE_MC;
+#endif
+#ifndef TUNE_NC
 constexpr int64_t kNcMax = 1536;
+#else
+constexpr int64_t kNcMax = TUNE_NC;
+#endif
 
 constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
 

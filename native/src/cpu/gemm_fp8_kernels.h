@@ -25,7 +25,11 @@ namespace moe::cpu::fp8gemm {
 // addresses all mr rows of A from one pointer (row i at byte offset
 // i * kKc * 4). 256 floats of an A micro-panel (14 rows: 14 KiB) plus one B
 // micro-panel (256 x 32 floats: 32 KiB) stay near L1 (48 KiB).
+#ifndef TUNE_KC
 constexpr int64_t kKc = 256;
+#else
+constexpr int64_t kKc = TUNE_KC;
+#endif
 
 constexpr int kMaxMr = 16;  // upper bound of KernelSet::mr over all ISAs
 

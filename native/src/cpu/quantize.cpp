@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 
 #include "core/numerics.h"
+#include "cpu/cpu_features.h"
+#include "cpu/quantize_row_kernels.h"
 #include "cpu/thread_pool.h"
 
 namespace moe::cpu {
@@ -12,11 +15,6 @@ namespace moe::cpu {
 namespace {
 
 constexpr float kMinAmax = 1e-4f;
-
-// Reads element i of an f32 or bf16 row as f32 (bf16 widens exactly).
-inline float loadAsFloat(const TensorView& t, int64_t i) {
-  return t.dtype == DType::kBF16 ? bf16ToFloat(t.as<const uint16_t>()[i]) : t.as<const float>()[i];
-}
 
 inline void storeFromFloat(const TensorView& t, int64_t i, float v) {
   if (t.dtype == DType::kBF16) {
@@ -37,20 +35,153 @@ float groupScale(float amax, ScaleFormat format) {
   return std::ldexp(1.0f, mantissa == 0.5f ? exponent - 1 : exponent);
 }
 
-bool quantizeRow(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+namespace qrow {
+
+float scalarAbsMaxF32(const float* x, int64_t ld, int64_t rows, int64_t cols) {
+  float amax = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(x[r * ld + c]));
+  }
+  return amax;
+}
+
+float scalarAbsMaxBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols) {
+  float amax = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(bf16ToFloat(x[r * ld + c])));
+  }
+  return amax;
+}
+
+namespace {
+
+// ---- The portable set: the scalar reference definitions ----------------------
+
+inline float loadValue(float v) { return v; }
+inline float loadValue(uint16_t v) { return bf16ToFloat(v); }
+
+// One block of rows x cols: amax (NaN ignored), scale, q = fp8(x / scale).
+template <typename T>
+bool scalarTile(const T* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q, int64_t ldq,
+                float* scaleOut) {
+  float amax = 0.0f;
   bool finite = true;
-  for (int64_t c0 = 0; c0 < cols; c0 += kQuantGroup) {
-    const int64_t c1 = std::min(cols, c0 + kQuantGroup);
-    float amax = 0.0f;
-    for (int64_t c = c0; c < c1; ++c) {
-      finite &= std::isfinite(row[c]);
-      amax = std::max(amax, std::fabs(row[c]));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = loadValue(x[r * ld + c]);
+      finite &= std::isfinite(v);
+      amax = std::max(amax, std::fabs(v));
     }
-    const float scale = groupScale(amax, format);
-    scales[c0 / kQuantGroup] = scale;
-    for (int64_t c = c0; c < c1; ++c) q[c] = fp8FromFloat(row[c] / scale);
+  }
+  const float scale = groupScale(amax, format);
+  *scaleOut = scale;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) q[r * ldq + c] = fp8FromFloat(loadValue(x[r * ld + c]) / scale);
   }
   return finite;
+}
+
+template <typename T>
+bool scalarRow(const T* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  bool finite = true;
+  for (int64_t c0 = 0; c0 < cols; c0 += kQuantGroup) {
+    const int64_t n = std::min(cols - c0, kQuantGroup);
+    finite &= scalarTile(row + c0, 0, 1, n, format, q + c0, 0, scales + c0 / kQuantGroup);
+  }
+  return finite;
+}
+
+// silu(g) * up with the vector kernels' exp (quantize_row_kernels.h, qexp):
+// the same operations in the same order, every multiply-add an explicit fma.
+float siluMul(float g, float up) {
+  using namespace qexp;
+  const float x = -g;
+  float den;
+  if (x > kMaxX) {
+    den = std::numeric_limits<float>::infinity();
+  } else if (x < kMinX) {
+    den = 1.0f;
+  } else {  // also NaN: den is NaN, and so the result
+    constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+    const float k = std::fma(x, kLog2e, kMagic);
+    const float n = k - kMagic;
+    const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
+    float r = std::fma(n, -kLn2Hi, x);
+    r = std::fma(n, -kLn2Lo, r);
+    float p = kP0;
+    p = std::fma(p, r, kP1);
+    p = std::fma(p, r, kP2);
+    p = std::fma(p, r, kP3);
+    p = std::fma(p, r, kP4);
+    p = std::fma(p, r, kP5);
+    const float r2 = r * r;
+    p = std::fma(p, r2, r);
+    p = p + 1.0f;
+    const int32_t n1 = ni >> 1, n2 = ni - n1;
+    const float s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
+    const float s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+    den = std::fma(p * s1, s2, 1.0f);
+  }
+  return g / den * up;
+}
+
+template <typename T>
+bool scalarSwiglu(const T* gate, const T* up, int64_t n, float* act) {
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = siluMul(loadValue(gate[i]), loadValue(up[i]));
+    finite &= std::isfinite(v);
+    act[i] = v;
+  }
+  return finite;
+}
+
+bool portableRowF32(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  return scalarRow(row, cols, format, q, scales);
+}
+bool portableRowBF16(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  return scalarRow(row, cols, format, q, scales);
+}
+bool portableTileF32(const float* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
+                     int64_t ldq, float* scale) {
+  return scalarTile(x, ld, rows, cols, format, q, ldq, scale);
+}
+bool portableTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
+                      int64_t ldq, float* scale) {
+  return scalarTile(x, ld, rows, cols, format, q, ldq, scale);
+}
+bool portableSwigluF32(const float* gate, const float* up, int64_t n, float* act) {
+  return scalarSwiglu(gate, up, n, act);
+}
+bool portableSwigluBF16(const uint16_t* gate, const uint16_t* up, int64_t n, float* act) {
+  return scalarSwiglu(gate, up, n, act);
+}
+void portableNarrowBF16(const float* src, int64_t n, uint16_t* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16FromFloat(src[i]);
+}
+
+}  // namespace
+
+extern const RowKernels kRowPortable = {
+    "portable",     portableRowF32,    portableRowBF16,    portableTileF32,
+    portableTileBF16, portableSwigluF32, portableSwigluBF16, portableNarrowBF16,
+};
+
+const RowKernels& selectedRowKernels() {
+  static const RowKernels& kernels = gemmIsa() == GemmIsa::kAvx512 ? kRowAvx512
+                                     : gemmIsa() == GemmIsa::kAvx2 ? kRowAvx2
+                                                                   : kRowPortable;
+  return kernels;
+}
+
+}  // namespace qrow
+
+bool quantizeRow(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  return qrow::selectedRowKernels().quantizeRowF32(row, cols, format, q, scales);
+}
+
+bool quantizeRowBF16(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  return qrow::selectedRowKernels().quantizeRowBF16(row, cols, format, q, scales);
 }
 
 Status quantizeBlocks(const QuantizeArgs& args, int64_t blockRows) {
@@ -58,40 +189,41 @@ Status quantizeBlocks(const QuantizeArgs& args, int64_t blockRows) {
   const int64_t cols = args.x.dim(1);  // K
   const int64_t groups = ceilDiv(cols, kQuantGroup);
   const int64_t rowBlocks = ceilDiv(rows, blockRows);
+  const bool bf16 = args.x.dtype == DType::kBF16;
   uint8_t* q = args.q.as<uint8_t>();          // [rows, cols] fp8
   float* scales = args.scales.as<float>();    // [rowBlocks, groups]
+  const qrow::RowKernels& kernels = qrow::selectedRowKernels();
   std::atomic<bool> nonFinite{false};
 
-  // One task per (row block, group); for activations a task covers several
-  // row blocks so that a task is not smaller than a few thousand elements.
-  const int64_t blocksPerTask = std::max<int64_t>(1, 4096 / (blockRows * kQuantGroup));
-  const int64_t tasks = ceilDiv(rowBlocks, blocksPerTask) * groups;
-  ThreadPool::instance().parallelFor(tasks, [&](int64_t task, int) {
-    const int64_t group = task % groups;
-    const int64_t firstBlock = (task / groups) * blocksPerTask;
-    const int64_t lastBlock = std::min(rowBlocks, firstBlock + blocksPerTask);
-    const int64_t c0 = group * kQuantGroup;
-    const int64_t c1 = std::min(cols, c0 + kQuantGroup);
-    for (int64_t block = firstBlock; block < lastBlock; ++block) {
-      const int64_t r0 = block * blockRows;
-      const int64_t r1 = std::min(rows, r0 + blockRows);
-      float amax = 0.0f;
+  if (blockRows == 1) {
+    // Activations: whole rows (contiguous), ~16K elements per task.
+    const int64_t rowsPerTask = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
+    ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
+      const int64_t r1 = std::min(rows, (task + 1) * rowsPerTask);
       bool finite = true;
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const float v = loadAsFloat(args.x, r * cols + c);
-          finite &= std::isfinite(v);
-          amax = std::max(amax, std::fabs(v));
-        }
+      for (int64_t r = task * rowsPerTask; r < r1; ++r) {
+        finite &= bf16 ? kernels.quantizeRowBF16(args.x.as<const uint16_t>() + r * cols, cols, args.scaleFormat,
+                                                 q + r * cols, scales + r * groups)
+                       : kernels.quantizeRowF32(args.x.as<const float>() + r * cols, cols, args.scaleFormat,
+                                                q + r * cols, scales + r * groups);
       }
       if (!finite) nonFinite.store(true, std::memory_order_relaxed);
-      const float scale = groupScale(amax, args.scaleFormat);
-      scales[block * groups + group] = scale;
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t c = c0; c < c1; ++c) q[r * cols + c] = fp8FromFloat(loadAsFloat(args.x, r * cols + c) / scale);
-      }
-    }
-  });
+    });
+  } else {
+    // Weights: one task per (row block, group) tile.
+    ThreadPool::instance().parallelFor(rowBlocks * groups, [&](int64_t task, int) {
+      const int64_t block = task / groups, group = task % groups;
+      const int64_t r0 = block * blockRows, c0 = group * kQuantGroup;
+      const int64_t n = std::min(rows, r0 + blockRows) - r0, m = std::min(cols, c0 + kQuantGroup) - c0;
+      float* scale = scales + block * groups + group;
+      const bool finite =
+          bf16 ? kernels.quantizeTileBF16(args.x.as<const uint16_t>() + r0 * cols + c0, cols, n, m,
+                                          args.scaleFormat, q + r0 * cols + c0, cols, scale)
+               : kernels.quantizeTileF32(args.x.as<const float>() + r0 * cols + c0, cols, n, m, args.scaleFormat,
+                                         q + r0 * cols + c0, cols, scale);
+      if (!finite) nonFinite.store(true, std::memory_order_relaxed);
+    });
+  }
   if (nonFinite.load()) return Status(Code::kNonFinite, "x contains NaN or infinity");
   return Status::ok();
 }

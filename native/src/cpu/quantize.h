@@ -15,7 +15,12 @@ Status dequantizeBlocks(const DequantizeArgs& args);
 // [ceil(cols/128)]. Bit-exact with quantizeBlocks(blockRows = 1); the fused
 // kernels (dispatch, swiglu) call it so that all paths agree. Returns false if
 // the row holds a NaN or infinity (the outputs are then still written).
+// Dispatches at run time to the AVX-512 / AVX2 / scalar kernels
+// (quantize_row_kernels.h), which give the same bits.
 bool quantizeRow(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales);
+
+// quantizeRow of a bf16 row, widened exactly to f32 (in registers, no copy).
+bool quantizeRowBF16(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales);
 
 // The scale of one group: max(amax, 1e-4) / 448, rounded up to a power of two for ue8m0.
 float groupScale(float amax, ScaleFormat format);

@@ -20,7 +20,9 @@
 
 #include <cstdint>
 
+#include "core/numerics.h"
 #include "core/ops.h"
+#include "cpu/quantize.h"
 
 namespace moe::cpu::qrow {
 
@@ -63,10 +65,24 @@ const RowKernels& selectedRowKernels();
 float scalarAbsMaxF32(const float* x, int64_t ld, int64_t rows, int64_t cols);
 float scalarAbsMaxBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols);
 
-// The scale of a group whose max |x| has the f32 bits `amaxBits` (NaN-free), and
-// whether the kernels may multiply by *inverse (= 1/scale exactly) instead of
-// dividing by scale.
-float groupScaleFromBits(uint32_t amaxBits, ScaleFormat format, float* inverse, bool* multiply);
+// The scale of a group whose max |x| has the f32 bits `amaxBits` (no NaN), as
+// groupScale(amax, format) gives it, and whether the kernels may multiply by
+// *inverse (= 1/scale exactly: ue8m0 with a finite amax, scale = 2^k with k in
+// [-22, 120]) instead of dividing by the scale. Inline so that the kernels do
+// not pay a call per group; bit-exact with groupScale (checked by the harness).
+inline float groupScaleFromBits(uint32_t amaxBits, ScaleFormat format, float* inverse, bool* multiply) {
+  constexpr float kMinAmax = 1e-4f;
+  *multiply = false;
+  float amax = floatFromBits(amaxBits);
+  if (format == ScaleFormat::kF32) return (amax > kMinAmax ? amax : kMinAmax) / kFp8E4M3Max;
+  if (amaxBits >= 0x7F800000u) return groupScale(amax, format);  // inf: groupScale's own rule
+  const float s = (amax > kMinAmax ? amax : kMinAmax) / kFp8E4M3Max;  // positive normal, < 2^120
+  // 2^ceil(log2 s): round the exponent up unless the mantissa is zero.
+  const uint32_t pow2 = (floatBits(s) + 0x7FFFFFu) & 0xFF800000u;
+  *inverse = floatFromBits((254u - (pow2 >> 23)) << 23);
+  *multiply = true;
+  return floatFromBits(pow2);
+}
 
 // The vector exp's algorithm in scalar form (the portable set's exp).
 //   e^x = 2^n * p(r), n = round(x * log2(e)), r = x - n * ln2 (two-part ln2,

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "core/numerics.h"
 #include "cpu/quantize.h"
+#include "cpu/quantize_row_kernels.h"
 #include "cpu/thread_pool.h"
 
 namespace moe::cpu {
@@ -63,50 +63,38 @@ Status validateSwiglu(const SwigluArgs& a) {
   return validateOutput(a, a.h.dim(0), a.h.dim(1) / 2, a.scales.data != nullptr);
 }
 
-// act [I] f32 = silu(gate) * up for one row; gate, up: [I] of T (f32 or bf16 bits).
-// Returns false if a result is not finite: a NaN or infinity in the row, or an f32 overflow.
-template <typename T, float (*Load)(T)>
-bool activateRow(const T* gate, const T* up, int64_t inter, float* act) {
-  bool finite = true;
-  for (int64_t c = 0; c < inter; ++c) {
-    const float g = Load(gate[c]);
-    const float v = g / (1.0f + std::exp(-g)) * Load(up[c]);
-    finite &= std::isfinite(v);
-    act[c] = v;
-  }
-  return finite;
-}
-
-inline float loadF32(float v) { return v; }
-inline float loadBF16(uint16_t v) { return bf16ToFloat(v); }
-
-bool activate(const TensorView& h, int64_t row, float* act /* [I] f32 */) {
+// act [I] f32 = silu(gate) * up for one row (gate, up: the row's halves of h),
+// with the vector kernels (quantize_row_kernels.h: exp within 2 ulp, the same
+// bits on every ISA). Returns false if a result is not finite: a NaN or
+// infinity in the row, or an f32 overflow.
+bool activate(const qrow::RowKernels& k, const TensorView& h, int64_t row, float* act /* [I] f32 */) {
   const int64_t inter = h.dim(1) / 2;
   if (h.dtype == DType::kF32) {
     const float* src = h.as<const float>() + row * 2 * inter;  // [2I] f32: gate | up
-    return activateRow<float, loadF32>(src, src + inter, inter, act);
+    return k.swigluF32(src, src + inter, inter, act);
   }
   const uint16_t* src = h.as<const uint16_t>() + row * 2 * inter;  // [2I] bf16: gate | up
-  return activateRow<uint16_t, loadBF16>(src, src + inter, inter, act);
+  return k.swigluBF16(src, src + inter, inter, act);
 }
 
-// Stores one activated row in out's format; returns false if quantizeRow saw a non-finite value.
-bool storeRow(const SwigluArgs& a, int64_t row, const float* act /* [I] f32 */) {
+// Computes one row straight into out when out is f32, else through `act` ([I]
+// f32) and stores it in out's format. Returns false on a non-finite result
+// (for fp8, also if quantizeRow saw one: the same condition).
+bool activateAndStore(const qrow::RowKernels& k, const SwigluArgs& a, int64_t row, float* act) {
   const int64_t inter = a.out.dim(1);
   switch (a.out.dtype) {
-    case DType::kFP8E4M3:
-      return quantizeRow(act, inter, a.scaleFormat, a.out.as<uint8_t>() + row * inter,
-                         a.scales.as<float>() + row * ceilDiv(inter, kQuantGroup));
+    case DType::kFP8E4M3: {
+      const bool finite = activate(k, a.h, row, act);
+      return k.quantizeRowF32(act, inter, a.scaleFormat, a.out.as<uint8_t>() + row * inter,
+                              a.scales.as<float>() + row * ceilDiv(inter, kQuantGroup)) && finite;
+    }
     case DType::kBF16: {
-      uint16_t* dst = a.out.as<uint16_t>() + row * inter;  // [I] bf16
-      for (int64_t c = 0; c < inter; ++c) dst[c] = bf16FromFloat(act[c]);
-      return true;
+      const bool finite = activate(k, a.h, row, act);
+      k.narrowBF16(act, inter, a.out.as<uint16_t>() + row * inter);
+      return finite;
     }
-    default: {
-      float* dst = a.out.as<float>() + row * inter;  // [I] f32
-      std::copy(act, act + inter, dst);
-      return true;
-    }
+    default:
+      return activate(k, a.h, row, a.out.as<float>() + row * inter);
   }
 }
 
@@ -119,13 +107,14 @@ Status swiglu(const SwigluArgs& args) {
   const int64_t rowsPerTask = std::max<int64_t>(1, 8192 / inter);
   std::atomic<int64_t> firstBad{rows};  // first row with a non-finite result
   std::atomic<bool> allocFailed{false};
+  const qrow::RowKernels& kernels = qrow::selectedRowKernels();
   ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
     try {
-      std::vector<float> act(inter);  // [I] f32: one activated row before it is stored
+      // [I] f32: one activated row before it is stored (unused for an f32 out).
+      std::vector<float> act(args.out.dtype == DType::kF32 ? 0 : inter);
       const int64_t r1 = std::min(rows, (task + 1) * rowsPerTask);
       for (int64_t r = task * rowsPerTask; r < r1; ++r) {
-        const bool finite = activate(args.h, r, act.data());
-        if (!storeRow(args, r, act.data()) || !finite) atomicMin(firstBad, r);
+        if (!activateAndStore(kernels, args, r, act.data())) atomicMin(firstBad, r);
       }
     } catch (const std::bad_alloc&) {
       allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread

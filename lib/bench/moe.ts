@@ -1,0 +1,138 @@
+/**
+ * `moe-kernels bench moe`: the MoE layer's tokens/s at several batch sizes,
+ * the share of each stage, and the layer's time against its roofline on this
+ * machine: for each GEMM the larger of (FLOPs / measured FMA peak) and
+ * (bytes / measured memory bandwidth), summed over the layer's GEMMs.
+ */
+import type { MoeConfig } from '../moe/config';
+import { ForwardProfile, MoeLayer, STAGES, StageTimes } from '../moe/layer';
+import { bf16FromFloat32 } from '../tensor';
+import { fillNormal, seededRandom } from '../moe/random';
+import { Ceilings, measureCeilings } from './ceilings';
+import { formatTable } from './table';
+import { medianMs } from './timing';
+
+export const DEFAULT_TOKENS = [1, 8, 64, 512, 4096];
+
+interface Gemm {
+  name: string;
+  flops: number;
+  bytes: number;
+}
+
+/** The layer's GEMMs for T tokens of which `activeExperts` experts receive some. */
+export function layerGemms(c: MoeConfig, tokens: number, activeExperts: number): Gemm[] {
+  const { hiddenSize: h, intermediateSize: i, numExperts: e, topK: k } = c;
+  const rows = tokens * k;
+  const is = i * c.numSharedExperts;
+  const gemms: Gemm[] = [
+    { name: 'router', flops: 2 * tokens * e * h, bytes: e * h * 2 + tokens * h * 2 + tokens * e * 4 },
+    { name: 'w13', flops: 2 * rows * 2 * i * h, bytes: activeExperts * 2 * i * h + rows * h + rows * 2 * i * 2 },
+    { name: 'w2', flops: 2 * rows * h * i, bytes: activeExperts * h * i + rows * i + rows * h * 2 },
+  ];
+  if (is > 0) {
+    gemms.push(
+      { name: 'shared w13', flops: 2 * tokens * 2 * is * h, bytes: 2 * is * h + tokens * h + tokens * 2 * is * 2 },
+      { name: 'shared w2', flops: 2 * tokens * h * is, bytes: h * is + tokens * is + tokens * h * 4 },
+    );
+  }
+  return gemms;
+}
+
+export function rooflineMs(gemms: Gemm[], ceilings: Ceilings): number {
+  return gemms.reduce((ms, g) => ms + Math.max(g.flops / (ceilings.fmaPeakGflops * 1e6), g.bytes / (ceilings.memoryGBs * 1e6)), 0);
+}
+
+export interface MoeBenchRow {
+  tokens: number;
+  ms: number;
+  tokensPerSecond: number;
+  rooflineMs: number;
+  /** layer time / roofline time (1 = at the roofline) */
+  rooflineRatio: number;
+  /** share of routing, layout, dispatch, SwiGLU and combine in the layer time */
+  nonGemmShare: number;
+  activeExperts: number;
+  stages: StageTimes;
+}
+
+export interface MoeBenchReport {
+  config: MoeConfig;
+  weightBytes: number;
+  ceilings: Ceilings;
+  rows: MoeBenchRow[];
+  targets: Array<{ name: string; worst: number; target: number; pass: boolean }>;
+}
+
+const NON_GEMM: (keyof StageTimes)[] = ['route', 'layout', 'dispatch', 'swiglu', 'combine'];
+
+export async function benchMoe(
+  layer: MoeLayer, tokenCounts: number[], timeMs: number, onRow?: (row: MoeBenchRow, done: number, total: number) => void,
+): Promise<MoeBenchReport> {
+  const ceilings = measureCeilings();
+  const random = seededRandom(7);
+  const rows: MoeBenchRow[] = [];
+  for (const tokens of tokenCounts) {
+    const h = layer.config.hiddenSize;
+    const x = bf16FromFloat32(fillNormal(new Float32Array(tokens * h), random, 1), [tokens, h]);
+    const stageSum = Object.fromEntries(STAGES.map((s) => [s, 0])) as unknown as StageTimes;
+    let runs = 0;
+    const profile = {} as ForwardProfile;
+    const ms = await medianMs(
+      () => {
+        layer.forwardSync(x, { profile });
+        runs++;
+        for (const s of STAGES) stageSum[s] += profile.stages[s];
+      },
+      { timeMs, iterations: 3 },
+    );
+    const stages = Object.fromEntries(STAGES.map((s) => [s, stageSum[s] / runs])) as unknown as StageTimes;
+    const stageTotal = STAGES.reduce((t, s) => t + stages[s], 0);
+    const roof = rooflineMs(layerGemms(layer.config, tokens, profile.activeExperts), ceilings);
+    const row: MoeBenchRow = {
+      tokens,
+      ms,
+      tokensPerSecond: (tokens / ms) * 1e3,
+      rooflineMs: roof,
+      rooflineRatio: ms / roof,
+      nonGemmShare: NON_GEMM.reduce((t, s) => t + stages[s], 0) / stageTotal,
+      activeExperts: profile.activeExperts,
+      stages,
+    };
+    rows.push(row);
+    onRow?.(row, rows.length, tokenCounts.length);
+  }
+  const targets: MoeBenchReport['targets'] = [];
+  const check = (name: string, values: number[], target: number, below: boolean) => {
+    if (values.length === 0) return;
+    const worst = below ? Math.max(...values) : Math.min(...values);
+    targets.push({ name, worst, target, pass: below ? worst <= target : worst >= target });
+  };
+  check('routing + layout + dispatch + swiglu + combine share at T >= 64', rows.filter((r) => r.tokens >= 64).map((r) => r.nonGemmShare), 0.1, true);
+  check('layer time / roofline at T >= 512', rows.filter((r) => r.tokens >= 512).map((r) => r.rooflineRatio), 1.5, true);
+  check('layer time / roofline at T = 1', rows.filter((r) => r.tokens === 1).map((r) => r.rooflineRatio), 2, true);
+  return { config: layer.config, weightBytes: layer.weightBytes, ceilings, rows, targets };
+}
+
+export function formatMoeReport(report: MoeBenchReport): string {
+  const c = report.config;
+  const lines = [
+    `MoE layer: H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts} top-${c.topK} (${c.numGroups} groups, ${c.topKGroups} kept), ` +
+      `${c.numSharedExperts} shared; fp8 expert weights ${(report.weightBytes / 2 ** 20).toFixed(0)} MiB`,
+    `measured ceilings: FMA peak ${report.ceilings.fmaPeakGflops.toFixed(1)} GFLOP/s, memory ${report.ceilings.memoryGBs.toFixed(1)} GB/s`,
+    ...formatTable(
+      ['T', 'ms', 'tokens/s', 'experts hit', 'roofline ms', 'x roofline', 'non-GEMM %', ...STAGES.map((s) => `${s} %`)],
+      report.rows.map((r) => {
+        const total = STAGES.reduce((t, s) => t + r.stages[s], 0);
+        return [
+          String(r.tokens), r.ms.toFixed(2), r.tokensPerSecond.toFixed(1), String(r.activeExperts), r.rooflineMs.toFixed(2),
+          r.rooflineRatio.toFixed(2), (100 * r.nonGemmShare).toFixed(1), ...STAGES.map((s) => ((100 * r.stages[s]) / total).toFixed(1)),
+        ];
+      }),
+    ),
+  ];
+  for (const t of report.targets) {
+    lines.push(`${t.pass ? 'PASS' : 'MISS'}  ${t.name}: worst ${t.worst.toFixed(3)} (target <= ${t.target})`);
+  }
+  return lines.join('\n');
+}

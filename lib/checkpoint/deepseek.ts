@@ -1,0 +1,208 @@
+/**
+ * Loads one MoE layer of a DeepSeek-V3-format Hugging Face checkpoint:
+ * `config.json`, `model.safetensors.index.json` (or a single
+ * `model.safetensors`), and the layer's tensors:
+ *
+ *   model.layers.{L}.mlp.gate.weight                          [E, H] bf16/f32
+ *   model.layers.{L}.mlp.gate.e_score_correction_bias         [E] f32
+ *   model.layers.{L}.mlp.experts.{e}.{gate,up,down}_proj.weight            fp8 e4m3 (or bf16/f32)
+ *   model.layers.{L}.mlp.experts.{e}.{gate,up,down}_proj.weight_scale_inv  [ceil(N/128), ceil(K/128)] f32
+ *   model.layers.{L}.mlp.shared_experts.{gate,up,down}_proj.weight (+ _scale_inv)
+ *
+ * Each tensor is read straight into its place in the layer's buffers with
+ * positioned reads: shards are never read whole.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { MoeError } from '../errors';
+import { quantizeWeightsSync } from '../ops/quantize';
+import { Tensor, tensor } from '../tensor';
+import { bf16ToFloat } from '../numerics';
+import { MoeConfig, configFromHuggingFace } from '../moe/config';
+import { ExpertMatrices, allocExperts, expertSlot } from '../moe/experts';
+import type { MoeWeights } from '../moe/layer';
+import { SafetensorsDType, SafetensorsFile, TensorInfo } from './safetensors';
+
+export interface LoadOptions {
+  /** The decoder layer whose MoE block to load. */
+  layer: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+function fail(message: string): never {
+  throw new MoeError('ERR_MOE_CHECKPOINT', message);
+}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    fail(`${file}: cannot read: ${(error as Error).message}`);
+  }
+  try {
+    const value = JSON.parse(text);
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`${file}: expected a JSON object`);
+    return value;
+  } catch (error) {
+    if (error instanceof MoeError) throw error;
+    fail(`${file}: invalid JSON: ${(error as Error).message}`);
+  }
+}
+
+/** Where each tensor lives: the index's weight_map, or every tensor of a single model.safetensors. */
+class CheckpointFiles {
+  private readonly dir: string;
+  private readonly weightMap: Map<string, string>;
+  private readonly open = new Map<string, SafetensorsFile>();
+
+  constructor(dir: string) {
+    this.dir = dir;
+    const indexPath = path.join(dir, 'model.safetensors.index.json');
+    this.weightMap = new Map();
+    if (fs.existsSync(indexPath)) {
+      const map = readJson(indexPath).weight_map;
+      if (typeof map !== 'object' || map === null) fail(`${indexPath}: missing 'weight_map'`);
+      for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+        if (typeof file !== 'string' || file.includes('/') || file.includes('\\')) fail(`${indexPath}: bad shard name for '${name}'`);
+        this.weightMap.set(name, file);
+      }
+    } else if (fs.existsSync(path.join(dir, 'model.safetensors'))) {
+      for (const name of this.file('model.safetensors').tensors.keys()) this.weightMap.set(name, 'model.safetensors');
+    } else {
+      fail(`${dir}: neither model.safetensors.index.json nor model.safetensors is there`);
+    }
+  }
+
+  private file(name: string): SafetensorsFile {
+    let file = this.open.get(name);
+    if (!file) {
+      file = SafetensorsFile.open(path.join(this.dir, name));
+      this.open.set(name, file);
+    }
+    return file;
+  }
+
+  has(name: string): boolean {
+    return this.weightMap.has(name);
+  }
+
+  /** The tensor's header entry, checked against the allowed dtypes and the expected shape. */
+  locate(name: string, dtypes: readonly SafetensorsDType[], shape: readonly number[]): { file: SafetensorsFile; info: TensorInfo } {
+    const shard = this.weightMap.get(name);
+    if (!shard) fail(`${name}: not in the checkpoint's weight map (${this.dir})`);
+    const file = this.file(shard);
+    if (!file.tensors.has(name)) fail(`${name}: the weight map points to ${shard}, which does not hold it`);
+    const info = file.info(name);
+    if (!dtypes.includes(info.dtype) || info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      fail(`${name} in ${shard}: expected ${dtypes.join(' or ')} [${shape.join(', ')}], got ${info.dtype} [${info.shape.join(', ')}]`);
+    }
+    return { file, info };
+  }
+}
+
+function asFloat32(bytes: Uint8Array, dtype: SafetensorsDType): Float32Array {
+  if (dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  return Float32Array.from(bits, bf16ToFloat);
+}
+
+/** Reads a (possibly unaligned-length) tensor into fresh, aligned memory. */
+async function readFresh(files: CheckpointFiles, name: string, dtypes: SafetensorsDType[], shape: number[]) {
+  const { file, info } = files.locate(name, dtypes, shape);
+  return { bytes: await file.read(name), dtype: info.dtype };
+}
+
+/**
+ * Fills expert `e` of `m` from `parts` stacked along N (gate then up for w13):
+ * fp8 weights with their scale_inv are read in place; bf16/f32 weights are
+ * read and quantized 128x128 here.
+ */
+async function loadExpert(files: CheckpointFiles, m: ExpertMatrices, expert: number, parts: string[], rowsPerPart: number): Promise<void> {
+  const slot = expertSlot(m, expert);
+  const k = m.k;
+  const scaleCols = Math.ceil(k / 128);
+  const first = files.locate(`${parts[0]}.weight`, ['F8_E4M3', 'BF16', 'F32'], [rowsPerPart, k]);
+  if (first.info.dtype === 'F8_E4M3') {
+    if (parts.length > 1 && rowsPerPart % 128 !== 0) {
+      fail(`${parts[0]}.weight: stacking fp8 experts needs 128-row blocks, but N = ${rowsPerPart}`);
+    }
+    for (const [i, part] of parts.entries()) {
+      const { file } = files.locate(`${part}.weight`, ['F8_E4M3'], [rowsPerPart, k]);
+      await file.read(`${part}.weight`, slot.data.subarray(i * rowsPerPart * k, (i + 1) * rowsPerPart * k));
+      const scaleRows = Math.ceil(rowsPerPart / 128);
+      const scales = files.locate(`${part}.weight_scale_inv`, ['F32'], [scaleRows, scaleCols]);
+      const target = slot.scales.subarray(i * scaleRows * scaleCols, (i + 1) * scaleRows * scaleCols);
+      await scales.file.read(`${part}.weight_scale_inv`, new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+    }
+    return;
+  }
+  // Unquantized checkpoint: stack in f32, then quantize the whole expert matrix.
+  const values = new Float32Array(m.n * k); // [N, K] f32
+  for (const [i, part] of parts.entries()) {
+    const { bytes, dtype } = await readFresh(files, `${part}.weight`, ['BF16', 'F32'], [rowsPerPart, k]);
+    values.set(asFloat32(bytes, dtype), i * rowsPerPart * k);
+  }
+  quantizeWeightsSync(tensor(values, [m.n, k]), {
+    into: {
+      data: tensor(slot.data, [m.n, k], 'fp8_e4m3'),
+      scales: tensor(slot.scales, [Math.ceil(m.n / 128), scaleCols], 'f32'),
+    },
+  });
+}
+
+export interface LoadedLayer {
+  config: MoeConfig;
+  weights: MoeWeights;
+}
+
+export async function loadDeepSeekLayer(pathOrDir: string, options: LoadOptions): Promise<LoadedLayer> {
+  const dir = fs.existsSync(pathOrDir) && fs.statSync(pathOrDir).isFile() ? path.dirname(pathOrDir) : pathOrDir;
+  const configPath = path.join(dir, 'config.json');
+  const hf = readJson(configPath);
+  const config = configFromHuggingFace(hf, configPath);
+  const layer = options.layer;
+  if (!Number.isInteger(layer) || layer < 0) throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: options.layer must be a non-negative integer, got ${layer}`);
+  const numLayers = hf.num_hidden_layers;
+  if (typeof numLayers === 'number' && layer >= numLayers) {
+    throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is past the model's ${numLayers} layers`);
+  }
+  const denseLayers = hf.first_k_dense_replace;
+  if (typeof denseLayers === 'number' && layer < denseLayers) {
+    throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is a dense layer (first_k_dense_replace = ${denseLayers}); MoE layers start at ${denseLayers}`);
+  }
+  const files = new CheckpointFiles(dir);
+  const prefix = `model.layers.${layer}.mlp`;
+  const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
+
+  const gateRead = await readFresh(files, `${prefix}.gate.weight`, ['BF16', 'F32'], [e, h]);
+  const gate: Tensor = gateRead.dtype === 'F32'
+    ? tensor(new Float32Array(gateRead.bytes.buffer), [e, h])
+    : tensor(new Uint16Array(gateRead.bytes.buffer), [e, h], 'bf16');
+  let bias: Tensor<'f32'> | undefined;
+  const biasName = `${prefix}.gate.e_score_correction_bias`;
+  if (files.has(biasName)) {
+    const b = await readFresh(files, biasName, ['F32', 'BF16'], [e]);
+    bias = tensor(Float32Array.from(asFloat32(b.bytes, b.dtype)), [e], 'f32');
+  }
+
+  const w13 = allocExperts(e, 2 * i, h);
+  const w2 = allocExperts(e, h, i);
+  const shared = config.numSharedExperts;
+  const sharedW13 = shared > 0 ? allocExperts(1, 2 * i * shared, h) : undefined;
+  const sharedW2 = shared > 0 ? allocExperts(1, h, i * shared) : undefined;
+  const total = e + (shared > 0 ? 1 : 0);
+  for (let expert = 0; expert < e; expert++) {
+    const base = `${prefix}.experts.${expert}`;
+    await loadExpert(files, w13, expert, [`${base}.gate_proj`, `${base}.up_proj`], i);
+    await loadExpert(files, w2, expert, [`${base}.down_proj`], h);
+    options.onProgress?.(expert + 1, total);
+  }
+  if (sharedW13 && sharedW2) {
+    const base = `${prefix}.shared_experts`;
+    await loadExpert(files, sharedW13, 0, [`${base}.gate_proj`, `${base}.up_proj`], i * shared);
+    await loadExpert(files, sharedW2, 0, [`${base}.down_proj`], h);
+    options.onProgress?.(total, total);
+  }
+  return { config, weights: { gate, bias, w13, w2, sharedW13, sharedW2 } };
+}

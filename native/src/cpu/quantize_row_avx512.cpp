@@ -1,0 +1,267 @@
+// AVX-512 row kernels of fp8 quantization and SwiGLU (contracts in
+// quantize_row_kernels.h). Bit-exact with the scalar code: see the notes on
+// fp8Bytes below and on the exp in quantize_row_kernels.h.
+//
+// Headers first, then the target pragma (as in gemm_fp8_avx512.cpp): functions
+// defined in headers keep the baseline target. Everything below the pragma has
+// internal linkage except the RowKernels object.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "core/numerics.h"
+#include "cpu/quantize_row_kernels.h"
+
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+// GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
+// which -Wall reports at every inlined call site.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace moe::cpu::qrow {
+namespace {
+
+inline __m512i set1(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+
+inline __mmask16 tailMask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+
+// ---- loads: 16 values as f32 (bf16 widens exactly) --------------------------
+
+struct LoadF32 {
+  using T = float;
+  static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512 loadTail(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+
+struct LoadBF16 {
+  using T = uint16_t;
+  static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  static __m512 load(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static __m512 loadTail(const uint16_t* p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
+};
+
+// ---- fp8 conversion ---------------------------------------------------------
+//
+// fp8FromFloat (core/numerics.h) on 16 lanes, in integers:
+// - NaN (|bits| > 0x7F800000) -> 0x7F, sign dropped.
+// - |x| >= 448 -> 0x7E | sign: every value from 448 up (464 ties to even 448,
+//   above 464 saturates, inf saturates) gives 0x7E, so |bits| is clamped to 448.
+// - Otherwise, with E = the f32 biased exponent: the value as an integer
+//   `word` counted in units of 2^-(20+dropped)... precisely:
+//     normal results (E >= 121): word = |bits| - (120 << 23) (e4m3 exponent in
+//       bits 23+, mantissa below), dropped d = 20;
+//     subnormal ones (E <= 120): word = 1.m (24 bits), d = 141 - E (21 .. 24;
+//       beyond 31 when E < 110, where shifts by >= 32 give 0).
+//   result = (word + (2^(d-1) - 1) + ((word >> d) & 1)) >> d is round to
+//   nearest even of word / 2^d, i.e. the scalar's remainder/half comparison;
+//   a carry moves into the exponent (or from subnormal 7 to normal 0x08).
+//   |x| <= 2^-10 gives 0 (2^-10 itself ties to even 0), as the scalar does.
+// Returns the fp8 byte in the low byte of each 32-bit lane.
+inline __m512i fp8Bytes(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i absBits = _mm512_and_si512(bits, set1(0x7FFFFFFFu));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(absBits, set1(0x7F800000u));
+  const __m512i a = _mm512_min_epi32(absBits, set1(0x43E00000u));  // 448
+  const __m512i e = _mm512_srli_epi32(a, 23);
+  // c = 33 - d = min(13, E - 108): 2^(d-1) - 1 = 0xFFFFFFFF >> c (0 when c <= 0).
+  const __m512i c = _mm512_min_epi32(_mm512_sub_epi32(e, set1(108)), set1(13));
+  const __m512i d = _mm512_sub_epi32(set1(33), c);
+  // word = a - ((min(E, 121) - 1) << 23): a - (120 << 23) for normal results, 1.m below.
+  const __m512i word = _mm512_sub_epi32(
+      a, _mm512_slli_epi32(_mm512_sub_epi32(_mm512_min_epi32(e, set1(121)), set1(1)), 23));
+  const __m512i halfMinus1 = _mm512_srlv_epi32(set1(0xFFFFFFFFu), c);
+  const __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(word, d), set1(1));
+  const __m512i result = _mm512_srlv_epi32(_mm512_add_epi32(_mm512_add_epi32(word, halfMinus1), lsb), d);
+  // (bits >> 24 & 0x80) | result
+  const __m512i withSign = _mm512_ternarylogic_epi32(_mm512_srli_epi32(bits, 24), set1(0x80), result, 0xEA);
+  return _mm512_mask_mov_epi32(withSign, nan, set1(0x7F));
+}
+
+// q[i] = fp8(x[i] / scale), or fp8(x[i] * scale) when `multiply` (scale is then the exact inverse).
+template <class L, bool kMultiply>
+inline void convertGroup(const typename L::T* x, int64_t n, __m512 s, uint8_t* q) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = L::load(x + i);
+    const __m512 y = kMultiply ? _mm512_mul_ps(v, s) : _mm512_div_ps(v, s);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(fp8Bytes(y)));
+  }
+  if (i < n) {
+    const __mmask16 m = tailMask(n - i);
+    const __m512 v = L::loadTail(x + i, m);
+    const __m512 y = kMultiply ? _mm512_mul_ps(v, s) : _mm512_div_ps(v, s);
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, m, fp8Bytes(y));
+  }
+}
+
+template <class L>
+inline void convert(const typename L::T* x, int64_t n, float scale, float inverse, bool multiply, uint8_t* q) {
+  if (multiply) {
+    convertGroup<L, true>(x, n, _mm512_set1_ps(inverse), q);
+  } else {
+    convertGroup<L, false>(x, n, _mm512_set1_ps(scale), q);
+  }
+}
+
+// max over i < n of the bits of |x[i]| as unsigned integers: for non-NaN
+// values the same order as the floats, and >= 0x7F800000 iff some value is not finite.
+template <class L>
+inline __m512i absMaxBits(const typename L::T* x, int64_t n, __m512i acc) {
+  const __m512i absMask = set1(0x7FFFFFFFu);
+  __m512i acc1 = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(L::load(x + i)), absMask));
+    acc1 = _mm512_max_epu32(acc1, _mm512_and_si512(_mm512_castps_si512(L::load(x + i + 16)), absMask));
+  }
+  for (; i + 16 <= n; i += 16) {
+    acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(L::load(x + i)), absMask));
+  }
+  if (i < n) {
+    acc1 = _mm512_max_epu32(acc1, _mm512_and_si512(_mm512_castps_si512(L::loadTail(x + i, tailMask(n - i))), absMask));
+  }
+  return _mm512_max_epu32(acc, acc1);
+}
+
+inline float scalarAbsMax(const float* x, int64_t ld, int64_t rows, int64_t cols) {
+  return scalarAbsMaxF32(x, ld, rows, cols);
+}
+inline float scalarAbsMax(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols) {
+  return scalarAbsMaxBF16(x, ld, rows, cols);
+}
+
+// One block of rows x cols (cols <= 128): scale and fp8 values; false if not finite.
+template <class L>
+bool quantizeTile(const typename L::T* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format,
+                  uint8_t* q, int64_t ldq, float* scaleOut) {
+  __m512i acc = _mm512_setzero_si512();
+  for (int64_t r = 0; r < rows; ++r) acc = absMaxBits<L>(x + r * ld, cols, acc);
+  uint32_t amaxBits = _mm512_reduce_max_epu32(acc);
+  const bool finite = amaxBits < 0x7F800000u;
+  if (amaxBits > 0x7F800000u) amaxBits = floatBits(scalarAbsMax(x, ld, rows, cols));  // a NaN: ignore it
+  float inverse = 0.0f;
+  bool multiply = false;
+  const float scale = groupScaleFromBits(amaxBits, format, &inverse, &multiply);
+  *scaleOut = scale;
+  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, q + r * ldq);
+  return finite;
+}
+
+template <class L>
+bool quantizeRowT(const typename L::T* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  bool finite = true;
+  for (int64_t c0 = 0; c0 < cols; c0 += kQuantGroup) {
+    const int64_t n = cols - c0 < kQuantGroup ? cols - c0 : kQuantGroup;
+    finite &= quantizeTile<L>(row + c0, 0, 1, n, format, q + c0, 0, scales + c0 / kQuantGroup);
+  }
+  return finite;
+}
+
+bool quantizeRowF32(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  return quantizeRowT<LoadF32>(row, cols, format, q, scales);
+}
+bool quantizeRowBF16(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
+  return quantizeRowT<LoadBF16>(row, cols, format, q, scales);
+}
+bool quantizeTileF32(const float* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
+                     int64_t ldq, float* scale) {
+  return quantizeTile<LoadF32>(x, ld, rows, cols, format, q, ldq, scale);
+}
+bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
+                      int64_t ldq, float* scale) {
+  return quantizeTile<LoadBF16>(x, ld, rows, cols, format, q, ldq, scale);
+}
+
+// ---- SwiGLU -------------------------------------------------------------------
+//
+// silu(g) * up = g / (1 + e^-g) * up, with 1 + e^x computed as
+// fma(p(r) * 2^n1, 2^n2, 1) (n = n1 + n2, both halves representable), the
+// operation sequence of the scalar siluMul in quantize.cpp. Every step is an
+// explicit FMA or a lone IEEE operation, so -ffp-contract cannot change it.
+inline __m512 siluMul(__m512 g, __m512 up) {
+  using namespace qexp;
+  const __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), g);  // -g (exact; NaN stays NaN)
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const __m512 k = _mm512_fmadd_ps(xc, _mm512_set1_ps(kLog2e), magic);
+  const __m512 n = _mm512_sub_ps(k, magic);
+  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, r);
+  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, set1(127)), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, set1(127)), 23));
+  __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
+  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
+  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
+  return _mm512_mul_ps(_mm512_div_ps(g, den), up);
+}
+
+// Tracks max |bits|: >= 0x7F800000 iff a value was not finite.
+inline __m512i trackAbs(__m512i acc, __m512 v) {
+  return _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(v), set1(0x7FFFFFFFu)));
+}
+
+template <class L>
+bool swigluT(const typename L::T* gate, const typename L::T* up, int64_t n, float* act) {
+  __m512i acc = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = siluMul(L::load(gate + i), L::load(up + i));
+    acc = trackAbs(acc, v);
+    _mm512_storeu_ps(act + i, v);
+  }
+  if (i < n) {
+    const __mmask16 m = tailMask(n - i);
+    const __m512 v = _mm512_maskz_mov_ps(m, siluMul(L::loadTail(gate + i, m), L::loadTail(up + i, m)));
+    acc = trackAbs(acc, v);
+    _mm512_mask_storeu_ps(act + i, m, v);
+  }
+  return _mm512_reduce_max_epu32(acc) < 0x7F800000u;
+}
+
+bool swigluF32(const float* gate, const float* up, int64_t n, float* act) {
+  return swigluT<LoadF32>(gate, up, n, act);
+}
+bool swigluBF16(const uint16_t* gate, const uint16_t* up, int64_t n, float* act) {
+  return swigluT<LoadBF16>(gate, up, n, act);
+}
+
+// bf16FromFloat on 16 lanes: round to nearest even; NaN -> (bits >> 16) | 0x40.
+inline __m256i bf16Bits(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), set1(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, set1(0x7FFFu)), lsb), 16);
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(bits, 16), set1(0x40u));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, set1(0x7FFFFFFFu)), set1(0x7F800000u));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet));
+}
+
+void narrowBF16(const float* src, int64_t n, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), bf16Bits(_mm512_loadu_ps(src + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = tailMask(n - i);
+    _mm256_mask_storeu_epi16(dst + i, m, bf16Bits(_mm512_maskz_loadu_ps(m, src + i)));
+  }
+}
+
+}  // namespace
+
+extern const RowKernels kRowAvx512 = {
+    "avx512", quantizeRowF32, quantizeRowBF16, quantizeTileF32, quantizeTileBF16, swigluF32, swigluBF16, narrowBF16,
+};
+
+}  // namespace moe::cpu::qrow
