@@ -134,10 +134,18 @@ describe('combine vs the float64 reference', () => {
     expect(Array.from(got.data as Float32Array)).toEqual([0.5 * 1000 + 0.25 * 1, 0.5 * 2000 + 0.25 * 2, 10 + 200, 20 + 400]);
   });
 
-  it('T = 0 gives an empty [0, H] result', async () => {
+  it('T = 0 gives an empty [0, H] result; no rows at all gives zeros', async () => {
     const layout = dispatchLayoutSync(empty([0, 2], 'i32'), 4, { align: 1 });
     const got = await combine(empty([0, 8], 'f32'), layout, empty([0, 2], 'f32'));
     expect(got.shape).toEqual([0, 8]);
+    // T > 0 but every slot -1: no rows; the result is zero, or exactly the shared term.
+    const dropped = dispatchLayoutSync(tensor(new Int32Array(6).fill(-1), [3, 2]), 4, { align: 16 });
+    const w = tensor(Float32Array.from([1, 2, 3, 4, 5, 6]), [3, 2]);
+    const zero = combineSync(empty([0, 8], 'f32'), dropped, w, { out: 'f32', into: tensor(new Float32Array(24).fill(NaN), [3, 8]) });
+    expect(Array.from(zero.data as Float32Array)).toEqual(new Array(24).fill(0));
+    const shared = randomFloats(24, random);
+    const withShared = combineSync(empty([0, 8], 'bf16'), dropped, w, { out: 'f32', shared: tensor(shared, [3, 8]) });
+    expect(Array.from(withShared.data as Float32Array)).toEqual(Array.from(shared));
   });
 });
 

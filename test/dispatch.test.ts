@@ -138,6 +138,28 @@ describe("dispatch with { quantize: 'fp8' } is bit-exact with the reference quan
   });
 });
 
+describe('dispatch with no rows', () => {
+  it('T = 0, all ids -1, and masked Mmax = 0 give empty outputs, plain and quantized', async () => {
+    const H = 64;
+    const cases: Array<[string, DispatchLayout, number]> = [
+      ['T = 0', dispatchLayoutSync(empty([0, 4], 'i32'), 8, { align: 16 }), 0],
+      ['every slot -1', dispatchLayoutSync(tensor(new Int32Array(6).fill(-1), [3, 2]), 8, { align: 16 }), 3],
+      ['masked, Mmax = 0', dispatchLayoutSync(tensor(new Int32Array(2).fill(-1), [1, 2]), 8, { layout: 'masked', maxTokensPerExpert: 0 }), 1],
+    ];
+    for (const [name, layout, T] of cases) {
+      const x = tensor(randomFloats(T * H, random), [T, H]);
+      const shape = layout.kind === 'masked' ? [8, 0, H] : [0, H];
+      expect(dispatchSync(x, layout).shape, `${name}, plain`).toEqual(shape);
+      // SPEC: dispatch "optionally quantized 1x128 to fp8": an empty gather quantizes to empty tensors.
+      const q = dispatchSync(x, layout, { quantize: 'fp8' });
+      expect(q.data.shape, `${name}, fp8 data`).toEqual(shape);
+      expect(q.scales.shape, `${name}, fp8 scales`).toEqual([...shape.slice(0, -1), 1]);
+      const qa = await dispatch(x, layout, { quantize: 'fp8', scaleFormat: 'ue8m0' });
+      expect(qa.data.shape, `${name}, async fp8`).toEqual(shape);
+    }
+  });
+});
+
 describe('dispatch: bad input', () => {
   const layout = () => dispatchLayoutSync(tensor(Int32Array.from([0, 1, 1, 2, -1, 0]), [3, 2]), 4, { align: 4 });
 

@@ -145,6 +145,19 @@ describe("swiglu with { quantize: 'fp8' } is bit-exact with the reference quanti
   }
 });
 
+describe('swiglu with no rows', () => {
+  it('[0, 2I] and [G, 0, 2I] give empty outputs, plain and quantized', async () => {
+    expect(swigluSync(empty([0, 64], 'f32')).shape).toEqual([0, 32]);
+    expect(swigluSync(empty([0, 64], 'bf16'), { out: 'f32' }).shape).toEqual([0, 32]);
+    const q = swigluSync(empty([0, 64], 'f32'), { quantize: 'fp8' });
+    expect(q.data.shape).toEqual([0, 32]);
+    expect(q.scales.shape).toEqual([0, 1]);
+    const q3 = await swiglu(empty([4, 0, 256], 'bf16'), { quantize: 'fp8', scaleFormat: 'ue8m0' });
+    expect(q3.data.shape).toEqual([4, 0, 128]);
+    expect(q3.scales.shape).toEqual([4, 0, 1]);
+  });
+});
+
 describe('swiglu: bad input', () => {
   it('odd last dimension or 1-D input is ERR_MOE_SHAPE', async () => {
     expectMoeError(() => swigluSync(tensor(randomFloats(3 * 33, random), [3, 33])), 'ERR_MOE_SHAPE', /even/);

@@ -78,6 +78,8 @@ export class MoeLayer {
   readonly config: Readonly<MoeConfig>;
   readonly weights: MoeWeights;
   private readonly idle: Workspace[] = [];
+  /** [E, H] f32: the router weight widened once, so that no forward converts it again. */
+  private readonly routerWeight: Tensor<'f32'>;
 
   constructor(config: MoeConfig, weights: MoeWeights) {
     validateConfig(config, 'MoeLayer: config');
@@ -98,6 +100,7 @@ export class MoeLayer {
     }
     this.config = Object.freeze({ ...config });
     this.weights = weights;
+    this.routerWeight = weights.gate.dtype === 'f32' ? (weights.gate as Tensor<'f32'>) : tensor(weights.gate.toFloat32Array(), [e, h], 'f32');
   }
 
   /** A layer with random weights (quantized to fp8 like a real checkpoint), reproducible from `seed`. */
@@ -202,7 +205,7 @@ export class MoeLayer {
     const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
     const args = {
       x,
-      gate: w.gate,
+      gate: this.routerWeight,
       bias: w.bias,
       routing: {
         scoring: c.scoring,

@@ -4,7 +4,10 @@
 #include <string>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "core/numerics.h"
+#include "cpu/cpu_features.h"
 #include "cpu/thread_pool.h"
 
 namespace moe::cpu {
@@ -14,6 +17,9 @@ namespace {
 // Each task widens a few tokens and streams every router row past them once:
 // w (E x H floats, megabytes) is read once per task, not once per token.
 constexpr int64_t kTokensPerTask = 8;
+// Experts are split too, so that a decode step (a single token block) still
+// spreads its E x H router weights over every thread.
+constexpr int64_t kExpertsPerTask = 32;
 
 void widenRow(const TensorView& t, int64_t row, int64_t cols, float* out) {
   if (t.dtype == DType::kF32) {
@@ -34,6 +40,52 @@ float dot(const float* a, const float* b, int64_t n) {
   }
   for (; i < n; ++i) partial[i % 8] += a[i] * b[i];
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+// out[t] = rows[t] . w for the kTokensPerTask rows of a block ([kTokensPerTask, H]
+// f32, unused rows zero): each w vector is loaded once for all the rows.
+using BlockDots = void (*)(const float* rows, const float* w, int64_t h, float* out);
+
+void blockDotsPortable(const float* rows, const float* w, int64_t h, float* out) {
+  for (int64_t t = 0; t < kTokensPerTask; ++t) out[t] = dot(rows + t * h, w, h);
+}
+
+__attribute__((target("avx2,fma"))) void blockDotsAvx2(const float* rows, const float* w, int64_t h, float* out) {
+  __m256 acc[kTokensPerTask];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= h; i += 8) {
+    const __m256 wv = _mm256_loadu_ps(w + i);
+    for (int64_t t = 0; t < kTokensPerTask; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(rows + t * h + i), wv, acc[t]);
+  }
+  for (int64_t t = 0; t < kTokensPerTask; ++t) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc[t]);
+    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (int64_t j = i; j < h; ++j) sum += rows[t * h + j] * w[j];
+    out[t] = sum;
+  }
+}
+
+__attribute__((target("avx512f"))) void blockDotsAvx512(const float* rows, const float* w, int64_t h, float* out) {
+  __m512 acc[kTokensPerTask];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  for (int64_t i = 0; i < h; i += 16) {
+    // H is a multiple of 16 for the layer, but the op takes any H: mask the tail.
+    const __mmask16 mask = h - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (h - i)) - 1u);
+    const __m512 wv = _mm512_maskz_loadu_ps(mask, w + i);
+    for (int64_t t = 0; t < kTokensPerTask; ++t) {
+      acc[t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, rows + t * h + i), wv, acc[t]);
+    }
+  }
+  for (int64_t t = 0; t < kTokensPerTask; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+BlockDots selectBlockDots() {
+  const CpuFeatures& f = cpuFeatures();
+  if (f.avx512f) return blockDotsAvx512;
+  if (f.avx2 && f.fma) return blockDotsAvx2;
+  return blockDotsPortable;
 }
 
 Status validate(const RouterLogitsArgs& args) {
@@ -66,16 +118,19 @@ Status routerLogits(const RouterLogitsArgs& args) {
   float* logits = args.logits.as<float>();  // [T, E]
   const int numThreads = ThreadPool::instance().numThreads();
   std::vector<std::vector<float>> rows(static_cast<size_t>(numThreads));  // per thread: [kTokensPerTask, H] f32
-  ThreadPool::instance().parallelFor(ceilDiv(tokens, kTokensPerTask), [&](int64_t task, int thread) {
+  const BlockDots blockDots = selectBlockDots();
+  const int64_t expertChunks = ceilDiv(experts, kExpertsPerTask);
+  ThreadPool::instance().parallelFor(ceilDiv(tokens, kTokensPerTask) * expertChunks, [&](int64_t task, int thread) {
     std::vector<float>& block = rows[static_cast<size_t>(thread)];
-    block.resize(static_cast<size_t>(kTokensPerTask * hidden));
-    const int64_t t0 = task * kTokensPerTask;
+    block.assign(static_cast<size_t>(kTokensPerTask * hidden), 0.0f);  // rows past the last token stay zero
+    const int64_t t0 = (task / expertChunks) * kTokensPerTask;
+    const int64_t e0 = (task % expertChunks) * kExpertsPerTask;
     const int64_t count = std::min(tokens, t0 + kTokensPerTask) - t0;
     for (int64_t i = 0; i < count; ++i) widenRow(args.x, t0 + i, hidden, block.data() + i * hidden);
-    for (int64_t e = 0; e < experts; ++e) {
-      for (int64_t i = 0; i < count; ++i) {
-        logits[(t0 + i) * experts + e] = dot(block.data() + i * hidden, weights + e * hidden, hidden);
-      }
+    float dots[kTokensPerTask];
+    for (int64_t e = e0; e < std::min(experts, e0 + kExpertsPerTask); ++e) {
+      blockDots(block.data(), weights + e * hidden, hidden, dots);
+      for (int64_t i = 0; i < count; ++i) logits[(t0 + i) * experts + e] = dots[i];
     }
   });
   return Status::ok();
