@@ -31,7 +31,9 @@ const dispatchTwin = twin((x: Tensor, layout: DispatchLayout, options?: Dispatch
   }
   const output = rowOutput('dispatch', rowsShape(layout, x.shape[1]), x.dtype as 'f32' | 'bf16', opts as DispatchOptions);
   const args = { x, rowToken: layout.rowToken, out: output.out, scales: output.scales, scaleFormat: output.scaleFormat };
-  return { run: (async) => native().dispatch(args, async), result: output.result };
+  // No rows (no token routed anywhere): nothing to gather, and native code would see empty outputs.
+  const empty = output.out.shape[0] === 0;
+  return { run: (async) => (empty ? undefined : native().dispatch(args, async)), result: output.result };
 });
 
 type DispatchFn<Wrap> = <O extends DispatchOptions>(x: Tensor, layout: DispatchLayout, options?: O) => Wrap extends 'promise' ? Promise<Quantizing<O>> : Quantizing<O>;

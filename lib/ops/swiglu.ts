@@ -29,7 +29,8 @@ const swigluTwin = twin((h: Tensor, options?: SwigluOptions): PreparedCall<Tenso
   const shape = [...h.shape.slice(0, -1), width / 2];
   const output = rowOutput('swiglu', shape, opts.out ?? (h.dtype as 'f32' | 'bf16'), opts);
   const args = { h: asRows(h), out: output.out, scales: output.scales, scaleFormat: output.scaleFormat };
-  return { run: (async) => native().swiglu(args, async), result: output.result };
+  const empty = output.out.shape[0] === 0; // no rows: nothing to compute
+  return { run: (async) => (empty ? undefined : native().swiglu(args, async)), result: output.result };
 });
 
 type SwigluFn<Wrap> = <O extends SwigluOptions>(h: Tensor, options?: O) => Wrap extends 'promise' ? Promise<Quantizing<O>> : Quantizing<O>;

@@ -40,11 +40,12 @@ inline void padTail(const T* src, int64_t n, T (&dst)[8]) {
   std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
 }
 
-// fp8FromFloat on 8 lanes; see fp8Bytes in quantize_row_avx512.cpp for the derivation.
+// fp8FromFloat on 8 lanes; see fp8Bytes in quantize_row_avx512.cpp for the
+// derivation (and kNaN).
+template <bool kNaN = true>
 inline __m256i fp8Bytes(__m256 x) {
   const __m256i bits = _mm256_castps_si256(x);
   const __m256i absBits = _mm256_and_si256(bits, set1(0x7FFFFFFFu));
-  const __m256i nan = _mm256_cmpgt_epi32(absBits, set1(0x7F800000u));
   const __m256i a = _mm256_min_epi32(absBits, set1(0x43E00000u));  // 448
   const __m256i e = _mm256_srli_epi32(a, 23);
   const __m256i c = _mm256_min_epi32(_mm256_sub_epi32(e, set1(108)), set1(13));  // 33 - d
@@ -55,7 +56,8 @@ inline __m256i fp8Bytes(__m256 x) {
   const __m256i lsb = _mm256_and_si256(_mm256_srlv_epi32(word, d), set1(1));
   const __m256i result = _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(word, halfMinus1), lsb), d);
   const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), set1(0x80));
-  return _mm256_blendv_epi8(_mm256_or_si256(result, sign), set1(0x7F), nan);
+  if (!kNaN) return _mm256_or_si256(result, sign);
+  return _mm256_blendv_epi8(_mm256_or_si256(result, sign), set1(0x7F), _mm256_cmpgt_epi32(absBits, set1(0x7F800000u)));
 }
 
 // 8 lanes of bytes (each < 256) -> 8 bytes at q.
@@ -76,29 +78,31 @@ inline __m256 apply(__m256 v, __m256 s) {
   return kMultiply ? _mm256_mul_ps(v, s) : _mm256_div_ps(v, s);
 }
 
-template <class L, bool kMultiply>
+template <class L, bool kMultiply, bool kNaN>
 inline void convertGroup(const typename L::T* x, int64_t n, __m256 s, uint8_t* q) {
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    store32(q + i, fp8Bytes(apply<kMultiply>(L::load(x + i), s)), fp8Bytes(apply<kMultiply>(L::load(x + i + 8), s)),
-            fp8Bytes(apply<kMultiply>(L::load(x + i + 16), s)), fp8Bytes(apply<kMultiply>(L::load(x + i + 24), s)));
+    store32(q + i, fp8Bytes<kNaN>(apply<kMultiply>(L::load(x + i), s)), fp8Bytes<kNaN>(apply<kMultiply>(L::load(x + i + 8), s)),
+            fp8Bytes<kNaN>(apply<kMultiply>(L::load(x + i + 16), s)), fp8Bytes<kNaN>(apply<kMultiply>(L::load(x + i + 24), s)));
   }
-  for (; i + 8 <= n; i += 8) store8(q + i, fp8Bytes(apply<kMultiply>(L::load(x + i), s)));
+  for (; i + 8 <= n; i += 8) store8(q + i, fp8Bytes<kNaN>(apply<kMultiply>(L::load(x + i), s)));
   if (i < n) {
     typename L::T pad[8];
     padTail(x + i, n - i, pad);
     uint8_t out[8];
-    store8(out, fp8Bytes(apply<kMultiply>(L::load(pad), s)));
+    store8(out, fp8Bytes<kNaN>(apply<kMultiply>(L::load(pad), s)));
     std::memcpy(q + i, out, static_cast<size_t>(n - i));
   }
 }
 
 template <class L>
-inline void convert(const typename L::T* x, int64_t n, float scale, float inverse, bool multiply, uint8_t* q) {
+inline void convert(const typename L::T* x, int64_t n, float scale, float inverse, bool multiply, bool finite,
+                    uint8_t* q) {
+  const __m256 s = _mm256_set1_ps(multiply ? inverse : scale);
   if (multiply) {
-    convertGroup<L, true>(x, n, _mm256_set1_ps(inverse), q);
+    finite ? convertGroup<L, true, false>(x, n, s, q) : convertGroup<L, true, true>(x, n, s, q);
   } else {
-    convertGroup<L, false>(x, n, _mm256_set1_ps(scale), q);
+    finite ? convertGroup<L, false, false>(x, n, s, q) : convertGroup<L, false, true>(x, n, s, q);
   }
 }
 
@@ -150,7 +154,7 @@ bool quantizeTile(const typename L::T* x, int64_t ld, int64_t rows, int64_t cols
   bool multiply = false;
   const float scale = groupScaleFromBits(amaxBits, format, &inverse, &multiply);
   *scaleOut = scale;
-  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, q + r * ldq);
+  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, finite, q + r * ldq);
   return finite;
 }
 

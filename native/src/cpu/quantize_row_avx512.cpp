@@ -56,11 +56,12 @@ struct LoadBF16 {
 //   nearest even of word / 2^d, i.e. the scalar's remainder/half comparison;
 //   a carry moves into the exponent (or from subnormal 7 to normal 0x08).
 //   |x| <= 2^-10 gives 0 (2^-10 itself ties to even 0), as the scalar does.
-// Returns the fp8 byte in the low byte of each 32-bit lane.
+// Returns the fp8 byte in the low byte of each 32-bit lane. kNaN = false skips
+// the NaN case, for groups known to be finite (finite x / finite s is not NaN).
+template <bool kNaN = true>
 inline __m512i fp8Bytes(__m512 x) {
   const __m512i bits = _mm512_castps_si512(x);
   const __m512i absBits = _mm512_and_si512(bits, set1(0x7FFFFFFFu));
-  const __mmask16 nan = _mm512_cmpgt_epi32_mask(absBits, set1(0x7F800000u));
   const __m512i a = _mm512_min_epi32(absBits, set1(0x43E00000u));  // 448
   const __m512i e = _mm512_srli_epi32(a, 23);
   // c = 33 - d = min(13, E - 108): 2^(d-1) - 1 = 0xFFFFFFFF >> c (0 when c <= 0).
@@ -74,32 +75,35 @@ inline __m512i fp8Bytes(__m512 x) {
   const __m512i result = _mm512_srlv_epi32(_mm512_add_epi32(_mm512_add_epi32(word, halfMinus1), lsb), d);
   // (bits >> 24 & 0x80) | result
   const __m512i withSign = _mm512_ternarylogic_epi32(_mm512_srli_epi32(bits, 24), set1(0x80), result, 0xEA);
-  return _mm512_mask_mov_epi32(withSign, nan, set1(0x7F));
+  if (!kNaN) return withSign;
+  return _mm512_mask_mov_epi32(withSign, _mm512_cmpgt_epi32_mask(absBits, set1(0x7F800000u)), set1(0x7F));
 }
 
 // q[i] = fp8(x[i] / scale), or fp8(x[i] * scale) when `multiply` (scale is then the exact inverse).
-template <class L, bool kMultiply>
+template <class L, bool kMultiply, bool kNaN>
 inline void convertGroup(const typename L::T* x, int64_t n, __m512 s, uint8_t* q) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 v = L::load(x + i);
     const __m512 y = kMultiply ? _mm512_mul_ps(v, s) : _mm512_div_ps(v, s);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(fp8Bytes(y)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(fp8Bytes<kNaN>(y)));
   }
   if (i < n) {
     const __mmask16 m = tailMask(n - i);
     const __m512 v = L::loadTail(x + i, m);
     const __m512 y = kMultiply ? _mm512_mul_ps(v, s) : _mm512_div_ps(v, s);
-    _mm512_mask_cvtepi32_storeu_epi8(q + i, m, fp8Bytes(y));
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, m, fp8Bytes<kNaN>(y));
   }
 }
 
 template <class L>
-inline void convert(const typename L::T* x, int64_t n, float scale, float inverse, bool multiply, uint8_t* q) {
+inline void convert(const typename L::T* x, int64_t n, float scale, float inverse, bool multiply, bool finite,
+                    uint8_t* q) {
+  const __m512 s = _mm512_set1_ps(multiply ? inverse : scale);
   if (multiply) {
-    convertGroup<L, true>(x, n, _mm512_set1_ps(inverse), q);
+    finite ? convertGroup<L, true, false>(x, n, s, q) : convertGroup<L, true, true>(x, n, s, q);
   } else {
-    convertGroup<L, false>(x, n, _mm512_set1_ps(scale), q);
+    finite ? convertGroup<L, false, false>(x, n, s, q) : convertGroup<L, false, true>(x, n, s, q);
   }
 }
 
@@ -143,7 +147,7 @@ bool quantizeTile(const typename L::T* x, int64_t ld, int64_t rows, int64_t cols
   bool multiply = false;
   const float scale = groupScaleFromBits(amaxBits, format, &inverse, &multiply);
   *scaleOut = scale;
-  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, q + r * ldq);
+  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, finite, q + r * ldq);
   return finite;
 }
 
