@@ -13,9 +13,9 @@
 //   std::max(amax, |x|) does), s = groupScale(amax, format), q = fp8FromFloat(x / s)
 //   with IEEE f32 division. For ue8m0 s is a power of two and the kernels may
 //   multiply by 1/s instead: both are the correctly rounded x * 2^-k, so equal.
-// - swiglu: act = silu(g) * up = g / (1 + exp(-g)) * up, where exp is
-//   qexp::expf below (not std::exp): the same operation sequence in every set
-//   (FMA-based), so all ISAs give the same bits.
+// - swiglu: act = silu(g) * up = g / (1 + exp(-g)) * up, with the exp
+//   described at qexp below (not std::exp): the same operation sequence in
+//   every set (explicit FMAs), so all ISAs give the same bits.
 #pragma once
 
 #include <cstdint>
@@ -84,12 +84,17 @@ inline float groupScaleFromBits(uint32_t amaxBits, ScaleFormat format, float* in
   return floatFromBits(pow2);
 }
 
-// The vector exp's algorithm in scalar form (the portable set's exp).
-//   e^x = 2^n * p(r), n = round(x * log2(e)), r = x - n * ln2 (two-part ln2,
-//   FMA), p a degree-6 polynomial (Cephes expf coefficients).
-// Overflow (x > 88.7228) gives +inf, x < -103.97 gives +0, NaN stays NaN.
-// Error: <= 2 ulp against the exact e^x over the normal range (measured max
-// 1 ulp, see the harness notes in quantize.cpp).
+// The exp of swiglu, identical in every set (the portable one in scalar form):
+//   1 + e^x = fma(p(r) * 2^n1, 2^n2, 1), n = round(x * log2(e)) (one fma plus
+//   the 1.5 * 2^23 rounding trick), r = x - n * ln2 (two-part ln2, fma),
+//   p(r) = 1 + r + r^2 * (degree-5 polynomial) (Cephes expf coefficients),
+//   n = n1 + n2 split so that both powers of two are normal.
+// x > kMaxX gives 1 + e^x = +inf, x < kMinX gives exactly 1; NaN stays NaN.
+// Accuracy, measured over every third f32 g with |g| in [2^-20, 88] (1.5e8
+// values) against a long-double reference: silu(g) = g / (1 + e^-g) is within
+// 2.39 ulp (the former std::exp-based code: 2.33 ulp; the f32 add and divide
+// dominate). silu(g) * up adds the multiply's rounding: <= ~2.9 ulp in all.
+// AVX-512, AVX2 and scalar give the same bits (checked on all 2^32 g).
 namespace qexp {
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2Hi = 0.693145751953125f;        // ln 2 high part (exact in 16 bits)
