@@ -6,20 +6,10 @@ import type { DispatchLayout, Tensor } from '../lib/index';
 import { bf16BitsToNumber, referenceCombine } from './helpers/moe-reference';
 import { calcDiff } from './helpers/reference';
 import { randomActivations, randomFloats, rng, seedNote } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, `expected a MoeError ${code}`).toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code, (thrown as Error).message).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 interface Case {
   layout: DispatchLayout;

@@ -4,20 +4,10 @@ import type { DispatchLayout, Tensor } from '../lib/index';
 import { referenceDispatch } from './helpers/moe-reference';
 import { referenceQuantize } from './helpers/reference';
 import { randomActivations, randomFloats, rng, seedNote } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, `expected a MoeError ${code}`).toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code, (thrown as Error).message).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 /** A routing-derived layout: softmax top-k of random logits, with some slots dropped to -1. */
 function layoutFor(tokens: number, topK: number, experts: number, options: Parameters<typeof dispatchLayoutSync>[2]): DispatchLayout {

@@ -14,20 +14,10 @@ import {
 } from '../lib/index';
 import { native } from '../lib/native';
 import { randomFloats, rng } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, 'expected a MoeError').toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 function detachedTensor() {
   const data = randomFloats(32, random);

@@ -17,20 +17,10 @@ import {
 import type { Tensor } from '../lib/index';
 import { calcDiff, referenceGemm } from './helpers/reference';
 import { randomActivations, randomFloats, rng, seedNote } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, `expected a MoeError ${code}`).toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code, (thrown as Error).message).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 /** Stacked expert weights [G, N, K] quantized 128x128 per expert (SPEC.md: stacked experts are supported). */
 function expertWeights(groups: number, n: number, k: number) {

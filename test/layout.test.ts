@@ -3,20 +3,10 @@ import { MoeError, dispatchLayout, dispatchLayoutSync, empty, tensor } from '../
 import type { DispatchLayout } from '../lib/index';
 import { LayoutRef, referenceLayout } from './helpers/moe-reference';
 import { rng, seedNote } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, `expected a MoeError ${code}`).toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code, (thrown as Error).message).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 /**
  * Random ids [T, k] over E experts: distinct per token by default; with

@@ -3,20 +3,10 @@ import { DEEPSEEK_V3_ROUTING, MoeError, Tensor, bf16FromFloat32, empty, route, r
 import type { RouteOptions } from '../lib/index';
 import { RouteRefOptions, decodeBf16, expectRouting, referenceRoute } from './helpers/moe-reference';
 import { randomFloats, rng, seedNote } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, `expected a MoeError ${code}`).toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code, (thrown as Error).message).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 /** Routes `logits` with lib and checks the result against the float64 reference. */
 function check(logits: Tensor, options: RouteOptions, label: string) {

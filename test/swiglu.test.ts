@@ -3,20 +3,10 @@ import { MoeError, QuantizedTensor, bf16FromFloat32, empty, swiglu, swigluSync, 
 import { bf16BitsToNumber, referenceSwiglu } from './helpers/moe-reference';
 import { referenceQuantize } from './helpers/reference';
 import { randomFloats, rng, seedNote } from './helpers/random';
+import { expectMoeError } from './helpers/errors';
 
 const random = rng();
 
-function expectMoeError(call: () => unknown, code: string, message?: RegExp): void {
-  let thrown: unknown;
-  try {
-    call();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown, `expected a MoeError ${code}`).toBeInstanceOf(MoeError);
-  expect((thrown as MoeError).code, (thrown as Error).message).toBe(code);
-  if (message) expect((thrown as MoeError).message).toMatch(message);
-}
 
 /** h [rows, 2I]: gates over a wide range (silu's both tails), ups around +-1, a few zeros. */
 function randomH(rows: number, inter: number): Float32Array {

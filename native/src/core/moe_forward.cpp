@@ -67,6 +67,17 @@ Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a
   return Status::ok();
 }
 
+// D = A * W^T for the single expert of `w` (the shared expert's [1, N, K] weights).
+GemmFp8Args singleExpertGemm(const ExpertWeights& w, const TensorView& a, const TensorView& aScales, const TensorView& d) {
+  GemmFp8Args gemm;
+  gemm.a = a;
+  gemm.aScales = aScales;
+  gemm.b = rows(w.data[0], 0, w.data[0].dim(1));          // [N, K] fp8
+  gemm.bScales = rows(w.scales[0], 0, w.scales[0].dim(1));  // [ceil(N/128), ceil(K/128)] f32
+  gemm.d = d;
+  return gemm;
+}
+
 // The shared experts: the same FP8 MLP on every token.
 Status sharedExperts(Backend& backend, const MoeForwardArgs& args) {
   const MoeWorkspace& ws = args.ws;
@@ -75,25 +86,13 @@ Status sharedExperts(Backend& backend, const MoeForwardArgs& args) {
   q.q = ws.sharedXq;
   q.scales = ws.sharedXqScales;
   MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
-  GemmFp8Args up;
-  up.a = ws.sharedXq;
-  up.aScales = ws.sharedXqScales;
-  up.b = rows(args.sharedW13.data[0], 0, args.sharedW13.data[0].dim(1));
-  up.bScales = rows(args.sharedW13.scales[0], 0, args.sharedW13.scales[0].dim(1));
-  up.d = ws.sharedH;
-  MOE_RETURN_IF_ERROR(backend.gemmFp8(up));
+  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, ws.sharedXq, ws.sharedXqScales, ws.sharedH)));
   SwigluArgs act;
   act.h = ws.sharedH;
   act.out = ws.sharedHq;
   act.scales = ws.sharedHqScales;
   MOE_RETURN_IF_ERROR(backend.swiglu(act));
-  GemmFp8Args down;
-  down.a = ws.sharedHq;
-  down.aScales = ws.sharedHqScales;
-  down.b = rows(args.sharedW2.data[0], 0, args.sharedW2.data[0].dim(1));
-  down.bScales = rows(args.sharedW2.scales[0], 0, args.sharedW2.scales[0].dim(1));
-  down.d = ws.sharedOut;
-  return backend.gemmFp8(down);
+  return backend.gemmFp8(singleExpertGemm(args.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/numerics.h"
+#include "cpu/first_failure.h"
 #include "cpu/quantize.h"
 #include "cpu/thread_pool.h"
 
@@ -15,12 +16,6 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-// Lowers `slot` to `value` if smaller: the first failing row, whatever the thread timing.
-void atomicMin(std::atomic<int64_t>& slot, int64_t value) {
-  int64_t seen = slot.load(std::memory_order_relaxed);
-  while (value < seen && !slot.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
-  }
-}
 
 Status validateX(const TensorView& x) {
   if (x.ndim != 2) return Status(Code::kShape, "dispatch: x must be 2-D [T, H], got shape " + x.shapeString());
@@ -126,7 +121,7 @@ Status dispatch(const DispatchArgs& args) {
   const bool quantize = args.scales.data != nullptr;
   // ~16K elements per task: large enough to amortize the hand-out, small enough to balance.
   const int64_t rowsPerTask = std::max<int64_t>(1, 16384 / std::max<int64_t>(hidden, 1));
-  std::atomic<int64_t> firstBad{rows};  // first row with a non-finite value
+  FirstFailure firstBad;  // first row with a non-finite value
   ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
     const int64_t r0 = task * rowsPerTask, r1 = std::min(rows, r0 + rowsPerTask);
     if (!quantize) {
@@ -134,10 +129,10 @@ Status dispatch(const DispatchArgs& args) {
       return;
     }
     const int64_t bad = quantizeRows(args, r0, r1);
-    if (bad < r1) atomicMin(firstBad, bad);
+    if (bad < r1) firstBad.report(bad);
   });
-  const int64_t bad = firstBad.load();
-  if (bad < rows) {
+  if (firstBad.any()) {
+    const int64_t bad = firstBad.row();
     return Status(Code::kNonFinite, "dispatch: x[" + str(args.rowToken.as<const int32_t>()[bad]) +
                                         "] (dispatched to row " + str(bad) + ") contains NaN or infinity");
   }

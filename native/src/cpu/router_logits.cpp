@@ -78,7 +78,15 @@ __attribute__((target("avx512f"))) void blockDotsAvx512(const float* rows, const
       acc[t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, rows + t * h + i), wv, acc[t]);
     }
   }
-  for (int64_t t = 0; t < kTokensPerTask; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  // A store and a scalar sum rather than _mm512_reduce_add_ps, whose GCC 12
+  // header trips -Wuninitialized.
+  for (int64_t t = 0; t < kTokensPerTask; ++t) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[t]);
+    float sum = 0.0f;
+    for (float lane : lanes) sum += lane;
+    out[t] = sum;
+  }
 }
 
 BlockDots selectBlockDots() {

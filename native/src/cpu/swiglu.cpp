@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/numerics.h"
+#include "cpu/first_failure.h"
 #include "cpu/quantize.h"
 #include "cpu/quantize_row_kernels.h"
 #include "cpu/thread_pool.h"
@@ -17,11 +18,6 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-void atomicMin(std::atomic<int64_t>& slot, int64_t value) {
-  int64_t seen = slot.load(std::memory_order_relaxed);
-  while (value < seen && !slot.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
-  }
-}
 
 bool isFloatDtype(DType d) { return d == DType::kF32 || d == DType::kBF16; }
 
@@ -105,7 +101,7 @@ Status swiglu(const SwigluArgs& args) {
   const int64_t rows = args.h.dim(0), inter = args.h.dim(1) / 2;
   // ~16K inputs per task: large enough to amortize the hand-out, small enough to balance.
   const int64_t rowsPerTask = std::max<int64_t>(1, 8192 / inter);
-  std::atomic<int64_t> firstBad{rows};  // first row with a non-finite result
+  FirstFailure firstBad;  // first row with a non-finite result
   std::atomic<bool> allocFailed{false};
   const qrow::RowKernels& kernels = qrow::selectedRowKernels();
   ThreadPool::instance().parallelFor(ceilDiv(rows, rowsPerTask), [&](int64_t task, int) {
@@ -114,15 +110,15 @@ Status swiglu(const SwigluArgs& args) {
       std::vector<float> act(args.out.dtype == DType::kF32 ? 0 : inter);
       const int64_t r1 = std::min(rows, (task + 1) * rowsPerTask);
       for (int64_t r = task * rowsPerTask; r < r1; ++r) {
-        if (!activateAndStore(kernels, args, r, act.data())) atomicMin(firstBad, r);
+        if (!activateAndStore(kernels, args, r, act.data())) firstBad.report(r);
       }
     } catch (const std::bad_alloc&) {
       allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread
     }
   });
   if (allocFailed.load()) return Status(Code::kInternal, "swiglu: out of memory for a row buffer");
-  const int64_t bad = firstBad.load();
-  if (bad < rows) {
+  if (firstBad.any()) {
+    const int64_t bad = firstBad.row();
     return Status(Code::kNonFinite, "swiglu: h[" + str(bad) + "] contains NaN or infinity, or silu(gate) * up overflows f32");
   }
   return Status::ok();
