@@ -2,8 +2,10 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cpu/gemm_fp8.h"
+#include "cpu/thread_pool.h"
 
 namespace moe::cpu {
 
@@ -32,6 +34,38 @@ Status runGroup(const GroupedGemmFp8Args& args, int64_t group, int64_t row0, int
   dense.bScales = rowSlice(args.bScales, group * nBlocks, nBlocks, kGroups);  // [ceil(N/128), ceil(K/128)]
   dense.d = rowSlice(args.d, row0, rows, n);                // [rows, N]
   return gemmFp8(dense);
+}
+
+// One group's rows: D[row0, row0 + rows) = A[row0, ...) * B[group]^T, or zero rows when group < 0.
+struct Segment {
+  int64_t group;
+  int64_t row0;
+  int64_t rows;
+};
+
+// Runs the segments. With many of them (MoE: one per expert hit) each segment
+// is one task and its dense GEMM runs on that thread alone (the pool runs a
+// nested region serially): one parallel region per grouped GEMM instead of one
+// per expert, and no thread wake-ups per expert. With few segments, each one
+// gets all the threads.
+Status runSegments(const GroupedGemmFp8Args& args, const std::vector<Segment>& segments, int64_t n, int64_t k) {
+  ThreadPool& pool = ThreadPool::instance();
+  const bool perSegmentTasks = static_cast<int64_t>(segments.size()) >= 4 * pool.numThreads();
+  if (!perSegmentTasks) {
+    for (const Segment& s : segments) {
+      if (s.group < 0) zeroRows(args.d, s.row0, s.rows, n);
+      else MOE_RETURN_IF_ERROR(runGroup(args, s.group, s.row0, s.rows, n, k));
+    }
+    return Status::ok();
+  }
+  std::vector<Status> failures(segments.size());
+  pool.parallelFor(static_cast<int64_t>(segments.size()), [&](int64_t i, int) {
+    const Segment& s = segments[static_cast<size_t>(i)];
+    if (s.group < 0) zeroRows(args.d, s.row0, s.rows, n);
+    else failures[static_cast<size_t>(i)] = runGroup(args, s.group, s.row0, s.rows, n, k);
+  });
+  for (const Status& status : failures) MOE_RETURN_IF_ERROR(status);  // the first failing segment
+  return Status::ok();
 }
 
 Status expectOutput(const TensorView& d, std::initializer_list<int64_t> dims) {
@@ -80,17 +114,14 @@ Status contiguous(const GroupedGemmFp8Args& args) {
     }
   }
   // Runs of equal groupIndex: a group's segment, or padding (-1) rows to zero.
+  std::vector<Segment> segments;
   for (int64_t start = 0; start < rows;) {
     int64_t end = start + 1;
     while (end < rows && groupIndex[end] == groupIndex[start]) ++end;
-    if (groupIndex[start] < 0) {
-      zeroRows(args.d, start, end - start, n);
-    } else {
-      MOE_RETURN_IF_ERROR(runGroup(args, groupIndex[start] - first, start, end - start, n, k));
-    }
+    segments.push_back({groupIndex[start] < 0 ? -1 : groupIndex[start] - first, start, end - start});
     start = end;
   }
-  return Status::ok();
+  return runSegments(args, segments, n, k);
 }
 
 Status masked(const GroupedGemmFp8Args& args) {
@@ -115,12 +146,13 @@ Status masked(const GroupedGemmFp8Args& args) {
                                       " is out of range [0, " + std::to_string(maxRows) + "]");
     }
   }
+  std::vector<Segment> segments;
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t row0 = g * maxRows;
-    if (maskedM[g] > 0) MOE_RETURN_IF_ERROR(runGroup(args, g, row0, maskedM[g], n, k));
-    zeroRows(args.d, row0 + maskedM[g], maxRows - maskedM[g], n);
+    if (maskedM[g] > 0) segments.push_back({g, row0, maskedM[g]});
+    if (maskedM[g] < maxRows) segments.push_back({-1, row0 + maskedM[g], maxRows - maskedM[g]});
   }
-  return Status::ok();
+  return runSegments(args, segments, n, k);
 }
 
 }  // namespace
