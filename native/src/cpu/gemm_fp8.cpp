@@ -9,7 +9,7 @@
 //   [mc, kKc] f32 (~mc KiB, L2) and its B block into nc/nr panels of
 //   [kKc, nr] f32 (<= 1.5 MiB, L2), then runs the register-blocked microkernel
 //   over every (<= mr rows) x (nr columns) micro-tile, accumulating in a
-//   private f32 tile [mc, nc] that is written to D (f32 or bf16) at the end.
+//   private f32 tile [mc, nc]; the last K block writes D (f32 or bf16).
 //   Packing cost is ~1/mc (B) and ~1/nc (A) of the FMA work, so tiles are kept
 //   large and their shape is chosen to balance the threads (planTiles).
 //
@@ -53,24 +53,22 @@ namespace {
 using fp8gemm::KernelSet;
 using fp8gemm::kKc;
 
-// At M <= 8 streaming B (decode per use, no packing) wins: the packed path's
-// B packing (~0.7 uops per element) is then as expensive as the FMAs. Measured
-// crossover on Sapphire Rapids: see the report in the commit.
+// Streaming decodes each B element once per block of <= 8 A rows (~8 uops per
+// 32 elements) and skips packing; the packed path pays ~0.7 uops per B element
+// for decode + transpose once, then 1/16 uop per row per element in FMAs.
+// Measured on Sapphire Rapids (2 threads, N x K = 7168 x 2048 / 2112 x 7168):
+// M = 8: streaming 106-124 GFLOP/s vs packed 66-77; M = 9 (two row blocks):
+// 78-92 vs 71-76; M = 12: 80-84 vs 90-92; M = 16: 74-94 vs 102-106.
 constexpr int64_t kStreamMaxM = 8;
 
 // Tile limits of the packed path. A block [mc, kKc] f32 = mc KiB and a B block
-// [nc, kKc] f32 = nc KiB must share the 4 MiB (2 MiB on older parts) L2 with
-// the C tile traffic.
-#ifndef TUNE_MC
+// [nc, kKc] f32 = nc KiB live in L2 (4 MiB here, 1-2 MiB on older parts; the
+// B block then comes from L3, still ~9 B/cycle of need); the C tile
+// [mc, nc] f32 is touched once per K block and prefetched by the microkernel.
+// (kKc, mc, nc) = (256, 512, 1536), (512, 256, 768) and (384, 384, 1024)
+// measured within noise of each other; the first packs least.
 constexpr int64_t kMcMax = 512;
-#else
-constexpr int64_t kMcMax = TUNE_MC;
-#endif
-#ifndef TUNE_NC
 constexpr int64_t kNcMax = 1536;
-#else
-constexpr int64_t kNcMax = TUNE_NC;
-#endif
 
 constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
 
@@ -175,20 +173,35 @@ bool packBBlock(const KernelSet& ks, const Problem& p, int64_t n0, int64_t nEff,
   return nan;
 }
 
-// Runs every micro-tile of one packed (A block, B block) pair into the C tile.
-// Rows are cut into near-equal micro-panels of <= mr rows (so M = 16 runs as
-// 8 + 8, not 14 + 2); the A micro-panel stays in L1 while the B panels stream
-// from L2.
-void multiplyBlock(const KernelSet& ks, int64_t mEff, int64_t nPanels, int64_t kc, bool accumulate,
-                   const float* aPacked /* [mEff, kKc] */, const float* bPacked /* [nPanels, kc, nr] */,
-                   float* c /* [mEff, ldc] */, int64_t ldc) {
-  const int64_t microPanels = ceilDiv(mEff, ks.mr);
+// Runs every micro-tile of one packed (A block, B block) pair. Rows are cut
+// into near-equal micro-panels of <= mr rows (so M = 16 runs as 8 + 8, not
+// 14 + 2); the A micro-panel stays in L1 while the B panels stream from L2.
+// On the last K block, full-width panels write D directly; a ragged last
+// panel (N tail) still goes to the C tile, for storeTile to clip.
+struct BlockJob {
+  int64_t mEff, nEff, nPanels, kc;
+  bool accumulate, lastK;
+  const float* aPacked;  // [mEff, kKc]
+  const float* bPacked;  // [nPanels, kc, nr]
+  float* c;              // [mEff, ldc] accumulator tile
+  int64_t ldc;
+  char* d;               // D at the tile's origin, row stride p.N
+};
+
+void multiplyBlock(const KernelSet& ks, const Problem& p, const BlockJob& job) {
+  const int64_t microPanels = ceilDiv(job.mEff, ks.mr);
+  const fp8gemm::TileOut direct = p.bf16 ? fp8gemm::TileOut::kBf16 : fp8gemm::TileOut::kF32;
   for (int64_t ip = 0; ip < microPanels; ++ip) {
-    const int64_t i0 = mEff * ip / microPanels;
-    const int64_t h = mEff * (ip + 1) / microPanels - i0;
+    const int64_t i0 = job.mEff * ip / microPanels;
+    const int64_t h = job.mEff * (ip + 1) / microPanels - i0;
     const fp8gemm::MicroKernel kernel = ks.micro[h];
-    for (int64_t jp = 0; jp < nPanels; ++jp)
-      kernel(kc, aPacked + i0 * kKc, bPacked + jp * kc * ks.nr, c + i0 * ldc + jp * ks.nr, ldc, accumulate);
+    for (int64_t jp = 0; jp < job.nPanels; ++jp) {
+      const int64_t j0 = jp * ks.nr;
+      const bool toD = job.lastK && j0 + ks.nr <= job.nEff;
+      kernel(job.kc, job.aPacked + i0 * kKc, job.bPacked + jp * job.kc * ks.nr, job.c + i0 * job.ldc + j0,
+             job.ldc, job.accumulate, toD ? direct : fp8gemm::TileOut::kAccumulator,
+             job.d + (i0 * p.N + j0) * p.dElemSize(), p.N);
+    }
   }
 }
 
@@ -196,19 +209,29 @@ void runPackedTile(const KernelSet& ks, const Problem& p, const TilePlan& plan, 
                    PackedScratch& scratch, NanFlags& nan) {
   const int64_t m0 = (tile / plan.nTiles) * plan.mc;
   const int64_t n0 = (tile % plan.nTiles) * plan.nc;
-  const int64_t mEff = std::min(plan.mc, p.M - m0);
-  const int64_t nEff = std::min(plan.nc, p.N - n0);
-  const int64_t nPanels = ceilDiv(nEff, ks.nr);
-  const int64_t ldc = nPanels * ks.nr;
+  BlockJob job;
+  job.mEff = std::min(plan.mc, p.M - m0);
+  job.nEff = std::min(plan.nc, p.N - n0);
+  job.nPanels = ceilDiv(job.nEff, ks.nr);
+  job.aPacked = scratch.a.data();
+  job.bPacked = scratch.b.data();
+  job.c = scratch.c.data();
+  job.ldc = job.nPanels * ks.nr;
+  job.d = p.dAt(m0, n0);
   for (int64_t k0 = 0; k0 < p.K; k0 += kKc) {
     if (nan.any()) return;
-    const int64_t kc = std::min(kKc, p.K - k0);
-    if (packBBlock(ks, p, n0, nEff, k0, kc, scratch.b.data())) nan.b.store(true);
-    if (ks.packA(p.a + m0 * p.K, p.K, p.sa + m0 * p.groups, p.groups, mEff, k0, kc, scratch.a.data(), kKc))
+    job.kc = std::min(kKc, p.K - k0);
+    job.accumulate = k0 > 0;
+    job.lastK = k0 + job.kc == p.K;
+    if (packBBlock(ks, p, n0, job.nEff, k0, job.kc, scratch.b.data())) nan.b.store(true);
+    if (ks.packA(p.a + m0 * p.K, p.K, p.sa + m0 * p.groups, p.groups, job.mEff, k0, job.kc, scratch.a.data(),
+                 kKc))
       nan.a.store(true);
-    multiplyBlock(ks, mEff, nPanels, kc, k0 > 0, scratch.a.data(), scratch.b.data(), scratch.c.data(), ldc);
+    multiplyBlock(ks, p, job);
   }
-  ks.storeTile(scratch.c.data(), ldc, mEff, nEff, p.dAt(m0, n0), p.N, p.bf16);
+  const int64_t fullCols = job.nEff / ks.nr * ks.nr;  // written by the microkernels already
+  if (fullCols < job.nEff)
+    ks.storeTile(job.c + fullCols, job.ldc, job.mEff, job.nEff - fullCols, p.dAt(m0, n0 + fullCols), p.N, p.bf16);
 }
 
 Status gemmPacked(const KernelSet& ks, const Problem& p) {
@@ -300,8 +323,7 @@ Status gemmFp8Impl(const GemmFp8Args& args) {
     return Status::ok();
   }
   const KernelSet& ks = fp8gemm::selectedKernels();
-  static const int64_t streamMax = getenv("TUNE_STREAM_MAX") ? atol(getenv("TUNE_STREAM_MAX")) : kStreamMaxM;  // TUNING
-  return p.M <= streamMax ? gemmStreaming(ks, p) : gemmPacked(ks, p);
+  return p.M <= kStreamMaxM ? gemmStreaming(ks, p) : gemmPacked(ks, p);
 }
 
 }  // namespace

@@ -114,8 +114,11 @@ bool packB(const uint8_t* src, int64_t lds, const float* scaleRow, int64_t rows,
 
 // ---- microkernel ------------------------------------------------------------
 
+inline __m128i bf16FromFloat8(__m256 v);
+
 template <int MR>
-void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, TileOut out,
+           void* d, int64_t ldd) {
   __m256 c0[MR], c1[MR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
@@ -136,8 +139,18 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
       c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(row));
       c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(row + 8));
     }
-    _mm256_storeu_ps(row, c0[i]);
-    _mm256_storeu_ps(row + 8, c1[i]);
+    if (out == TileOut::kAccumulator) {
+      _mm256_storeu_ps(row, c0[i]);
+      _mm256_storeu_ps(row + 8, c1[i]);
+    } else if (out == TileOut::kF32) {
+      float* dRow = static_cast<float*>(d) + i * ldd;
+      _mm256_storeu_ps(dRow, c0[i]);
+      _mm256_storeu_ps(dRow + 8, c1[i]);
+    } else {
+      uint16_t* dRow = static_cast<uint16_t*>(d) + i * ldd;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dRow), bf16FromFloat8(c0[i]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dRow + 8), bf16FromFloat8(c1[i]));
+    }
   }
 }
 

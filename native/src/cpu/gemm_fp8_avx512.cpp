@@ -146,8 +146,11 @@ bool packB(const uint8_t* src, int64_t lds, const float* scaleRow, int64_t rows,
 
 // ---- microkernel ------------------------------------------------------------
 
+inline __m256i bf16FromFloat16(__m512 v);
+
 template <int MR>
-void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, TileOut out,
+           void* d, int64_t ldd) {
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
@@ -174,8 +177,18 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
       c0[i] = _mm512_add_ps(c0[i], _mm512_loadu_ps(row));
       c1[i] = _mm512_add_ps(c1[i], _mm512_loadu_ps(row + 16));
     }
-    _mm512_storeu_ps(row, c0[i]);
-    _mm512_storeu_ps(row + 16, c1[i]);
+    if (out == TileOut::kAccumulator) {
+      _mm512_storeu_ps(row, c0[i]);
+      _mm512_storeu_ps(row + 16, c1[i]);
+    } else if (out == TileOut::kF32) {
+      float* dRow = static_cast<float*>(d) + i * ldd;
+      _mm512_storeu_ps(dRow, c0[i]);
+      _mm512_storeu_ps(dRow + 16, c1[i]);
+    } else {
+      uint16_t* dRow = static_cast<uint16_t*>(d) + i * ldd;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dRow), bf16FromFloat16(c0[i]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dRow + 16), bf16FromFloat16(c1[i]));
+    }
   }
 }
 
@@ -192,8 +205,8 @@ void scaleForStream(const float* src, int64_t rows, int64_t K, int64_t ld, const
 
 // MR rows of A against NB rows of B over all of K; lanes run along k and are
 // summed at the end. Per 32 k and B row: ~8 uops of decode on the FMA ports
-// plus MR x 2 FMAs, so at M = 1 the decode sets the speed (memory-bound on
-// 2 cores, ~16 GB/s per core of decode capacity).
+// plus MR x 2 FMAs, so at M = 1 the decode sets the speed: ~9-14 GB/s of B
+// per core, so two cores saturate DRAM (~13-16 GB/s on the dev VM).
 template <int MR, int NB>
 bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo) {
   __m512 acc[MR][NB];

@@ -25,20 +25,22 @@ namespace moe::cpu::fp8gemm {
 // addresses all mr rows of A from one pointer (row i at byte offset
 // i * kKc * 4). 256 floats of an A micro-panel (14 rows: 14 KiB) plus one B
 // micro-panel (256 x 32 floats: 32 KiB) stay near L1 (48 KiB).
-#ifndef TUNE_KC
 constexpr int64_t kKc = 256;
-#else
-constexpr int64_t kKc = TUNE_KC;
-#endif
 
 constexpr int kMaxMr = 16;  // upper bound of KernelSet::mr over all ISAs
 
-// C[mr, nr] (+)= A[mr, kc] * B[kc, nr]:
+// Where a microkernel puts its tile: back into the f32 accumulator tile c
+// (more K blocks follow), or, on the last K block, straight into D as f32 or
+// bf16, which saves a pass over c (at K = 512 that pass costs ~10%).
+enum class TileOut { kAccumulator, kF32, kBf16 };
+
+// tile = A[mr, kc] * B[kc, nr] (+ c[mr, nr] when accumulate), written to c
+// (kAccumulator) or to d (kF32: float, kBf16: uint16_t):
 //   a: [mr, kKc] packed rows (row stride kKc floats), only the first kc used
 //   b: [kc, nr] packed panel, nr-interleaved
-//   c: [mr, ldc] f32; overwritten when !accumulate
+//   c: [mr, ldc] f32 accumulator tile; d: [mr, ldd] output
 using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                             bool accumulate);
+                             bool accumulate, TileOut out, void* d, int64_t ldd);
 
 struct KernelSet {
   const char* name;

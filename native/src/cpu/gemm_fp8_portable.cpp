@@ -54,7 +54,8 @@ bool packB(const uint8_t* src, int64_t lds, const float* scaleRow, int64_t rows,
 }
 
 template <int MR>
-void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, TileOut out,
+           void* d, int64_t ldd) {
   float acc[MR][kNr] = {};
   for (int64_t k = 0; k < kc; ++k) {
     for (int i = 0; i < MR; ++i) {
@@ -63,7 +64,12 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
     }
   }
   for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < kNr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+    for (int j = 0; j < kNr; ++j) {
+      const float v = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+      if (out == TileOut::kAccumulator) c[i * ldc + j] = v;
+      else if (out == TileOut::kF32) static_cast<float*>(d)[i * ldd + j] = v;
+      else static_cast<uint16_t*>(d)[i * ldd + j] = bf16FromFloat(v);
+    }
   }
 }
 
