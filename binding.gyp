@@ -14,6 +14,7 @@
         "native/src/core/status.cpp",
         "native/src/core/tensor.cpp",
         "native/src/core/numerics.cpp",
+        "native/src/core/op_checks.cpp",
         "native/src/cpu/thread_pool.cpp",
         "native/src/cpu/cpu_backend.cpp",
         "native/src/cpu/quantize.cpp",

@@ -11,7 +11,9 @@ namespace {
 TensorView rows(const TensorView& t, int64_t row0, int64_t count) {
   const int64_t cols = t.ndim >= 2 ? t.shape[t.ndim - 1] : 1;
   auto* base = static_cast<uint8_t*>(t.data) + row0 * cols * static_cast<int64_t>(dtypeSize(t.dtype));
-  return t.ndim >= 2 ? TensorView::contiguous(base, t.dtype, {count, cols}) : TensorView::contiguous(base, t.dtype, {count});
+  TensorView view = t.ndim >= 2 ? TensorView::contiguous(base, t.dtype, {count, cols}) : TensorView::contiguous(base, t.dtype, {count});
+  view.device = t.device;
+  return view;
 }
 
 class StageClock {

@@ -12,6 +12,7 @@ const char* codeName(Code code) {
     case Code::kDetached: return "ERR_MOE_DETACHED";
     case Code::kUnsupported: return "ERR_MOE_UNSUPPORTED";
     case Code::kInternal: return "ERR_MOE_INTERNAL";
+    case Code::kDevice: return "ERR_MOE_DEVICE";
   }
   return "ERR_MOE_INTERNAL";
 }

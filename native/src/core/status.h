@@ -18,6 +18,7 @@ enum class Code {
   kDetached,     // ERR_MOE_DETACHED: a buffer whose memory is gone
   kUnsupported,  // ERR_MOE_UNSUPPORTED: the backend cannot run this op
   kInternal,     // ERR_MOE_INTERNAL: a bug or an allocation failure
+  kDevice,       // ERR_MOE_DEVICE: tensors on different devices, or on a device that is not available
 };
 
 const char* codeName(Code code);

@@ -14,6 +14,9 @@ namespace moe {
 
 enum class DType { kF32, kBF16, kFP8E4M3, kI32 };
 
+// Where a tensor's memory lives: host memory, or the CUDA plug-in's device.
+enum class Device { kCpu, kCuda };
+
 size_t dtypeSize(DType dtype);
 const char* dtypeName(DType dtype);
 
@@ -22,6 +25,7 @@ constexpr int kMaxDims = 4;
 struct TensorView {
   void* data = nullptr;
   DType dtype = DType::kF32;
+  Device device = Device::kCpu;
   int ndim = 0;
   int64_t shape[kMaxDims] = {0, 0, 0, 0};
   int64_t strides[kMaxDims] = {0, 0, 0, 0};  // in elements, row-major when contiguous

@@ -1,5 +1,7 @@
 #include "cpu/cpu_backend.h"
 
+#include "core/op_checks.h"
+
 #include <string>
 
 #include "cpu/combine.h"
@@ -18,23 +20,6 @@ namespace {
 
 // Native code checks what it is handed even though TypeScript validated it
 // first: a caller of the addon that skips lib/ must get an error, not a crash.
-Status expect2dContiguous(const TensorView& t, const char* what) {
-  if (t.ndim != 2) {
-    return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got shape " + t.shapeString());
-  }
-  return expectContiguous(t, what);
-}
-
-Status expectFloatInput(const TensorView& t, const char* what) {
-  if (t.dtype == DType::kF32 || t.dtype == DType::kBF16) return Status::ok();
-  return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t.dtype));
-}
-
-Status expectKMultipleOf16(int64_t k, const char* what) {
-  if (k > 0 && k % 16 == 0) return Status::ok();
-  return Status(Code::kShape, std::string(what) + ": K must be a positive multiple of 16, got " + std::to_string(k));
-}
-
 Status validateQuantize(const QuantizeArgs& args, int64_t blockRows, const char* op) {
   const std::string name(op);
   MOE_RETURN_IF_ERROR(expect2dContiguous(args.x, (name + ": x").c_str()));
@@ -89,23 +74,7 @@ class CpuBackend final : public Backend {
   }
 
   Status gemmFp8(const GemmFp8Args& args) override {
-    MOE_RETURN_IF_ERROR(expect2dContiguous(args.a, "gemmFp8: a.data"));
-    MOE_RETURN_IF_ERROR(expect2dContiguous(args.b, "gemmFp8: b.data"));
-    MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "gemmFp8: a.data"));
-    MOE_RETURN_IF_ERROR(expectDtype(args.b, DType::kFP8E4M3, "gemmFp8: b.data"));
-    const int64_t m = args.a.dim(0), k = args.a.dim(1), n = args.b.dim(0);
-    MOE_RETURN_IF_ERROR(expectKMultipleOf16(k, "gemmFp8: a.data"));
-    MOE_RETURN_IF_ERROR(expectShape(args.b, {n, k}, "gemmFp8: b.data"));
-    MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "gemmFp8: a.scales"));
-    MOE_RETURN_IF_ERROR(expectShape(args.aScales, {m, ceilDiv(k, kQuantGroup)}, "gemmFp8: a.scales"));
-    MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "gemmFp8: a.scales"));
-    MOE_RETURN_IF_ERROR(expectDtype(args.bScales, DType::kF32, "gemmFp8: b.scales"));
-    MOE_RETURN_IF_ERROR(
-        expectShape(args.bScales, {ceilDiv(n, kWeightBlockRows), ceilDiv(k, kQuantGroup)}, "gemmFp8: b.scales"));
-    MOE_RETURN_IF_ERROR(expectContiguous(args.bScales, "gemmFp8: b.scales"));
-    MOE_RETURN_IF_ERROR(expectFloatInput(args.d, "gemmFp8: out"));
-    MOE_RETURN_IF_ERROR(expectShape(args.d, {m, n}, "gemmFp8: out"));
-    MOE_RETURN_IF_ERROR(expectContiguous(args.d, "gemmFp8: out"));
+    MOE_RETURN_IF_ERROR(checkGemmFp8(args));
     return cpu::gemmFp8(args);
   }
 

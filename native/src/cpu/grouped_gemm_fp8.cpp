@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/op_checks.h"
 #include "cpu/gemm_fp8.h"
 #include "cpu/thread_pool.h"
 
@@ -68,43 +69,8 @@ Status runSegments(const GroupedGemmFp8Args& args, const std::vector<Segment>& s
   return Status::ok();
 }
 
-Status expectOutput(const TensorView& d, std::initializer_list<int64_t> dims) {
-  if (d.dtype != DType::kF32 && d.dtype != DType::kBF16) {
-    return Status(Code::kDtype, std::string("out: expected dtype bf16 or f32, got ") + dtypeName(d.dtype));
-  }
-  MOE_RETURN_IF_ERROR(expectShape(d, dims, "out"));
-  return expectContiguous(d, "out");
-}
-
-Status validateWeights(const GroupedGemmFp8Args& args, int64_t* g, int64_t* n, int64_t* k) {
-  if (args.b.ndim != 3) return Status(Code::kShape, "b.data: expected [G, N, K], got " + args.b.shapeString());
-  MOE_RETURN_IF_ERROR(expectDtype(args.b, DType::kFP8E4M3, "b.data"));
-  MOE_RETURN_IF_ERROR(expectContiguous(args.b, "b.data"));
-  *g = args.b.dim(0);
-  *n = args.b.dim(1);
-  *k = args.b.dim(2);
-  if (*k <= 0 || *k % 16 != 0) return Status(Code::kShape, "b.data: K must be a positive multiple of 16");
-  MOE_RETURN_IF_ERROR(expectDtype(args.bScales, DType::kF32, "b.scales"));
-  MOE_RETURN_IF_ERROR(
-      expectShape(args.bScales, {*g, ceilDiv(*n, kWeightBlockRows), ceilDiv(*k, kQuantGroup)}, "b.scales"));
-  return expectContiguous(args.bScales, "b.scales");
-}
-
-Status contiguous(const GroupedGemmFp8Args& args) {
-  int64_t groups = 0, n = 0, k = 0;
-  MOE_RETURN_IF_ERROR(validateWeights(args, &groups, &n, &k));
-  if (args.a.ndim != 2) return Status(Code::kShape, "a.data: expected [R, K], got " + args.a.shapeString());
-  const int64_t rows = args.a.dim(0);
-  MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "a.data"));
-  MOE_RETURN_IF_ERROR(expectShape(args.a, {rows, k}, "a.data"));
-  MOE_RETURN_IF_ERROR(expectContiguous(args.a, "a.data"));
-  MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "a.scales"));
-  MOE_RETURN_IF_ERROR(expectShape(args.aScales, {rows, ceilDiv(k, kQuantGroup)}, "a.scales"));
-  MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "a.scales"));
-  MOE_RETURN_IF_ERROR(expectDtype(args.groupIndex, DType::kI32, "groupIndex"));
-  MOE_RETURN_IF_ERROR(expectShape(args.groupIndex, {rows}, "groupIndex"));
-  MOE_RETURN_IF_ERROR(expectOutput(args.d, {rows, n}));
-
+Status contiguous(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
+  const int64_t groups = shape.groups, n = shape.n, k = shape.k, rows = shape.rows;
   const int32_t* groupIndex = args.groupIndex.as<const int32_t>();  // [R] i32: -1 or a group of this shard
   const int64_t first = args.groupOffset, last = args.groupOffset + groups;
   for (int64_t r = 0; r < rows; ++r) {
@@ -124,21 +90,8 @@ Status contiguous(const GroupedGemmFp8Args& args) {
   return runSegments(args, segments, n, k);
 }
 
-Status masked(const GroupedGemmFp8Args& args) {
-  int64_t groups = 0, n = 0, k = 0;
-  MOE_RETURN_IF_ERROR(validateWeights(args, &groups, &n, &k));
-  if (args.a.ndim != 3) return Status(Code::kShape, "a.data: expected [G, Mmax, K], got " + args.a.shapeString());
-  const int64_t maxRows = args.a.dim(1);
-  MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "a.data"));
-  MOE_RETURN_IF_ERROR(expectShape(args.a, {groups, maxRows, k}, "a.data"));
-  MOE_RETURN_IF_ERROR(expectContiguous(args.a, "a.data"));
-  MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "a.scales"));
-  MOE_RETURN_IF_ERROR(expectShape(args.aScales, {groups, maxRows, ceilDiv(k, kQuantGroup)}, "a.scales"));
-  MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "a.scales"));
-  MOE_RETURN_IF_ERROR(expectDtype(args.maskedM, DType::kI32, "maskedM"));
-  MOE_RETURN_IF_ERROR(expectShape(args.maskedM, {groups}, "maskedM"));
-  MOE_RETURN_IF_ERROR(expectOutput(args.d, {groups, maxRows, n}));
-
+Status masked(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
+  const int64_t groups = shape.groups, n = shape.n, k = shape.k, maxRows = shape.rows;
   const int32_t* maskedM = args.maskedM.as<const int32_t>();  // [G] i32 in [0, Mmax]
   for (int64_t g = 0; g < groups; ++g) {
     if (maskedM[g] < 0 || maskedM[g] > maxRows) {
@@ -159,7 +112,9 @@ Status masked(const GroupedGemmFp8Args& args) {
 
 Status groupedGemmFp8(const GroupedGemmFp8Args& args) {
   const bool isMasked = args.maskedM.data != nullptr;
-  Status status = isMasked ? masked(args) : contiguous(args);
+  GroupedShape shape;
+  Status status = checkGroupedGemmFp8(args, &shape);
+  if (status.isOk()) status = isMasked ? masked(args, shape) : contiguous(args, shape);
   if (status.isOk()) return status;
   return Status(status.code(), std::string(isMasked ? "groupedGemmFp8Masked: " : "groupedGemmFp8: ") + status.message());
 }

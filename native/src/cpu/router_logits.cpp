@@ -42,23 +42,26 @@ float dot(const float* a, const float* b, int64_t n) {
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
-// out[t] = rows[t] . w for the kTokensPerTask rows of a block ([kTokensPerTask, H]
-// f32, unused rows zero): each w vector is loaded once for all the rows.
-using BlockDots = void (*)(const float* rows, const float* w, int64_t h, float* out);
+// out[t] = rows[t] . w for the `count` (<= kTokensPerTask) rows of a block
+// [count, H] f32: each w vector is loaded once for all the rows. The SIMD
+// versions take the row count as a template argument so that the
+// accumulators stay in registers.
+using BlockDots = void (*)(const float* rows, int64_t count, const float* w, int64_t h, float* out);
 
-void blockDotsPortable(const float* rows, const float* w, int64_t h, float* out) {
-  for (int64_t t = 0; t < kTokensPerTask; ++t) out[t] = dot(rows + t * h, w, h);
+void blockDotsPortable(const float* rows, int64_t count, const float* w, int64_t h, float* out) {
+  for (int64_t t = 0; t < count; ++t) out[t] = dot(rows + t * h, w, h);
 }
 
+template <int64_t kRows>
 __attribute__((target("avx2,fma"))) void blockDotsAvx2(const float* rows, const float* w, int64_t h, float* out) {
-  __m256 acc[kTokensPerTask];
+  __m256 acc[kRows];
   for (auto& a : acc) a = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= h; i += 8) {
     const __m256 wv = _mm256_loadu_ps(w + i);
-    for (int64_t t = 0; t < kTokensPerTask; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(rows + t * h + i), wv, acc[t]);
+    for (int64_t t = 0; t < kRows; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(rows + t * h + i), wv, acc[t]);
   }
-  for (int64_t t = 0; t < kTokensPerTask; ++t) {
+  for (int64_t t = 0; t < kRows; ++t) {
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, acc[t]);
     float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
@@ -67,20 +70,19 @@ __attribute__((target("avx2,fma"))) void blockDotsAvx2(const float* rows, const 
   }
 }
 
+template <int64_t kRows>
 __attribute__((target("avx512f"))) void blockDotsAvx512(const float* rows, const float* w, int64_t h, float* out) {
-  __m512 acc[kTokensPerTask];
+  __m512 acc[kRows];
   for (auto& a : acc) a = _mm512_setzero_ps();
   for (int64_t i = 0; i < h; i += 16) {
     // H is a multiple of 16 for the layer, but the op takes any H: mask the tail.
     const __mmask16 mask = h - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (h - i)) - 1u);
     const __m512 wv = _mm512_maskz_loadu_ps(mask, w + i);
-    for (int64_t t = 0; t < kTokensPerTask; ++t) {
-      acc[t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, rows + t * h + i), wv, acc[t]);
-    }
+    for (int64_t t = 0; t < kRows; ++t) acc[t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, rows + t * h + i), wv, acc[t]);
   }
   // A store and a scalar sum rather than _mm512_reduce_add_ps, whose GCC 12
   // header trips -Wuninitialized.
-  for (int64_t t = 0; t < kTokensPerTask; ++t) {
+  for (int64_t t = 0; t < kRows; ++t) {
     alignas(64) float lanes[16];
     _mm512_store_ps(lanes, acc[t]);
     float sum = 0.0f;
@@ -89,10 +91,35 @@ __attribute__((target("avx512f"))) void blockDotsAvx512(const float* rows, const
   }
 }
 
+// Dispatches a run-time row count to the kernel instantiated for it.
+template <template <int64_t> class Kernel>
+void byRowCount(const float* rows, int64_t count, const float* w, int64_t h, float* out) {
+  switch (count) {
+    case 1: return Kernel<1>::run(rows, w, h, out);
+    case 2: return Kernel<2>::run(rows, w, h, out);
+    case 3: return Kernel<3>::run(rows, w, h, out);
+    case 4: return Kernel<4>::run(rows, w, h, out);
+    case 5: return Kernel<5>::run(rows, w, h, out);
+    case 6: return Kernel<6>::run(rows, w, h, out);
+    case 7: return Kernel<7>::run(rows, w, h, out);
+    default: return Kernel<8>::run(rows, w, h, out);
+  }
+}
+static_assert(kTokensPerTask == 8, "byRowCount covers 1..8 rows");
+
+template <int64_t kRows>
+struct Avx512Dots {
+  static void run(const float* rows, const float* w, int64_t h, float* out) { blockDotsAvx512<kRows>(rows, w, h, out); }
+};
+template <int64_t kRows>
+struct Avx2Dots {
+  static void run(const float* rows, const float* w, int64_t h, float* out) { blockDotsAvx2<kRows>(rows, w, h, out); }
+};
+
 BlockDots selectBlockDots() {
   const CpuFeatures& f = cpuFeatures();
-  if (f.avx512f) return blockDotsAvx512;
-  if (f.avx2 && f.fma) return blockDotsAvx2;
+  if (f.avx512f) return byRowCount<Avx512Dots>;
+  if (f.avx2 && f.fma) return byRowCount<Avx2Dots>;
   return blockDotsPortable;
 }
 
@@ -130,14 +157,14 @@ Status routerLogits(const RouterLogitsArgs& args) {
   const int64_t expertChunks = ceilDiv(experts, kExpertsPerTask);
   ThreadPool::instance().parallelFor(ceilDiv(tokens, kTokensPerTask) * expertChunks, [&](int64_t task, int thread) {
     std::vector<float>& block = rows[static_cast<size_t>(thread)];
-    block.assign(static_cast<size_t>(kTokensPerTask * hidden), 0.0f);  // rows past the last token stay zero
+    block.resize(static_cast<size_t>(kTokensPerTask * hidden));
     const int64_t t0 = (task / expertChunks) * kTokensPerTask;
     const int64_t e0 = (task % expertChunks) * kExpertsPerTask;
     const int64_t count = std::min(tokens, t0 + kTokensPerTask) - t0;
     for (int64_t i = 0; i < count; ++i) widenRow(args.x, t0 + i, hidden, block.data() + i * hidden);
     float dots[kTokensPerTask];
     for (int64_t e = e0; e < std::min(experts, e0 + kExpertsPerTask); ++e) {
-      blockDots(block.data(), weights + e * hidden, hidden, dots);
+      blockDots(block.data(), count, weights + e * hidden, hidden, dots);
       for (int64_t i = 0; i < count; ++i) logits[(t0 + i) * experts + e] = dots[i];
     }
   });

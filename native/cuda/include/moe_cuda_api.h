@@ -1,0 +1,219 @@
+/*
+ * moe-kernels CUDA plug-in: the C ABI between the Node.js addon and
+ * libmoe_cuda.so.
+ *
+ * The addon dlopen()s the plug-in, looks up moe_cuda_abi_version() and refuses
+ * a library whose version differs from MOE_CUDA_ABI_VERSION, then calls
+ * moe_cuda_probe(). Nothing crosses this boundary but C types: device pointers
+ * as void*, sizes as int64_t/size_t, enums as int32_t. No function throws;
+ * each returns a moe_cuda_status and, where it takes (err, err_len), writes a
+ * NUL-terminated message there on failure.
+ *
+ * Execution model: the plug-in owns one CUDA stream (non-blocking) on one
+ * device. Every allocation, copy and kernel is enqueued on it in call order,
+ * so operations are ordered without any synchronization by the caller. To
+ * learn that work has finished without blocking, enqueue a host callback
+ * (moe_cuda_launch_host_callback) or record an event and poll it.
+ *
+ * Thread safety: every function may be called from any thread; they share the
+ * one stream, so calls made concurrently from different threads are ordered
+ * in whatever order they reach the stream.
+ */
+#ifndef MOE_CUDA_API_H_
+#define MOE_CUDA_API_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MOE_CUDA_API __declspec(dllexport)
+#else
+#define MOE_CUDA_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped on any incompatible change to a struct or signature below. */
+#define MOE_CUDA_ABI_VERSION 1
+
+/* Status codes. The values of 1..7 equal moe::Code in native/src/core/status.h
+ * (and so map 1:1 onto the package's MoeError codes). */
+typedef enum moe_cuda_status {
+  MOE_CUDA_OK = 0,
+  MOE_CUDA_ERR_SHAPE = 1,       /* ERR_MOE_SHAPE: wrong rank or extent */
+  MOE_CUDA_ERR_DTYPE = 2,       /* ERR_MOE_DTYPE: wrong element type */
+  MOE_CUDA_ERR_RANGE = 3,       /* ERR_MOE_RANGE: a size or option out of range */
+  MOE_CUDA_ERR_UNSUPPORTED = 6, /* ERR_MOE_UNSUPPORTED: no usable device / kernel */
+  MOE_CUDA_ERR_INTERNAL = 7,    /* ERR_MOE_INTERNAL: a CUDA error or allocation failure */
+  MOE_CUDA_NOT_READY = 100      /* moe_cuda_event_query: work still pending (not an error) */
+} moe_cuda_status;
+
+typedef enum moe_cuda_dtype {
+  MOE_CUDA_DTYPE_F32 = 0,
+  MOE_CUDA_DTYPE_BF16 = 1,
+  MOE_CUDA_DTYPE_FP8_E4M3 = 2, /* OCP E4M3FN */
+  MOE_CUDA_DTYPE_I32 = 3
+} moe_cuda_dtype;
+
+/* Which FP8 GEMM implementation the device can run. */
+typedef enum moe_cuda_path {
+  MOE_CUDA_PATH_NONE = 0,   /* not usable */
+  MOE_CUDA_PATH_SIMT = 1,   /* plain CUDA-core kernels (sm_80 and newer) */
+  MOE_CUDA_PATH_HOPPER = 2  /* sm_90a: TMA + wgmma kernels, SIMT as fallback */
+} moe_cuda_path;
+
+/* Kernel selection for the GEMM ops (tests force one; AUTO for normal use). */
+typedef enum moe_cuda_kernel {
+  MOE_CUDA_KERNEL_AUTO = 0,   /* Hopper when the device and the shapes allow, else SIMT */
+  MOE_CUDA_KERNEL_SIMT = 1,
+  MOE_CUDA_KERNEL_HOPPER = 2  /* fails with MOE_CUDA_ERR_UNSUPPORTED where it cannot run */
+} moe_cuda_kernel;
+
+typedef struct moe_cuda_device_info {
+  int32_t device;          /* CUDA device ordinal */
+  int32_t sm_major;        /* compute capability */
+  int32_t sm_minor;
+  int32_t sm_count;        /* streaming multiprocessors */
+  int32_t path;            /* moe_cuda_path */
+  int32_t driver_version;  /* e.g. 13000 for CUDA 13.0 */
+  int32_t runtime_version; /* the static runtime the plug-in was built with */
+  int32_t reserved;
+  uint64_t total_memory;   /* bytes */
+  char name[256];          /* the device's marketing name */
+} moe_cuda_device_info;
+
+/* Returns MOE_CUDA_ABI_VERSION as compiled into the library. */
+MOE_CUDA_API uint32_t moe_cuda_abi_version(void);
+
+/* Finds and initializes the device (ordinal from the environment variable
+ * MOE_CUDA_DEVICE, default 0): creates the plug-in's stream and memory pool.
+ * Idempotent. Returns MOE_CUDA_OK when the device is usable and fills `info`
+ * (may be NULL); `reason` then says which path runs, e.g.
+ *   "usable (Hopper): NVIDIA H100 80GB HBM3, sm_90"
+ *   "usable (SIMT only): GPU is sm_80; FP8 Hopper kernels need sm_90"
+ * Otherwise returns MOE_CUDA_ERR_UNSUPPORTED (or _INTERNAL) with a reason such
+ * as "no NVIDIA driver", "no CUDA device", "NVIDIA driver too old: ...",
+ * "GPU is sm_75; the CUDA backend needs sm_80 or newer". */
+MOE_CUDA_API int moe_cuda_probe(char* reason, size_t reason_len, moe_cuda_device_info* info);
+
+/* ---- stream-ordered memory ------------------------------------------------
+ * Allocations come from a dedicated memory pool (cudaMallocFromPoolAsync)
+ * whose release threshold keeps freed memory cached for reuse. A pointer is
+ * usable by work enqueued after moe_cuda_alloc returns; moe_cuda_free
+ * returns it to the pool once prior work on the stream is done. */
+MOE_CUDA_API int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len);
+/* Releases cached pool memory above `keep_bytes` back to the driver. */
+MOE_CUDA_API int moe_cuda_trim(size_t keep_bytes, char* err, size_t err_len);
+
+/* Asynchronous copies and fills on the plug-in stream. Host memory must stay
+ * valid until the copy has completed (moe_cuda_synchronize, an event or a host
+ * callback). Pageable host memory makes the CUDA driver stage the copy, so
+ * d2h into pageable memory returns only once the data has arrived; pin the
+ * buffer with moe_cuda_host_register for fully asynchronous copies. */
+MOE_CUDA_API int moe_cuda_copy_h2d(void* dst_device, const void* src_host, size_t bytes, char* err,
+                                   size_t err_len);
+MOE_CUDA_API int moe_cuda_copy_d2h(void* dst_host, const void* src_device, size_t bytes, char* err,
+                                   size_t err_len);
+MOE_CUDA_API int moe_cuda_copy_d2d(void* dst_device, const void* src_device, size_t bytes, char* err,
+                                   size_t err_len);
+MOE_CUDA_API int moe_cuda_memset(void* dst_device, int value, size_t bytes, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_host_register(void* host, size_t bytes, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_host_unregister(void* host, char* err, size_t err_len);
+
+/* ---- completion ----------------------------------------------------------- */
+/* Blocks until all work enqueued so far has finished; reports asynchronous
+ * kernel errors (e.g. an illegal address) that happened since the last call. */
+MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len);
+
+/* Enqueues fn(user) to run on a CUDA-internal host thread once all work
+ * enqueued before it has finished (cudaLaunchHostFunc). fn must not call any
+ * moe_cuda_* or CUDA function; it should only signal the caller (e.g. a
+ * uv_async_t / napi_threadsafe_function). */
+MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err,
+                                               size_t err_len);
+
+/* Events: record a point in the stream, then poll or wait for it. */
+typedef struct moe_cuda_event_s* moe_cuda_event;
+MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len);
+/* MOE_CUDA_OK once the recorded work has finished, MOE_CUDA_NOT_READY before. */
+MOE_CUDA_API int moe_cuda_event_query(moe_cuda_event event, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char* err, size_t err_len);
+
+/* The plug-in's cudaStream_t, for callers that link CUDA themselves. */
+MOE_CUDA_API int moe_cuda_get_stream(void** stream, char* err, size_t err_len);
+
+/* ---- FP8 GEMMs --------------------------------------------------------------
+ * All pointers are device pointers; every tensor is dense row-major.
+ *   D[m, n] = sum_g sa[m, g] * sb[n / 128, g] * sum_{k in g} A[m, k] * B[n, k]
+ * with g running over the ceil(K/128) groups of 128 columns of K, fp32
+ * accumulation, D in bf16 (round to nearest even) or f32. K must be a
+ * multiple of 16. The Hopper kernels additionally need K % 128 == 0, N % 8 == 0
+ * and 16-byte aligned A, B, D; with MOE_CUDA_KERNEL_AUTO other shapes run the
+ * SIMT kernels. */
+typedef struct moe_cuda_gemm_args {
+  const void* a;      /* [M, K] fp8 e4m3, K-major */
+  const float* sa;    /* [M, ceil(K/128)] f32 */
+  const void* b;      /* [N, K] fp8 e4m3, K-major */
+  const float* sb;    /* [ceil(N/128), ceil(K/128)] f32 */
+  void* d;            /* [M, N] bf16 or f32 */
+  int64_t m, n, k;
+  int32_t a_dtype;     /* MOE_CUDA_DTYPE_FP8_E4M3 */
+  int32_t b_dtype;     /* MOE_CUDA_DTYPE_FP8_E4M3 */
+  int32_t scale_dtype; /* MOE_CUDA_DTYPE_F32 (ue8m0 scales are passed as f32 powers of two) */
+  int32_t d_dtype;     /* MOE_CUDA_DTYPE_BF16 or MOE_CUDA_DTYPE_F32 */
+  int32_t kernel;      /* moe_cuda_kernel */
+  int32_t reserved;
+} moe_cuda_gemm_args;
+
+/* Contiguous grouped layout (MoE prefill): rows of one group are contiguous
+ * and each group's segment starts at a multiple of 128 rows. Row r uses
+ * B[group_index[r]]; group_index[r] == -1 (or any value outside [0, G)) marks
+ * a padding row whose output is zero. The Hopper kernel takes the group of a
+ * whole 64/128-row block from its first row and writes zeros for rows of the
+ * block whose group differs (out of contract input); SIMT honors every row. */
+typedef struct moe_cuda_grouped_gemm_args {
+  const void* a;              /* [R, K] fp8 e4m3 */
+  const float* sa;            /* [R, ceil(K/128)] f32 */
+  const void* b;              /* [G, N, K] fp8 e4m3 */
+  const float* sb;            /* [G, ceil(N/128), ceil(K/128)] f32 */
+  const int32_t* group_index; /* [R] int32 */
+  void* d;                    /* [R, N] bf16 or f32 */
+  int64_t r, n, k, g;
+  int32_t a_dtype, b_dtype, scale_dtype, d_dtype;
+  int32_t kernel;
+  int32_t reserved;
+} moe_cuda_grouped_gemm_args;
+
+/* Masked grouped layout (decode; a fixed launch, CUDA-graph capturable):
+ * group g computes rows [0, masked_m[g]) of A[g]; rows at or past masked_m[g]
+ * (clamped to [0, Mmax]) are not computed and their output is zero. */
+typedef struct moe_cuda_masked_gemm_args {
+  const void* a;           /* [G, Mmax, K] fp8 e4m3 */
+  const float* sa;         /* [G, Mmax, ceil(K/128)] f32 */
+  const void* b;           /* [G, N, K] fp8 e4m3 */
+  const float* sb;         /* [G, ceil(N/128), ceil(K/128)] f32 */
+  const int32_t* masked_m; /* [G] int32, device memory */
+  void* d;                 /* [G, Mmax, N] bf16 or f32 */
+  int64_t g, m_max, n, k;
+  int64_t expected_m;      /* typical rows per group (tile-size hint); 0 = unknown */
+  int32_t a_dtype, b_dtype, scale_dtype, d_dtype;
+  int32_t kernel;
+  int32_t reserved;
+} moe_cuda_masked_gemm_args;
+
+MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* args, char* err,
+                                           size_t err_len);
+MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_args* args, char* err,
+                                                  size_t err_len);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MOE_CUDA_API_H_ */

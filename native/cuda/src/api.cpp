@@ -1,0 +1,557 @@
+// The plug-in's C ABI (include/moe_cuda_api.h): device probing, the stream and
+// memory pool, host-side argument checks, and the dispatch between the Hopper
+// and SIMT kernels. No exceptions cross (or are thrown inside) this file.
+
+#include "moe_cuda_api.h"
+
+#include <cuda_runtime_api.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mutex>
+#include <new>
+
+#include "common.h"
+#include "gemm_problem.h"
+#include "simt_fp8_gemm.h"
+#include "sm90_fp8_gemm.h"
+#include "tensor_map.h"
+
+namespace moe_cuda {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Plug-in state: one device, one stream, one memory pool.
+// ---------------------------------------------------------------------------
+struct State {
+  std::mutex mu;
+  bool probed = false;
+  int status = MOE_CUDA_ERR_UNSUPPORTED;
+  char reason[512] = {0};
+  moe_cuda_device_info info{};
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cudaMemPool_t pool = nullptr;  // null: the device has no memory pools; use cudaMalloc
+};
+
+State& state() {
+  static State s;  // never destroyed: CUDA may already be torn down at exit
+  return s;
+}
+
+int set_reason(State& s, int status, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s.reason, sizeof(s.reason), fmt, ap);
+  va_end(ap);
+  s.status = status;
+  return status;
+}
+
+// Runs the probe once; later calls return the cached verdict.
+int probe_locked(State& s) {
+  if (s.probed) return s.status;
+  s.probed = true;
+  moe_cuda_device_info& info = s.info;
+  memset(&info, 0, sizeof(info));
+
+  int driver = 0, runtime = 0;
+  cudaRuntimeGetVersion(&runtime);
+  info.runtime_version = runtime;
+  // With no libcuda.so.1 the runtime reports driver version 0.
+  if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
+    (void)cudaGetLastError();
+    return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "no NVIDIA driver");
+  }
+  info.driver_version = driver;
+
+  int count = 0;
+  const cudaError_t ce = cudaGetDeviceCount(&count);
+  if (ce == cudaErrorNoDevice || (ce == cudaSuccess && count == 0)) {
+    (void)cudaGetLastError();
+    return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "no CUDA device");
+  }
+  if (ce == cudaErrorInsufficientDriver) {
+    (void)cudaGetLastError();
+    return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED,
+                      "NVIDIA driver too old: it supports CUDA %d.%d, the plug-in was built with CUDA %d.%d",
+                      driver / 1000, (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10);
+  }
+  if (ce != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "CUDA unavailable: %s", cudaGetErrorString(ce));
+  }
+
+  int device = 0;
+  if (const char* env = getenv("MOE_CUDA_DEVICE")) {
+    char* end = nullptr;
+    const long v = strtol(env, &end, 10);
+    if (end == env || *end != '\0' || v < 0 || v >= count) {
+      return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "MOE_CUDA_DEVICE='%s' is not a device ordinal in [0, %d)", env,
+                        count);
+    }
+    device = static_cast<int>(v);
+  }
+  s.device = device;
+  info.device = device;
+
+  cudaDeviceProp prop;
+  cudaError_t e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) return set_reason(s, MOE_CUDA_ERR_INTERNAL, "cudaGetDeviceProperties: %s", cudaGetErrorString(e));
+  info.sm_major = prop.major;
+  info.sm_minor = prop.minor;
+  info.sm_count = prop.multiProcessorCount;
+  info.total_memory = prop.totalGlobalMem;
+  snprintf(info.name, sizeof(info.name), "%s", prop.name);
+
+  if (prop.major < 8) {
+    return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "GPU is sm_%d%d; the CUDA backend needs sm_80 or newer", prop.major,
+                      prop.minor);
+  }
+
+  e = cudaSetDevice(device);
+  if (e != cudaSuccess) return set_reason(s, MOE_CUDA_ERR_INTERNAL, "cudaSetDevice(%d): %s", device, cudaGetErrorString(e));
+  char why[256] = {0};
+  if (!simt_fp8_gemm_image_available(why, sizeof(why))) return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "%s", why);
+
+  // Stream and memory pool.
+  e = cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) return set_reason(s, MOE_CUDA_ERR_INTERNAL, "cudaStreamCreate: %s", cudaGetErrorString(e));
+  int pools = 0;
+  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+  if (pools) {
+    cudaMemPoolProps props;
+    memset(&props, 0, sizeof(props));
+    props.allocType = cudaMemAllocationTypePinned;
+    props.handleTypes = cudaMemHandleTypeNone;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    e = cudaMemPoolCreate(&s.pool, &props);
+    if (e != cudaSuccess) return set_reason(s, MOE_CUDA_ERR_INTERNAL, "cudaMemPoolCreate: %s", cudaGetErrorString(e));
+    // Keep freed memory cached in the pool instead of returning it to the driver
+    // at every synchronization (moe_cuda_trim releases it on request).
+    uint64_t threshold = UINT64_MAX;
+    e = cudaMemPoolSetAttribute(s.pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+    if (e != cudaSuccess) return set_reason(s, MOE_CUDA_ERR_INTERNAL, "cudaMemPoolSetAttribute: %s", cudaGetErrorString(e));
+  }
+
+  // Which FP8 path: the sm_90a kernels run on compute capability 9.0 exactly
+  // ('a' features are not forward compatible), and need the driver's TMA
+  // descriptor encoder.
+  if (prop.major == 9 && prop.minor == 0) {
+    if (!sm90_fp8_gemm_image_available()) {
+      info.path = MOE_CUDA_PATH_SIMT;
+      return set_reason(s, MOE_CUDA_OK, "usable (SIMT only): the sm_90a kernel image does not load on this GPU");
+    }
+    if (!tensor_map_available(why, sizeof(why))) {
+      info.path = MOE_CUDA_PATH_SIMT;
+      return set_reason(s, MOE_CUDA_OK, "usable (SIMT only): %s", why);
+    }
+    info.path = MOE_CUDA_PATH_HOPPER;
+    return set_reason(s, MOE_CUDA_OK, "usable (Hopper): %s, sm_90", prop.name);
+  }
+  info.path = MOE_CUDA_PATH_SIMT;
+  if (prop.major < 9) {
+    return set_reason(s, MOE_CUDA_OK, "usable (SIMT only): GPU is sm_%d%d; FP8 Hopper kernels need sm_90", prop.major,
+                      prop.minor);
+  }
+  return set_reason(s, MOE_CUDA_OK, "usable (SIMT only): GPU is sm_%d%d; the Hopper kernels are built for sm_90a only",
+                    prop.major, prop.minor);
+}
+
+// Every entry point: the device must have probed usable; make it current on
+// this thread (the runtime's current device is per host thread).
+int ready(cudaStream_t* stream, char* err, size_t err_len) {
+  State& s = state();
+  int status;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    status = probe_locked(s);
+  }
+  if (status != MOE_CUDA_OK) return fail(status, err, err_len, "CUDA backend unavailable: %s", s.reason);
+  MOE_CUDA_CHECK(cudaSetDevice(s.device));
+  if (stream != nullptr) *stream = s.stream;
+  return MOE_CUDA_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Argument checks shared by the three GEMMs
+// ---------------------------------------------------------------------------
+constexpr int64_t kMaxExtent = 0x7FFFFFFF;
+
+int check_dtypes(const char* op, int32_t a, int32_t b, int32_t scale, int32_t d, char* err, size_t err_len) {
+  if (a != MOE_CUDA_DTYPE_FP8_E4M3) return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: A must be fp8_e4m3 (dtype %d)", op, a);
+  if (b != MOE_CUDA_DTYPE_FP8_E4M3) return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: B must be fp8_e4m3 (dtype %d)", op, b);
+  if (scale != MOE_CUDA_DTYPE_F32) return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: scales must be f32 (dtype %d)", op, scale);
+  if (d != MOE_CUDA_DTYPE_BF16 && d != MOE_CUDA_DTYPE_F32) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: the output must be bf16 or f32 (dtype %d)", op, d);
+  }
+  return MOE_CUDA_OK;
+}
+
+int check_extent(const char* op, const char* name, int64_t v, int64_t min, char* err, size_t err_len) {
+  if (v < min) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: %s = %lld must be >= %lld", op, name, (long long)v, (long long)min);
+  if (v > kMaxExtent) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: %s = %lld exceeds the CUDA backend's limit of 2^31 - 1", op, name,
+                (long long)v);
+  }
+  return MOE_CUDA_OK;
+}
+
+int check_k(const char* op, int64_t k, char* err, size_t err_len) {
+  const int rc = check_extent(op, "K", k, 16, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  if (k % 16 != 0) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: K = %lld must be a multiple of 16", op, (long long)k);
+  return MOE_CUDA_OK;
+}
+
+int check_kernel_choice(const char* op, int32_t kernel, char* err, size_t err_len) {
+  if (kernel != MOE_CUDA_KERNEL_AUTO && kernel != MOE_CUDA_KERNEL_SIMT && kernel != MOE_CUDA_KERNEL_HOPPER) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: unknown kernel selection %d", op, kernel);
+  }
+  return MOE_CUDA_OK;
+}
+
+int null_pointer(const char* op, const char* name, char* err, size_t err_len) {
+  return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "%s: %s is a null device pointer", op, name);
+}
+
+// Chooses Hopper or SIMT and enqueues the kernel.
+int run_gemm(const char* op, const GemmProblem& p, int32_t kernel, char* err, size_t err_len) {
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  const State& s = state();
+  const bool hopper_device = s.info.path == MOE_CUDA_PATH_HOPPER;
+  if (kernel == MOE_CUDA_KERNEL_HOPPER && !hopper_device) {
+    return fail(MOE_CUDA_ERR_UNSUPPORTED, err, err_len, "%s: the Hopper kernels cannot run here (%s)", op, s.reason);
+  }
+  if (kernel != MOE_CUDA_KERNEL_SIMT && hopper_device) {
+    char why[256] = {0};
+    if (sm90_fp8_gemm_eligible(p, why, sizeof(why))) {
+      const Sm90Choice c = sm90_fp8_gemm_choose(p, s.info.sm_count);
+      switch (p.layout) {
+        case GemmLayout::kDense:
+          return sm90_fp8_gemm_dense(p, c.block_m, s.info.sm_count, stream, err, err_len);
+        case GemmLayout::kContiguous:
+          return sm90_fp8_gemm_contiguous(p, c.block_m, s.info.sm_count, stream, err, err_len);
+        case GemmLayout::kMasked:
+          return sm90_fp8_gemm_masked(p, c.block_m, s.info.sm_count, stream, err, err_len);
+      }
+    }
+    if (kernel == MOE_CUDA_KERNEL_HOPPER) {
+      return fail(MOE_CUDA_ERR_UNSUPPORTED, err, err_len, "%s: the Hopper kernels cannot take this problem: %s", op, why);
+    }
+  }
+  return simt_fp8_gemm_run(p, stream, err, err_len);
+}
+
+}  // namespace
+}  // namespace moe_cuda
+
+using namespace moe_cuda;
+
+// ---------------------------------------------------------------------------
+// C ABI
+// ---------------------------------------------------------------------------
+
+extern "C" {
+
+MOE_CUDA_API uint32_t moe_cuda_abi_version(void) { return MOE_CUDA_ABI_VERSION; }
+
+MOE_CUDA_API int moe_cuda_probe(char* reason, size_t reason_len, moe_cuda_device_info* info) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  const int status = probe_locked(s);
+  if (reason != nullptr && reason_len > 0) snprintf(reason, reason_len, "%s", s.reason);
+  if (info != nullptr) *info = s.info;
+  return status;
+}
+
+MOE_CUDA_API int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_len) {
+  if (ptr == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_alloc: ptr is null");
+  *ptr = nullptr;
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  if (bytes == 0) return MOE_CUDA_OK;
+  const State& s = state();
+  const cudaError_t e =
+      s.pool != nullptr ? cudaMallocFromPoolAsync(ptr, bytes, s.pool, stream) : cudaMalloc(ptr, bytes);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    *ptr = nullptr;
+    return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "out of GPU memory allocating %zu bytes: %s", bytes,
+                cudaGetErrorString(e));
+  }
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len) {
+  if (ptr == nullptr) return MOE_CUDA_OK;
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  if (state().pool != nullptr) {
+    MOE_CUDA_CHECK(cudaFreeAsync(ptr, stream));
+  } else {
+    MOE_CUDA_CHECK(cudaFree(ptr));
+  }
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_trim(size_t keep_bytes, char* err, size_t err_len) {
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  if (state().pool == nullptr) return MOE_CUDA_OK;
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  MOE_CUDA_CHECK(cudaMemPoolTrimTo(state().pool, keep_bytes));
+  return MOE_CUDA_OK;
+}
+
+static int copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* op, char* err,
+                size_t err_len) {
+  if (bytes == 0) return MOE_CUDA_OK;
+  if (dst == nullptr || src == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: null pointer", op);
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_copy_h2d(void* dst_device, const void* src_host, size_t bytes, char* err, size_t err_len) {
+  return copy(dst_device, src_host, bytes, cudaMemcpyHostToDevice, "moe_cuda_copy_h2d", err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_copy_d2h(void* dst_host, const void* src_device, size_t bytes, char* err, size_t err_len) {
+  return copy(dst_host, src_device, bytes, cudaMemcpyDeviceToHost, "moe_cuda_copy_d2h", err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_copy_d2d(void* dst_device, const void* src_device, size_t bytes, char* err, size_t err_len) {
+  return copy(dst_device, src_device, bytes, cudaMemcpyDeviceToDevice, "moe_cuda_copy_d2d", err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_memset(void* dst_device, int value, size_t bytes, char* err, size_t err_len) {
+  if (bytes == 0) return MOE_CUDA_OK;
+  if (dst_device == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_memset: null pointer");
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaMemsetAsync(dst_device, value, bytes, stream));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_host_register(void* host, size_t bytes, char* err, size_t err_len) {
+  if (host == nullptr || bytes == 0) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_host_register: empty range");
+  const int rc = ready(nullptr, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaHostRegister(host, bytes, cudaHostRegisterDefault));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_host_unregister(void* host, char* err, size_t err_len) {
+  if (host == nullptr) return MOE_CUDA_OK;
+  const int rc = ready(nullptr, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaHostUnregister(host));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len) {
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err, size_t err_len) {
+  if (fn == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_launch_host_callback: fn is null");
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaLaunchHostFunc(stream, fn, user));
+  return MOE_CUDA_OK;
+}
+
+struct moe_cuda_event_s {
+  cudaEvent_t event;
+};
+
+MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len) {
+  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_create: event is null");
+  *event = nullptr;
+  const int rc = ready(nullptr, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  cudaEvent_t e;
+  // Blocking sync: moe_cuda_event_synchronize sleeps instead of spinning.
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
+  moe_cuda_event_s* h = new (std::nothrow) moe_cuda_event_s{e};
+  if (h == nullptr) {
+    cudaEventDestroy(e);
+    return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "moe_cuda_event_create: out of host memory");
+  }
+  *event = h;
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len) {
+  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_record: event is null");
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaEventRecord(event->event, stream));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_event_query(moe_cuda_event event, char* err, size_t err_len) {
+  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_query: event is null");
+  const int rc = ready(nullptr, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  const cudaError_t e = cudaEventQuery(event->event);
+  if (e == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return MOE_CUDA_NOT_READY;
+  }
+  MOE_CUDA_CHECK(e);
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, size_t err_len) {
+  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_synchronize: event is null");
+  const int rc = ready(nullptr, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(cudaEventSynchronize(event->event));
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char* err, size_t err_len) {
+  if (event == nullptr) return MOE_CUDA_OK;
+  const int rc = ready(nullptr, err, err_len);
+  const cudaError_t e = rc == MOE_CUDA_OK ? cudaEventDestroy(event->event) : cudaSuccess;
+  delete event;
+  if (rc != MOE_CUDA_OK) return rc;
+  MOE_CUDA_CHECK(e);
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_get_stream(void** stream, char* err, size_t err_len) {
+  if (stream == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_get_stream: stream is null");
+  cudaStream_t s = nullptr;
+  const int rc = ready(&s, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  *stream = static_cast<void*>(s);
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* args, char* err, size_t err_len) {
+  static const char* op = "gemm_fp8";
+  if (args == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
+  int rc;
+  if ((rc = check_dtypes(op, args->a_dtype, args->b_dtype, args->scale_dtype, args->d_dtype, err, err_len)) ||
+      (rc = check_extent(op, "M", args->m, 0, err, err_len)) || (rc = check_extent(op, "N", args->n, 1, err, err_len)) ||
+      (rc = check_k(op, args->k, err, err_len)) || (rc = check_kernel_choice(op, args->kernel, err, err_len))) {
+    return rc;
+  }
+  if (args->m == 0) return ready(nullptr, err, err_len);
+  if (!args->a) return null_pointer(op, "A", err, err_len);
+  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
+  if (!args->b) return null_pointer(op, "B", err, err_len);
+  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
+  if (!args->d) return null_pointer(op, "D", err, err_len);
+  GemmProblem p{};
+  p.layout = GemmLayout::kDense;
+  p.a = static_cast<const uint8_t*>(args->a);
+  p.sa = args->sa;
+  p.b = static_cast<const uint8_t*>(args->b);
+  p.sb = args->sb;
+  p.d = args->d;
+  p.d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  p.rows = args->m;
+  p.n = args->n;
+  p.k = args->k;
+  p.groups = 1;
+  return run_gemm(op, p, args->kernel, err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* args, char* err, size_t err_len) {
+  static const char* op = "grouped_gemm_fp8";
+  if (args == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
+  int rc;
+  if ((rc = check_dtypes(op, args->a_dtype, args->b_dtype, args->scale_dtype, args->d_dtype, err, err_len)) ||
+      (rc = check_extent(op, "R", args->r, 0, err, err_len)) || (rc = check_extent(op, "N", args->n, 1, err, err_len)) ||
+      (rc = check_k(op, args->k, err, err_len)) || (rc = check_extent(op, "G", args->g, 1, err, err_len)) ||
+      (rc = check_kernel_choice(op, args->kernel, err, err_len))) {
+    return rc;
+  }
+  if (args->r == 0) return ready(nullptr, err, err_len);
+  if (!args->a) return null_pointer(op, "A", err, err_len);
+  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
+  if (!args->b) return null_pointer(op, "B", err, err_len);
+  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
+  if (!args->group_index) return null_pointer(op, "groupIndex", err, err_len);
+  if (!args->d) return null_pointer(op, "D", err, err_len);
+  GemmProblem p{};
+  p.layout = GemmLayout::kContiguous;
+  p.a = static_cast<const uint8_t*>(args->a);
+  p.sa = args->sa;
+  p.b = static_cast<const uint8_t*>(args->b);
+  p.sb = args->sb;
+  p.d = args->d;
+  p.d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  p.rows = args->r;
+  p.n = args->n;
+  p.k = args->k;
+  p.groups = args->g;
+  p.group_index = args->group_index;
+  return run_gemm(op, p, args->kernel, err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_args* args, char* err, size_t err_len) {
+  static const char* op = "grouped_gemm_fp8_masked";
+  if (args == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
+  int rc;
+  if ((rc = check_dtypes(op, args->a_dtype, args->b_dtype, args->scale_dtype, args->d_dtype, err, err_len)) ||
+      (rc = check_extent(op, "G", args->g, 1, err, err_len)) ||
+      (rc = check_extent(op, "Mmax", args->m_max, 0, err, err_len)) ||
+      (rc = check_extent(op, "N", args->n, 1, err, err_len)) || (rc = check_k(op, args->k, err, err_len)) ||
+      (rc = check_kernel_choice(op, args->kernel, err, err_len))) {
+    return rc;
+  }
+  if (args->expected_m < 0) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: expectedM = %lld must be >= 0", op, (long long)args->expected_m);
+  }
+  if (args->g * args->m_max > kMaxExtent) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: G * Mmax = %lld exceeds 2^31 - 1", op,
+                (long long)(args->g * args->m_max));
+  }
+  if (args->m_max == 0) return ready(nullptr, err, err_len);
+  if (!args->a) return null_pointer(op, "A", err, err_len);
+  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
+  if (!args->b) return null_pointer(op, "B", err, err_len);
+  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
+  if (!args->masked_m) return null_pointer(op, "maskedM", err, err_len);
+  if (!args->d) return null_pointer(op, "D", err, err_len);
+  GemmProblem p{};
+  p.layout = GemmLayout::kMasked;
+  p.a = static_cast<const uint8_t*>(args->a);
+  p.sa = args->sa;
+  p.b = static_cast<const uint8_t*>(args->b);
+  p.sb = args->sb;
+  p.d = args->d;
+  p.d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  p.rows = args->m_max;
+  p.n = args->n;
+  p.k = args->k;
+  p.groups = args->g;
+  p.masked_m = args->masked_m;
+  p.expected_m = args->expected_m;
+  return run_gemm(op, p, args->kernel, err, err_len);
+}
+
+}  // extern "C"

@@ -1,0 +1,46 @@
+// Internal helpers shared by the plug-in's host code: error reporting into the
+// caller's buffer, CUDA call checking. No exceptions anywhere in the plug-in.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "moe_cuda_api.h"
+
+namespace moe_cuda {
+
+// Writes a printf-style message into (err, len) and returns `code`.
+inline int fail(int code, char* err, size_t len, const char* fmt, ...) {
+  if (err != nullptr && len > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+// Reports a CUDA runtime error as MOE_CUDA_ERR_INTERNAL, naming the call.
+inline int cuda_fail(cudaError_t e, const char* what, char* err, size_t len) {
+  return fail(MOE_CUDA_ERR_INTERNAL, err, len, "%s failed: %s (%s)", what, cudaGetErrorString(e),
+              cudaGetErrorName(e));
+}
+
+}  // namespace moe_cuda
+
+// Evaluates a cudaError_t expression; on failure returns an internal error
+// naming the expression. For functions returning int status with (err, len).
+#define MOE_CUDA_CHECK(expr)                                              \
+  do {                                                                    \
+    cudaError_t moe_e_ = (expr);                                          \
+    if (moe_e_ != cudaSuccess) return ::moe_cuda::cuda_fail(moe_e_, #expr, err, err_len); \
+  } while (0)
+
+// After a <<<>>> launch: catches configuration errors (bad grid, too much smem).
+#define MOE_CUDA_CHECK_LAUNCH(name)                                       \
+  do {                                                                    \
+    cudaError_t moe_e_ = cudaGetLastError();                              \
+    if (moe_e_ != cudaSuccess) return ::moe_cuda::cuda_fail(moe_e_, "launch of " name, err, err_len); \
+  } while (0)

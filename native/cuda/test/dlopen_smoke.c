@@ -1,0 +1,99 @@
+/* Loads libmoe_cuda.so the way the addon will (dlopen, RTLD_LOCAL), checks the
+ * ABI version and the exported entry points, runs the probe and the host-side
+ * argument checks. Needs no GPU: without a driver the probe must fail cleanly
+ * with a reason, never crash.
+ *
+ *   cc -std=c99 -Inative/cuda/include native/cuda/test/dlopen_smoke.c -ldl -o smoke
+ *   ./smoke build/cuda/libmoe_cuda.so
+ */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "moe_cuda_api.h"
+
+static const char* const kSymbols[] = {
+    "moe_cuda_abi_version", "moe_cuda_probe", "moe_cuda_alloc", "moe_cuda_free", "moe_cuda_trim",
+    "moe_cuda_copy_h2d", "moe_cuda_copy_d2h", "moe_cuda_copy_d2d", "moe_cuda_memset", "moe_cuda_host_register",
+    "moe_cuda_host_unregister", "moe_cuda_synchronize", "moe_cuda_launch_host_callback", "moe_cuda_event_create",
+    "moe_cuda_event_record", "moe_cuda_event_query", "moe_cuda_event_synchronize", "moe_cuda_event_destroy",
+    "moe_cuda_get_stream", "moe_cuda_gemm_fp8", "moe_cuda_grouped_gemm_fp8", "moe_cuda_grouped_gemm_fp8_masked"};
+
+typedef unsigned (*version_fn)(void);
+typedef int (*probe_fn)(char*, size_t, moe_cuda_device_info*);
+typedef int (*gemm_fn)(const moe_cuda_gemm_args*, char*, size_t);
+
+static int failures = 0;
+static void expect(int ok, const char* what) {
+  printf("  %s %s\n", ok ? "ok  " : "FAIL", what);
+  if (!ok) ++failures;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s libmoe_cuda.so\n", argv[0]);
+    return 2;
+  }
+  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    printf("  FAIL dlopen: %s\n", dlerror());
+    return 1;
+  }
+  for (size_t i = 0; i < sizeof(kSymbols) / sizeof(kSymbols[0]); ++i) {
+    if (dlsym(lib, kSymbols[i]) == NULL) {
+      printf("  FAIL missing symbol %s\n", kSymbols[i]);
+      ++failures;
+    }
+  }
+  expect(failures == 0, "all C ABI entry points exported");
+  version_fn version = (version_fn)dlsym(lib, "moe_cuda_abi_version");
+  probe_fn probe = (probe_fn)dlsym(lib, "moe_cuda_probe");
+  gemm_fn gemm = (gemm_fn)dlsym(lib, "moe_cuda_gemm_fp8");
+  if (version == NULL || probe == NULL || gemm == NULL) return 1;
+  expect(version() == MOE_CUDA_ABI_VERSION, "ABI version matches the header");
+
+  char reason[512] = "";
+  moe_cuda_device_info info;
+  memset(&info, 0, sizeof(info));
+  const int rc = probe(reason, sizeof(reason), &info);
+  printf("  probe: status %d, path %d, \"%s\"\n", rc, info.path, reason);
+  expect((rc == MOE_CUDA_OK && info.path != MOE_CUDA_PATH_NONE) ||
+             (rc != MOE_CUDA_OK && info.path == MOE_CUDA_PATH_NONE && reason[0] != '\0'),
+         "probe gives a verdict with a reason");
+  expect(probe(reason, sizeof(reason), NULL) == rc, "probe is idempotent");
+
+  /* host checks run before any device work */
+  moe_cuda_gemm_args a;
+  memset(&a, 0, sizeof(a));
+  a.m = 4;
+  a.n = 8;
+  a.k = 100;
+  a.a_dtype = a.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+  a.scale_dtype = MOE_CUDA_DTYPE_F32;
+  a.d_dtype = MOE_CUDA_DTYPE_BF16;
+  char err[256] = "";
+  expect(gemm(&a, err, sizeof(err)) == MOE_CUDA_ERR_SHAPE && strstr(err, "multiple of 16") != NULL,
+         "K % 16 != 0 is a shape error");
+  a.k = 128;
+  a.d_dtype = MOE_CUDA_DTYPE_I32;
+  expect(gemm(&a, err, sizeof(err)) == MOE_CUDA_ERR_DTYPE, "an i32 output is a dtype error");
+  a.d_dtype = MOE_CUDA_DTYPE_BF16;
+  a.n = (int64_t)1 << 32;
+  expect(gemm(&a, err, sizeof(err)) == MOE_CUDA_ERR_RANGE, "N >= 2^31 is a range error");
+  a.n = 8;
+  a.kernel = 7;
+  expect(gemm(&a, err, sizeof(err)) == MOE_CUDA_ERR_RANGE, "an unknown kernel selection is a range error");
+  a.kernel = MOE_CUDA_KERNEL_AUTO;
+  a.m = 0;
+  const int empty = gemm(&a, err, sizeof(err));
+  expect(rc == MOE_CUDA_OK ? empty == MOE_CUDA_OK : empty == rc, "M = 0 is a no-op (or reports the probe's verdict)");
+  if (rc != MOE_CUDA_OK) {
+    a.m = 4;
+    a.a = a.b = a.d = (void*)16;
+    a.sa = a.sb = (const float*)16;
+    expect(gemm(&a, err, sizeof(err)) == rc && strstr(err, reason) != NULL,
+           "without a device, ops fail with the probe's reason");
+  }
+  printf("  %d failure(s)\n", failures);
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,111 @@
+#include "core/op_checks.h"
+
+#include <string>
+
+namespace moe {
+
+Status expect2dContiguous(const TensorView& t, const char* what) {
+  if (t.ndim != 2) {
+    return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got shape " + t.shapeString());
+  }
+  return expectContiguous(t, what);
+}
+
+Status expectFloatInput(const TensorView& t, const char* what) {
+  if (t.dtype == DType::kF32 || t.dtype == DType::kBF16) return Status::ok();
+  return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t.dtype));
+}
+
+Status expectKMultipleOf16(int64_t k, const char* what) {
+  if (k > 0 && k % 16 == 0) return Status::ok();
+  return Status(Code::kShape, std::string(what) + ": K must be a positive multiple of 16, got " + std::to_string(k));
+}
+
+
+namespace {
+
+Status expectOutput(const TensorView& d, std::initializer_list<int64_t> dims) {
+  if (d.dtype != DType::kF32 && d.dtype != DType::kBF16) {
+    return Status(Code::kDtype, std::string("out: expected dtype bf16 or f32, got ") + dtypeName(d.dtype));
+  }
+  MOE_RETURN_IF_ERROR(expectShape(d, dims, "out"));
+  return expectContiguous(d, "out");
+}
+
+Status validateWeights(const GroupedGemmFp8Args& args, int64_t* g, int64_t* n, int64_t* k) {
+  if (args.b.ndim != 3) return Status(Code::kShape, "b.data: expected [G, N, K], got " + args.b.shapeString());
+  MOE_RETURN_IF_ERROR(expectDtype(args.b, DType::kFP8E4M3, "b.data"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.b, "b.data"));
+  *g = args.b.dim(0);
+  *n = args.b.dim(1);
+  *k = args.b.dim(2);
+  if (*k <= 0 || *k % 16 != 0) return Status(Code::kShape, "b.data: K must be a positive multiple of 16");
+  MOE_RETURN_IF_ERROR(expectDtype(args.bScales, DType::kF32, "b.scales"));
+  MOE_RETURN_IF_ERROR(
+      expectShape(args.bScales, {*g, ceilDiv(*n, kWeightBlockRows), ceilDiv(*k, kQuantGroup)}, "b.scales"));
+  return expectContiguous(args.bScales, "b.scales");
+}
+
+}  // namespace
+
+Status checkGemmFp8(const GemmFp8Args& args) {
+  MOE_RETURN_IF_ERROR(expect2dContiguous(args.a, "gemmFp8: a.data"));
+  MOE_RETURN_IF_ERROR(expect2dContiguous(args.b, "gemmFp8: b.data"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "gemmFp8: a.data"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.b, DType::kFP8E4M3, "gemmFp8: b.data"));
+  const int64_t m = args.a.dim(0), k = args.a.dim(1), n = args.b.dim(0);
+  MOE_RETURN_IF_ERROR(expectKMultipleOf16(k, "gemmFp8: a.data"));
+  MOE_RETURN_IF_ERROR(expectShape(args.b, {n, k}, "gemmFp8: b.data"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "gemmFp8: a.scales"));
+  MOE_RETURN_IF_ERROR(expectShape(args.aScales, {m, ceilDiv(k, kQuantGroup)}, "gemmFp8: a.scales"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "gemmFp8: a.scales"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.bScales, DType::kF32, "gemmFp8: b.scales"));
+  MOE_RETURN_IF_ERROR(
+    expectShape(args.bScales, {ceilDiv(n, kWeightBlockRows), ceilDiv(k, kQuantGroup)}, "gemmFp8: b.scales"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.bScales, "gemmFp8: b.scales"));
+  MOE_RETURN_IF_ERROR(expectFloatInput(args.d, "gemmFp8: out"));
+  MOE_RETURN_IF_ERROR(expectShape(args.d, {m, n}, "gemmFp8: out"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.d, "gemmFp8: out"));
+  return Status::ok();
+}
+
+Status checkGroupedGemmFp8(const GroupedGemmFp8Args& args, GroupedShape* shape) {
+  int64_t groups = 0, n = 0, k = 0;
+  MOE_RETURN_IF_ERROR(validateWeights(args, &groups, &n, &k));
+  shape->groups = groups;
+  shape->n = n;
+  shape->k = k;
+  shape->masked = args.maskedM.data != nullptr;
+  if (!shape->masked) {
+    if (args.a.ndim != 2) return Status(Code::kShape, "a.data: expected [R, K], got " + args.a.shapeString());
+    const int64_t rows = args.a.dim(0);
+    MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "a.data"));
+    MOE_RETURN_IF_ERROR(expectShape(args.a, {rows, k}, "a.data"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.a, "a.data"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "a.scales"));
+    MOE_RETURN_IF_ERROR(expectShape(args.aScales, {rows, ceilDiv(k, kQuantGroup)}, "a.scales"));
+    MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "a.scales"));
+    MOE_RETURN_IF_ERROR(expectDtype(args.groupIndex, DType::kI32, "groupIndex"));
+    MOE_RETURN_IF_ERROR(expectShape(args.groupIndex, {rows}, "groupIndex"));
+    MOE_RETURN_IF_ERROR(expectOutput(args.d, {rows, n}));
+
+    shape->rows = rows;
+    return Status::ok();
+  }
+  if (args.a.ndim != 3) return Status(Code::kShape, "a.data: expected [G, Mmax, K], got " + args.a.shapeString());
+  const int64_t maxRows = args.a.dim(1);
+  MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "a.data"));
+  MOE_RETURN_IF_ERROR(expectShape(args.a, {groups, maxRows, k}, "a.data"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.a, "a.data"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.aScales, DType::kF32, "a.scales"));
+  MOE_RETURN_IF_ERROR(expectShape(args.aScales, {groups, maxRows, ceilDiv(k, kQuantGroup)}, "a.scales"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.aScales, "a.scales"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.maskedM, DType::kI32, "maskedM"));
+  MOE_RETURN_IF_ERROR(expectShape(args.maskedM, {groups}, "maskedM"));
+  MOE_RETURN_IF_ERROR(expectOutput(args.d, {groups, maxRows, n}));
+
+  shape->rows = maxRows;
+  return Status::ok();
+}
+
+}  // namespace moe

@@ -1,0 +1,28 @@
+// Shape and dtype checks of the GEMM operations, shared by every backend: a
+// backend calls these before it touches memory, so that each one reports the
+// same errors. They look at shapes and dtypes only, never at tensor data
+// (which may live on a device).
+#pragma once
+
+#include "core/ops.h"
+
+namespace moe {
+
+// Building blocks; `what` names the argument in the message.
+Status expect2dContiguous(const TensorView& t, const char* what);
+Status expectFloatInput(const TensorView& t, const char* what);  // f32 or bf16
+Status expectKMultipleOf16(int64_t k, const char* what);
+
+Status checkGemmFp8(const GemmFp8Args& args);
+
+// The extents of a grouped GEMM: groups G, output features N, K, and the rows
+// of A (contiguous: R; masked: Mmax per group).
+struct GroupedShape {
+  int64_t groups = 0, n = 0, k = 0, rows = 0;
+  bool masked = false;
+};
+
+// Both layouts (maskedM set: masked). Messages are not prefixed with the op name.
+Status checkGroupedGemmFp8(const GroupedGemmFp8Args& args, GroupedShape* shape);
+
+}  // namespace moe
