@@ -10,6 +10,9 @@
         "native/src/addon/op_bindings.cpp",
         "native/src/addon/runtime_bindings.cpp",
         "native/src/addon/moe_bindings.cpp",
+        "native/src/addon/cuda_bindings.cpp",
+        "native/src/cuda_host/plugin.cpp",
+        "native/src/cuda_host/cuda_backend.cpp",
         "native/src/core/moe_forward.cpp",
         "native/src/core/status.cpp",
         "native/src/core/tensor.cpp",
@@ -36,12 +39,14 @@
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "native/src"
+        "native/src",
+        "native/cuda/include"
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions", "-O2"],
-      "ldflags": ["-pthread"]
+      "ldflags": ["-pthread"],
+      "libraries": ["-ldl"]
     }
   ]
 }

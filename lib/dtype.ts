@@ -13,7 +13,7 @@ export interface StorageOf {
 
 export type Storage = StorageOf[DType];
 
-type StorageConstructor = { new (length: number): Storage; readonly name: string };
+type StorageConstructor = { new (length: number): Storage; readonly name: string; readonly BYTES_PER_ELEMENT: number };
 
 export const STORAGE: Record<DType, StorageConstructor> = {
   f32: Float32Array,

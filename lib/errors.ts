@@ -12,6 +12,7 @@ export type MoeErrorCode =
   | 'ERR_MOE_DETACHED' // a buffer whose memory was transferred or freed
   | 'ERR_MOE_ARGUMENT' // an argument of the wrong kind altogether
   | 'ERR_MOE_UNSUPPORTED' // the backend cannot run this operation
+  | 'ERR_MOE_DEVICE' // tensors on different devices, or a device that is not available
   | 'ERR_MOE_CHECKPOINT' // a checkpoint file is missing, malformed or lacks a tensor
   | 'ERR_MOE_NATIVE' // the native addon could not be loaded
   | 'ERR_MOE_INTERNAL'; // a bug or an allocation failure

@@ -19,8 +19,10 @@ export {
 export type { QuantizedTensor, QuantizeOptions, DequantizeOptions, ScaleFormat } from './ops/quantize';
 export { gemmFp8, gemmFp8Sync } from './ops/gemm';
 export type { GemmOptions } from './ops/gemm';
-export { getNumThreads, setNumThreads, cpuInfo, backends } from './runtime';
-export type { CpuInfo, BackendInfo } from './runtime';
+export { getNumThreads, setNumThreads, cpuInfo } from './runtime';
+export type { CpuInfo } from './runtime';
+export { backends, getDefaultBackend, setDefaultBackend } from './backends';
+export type { BackendInfo, BackendName, CudaDeviceInfo } from './backends';
 export { route, routeSync, DEEPSEEK_V3_ROUTING } from './ops/route';
 export type { RouteOptions, Routing } from './ops/route';
 export { dispatchLayout, dispatchLayoutSync } from './ops/layout';

@@ -10,9 +10,13 @@ import type { DType, Storage } from './dtype';
 
 /** The shape of a tensor as native code reads it. */
 export interface NativeTensor {
-  readonly data: Storage;
+  /** CPU tensors: the elements. */
+  readonly data?: Storage;
   readonly dtype: DType;
   readonly shape: readonly number[];
+  /** CUDA tensors: 'cuda' and the device memory handle. */
+  readonly device?: 'cpu' | 'cuda';
+  readonly handle?: unknown;
 }
 
 export interface CpuInfo {
@@ -76,6 +80,11 @@ export interface NativeAddon {
     async: A,
   ): OpResult<A>;
   moeForward<A extends boolean>(args: Record<string, unknown>, async: A): OpResult<A>;
+  cudaLoad(candidates: string[]): { available: boolean; reason: string; path?: string; device?: import('./backends').CudaDeviceInfo };
+  cudaAlloc(bytes: number): unknown;
+  cudaFree(handle: unknown): void;
+  cudaCopyToDevice(handle: unknown, host: ArrayBufferView): void;
+  cudaCopyToHost(handle: unknown, host: ArrayBufferView): void;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

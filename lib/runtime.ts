@@ -16,19 +16,4 @@ export function cpuInfo(): CpuInfo {
   return native().cpuInfo();
 }
 
-export interface BackendInfo {
-  name: 'cpu' | 'cuda';
-  available: boolean;
-  reason?: string;
-}
-
-/** The backends this build knows, with why one is unavailable. */
-export function backends(): BackendInfo[] {
-  native();
-  return [
-    { name: 'cpu', available: true },
-    { name: 'cuda', available: false, reason: 'the CUDA plug-in is not part of this build yet' },
-  ];
-}
-
 export type { CpuInfo };

@@ -6,29 +6,71 @@ import { DType, StorageOf, STORAGE, dtypeOfStorage, isDType } from './dtype';
 import { MoeError, describe } from './errors';
 import { decodeToFloat32 } from './numerics';
 import { native } from './native';
+import { defaultDevice, requireCuda } from './backends';
 
-export type Device = 'cpu';
+export type Device = 'cpu' | 'cuda';
 
 export class Tensor<D extends DType = DType> {
-  /** The raw elements: Float32Array (f32), Uint16Array (bf16 bits), Uint8Array (fp8 codes), Int32Array (i32). */
-  readonly data: StorageOf[D];
   readonly dtype: D;
   readonly shape: readonly number[];
-  readonly device: Device = 'cpu';
+  readonly device: Device;
+  /** CUDA tensors: the device memory (an opaque handle owned by the addon). */
+  readonly handle?: unknown;
+  private readonly storage?: StorageOf[D];
 
   /** Use `tensor()`, which validates; this constructor trusts its arguments. */
-  constructor(data: StorageOf[D], shape: readonly number[], dtype: D) {
-    this.data = data;
+  constructor(data: StorageOf[D] | undefined, shape: readonly number[], dtype: D, device: Device = 'cpu', handle?: unknown) {
+    this.storage = data;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
+    this.device = device;
+    this.handle = handle;
+  }
+
+  /** The raw elements: Float32Array (f32), Uint16Array (bf16 bits), Uint8Array (fp8 codes), Int32Array (i32). */
+  get data(): StorageOf[D] {
+    if (this.storage === undefined) {
+      throw new MoeError('ERR_MOE_DEVICE', `${this}: its memory is on the GPU; use t.to('cpu') to read it`);
+    }
+    return this.storage;
   }
 
   get numel(): number {
     return numelOf(this.shape);
   }
 
+  get byteLength(): number {
+    return this.numel * STORAGE[this.dtype].BYTES_PER_ELEMENT;
+  }
+
+  /**
+   * This tensor on `device` (default: the default backend's device): itself
+   * when it is already there, else a copy.
+   */
+  to(device: Device = defaultDevice()): Tensor<D> {
+    if (device !== 'cpu' && device !== 'cuda') {
+      throw new MoeError('ERR_MOE_RANGE', `to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
+    }
+    if (device === this.device) return this;
+    if (device === 'cuda') {
+      requireCuda("to('cuda')");
+      const handle = native().cudaAlloc(this.byteLength);
+      native().cudaCopyToDevice(handle, this.data);
+      return new Tensor<D>(undefined, this.shape, this.dtype, 'cuda', handle);
+    }
+    const host = new STORAGE[this.dtype](this.numel) as StorageOf[D];
+    native().cudaCopyToHost(this.handle, host);
+    return new Tensor(host, this.shape, this.dtype);
+  }
+
+  /** Frees a CUDA tensor's device memory now instead of at garbage collection; later use is ERR_MOE_DETACHED. */
+  dispose(): void {
+    if (this.device === 'cuda') native().cudaFree(this.handle);
+  }
+
   /** A decoded copy as f32 (bf16 and fp8 widen exactly). */
   toFloat32Array(): Float32Array {
+    if (this.device !== 'cpu') return this.to('cpu').toFloat32Array();
     switch (this.dtype) {
       case 'f32':
         return Float32Array.from(this.data as Float32Array);
@@ -85,9 +127,13 @@ export function tensor<D extends DType>(data: StorageOf[D], shape: readonly numb
   return new Tensor(data, shape, resolved);
 }
 
-/** A new zero-filled tensor. */
-export function empty<D extends DType>(shape: readonly number[], dtype: D): Tensor<D> {
+/** A new tensor: zero-filled on the CPU, uninitialized on the GPU. */
+export function empty<D extends DType>(shape: readonly number[], dtype: D, device: Device = 'cpu'): Tensor<D> {
   checkShape(shape, 'empty');
+  if (device === 'cuda') {
+    requireCuda('empty');
+    return new Tensor<D>(undefined, shape, dtype, 'cuda', native().cudaAlloc(numelOf(shape) * STORAGE[dtype].BYTES_PER_ELEMENT));
+  }
   return new Tensor(new STORAGE[dtype](numelOf(shape)) as StorageOf[D], shape, dtype);
 }
 

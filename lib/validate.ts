@@ -11,6 +11,7 @@ export function expectTensor(value: unknown, what: string): Tensor {
   if (!(value instanceof Tensor)) {
     throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected a Tensor, got ${describe(value)}`);
   }
+  if (value.device !== 'cpu') return value; // device memory: native code checks the handle
   // A transferred ArrayBuffer leaves a zero-length view behind.
   if (value.data.length !== value.numel) {
     if (value.data.buffer.byteLength === 0) {
@@ -46,7 +47,9 @@ export function expectInnerMultipleOf16(k: number, what: string): void {
   }
 }
 
+/** CPU tensors only: a device tensor's values are not read back for this (it would stall the GPU). */
 export function expectFinite(t: Tensor<'f32'>, what: string): void {
+  if (t.device !== 'cpu') return;
   const values = t.data;
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) {

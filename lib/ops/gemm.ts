@@ -33,7 +33,7 @@ const gemm = twin((a: QuantizedTensor, b: QuantizedTensor, options?: GemmOptions
     expectDtype(d, [out], 'gemmFp8: options.into');
     expectShape(d, [m, n], 'gemmFp8: options.into');
   } else {
-    d = empty([m, n], out);
+    d = empty([m, n], out, a.data.device);
   }
   const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, d };
   // An empty product has nothing to compute; the kernels need M, N >= 1.

@@ -45,9 +45,9 @@ function checkActivations(a: QuantizedTensor, leading: number[], k: number, op: 
   expectFinite(a.scales as Tensor<'f32'>, `${op}: a.scales`);
 }
 
-function output(op: string, shape: number[], opts: Partial<Record<'out' | 'into', unknown>>): Tensor {
+function output(op: string, shape: number[], opts: Partial<Record<'out' | 'into', unknown>>, device: Tensor['device']): Tensor {
   const out = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, `${op}: options.out`);
-  if (opts.into === undefined) return empty(shape, out);
+  if (opts.into === undefined) return empty(shape, out, device);
   const into = expectTensor(opts.into, `${op}: options.into`);
   expectDtype(into, [out], `${op}: options.into`);
   expectShape(into, shape, `${op}: options.into`);
@@ -70,7 +70,7 @@ const contiguousTwin = twin(
     const rows = a.data.shape[0];
     checkActivations(a, [rows], k, op);
     const groupIndex = indexTensor(layout instanceof Tensor ? layout : layout?.groupIndex, rows, op, 'groupIndex');
-    const d = output(op, [rows, n], opts);
+    const d = output(op, [rows, n], opts, a.data.device);
     const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, groupIndex, d };
     return { run: (async) => (rows === 0 || n === 0 ? undefined : native().groupedGemmFp8(args, async)), result: d };
   },
@@ -89,7 +89,7 @@ const maskedTwin = twin(
     const maxRows = a.data.shape.length === 3 ? a.data.shape[1] : -1;
     checkActivations(a, [groups, maxRows], k, op);
     const counts = indexTensor(maskedM instanceof Tensor ? maskedM : maskedM?.tokensPerExpert, groups, op, 'maskedM');
-    const d = output(op, [groups, maxRows, n], opts);
+    const d = output(op, [groups, maxRows, n], opts, a.data.device);
     const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, maskedM: counts, d };
     return { run: (async) => (groups === 0 || n === 0 ? undefined : native().groupedGemmFp8(args, async)), result: d };
   },

@@ -41,6 +41,7 @@ const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 
 /** Expert i of a [G, rows, cols] tensor as a 2-D view (zero-copy). */
 function expertView(t: Tensor, expert: number): NativeTensor {
+  // (CPU only: t.data of a device tensor throws ERR_MOE_DEVICE.)
   const [rows, cols] = t.shape.slice(-2);
   const size = rows * cols;
   return { data: t.data.subarray(expert * size, (expert + 1) * size), dtype: t.dtype, shape: [rows, cols] };
@@ -70,7 +71,7 @@ function prepareQuantize(op: 'quantizeActivations' | 'quantizeWeights', x: Tenso
     expectShape(into.scales, scalesShape, `${op}: options.into.scales`);
     result = into;
   } else {
-    result = { data: empty(x.shape, 'fp8_e4m3'), scales: empty(scalesShape, 'f32') };
+    result = { data: empty(x.shape, 'fp8_e4m3', x.device), scales: empty(scalesShape, 'f32', x.device) };
   }
   const calls = Array.from({ length: experts }, (_, e) => ({
     x: stacked ? expertView(x, e) : x,
@@ -137,7 +138,7 @@ const dequantizeTwin = twin((q: QuantizedTensor, options?: DequantizeOptions): P
     expectDtype(result, [out], 'dequantize: options.into');
     expectShape(result, q.data.shape, 'dequantize: options.into');
   } else {
-    result = empty(q.data.shape, out);
+    result = empty(q.data.shape, out, q.data.device);
   }
   const args = { q: q.data, scales: q.scales, blockRows, out: result };
   return { run: (async) => native().dequantize(args, async), result };

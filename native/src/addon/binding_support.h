@@ -9,6 +9,8 @@
 
 #include "addon/op_runner.h"
 #include "cpu/cpu_backend.h"
+#include "cuda_host/cuda_backend.h"
+#include "cuda_host/plugin.h"
 
 namespace moe::addon {
 
@@ -55,17 +57,32 @@ inline Status parseRouteOptions(const Napi::Object& options, RouteArgs* args) {
   return floatFromJs(options, "scale", "route: scale", &args->scale);
 }
 
-// The backend that runs a call. Only the CPU backend exists so far; the CUDA
-// plug-in will be chosen here from the tensors' device.
-inline Backend* selectBackend(const Napi::CallbackInfo&) { return &cpu::cpuBackend(); }
+// The backend that runs a call: the one where its tensors live.
+inline Status selectBackend(const KeepAlive& tensors, const char* op, Backend** backend) {
+  if (tensors.mixedDevices()) {
+    return Status(Code::kDevice, std::string(op) + ": tensors on different devices (move them with t.to('cpu') or t.to('cuda'))");
+  }
+  if (tensors.device() == Device::kCpu) {
+    *backend = &cpu::cpuBackend();
+    return Status::ok();
+  }
+  MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable(op));
+  *backend = &cuda::cudaBackend();
+  return Status::ok();
+}
 
+// Reads the call with `parse`, picks the backend from the tensors' device, and
+// runs `run(backend)` sync or async.
 template <typename Parse, typename Run>
 Napi::Value bind(const Napi::CallbackInfo& info, const char* op, Parse parse, Run run) {
   Call call{info.Env(), Napi::Object(), false};
+  Backend* backend = nullptr;
   Status status = parseCall(info, op, &call);
   if (status.isOk()) status = parse(call);
+  if (status.isOk()) status = selectBackend(*call.keep, op, &backend);
   if (!status.isOk()) return failOp(call.env, call.async, status);
-  return runOp(call.env, call.async, std::move(call.keep), run);
+  const Device device = call.keep->device();
+  return runOp(call.env, call.async, device, std::move(call.keep), [run, backend]() { return run(*backend); });
 }
 
 }  // namespace moe::addon

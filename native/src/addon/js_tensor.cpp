@@ -63,6 +63,25 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
     stride *= out->shape[d];
   }
 
+  const Napi::Value device = tensor.Get("device");
+  if (device.IsString() && device.As<Napi::String>().Utf8Value() == "cuda") {
+    const Napi::Value handle = tensor.Get("handle");
+    if (!handle.IsExternal()) return Status(Code::kDtype, name + ": a CUDA tensor without its device handle");
+    const DeviceBuffer* buffer = handle.As<Napi::External<DeviceBuffer>>().Data();
+    if (buffer == nullptr || buffer->ptr == nullptr) {
+      return Status(Code::kDetached, name + ": the CUDA tensor was disposed");
+    }
+    if (buffer->bytes < static_cast<size_t>(numel) * dtypeSize(out->dtype)) {
+      return Status(Code::kShape, name + ": device buffer of " + std::to_string(buffer->bytes) + " bytes is too small for shape " +
+                                      out->shapeString());
+    }
+    out->data = buffer->ptr;
+    out->device = Device::kCuda;
+    keep->add(tensor);
+    keep->noteDevice(Device::kCuda);
+    return Status::ok();
+  }
+
   Napi::Value dataValue = tensor.Get("data");
   if (!dataValue.IsTypedArray()) return Status(Code::kDtype, name + ": data must be a typed array");
   Napi::TypedArray data = dataValue.As<Napi::TypedArray>();
@@ -76,7 +95,9 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
                                     " elements, shape " + out->shapeString() + " needs " + std::to_string(numel));
   }
   out->data = static_cast<uint8_t*>(buffer.Data()) + data.ByteOffset();
+  out->device = Device::kCpu;
   keep->add(tensor);
+  keep->noteDevice(Device::kCpu);
   return Status::ok();
 }
 

@@ -17,8 +17,23 @@ class KeepAlive {
  public:
   void add(const Napi::Object& object) { refs_.push_back(Napi::Persistent(object)); }
 
+  // The devices of the tensors read so far: an op runs where its tensors are.
+  void noteDevice(Device device) { (device == Device::kCuda ? sawCuda_ : sawCpu_) = true; }
+  bool mixedDevices() const { return sawCpu_ && sawCuda_; }
+  Device device() const { return sawCuda_ ? Device::kCuda : Device::kCpu; }
+
  private:
   std::vector<Napi::ObjectReference> refs_;
+  bool sawCpu_ = false;
+  bool sawCuda_ = false;
+};
+
+// Device memory owned by a JS object (lib/'s device tensors hold one as an
+// External); freed by the finalizer when the object is collected, or at once
+// by dispose().
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
 };
 
 // args[key] as a tensor; `what` names it in errors ("gemmFp8: a.data").

@@ -1,6 +1,7 @@
 // The addon's module table. This directory is the only code that includes napi.h.
 #include <napi.h>
 
+#include "addon/cuda_bindings.h"
 #include "addon/errors.h"
 #include "addon/moe_bindings.h"
 #include "addon/op_bindings.h"
@@ -35,6 +36,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"swiglu", Swiglu},
       {"combine", Combine},
       {"moeForward", MoeForward},
+      {"cudaLoad", CudaLoad},
+      {"cudaAlloc", CudaAlloc},
+      {"cudaFree", CudaFree},
+      {"cudaCopyToDevice", CudaCopyToDevice},
+      {"cudaCopyToHost", CudaCopyToHost},
       {"getNumThreads", GetNumThreads},
       {"setNumThreads", SetNumThreads},
       {"cpuInfo", CpuInfo},

@@ -62,7 +62,6 @@ Status parseWorkspace(const Napi::Object& args, MoeWorkspace* ws, KeepAlive* kee
 
 Napi::Value MoeForward(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<MoeForwardArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "moeForward",
       [&](Call& call) {
@@ -92,7 +91,7 @@ Napi::Value MoeForward(const Napi::CallbackInfo& info) {
         }
         return Status::ok();
       },
-      [args, backend]() { return moeForward(*backend, *args); });
+      [args](Backend& backend) { return moeForward(backend, *args); });
 }
 
 }  // namespace moe::addon

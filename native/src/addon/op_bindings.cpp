@@ -14,7 +14,6 @@ namespace {
 
 Napi::Value quantize(const Napi::CallbackInfo& info, const char* op, bool weights) {
   auto args = std::make_shared<QuantizeArgs>();
-  Backend* backend = selectBackend(info);
   const std::string name(op);
   return bind(
       info, op,
@@ -25,8 +24,8 @@ Napi::Value quantize(const Napi::CallbackInfo& info, const char* op, bool weight
             tensorFromJs(call.args, "scales", (name + ": scales").c_str(), &args->scales, call.keep.get()));
         return parseScaleFormat(call.args, op, &args->scaleFormat);
       },
-      [args, backend, weights]() {
-        return weights ? backend->quantizeWeights(*args) : backend->quantizeActivations(*args);
+      [args, weights](Backend& backend) {
+        return weights ? backend.quantizeWeights(*args) : backend.quantizeActivations(*args);
       });
 }
 
@@ -40,7 +39,6 @@ Napi::Value QuantizeWeights(const Napi::CallbackInfo& info) { return quantize(in
 
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<DequantizeArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "dequantize",
       [&](Call& call) {
@@ -53,12 +51,11 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
         args->blockRows = blockRows.As<Napi::Number>().Int64Value();
         return Status::ok();
       },
-      [args, backend]() { return backend->dequantize(*args); });
+      [args](Backend& backend) { return backend.dequantize(*args); });
 }
 
 Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<GemmFp8Args>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "gemmFp8",
       [&](Call& call) {
@@ -69,12 +66,11 @@ Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "bScales", "gemmFp8: b.scales", &args->bScales, keep));
         return tensorFromJs(call.args, "d", "gemmFp8: out", &args->d, keep);
       },
-      [args, backend]() { return backend->gemmFp8(*args); });
+      [args](Backend& backend) { return backend.gemmFp8(*args); });
 }
 
 Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<GroupedGemmFp8Args>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "groupedGemmFp8",
       [&](Call& call) {
@@ -91,12 +87,11 @@ Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {
         }
         return tensorFromJs(call.args, "d", "groupedGemmFp8: out", &args->d, keep);
       },
-      [args, backend]() { return backend->groupedGemmFp8(*args); });
+      [args](Backend& backend) { return backend.groupedGemmFp8(*args); });
 }
 
 Napi::Value Route(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<RouteArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "route",
       [&](Call& call) {
@@ -107,12 +102,11 @@ Napi::Value Route(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "weights", "route: weights", &args->weights, keep));
         return parseRouteOptions(call.args, args.get());
       },
-      [args, backend]() { return backend->route(*args); });
+      [args](Backend& backend) { return backend.route(*args); });
 }
 
 Napi::Value DispatchLayout(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<LayoutArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "dispatchLayout",
       [&](Call& call) {
@@ -132,7 +126,7 @@ Napi::Value DispatchLayout(const Napi::CallbackInfo& info) {
             tensorFromJs(call.args, "groupIndex", "dispatchLayout: groupIndex", &args->groupIndex, keep));
         return tensorFromJs(call.args, "slotRow", "dispatchLayout: slotRow", &args->slotRow, keep);
       },
-      [args, backend]() { return backend->dispatchLayout(*args); });
+      [args](Backend& backend) { return backend.dispatchLayout(*args); });
 }
 
 // Output tensors `out` and, when quantizing to fp8, `scales`.
@@ -146,7 +140,6 @@ Status parseQuantizedOutput(Call& call, const char* op, TensorView* out, TensorV
 
 Napi::Value Dispatch(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<DispatchArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "dispatch",
       [&](Call& call) {
@@ -155,24 +148,22 @@ Napi::Value Dispatch(const Napi::CallbackInfo& info) {
             tensorFromJs(call.args, "rowToken", "dispatch: layout.rowToken", &args->rowToken, call.keep.get()));
         return parseQuantizedOutput(call, "dispatch", &args->out, &args->scales, &args->scaleFormat);
       },
-      [args, backend]() { return backend->dispatch(*args); });
+      [args](Backend& backend) { return backend.dispatch(*args); });
 }
 
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<SwigluArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "swiglu",
       [&](Call& call) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "h", "swiglu: h", &args->h, call.keep.get()));
         return parseQuantizedOutput(call, "swiglu", &args->out, &args->scales, &args->scaleFormat);
       },
-      [args, backend]() { return backend->swiglu(*args); });
+      [args](Backend& backend) { return backend.swiglu(*args); });
 }
 
 Napi::Value Combine(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<CombineArgs>();
-  Backend* backend = selectBackend(info);
   return bind(
       info, "combine",
       [&](Call& call) {
@@ -183,7 +174,7 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "shared", "combine: options.shared", &args->shared, keep));
         return tensorFromJs(call.args, "out", "combine: out", &args->out, keep);
       },
-      [args, backend]() { return backend->combine(*args); });
+      [args](Backend& backend) { return backend.combine(*args); });
 }
 
 }  // namespace moe::addon

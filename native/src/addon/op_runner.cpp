@@ -1,6 +1,7 @@
 #include "addon/op_runner.h"
 
 #include "addon/errors.h"
+#include "cuda_host/plugin.h"
 
 namespace moe::addon {
 
@@ -34,6 +35,54 @@ class OpWorker final : public Napi::AsyncWorker {
   Status status_;
 };
 
+// A CUDA op in flight: resolved on the JS thread once the plug-in's host
+// callback says the stream has reached it.
+struct CudaCompletion {
+  Napi::Promise::Deferred deferred;
+  std::unique_ptr<KeepAlive> keep;
+  Napi::ThreadSafeFunction signal;
+};
+
+void settleCudaCompletion(Napi::Env env, Napi::Function, CudaCompletion* done) {
+  if (env != nullptr) {
+    char err[512] = {0};
+    // The callback ran, so the work is finished; a kernel fault since the last
+    // check surfaces here rather than in a later, unrelated call.
+    const Status status = cuda::fromPlugin(cuda::Plugin::instance().api().synchronize(err, sizeof err), err, "CUDA");
+    if (status.isOk()) done->deferred.Resolve(env.Undefined());
+    else done->deferred.Reject(toJsError(env, status).Value());
+  }
+  done->signal.Release();
+  delete done;
+}
+
+// Runs on a CUDA-internal thread: only hands the completion to the JS thread.
+void onCudaHostCallback(void* user) {
+  auto* done = static_cast<CudaCompletion*>(user);
+  done->signal.NonBlockingCall(done, [](Napi::Env env, Napi::Function fn, CudaCompletion* d) { settleCudaCompletion(env, fn, d); });
+}
+
+Napi::Value runCudaOp(Napi::Env env, bool async, std::unique_ptr<KeepAlive> keep, const Work& work) {
+  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  char err[512] = {0};
+  Status status = work();  // enqueues on the plug-in's stream
+  if (status.isOk() && !async) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "CUDA");
+  if (!status.isOk() || !async) {
+    if (!status.isOk()) return failOp(env, async, status);
+    return env.Undefined();
+  }
+  auto* done = new CudaCompletion{Napi::Promise::Deferred::New(env), std::move(keep), {}};
+  done->signal = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-cuda", 0, 1);
+  Napi::Promise promise = done->deferred.Promise();
+  status = cuda::fromPlugin(api.launchHostCallback(onCudaHostCallback, done, err, sizeof err), err, "CUDA");
+  if (!status.isOk()) {
+    done->deferred.Reject(toJsError(env, status).Value());
+    done->signal.Release();
+    delete done;
+  }
+  return promise;
+}
+
 }  // namespace
 
 Napi::Value failOp(Napi::Env env, bool async, const Status& status) {
@@ -46,7 +95,8 @@ Napi::Value failOp(Napi::Env env, bool async, const Status& status) {
   return deferred.Promise();
 }
 
-Napi::Value runOp(Napi::Env env, bool async, std::unique_ptr<KeepAlive> keep, Work work) {
+Napi::Value runOp(Napi::Env env, bool async, Device device, std::unique_ptr<KeepAlive> keep, Work work) {
+  if (device == Device::kCuda) return runCudaOp(env, async, std::move(keep), work);
   if (!async) {
     const Status status = work();
     if (!status.isOk()) toJsError(env, status).ThrowAsJavaScriptException();

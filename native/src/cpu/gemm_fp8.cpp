@@ -39,7 +39,7 @@ namespace fp8gemm {
 
 const KernelSet& selectedKernels() {
   switch (gemmIsa()) {
-    case GemmIsa::kAvx512: return kAvx512Kernels;
+    case GemmIsa::kAvx512: return kAvx512Kernels;  // also under AMX (small M, peaks)
     case GemmIsa::kAvx2: return kAvx2Kernels;
     case GemmIsa::kPortable: break;
   }
@@ -301,6 +301,138 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
   return finish(nan);
 }
 
+// ---- AMX path ----------------------------------------------------------------
+
+// From this many rows of A on, the AMX path (when usable) beats the AVX-512
+// paths: see kAmxMinM's measurements in the header comment.
+constexpr int64_t kAmxMinM = 9;
+
+// 64-byte aligned scratch of any trivially constructible type.
+template <typename T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer() { std::free(data_); }
+  bool allocate(int64_t count) {
+    std::free(data_);
+    data_ = nullptr;
+    void* ptr = nullptr;
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 16)) * sizeof(T);
+    if (posix_memalign(&ptr, 64, bytes) != 0) return false;
+    data_ = static_cast<T*>(ptr);
+    return true;
+  }
+  T* data() const { return data_; }
+
+ private:
+  T* data_ = nullptr;
+};
+
+struct AmxPlan {
+  int64_t mc = 0, nc = 0;  // block extents: mc % 16 == 0, nc % 32 == 0
+  int64_t mBlocks = 0, nBlocks = 0;
+};
+
+// Smallest estimated makespan on `threads` threads, in cycles: per block and
+// k, the tile work (mc x nc MACs at 512 per cycle, padded to whole tiles) plus
+// decoding nc rows of B (~0.15 cycle per element); per block, writing it out
+// and fixed costs.
+AmxPlan planAmx(int64_t M, int64_t N, int64_t K, int threads) {
+  AmxPlan best;
+  double bestCost = 0.0;
+  const int64_t mMin = ceilDiv(M, fp8gemm::kAmxMcMax), nMin = ceilDiv(N, fp8gemm::kAmxNcMax);
+  for (int64_t mt = mMin; mt <= std::min(ceilDiv(M, 16), mMin + 8); ++mt) {
+    const int64_t mc = ceilDiv(ceilDiv(M, mt), 16) * 16;
+    const int64_t mBlocks = ceilDiv(M, mc);
+    for (int64_t want = nMin; want <= std::min(ceilDiv(N, 32), nMin + 16); ++want) {
+      const int64_t nc = ceilDiv(ceilDiv(N, want), 32) * 32;
+      const int64_t nBlocks = ceilDiv(N, nc);
+      const double rounds = static_cast<double>(ceilDiv(mBlocks * nBlocks, threads));
+      const double mcPad = static_cast<double>(ceilDiv(mc, 32) * 32);
+      const double block = static_cast<double>(K) * (mcPad * nc / 512.0 + 0.15 * nc) + 0.5 * mc * nc + 5000.0;
+      const double cost = rounds * block;
+      if (best.mc == 0 || cost < bestCost * 0.999) {
+        best = AmxPlan{mc, nc, mBlocks, nBlocks};
+        bestCost = cost;
+      }
+    }
+  }
+  return best;
+}
+
+struct AmxScratch {
+  AlignedBuffer<uint16_t> wbuf;
+  AlignedBuffer<float> cbuf;
+  AlignedBuffer<float> acc;
+  bool ready = false;
+  bool failed = false;
+};
+
+Status gemmAmx(const Problem& p) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int threads = pool.numThreads();
+  const AmxPlan plan = planAmx(p.M, p.N, p.K, threads);
+  const int64_t kSteps = ceilDiv(p.K, fp8gemm::kAmxKStep);
+  const int64_t mTiles = ceilDiv(p.M, 16);
+  const int64_t ldSaT = mTiles * 16;
+
+  // A once for all blocks: bf16 VNNI tiles, and its scales transposed.
+  AlignedBuffer<uint32_t> act;
+  AlignedBuffer<float> saT;
+  if (!act.allocate(mTiles * kSteps * fp8gemm::kAmxTileWords) || !saT.allocate(p.groups * ldSaT))
+    return outOfMemory();
+  NanFlags nan;
+  pool.parallelFor(mTiles, [&](int64_t tile, int) {
+    if (fp8gemm::amxPackA(p.a, p.M, p.K, tile, act.data() + tile * kSteps * fp8gemm::kAmxTileWords))
+      nan.a.store(true);
+  });
+  if (nan.any()) return finish(nan);
+  for (int64_t g = 0; g < p.groups; ++g) {
+    float* row = saT.data() + g * ldSaT;
+    for (int64_t m = 0; m < ldSaT; ++m) row[m] = m < p.M ? p.sa[m * p.groups + g] : 0.0f;
+  }
+
+  const int64_t ncPad = ceilDiv(plan.nc, 32) * 32, mcPad = ceilDiv(plan.mc, 16) * 16;
+  std::vector<AmxScratch> scratch(static_cast<size_t>(threads));
+  std::atomic<bool> oom{false};
+  pool.parallelFor(plan.mBlocks * plan.nBlocks, [&](int64_t block, int thread) {
+    if (nan.any() || oom.load(std::memory_order_relaxed)) return;
+    AmxScratch& s = scratch[static_cast<size_t>(thread)];
+    if (!s.ready) {  // only threads that get a block allocate
+      s.ready = true;
+      s.failed = !s.wbuf.allocate(ncPad * 128) || !s.cbuf.allocate(2 * 4 * 256) || !s.acc.allocate(ncPad * mcPad);
+    }
+    if (s.failed) {
+      oom.store(true);
+      return;
+    }
+    fp8gemm::AmxBlockJob job;
+    job.b = p.b;
+    job.sb = p.sb;
+    job.act = act.data();
+    job.saT = saT.data();
+    job.ldSaT = ldSaT;
+    job.N = p.N;
+    job.K = p.K;
+    job.groups = p.groups;
+    job.kSteps = kSteps;
+    job.m0 = (block / plan.nBlocks) * plan.mc;
+    job.mEff = std::min(plan.mc, p.M - job.m0);
+    job.n0 = (block % plan.nBlocks) * plan.nc;
+    job.nEff = std::min(plan.nc, p.N - job.n0);
+    job.wbuf = s.wbuf.data();
+    job.cbuf = s.cbuf.data();
+    job.acc = s.acc.data();
+    job.d = p.d;
+    job.bf16 = p.bf16;
+    if (fp8gemm::amxRunBlock(job)) nan.b.store(true);
+  });
+  if (oom.load()) return outOfMemory();
+  return finish(nan);
+}
+
 void zeroOutput(const Problem& p) {
   std::memset(p.d, 0, static_cast<size_t>(p.M * p.N * p.dElemSize()));
 }
@@ -322,6 +454,7 @@ Status gemmFp8Impl(const GemmFp8Args& args) {
     zeroOutput(p);
     return Status::ok();
   }
+  if (p.M >= kAmxMinM && gemmUsesAmx()) return gemmAmx(p);
   const KernelSet& ks = fp8gemm::selectedKernels();
   return p.M <= kStreamMaxM ? gemmStreaming(ks, p) : gemmPacked(ks, p);
 }

@@ -91,4 +91,54 @@ extern const KernelSet kPortableKernels;
 // The set chosen by cpuFeatures() (and so by MOE_CPU_ISA).
 const KernelSet& selectedKernels();
 
+// ---- AMX-BF16 path (gemm_fp8_amx.cpp; call only when gemmUsesAmx()) ---------
+//
+// e4m3 -> bf16 is exact (3 mantissa bits; every e4m3 exponent, subnormals
+// included, is a normal bf16), products of two bf16 are exact in f32, and
+// TDPBF16PS accumulates them in f32. The block scales are applied by
+// promotion: the tiles accumulate one 128-wide K group, then
+// acc += tile * sa[m, g] * sb[n / 128, g] in f32 (AVX-512), as DeepGEMM does.
+//
+// The operands are swapped: B (the big weight matrix, [N, K] K-major) is the
+// tiles' row operand, so decoding it to bf16 needs no transpose; A, packed
+// once per call, is the VNNI operand; the tiles hold D^T, transposed once
+// when the block is written to D.
+
+constexpr int64_t kAmxKStep = 32;   // K per TDPBF16PS
+constexpr int64_t kAmxTileWords = 256;  // dwords (bf16 pairs) of one packed A tile: 16 k-pairs x 16 rows
+
+// Packs A rows [16 * tile, 16 * tile + 16) (rows >= M as zeros) for the VNNI
+// tile operand: dst[s][p][r] = (bf16(A[16 tile + r, 32 s + 2p]),
+// bf16(A[.., 32 s + 2p + 1])) as one dword (low half first), for
+// s < kSteps = ceil(K / 32); k >= K as zeros.   a: [M, K] fp8;
+// dst: [kSteps][16][16] uint32. Returns true when it met an fp8 NaN code.
+bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, uint32_t* dst);
+
+// One output block D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K.
+struct AmxBlockJob {
+  const uint8_t* b;      // [N, K] fp8
+  const float* sb;       // [ceil(N/128), groups]
+  const uint32_t* act;   // amxPackA output of all tiles: [ceil(M/16)][kSteps][256]
+  const float* saT;      // [groups][ldSaT]: sa transposed, 0 past M
+  int64_t ldSaT;
+  int64_t N, K, groups, kSteps;
+  int64_t m0, mEff;      // m0 % 16 == 0
+  int64_t n0, nEff;      // n0 % 32 == 0; nEff <= kAmxNcMax
+  uint16_t* wbuf;        // scratch: [roundUp(nEff, 32)][128] bf16, 64-byte aligned
+  float* cbuf;           // scratch: [2][4][16][16] f32, 64-byte aligned
+  float* acc;            // scratch: [roundUp(nEff, 32)][roundUp(mEff, 16)] f32, 64-byte aligned
+  char* d;               // D [M, N] (f32 or bf16)
+  bool bf16;
+};
+constexpr int64_t kAmxNcMax = 128;
+constexpr int64_t kAmxMcMax = 512;
+
+// Loads this thread's tile configuration and runs the block. Returns true
+// when it met an fp8 NaN code in B (the block then stops, D partly written).
+bool amxRunBlock(const AmxBlockJob& job);
+
+// Machine-peak probe: `iters` rounds of 4 independent TDPBF16PS (16x16x32)
+// on this thread (loads its tile configuration). Returns the flops done.
+double amxBurn(int64_t iters, float* sink);
+
 }  // namespace moe::cpu::fp8gemm

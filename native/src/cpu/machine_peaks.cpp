@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8_kernels.h"
 #include "cpu/thread_pool.h"
 
@@ -24,16 +25,17 @@ double secondsSince(Clock::time_point start) {
 // Keeps results observable so the compiler cannot drop the measured loops.
 std::atomic<uint64_t> g_sink{0};
 
-// One timed round: every pool thread burns `iters` FMA rounds. Returns flop/s.
-double fmaRound(int64_t iters) {
+using Burn = double (*)(int64_t iters, float* sink);
+
+// One timed round: every pool thread runs `burn` for `iters` rounds. Returns flop/s.
+double burnRound(Burn burn, int64_t iters) {
   ThreadPool& pool = ThreadPool::instance();
-  const auto& ks = fp8gemm::selectedKernels();
   const int threads = pool.numThreads();
   std::vector<double> flops(static_cast<size_t>(threads), 0.0);
   const auto start = Clock::now();
   pool.parallelFor(threads, [&](int64_t, int thread) {
     float sink = 0.0f;
-    flops[static_cast<size_t>(thread)] += ks.fmaBurn(iters, &sink);
+    flops[static_cast<size_t>(thread)] += burn(iters, &sink);
     g_sink.fetch_add(static_cast<uint64_t>(sink), std::memory_order_relaxed);
   });
   const double elapsed = secondsSince(start);
@@ -42,15 +44,12 @@ double fmaRound(int64_t iters) {
   return total / elapsed;
 }
 
-}  // namespace
-
-double measureFmaPeakGflops(double seconds) {
+// Best GFLOP/s of `burn` on all pool threads within about `seconds`.
+double measurePeak(Burn burn, int64_t probeIters, double seconds) {
   // Size one round to ~1/8 of the budget from a short single-thread probe.
-  const auto& ks = fp8gemm::selectedKernels();
   float sink = 0.0f;
-  const int64_t probeIters = 100000;
   const auto start = Clock::now();
-  ks.fmaBurn(probeIters, &sink);
+  burn(probeIters, &sink);
   const double probe = std::max(secondsSince(start), 1e-6);
   g_sink.fetch_add(static_cast<uint64_t>(sink), std::memory_order_relaxed);
   const double perRound = std::max(seconds, 0.05) / 8.0;
@@ -59,8 +58,19 @@ double measureFmaPeakGflops(double seconds) {
   double best = 0.0;
   const auto budgetStart = Clock::now();
   for (int rep = 0; rep < 3 || (rep < 64 && secondsSince(budgetStart) < seconds); ++rep)
-    best = std::max(best, fmaRound(iters));
+    best = std::max(best, burnRound(burn, iters));
   return best / 1e9;
+}
+
+}  // namespace
+
+double measureFmaPeakGflops(double seconds) {
+  return measurePeak(fp8gemm::selectedKernels().fmaBurn, 100000, seconds);
+}
+
+double measureMatrixPeakGflops(double seconds) {
+  if (!gemmUsesAmx()) return 0.0;
+  return measurePeak(fp8gemm::amxBurn, 20000, seconds);
 }
 
 double measureMemoryBandwidthGBs(double seconds) {

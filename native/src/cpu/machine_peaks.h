@@ -11,6 +11,13 @@ namespace moe::cpu {
 // about `seconds` in total.
 double measureFmaPeakGflops(double seconds);
 
+// GFLOP/s (1e9, 2 flops per multiply-add) of the matrix unit the fp8 GEMM
+// uses for large M: every pool thread runs AMX TDPBF16PS (16 x 16 x 32 bf16
+// -> f32) into 4 independent C tiles. 0 when the GEMM does not use AMX
+// (no AMX-BF16, no OS permission, or MOE_CPU_ISA below "amx"). Best of
+// several repetitions within about `seconds` in total.
+double measureMatrixPeakGflops(double seconds);
+
 // GB/s (1e9 bytes) of stream-reading a buffer of ~1.5 GiB (far beyond the
 // caches, even the 300 MiB L3 a VM may report) with all pool threads. The
 // buffer is allocated and touched once per call; best of several passes

@@ -1,0 +1,91 @@
+/**
+ * The backends: the CPU one (always there) and the CUDA plug-in
+ * (libmoe_cuda.so, loaded at run time when it is present), with the reason
+ * when it cannot run, and the default backend (MOE_BACKEND or
+ * setDefaultBackend): the device that `t.to()` moves tensors to.
+ * Operations run where their tensors are.
+ */
+import * as path from 'node:path';
+import { MoeError, describe } from './errors';
+import { native, PACKAGE_ROOT } from './native';
+
+export type BackendName = 'cpu' | 'cuda';
+
+export interface CudaDeviceInfo {
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  memoryBytes: number;
+  driverVersion: number;
+  runtimeVersion: number;
+  /** 'hopper' (TMA + wgmma FP8 kernels) or 'simt' */
+  kernels: 'hopper' | 'simt';
+}
+
+export interface BackendInfo {
+  name: BackendName;
+  available: boolean;
+  /** Why it is unavailable, or which kernels it runs. */
+  reason?: string;
+  /** The CUDA plug-in's path, when one was found. */
+  path?: string;
+  device?: CudaDeviceInfo;
+}
+
+/** Where the CUDA plug-in may be: MOE_CUDA_PLUGIN, beside a prebuilt addon, or the CMake build folder. */
+export function cudaPluginCandidates(): string[] {
+  const candidates = [
+    path.join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`, 'libmoe_cuda.so'),
+    path.join(PACKAGE_ROOT, 'build', 'cuda', 'libmoe_cuda.so'),
+  ];
+  return process.env.MOE_CUDA_PLUGIN ? [process.env.MOE_CUDA_PLUGIN] : candidates;
+}
+
+let cuda: BackendInfo | undefined;
+
+/** The CUDA backend's status (the plug-in is loaded and probed once, on first use). */
+export function cudaBackend(): BackendInfo {
+  if (!cuda) {
+    const status = native().cudaLoad(cudaPluginCandidates());
+    cuda = { name: 'cuda', ...status };
+  }
+  return cuda;
+}
+
+/** Loads the plug-in if needed; throws ERR_MOE_DEVICE with the reason when CUDA cannot run. */
+export function requireCuda(what: string): void {
+  const status = cudaBackend();
+  if (!status.available) throw new MoeError('ERR_MOE_DEVICE', `${what}: the CUDA backend is not available: ${status.reason}`);
+}
+
+/** Both backends, with availability and, where unavailable, the reason. */
+export function backends(): BackendInfo[] {
+  return [{ name: 'cpu', available: true }, cudaBackend()];
+}
+
+let chosen: BackendName | undefined;
+
+function expectBackend(name: unknown, what: string): BackendName {
+  if (name !== 'cpu' && name !== 'cuda') {
+    throw new MoeError('ERR_MOE_RANGE', `${what}: expected 'cpu' or 'cuda', got ${describe(name)}`);
+  }
+  if (name === 'cuda') requireCuda(what);
+  return name;
+}
+
+/** The default backend: setDefaultBackend's, else MOE_BACKEND's, else 'cpu'. */
+export function getDefaultBackend(): BackendName {
+  if (chosen === undefined) {
+    chosen = process.env.MOE_BACKEND ? expectBackend(process.env.MOE_BACKEND, 'MOE_BACKEND') : 'cpu';
+  }
+  return chosen;
+}
+
+export function setDefaultBackend(name: BackendName): void {
+  chosen = expectBackend(name, 'setDefaultBackend');
+}
+
+/** The device of the default backend. */
+export function defaultDevice(): BackendName {
+  return getDefaultBackend();
+}

@@ -1,0 +1,140 @@
+// The CUDA plug-in's JS surface: loading and probing it, and the device
+// memory behind lib/'s CUDA tensors. Device memory is an External whose
+// finalizer frees it (and reports it to V8 as external memory, so that the
+// garbage collector knows what a small JS object is holding on to).
+#include "addon/cuda_bindings.h"
+
+#include <string>
+#include <vector>
+
+#include "addon/errors.h"
+#include "addon/js_tensor.h"
+#include "cuda_host/plugin.h"
+
+namespace moe::addon {
+
+namespace {
+
+Napi::Value throwStatus(Napi::Env env, const Status& status) {
+  toJsError(env, status).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+void freeDeviceBuffer(Napi::Env env, DeviceBuffer* buffer) {
+  if (buffer->ptr != nullptr) {
+    char err[256] = {0};
+    cuda::Plugin::instance().api().free(buffer->ptr, err, sizeof err);  // a failure here has nobody to report to
+    Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(buffer->bytes));
+    buffer->ptr = nullptr;
+  }
+}
+
+Status deviceBufferArg(const Napi::Value& value, DeviceBuffer** buffer) {
+  if (!value.IsExternal()) return Status(Code::kDtype, "expected a CUDA device handle");
+  *buffer = value.As<Napi::External<DeviceBuffer>>().Data();
+  if ((*buffer)->ptr == nullptr) return Status(Code::kDetached, "the CUDA tensor was disposed");
+  return Status::ok();
+}
+
+// (handle, typedArray) with matching byte sizes, for the copies.
+Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** host, size_t* bytes) {
+  MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable("copy"));
+  if (info.Length() < 2 || !info[1].IsTypedArray()) return Status(Code::kDtype, "copy: expected (handle, typedArray)");
+  MOE_RETURN_IF_ERROR(deviceBufferArg(info[0], buffer));
+  Napi::TypedArray array = info[1].As<Napi::TypedArray>();
+  if (array.ArrayBuffer().IsDetached()) return Status(Code::kDetached, "copy: the host buffer is detached");
+  *host = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  *bytes = array.ByteLength();
+  if (*bytes > (*buffer)->bytes) return Status(Code::kShape, "copy: the host array is larger than the device buffer");
+  return Status::ok();
+}
+
+}  // namespace
+
+// cudaLoad(candidates: string[]) -> { available, reason, path, device? }
+Napi::Value CudaLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> candidates;
+  if (info.Length() > 0 && info[0].IsArray()) {
+    Napi::Array list = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      if (list.Get(i).IsString()) candidates.push_back(list.Get(i).As<Napi::String>().Utf8Value());
+    }
+  }
+  cuda::Plugin& plugin = cuda::Plugin::instance();
+  plugin.load(candidates);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("available", plugin.available());
+  result.Set("reason", plugin.reason());
+  if (!plugin.path().empty()) result.Set("path", plugin.path());
+  if (plugin.available()) {
+    const moe_cuda_device_info& d = plugin.device();
+    Napi::Object device = Napi::Object::New(env);
+    device.Set("name", std::string(d.name));
+    device.Set("computeCapability", std::to_string(d.sm_major) + "." + std::to_string(d.sm_minor));
+    device.Set("multiprocessors", d.sm_count);
+    device.Set("memoryBytes", static_cast<double>(d.total_memory));
+    device.Set("driverVersion", d.driver_version);
+    device.Set("runtimeVersion", d.runtime_version);
+    device.Set("kernels", d.path == MOE_CUDA_PATH_HOPPER ? "hopper" : "simt");
+    result.Set("device", device);
+  }
+  return result;
+}
+
+// cudaAlloc(bytes) -> handle (External); freed by GC or cudaFree(handle).
+Napi::Value CudaAlloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Status status = cuda::Plugin::instance().expectAvailable("cudaAlloc");
+  if (!status.isOk()) return throwStatus(env, status);
+  const double requested = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(requested >= 0) || requested > 9.0e15) return throwStatus(env, Status(Code::kRange, "cudaAlloc: bad byte count"));
+  auto* buffer = new DeviceBuffer{nullptr, static_cast<size_t>(requested)};
+  char err[512] = {0};
+  // A zero-byte tensor still gets a distinct allocation, so that "disposed" stays observable.
+  status = cuda::fromPlugin(cuda::Plugin::instance().api().alloc(buffer->bytes ? buffer->bytes : 1, &buffer->ptr, err, sizeof err), err,
+                            "cudaAlloc");
+  if (!status.isOk()) {
+    delete buffer;
+    return throwStatus(env, status);
+  }
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(buffer->bytes));
+  return Napi::External<DeviceBuffer>::New(env, buffer, [](Napi::Env e, DeviceBuffer* b) {
+    freeDeviceBuffer(e, b);
+    delete b;
+  });
+}
+
+Napi::Value CudaFree(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsExternal()) freeDeviceBuffer(info.Env(), info[0].As<Napi::External<DeviceBuffer>>().Data());
+  return info.Env().Undefined();
+}
+
+Napi::Value CudaCopyToDevice(const Napi::CallbackInfo& info) {
+  DeviceBuffer* buffer = nullptr;
+  void* host = nullptr;
+  size_t bytes = 0;
+  Status status = copyArgs(info, &buffer, &host, &bytes);
+  char err[512] = {0};
+  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  if (status.isOk()) status = cuda::fromPlugin(api.copyH2D(buffer->ptr, host, bytes, err, sizeof err), err, "to('cuda')");
+  // The host array may be collected or changed as soon as this returns.
+  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "to('cuda')");
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+Napi::Value CudaCopyToHost(const Napi::CallbackInfo& info) {
+  DeviceBuffer* buffer = nullptr;
+  void* host = nullptr;
+  size_t bytes = 0;
+  Status status = copyArgs(info, &buffer, &host, &bytes);
+  char err[512] = {0};
+  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  if (status.isOk()) status = cuda::fromPlugin(api.copyD2H(host, buffer->ptr, bytes, err, sizeof err), err, "to('cpu')");
+  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "to('cpu')");
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+}  // namespace moe::addon

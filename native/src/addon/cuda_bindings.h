@@ -1,0 +1,13 @@
+#pragma once
+
+#include <napi.h>
+
+namespace moe::addon {
+
+Napi::Value CudaLoad(const Napi::CallbackInfo& info);
+Napi::Value CudaAlloc(const Napi::CallbackInfo& info);
+Napi::Value CudaFree(const Napi::CallbackInfo& info);
+Napi::Value CudaCopyToDevice(const Napi::CallbackInfo& info);
+Napi::Value CudaCopyToHost(const Napi::CallbackInfo& info);
+
+}  // namespace moe::addon

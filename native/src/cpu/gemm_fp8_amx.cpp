@@ -1,0 +1,340 @@
+// AMX-BF16 kernels of the fp8 GEMM (see gemm_fp8_kernels.h for the contracts;
+// the blocking and threading live in gemm_fp8.cpp).
+//
+// As in gemm_fp8_avx512.cpp, headers come first and the target pragma after
+// them, and nothing below it instantiates a library template, so no
+// AMX / AVX-512 copy of a shared inline function can reach code that runs on
+// other CPUs. Only the functions declared in gemm_fp8_kernels.h have external
+// linkage; they are called only when gemmUsesAmx().
+//
+// Tiles (one configuration, every tile 16 rows x 64 bytes):
+//   tmm0..3  C: D^T blocks, 16 n x 16 m f32 (n-tile h, m-tile t -> tmm(2t + h))
+//   tmm4, 5  B rows n .. n+15 and n+16 .. n+31, 32 k as bf16 (row operand)
+//   tmm6, 7  A m-tiles t = 0, 1 in VNNI form: 16 k-pairs x 16 rows (column operand)
+// A 32 (n) x 32 (m) block costs 4 tile loads per 4 TDPBF16PS per K step of 32.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/gemm_fp8_kernels.h"
+
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-bf16")
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace moe::cpu::fp8gemm {
+namespace {
+
+constexpr int64_t kGroup = 128;       // K per scale group
+constexpr int64_t kStepsPerGroup = kGroup / kAmxKStep;
+constexpr int64_t kWbufLd = kGroup;   // bf16 per wbuf row
+
+inline int64_t minI(int64_t x, int64_t y) { return x < y ? x : y; }
+
+// The tile palette-1 configuration: 8 tiles of 16 rows x 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette;
+  uint8_t startRow;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+void loadTileConfig() {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof(cfg));
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// The tile loads below are asm without a memory clobber: keep the compiler
+// from sinking the vector stores that fill their buffers past them.
+inline void compilerBarrier() { __asm__ volatile("" ::: "memory"); }
+
+// ---- fp8 -> bf16 ------------------------------------------------------------
+//
+// e4m3 s.eeee.mmm (e > 0) is the bf16 s.(e + 120).mmm0000: shift the byte's
+// magnitude left 4 and add 120 << 7 to the exponent. e == 0 (zero and the
+// subnormals m * 2^-9) is looked up by m in a 32-word table (vpermw reads the
+// low 5 bits of each index word: bits 3, 4 are the zero exponent's, so the
+// index is m). The sign is or-ed in last. NaN codes decode finite (they are
+// caught on the bytes, as in the AVX-512 kernels).
+inline __m512i bf16FromFp8(__m256i bytes) {
+  const __m512i ws = _mm512_cvtepi8_epi16(bytes);  // sign-extended: bit 15 = sign
+  const __m512i table = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         0x3C60, 0x3C40, 0x3C20, 0x3C00, 0x3BC0, 0x3B80, 0x3B00, 0x0000);
+  __m512i x = _mm512_add_epi16(_mm512_and_si512(_mm512_slli_epi16(ws, 4), _mm512_set1_epi16(0x07F0)),
+                               _mm512_set1_epi16(0x3C00));
+  const __mmask32 zeroExp = _mm512_testn_epi16_mask(ws, _mm512_set1_epi16(0x0078));
+  x = _mm512_mask_permutexvar_epi16(x, zeroExp, ws, table);
+  return _mm512_ternarylogic_epi32(x, ws, _mm512_set1_epi16(static_cast<short>(0x8000)), 0xF8);  // x | (ws & 0x8000)
+}
+
+inline __m256i trackNan(__m256i acc, __m256i bytes) {
+  return _mm256_max_epu8(acc, _mm256_or_si256(bytes, _mm256_set1_epi8(static_cast<char>(0x80))));
+}
+
+inline bool sawNan(__m256i acc) {
+  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(acc, _mm256_set1_epi8(-1))) != 0;
+}
+
+// Bytes [k, k + 32) of a row whose valid length is `len` (a multiple of 16);
+// the missing bytes read as zero (masked load: no access past the row).
+inline __m256i loadChunk(const uint8_t* row, int64_t k, int64_t len) {
+  if (k + 32 <= len) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
+  return _mm256_maskz_loadu_epi8(static_cast<__mmask32>(0xFFFFu), row + k);  // 16 valid bytes
+}
+
+// ---- 16 x 16 transposes (32-bit elements) --------------------------------------
+
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int q = 0; q < 4; ++q) {  // rows 4q .. 4q+3: u[4q + c] holds column c of each lane
+    const __m512d a0 = _mm512_castps_pd(t[4 * q]), a1 = _mm512_castps_pd(t[4 * q + 1]);
+    const __m512d b0 = _mm512_castps_pd(t[4 * q + 2]), b1 = _mm512_castps_pd(t[4 * q + 3]);
+    u[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+    u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+    u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+    u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512 vLo = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88);
+    const __m512 vHi = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
+    const __m512 wLo = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88);
+    const __m512 wHi = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
+    r[i] = _mm512_shuffle_f32x4(vLo, wLo, 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(vLo, wLo, 0xDD);
+    r[i + 4] = _mm512_shuffle_f32x4(vHi, wHi, 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(vHi, wHi, 0xDD);
+  }
+}
+
+// ---- output -----------------------------------------------------------------
+
+// Round to nearest even on the bit pattern, NaN kept quiet (as bf16FromFloat).
+inline __m256i bf16FromFloat16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+  const __mmask16 isNan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                  _mm512_set1_epi32(0x7F800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(isNan, rounded, quiet));
+}
+
+// D[m0 + i, n0 + j] = acc[j, i] for i < mEff, j < nEff.
+void writeBlock(const AmxBlockJob& job, int64_t ldAcc) {
+  for (int64_t nb = 0; nb < job.nEff; nb += 16) {
+    const int64_t cols = minI(16, job.nEff - nb);
+    const __mmask16 colMask = static_cast<__mmask16>((1u << cols) - 1u);
+    for (int64_t mb = 0; mb < job.mEff; mb += 16) {
+      const int64_t rows = minI(16, job.mEff - mb);
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) r[j] = _mm512_load_ps(job.acc + (nb + j) * ldAcc + mb);
+      transpose16x16(r);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t m = job.m0 + mb + i;
+        if (job.bf16) {
+          uint16_t* out = reinterpret_cast<uint16_t*>(job.d) + m * job.N + job.n0 + nb;
+          _mm256_mask_storeu_epi16(out, colMask, bf16FromFloat16(r[i]));
+        } else {
+          float* out = reinterpret_cast<float*>(job.d) + m * job.N + job.n0 + nb;
+          _mm512_mask_storeu_ps(out, colMask, r[i]);
+        }
+      }
+    }
+  }
+}
+
+// ---- packing ----------------------------------------------------------------
+
+// wbuf[r, 0 .. 32 kSteps) = bf16(B[n0 + r, k0 ..]) for r < rows (rows past N
+// as zeros); k past K as zeros.
+bool decodeB(const AmxBlockJob& job, int64_t k0, int64_t kSteps, int64_t rows) {
+  __m256i nan = _mm256_setzero_si256();
+  for (int64_t r = 0; r < rows; ++r) {
+    uint16_t* out = job.wbuf + r * kWbufLd;
+    if (job.n0 + r >= job.N) {
+      for (int64_t s = 0; s < kSteps; ++s) _mm512_store_si512(out + s * 32, _mm512_setzero_si512());
+      continue;
+    }
+    const uint8_t* row = job.b + (job.n0 + r) * job.K;
+    for (int64_t s = 0; s < kSteps; ++s) {
+      const __m256i bytes = loadChunk(row, k0 + s * 32, job.K);
+      nan = trackNan(nan, bytes);
+      _mm512_store_si512(out + s * 32, bf16FromFp8(bytes));
+    }
+  }
+  return sawNan(nan);
+}
+
+// ---- the tile block -----------------------------------------------------------
+
+// C tiles for one 32 (n) x 16 MT (m) block over kSteps K steps, stored to
+// cbuf [MT * 2][16][16]. w: wbuf at the block's first row; act: the first
+// m-tile's packed A at this group's first K step.
+template <int MT>
+inline void tileBlock(const uint16_t* w, const uint32_t* act, int64_t actTileStride, int64_t kSteps, float* cbuf) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if (MT == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t s = 0; s < kSteps; ++s) {
+    _tile_loadd(4, w + s * 32, kWbufLd * 2);
+    _tile_loadd(5, w + 16 * kWbufLd + s * 32, kWbufLd * 2);
+    _tile_loadd(6, act + s * kAmxTileWords, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 5, 6);
+    if (MT == 2) {
+      _tile_loadd(7, act + actTileStride + s * kAmxTileWords, 64);
+      _tile_dpbf16ps(2, 4, 7);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, cbuf, 64);
+  _tile_stored(1, cbuf + 256, 64);
+  if (MT == 2) {
+    _tile_stored(2, cbuf + 512, 64);
+    _tile_stored(3, cbuf + 768, 64);
+  }
+}
+
+// A block whose tiles are stored and await promotion into acc.
+struct Pending {
+  const float* cbuf;
+  float* acc;         // acc at the block's origin
+  const float* saT;   // saT row of the group at the block's first m
+  float sb;
+  int mt;
+  bool first;         // the first K group: acc = c * scale
+};
+
+// acc[n, m] (+)= c[n, m] * saT[m] * sb over the block's 32 x 16 mt entries.
+inline void promote(const Pending& p, int64_t ldAcc) {
+  const __m512 sbv = _mm512_set1_ps(p.sb);
+  for (int t = 0; t < p.mt; ++t) {
+    const __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(p.saT + 16 * t), sbv);
+    for (int h = 0; h < 2; ++h) {
+      const float* c = p.cbuf + (2 * t + h) * 256;
+      float* acc = p.acc + (16 * h) * ldAcc + 16 * t;
+      if (p.first) {
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; ++r) _mm512_store_ps(acc + r * ldAcc, _mm512_mul_ps(_mm512_load_ps(c + 16 * r), scale));
+      } else {
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; ++r) {
+          float* a = acc + r * ldAcc;
+          _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(c + 16 * r), scale, _mm512_load_ps(a)));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, uint32_t* dst) {
+  const int64_t kSteps = (K + kAmxKStep - 1) / kAmxKStep;
+  __m256i nan = _mm256_setzero_si256();
+  for (int64_t s = 0; s < kSteps; ++s) {
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) {
+      const int64_t m = tile * 16 + i;
+      if (m >= M) {
+        r[i] = _mm512_setzero_ps();
+        continue;
+      }
+      const __m256i bytes = loadChunk(a + m * K, s * 32, K);
+      nan = trackNan(nan, bytes);
+      r[i] = _mm512_castsi512_ps(bf16FromFp8(bytes));  // 16 k-pairs of row m
+    }
+    transpose16x16(r);  // r[p] = k-pair p of the 16 rows
+    uint32_t* out = dst + s * kAmxTileWords;
+    for (int p = 0; p < 16; ++p) _mm512_store_ps(reinterpret_cast<float*>(out + 16 * p), r[p]);
+  }
+  return sawNan(nan);
+}
+
+bool amxRunBlock(const AmxBlockJob& job) {
+  loadTileConfig();
+  const int64_t mTiles = (job.mEff + 15) / 16;
+  const int64_t nPairs = (job.nEff + 31) / 32;
+  const int64_t ldAcc = mTiles * 16;
+  const int64_t actTileStride = job.kSteps * kAmxTileWords;  // dwords between consecutive m-tiles
+  const uint32_t* actBlock = job.act + (job.m0 / 16) * actTileStride;
+
+  Pending pending{};
+  bool hasPending = false;
+  int cur = 0;
+  for (int64_t g = 0; g < job.groups; ++g) {
+    const int64_t k0 = g * kGroup;
+    const int64_t kSteps = minI(kStepsPerGroup, (job.K - k0 + kAmxKStep - 1) / kAmxKStep);
+    if (decodeB(job, k0, kSteps, nPairs * 32)) {
+      _tile_release();
+      return true;
+    }
+    compilerBarrier();
+    const float* saRow = job.saT + g * job.ldSaT + job.m0;
+    for (int64_t mp = 0; mp < mTiles; mp += 2) {
+      const int mt = static_cast<int>(minI(2, mTiles - mp));
+      const uint32_t* act = actBlock + mp * actTileStride + (k0 / kAmxKStep) * kAmxTileWords;
+      for (int64_t np = 0; np < nPairs; ++np) {
+        float* cbuf = job.cbuf + cur * 1024;
+        const uint16_t* w = job.wbuf + np * 32 * kWbufLd;
+        if (mt == 2) tileBlock<2>(w, act, actTileStride, kSteps, cbuf);
+        else tileBlock<1>(w, act, actTileStride, kSteps, cbuf);
+        // Promote the previous block while the tile unit works on this one.
+        if (hasPending) promote(pending, ldAcc);
+        pending.cbuf = cbuf;
+        pending.acc = job.acc + np * 32 * ldAcc + mp * 16;
+        pending.saT = saRow + mp * 16;
+        pending.sb = job.sb[((job.n0 + np * 32) / kGroup) * job.groups + g];
+        pending.mt = mt;
+        pending.first = g == 0;
+        hasPending = true;
+        cur ^= 1;
+      }
+    }
+  }
+  if (hasPending) promote(pending, ldAcc);
+  _tile_release();
+  writeBlock(job, ldAcc);
+  return false;
+}
+
+double amxBurn(int64_t iters, float* sink) {
+  loadTileConfig();
+  alignas(64) static const uint16_t kOnes[16 * 32] = {};  // zeros: the values do not matter
+  alignas(64) float out[256];
+  _tile_loadd(4, kOnes, 64);
+  _tile_loadd(5, kOnes, 64);
+  _tile_loadd(6, kOnes, 64);
+  _tile_loadd(7, kOnes, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t it = 0; it < iters; ++it) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 5, 6);
+    _tile_dpbf16ps(2, 4, 7);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  _tile_release();
+  *sink = out[0];
+  return static_cast<double>(iters) * 4 * (16.0 * 16 * 32 * 2);
+}
+
+}  // namespace moe::cpu::fp8gemm

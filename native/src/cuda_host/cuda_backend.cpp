@@ -1,0 +1,129 @@
+#include "cuda_host/cuda_backend.h"
+
+#include <string>
+
+#include "core/op_checks.h"
+#include "cuda_host/plugin.h"
+
+namespace moe::cuda {
+
+namespace {
+
+int32_t pluginDtype(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return MOE_CUDA_DTYPE_F32;
+    case DType::kBF16: return MOE_CUDA_DTYPE_BF16;
+    case DType::kFP8E4M3: return MOE_CUDA_DTYPE_FP8_E4M3;
+    case DType::kI32: return MOE_CUDA_DTYPE_I32;
+  }
+  return MOE_CUDA_DTYPE_F32;
+}
+
+Status expectOnDevice(std::initializer_list<const TensorView*> tensors, const char* op) {
+  for (const TensorView* t : tensors) {
+    if (t->data != nullptr && t->device != Device::kCuda) {
+      return Status(Code::kDevice, std::string(op) + ": every tensor must be on the CUDA device");
+    }
+  }
+  return Plugin::instance().expectAvailable(op);
+}
+
+Status unsupported(const char* op) {
+  return Status(Code::kUnsupported, std::string(op) + " does not run on the CUDA backend yet; move the tensors to the CPU");
+}
+
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+
+  bool supportsOp(OpKind op) const override {
+    return op == OpKind::kGemmFp8 || op == OpKind::kGroupedGemmFp8 || op == OpKind::kGroupedGemmFp8Masked;
+  }
+
+  Status quantizeActivations(const QuantizeArgs&) override { return unsupported("quantizeActivations"); }
+  Status quantizeWeights(const QuantizeArgs&) override { return unsupported("quantizeWeights"); }
+  Status dequantize(const DequantizeArgs&) override { return unsupported("dequantize"); }
+
+  Status gemmFp8(const GemmFp8Args& args) override {
+    MOE_RETURN_IF_ERROR(checkGemmFp8(args));
+    MOE_RETURN_IF_ERROR(expectOnDevice({&args.a, &args.aScales, &args.b, &args.bScales, &args.d}, "gemmFp8"));
+    moe_cuda_gemm_args g{};
+    g.a = args.a.data;
+    g.sa = args.aScales.as<const float>();
+    g.b = args.b.data;
+    g.sb = args.bScales.as<const float>();
+    g.d = args.d.data;
+    g.m = args.a.dim(0);
+    g.n = args.b.dim(0);
+    g.k = args.a.dim(1);
+    g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+    g.scale_dtype = MOE_CUDA_DTYPE_F32;
+    g.d_dtype = pluginDtype(args.d.dtype);
+    g.kernel = MOE_CUDA_KERNEL_AUTO;
+    char err[512] = {0};
+    return fromPlugin(Plugin::instance().api().gemmFp8(&g, err, sizeof err), err, "gemmFp8");
+  }
+
+  Status groupedGemmFp8(const GroupedGemmFp8Args& args) override {
+    GroupedShape shape;
+    const char* op = args.maskedM.data ? "groupedGemmFp8Masked" : "groupedGemmFp8";
+    Status status = checkGroupedGemmFp8(args, &shape);
+    if (!status.isOk()) return Status(status.code(), std::string(op) + ": " + status.message());
+    MOE_RETURN_IF_ERROR(
+        expectOnDevice({&args.a, &args.aScales, &args.b, &args.bScales, &args.groupIndex, &args.maskedM, &args.d}, op));
+    if (args.groupOffset != 0) return Status(Code::kUnsupported, std::string(op) + ": sharded expert weights on the CUDA backend");
+    char err[512] = {0};
+    const PluginApi& api = Plugin::instance().api();
+    if (!shape.masked) {
+      moe_cuda_grouped_gemm_args g{};
+      g.a = args.a.data;
+      g.sa = args.aScales.as<const float>();
+      g.b = args.b.data;
+      g.sb = args.bScales.as<const float>();
+      g.group_index = args.groupIndex.as<const int32_t>();
+      g.d = args.d.data;
+      g.r = shape.rows;
+      g.n = shape.n;
+      g.k = shape.k;
+      g.g = shape.groups;
+      g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+      g.scale_dtype = MOE_CUDA_DTYPE_F32;
+      g.d_dtype = pluginDtype(args.d.dtype);
+      g.kernel = MOE_CUDA_KERNEL_AUTO;
+      return fromPlugin(api.groupedGemmFp8(&g, err, sizeof err), err, op);
+    }
+    moe_cuda_masked_gemm_args g{};
+    g.a = args.a.data;
+    g.sa = args.aScales.as<const float>();
+    g.b = args.b.data;
+    g.sb = args.bScales.as<const float>();
+    g.masked_m = args.maskedM.as<const int32_t>();
+    g.d = args.d.data;
+    g.g = shape.groups;
+    g.m_max = shape.rows;
+    g.n = shape.n;
+    g.k = shape.k;
+    g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+    g.scale_dtype = MOE_CUDA_DTYPE_F32;
+    g.d_dtype = pluginDtype(args.d.dtype);
+    g.kernel = MOE_CUDA_KERNEL_AUTO;
+    return fromPlugin(api.groupedGemmFp8Masked(&g, err, sizeof err), err, op);
+  }
+
+  // The MoE layer's other operations come with the GPU MoE layer (issue 5).
+  Status routerLogits(const RouterLogitsArgs&) override { return unsupported("routerLogits"); }
+  Status route(const RouteArgs&) override { return unsupported("route"); }
+  Status dispatchLayout(const LayoutArgs&) override { return unsupported("dispatchLayout"); }
+  Status dispatch(const DispatchArgs&) override { return unsupported("dispatch"); }
+  Status swiglu(const SwigluArgs&) override { return unsupported("swiglu"); }
+  Status combine(const CombineArgs&) override { return unsupported("combine"); }
+};
+
+}  // namespace
+
+Backend& cudaBackend() {
+  static CudaBackend backend;
+  return backend;
+}
+
+}  // namespace moe::cuda

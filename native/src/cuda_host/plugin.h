@@ -1,0 +1,62 @@
+// The CUDA plug-in (libmoe_cuda.so), loaded with dlopen() at run time: the
+// addon itself never links CUDA, so it loads and runs on the CPU on machines
+// without a driver, a GPU or the toolkit. Everything here is plain C++.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "moe_cuda_api.h"
+
+namespace moe::cuda {
+
+// The plug-in's entry points, resolved by name.
+struct PluginApi {
+  decltype(&moe_cuda_abi_version) abiVersion = nullptr;
+  decltype(&moe_cuda_probe) probe = nullptr;
+  decltype(&moe_cuda_alloc) alloc = nullptr;
+  decltype(&moe_cuda_free) free = nullptr;
+  decltype(&moe_cuda_copy_h2d) copyH2D = nullptr;
+  decltype(&moe_cuda_copy_d2h) copyD2H = nullptr;
+  decltype(&moe_cuda_synchronize) synchronize = nullptr;
+  decltype(&moe_cuda_launch_host_callback) launchHostCallback = nullptr;
+  decltype(&moe_cuda_gemm_fp8) gemmFp8 = nullptr;
+  decltype(&moe_cuda_grouped_gemm_fp8) groupedGemmFp8 = nullptr;
+  decltype(&moe_cuda_grouped_gemm_fp8_masked) groupedGemmFp8Masked = nullptr;
+};
+
+class Plugin {
+ public:
+  static Plugin& instance();
+
+  // Loads the first candidate path that exists (once; later calls return the
+  // first result). Never throws and never crashes on a missing library, a
+  // missing symbol, an ABI mismatch, a missing driver or an unsupported GPU:
+  // each becomes the reason string.
+  void load(const std::vector<std::string>& candidates);
+
+  bool loaded() const { return loaded_; }
+  bool available() const { return available_; }
+  // Why the CUDA backend is unavailable, or which path it runs when it is.
+  const std::string& reason() const { return reason_; }
+  const std::string& path() const { return path_; }
+  const moe_cuda_device_info& device() const { return device_; }
+  const PluginApi& api() const { return api_; }
+
+  // Fails with ERR_MOE_DEVICE (naming the reason) when the plug-in cannot run.
+  Status expectAvailable(const char* what) const;
+
+ private:
+  bool loaded_ = false;
+  bool available_ = false;
+  std::string reason_ = "the CUDA plug-in has not been looked for";
+  std::string path_;
+  moe_cuda_device_info device_{};
+  PluginApi api_;
+};
+
+// Turns a plug-in status and message into a Status.
+Status fromPlugin(int status, const char* message, const char* what);
+
+}  // namespace moe::cuda
