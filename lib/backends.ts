@@ -36,7 +36,7 @@ export interface BackendInfo {
 export function cudaPluginCandidates(): string[] {
   const candidates = [
     path.join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`, 'libmoe_cuda.so'),
-    path.join(PACKAGE_ROOT, 'build', 'cuda', 'libmoe_cuda.so'),
+    path.join(PACKAGE_ROOT, 'build-cuda', 'libmoe_cuda.so'),
   ];
   return process.env.MOE_CUDA_PLUGIN ? [process.env.MOE_CUDA_PLUGIN] : candidates;
 }

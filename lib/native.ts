@@ -85,6 +85,9 @@ export interface NativeAddon {
   cudaFree(handle: unknown): void;
   cudaCopyToDevice(handle: unknown, host: ArrayBufferView): void;
   cudaCopyToHost(handle: unknown, host: ArrayBufferView): void;
+  cudaTimerStart(): void;
+  cudaTimerStop(): number;
+  cudaFlushL2(): void;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

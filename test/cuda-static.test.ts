@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 // Static checks of the CUDA plug-in that need no GPU (scripts/cuda/check-static.sh):
-// it builds native/cuda (unless build/cuda/libmoe_cuda.so is newer than every
+// it builds native/cuda (unless build-cuda/libmoe_cuda.so is newer than every
 // source), gates the sm_90a kernels on ptxas -v (no spills, no local memory,
 // no wgmma serialization), checks the PTX for wgmma e4m3 and TMA, the
 // library's linkage, runs the CPU layout test and a dlopen smoke test.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks of the CUDA plug-in that need no GPU (CI and developer boxes):
-#   1. the plug-in builds (cmake; skipped when build/cuda/libmoe_cuda.so is
+#   1. the plug-in builds (cmake; skipped when build-cuda/libmoe_cuda.so is
 #      newer than every file under native/cuda/);
 #   2. ptxas -v for every sm_90a Hopper kernel: no spill stores/loads, no stack
 #      frame (local memory), no wgmma serialization note, and the register
@@ -13,14 +13,20 @@
 #      an independent model of the PTX ISA's tables;
 #   6. native/cuda/test/simt_math_test.cu (nvcc, host code): the SIMT kernels'
 #      per-element math against a float64 reference of SPEC.md;
-#   7. a dlopen smoke test: ABI version, probe verdict, host-side checks.
+#   7. native/cuda/test/quantize_math_test.cu (nvcc host code, linked with the
+#      CPU backend's quantizer from native/src): the quantize / dequantize
+#      kernels' math bit for bit against the CPU backend; exhaustive over all
+#      2^32 floats (about a minute on 2 cores; MOE_CUDA_QUICK=1 skips the
+#      sweeps), then again with MOE_CPU_ISA=portable (tensors only);
+#   8. a dlopen smoke test: ABI version, probe verdict, host-side checks.
 # Exits non-zero on the first failing step. Environment:
-#   MOE_CUDA_BUILD_DIR (default build/cuda), MOE_CUDA_JOBS (default 2).
+#   MOE_CUDA_BUILD_DIR (default build-cuda), MOE_CUDA_JOBS (default 2),
+#   MOE_CUDA_QUICK (1: no exhaustive sweeps in step 7).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 src="$root/native/cuda"
-build="${MOE_CUDA_BUILD_DIR:-$root/build/cuda}"
+build="${MOE_CUDA_BUILD_DIR:-$root/build-cuda}"
 jobs="${MOE_CUDA_JOBS:-2}"
 lib="$build/libmoe_cuda.so"
 logs="$build/sm90_ptxas"
@@ -123,7 +129,23 @@ nvcc -std=c++17 -O1 -Werror all-warnings -I"$src/src" "$src/test/simt_math_test.
 "$build/simt_math_test" >"$build/simt_math_test.log" 2>&1 || { cat "$build/simt_math_test.log" >&2; fail "simt_math_test"; }
 note "simt_math_test: $(grep -c '^  ok' "$build/simt_math_test.log") checks vs a float64 SPEC reference, $(tail -1 "$build/simt_math_test.log" | sed 's/^ *//')"
 
-# ---- 7. dlopen smoke test -----------------------------------------------------------
+# ---- 7. quantize / dequantize math vs the CPU backend (nvcc host code) ------------
+cpu_src="$root/native/src"
+nvcc -std=c++17 -O2 -Werror all-warnings -Xcompiler -pthread -I"$src/src" -I"$cpu_src" \
+  "$src/test/quantize_math_test.cu" \
+  "$cpu_src/cpu/quantize.cpp" "$cpu_src/cpu/quantize_row_avx2.cpp" "$cpu_src/cpu/quantize_row_avx512.cpp" \
+  "$cpu_src/cpu/cpu_features.cpp" "$cpu_src/cpu/thread_pool.cpp" \
+  "$cpu_src/core/numerics.cpp" "$cpu_src/core/status.cpp" "$cpu_src/core/tensor.cpp" \
+  -o "$build/quantize_math_test"
+quick=()
+[ "${MOE_CUDA_QUICK:-0}" = 1 ] && quick=(--quick)
+"$build/quantize_math_test" "${quick[@]}" >"$build/quantize_math_test.log" 2>&1 ||
+  { cat "$build/quantize_math_test.log" >&2; fail "quantize_math_test"; }
+MOE_CPU_ISA=portable "$build/quantize_math_test" --quick >"$build/quantize_math_test_portable.log" 2>&1 ||
+  { cat "$build/quantize_math_test_portable.log" >&2; fail "quantize_math_test (MOE_CPU_ISA=portable)"; }
+note "quantize_math_test: $(grep -c '^  ok' "$build/quantize_math_test.log") bit-exact checks vs the CPU backend${quick:+ (quick)}, $(tail -1 "$build/quantize_math_test.log" | sed 's/^ *//'); portable ISA: $(tail -1 "$build/quantize_math_test_portable.log" | sed 's/^ *//')"
+
+# ---- 8. dlopen smoke test -----------------------------------------------------------
 cc -std=c99 -Wall -Wextra -Werror -I"$src/include" "$src/test/dlopen_smoke.c" -ldl -o "$build/dlopen_smoke"
 "$build/dlopen_smoke" "$lib" >"$build/dlopen_smoke.log" 2>&1 || { cat "$build/dlopen_smoke.log" >&2; fail "dlopen smoke test"; }
 note "dlopen smoke:$(grep 'probe:' "$build/dlopen_smoke.log" | sed 's/^ *probe://')"

@@ -45,6 +45,9 @@ typedef enum moe_cuda_status {
   MOE_CUDA_ERR_SHAPE = 1,       /* ERR_MOE_SHAPE: wrong rank or extent */
   MOE_CUDA_ERR_DTYPE = 2,       /* ERR_MOE_DTYPE: wrong element type */
   MOE_CUDA_ERR_RANGE = 3,       /* ERR_MOE_RANGE: a size or option out of range */
+  MOE_CUDA_ERR_NONFINITE = 4,   /* ERR_MOE_NONFINITE: NaN or +-inf input. Never returned by a
+                                 * function (detecting it needs a sync): moe_cuda_quantize writes
+                                 * a device flag, and the caller maps flag != 0 to this code. */
   MOE_CUDA_ERR_UNSUPPORTED = 6, /* ERR_MOE_UNSUPPORTED: no usable device / kernel */
   MOE_CUDA_ERR_INTERNAL = 7,    /* ERR_MOE_INTERNAL: a CUDA error or allocation failure */
   MOE_CUDA_NOT_READY = 100      /* moe_cuda_event_query: work still pending (not an error) */
@@ -56,6 +59,12 @@ typedef enum moe_cuda_dtype {
   MOE_CUDA_DTYPE_FP8_E4M3 = 2, /* OCP E4M3FN */
   MOE_CUDA_DTYPE_I32 = 3
 } moe_cuda_dtype;
+
+/* How a quantization scale is stored (both as f32 values). */
+typedef enum moe_cuda_scale_format {
+  MOE_CUDA_SCALE_F32 = 0,   /* s = max(amax, 1e-4) / 448 */
+  MOE_CUDA_SCALE_UE8M0 = 1  /* 2^ceil(log2 s): a power of two, stored as f32 */
+} moe_cuda_scale_format;
 
 /* Which FP8 GEMM implementation the device can run. */
 typedef enum moe_cuda_path {
@@ -135,14 +144,33 @@ MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len);
 MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err,
                                                size_t err_len);
 
-/* Events: record a point in the stream, then poll or wait for it. */
+/* Events: record a point in the stream, then poll or wait for it.
+ * moe_cuda_event_create makes a cheap event without timing;
+ * moe_cuda_event_create_timed one that moe_cuda_event_elapsed_ms can measure
+ * (both blocking-sync: waiting on them sleeps instead of spinning). */
 typedef struct moe_cuda_event_s* moe_cuda_event;
 MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, size_t err_len);
 MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len);
 /* MOE_CUDA_OK once the recorded work has finished, MOE_CUDA_NOT_READY before. */
 MOE_CUDA_API int moe_cuda_event_query(moe_cuda_event event, char* err, size_t err_len);
 MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, size_t err_len);
 MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char* err, size_t err_len);
+
+/* ---- benchmarking ------------------------------------------------------------
+ * GPU time between two recorded timed events, in milliseconds (resolution
+ * about 0.5 us): record `start`, enqueue the work, record `end`, then call
+ * this (it does not wait: MOE_CUDA_NOT_READY while either event's work is
+ * still pending; wait with moe_cuda_event_synchronize(end) first).
+ * MOE_CUDA_ERR_RANGE if an event was made by moe_cuda_event_create (no
+ * timing) or has never been recorded. */
+MOE_CUDA_API int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event end, float* ms, char* err,
+                                           size_t err_len);
+/* Enqueues a write of a device buffer twice the size of the device's L2 cache
+ * (allocated on the first call and kept), so that the next kernel starts with
+ * a cold L2, as in a real layer. Stream-ordered; put it before the `start`
+ * event, not between the events. */
+MOE_CUDA_API int moe_cuda_flush_l2(char* err, size_t err_len);
 
 /* The plug-in's cudaStream_t, for callers that link CUDA themselves. */
 MOE_CUDA_API int moe_cuda_get_stream(void** stream, char* err, size_t err_len);
@@ -211,6 +239,58 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* arg
                                            size_t err_len);
 MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_args* args, char* err,
                                                   size_t err_len);
+
+/* ---- FP8 quantization (SPEC.md "Quantization") -------------------------------
+ * Bit for bit the CPU backend's results (cpu/quantize.cpp). For every group
+ * of block_rows x 128 elements (rows r0.., columns 128g..; the last row block
+ * and column group may be smaller):
+ *   amax = max |x| over the group (NaN skipped), s = max(amax, 1e-4) / 448 in
+ *   f32 (IEEE division), for ue8m0 then s = 2^ceil(log2 s);
+ *   q = fp8_e4m3(x / s): round to nearest even, saturate to +-448, NaN -> 0x7F.
+ * block_rows = 1: per-token activations, scales [rows, ceil(cols/128)];
+ * block_rows = 128: weights, scales [ceil(rows/128), ceil(cols/128)]
+ * (DeepSeek-V3's weight_scale_inv).
+ * Non-finite input: q and scales are still written (as the CPU backend writes
+ * them), and if nonfinite_flag is not NULL the op first sets *nonfinite_flag
+ * to 0 and then to 1 if x holds a NaN or +-inf. Read the flag after the op has
+ * completed (moe_cuda_copy_d2h + moe_cuda_synchronize, or an event) and treat
+ * 1 as MOE_CUDA_ERR_NONFINITE ("x contains NaN or infinity"). */
+typedef struct moe_cuda_quantize_args {
+  const void* x;           /* [rows, cols] f32 or bf16 */
+  void* q;                 /* [rows, cols] fp8 e4m3 (output) */
+  float* scales;           /* [ceil(rows/block_rows), ceil(cols/128)] f32 (output) */
+  int32_t* nonfinite_flag; /* optional (NULL): device int32, 4-byte aligned */
+  int64_t rows;            /* >= 0 (0: nothing to do) */
+  int64_t cols;            /* K: a positive multiple of 16 */
+  int64_t block_rows;      /* 1 or 128 */
+  int32_t x_dtype;         /* MOE_CUDA_DTYPE_F32 or MOE_CUDA_DTYPE_BF16 */
+  int32_t q_dtype;         /* MOE_CUDA_DTYPE_FP8_E4M3 */
+  int32_t scale_dtype;     /* MOE_CUDA_DTYPE_F32 */
+  int32_t scale_format;    /* moe_cuda_scale_format */
+} moe_cuda_quantize_args;
+
+/* out = decode(q) * s in f32 (s the scale of the element's group), stored as
+ * f32 or bf16 (round to nearest even); bit for bit the CPU backend's
+ * dequantize, NaN codes included. */
+typedef struct moe_cuda_dequantize_args {
+  const void* q;       /* [rows, cols] fp8 e4m3 */
+  const float* scales; /* [ceil(rows/block_rows), ceil(cols/128)] f32 */
+  void* out;           /* [rows, cols] f32 or bf16 (output) */
+  int64_t rows;        /* >= 0 */
+  int64_t cols;        /* >= 0 (0 rows or columns: nothing to do) */
+  int64_t block_rows;  /* 1 or 128 */
+  int32_t q_dtype;     /* MOE_CUDA_DTYPE_FP8_E4M3 */
+  int32_t scale_dtype; /* MOE_CUDA_DTYPE_F32 */
+  int32_t out_dtype;   /* MOE_CUDA_DTYPE_F32 or MOE_CUDA_DTYPE_BF16 */
+  int32_t reserved;
+} moe_cuda_dequantize_args;
+
+/* Shape, dtype and range errors are checked on the host before anything is
+ * enqueued: MOE_CUDA_ERR_SHAPE (extents), _DTYPE, _RANGE (block_rows,
+ * scale_format, an extent >= 2^31, a misaligned pointer), _INTERNAL (a null
+ * device pointer). */
+MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* args, char* err, size_t err_len);
 
 #ifdef __cplusplus
 } /* extern "C" */

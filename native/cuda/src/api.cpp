@@ -11,11 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
 #include <mutex>
 #include <new>
 
 #include "common.h"
 #include "gemm_problem.h"
+#include "quantize.h"
 #include "simt_fp8_gemm.h"
 #include "sm90_fp8_gemm.h"
 #include "tensor_map.h"
@@ -35,6 +37,9 @@ struct State {
   int device = 0;
   cudaStream_t stream = nullptr;
   cudaMemPool_t pool = nullptr;  // null: the device has no memory pools; use cudaMalloc
+  void* l2_flush = nullptr;      // moe_cuda_flush_l2's buffer (cudaMalloc, kept), guarded by mu
+  size_t l2_flush_bytes = 0;
+  int l2_flush_value = 0;
 };
 
 State& state() {
@@ -249,6 +254,24 @@ int run_gemm(const char* op, const GemmProblem& p, int32_t kernel, char* err, si
   return simt_fp8_gemm_run(p, stream, err, err_len);
 }
 
+// ---------------------------------------------------------------------------
+// Argument checks of quantize / dequantize
+// ---------------------------------------------------------------------------
+int check_block_rows(const char* op, int64_t block_rows, char* err, size_t err_len) {
+  if (block_rows != 1 && block_rows != 128) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: block_rows must be 1 (activations, 1x128) or 128 (weights, 128x128), got %lld",
+                op, (long long)block_rows);
+  }
+  return MOE_CUDA_OK;
+}
+
+int check_aligned(const char* op, const char* name, const void* p, size_t align, char* err, size_t err_len) {
+  if (reinterpret_cast<uintptr_t>(p) % align != 0) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: %s (%p) must be %zu-byte aligned", op, name, p, align);
+  }
+  return MOE_CUDA_OK;
+}
+
 }  // namespace
 }  // namespace moe_cuda
 
@@ -381,23 +404,36 @@ MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* use
 
 struct moe_cuda_event_s {
   cudaEvent_t event;
+  bool timed;                          // created with timing (moe_cuda_event_create_timed)
+  std::atomic<bool> recorded{false};   // moe_cuda_event_record has been called
 };
 
-MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len) {
-  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_create: event is null");
+static int event_create(moe_cuda_event* event, bool timed, const char* op, char* err, size_t err_len) {
+  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: event is null", op);
   *event = nullptr;
   const int rc = ready(nullptr, err, err_len);
   if (rc != MOE_CUDA_OK) return rc;
   cudaEvent_t e;
   // Blocking sync: moe_cuda_event_synchronize sleeps instead of spinning.
-  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
-  moe_cuda_event_s* h = new (std::nothrow) moe_cuda_event_s{e};
+  const unsigned flags = timed ? cudaEventBlockingSync : (cudaEventDisableTiming | cudaEventBlockingSync);
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&e, flags));
+  moe_cuda_event_s* h = new (std::nothrow) moe_cuda_event_s;
   if (h == nullptr) {
     cudaEventDestroy(e);
-    return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "moe_cuda_event_create: out of host memory");
+    return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "%s: out of host memory", op);
   }
+  h->event = e;
+  h->timed = timed;
   *event = h;
   return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len) {
+  return event_create(event, false, "moe_cuda_event_create", err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, size_t err_len) {
+  return event_create(event, true, "moe_cuda_event_create_timed", err, err_len);
 }
 
 MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len) {
@@ -406,6 +442,7 @@ MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t e
   const int rc = ready(&stream, err, err_len);
   if (rc != MOE_CUDA_OK) return rc;
   MOE_CUDA_CHECK(cudaEventRecord(event->event, stream));
+  event->recorded.store(true);
   return MOE_CUDA_OK;
 }
 
@@ -437,6 +474,62 @@ MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char* err, size_t 
   delete event;
   if (rc != MOE_CUDA_OK) return rc;
   MOE_CUDA_CHECK(e);
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event end, float* ms, char* err,
+                                           size_t err_len) {
+  static const char* op = "moe_cuda_event_elapsed_ms";
+  if (ms == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: ms is null", op);
+  *ms = 0.0f;
+  if (start == nullptr || end == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: event is null", op);
+  if (!start->timed || !end->timed) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len,
+                "%s: the %s event was created without timing (use moe_cuda_event_create_timed)", op,
+                !start->timed ? "start" : "end");
+  }
+  if (!start->recorded.load() || !end->recorded.load()) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: the %s event has not been recorded", op,
+                !start->recorded.load() ? "start" : "end");
+  }
+  const int rc = ready(nullptr, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  const cudaError_t e = cudaEventElapsedTime(ms, start->event, end->event);
+  if (e == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    *ms = 0.0f;
+    return MOE_CUDA_NOT_READY;
+  }
+  MOE_CUDA_CHECK(e);
+  return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_flush_l2(char* err, size_t err_len) {
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.l2_flush == nullptr) {
+    int l2 = 0;
+    MOE_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, s.device));
+    // twice the L2 (at least 8 MiB if the attribute is 0), whole MiBs
+    size_t bytes = 2 * static_cast<size_t>(l2 > 0 ? l2 : (4 << 20));
+    bytes = (bytes + (1u << 20) - 1) & ~static_cast<size_t>((1u << 20) - 1);
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);  // outside the pool: moe_cuda_trim leaves it alone
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "%s: out of GPU memory allocating the %zu-byte L2 flush buffer: %s",
+                  "moe_cuda_flush_l2", bytes, cudaGetErrorString(e));
+    }
+    s.l2_flush = p;
+    s.l2_flush_bytes = bytes;
+  }
+  // Writes go through L2 (the device's point of coherence) and evict what the
+  // previous kernels left there; alternate the value so no two calls write the same bytes.
+  s.l2_flush_value ^= 0x5A;
+  MOE_CUDA_CHECK(cudaMemsetAsync(s.l2_flush, s.l2_flush_value, s.l2_flush_bytes, stream));
   return MOE_CUDA_OK;
 }
 
@@ -552,6 +645,101 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_arg
   p.masked_m = args->masked_m;
   p.expected_m = args->expected_m;
   return run_gemm(op, p, args->kernel, err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* args, char* err, size_t err_len) {
+  static const char* op = "quantize";
+  if (args == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
+  if (args->x_dtype != MOE_CUDA_DTYPE_F32 && args->x_dtype != MOE_CUDA_DTYPE_BF16) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: x must be f32 or bf16 (dtype %d)", op, args->x_dtype);
+  }
+  if (args->q_dtype != MOE_CUDA_DTYPE_FP8_E4M3) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: q must be fp8_e4m3 (dtype %d)", op, args->q_dtype);
+  }
+  if (args->scale_dtype != MOE_CUDA_DTYPE_F32) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: scales must be f32 (dtype %d; ue8m0 scales are f32 powers of two)",
+                op, args->scale_dtype);
+  }
+  if (args->scale_format != MOE_CUDA_SCALE_F32 && args->scale_format != MOE_CUDA_SCALE_UE8M0) {
+    return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: unknown scale format %d (0 = f32, 1 = ue8m0)", op,
+                args->scale_format);
+  }
+  int rc;
+  if ((rc = check_block_rows(op, args->block_rows, err, err_len)) ||
+      (rc = check_extent(op, "rows", args->rows, 0, err, err_len)) ||
+      (rc = check_extent(op, "cols (K)", args->cols, 16, err, err_len))) {
+    return rc;
+  }
+  if (args->cols % 16 != 0) {
+    return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: cols (K) = %lld must be a positive multiple of 16", op,
+                (long long)args->cols);
+  }
+  const bool bf16 = args->x_dtype == MOE_CUDA_DTYPE_BF16;
+  if (args->rows > 0) {
+    if (!args->x) return null_pointer(op, "x", err, err_len);
+    if (!args->q) return null_pointer(op, "q", err, err_len);
+    if (!args->scales) return null_pointer(op, "scales", err, err_len);
+    if ((rc = check_aligned(op, "x", args->x, bf16 ? 2 : 4, err, err_len)) ||
+        (rc = check_aligned(op, "scales", args->scales, 4, err, err_len))) {
+      return rc;
+    }
+  }
+  if (args->nonfinite_flag && (rc = check_aligned(op, "nonfinite_flag", args->nonfinite_flag, 4, err, err_len))) return rc;
+  cudaStream_t stream = nullptr;
+  if ((rc = ready(&stream, err, err_len))) return rc;
+  if (args->nonfinite_flag) MOE_CUDA_CHECK(cudaMemsetAsync(args->nonfinite_flag, 0, sizeof(int32_t), stream));
+  if (args->rows == 0) return MOE_CUDA_OK;
+  QuantizeProblem p{};
+  p.x = args->x;
+  p.x_bf16 = bf16;
+  p.q = static_cast<uint8_t*>(args->q);
+  p.scales = args->scales;
+  p.nonfinite = args->nonfinite_flag;
+  p.rows = args->rows;
+  p.cols = args->cols;
+  p.block_rows = args->block_rows;
+  p.ue8m0 = args->scale_format == MOE_CUDA_SCALE_UE8M0;
+  return quantize_run(p, stream, err, err_len);
+}
+
+MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* args, char* err, size_t err_len) {
+  static const char* op = "dequantize";
+  if (args == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
+  if (args->q_dtype != MOE_CUDA_DTYPE_FP8_E4M3) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: q must be fp8_e4m3 (dtype %d)", op, args->q_dtype);
+  }
+  if (args->scale_dtype != MOE_CUDA_DTYPE_F32) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: scales must be f32 (dtype %d)", op, args->scale_dtype);
+  }
+  if (args->out_dtype != MOE_CUDA_DTYPE_F32 && args->out_dtype != MOE_CUDA_DTYPE_BF16) {
+    return fail(MOE_CUDA_ERR_DTYPE, err, err_len, "%s: the output must be f32 or bf16 (dtype %d)", op, args->out_dtype);
+  }
+  int rc;
+  if ((rc = check_block_rows(op, args->block_rows, err, err_len)) ||
+      (rc = check_extent(op, "rows", args->rows, 0, err, err_len)) ||
+      (rc = check_extent(op, "cols", args->cols, 0, err, err_len))) {
+    return rc;
+  }
+  const bool bf16 = args->out_dtype == MOE_CUDA_DTYPE_BF16;
+  if (args->rows == 0 || args->cols == 0) return ready(nullptr, err, err_len);
+  if (!args->q) return null_pointer(op, "q", err, err_len);
+  if (!args->scales) return null_pointer(op, "scales", err, err_len);
+  if (!args->out) return null_pointer(op, "out", err, err_len);
+  if ((rc = check_aligned(op, "scales", args->scales, 4, err, err_len)) ||
+      (rc = check_aligned(op, "out", args->out, bf16 ? 2 : 4, err, err_len))) {
+    return rc;
+  }
+  cudaStream_t stream = nullptr;
+  if ((rc = ready(&stream, err, err_len))) return rc;
+  DequantizeProblem p{};
+  p.q = static_cast<const uint8_t*>(args->q);
+  p.scales = args->scales;
+  p.out = args->out;
+  p.out_bf16 = bf16;
+  p.rows = args->rows;
+  p.cols = args->cols;
+  p.block_rows = args->block_rows;
+  return dequantize_run(p, stream, err, err_len);
 }
 
 }  // extern "C"

@@ -4,7 +4,7 @@
  * with a reason, never crash.
  *
  *   cc -std=c99 -Inative/cuda/include native/cuda/test/dlopen_smoke.c -ldl -o smoke
- *   ./smoke build/cuda/libmoe_cuda.so
+ *   ./smoke build-cuda/libmoe_cuda.so
  */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -17,11 +17,16 @@ static const char* const kSymbols[] = {
     "moe_cuda_copy_h2d", "moe_cuda_copy_d2h", "moe_cuda_copy_d2d", "moe_cuda_memset", "moe_cuda_host_register",
     "moe_cuda_host_unregister", "moe_cuda_synchronize", "moe_cuda_launch_host_callback", "moe_cuda_event_create",
     "moe_cuda_event_record", "moe_cuda_event_query", "moe_cuda_event_synchronize", "moe_cuda_event_destroy",
-    "moe_cuda_get_stream", "moe_cuda_gemm_fp8", "moe_cuda_grouped_gemm_fp8", "moe_cuda_grouped_gemm_fp8_masked"};
+    "moe_cuda_get_stream", "moe_cuda_gemm_fp8", "moe_cuda_grouped_gemm_fp8", "moe_cuda_grouped_gemm_fp8_masked",
+    "moe_cuda_event_create_timed", "moe_cuda_event_elapsed_ms", "moe_cuda_flush_l2", "moe_cuda_quantize",
+    "moe_cuda_dequantize"};
 
 typedef unsigned (*version_fn)(void);
 typedef int (*probe_fn)(char*, size_t, moe_cuda_device_info*);
 typedef int (*gemm_fn)(const moe_cuda_gemm_args*, char*, size_t);
+typedef int (*quantize_fn)(const moe_cuda_quantize_args*, char*, size_t);
+typedef int (*dequantize_fn)(const moe_cuda_dequantize_args*, char*, size_t);
+typedef int (*elapsed_fn)(moe_cuda_event, moe_cuda_event, float*, char*, size_t);
 
 static int failures = 0;
 static void expect(int ok, const char* what) {
@@ -94,6 +99,78 @@ int main(int argc, char** argv) {
     expect(gemm(&a, err, sizeof(err)) == rc && strstr(err, reason) != NULL,
            "without a device, ops fail with the probe's reason");
   }
+
+  /* quantize / dequantize: host checks before any device work */
+  quantize_fn quantize = (quantize_fn)dlsym(lib, "moe_cuda_quantize");
+  dequantize_fn dequantize = (dequantize_fn)dlsym(lib, "moe_cuda_dequantize");
+  elapsed_fn elapsed = (elapsed_fn)dlsym(lib, "moe_cuda_event_elapsed_ms");
+  if (quantize == NULL || dequantize == NULL || elapsed == NULL) return 1;
+  moe_cuda_quantize_args qa;
+  memset(&qa, 0, sizeof(qa));
+  qa.x = qa.q = (void*)16;
+  qa.scales = (float*)16;
+  qa.rows = 4;
+  qa.cols = 256;
+  qa.block_rows = 1;
+  qa.x_dtype = MOE_CUDA_DTYPE_BF16;
+  qa.q_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+  qa.scale_dtype = MOE_CUDA_DTYPE_F32;
+  qa.scale_format = MOE_CUDA_SCALE_UE8M0;
+  expect(quantize(NULL, err, sizeof(err)) == MOE_CUDA_ERR_SHAPE, "quantize: null args is a shape error");
+  qa.cols = 100;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_SHAPE && strstr(err, "multiple of 16") != NULL,
+         "quantize: K % 16 != 0 is a shape error");
+  qa.cols = 256;
+  qa.block_rows = 64;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_RANGE && strstr(err, "block_rows") != NULL,
+         "quantize: block_rows 64 is a range error");
+  qa.block_rows = 128;
+  qa.x_dtype = MOE_CUDA_DTYPE_I32;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_DTYPE, "quantize: an i32 x is a dtype error");
+  qa.x_dtype = MOE_CUDA_DTYPE_F32;
+  qa.scale_format = 2;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_RANGE, "quantize: an unknown scale format is a range error");
+  qa.scale_format = MOE_CUDA_SCALE_F32;
+  qa.rows = (int64_t)1 << 31;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_RANGE, "quantize: rows >= 2^31 is a range error");
+  qa.rows = 4;
+  qa.x = (void*)18;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_RANGE && strstr(err, "aligned") != NULL,
+         "quantize: a misaligned f32 x is a range error");
+  qa.x = NULL;
+  expect(quantize(&qa, err, sizeof(err)) == MOE_CUDA_ERR_INTERNAL && strstr(err, "null") != NULL,
+         "quantize: a null x is reported");
+  qa.x = (void*)16;
+  if (rc != MOE_CUDA_OK) {
+    expect(quantize(&qa, err, sizeof(err)) == rc && strstr(err, reason) != NULL,
+           "quantize: without a device, fails with the probe's reason");
+  }
+  moe_cuda_dequantize_args da;
+  memset(&da, 0, sizeof(da));
+  da.q = da.out = (void*)16;
+  da.scales = (const float*)16;
+  da.rows = 3;
+  da.cols = 40;
+  da.block_rows = 128;
+  da.q_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+  da.scale_dtype = MOE_CUDA_DTYPE_F32;
+  da.out_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+  expect(dequantize(&da, err, sizeof(err)) == MOE_CUDA_ERR_DTYPE, "dequantize: an fp8 output is a dtype error");
+  da.out_dtype = MOE_CUDA_DTYPE_BF16;
+  da.block_rows = 0;
+  expect(dequantize(&da, err, sizeof(err)) == MOE_CUDA_ERR_RANGE, "dequantize: block_rows 0 is a range error");
+  da.block_rows = 1;
+  da.cols = -1;
+  expect(dequantize(&da, err, sizeof(err)) == MOE_CUDA_ERR_SHAPE, "dequantize: negative cols is a shape error");
+  da.cols = 40;
+  if (rc != MOE_CUDA_OK) {
+    expect(dequantize(&da, err, sizeof(err)) == rc, "dequantize: without a device, fails with the probe's verdict");
+  }
+  float ms = -1.0f;
+  expect(elapsed(NULL, NULL, &ms, err, sizeof(err)) == MOE_CUDA_ERR_SHAPE && ms == 0.0f,
+         "event_elapsed_ms: null events are a shape error");
+  expect(elapsed(NULL, NULL, NULL, err, sizeof(err)) == MOE_CUDA_ERR_SHAPE, "event_elapsed_ms: null ms is a shape error");
+
   printf("  %d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

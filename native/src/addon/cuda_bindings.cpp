@@ -137,4 +137,49 @@ Napi::Value CudaCopyToHost(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Timing for benchmarks: cudaTimerStart() records an event on the plug-in's
+// stream; cudaTimerStop() records another, waits for it and returns the GPU
+// time between the two in ms. cudaFlushL2() overwrites the L2 so that the next
+// kernel starts cold.
+namespace {
+moe_cuda_event timerEvents[2] = {nullptr, nullptr};
+
+Status recordTimer(int which) {
+  MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable("cudaTimer"));
+  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  char err[512] = {0};
+  if (timerEvents[which] == nullptr) {
+    MOE_RETURN_IF_ERROR(cuda::fromPlugin(api.eventCreateTimed(&timerEvents[which], err, sizeof err), err, "cudaTimer"));
+  }
+  return cuda::fromPlugin(api.eventRecord(timerEvents[which], err, sizeof err), err, "cudaTimer");
+}
+}  // namespace
+
+Napi::Value CudaTimerStart(const Napi::CallbackInfo& info) {
+  const Status status = recordTimer(0);
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+Napi::Value CudaTimerStop(const Napi::CallbackInfo& info) {
+  Status status = recordTimer(1);
+  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  char err[512] = {0};
+  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "cudaTimer");
+  float ms = 0;
+  if (status.isOk()) {
+    status = cuda::fromPlugin(api.eventElapsedMs(timerEvents[0], timerEvents[1], &ms, err, sizeof err), err, "cudaTimer");
+  }
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return Napi::Number::New(info.Env(), ms);
+}
+
+Napi::Value CudaFlushL2(const Napi::CallbackInfo& info) {
+  Status status = cuda::Plugin::instance().expectAvailable("cudaFlushL2");
+  char err[512] = {0};
+  if (status.isOk()) status = cuda::fromPlugin(cuda::Plugin::instance().api().flushL2(err, sizeof err), err, "cudaFlushL2");
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
 }  // namespace moe::addon

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "core/tensor.h"
+
 namespace moe {
 
 Status expect2dContiguous(const TensorView& t, const char* what) {
@@ -47,6 +49,38 @@ Status validateWeights(const GroupedGemmFp8Args& args, int64_t* g, int64_t* n, i
 }
 
 }  // namespace
+
+Status checkQuantize(const QuantizeArgs& args, int64_t blockRows, const char* op) {
+  const std::string name(op);
+  MOE_RETURN_IF_ERROR(expect2dContiguous(args.x, (name + ": x").c_str()));
+  MOE_RETURN_IF_ERROR(expectFloatInput(args.x, (name + ": x").c_str()));
+  const int64_t rows = args.x.dim(0), cols = args.x.dim(1);
+  MOE_RETURN_IF_ERROR(expectKMultipleOf16(cols, (name + ": x").c_str()));
+  MOE_RETURN_IF_ERROR(expectDtype(args.q, DType::kFP8E4M3, (name + ": q").c_str()));
+  MOE_RETURN_IF_ERROR(expectShape(args.q, {rows, cols}, (name + ": q").c_str()));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.q, (name + ": q").c_str()));
+  MOE_RETURN_IF_ERROR(expectDtype(args.scales, DType::kF32, (name + ": scales").c_str()));
+  MOE_RETURN_IF_ERROR(
+      expectShape(args.scales, {ceilDiv(rows, blockRows), ceilDiv(cols, kQuantGroup)}, (name + ": scales").c_str()));
+  return expectContiguous(args.scales, (name + ": scales").c_str());
+}
+
+Status checkDequantize(const DequantizeArgs& args) {
+  MOE_RETURN_IF_ERROR(expect2dContiguous(args.q, "dequantize: q.data"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.q, DType::kFP8E4M3, "dequantize: q.data"));
+  const int64_t rows = args.q.dim(0), cols = args.q.dim(1);
+  if (args.blockRows != 1 && args.blockRows != kWeightBlockRows) {
+    return Status(Code::kRange, "dequantize: blockRows must be 1 or 128, got " + std::to_string(args.blockRows));
+  }
+  MOE_RETURN_IF_ERROR(expectDtype(args.scales, DType::kF32, "dequantize: q.scales"));
+  MOE_RETURN_IF_ERROR(expectShape(args.scales, {ceilDiv(rows, args.blockRows), ceilDiv(cols, kQuantGroup)},
+                                  "dequantize: q.scales"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.scales, "dequantize: q.scales"));
+  MOE_RETURN_IF_ERROR(expectFloatInput(args.out, "dequantize: out"));
+  MOE_RETURN_IF_ERROR(expectShape(args.out, {rows, cols}, "dequantize: out"));
+  MOE_RETURN_IF_ERROR(expectContiguous(args.out, "dequantize: out"));
+  return Status::ok();
+}
 
 Status checkGemmFp8(const GemmFp8Args& args) {
   MOE_RETURN_IF_ERROR(expect2dContiguous(args.a, "gemmFp8: a.data"));

@@ -1,4 +1,4 @@
-// Shape and dtype checks of the GEMM operations, shared by every backend: a
+// Shape and dtype checks of the quantizers and GEMM operations, shared by every backend: a
 // backend calls these before it touches memory, so that each one reports the
 // same errors. They look at shapes and dtypes only, never at tensor data
 // (which may live on a device).
@@ -13,6 +13,9 @@ Status expect2dContiguous(const TensorView& t, const char* what);
 Status expectFloatInput(const TensorView& t, const char* what);  // f32 or bf16
 Status expectKMultipleOf16(int64_t k, const char* what);
 
+// Quantization with scales per blockRows x 128 (1: activations, 128: weights); `op` prefixes messages.
+Status checkQuantize(const QuantizeArgs& args, int64_t blockRows, const char* op);
+Status checkDequantize(const DequantizeArgs& args);
 Status checkGemmFp8(const GemmFp8Args& args);
 
 // The extents of a grouped GEMM: groups G, output features N, K, and the rows

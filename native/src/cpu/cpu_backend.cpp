@@ -1,9 +1,8 @@
 #include "cpu/cpu_backend.h"
 
-#include "core/op_checks.h"
-
 #include <string>
 
+#include "core/op_checks.h"
 #include "cpu/combine.h"
 #include "cpu/dispatch.h"
 #include "cpu/dispatch_layout.h"
@@ -18,28 +17,13 @@ namespace moe::cpu {
 
 namespace {
 
-// Native code checks what it is handed even though TypeScript validated it
-// first: a caller of the addon that skips lib/ must get an error, not a crash.
-Status validateQuantize(const QuantizeArgs& args, int64_t blockRows, const char* op) {
-  const std::string name(op);
-  MOE_RETURN_IF_ERROR(expect2dContiguous(args.x, (name + ": x").c_str()));
-  MOE_RETURN_IF_ERROR(expectFloatInput(args.x, (name + ": x").c_str()));
-  const int64_t rows = args.x.dim(0), cols = args.x.dim(1);
-  MOE_RETURN_IF_ERROR(expectKMultipleOf16(cols, (name + ": x").c_str()));
-  MOE_RETURN_IF_ERROR(expectDtype(args.q, DType::kFP8E4M3, (name + ": q").c_str()));
-  MOE_RETURN_IF_ERROR(expectShape(args.q, {rows, cols}, (name + ": q").c_str()));
-  MOE_RETURN_IF_ERROR(expectContiguous(args.q, (name + ": q").c_str()));
-  MOE_RETURN_IF_ERROR(expectDtype(args.scales, DType::kF32, (name + ": scales").c_str()));
-  MOE_RETURN_IF_ERROR(
-      expectShape(args.scales, {ceilDiv(rows, blockRows), ceilDiv(cols, kQuantGroup)}, (name + ": scales").c_str()));
-  return expectContiguous(args.scales, (name + ": scales").c_str());
-}
-
 Status prefixed(const char* op, Status status) {
   if (status.isOk()) return status;
   return Status(status.code(), std::string(op) + ": " + status.message());
 }
 
+// Native code checks what it is handed even though TypeScript validated it
+// first: a caller of the addon that skips lib/ must get an error, not a crash.
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
@@ -47,29 +31,17 @@ class CpuBackend final : public Backend {
   bool supportsOp(OpKind) const override { return true; }
 
   Status quantizeActivations(const QuantizeArgs& args) override {
-    MOE_RETURN_IF_ERROR(validateQuantize(args, 1, "quantizeActivations"));
+    MOE_RETURN_IF_ERROR(checkQuantize(args, 1, "quantizeActivations"));
     return prefixed("quantizeActivations", quantizeBlocks(args, 1));
   }
 
   Status quantizeWeights(const QuantizeArgs& args) override {
-    MOE_RETURN_IF_ERROR(validateQuantize(args, kWeightBlockRows, "quantizeWeights"));
+    MOE_RETURN_IF_ERROR(checkQuantize(args, kWeightBlockRows, "quantizeWeights"));
     return prefixed("quantizeWeights", quantizeBlocks(args, kWeightBlockRows));
   }
 
   Status dequantize(const DequantizeArgs& args) override {
-    MOE_RETURN_IF_ERROR(expect2dContiguous(args.q, "dequantize: q.data"));
-    MOE_RETURN_IF_ERROR(expectDtype(args.q, DType::kFP8E4M3, "dequantize: q.data"));
-    const int64_t rows = args.q.dim(0), cols = args.q.dim(1);
-    if (args.blockRows != 1 && args.blockRows != kWeightBlockRows) {
-      return Status(Code::kRange, "dequantize: blockRows must be 1 or 128, got " + std::to_string(args.blockRows));
-    }
-    MOE_RETURN_IF_ERROR(expectDtype(args.scales, DType::kF32, "dequantize: q.scales"));
-    MOE_RETURN_IF_ERROR(expectShape(args.scales, {ceilDiv(rows, args.blockRows), ceilDiv(cols, kQuantGroup)},
-                                    "dequantize: q.scales"));
-    MOE_RETURN_IF_ERROR(expectContiguous(args.scales, "dequantize: q.scales"));
-    MOE_RETURN_IF_ERROR(expectFloatInput(args.out, "dequantize: out"));
-    MOE_RETURN_IF_ERROR(expectShape(args.out, {rows, cols}, "dequantize: out"));
-    MOE_RETURN_IF_ERROR(expectContiguous(args.out, "dequantize: out"));
+    MOE_RETURN_IF_ERROR(checkDequantize(args));
     return prefixed("dequantize", dequantizeBlocks(args));
   }
 

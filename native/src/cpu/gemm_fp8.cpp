@@ -302,33 +302,65 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
 }
 
 // ---- AMX path ----------------------------------------------------------------
+//
+// Blocks of D (mc x nc, one task each, handed out over the pool like the
+// packed path's tiles). A is packed once per call into bf16 VNNI tiles
+// (amxPackA, parallel over 16-row tiles) and its scales transposed; each block
+// then walks K one 128-wide scale group at a time, decoding its nc rows of B
+// to bf16 (overlapped with the previous group's tile work) and promoting the
+// tiles into an f32 accumulator (gemm_fp8_amx.cpp).
 
-// From this many rows of A on, the AMX path (when usable) beats the AVX-512
-// paths: see kAmxMinM's measurements in the header comment.
-constexpr int64_t kAmxMinM = 9;
+// AMX from this many rows of A on, i.e. it replaces the packed AVX-512 path
+// and small M keeps streaming (memory-bound: B's bytes over the bandwidth).
+// Measured on the dev VM (Sapphire Rapids, 2 threads, noisy: best of runs),
+// GFLOP/s AMX vs AVX-512 packed: M = 9: 98-157 vs 38-92; M = 12: 104-208 vs
+// 48-107; M = 16: 190-370 vs 57-120 over the five benchmark (N, K) shapes.
+constexpr int64_t kAmxMinM = kStreamMaxM + 1;
 
-// 64-byte aligned scratch of any trivially constructible type.
-template <typename T>
-class AlignedBuffer {
+// 64-byte aligned scratch owned by the calling thread, grown on demand and
+// kept for the thread's next call (no page faults per call: the grouped GEMM
+// calls gemmFp8 once per expert). Requests above kKeepBytes are freed after
+// the call instead.
+class ThreadScratch {
  public:
-  AlignedBuffer() = default;
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  ~AlignedBuffer() { std::free(data_); }
-  bool allocate(int64_t count) {
-    std::free(data_);
-    data_ = nullptr;
-    void* ptr = nullptr;
-    const size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 16)) * sizeof(T);
-    if (posix_memalign(&ptr, 64, bytes) != 0) return false;
-    data_ = static_cast<T*>(ptr);
-    return true;
+  static constexpr size_t kKeepBytes = size_t{32} << 20;
+  ThreadScratch() = default;
+  ThreadScratch(const ThreadScratch&) = delete;
+  ThreadScratch& operator=(const ThreadScratch&) = delete;
+  ~ThreadScratch() { std::free(data_); }
+
+  // Null when out of memory. The previous contents are not kept.
+  void* get(size_t bytes) {
+    bytes = std::max<size_t>(bytes, 64);
+    if (bytes > capacity_) {
+      std::free(data_);
+      data_ = nullptr;
+      capacity_ = 0;
+      void* ptr = nullptr;
+      if (posix_memalign(&ptr, 64, bytes) != 0) return nullptr;
+      data_ = ptr;
+      capacity_ = bytes;
+    }
+    return data_;
   }
-  T* data() const { return data_; }
+  // Drops a buffer too large to keep.
+  void trim() {
+    if (capacity_ > kKeepBytes) {
+      std::free(data_);
+      data_ = nullptr;
+      capacity_ = 0;
+    }
+  }
 
  private:
-  T* data_ = nullptr;
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
 };
+
+// Per-thread: the caller's packed A (+ transposed scales) and each pool
+// thread's block scratch. Separate objects, as the caller is pool thread 0.
+thread_local ThreadScratch t_amxA;
+thread_local ThreadScratch t_amxBlock;
 
 struct AmxPlan {
   int64_t mc = 0, nc = 0;  // block extents: mc % 16 == 0, nc % 32 == 0
@@ -362,73 +394,69 @@ AmxPlan planAmx(int64_t M, int64_t N, int64_t K, int threads) {
   return best;
 }
 
-struct AmxScratch {
-  AlignedBuffer<uint16_t> wbuf;
-  AlignedBuffer<float> cbuf;
-  AlignedBuffer<float> acc;
-  bool ready = false;
-  bool failed = false;
-};
+size_t alignUp64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 Status gemmAmx(const Problem& p) {
   ThreadPool& pool = ThreadPool::instance();
   const int threads = pool.numThreads();
   const AmxPlan plan = planAmx(p.M, p.N, p.K, threads);
-  const int64_t kSteps = ceilDiv(p.K, fp8gemm::kAmxKStep);
   const int64_t mTiles = ceilDiv(p.M, 16);
   const int64_t ldSaT = mTiles * 16;
 
   // A once for all blocks: bf16 VNNI tiles, and its scales transposed.
-  AlignedBuffer<uint32_t> act;
-  AlignedBuffer<float> saT;
-  if (!act.allocate(mTiles * kSteps * fp8gemm::kAmxTileWords) || !saT.allocate(p.groups * ldSaT))
-    return outOfMemory();
+  const size_t actBytes = alignUp64(static_cast<size_t>(p.groups * mTiles * 4 * fp8gemm::kAmxTileWords) * 4);
+  char* aScratch = static_cast<char*>(t_amxA.get(actBytes + static_cast<size_t>(p.groups * ldSaT) * 4));
+  if (aScratch == nullptr) return outOfMemory();
+  uint32_t* act = reinterpret_cast<uint32_t*>(aScratch);
+  float* saT = reinterpret_cast<float*>(aScratch + actBytes);
+
   NanFlags nan;
   pool.parallelFor(mTiles, [&](int64_t tile, int) {
-    if (fp8gemm::amxPackA(p.a, p.M, p.K, tile, act.data() + tile * kSteps * fp8gemm::kAmxTileWords))
-      nan.a.store(true);
+    if (fp8gemm::amxPackA(p.a, p.M, p.K, tile, mTiles, act)) nan.a.store(true);
   });
-  if (nan.any()) return finish(nan);
+  if (nan.any()) {
+    t_amxA.trim();
+    return finish(nan);
+  }
   for (int64_t g = 0; g < p.groups; ++g) {
-    float* row = saT.data() + g * ldSaT;
+    float* row = saT + g * ldSaT;
     for (int64_t m = 0; m < ldSaT; ++m) row[m] = m < p.M ? p.sa[m * p.groups + g] : 0.0f;
   }
 
   const int64_t ncPad = ceilDiv(plan.nc, 32) * 32, mcPad = ceilDiv(plan.mc, 16) * 16;
-  std::vector<AmxScratch> scratch(static_cast<size_t>(threads));
+  const size_t wbufBytes = static_cast<size_t>(2 * ncPad * 128) * 2;
+  const size_t cbufBytes = 2 * 4 * 256 * 4;
+  const size_t accBytes = static_cast<size_t>(ncPad * mcPad) * 4;
   std::atomic<bool> oom{false};
-  pool.parallelFor(plan.mBlocks * plan.nBlocks, [&](int64_t block, int thread) {
+  pool.parallelFor(plan.mBlocks * plan.nBlocks, [&](int64_t block, int) {
     if (nan.any() || oom.load(std::memory_order_relaxed)) return;
-    AmxScratch& s = scratch[static_cast<size_t>(thread)];
-    if (!s.ready) {  // only threads that get a block allocate
-      s.ready = true;
-      s.failed = !s.wbuf.allocate(ncPad * 128) || !s.cbuf.allocate(2 * 4 * 256) || !s.acc.allocate(ncPad * mcPad);
-    }
-    if (s.failed) {
+    char* scratch = static_cast<char*>(t_amxBlock.get(wbufBytes + cbufBytes + accBytes));
+    if (scratch == nullptr) {
       oom.store(true);
       return;
     }
     fp8gemm::AmxBlockJob job;
     job.b = p.b;
     job.sb = p.sb;
-    job.act = act.data();
-    job.saT = saT.data();
+    job.act = act;
+    job.saT = saT;
     job.ldSaT = ldSaT;
     job.N = p.N;
     job.K = p.K;
     job.groups = p.groups;
-    job.kSteps = kSteps;
+    job.mTiles = mTiles;
     job.m0 = (block / plan.nBlocks) * plan.mc;
     job.mEff = std::min(plan.mc, p.M - job.m0);
     job.n0 = (block % plan.nBlocks) * plan.nc;
     job.nEff = std::min(plan.nc, p.N - job.n0);
-    job.wbuf = s.wbuf.data();
-    job.cbuf = s.cbuf.data();
-    job.acc = s.acc.data();
+    job.wbuf = reinterpret_cast<uint16_t*>(scratch);
+    job.cbuf = reinterpret_cast<float*>(scratch + wbufBytes);
+    job.acc = reinterpret_cast<float*>(scratch + wbufBytes + cbufBytes);
     job.d = p.d;
     job.bf16 = p.bf16;
     if (fp8gemm::amxRunBlock(job)) nan.b.store(true);
   });
+  t_amxA.trim();
   if (oom.load()) return outOfMemory();
   return finish(nan);
 }

@@ -29,6 +29,10 @@ namespace {
 constexpr int64_t kGroup = 128;       // K per scale group
 constexpr int64_t kStepsPerGroup = kGroup / kAmxKStep;
 constexpr int64_t kWbufLd = kGroup;   // bf16 per wbuf row
+// acc holds the block as [n-pair][m-tile][32 n][16 m] f32 pieces of 2 KiB:
+// contiguous per tile pair (row-major [n][m] rows would sit 4 KiB apart and
+// alias in L1 at mc = 512).
+constexpr int64_t kAccTile = 32 * 16;
 
 inline int64_t minI(int64_t x, int64_t y) { return x < y ? x : y; }
 
@@ -132,14 +136,15 @@ inline __m256i bf16FromFloat16(__m512 v) {
 }
 
 // D[m0 + i, n0 + j] = acc[j, i] for i < mEff, j < nEff.
-void writeBlock(const AmxBlockJob& job, int64_t ldAcc) {
+void writeBlock(const AmxBlockJob& job, int64_t mTiles) {
   for (int64_t nb = 0; nb < job.nEff; nb += 16) {
     const int64_t cols = minI(16, job.nEff - nb);
     const __mmask16 colMask = static_cast<__mmask16>((1u << cols) - 1u);
     for (int64_t mb = 0; mb < job.mEff; mb += 16) {
       const int64_t rows = minI(16, job.mEff - mb);
       __m512 r[16];
-      for (int j = 0; j < 16; ++j) r[j] = _mm512_load_ps(job.acc + (nb + j) * ldAcc + mb);
+      const float* acc = job.acc + ((nb / 32) * mTiles + mb / 16) * kAccTile + (nb % 32) * 16;
+      for (int j = 0; j < 16; ++j) r[j] = _mm512_load_ps(acc + 16 * j);
       transpose16x16(r);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t m = job.m0 + mb + i;
@@ -157,17 +162,24 @@ void writeBlock(const AmxBlockJob& job, int64_t ldAcc) {
 
 // ---- packing ----------------------------------------------------------------
 
-// wbuf[r, 0 .. 32 kSteps) = bf16(B[n0 + r, k0 ..]) for r < rows (rows past N
-// as zeros); k past K as zeros.
-bool decodeB(const AmxBlockJob& job, int64_t k0, int64_t kSteps, int64_t rows) {
+// dst[r, 0 .. 32 kSteps) = bf16(B[n0 + r, k0 ..]) for r in [r0, r1) (rows
+// past N as zeros; k past K as zeros). Also prefetches the rows' next group:
+// B is read 128 bytes per row and group, too many streams for the hardware
+// prefetchers.
+bool decodeB(const AmxBlockJob& job, int64_t k0, int64_t kSteps, int64_t r0, int64_t r1, uint16_t* dst) {
   __m256i nan = _mm256_setzero_si256();
-  for (int64_t r = 0; r < rows; ++r) {
-    uint16_t* out = job.wbuf + r * kWbufLd;
+  const bool prefetchNext = k0 + kGroup < job.K;
+  for (int64_t r = r0; r < r1; ++r) {
+    uint16_t* out = dst + r * kWbufLd;
     if (job.n0 + r >= job.N) {
       for (int64_t s = 0; s < kSteps; ++s) _mm512_store_si512(out + s * 32, _mm512_setzero_si512());
       continue;
     }
     const uint8_t* row = job.b + (job.n0 + r) * job.K;
+    if (prefetchNext) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + k0 + kGroup), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + k0 + kGroup + 64), _MM_HINT_T0);
+    }
     for (int64_t s = 0; s < kSteps; ++s) {
       const __m256i bytes = loadChunk(row, k0 + s * 32, job.K);
       nan = trackNan(nan, bytes);
@@ -179,11 +191,11 @@ bool decodeB(const AmxBlockJob& job, int64_t k0, int64_t kSteps, int64_t rows) {
 
 // ---- the tile block -----------------------------------------------------------
 
-// C tiles for one 32 (n) x 16 MT (m) block over kSteps K steps, stored to
-// cbuf [MT * 2][16][16]. w: wbuf at the block's first row; act: the first
-// m-tile's packed A at this group's first K step.
+// C tiles for one 32 (n) x 16 MT (m) block over kSteps K steps. w: wbuf at
+// the block's first row; act: the first m-tile's packed A at this group's
+// first K step.
 template <int MT>
-inline void tileBlock(const uint16_t* w, const uint32_t* act, int64_t actTileStride, int64_t kSteps, float* cbuf) {
+inline void tileBlock(const uint16_t* w, const uint32_t* act, int64_t actTileStride, int64_t kSteps) {
   _tile_zero(0);
   _tile_zero(1);
   if (MT == 2) {
@@ -202,6 +214,11 @@ inline void tileBlock(const uint16_t* w, const uint32_t* act, int64_t actTileStr
       _tile_dpbf16ps(3, 5, 7);
     }
   }
+}
+
+// The C tiles to cbuf [MT * 2][16][16].
+template <int MT>
+inline void storeTiles(float* cbuf) {
   _tile_stored(0, cbuf, 64);
   _tile_stored(1, cbuf + 256, 64);
   if (MT == 2) {
@@ -221,20 +238,20 @@ struct Pending {
 };
 
 // acc[n, m] (+)= c[n, m] * saT[m] * sb over the block's 32 x 16 mt entries.
-inline void promote(const Pending& p, int64_t ldAcc) {
+inline void promote(const Pending& p) {
   const __m512 sbv = _mm512_set1_ps(p.sb);
   for (int t = 0; t < p.mt; ++t) {
     const __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(p.saT + 16 * t), sbv);
     for (int h = 0; h < 2; ++h) {
       const float* c = p.cbuf + (2 * t + h) * 256;
-      float* acc = p.acc + (16 * h) * ldAcc + 16 * t;
+      float* acc = p.acc + t * kAccTile + 16 * 16 * h;
       if (p.first) {
 #pragma GCC unroll 16
-        for (int r = 0; r < 16; ++r) _mm512_store_ps(acc + r * ldAcc, _mm512_mul_ps(_mm512_load_ps(c + 16 * r), scale));
+        for (int r = 0; r < 16; ++r) _mm512_store_ps(acc + 16 * r, _mm512_mul_ps(_mm512_load_ps(c + 16 * r), scale));
       } else {
 #pragma GCC unroll 16
         for (int r = 0; r < 16; ++r) {
-          float* a = acc + r * ldAcc;
+          float* a = acc + 16 * r;
           _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(c + 16 * r), scale, _mm512_load_ps(a)));
         }
       }
@@ -244,7 +261,7 @@ inline void promote(const Pending& p, int64_t ldAcc) {
 
 }  // namespace
 
-bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, uint32_t* dst) {
+bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act) {
   const int64_t kSteps = (K + kAmxKStep - 1) / kAmxKStep;
   __m256i nan = _mm256_setzero_si256();
   for (int64_t s = 0; s < kSteps; ++s) {
@@ -260,7 +277,8 @@ bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, uint32_t* ds
       r[i] = _mm512_castsi512_ps(bf16FromFp8(bytes));  // 16 k-pairs of row m
     }
     transpose16x16(r);  // r[p] = k-pair p of the 16 rows
-    uint32_t* out = dst + s * kAmxTileWords;
+    const int64_t g = s / kStepsPerGroup;
+    uint32_t* out = act + ((g * mTiles + tile) * kStepsPerGroup + s % kStepsPerGroup) * kAmxTileWords;
     for (int p = 0; p < 16; ++p) _mm512_store_ps(reinterpret_cast<float*>(out + 16 * p), r[p]);
   }
   return sawNan(nan);
@@ -270,34 +288,49 @@ bool amxRunBlock(const AmxBlockJob& job) {
   loadTileConfig();
   const int64_t mTiles = (job.mEff + 15) / 16;
   const int64_t nPairs = (job.nEff + 31) / 32;
-  const int64_t ldAcc = mTiles * 16;
-  const int64_t actTileStride = job.kSteps * kAmxTileWords;  // dwords between consecutive m-tiles
-  const uint32_t* actBlock = job.act + (job.m0 / 16) * actTileStride;
+  const int64_t rows = nPairs * 32;
+  const int64_t actTileStride = kStepsPerGroup * kAmxTileWords;  // dwords between consecutive m-tiles
+  auto groupSteps = [&](int64_t g) { return minI(kStepsPerGroup, (job.K - g * kGroup + kAmxKStep - 1) / kAmxKStep); };
+  // B rows of group g live in wbuf half g % 2; group g + 1 is decoded a few
+  // rows after each tile block of group g, so the vector units decode while
+  // the tile unit multiplies.
+  uint16_t* wbufs[2] = {job.wbuf, job.wbuf + rows * kWbufLd};
+  const int64_t blocksPerGroup = ((mTiles + 1) / 2) * nPairs;
+  const int64_t rowsPerBlock = (rows + blocksPerGroup - 1) / blocksPerGroup;
+  bool nan = decodeB(job, 0, groupSteps(0), 0, rows, wbufs[0]);
 
   Pending pending{};
   bool hasPending = false;
   int cur = 0;
-  for (int64_t g = 0; g < job.groups; ++g) {
-    const int64_t k0 = g * kGroup;
-    const int64_t kSteps = minI(kStepsPerGroup, (job.K - k0 + kAmxKStep - 1) / kAmxKStep);
-    if (decodeB(job, k0, kSteps, nPairs * 32)) {
-      _tile_release();
-      return true;
-    }
-    compilerBarrier();
+  for (int64_t g = 0; g < job.groups && !nan; ++g) {
+    compilerBarrier();  // wbufs[g % 2] is complete
+    const int64_t kSteps = groupSteps(g);
+    const uint16_t* wbuf = wbufs[g & 1];
+    uint16_t* wnext = wbufs[(g + 1) & 1];
+    const int64_t nextK0 = (g + 1) * kGroup, nextSteps = g + 1 < job.groups ? groupSteps(g + 1) : 0;
     const float* saRow = job.saT + g * job.ldSaT + job.m0;
+    int64_t block = 0;
     for (int64_t mp = 0; mp < mTiles; mp += 2) {
       const int mt = static_cast<int>(minI(2, mTiles - mp));
-      const uint32_t* act = actBlock + mp * actTileStride + (k0 / kAmxKStep) * kAmxTileWords;
-      for (int64_t np = 0; np < nPairs; ++np) {
+      const uint32_t* act = job.act + (g * job.mTiles + job.m0 / 16 + mp) * actTileStride;
+      for (int64_t np = 0; np < nPairs; ++np, ++block) {
+        const uint16_t* w = wbuf + np * 32 * kWbufLd;
+        if (mt == 2) tileBlock<2>(w, act, actTileStride, kSteps);
+        else tileBlock<1>(w, act, actTileStride, kSteps);
+        // Vector work while the tile unit runs this block: promote the
+        // previous block and decode a slice of the next group's B, both
+        // before this block's tile stores (loads wait behind a pending tile
+        // store).
+        if (hasPending) promote(pending);
+        if (nextSteps > 0) {
+          const int64_t r0 = block * rowsPerBlock, r1 = minI(rows, r0 + rowsPerBlock);
+          if (r0 < r1) nan |= decodeB(job, nextK0, nextSteps, r0, r1, wnext);
+        }
         float* cbuf = job.cbuf + cur * 1024;
-        const uint16_t* w = job.wbuf + np * 32 * kWbufLd;
-        if (mt == 2) tileBlock<2>(w, act, actTileStride, kSteps, cbuf);
-        else tileBlock<1>(w, act, actTileStride, kSteps, cbuf);
-        // Promote the previous block while the tile unit works on this one.
-        if (hasPending) promote(pending, ldAcc);
+        if (mt == 2) storeTiles<2>(cbuf);
+        else storeTiles<1>(cbuf);
         pending.cbuf = cbuf;
-        pending.acc = job.acc + np * 32 * ldAcc + mp * 16;
+        pending.acc = job.acc + (np * mTiles + mp) * kAccTile;
         pending.saT = saRow + mp * 16;
         pending.sb = job.sb[((job.n0 + np * 32) / kGroup) * job.groups + g];
         pending.mt = mt;
@@ -307,9 +340,10 @@ bool amxRunBlock(const AmxBlockJob& job) {
       }
     }
   }
-  if (hasPending) promote(pending, ldAcc);
   _tile_release();
-  writeBlock(job, ldAcc);
+  if (nan) return true;
+  if (hasPending) promote(pending);
+  writeBlock(job, mTiles);
   return false;
 }
 

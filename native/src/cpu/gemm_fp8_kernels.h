@@ -108,23 +108,26 @@ constexpr int64_t kAmxKStep = 32;   // K per TDPBF16PS
 constexpr int64_t kAmxTileWords = 256;  // dwords (bf16 pairs) of one packed A tile: 16 k-pairs x 16 rows
 
 // Packs A rows [16 * tile, 16 * tile + 16) (rows >= M as zeros) for the VNNI
-// tile operand: dst[s][p][r] = (bf16(A[16 tile + r, 32 s + 2p]),
-// bf16(A[.., 32 s + 2p + 1])) as one dword (low half first), for
-// s < kSteps = ceil(K / 32); k >= K as zeros.   a: [M, K] fp8;
-// dst: [kSteps][16][16] uint32. Returns true when it met an fp8 NaN code.
-bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, uint32_t* dst);
+// tile operand, into the group-major layout act[g][t][s][p][r] (g < groups,
+// t < mTiles = ceil(M/16), s < 4 K steps of 32, p < 16 k-pairs, r < 16 rows):
+// the dword (bf16(A[16 t + r, k]), bf16(A[16 t + r, k + 1])) (low half first)
+// with k = 128 g + 32 s + 2p; k >= K as zeros (K steps wholly past K are not
+// written). One group of a block's rows is then contiguous.
+//   a: [M, K] fp8; act: [groups][mTiles][4][16][16] uint32.
+// Returns true when it met an fp8 NaN code.
+bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act);
 
 // One output block D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K.
 struct AmxBlockJob {
   const uint8_t* b;      // [N, K] fp8
   const float* sb;       // [ceil(N/128), groups]
-  const uint32_t* act;   // amxPackA output of all tiles: [ceil(M/16)][kSteps][256]
+  const uint32_t* act;   // amxPackA output of all tiles: [groups][mTiles][4][256]
   const float* saT;      // [groups][ldSaT]: sa transposed, 0 past M
   int64_t ldSaT;
-  int64_t N, K, groups, kSteps;
+  int64_t N, K, groups, mTiles;  // mTiles = ceil(M/16)
   int64_t m0, mEff;      // m0 % 16 == 0
   int64_t n0, nEff;      // n0 % 32 == 0; nEff <= kAmxNcMax
-  uint16_t* wbuf;        // scratch: [roundUp(nEff, 32)][128] bf16, 64-byte aligned
+  uint16_t* wbuf;        // scratch: [2][roundUp(nEff, 32)][128] bf16, 64-byte aligned
   float* cbuf;           // scratch: [2][4][16][16] f32, 64-byte aligned
   float* acc;            // scratch: [roundUp(nEff, 32)][roundUp(mEff, 16)] f32, 64-byte aligned
   char* d;               // D [M, N] (f32 or bf16)

@@ -33,16 +33,67 @@ Status unsupported(const char* op) {
 }
 
 class CudaBackend final : public Backend {
+ private:
+  // Quantizing reports NaN or infinity like the CPU backend: the kernel sets a
+  // device flag, read back once the kernel is done (this makes the call wait
+  // for the GPU; the price of the same error on both backends).
+  Status quantize(const QuantizeArgs& args, int64_t blockRows, const char* op) {
+    MOE_RETURN_IF_ERROR(checkQuantize(args, blockRows, op));
+    MOE_RETURN_IF_ERROR(expectOnDevice({&args.x, &args.q, &args.scales}, op));
+    const PluginApi& api = Plugin::instance().api();
+    char err[512] = {0};
+    if (nonFiniteFlag_ == nullptr) {
+      MOE_RETURN_IF_ERROR(fromPlugin(api.alloc(sizeof(int32_t), &nonFiniteFlag_, err, sizeof err), err, op));
+    }
+    moe_cuda_quantize_args q{};
+    q.x = args.x.data;
+    q.q = args.q.data;
+    q.scales = args.scales.as<float>();
+    q.nonfinite_flag = static_cast<int32_t*>(nonFiniteFlag_);
+    q.rows = args.x.dim(0);
+    q.cols = args.x.dim(1);
+    q.block_rows = blockRows;
+    q.x_dtype = pluginDtype(args.x.dtype);
+    q.q_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+    q.scale_dtype = MOE_CUDA_DTYPE_F32;
+    q.scale_format = args.scaleFormat == ScaleFormat::kUE8M0 ? MOE_CUDA_SCALE_UE8M0 : MOE_CUDA_SCALE_F32;
+    MOE_RETURN_IF_ERROR(fromPlugin(api.quantize(&q, err, sizeof err), err, op));
+    int32_t nonFinite = 0;
+    MOE_RETURN_IF_ERROR(fromPlugin(api.copyD2H(&nonFinite, nonFiniteFlag_, sizeof nonFinite, err, sizeof err), err, op));
+    MOE_RETURN_IF_ERROR(fromPlugin(api.synchronize(err, sizeof err), err, op));
+    if (nonFinite != 0) return Status(Code::kNonFinite, std::string(op) + ": x contains NaN or infinity");
+    return Status::ok();
+  }
+
+  void* nonFiniteFlag_ = nullptr;  // [1] i32 on the device
+
  public:
   const char* name() const override { return "cuda"; }
 
   bool supportsOp(OpKind op) const override {
-    return op == OpKind::kGemmFp8 || op == OpKind::kGroupedGemmFp8 || op == OpKind::kGroupedGemmFp8Masked;
+    return op == OpKind::kGemmFp8 || op == OpKind::kGroupedGemmFp8 || op == OpKind::kGroupedGemmFp8Masked ||
+           op == OpKind::kQuantizeActivations || op == OpKind::kQuantizeWeights || op == OpKind::kDequantize;
   }
 
-  Status quantizeActivations(const QuantizeArgs&) override { return unsupported("quantizeActivations"); }
-  Status quantizeWeights(const QuantizeArgs&) override { return unsupported("quantizeWeights"); }
-  Status dequantize(const DequantizeArgs&) override { return unsupported("dequantize"); }
+  Status quantizeActivations(const QuantizeArgs& args) override { return quantize(args, 1, "quantizeActivations"); }
+  Status quantizeWeights(const QuantizeArgs& args) override { return quantize(args, kWeightBlockRows, "quantizeWeights"); }
+
+  Status dequantize(const DequantizeArgs& args) override {
+    MOE_RETURN_IF_ERROR(checkDequantize(args));
+    MOE_RETURN_IF_ERROR(expectOnDevice({&args.q, &args.scales, &args.out}, "dequantize"));
+    moe_cuda_dequantize_args d{};
+    d.q = args.q.data;
+    d.scales = args.scales.as<const float>();
+    d.out = args.out.data;
+    d.rows = args.q.dim(0);
+    d.cols = args.q.dim(1);
+    d.block_rows = args.blockRows;
+    d.q_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+    d.scale_dtype = MOE_CUDA_DTYPE_F32;
+    d.out_dtype = pluginDtype(args.out.dtype);
+    char err[512] = {0};
+    return fromPlugin(Plugin::instance().api().dequantize(&d, err, sizeof err), err, "dequantize");
+  }
 
   Status gemmFp8(const GemmFp8Args& args) override {
     MOE_RETURN_IF_ERROR(checkGemmFp8(args));

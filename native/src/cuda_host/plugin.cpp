@@ -59,6 +59,12 @@ void Plugin::load(const std::vector<std::string>& candidates) {
   resolve(library, "moe_cuda_gemm_fp8", &api.gemmFp8, &missing);
   resolve(library, "moe_cuda_grouped_gemm_fp8", &api.groupedGemmFp8, &missing);
   resolve(library, "moe_cuda_grouped_gemm_fp8_masked", &api.groupedGemmFp8Masked, &missing);
+  resolve(library, "moe_cuda_quantize", &api.quantize, &missing);
+  resolve(library, "moe_cuda_dequantize", &api.dequantize, &missing);
+  resolve(library, "moe_cuda_event_create_timed", &api.eventCreateTimed, &missing);
+  resolve(library, "moe_cuda_event_record", &api.eventRecord, &missing);
+  resolve(library, "moe_cuda_event_elapsed_ms", &api.eventElapsedMs, &missing);
+  resolve(library, "moe_cuda_flush_l2", &api.flushL2, &missing);
   if (!missing.empty()) {
     reason_ = "the CUDA plug-in at " + path_ + " lacks " + missing + " (an older or foreign build)";
     return;
@@ -88,6 +94,7 @@ Status fromPlugin(int status, const char* message, const char* what) {
     case MOE_CUDA_ERR_SHAPE: return Status(Code::kShape, text);
     case MOE_CUDA_ERR_DTYPE: return Status(Code::kDtype, text);
     case MOE_CUDA_ERR_RANGE: return Status(Code::kRange, text);
+    case MOE_CUDA_ERR_NONFINITE: return Status(Code::kNonFinite, text);
     case MOE_CUDA_ERR_UNSUPPORTED: return Status(Code::kUnsupported, text);
     default: return Status(Code::kInternal, text);
   }

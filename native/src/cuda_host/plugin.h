@@ -24,6 +24,12 @@ struct PluginApi {
   decltype(&moe_cuda_gemm_fp8) gemmFp8 = nullptr;
   decltype(&moe_cuda_grouped_gemm_fp8) groupedGemmFp8 = nullptr;
   decltype(&moe_cuda_grouped_gemm_fp8_masked) groupedGemmFp8Masked = nullptr;
+  decltype(&moe_cuda_quantize) quantize = nullptr;
+  decltype(&moe_cuda_dequantize) dequantize = nullptr;
+  decltype(&moe_cuda_event_create_timed) eventCreateTimed = nullptr;
+  decltype(&moe_cuda_event_record) eventRecord = nullptr;
+  decltype(&moe_cuda_event_elapsed_ms) eventElapsedMs = nullptr;
+  decltype(&moe_cuda_flush_l2) flushL2 = nullptr;
 };
 
 class Plugin {
