@@ -88,6 +88,7 @@ export interface NativeAddon {
   cudaTimerStart(): void;
   cudaTimerStop(): number;
   cudaFlushL2(): void;
+  cudaCopyDeviceToDevice(dst: unknown, src: unknown, bytes: number): void;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

@@ -174,6 +174,26 @@ Napi::Value CudaTimerStop(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ms);
 }
 
+// cudaCopyDeviceToDevice(dst, src, bytes): enqueued only (the benchmark's HBM probe times it with events).
+Napi::Value CudaCopyDeviceToDevice(const Napi::CallbackInfo& info) {
+  DeviceBuffer* dst = nullptr;
+  DeviceBuffer* src = nullptr;
+  Status status = cuda::Plugin::instance().expectAvailable("cudaCopyDeviceToDevice");
+  if (status.isOk() && info.Length() >= 3) status = deviceBufferArg(info[0], &dst);
+  if (status.isOk()) status = deviceBufferArg(info[1], &src);
+  const double bytes = info.Length() >= 3 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
+  if (status.isOk() && (!(bytes >= 0) || bytes > static_cast<double>(dst->bytes) || bytes > static_cast<double>(src->bytes))) {
+    status = Status(Code::kRange, "cudaCopyDeviceToDevice: byte count out of range");
+  }
+  char err[512] = {0};
+  if (status.isOk()) {
+    status = cuda::fromPlugin(cuda::Plugin::instance().api().copyD2D(dst->ptr, src->ptr, static_cast<size_t>(bytes), err, sizeof err),
+                              err, "cudaCopyDeviceToDevice");
+  }
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
 Napi::Value CudaFlushL2(const Napi::CallbackInfo& info) {
   Status status = cuda::Plugin::instance().expectAvailable("cudaFlushL2");
   char err[512] = {0};

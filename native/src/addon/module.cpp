@@ -44,6 +44,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"cudaTimerStart", CudaTimerStart},
       {"cudaTimerStop", CudaTimerStop},
       {"cudaFlushL2", CudaFlushL2},
+      {"cudaCopyDeviceToDevice", CudaCopyDeviceToDevice},
       {"getNumThreads", GetNumThreads},
       {"setNumThreads", SetNumThreads},
       {"cpuInfo", CpuInfo},

@@ -54,6 +54,7 @@ void Plugin::load(const std::vector<std::string>& candidates) {
   resolve(library, "moe_cuda_free", &api.free, &missing);
   resolve(library, "moe_cuda_copy_h2d", &api.copyH2D, &missing);
   resolve(library, "moe_cuda_copy_d2h", &api.copyD2H, &missing);
+  resolve(library, "moe_cuda_copy_d2d", &api.copyD2D, &missing);
   resolve(library, "moe_cuda_synchronize", &api.synchronize, &missing);
   resolve(library, "moe_cuda_launch_host_callback", &api.launchHostCallback, &missing);
   resolve(library, "moe_cuda_gemm_fp8", &api.gemmFp8, &missing);

@@ -19,6 +19,7 @@ struct PluginApi {
   decltype(&moe_cuda_free) free = nullptr;
   decltype(&moe_cuda_copy_h2d) copyH2D = nullptr;
   decltype(&moe_cuda_copy_d2h) copyD2H = nullptr;
+  decltype(&moe_cuda_copy_d2d) copyD2D = nullptr;
   decltype(&moe_cuda_synchronize) synchronize = nullptr;
   decltype(&moe_cuda_launch_host_callback) launchHostCallback = nullptr;
   decltype(&moe_cuda_gemm_fp8) gemmFp8 = nullptr;
