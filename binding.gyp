@@ -14,6 +14,7 @@
         "native/src/cuda_host/plugin.cpp",
         "native/src/cuda_host/cuda_backend.cpp",
         "native/src/core/moe_forward.cpp",
+        "native/src/platform/glibc_compat.cpp",
         "native/src/core/status.cpp",
         "native/src/core/tensor.cpp",
         "native/src/core/numerics.cpp",
@@ -46,7 +47,14 @@
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions", "-O2"],
-      "ldflags": ["-pthread"],
+      "ldflags": [
+        "-pthread",
+        "-static-libstdc++",
+        "-static-libgcc",
+        "-Wl,--wrap=pthread_create,--wrap=pthread_detach,--wrap=pthread_join,--wrap=pthread_key_create",
+        "-Wl,--wrap=pthread_key_delete,--wrap=pthread_once,--wrap=pthread_getspecific,--wrap=pthread_setspecific",
+        "-Wl,--wrap=__pthread_key_create,--wrap=dlopen,--wrap=dlsym,--wrap=dlerror,--wrap=arc4random,--wrap=_dl_find_object"
+      ],
       "libraries": ["-ldl"]
     }
   ]

@@ -94,7 +94,7 @@ describe('MoeLayer', () => {
 
   it('does not block the event loop during a long forward', async () => {
     const big = MoeLayer.random({ ...SMALL, hiddenSize: 1024, intermediateSize: 512, numExperts: 64 }, { seed: 5 });
-    const x = tensor(randomFloats(512 * 1024, random), [512, 1024]);
+    const x = tensor(randomFloats(4096 * 1024, random), [4096, 1024]); // ~100 GFLOP of expert GEMMs
     await big.forward(x); // the first call allocates the workspace; measure the steady state
     const histogram = monitorEventLoopDelay({ resolution: 1 });
     histogram.enable();

@@ -1,6 +1,5 @@
 #include "core/tensor.h"
 
-#include <sstream>
 
 namespace moe {
 
@@ -55,11 +54,9 @@ bool TensorView::isContiguous() const {
 }
 
 std::string TensorView::shapeString() const {
-  std::ostringstream out;
-  out << "[";
-  for (int i = 0; i < ndim; ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
+  std::string out = "[";
+  for (int i = 0; i < ndim; ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
 }
 
 Status expectDtype(const TensorView& t, DType dtype, const char* what) {

@@ -1,16 +1,15 @@
 #include "cuda_host/plugin.h"
 
 #include <dlfcn.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 namespace moe::cuda {
 
 namespace {
 
-bool fileExists(const std::string& path) {
-  struct stat info;
-  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
-}
+// access() rather than stat(): stat's symbol version is newer than the glibc
+// 2.28 baseline (see platform/glibc_compat.cpp).
+bool fileExists(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
 
 template <typename Fn>
 bool resolve(void* library, const char* name, Fn* out, std::string* missing) {
