@@ -15,6 +15,7 @@
         "native/src/cuda_host/cuda_backend.cpp",
         "native/src/core/moe_forward.cpp",
         "native/src/platform/glibc_compat.cpp",
+        "native/src/platform/glibc_versions.S",
         "native/src/core/status.cpp",
         "native/src/core/tensor.cpp",
         "native/src/core/numerics.cpp",
@@ -51,9 +52,7 @@
         "-pthread",
         "-static-libstdc++",
         "-static-libgcc",
-        "-Wl,--wrap=pthread_create,--wrap=pthread_detach,--wrap=pthread_join,--wrap=pthread_key_create",
-        "-Wl,--wrap=pthread_key_delete,--wrap=pthread_once,--wrap=pthread_getspecific,--wrap=pthread_setspecific",
-        "-Wl,--wrap=__pthread_key_create,--wrap=dlopen,--wrap=dlsym,--wrap=dlerror,--wrap=arc4random,--wrap=_dl_find_object"
+        "-Wl,@<(module_root_dir)/native/src/platform/glibc_compat.wrap"
       ],
       "libraries": ["-ldl"]
     }

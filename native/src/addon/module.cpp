@@ -51,6 +51,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"castFromF32", CastFromF32},
       {"measureFmaPeak", MeasureFmaPeak},
       {"measureMemoryBandwidth", MeasureMemoryBandwidth},
+      {"measureMatrixPeak", MeasureMatrixPeak},
   };
   for (const auto& [name, callback] : functions) exports.Set(name, Napi::Function::New(env, callback, name));
   return exports;

@@ -10,5 +10,6 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info);
 Napi::Value CastFromF32(const Napi::CallbackInfo& info);
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info);
 Napi::Value MeasureMemoryBandwidth(const Napi::CallbackInfo& info);
+Napi::Value MeasureMatrixPeak(const Napi::CallbackInfo& info);
 
 }  // namespace moe::addon
