@@ -5,6 +5,9 @@
  * setDefaultBackend): the device that `t.to()` moves tensors to.
  * Operations run where their tensors are.
  */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { MoeError, describe } from './errors';
 import { native, PACKAGE_ROOT } from './native';
@@ -43,11 +46,31 @@ export function cudaPluginCandidates(): string[] {
 
 let cuda: BackendInfo | undefined;
 
-/** The CUDA backend's status (the plug-in is loaded and probed once, on first use). */
+/**
+ * Loads the plug-in and probes the driver in a child process first: a broken
+ * driver or plug-in can crash the process that loads it, and that must not be
+ * the user's. Only when the child comes back healthy and the GPU usable is the
+ * plug-in loaded here. MOE_CUDA_PROBE=inprocess skips the child (faster start).
+ */
+function probeInChild(candidates: string[]): BackendInfo | undefined {
+  if (process.env.MOE_CUDA_PROBE === 'inprocess' || !candidates.some((c) => fs.existsSync(c))) return undefined;
+  const loader = createRequire(__filename).resolve('node-gyp-build');
+  const script = `const addon = require(${JSON.stringify(loader)})(${JSON.stringify(PACKAGE_ROOT)});
+    process.stdout.write(JSON.stringify(addon.cudaLoad(${JSON.stringify(candidates)})));`;
+  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  if (child.status !== 0) {
+    const how = child.signal ? `was killed by ${child.signal}` : `exited with ${child.status}`;
+    return { name: 'cuda', available: false, reason: `probing the CUDA plug-in in a child process failed (it ${how}); it is not loaded here` };
+  }
+  const status = JSON.parse(child.stdout) as Omit<BackendInfo, 'name'>;
+  return status.available ? undefined : { name: 'cuda', ...status };
+}
+
+/** The CUDA backend's status (the plug-in is probed and loaded once, on first use). */
 export function cudaBackend(): BackendInfo {
   if (!cuda) {
-    const status = native().cudaLoad(cudaPluginCandidates());
-    cuda = { name: 'cuda', ...status };
+    const candidates = cudaPluginCandidates();
+    cuda = probeInChild(candidates) ?? { name: 'cuda', ...native().cudaLoad(candidates) };
   }
   return cuda;
 }

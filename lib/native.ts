@@ -20,9 +20,9 @@ export interface NativeTensor {
 }
 
 export interface CpuInfo {
-  gemmIsa: 'avx512' | 'avx2' | 'portable';
+  gemmIsa: 'amx' | 'avx512' | 'avx2' | 'portable';
   threads: number;
-  features: { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bw: boolean };
+  features: { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bw: boolean; amx: boolean };
 }
 
 type OpResult<Async extends boolean> = Async extends true ? Promise<void> : void;
@@ -95,6 +95,7 @@ export interface NativeAddon {
   castFromF32(src: Float32Array, dst: Uint8Array | Uint16Array, dtype: 'fp8_e4m3' | 'bf16'): void;
   measureFmaPeak(seconds: number): number;
   measureMemoryBandwidth(seconds: number): number;
+  measureMatrixPeak(seconds: number): number;
 }
 
 /** The package root: lib/ (sources, under vitest) and dist/ (compiled) both sit one level below it. */

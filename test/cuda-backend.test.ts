@@ -48,6 +48,13 @@ describe('the CUDA backend on this machine', () => {
         expect(cudaStatusWith({ MOE_CUDA_PLUGIN: foreign }).reason).toMatch(/lacks moe_cuda_abi_version/);
       }
       expect(cudaStatusWith({ MOE_CUDA_PLUGIN: path.join(dir, 'missing.so') }).reason).toMatch(/not built/);
+
+      // A plug-in that crashes its process on load: only the probe child dies.
+      const source = path.join(dir, 'crash.c');
+      fs.writeFileSync(source, '#include <stdlib.h>\n__attribute__((constructor)) static void crash(void) { abort(); }\nunsigned moe_cuda_abi_version(void) { return 1; }\n');
+      const crashing = path.join(dir, 'libcrash.so');
+      execFileSync('cc', ['-shared', '-fPIC', '-o', crashing, source]);
+      expect(cudaStatusWith({ MOE_CUDA_PLUGIN: crashing }).reason).toMatch(/probing the CUDA plug-in in a child process failed \(it was killed by SIGABRT\)/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -121,12 +121,14 @@ export function formatGemmReport(report: GemmBenchReport): string {
   const { ceilings } = report;
   lines.push(
     `FP8 GEMM (block-scaled, bf16 out), CPU ${report.isa}, ${report.threads} threads; ` +
-      `measured ceilings: FMA peak ${ceilings.fmaPeakGflops.toFixed(1)} GFLOP/s, memory ${ceilings.memoryGBs.toFixed(1)} GB/s`,
+      `measured ceilings: FMA peak ${ceilings.fmaPeakGflops.toFixed(1)} GFLOP/s, memory ${ceilings.memoryGBs.toFixed(1)} GB/s` +
+      (ceilings.matrixPeakGflops > 0 ? `, AMX bf16 peak ${ceilings.matrixPeakGflops.toFixed(0)} GFLOP/s (the GEMM uses AMX at M >= 9: ratios to the FMA peak can pass 100%)` : ''),
   );
-  const header = ['N', 'K', 'M', 'ms', 'GFLOP/s', '% FMA peak', 'GB/s', '% mem BW'];
+  const header = ['N', 'K', 'M', 'ms', 'GFLOP/s', '% FMA peak', '% AMX peak', 'GB/s', '% mem BW'];
   const body = report.rows.map((r) => [
     String(r.n), String(r.k), String(r.m), r.ms.toFixed(3), r.gflops.toFixed(1),
-    (100 * r.peakRatio).toFixed(1), r.gbs.toFixed(2), (100 * r.bandwidthRatio).toFixed(1),
+    (100 * r.peakRatio).toFixed(1), ceilings.matrixPeakGflops > 0 ? ((100 * r.gflops) / ceilings.matrixPeakGflops).toFixed(1) : '-',
+    r.gbs.toFixed(2), (100 * r.bandwidthRatio).toFixed(1),
   ]);
   lines.push(...formatTable(header, body));
   for (const t of report.targets) {

@@ -119,7 +119,9 @@ export function formatMoeReport(report: MoeBenchReport): string {
   const lines = [
     `MoE layer: H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts} top-${c.topK} (${c.numGroups} groups, ${c.topKGroups} kept), ` +
       `${c.numSharedExperts} shared; fp8 expert weights ${(report.weightBytes / 2 ** 20).toFixed(0)} MiB`,
-    `measured ceilings: FMA peak ${report.ceilings.fmaPeakGflops.toFixed(1)} GFLOP/s, memory ${report.ceilings.memoryGBs.toFixed(1)} GB/s`,
+    `measured ceilings: FMA peak ${report.ceilings.fmaPeakGflops.toFixed(1)} GFLOP/s, memory ${report.ceilings.memoryGBs.toFixed(1)} GB/s` +
+      (report.ceilings.matrixPeakGflops > 0 ? `, AMX bf16 peak ${report.ceilings.matrixPeakGflops.toFixed(0)} GFLOP/s` : '') +
+      ' (the roofline uses the FMA peak, as specified; AMX can beat it)',
     ...formatTable(
       ['T', 'ms', 'tokens/s', 'experts hit', 'roofline ms', 'x roofline', 'non-GEMM %', ...STAGES.map((s) => `${s} %`)],
       report.rows.map((r) => {
