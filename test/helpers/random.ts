@@ -2,18 +2,13 @@
  * Fresh random inputs for every run, from a seed that is printed with any
  * failure so that the run can be repeated (MOE_TEST_SEED=...).
  */
+import { seededRandom } from '../../lib/moe/random';
+
 export const SEED = Number(process.env.MOE_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-/** mulberry32: a small, fast, seedable generator (test inputs only). */
+/** A seeded generator (mulberry32, the one random layers use). */
 export function rng(seed = SEED): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return seededRandom(seed);
 }
 
 /** Normal-ish values (sum of uniforms) scaled by `scale`, never all zero. */

@@ -3,7 +3,11 @@
  */
 import { fp8E4m3ToFloat } from '../../lib/numerics';
 
-/** DeepGEMM's calc_diff: 1 - 2*sum(x*y) / sum(x*x + y*y), in float64. */
+/**
+ * DeepGEMM's calc_diff: 1 - 2*sum(x*y) / sum(x*x + y*y), in float64. Kept
+ * apart from lib/bench/diff.ts on purpose: the tests' yardstick must not be
+ * the library's own code.
+ */
 export function calcDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
   let xy = 0;
   let xxyy = 0;

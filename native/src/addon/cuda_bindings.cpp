@@ -110,32 +110,30 @@ Napi::Value CudaFree(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value CudaCopyToDevice(const Napi::CallbackInfo& info) {
+namespace {
+// A synchronous copy between a host typed array and a device buffer: the host
+// array may be collected or changed as soon as the call returns.
+Napi::Value copySync(const Napi::CallbackInfo& info, bool toDevice) {
   DeviceBuffer* buffer = nullptr;
   void* host = nullptr;
   size_t bytes = 0;
+  const char* what = toDevice ? "to('cuda')" : "to('cpu')";
   Status status = copyArgs(info, &buffer, &host, &bytes);
   char err[512] = {0};
   const cuda::PluginApi& api = cuda::Plugin::instance().api();
-  if (status.isOk()) status = cuda::fromPlugin(api.copyH2D(buffer->ptr, host, bytes, err, sizeof err), err, "to('cuda')");
-  // The host array may be collected or changed as soon as this returns.
-  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "to('cuda')");
+  if (status.isOk()) {
+    const int code = toDevice ? api.copyH2D(buffer->ptr, host, bytes, err, sizeof err)
+                              : api.copyD2H(host, buffer->ptr, bytes, err, sizeof err);
+    status = cuda::fromPlugin(code, err, what);
+  }
+  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, what);
   if (!status.isOk()) return throwStatus(info.Env(), status);
   return info.Env().Undefined();
 }
+}  // namespace
 
-Napi::Value CudaCopyToHost(const Napi::CallbackInfo& info) {
-  DeviceBuffer* buffer = nullptr;
-  void* host = nullptr;
-  size_t bytes = 0;
-  Status status = copyArgs(info, &buffer, &host, &bytes);
-  char err[512] = {0};
-  const cuda::PluginApi& api = cuda::Plugin::instance().api();
-  if (status.isOk()) status = cuda::fromPlugin(api.copyD2H(host, buffer->ptr, bytes, err, sizeof err), err, "to('cpu')");
-  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "to('cpu')");
-  if (!status.isOk()) return throwStatus(info.Env(), status);
-  return info.Env().Undefined();
-}
+Napi::Value CudaCopyToDevice(const Napi::CallbackInfo& info) { return copySync(info, true); }
+Napi::Value CudaCopyToHost(const Napi::CallbackInfo& info) { return copySync(info, false); }
 
 // Timing for benchmarks: cudaTimerStart() records an event on the plug-in's
 // stream; cudaTimerStop() records another, waits for it and returns the GPU
