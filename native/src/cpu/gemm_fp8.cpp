@@ -308,14 +308,25 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
 // (amxPackA, parallel over 16-row tiles) and its scales transposed; each block
 // then walks K one 128-wide scale group at a time, decoding its nc rows of B
 // to bf16 (overlapped with the previous group's tile work) and promoting the
-// tiles into an f32 accumulator (gemm_fp8_amx.cpp).
+// tiles into an f32 accumulator (gemm_fp8_amx.cpp). For M <= 32 (one or two
+// m-tiles) the tasks instead walk runs of 32-row strips of B over all of K
+// (amxRunStrips): 32 sequential, prefetched row streams per thread, no per
+// block planning, and the decode pipelined against the tiles step by step.
 
 // AMX from this many rows of A on, i.e. it replaces the packed AVX-512 path
 // and small M keeps streaming (memory-bound: B's bytes over the bandwidth).
 // Measured on the dev VM (Sapphire Rapids, 2 threads, noisy: best of runs),
 // GFLOP/s AMX vs AVX-512 packed: M = 9: 98-157 vs 38-92; M = 12: 104-208 vs
 // 48-107; M = 16: 190-370 vs 57-120 over the five benchmark (N, K) shapes.
-constexpr int64_t kAmxMinM = kStreamMaxM + 1;
+//
+// With the strip walk (M <= 32, amxRunStrips: B streamed as 32-row strips
+// over all of K, its decode overlapped with the tiles) AMX is bound by B's
+// bytes over the memory bandwidth from M = 3 on; interleaved A/B runs on the
+// dev VM (1 and 2 threads, cold weights), time strips / AVX-512 streaming:
+// M = 3: 0.55-0.65, M = 4: 0.6-0.7, M = 8: 0.4-0.6, M = 16 (strips / AMX
+// blocks): 0.4-0.7. At M = 2 the two are even (both memory-bound) and at M = 1
+// AMX would waste 15/16 of each tile, so M <= 2 keeps streaming.
+constexpr int64_t kAmxMinM = 3;
 
 // 64-byte aligned scratch owned by the calling thread, grown on demand and
 // kept for the thread's next call (no page faults per call: the grouped GEMM
@@ -399,8 +410,9 @@ size_t alignUp64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 Status gemmAmx(const Problem& p) {
   ThreadPool& pool = ThreadPool::instance();
   const int threads = pool.numThreads();
-  const AmxPlan plan = planAmx(p.M, p.N, p.K, threads);
   const int64_t mTiles = ceilDiv(p.M, 16);
+  const bool useStrips = mTiles <= 2;
+  const AmxPlan plan = useStrips ? AmxPlan{} : planAmx(p.M, p.N, p.K, threads);
   const int64_t ldSaT = mTiles * 16;
 
   // A once for all blocks: bf16 VNNI tiles, and its scales transposed.
@@ -421,6 +433,42 @@ Status gemmAmx(const Problem& p) {
   for (int64_t g = 0; g < p.groups; ++g) {
     float* row = saT + g * ldSaT;
     for (int64_t m = 0; m < ldSaT; ++m) row[m] = m < p.M ? p.sa[m * p.groups + g] : 0.0f;
+  }
+
+  if (useStrips) {
+    const int64_t strips = ceilDiv(p.N, fp8gemm::kAmxStripRows);
+    const int64_t perTask = std::max<int64_t>(1, strips / (8 * threads));
+    std::atomic<bool> oom{false};
+    pool.parallelFor(ceilDiv(strips, perTask), [&](int64_t task, int) {
+      if (nan.any() || oom.load(std::memory_order_relaxed)) return;
+      char* scratch = static_cast<char*>(t_amxBlock.get(fp8gemm::kAmxStripScratchBytes));
+      if (scratch == nullptr) {
+        oom.store(true);
+        return;
+      }
+      fp8gemm::AmxStripJob job;
+      job.b = p.b;
+      job.sb = p.sb;
+      job.act = act;
+      job.saT = saT;
+      job.ldSaT = ldSaT;
+      job.M = p.M;
+      job.N = p.N;
+      job.K = p.K;
+      job.groups = p.groups;
+      job.mTiles = mTiles;
+      job.n0 = task * perTask * fp8gemm::kAmxStripRows;
+      job.n1 = std::min(p.N, job.n0 + perTask * fp8gemm::kAmxStripRows);
+      job.wbuf = reinterpret_cast<uint16_t*>(scratch);
+      job.cbuf = reinterpret_cast<float*>(scratch + 2 * 32 * 128 * 2);
+      job.acc = job.cbuf + 2 * 4 * 256;
+      job.d = p.d;
+      job.bf16 = p.bf16;
+      if (fp8gemm::amxRunStrips(job)) nan.b.store(true);
+    });
+    t_amxA.trim();
+    if (oom.load()) return outOfMemory();
+    return finish(nan);
   }
 
   const int64_t ncPad = ceilDiv(plan.nc, 32) * 32, mcPad = ceilDiv(plan.mc, 16) * 16;

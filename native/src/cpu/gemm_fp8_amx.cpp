@@ -347,6 +347,164 @@ bool amxRunBlock(const AmxBlockJob& job) {
   return false;
 }
 
+namespace {
+
+// B bytes of a strip's rows are prefetched this many groups ahead of the
+// decode (past a row's end: the same offset into the next strip's rows).
+constexpr int64_t kStripPrefetchGroups = 3;
+
+// Where the strip walk is: strip rows [n, n + 32), K group g.
+struct StripPos {
+  int64_t n, g;
+};
+
+// Decodes K step s (32 k) of group pos.g for the 32 rows of strip pos.n into
+// w (rows past N as zeros; k past K as zeros), and prefetches rows
+// [8 (s % 4), 8 (s % 4) + 8) a few groups ahead.
+inline void decodeStripStep(const AmxStripJob& job, StripPos pos, int64_t s, uint16_t* w, __m256i& nan) {
+  int64_t pfRow = pos.n, pfPos = (pos.g + kStripPrefetchGroups) * kGroup;
+  if (pfPos >= job.K) {
+    pfRow += kAmxStripRows;
+    pfPos -= job.K;
+  }
+  if (pfPos < job.K) {
+    const int64_t r0 = 8 * (s & 3);
+    for (int64_t r = r0; r < r0 + 8 && pfRow + r < job.N; ++r) {
+      const char* p = reinterpret_cast<const char*>(job.b + (pfRow + r) * job.K + pfPos);
+      _mm_prefetch(p, _MM_HINT_T0);
+      _mm_prefetch(p + 64, _MM_HINT_T0);
+    }
+  }
+  const int64_t k = pos.g * kGroup + s * kAmxKStep;
+  const int64_t valid = minI(kAmxStripRows, job.N - pos.n);
+  const uint8_t* src = job.b + pos.n * job.K + k;
+  uint16_t* out = w + s * 32;
+  if (k + 32 <= job.K) {
+#pragma GCC unroll 4
+    for (int64_t r = 0; r < valid; ++r) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * job.K));
+      nan = trackNan(nan, bytes);
+      _mm512_store_si512(out + r * kWbufLd, bf16FromFp8(bytes));
+    }
+  } else {
+    for (int64_t r = 0; r < valid; ++r) {
+      const __m256i bytes = _mm256_maskz_loadu_epi8(static_cast<__mmask32>(0xFFFFu), src + r * job.K);
+      nan = trackNan(nan, bytes);
+      _mm512_store_si512(out + r * kWbufLd, bf16FromFp8(bytes));
+    }
+  }
+  for (int64_t r = valid; r < kAmxStripRows; ++r) _mm512_store_si512(out + r * kWbufLd, _mm512_setzero_si512());
+}
+
+// D[m, n .. n + 32) = acc (tile (t, h) = acc + (2t + h) * 256, [16 n][16 m]).
+void writeStrip(const AmxStripJob& job, int64_t n) {
+  for (int h = 0; h < 2; ++h) {
+    const int64_t nb = n + 16 * h;
+    if (nb >= job.N) break;
+    const int64_t cols = minI(16, job.N - nb);
+    const __mmask16 colMask = static_cast<__mmask16>((1u << cols) - 1u);
+    for (int64_t t = 0; t < job.mTiles; ++t) {
+      const int64_t rows = minI(16, job.M - 16 * t);
+      const float* acc = job.acc + (2 * t + h) * 256;
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) r[j] = _mm512_load_ps(acc + 16 * j);
+      transpose16x16(r);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t m = 16 * t + i;
+        if (job.bf16) {
+          uint16_t* out = reinterpret_cast<uint16_t*>(job.d) + m * job.N + nb;
+          _mm256_mask_storeu_epi16(out, colMask, bf16FromFloat16(r[i]));
+        } else {
+          float* out = reinterpret_cast<float*>(job.d) + m * job.N + nb;
+          _mm512_mask_storeu_ps(out, colMask, r[i]);
+        }
+      }
+    }
+  }
+}
+
+// One K step of the C tiles: 32 (n) x 16 MT (m) += B step x A step.
+template <int MT>
+inline void tileStep(const uint16_t* w, const uint32_t* act, int64_t actTileStride) {
+  _tile_loadd(4, w, kWbufLd * 2);
+  _tile_loadd(5, w + 16 * kWbufLd, kWbufLd * 2);
+  _tile_loadd(6, act, 64);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(1, 5, 6);
+  if (MT == 2) {
+    _tile_loadd(7, act + actTileStride, 64);
+    _tile_dpbf16ps(2, 4, 7);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+}
+
+// The walk is software-pipelined one group deep: while the tiles run K step
+// s of the current group, the vector units decode step s of the next group
+// (of this strip, or the next strip's first), so each tile load reads rows
+// decoded a whole group earlier (long out of the store buffer) and the
+// reorder buffer never waits long on a tile instruction.
+template <int MT>
+bool runStrips(const AmxStripJob& job) {
+  const int64_t actTileStride = kStepsPerGroup * kAmxTileWords;
+  auto groupSteps = [&](int64_t g) { return minI(kStepsPerGroup, (job.K - g * kGroup + kAmxKStep - 1) / kAmxKStep); };
+  uint16_t* wbufs[2] = {job.wbuf, job.wbuf + kAmxStripRows * kWbufLd};
+  __m256i nan = _mm256_setzero_si256();
+  int cur = 0;
+  {
+    const StripPos first{job.n0, 0};
+    for (int64_t s = 0; s < groupSteps(0); ++s) decodeStripStep(job, first, s, wbufs[0], nan);
+  }
+  for (int64_t n = job.n0; n < job.n1; n += kAmxStripRows) {
+    const float* sbRow = job.sb + (n / kGroup) * job.groups;
+    Pending pending{};
+    for (int64_t g = 0; g < job.groups; ++g) {
+      const StripPos next = g + 1 < job.groups ? StripPos{n, g + 1} : StripPos{n + kAmxStripRows, 0};
+      const bool hasNext = next.n < job.n1;
+      const int64_t kSteps = groupSteps(g), nextSteps = hasNext ? groupSteps(next.g) : 0;
+      const uint16_t* w = wbufs[cur];
+      uint16_t* wnext = wbufs[cur ^ 1];
+      const uint32_t* act = job.act + g * MT * actTileStride;
+      compilerBarrier();
+      _tile_zero(0);
+      _tile_zero(1);
+      if (MT == 2) {
+        _tile_zero(2);
+        _tile_zero(3);
+      }
+      for (int64_t s = 0; s < kStepsPerGroup; ++s) {
+        if (s < kSteps) tileStep<MT>(w + s * 32, act + s * kAmxTileWords, actTileStride);
+        compilerBarrier();
+        if (s == 0 && g > 0) promote(pending);
+        if (s < nextSteps) decodeStripStep(job, next, s, wnext, nan);
+        compilerBarrier();
+      }
+      float* cbuf = job.cbuf + (g & 1) * 1024;
+      storeTiles<MT>(cbuf);
+      compilerBarrier();
+      pending.cbuf = cbuf;
+      pending.acc = job.acc;
+      pending.saT = job.saT + g * job.ldSaT;
+      pending.sb = sbRow[g];
+      pending.mt = MT;
+      pending.first = g == 0;
+      cur ^= 1;
+    }
+    promote(pending);
+    writeStrip(job, n);
+    if (sawNan(nan)) return true;
+  }
+  return sawNan(nan);
+}
+
+}  // namespace
+
+bool amxRunStrips(const AmxStripJob& job) {
+  loadTileConfig();
+  const bool nan = job.mTiles == 2 ? runStrips<2>(job) : runStrips<1>(job);
+  _tile_release();
+  return nan;
+}
+
 double amxBurn(int64_t iters, float* sink) {
   loadTileConfig();
   alignas(64) static const uint16_t kOnes[16 * 32] = {};  // zeros: the values do not matter

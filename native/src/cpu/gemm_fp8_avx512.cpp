@@ -207,14 +207,23 @@ void scaleForStream(const float* src, int64_t rows, int64_t K, int64_t ld, const
 // summed at the end. Per 32 k and B row: ~8 uops of decode on the FMA ports
 // plus MR x 2 FMAs, so at M = 1 the decode sets the speed: ~9-14 GB/s of B
 // per core, so two cores saturate DRAM (~13-16 GB/s on the dev VM).
+//
+// pf: when not null, a region of NB * K bytes (the B rows a tile or two
+// ahead, contiguous) fetched over the K loop, NB * 32 bytes per step: short
+// rows (K <= 2048) are too short-lived streams for the hardware prefetchers.
 template <int MR, int NB>
-bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo) {
+bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo,
+                const uint8_t* pf) {
   __m512 acc[MR][NB];
 #pragma GCC unroll 64
   for (int i = 0; i < MR * NB; ++i) acc[i / NB][i % NB] = _mm512_setzero_ps();
   __m256i nan = _mm256_setzero_si256();
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
+    if (pf != nullptr) {
+#pragma GCC unroll 8
+      for (int i = 0; i < (NB + 1) / 2; ++i) _mm_prefetch(reinterpret_cast<const char*>(pf + k * NB + 64 * i), _MM_HINT_T0);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j * ldb + k));
@@ -251,7 +260,8 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
 constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr <= 4 ? 4 : mr <= 6 ? 3 : 2; }
 constexpr int kStreamMr = 8;
 
-using StreamTileFn = bool (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
+using StreamTileFn = bool (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t,
+                              const uint8_t*);
 
 template <int MR>
 StreamTileFn streamTileFn(int nb) {
@@ -280,6 +290,8 @@ StreamTileFn pickStreamTile(int mr, int nb) {
   }
 }
 
+constexpr int64_t kPrefetchBytes = 8192;
+
 bool streamRows(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
                 int64_t K, float* out, int64_t ldo) {
   bool nan = false;
@@ -293,10 +305,14 @@ bool streamRows(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int
       const int mr = static_cast<int>(rows * (ib + 1) / mBlocks - rows * ib / mBlocks);
       if (nbFor(mr) < nb) nb = nbFor(mr);
     }
+    // Short contiguous rows: prefetch the rows kPrefetchBytes ahead.
+    const uint8_t* pf = nullptr;
+    if (ldb == K && K <= 2048) pf = b + jb * ldb + ((kPrefetchBytes + nb * K - 1) / (nb * K)) * nb * K;
     for (int64_t ib = 0; ib < mBlocks; ++ib) {
       const int64_t i0 = rows * ib / mBlocks;
       const int mr = static_cast<int>(rows * (ib + 1) / mBlocks - i0);
-      nan |= pickStreamTile(mr, static_cast<int>(nb))(a + i0 * lda, lda, b + jb * ldb, ldb, K, out + i0 * ldo + jb, ldo);
+      nan |= pickStreamTile(mr, static_cast<int>(nb))(a + i0 * lda, lda, b + jb * ldb, ldb, K, out + i0 * ldo + jb, ldo,
+                                                      ib == 0 ? pf : nullptr);
     }
     jb += nb;
   }

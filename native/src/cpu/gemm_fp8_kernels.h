@@ -140,6 +140,34 @@ constexpr int64_t kAmxMcMax = 512;
 // when it met an fp8 NaN code in B (the block then stops, D partly written).
 bool amxRunBlock(const AmxBlockJob& job);
 
+// Small-M form (M <= 32, one or two m-tiles): the task walks strips of 32 B
+// rows over all of K, decoding one 128-wide group of the strip at a time into
+// a small L1 buffer (double-buffered: the next group decodes while the tiles
+// run), promoting the tiles into a 32 x M f32 accumulator and writing the
+// strip to D at its end. B is read as 32 sequential row streams, prefetched a
+// few groups ahead (and into the next strip), so the run is bound by B's bytes
+// over the memory bandwidth rather than by per-block overheads.
+struct AmxStripJob {
+  const uint8_t* b;      // [N, K] fp8
+  const float* sb;       // [ceil(N/128), groups]
+  const uint32_t* act;   // amxPackA output: [groups][mTiles][4][256]
+  const float* saT;      // [groups][ldSaT]: sa transposed, 0 past M
+  int64_t ldSaT;
+  int64_t M, N, K, groups, mTiles;  // mTiles = ceil(M/16) <= 2
+  int64_t n0, n1;        // rows [n0, n1) of B: n0 % 32 == 0, n1 <= N
+  uint16_t* wbuf;        // scratch: [2][32][128] bf16, 64-byte aligned
+  float* cbuf;           // scratch: [2][4][16][16] f32, 64-byte aligned
+  float* acc;            // scratch: [4][16][16] f32, 64-byte aligned
+  char* d;               // D [M, N] (f32 or bf16)
+  bool bf16;
+};
+constexpr int64_t kAmxStripRows = 32;
+constexpr size_t kAmxStripScratchBytes = (2 * 32 * 128) * 2 + (2 * 4 * 256) * 4 + (4 * 256) * 4;
+
+// Loads this thread's tile configuration and runs the strips. Returns true
+// when it met an fp8 NaN code in B (it then stops, D partly written).
+bool amxRunStrips(const AmxStripJob& job);
+
 // Machine-peak probe: `iters` rounds of 4 independent TDPBF16PS (16x16x32)
 // on this thread (loads its tile configuration). Returns the flops done.
 double amxBurn(int64_t iters, float* sink);
