@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ForwardProfile, MoeConfig, MoeError, MoeLayer, bf16FromFloat32, referenceForwardToken, tensor } from '../lib/index';
+import { ForwardProfile, MoeConfig, MoeError, getNumThreads, setNumThreads, MoeLayer, bf16FromFloat32, referenceForwardToken, tensor } from '../lib/index';
 import { calcDiff } from './helpers/reference';
 import { layerTensors, tempDir, writeCheckpoint } from './helpers/checkpoint';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
@@ -79,6 +79,19 @@ describe('MoeLayer', () => {
     const sequential = inputs.map((x) => layer.forwardSync(x).data);
     const concurrent = await Promise.all(inputs.map((x) => layer.forward(x)));
     concurrent.forEach((out, i) => expect(Buffer.compare(Buffer.from(out.data.buffer), Buffer.from(sequential[i].buffer))).toBe(0));
+  });
+
+  it('runs with a single CPU thread (nested parallel regions run serially)', async () => {
+    const x = tensor(randomFloats(64 * SMALL.hiddenSize, random), [64, SMALL.hiddenSize]);
+    const both = layer.forwardSync(x, { out: 'f32' }).data;
+    const threads = getNumThreads();
+    setNumThreads(1);
+    try {
+      const single = (await layer.forward(x, { out: 'f32' })).data;
+      expect(Buffer.compare(Buffer.from(single.buffer), Buffer.from(both.buffer))).toBe(0);
+    } finally {
+      setNumThreads(threads);
+    }
   });
 
   it('keeps RSS flat over 1000 forwards (the workspace is allocated once and reused)', async () => {

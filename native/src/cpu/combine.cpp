@@ -4,8 +4,16 @@
 #include <cmath>
 #include <string>
 
+#include <immintrin.h>
+
 #include "core/numerics.h"
+#include "cpu/cpu_features.h"
 #include "cpu/thread_pool.h"
+
+// GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
+// which -Wall reports at every inlined call site.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace moe::cpu {
 
@@ -113,6 +121,192 @@ void combineTile(const CombineArgs& a, int64_t token, int64_t c0, int64_t n, flo
   storeRow(a.out, token, c0, n, acc);
 }
 
+// ---- SIMD kernels ------------------------------------------------------------
+//
+// One token's row, a chunk of columns at a time with the accumulators in
+// registers: acc = 0, then acc += w_j * y_j (product rounded, then added: the
+// same two IEEE operations per element, in the same slot order, as
+// combineTile), then acc += shared, then one store. Same bits as the scalar code.
+
+struct RowRefs {
+  const void* y[16];  // the slot rows (nullptr-free, in slot order)
+  float w[16];
+  int n = 0;
+};
+
+template <bool kBF16>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load512(const void* base, int64_t i, __mmask16 m) {
+  if (kBF16) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + i);
+}
+
+template <bool kBF16>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void store512(void* base, int64_t i, __mmask16 m, __m512 v) {
+  if (kBF16) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded =
+        _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                  _mm512_set1_epi32(0x7F800000));
+    _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(base) + i, m, _mm512_mask_mov_epi32(rounded, nan, quiet));
+  } else {
+    _mm512_mask_storeu_ps(static_cast<float*>(base) + i, m, v);
+  }
+}
+
+// Columns [c0, c1) of one token; kV vectors of 16 per chunk.
+template <bool kYBF16, bool kSBF16, bool kOBF16>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void combineRowAvx512(const RowRefs& refs, const void* shared, void* out,
+                                                                  int64_t c0, int64_t c1) {
+  constexpr int kV = 8;
+  for (int64_t c = c0; c < c1; c += 16 * kV) {
+    __mmask16 m[kV];
+    for (int v = 0; v < kV; ++v) {
+      const int64_t left = c1 - (c + 16 * v);
+      m[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1u);
+    }
+    __m512 acc[kV];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int j = 0; j < refs.n; ++j) {
+      const __m512 w = _mm512_set1_ps(refs.w[j]);
+      for (int v = 0; v < kV; ++v) {
+        // The rounding-mode form of the multiply is not a plain vector
+        // operation, so -ffp-contract cannot fuse it with the add into an FMA.
+        const __m512 p = _mm512_mul_round_ps(w, load512<kYBF16>(refs.y[j], c + 16 * v, m[v]),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        acc[v] = _mm512_add_ps(acc[v], p);
+      }
+    }
+    if (shared) {
+      for (int v = 0; v < kV; ++v) acc[v] = _mm512_add_ps(acc[v], load512<kSBF16>(shared, c + 16 * v, m[v]));
+    }
+    for (int v = 0; v < kV; ++v) store512<kOBF16>(out, c + 16 * v, m[v], acc[v]);
+  }
+}
+
+// AVX2: 8 lanes, 4 vectors per chunk, scalar tail. The target has no FMA, so
+// the multiply and the add stay separate.
+template <bool kBF16>
+__attribute__((target("avx2"))) inline __m256 load256(const void* base, int64_t i) {
+  if (kBF16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  return _mm256_loadu_ps(static_cast<const float*>(base) + i);
+}
+
+template <bool kBF16>
+__attribute__((target("avx2"))) inline void store256(void* base, int64_t i, __m256 v) {
+  if (kBF16) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF)),
+                                           _mm256_set1_epi32(0x7F800000));
+    const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);  // 8 x u32, values < 2^16
+    const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + i), packed);
+  } else {
+    _mm256_storeu_ps(static_cast<float*>(base) + i, v);
+  }
+}
+
+template <bool kYBF16, bool kSBF16, bool kOBF16>
+__attribute__((target("avx2"))) void combineRowAvx2(const RowRefs& refs, const void* shared, void* out, int64_t c0,
+                                                    int64_t c1) {
+  constexpr int kV = 4;
+  int64_t c = c0;
+  for (; c + 8 * kV <= c1; c += 8 * kV) {
+    __m256 acc[kV];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int j = 0; j < refs.n; ++j) {
+      const __m256 w = _mm256_set1_ps(refs.w[j]);
+      for (int v = 0; v < kV; ++v) {
+        acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(w, load256<kYBF16>(refs.y[j], c + 8 * v)));
+      }
+    }
+    if (shared) {
+      for (int v = 0; v < kV; ++v) acc[v] = _mm256_add_ps(acc[v], load256<kSBF16>(shared, c + 8 * v));
+    }
+    for (int v = 0; v < kV; ++v) store256<kOBF16>(out, c + 8 * v, acc[v]);
+  }
+  // Tail: scalar, same operations.
+  for (; c < c1; ++c) {
+    float acc = 0.0f;
+    for (int j = 0; j < refs.n; ++j) {
+      const float y = kYBF16 ? bf16ToFloat(static_cast<const uint16_t*>(refs.y[j])[c]) : static_cast<const float*>(refs.y[j])[c];
+      acc += refs.w[j] * y;
+    }
+    if (shared) acc += kSBF16 ? bf16ToFloat(static_cast<const uint16_t*>(shared)[c]) : static_cast<const float*>(shared)[c];
+    if (kOBF16) {
+      static_cast<uint16_t*>(out)[c] = bf16FromFloat(acc);
+    } else {
+      static_cast<float*>(out)[c] = acc;
+    }
+  }
+}
+
+using CombineRow = void (*)(const RowRefs& refs, const void* shared, void* out, int64_t c0, int64_t c1);
+
+template <template <bool, bool, bool> class K>
+CombineRow pick(bool y, bool sh, bool o) {
+  const int i = (y ? 4 : 0) | (sh ? 2 : 0) | (o ? 1 : 0);
+  switch (i) {
+    case 0: return K<false, false, false>::fn;
+    case 1: return K<false, false, true>::fn;
+    case 2: return K<false, true, false>::fn;
+    case 3: return K<false, true, true>::fn;
+    case 4: return K<true, false, false>::fn;
+    case 5: return K<true, false, true>::fn;
+    case 6: return K<true, true, false>::fn;
+    default: return K<true, true, true>::fn;
+  }
+}
+template <bool a, bool b, bool c>
+struct Avx512K {
+  static constexpr CombineRow fn = combineRowAvx512<a, b, c>;
+};
+template <bool a, bool b, bool c>
+struct Avx2K {
+  static constexpr CombineRow fn = combineRowAvx2<a, b, c>;
+};
+
+// The SIMD row kernel for these dtypes, or nullptr (portable path).
+CombineRow selectCombineRow(const CombineArgs& a) {
+  const CpuFeatures& f = cpuFeatures();
+  const bool y = a.y.dtype == DType::kBF16, sh = a.shared.data != nullptr && a.shared.dtype == DType::kBF16,
+             o = a.out.dtype == DType::kBF16;
+  if (f.avx512f && f.avx512bw && f.avx512vl) return pick<Avx512K>(y, sh, o);
+  if (f.avx2) return pick<Avx2K>(y, sh, o);
+  return nullptr;
+}
+
+void combineTileSimd(const CombineArgs& a, CombineRow kernel, int64_t token, int64_t c0, int64_t n) {
+  const int64_t slots = a.slotRow.dim(1), hidden = a.y.dim(1);
+  const int32_t* slotRow = a.slotRow.as<const int32_t>() + token * slots;  // [k] i32
+  const float* weights = a.weights.as<const float>() + token * slots;      // [k] f32
+  const size_t ySize = dtypeSize(a.y.dtype);
+  RowRefs refs;
+  const void* shared = a.shared.data == nullptr
+                           ? nullptr
+                           : static_cast<const char*>(a.shared.data) + token * hidden * dtypeSize(a.shared.dtype);
+  void* out = static_cast<char*>(a.out.data) + token * hidden * dtypeSize(a.out.dtype);
+  for (int64_t j = 0; j < slots; ++j) {  // slots <= 16 (checked by combine())
+    if (slotRow[j] < 0) continue;
+    refs.y[refs.n] = static_cast<const char*>(a.y.data) + slotRow[j] * hidden * ySize;
+    refs.w[refs.n] = weights[j];
+    ++refs.n;
+  }
+  kernel(refs, shared, out, c0, c0 + n);
+}
+
 }  // namespace
 
 Status combine(const CombineArgs& args) {
@@ -123,6 +317,18 @@ Status combine(const CombineArgs& args) {
   // ~8K output elements per task (each reads k rows): enough work to amortize the hand-out.
   const int64_t tokensPerTask = std::max<int64_t>(1, 8192 / colsPerTask);
   const int64_t tokenTiles = ceilDiv(tokens, tokensPerTask);
+  // The SIMD kernels hold up to 16 slots per pass; more slots (rare) take the scalar path.
+  const CombineRow kernel = args.slotRow.dim(1) <= 16 ? selectCombineRow(args) : nullptr;
+  if (kernel) {
+    ThreadPool::instance().parallelFor(tokenTiles * colTiles, [&](int64_t task, int) {
+      const int64_t c0 = (task % colTiles) * colsPerTask;
+      const int64_t n = std::min(hidden, c0 + colsPerTask) - c0;
+      const int64_t t0 = (task / colTiles) * tokensPerTask;
+      const int64_t t1 = std::min(tokens, t0 + tokensPerTask);
+      for (int64_t t = t0; t < t1; ++t) combineTileSimd(args, kernel, t, c0, n);
+    });
+    return Status::ok();
+  }
   ThreadPool::instance().parallelFor(tokenTiles * colTiles, [&](int64_t task, int) {
     float acc[kColsPerTask];  // [colsPerTask] f32 accumulator of one token's tile
     const int64_t c0 = (task % colTiles) * colsPerTask;

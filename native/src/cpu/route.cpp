@@ -8,8 +8,17 @@
 #include <string>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "core/numerics.h"
+#include "cpu/cpu_features.h"
+#include "cpu/quantize_row_kernels.h"
 #include "cpu/thread_pool.h"
+
+// GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
+// which -Wall reports at every inlined call site.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace moe::cpu {
 
@@ -89,17 +98,18 @@ Status validateRoute(const RouteArgs& a) {
 // Per-task scratch, sized once per task so that nothing allocates per token.
 struct Scratch {
   std::vector<float> logits;       // [E] f32: the token's logits, widened
-  std::vector<float> score;        // [E] f32: selection score (softmax: logit; sigmoid: s + bias)
+  std::vector<float> score;        // [E] f32: selection score (softmax: logit; sigmoid: s + bias); -inf: unselectable
   std::vector<float> weight;       // [E] f32: the unnormalized weight (softmax: p; sigmoid: s)
-  std::vector<uint8_t> selectable; // [E] 1 where the expert may be chosen
-  std::vector<int32_t> candidates; // [E] indices of selectable experts
+  std::vector<uint8_t> keep;       // [G] 1 where the group is kept
   std::vector<float> groupScore;   // [G] f32
   std::vector<uint8_t> groupAny;   // [G] 1 where the group has a selectable expert
   std::vector<int32_t> groupOrder; // [G] group indices, best first
+  std::vector<int32_t> candidates; // [topK] chosen experts, best first
+  std::vector<float> candScore;    // [topK] their scores
 
-  Scratch(int64_t experts, int64_t groups)
-      : logits(experts), score(experts), weight(experts), selectable(experts), candidates(experts),
-        groupScore(groups), groupAny(groups), groupOrder(groups) {}
+  Scratch(int64_t experts, int64_t groups, int64_t topK)
+      : logits(experts), score(experts), weight(experts), keep(groups), groupScore(groups), groupAny(groups),
+        groupOrder(groups), candidates(topK), candScore(topK) {}
 };
 
 void loadLogits(const TensorView& logits, int64_t token, int64_t experts, float* row) {
@@ -114,18 +124,18 @@ void loadLogits(const TensorView& logits, int64_t token, int64_t experts, float*
 }
 
 // Softmax over the finite logits (others get probability 0 and are not
-// selectable). Selection uses the logit itself: softmax is monotonic, and
-// ranking by logit avoids ties that only come from rounding p.
+// selectable: score -inf). Selection uses the logit itself: softmax is
+// monotonic, and ranking by logit avoids ties that only come from rounding p.
 void softmaxScores(int64_t experts, Scratch& s) {
   float maxLogit = kNegInf;
   for (int64_t e = 0; e < experts; ++e) {
-    s.selectable[e] = std::isfinite(s.logits[e]) ? 1 : 0;
-    if (s.selectable[e]) maxLogit = std::max(maxLogit, s.logits[e]);
+    if (std::isfinite(s.logits[e])) maxLogit = std::max(maxLogit, s.logits[e]);
   }
   float sum = 0.0f;
   for (int64_t e = 0; e < experts; ++e) {
-    s.weight[e] = s.selectable[e] ? std::exp(s.logits[e] - maxLogit) : 0.0f;
-    s.score[e] = s.selectable[e] ? s.logits[e] : kNegInf;
+    const bool selectable = std::isfinite(s.logits[e]);
+    s.weight[e] = selectable ? std::exp(s.logits[e] - maxLogit) : 0.0f;
+    s.score[e] = selectable ? s.logits[e] : kNegInf;
     sum += s.weight[e];
   }
   if (sum > 0.0f) {
@@ -133,68 +143,263 @@ void softmaxScores(int64_t experts, Scratch& s) {
   }
 }
 
-// s = sigmoid(logit), b = s + bias (bias: [E] f32 or null).
-void sigmoidScores(int64_t experts, const float* bias, Scratch& s) {
+// ---- sigmoid scores ----------------------------------------------------------
+//
+// s = 1 / (1 + e^-logit), with 1 + e^x computed as swiglu's exp does
+// (quantize_row_kernels.h, qexp: within ~2 ulp, the same bits on every ISA:
+// the same operation sequence with explicit FMAs). b = s + bias; a non-finite
+// logit gets s = 0 and b = -inf (never selected).
+
+float onePlusExp(float x) {
+  using namespace qrow::qexp;
+  if (x > kMaxX) return std::numeric_limits<float>::infinity();
+  if (x < kMinX) return 1.0f;
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float k = std::fma(x, kLog2e, kMagic);
+  const float n = k - kMagic;
+  const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
+  float r = std::fma(n, -kLn2Hi, x);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = kP0;
+  p = std::fma(p, r, kP1);
+  p = std::fma(p, r, kP2);
+  p = std::fma(p, r, kP3);
+  p = std::fma(p, r, kP4);
+  p = std::fma(p, r, kP5);
+  const float r2 = r * r;
+  p = std::fma(p, r2, r);
+  p = p + 1.0f;
+  const int32_t n1 = ni >> 1, n2 = ni - n1;
+  const float s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
+  const float s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+  return std::fma(p * s1, s2, 1.0f);
+}
+
+void sigmoidScoresPortable(const float* logits, int64_t experts, const float* bias, float* weight, float* score) {
   for (int64_t e = 0; e < experts; ++e) {
-    const float logit = s.logits[e];
-    s.selectable[e] = std::isfinite(logit) ? 1 : 0;
-    const float sig = s.selectable[e] ? 1.0f / (1.0f + std::exp(-logit)) : 0.0f;
-    s.weight[e] = sig;
-    s.score[e] = s.selectable[e] ? (bias ? sig + bias[e] : sig) : kNegInf;
+    const float logit = logits[e];
+    if (!std::isfinite(logit)) {
+      weight[e] = 0.0f;
+      score[e] = kNegInf;
+      continue;
+    }
+    const float sig = 1.0f / onePlusExp(-logit);
+    weight[e] = sig;
+    score[e] = bias ? sig + bias[e] : sig;
   }
+}
+
+__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
+  using namespace qrow::qexp;
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  const __m512 k = _mm512_fmadd_ps(xc, _mm512_set1_ps(kLog2e), magic);
+  const __m512 n = _mm512_sub_ps(k, magic);
+  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, r);
+  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+  __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
+  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
+  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
+  return den;
+}
+
+__attribute__((target("avx512f"))) void sigmoidScoresAvx512(const float* logits, int64_t experts, const float* bias,
+                                                            float* weight, float* score) {
+  for (int64_t e = 0; e < experts; e += 16) {
+    const __mmask16 m = experts - e >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (experts - e)) - 1u);
+    const __m512 logit = _mm512_maskz_loadu_ps(m, logits + e);
+    const __m512i absBits = _mm512_and_si512(_mm512_castps_si512(logit), _mm512_set1_epi32(0x7FFFFFFF));
+    const __mmask16 finite = _mm512_cmplt_epi32_mask(absBits, _mm512_set1_epi32(0x7F800000));
+    const __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), logit);
+    const __m512 sig = _mm512_maskz_div_ps(finite, _mm512_set1_ps(1.0f), onePlusExpAvx512(neg));
+    __m512 b = bias ? _mm512_add_ps(sig, _mm512_maskz_loadu_ps(m, bias + e)) : sig;
+    b = _mm512_mask_mov_ps(_mm512_set1_ps(kNegInf), finite, b);
+    _mm512_mask_storeu_ps(weight + e, m, sig);
+    _mm512_mask_storeu_ps(score + e, m, b);
+  }
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
+  using namespace qrow::qexp;
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 k = _mm256_fmadd_ps(xc, _mm256_set1_ps(kLog2e), magic);
+  const __m256 n = _mm256_sub_ps(k, magic);
+  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(magic));
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+  const __m256 r2 = _mm256_mul_ps(r, r);
+  p = _mm256_fmadd_ps(p, r2, r);
+  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+  __m256 den = _mm256_fmadd_ps(_mm256_mul_ps(p, s1), s2, _mm256_set1_ps(1.0f));
+  den = _mm256_blendv_ps(den, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kMaxX), _CMP_GT_OQ));
+  den = _mm256_blendv_ps(den, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
+  return den;
+}
+
+__attribute__((target("avx2,fma"))) void sigmoidScoresAvx2(const float* logits, int64_t experts, const float* bias,
+                                                          float* weight, float* score) {
+  int64_t e = 0;
+  for (; e + 8 <= experts; e += 8) {
+    const __m256 logit = _mm256_loadu_ps(logits + e);
+    const __m256i absBits = _mm256_and_si256(_mm256_castps_si256(logit), _mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 finite = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x7F800000), absBits));
+    const __m256 neg = _mm256_sub_ps(_mm256_setzero_ps(), logit);
+    const __m256 sig = _mm256_and_ps(finite, _mm256_div_ps(_mm256_set1_ps(1.0f), onePlusExpAvx2(neg)));
+    __m256 b = bias ? _mm256_add_ps(sig, _mm256_loadu_ps(bias + e)) : sig;
+    b = _mm256_blendv_ps(_mm256_set1_ps(kNegInf), b, finite);
+    _mm256_storeu_ps(weight + e, sig);
+    _mm256_storeu_ps(score + e, b);
+  }
+  sigmoidScoresPortable(logits + e, experts - e, bias ? bias + e : nullptr, weight + e, score + e);
+}
+
+using SigmoidScores = void (*)(const float* logits, int64_t experts, const float* bias, float* weight, float* score);
+
+SigmoidScores selectSigmoidScores() {
+  const CpuFeatures& f = cpuFeatures();
+  if (f.avx512f) return sigmoidScoresAvx512;
+  if (f.avx2 && f.fma) return sigmoidScoresAvx2;
+  return sigmoidScoresPortable;
 }
 
 // A group's score: the sum of its top-2 selectable scores (with a bias), else
 // its max selectable score. A group with no selectable expert has none.
+// Unselectable experts score -inf and every selectable score is finite, so
+// "count >= 2" is "second > -inf". Branch-free top-2 (duplicates count twice).
 void scoreGroups(int64_t groups, int64_t groupSize, bool topTwoSum, Scratch& s) {
   for (int64_t g = 0; g < groups; ++g) {
+    const float* v = s.score.data() + g * groupSize;
     float first = kNegInf, second = kNegInf;
-    int64_t count = 0;
-    for (int64_t e = g * groupSize; e < (g + 1) * groupSize; ++e) {
-      if (!s.selectable[e]) continue;
-      ++count;
-      const float v = s.score[e];
-      if (v > first) {
-        second = first;
-        first = v;
-      } else if (v > second) {
-        second = v;
-      }
+    for (int64_t i = 0; i < groupSize; ++i) {
+      const float x = v[i];
+      const float lo = x < first ? x : first;
+      second = second < lo ? lo : second;
+      first = first < x ? x : first;
     }
-    s.groupAny[g] = count > 0 ? 1 : 0;
-    s.groupScore[g] = (topTwoSum && count >= 2) ? first + second : first;
+    s.groupAny[g] = first > kNegInf ? 1 : 0;
+    s.groupScore[g] = (topTwoSum && second > kNegInf) ? first + second : first;
   }
 }
 
 // Keeps the best `keep` groups (groups with a selectable expert first, then by
-// score, ties to the lower index) and makes every expert of the others unselectable.
-void maskGroups(int64_t groups, int64_t groupSize, int64_t keep, Scratch& s) {
-  for (int64_t g = 0; g < groups; ++g) s.groupOrder[g] = static_cast<int32_t>(g);
+// score, ties to the lower index).
+void maskGroups(int64_t groups, int64_t keep, Scratch& s) {
   const auto better = [&](int32_t a, int32_t b) {
     if (s.groupAny[a] != s.groupAny[b]) return s.groupAny[a] > s.groupAny[b];
     if (s.groupAny[a] && s.groupScore[a] != s.groupScore[b]) return s.groupScore[a] > s.groupScore[b];
     return a < b;
   };
-  std::partial_sort(s.groupOrder.begin(), s.groupOrder.begin() + keep, s.groupOrder.end(), better);
-  for (int64_t i = keep; i < groups; ++i) {
-    const int64_t g = s.groupOrder[i];
-    std::fill(s.selectable.begin() + g * groupSize, s.selectable.begin() + (g + 1) * groupSize, uint8_t{0});
+  // Insertion into the best `keep` so far, in index order: equal groups stay behind earlier ones.
+  int64_t n = 0;
+  for (int32_t g = 0; g < groups; ++g) {
+    s.keep[g] = 0;
+    if (n == keep && !better(g, s.groupOrder[n - 1])) continue;
+    int64_t i = n < keep ? n++ : keep - 1;
+    while (i > 0 && better(g, s.groupOrder[i - 1])) {
+      s.groupOrder[i] = s.groupOrder[i - 1];
+      --i;
+    }
+    s.groupOrder[i] = g;
+  }
+  for (int64_t i = 0; i < n; ++i) s.keep[s.groupOrder[i]] = 1;
+}
+
+// Fills candidates with the top `topK` selectable experts of experts
+// [e0, e1), best first, ties to the lower index; n is the count found so far.
+inline void selectRange(const float* score, int64_t e0, int64_t e1, int64_t topK, int64_t& n, Scratch& s) {
+  float* cs = s.candScore.data();
+  int32_t* ci = s.candidates.data();
+  if (topK < 1) return;
+  float bar = n == topK ? cs[topK - 1] : kNegInf;  // a candidate must beat this strictly
+  for (int64_t e = e0; e < e1; ++e) {
+    const float v = score[e];
+    if (!(v > bar)) continue;
+    int64_t i = n < topK ? n++ : topK - 1;
+    while (i > 0 && v > cs[i - 1]) {
+      cs[i] = cs[i - 1];
+      ci[i] = ci[i - 1];
+      --i;
+    }
+    cs[i] = v;
+    ci[i] = static_cast<int32_t>(e);
+    if (n == topK) bar = cs[topK - 1];
   }
 }
 
-// Fills candidates with the top `topK` selectable experts, best first (ties to
-// the lower index); returns how many were found (< topK when too few are selectable).
-int64_t selectTopK(int64_t experts, int64_t topK, Scratch& s) {
-  int64_t n = 0;
-  for (int64_t e = 0; e < experts; ++e) {
-    if (s.selectable[e]) s.candidates[n++] = static_cast<int32_t>(e);
+// AVX-512 forms of scoreGroups and selectRange (same results: both are exact
+// comparisons). Group scores need groupSize % 16 == 0.
+__attribute__((target("avx512f"))) void scoreGroupsAvx512(int64_t groups, int64_t groupSize, bool topTwoSum,
+                                                          Scratch& s) {
+  const __m512 negInf = _mm512_set1_ps(kNegInf);
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* v = s.score.data() + g * groupSize;
+    __m512 t1 = negInf, t2 = negInf;  // per lane: the top two
+    for (int64_t i = 0; i < groupSize; i += 16) {
+      const __m512 x = _mm512_loadu_ps(v + i);
+      t2 = _mm512_max_ps(t2, _mm512_min_ps(t1, x));
+      t1 = _mm512_max_ps(t1, x);
+    }
+    const float first = _mm512_reduce_max_ps(t1);
+    // The second: the best of t2 and of t1 without (one) lane holding the first.
+    const __mmask16 at = _mm512_cmp_ps_mask(t1, _mm512_set1_ps(first), _CMP_EQ_OQ);
+    const __mmask16 one = static_cast<__mmask16>(at & (~at + 1u));  // lowest set bit
+    const __m512 rest = _mm512_mask_mov_ps(t1, one, negInf);
+    const float second = _mm512_reduce_max_ps(_mm512_max_ps(rest, t2));
+    s.groupAny[g] = first > kNegInf ? 1 : 0;
+    s.groupScore[g] = (topTwoSum && second > kNegInf) ? first + second : first;
   }
-  const int64_t chosen = std::min(n, topK);
-  const auto better = [&](int32_t a, int32_t b) {
-    return s.score[a] != s.score[b] ? s.score[a] > s.score[b] : a < b;
-  };
-  std::partial_sort(s.candidates.begin(), s.candidates.begin() + chosen, s.candidates.begin() + n, better);
-  return chosen;
+}
+
+__attribute__((target("avx512f"))) void selectRangeAvx512(const float* score, int64_t e0, int64_t e1, int64_t topK,
+                                                          int64_t& n, Scratch& s) {
+  float* cs = s.candScore.data();
+  int32_t* ci = s.candidates.data();
+  if (topK < 1) return;
+  float bar = n == topK ? cs[topK - 1] : kNegInf;  // a candidate must beat this strictly
+  for (int64_t c = e0; c < e1; c += 16) {
+    const __mmask16 m = e1 - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (e1 - c)) - 1u);
+    uint32_t hits = _mm512_mask_cmp_ps_mask(m, _mm512_loadu_ps(score + c), _mm512_set1_ps(bar), _CMP_GT_OQ);
+    while (hits) {
+      const int64_t e = c + __builtin_ctz(hits);
+      hits &= hits - 1;
+      const float v = score[e];
+      if (!(v > bar)) continue;
+      int64_t i = n < topK ? n++ : topK - 1;
+      while (i > 0 && v > cs[i - 1]) {
+        cs[i] = cs[i - 1];
+        ci[i] = ci[i - 1];
+        --i;
+      }
+      cs[i] = v;
+      ci[i] = static_cast<int32_t>(e);
+      if (n == topK) bar = cs[topK - 1];
+    }
+  }
 }
 
 // ids [topK] i32 and weights [topK] f32 of one token; unfilled slots are -1 / 0.
@@ -218,21 +423,44 @@ void writeToken(const RouteArgs& a, int64_t chosen, const Scratch& s, int32_t* i
   }
 }
 
-void routeToken(const RouteArgs& a, int64_t token, Scratch& s) {
+void routeToken(const RouteArgs& a, SigmoidScores sigmoidScores, bool avx512, int64_t token, Scratch& s) {
   const int64_t experts = a.logits.dim(1);
-  loadLogits(a.logits, token, experts, s.logits.data());
   const float* bias = a.bias.as<const float>();  // [E] f32 or null
+  const float* logits;
+  if (a.logits.dtype == DType::kF32) {
+    logits = a.logits.as<const float>() + token * experts;
+  } else {
+    loadLogits(a.logits, token, experts, s.logits.data());
+    logits = s.logits.data();
+  }
   if (a.scoring == Scoring::kSoftmax) {
+    if (logits != s.logits.data()) std::copy_n(logits, experts, s.logits.data());
     softmaxScores(experts, s);
   } else {
-    sigmoidScores(experts, bias, s);
+    sigmoidScores(logits, experts, bias, s.weight.data(), s.score.data());
   }
+  int64_t chosen = 0;
   if (a.numGroups > 1 && a.topKGroups < a.numGroups) {
     const int64_t groupSize = experts / a.numGroups;
-    scoreGroups(a.numGroups, groupSize, bias != nullptr, s);
-    maskGroups(a.numGroups, groupSize, a.topKGroups, s);
+    if (avx512 && groupSize % 16 == 0) {
+      scoreGroupsAvx512(a.numGroups, groupSize, bias != nullptr, s);
+    } else {
+      scoreGroups(a.numGroups, groupSize, bias != nullptr, s);
+    }
+    maskGroups(a.numGroups, a.topKGroups, s);
+    for (int64_t g = 0; g < a.numGroups; ++g) {
+      if (!s.keep[g]) continue;
+      if (avx512) {
+        selectRangeAvx512(s.score.data(), g * groupSize, (g + 1) * groupSize, a.topK, chosen, s);
+      } else {
+        selectRange(s.score.data(), g * groupSize, (g + 1) * groupSize, a.topK, chosen, s);
+      }
+    }
+  } else if (avx512) {
+    selectRangeAvx512(s.score.data(), 0, experts, a.topK, chosen, s);
+  } else {
+    selectRange(s.score.data(), 0, experts, a.topK, chosen, s);
   }
-  const int64_t chosen = selectTopK(experts, a.topK, s);
   int32_t* ids = a.ids.as<int32_t>() + token * a.topK;        // [topK] i32
   float* weights = a.weights.as<float>() + token * a.topK;    // [topK] f32
   writeToken(a, chosen, s, ids, weights);
@@ -244,13 +472,15 @@ Status route(const RouteArgs& args) {
   MOE_RETURN_IF_ERROR(validateRoute(args));
   const int64_t tokens = args.logits.dim(0), experts = args.logits.dim(1);
   // A few thousand logits per task amortize the scratch allocation and the hand-out.
-  const int64_t tokensPerTask = std::max<int64_t>(1, 4096 / experts);
+  const int64_t tokensPerTask = std::max<int64_t>(1, 8192 / experts);
+  const SigmoidScores sigmoidScores = selectSigmoidScores();
+  const bool avx512 = cpuFeatures().avx512f;
   std::atomic<bool> allocFailed{false};
   ThreadPool::instance().parallelFor(ceilDiv(tokens, tokensPerTask), [&](int64_t task, int) {
     try {
-      Scratch scratch(experts, args.numGroups);
+      Scratch scratch(experts, args.numGroups, args.topK);
       const int64_t t1 = std::min(tokens, (task + 1) * tokensPerTask);
-      for (int64_t t = task * tokensPerTask; t < t1; ++t) routeToken(args, t, scratch);
+      for (int64_t t = task * tokensPerTask; t < t1; ++t) routeToken(args, sigmoidScores, avx512, t, scratch);
     } catch (const std::bad_alloc&) {
       allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread
     }

@@ -10,6 +10,11 @@
 #include "cpu/cpu_features.h"
 #include "cpu/thread_pool.h"
 
+// GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
+// which -Wall reports at every inlined call site.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace moe::cpu {
 
 namespace {
@@ -91,6 +96,60 @@ __attribute__((target("avx512f"))) void blockDotsAvx512(const float* rows, const
   }
 }
 
+// Sums each of 16 vectors: lane i of the result is the sum of v[i]'s lanes
+// (a transpose-and-add tree: 15 adds and 30 shuffles for 16 sums).
+__attribute__((target("avx512f"))) inline __m512 sum16(const __m512* v) {
+  __m512 a[8], b[4], c[2];
+  for (int i = 0; i < 8; ++i) {
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  }
+  for (int i = 0; i < 4; ++i) {
+    b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int i = 0; i < 2; ++i) {
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// A full block of 8 rows against experts [e0, e1) of w, two experts per pass:
+// 16 accumulators (8 rows x 2 experts) take 10 loads per 16 FMAs, and one
+// tree reduction finishes all 16 dots. An odd last expert uses blockDotsAvx512.
+__attribute__((target("avx512f"))) void block8Avx512(const float* rows, const float* w, int64_t h, int64_t e0,
+                                                     int64_t e1, float* logits, int64_t experts) {
+  int64_t e = e0;
+  for (; e + 2 <= e1; e += 2) {
+    const float* w0 = w + e * h;
+    const float* w1 = w0 + h;
+    __m512 acc[16];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int64_t i = 0; i < h; i += 16) {
+      const __mmask16 mask = h - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (h - i)) - 1u);
+      const __m512 wa = _mm512_maskz_loadu_ps(mask, w0 + i);
+      const __m512 wb = _mm512_maskz_loadu_ps(mask, w1 + i);
+      for (int t = 0; t < 8; ++t) {
+        const __m512 xv = _mm512_maskz_loadu_ps(mask, rows + t * h + i);
+        acc[2 * t] = _mm512_fmadd_ps(xv, wa, acc[2 * t]);
+        acc[2 * t + 1] = _mm512_fmadd_ps(xv, wb, acc[2 * t + 1]);
+      }
+    }
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, sum16(acc));
+    for (int t = 0; t < 8; ++t) {
+      logits[t * experts + e] = sums[2 * t];
+      logits[t * experts + e + 1] = sums[2 * t + 1];
+    }
+  }
+  if (e < e1) {
+    float dots[8];
+    blockDotsAvx512<8>(rows, w + e * h, h, dots);
+    for (int t = 0; t < 8; ++t) logits[t * experts + e] = dots[t];
+  }
+}
+
 // Dispatches a run-time row count to the kernel instantiated for it.
 template <template <int64_t> class Kernel>
 void byRowCount(const float* rows, int64_t count, const float* w, int64_t h, float* out) {
@@ -150,20 +209,35 @@ Status routerLogits(const RouterLogitsArgs& args) {
     for (int64_t e = 0; e < experts; ++e) widenRow(args.w, e, hidden, w.data() + e * hidden);
   }
   const float* weights = args.w.dtype == DType::kF32 ? args.w.as<const float>() : w.data();
-  float* logits = args.logits.as<float>();  // [T, E]
+  float* logits = args.logits.as<float>();  // [T, E] f32
   const int numThreads = ThreadPool::instance().numThreads();
   std::vector<std::vector<float>> rows(static_cast<size_t>(numThreads));  // per thread: [kTokensPerTask, H] f32
   const BlockDots blockDots = selectBlockDots();
-  const int64_t expertChunks = ceilDiv(experts, kExpertsPerTask);
-  ThreadPool::instance().parallelFor(ceilDiv(tokens, kTokensPerTask) * expertChunks, [&](int64_t task, int thread) {
+  const bool avx512 = cpuFeatures().avx512f;
+  const int64_t tokenBlocks = ceilDiv(tokens, kTokensPerTask);
+  // With enough token blocks each task covers all experts (its x rows are
+  // widened once); otherwise experts are split too, so that a decode step
+  // still spreads its E x H router weights over every thread.
+  int64_t expertChunks = 1;
+  if (tokenBlocks < 4 * numThreads) {
+    expertChunks = std::min(ceilDiv(experts, kExpertsPerTask), ceilDiv(4 * numThreads, tokenBlocks));
+  }
+  const int64_t expertsPerTask = ceilDiv(ceilDiv(experts, expertChunks), 2) * 2;
+  expertChunks = ceilDiv(experts, expertsPerTask);
+  ThreadPool::instance().parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
     std::vector<float>& block = rows[static_cast<size_t>(thread)];
     block.resize(static_cast<size_t>(kTokensPerTask * hidden));
     const int64_t t0 = (task / expertChunks) * kTokensPerTask;
-    const int64_t e0 = (task % expertChunks) * kExpertsPerTask;
+    const int64_t e0 = (task % expertChunks) * expertsPerTask;
+    const int64_t e1 = std::min(experts, e0 + expertsPerTask);
     const int64_t count = std::min(tokens, t0 + kTokensPerTask) - t0;
     for (int64_t i = 0; i < count; ++i) widenRow(args.x, t0 + i, hidden, block.data() + i * hidden);
+    if (avx512 && count == kTokensPerTask) {
+      block8Avx512(block.data(), weights, hidden, e0, e1, logits + t0 * experts, experts);
+      return;
+    }
     float dots[kTokensPerTask];
-    for (int64_t e = e0; e < std::min(experts, e0 + kExpertsPerTask); ++e) {
+    for (int64_t e = e0; e < e1; ++e) {
       blockDots(block.data(), count, weights + e * hidden, hidden, dots);
       for (int64_t i = 0; i < count; ++i) logits[(t0 + i) * experts + e] = dots[i];
     }

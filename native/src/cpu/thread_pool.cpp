@@ -93,7 +93,12 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
   }
   std::lock_guard<std::mutex> region(regionMutex_);
   if (numThreads_ == 1) {
+    // Still a region: a nested parallelFor from a task must run serially,
+    // not wait for the lock this thread holds.
+    insideRegion = true;
+    regionThread = 0;
     for (int64_t task = 0; task < numTasks; ++task) fn(task, 0);
+    insideRegion = false;
     return;
   }
   {
