@@ -182,7 +182,7 @@ bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols,
 // fma(p(r) * 2^n1, 2^n2, 1) (n = n1 + n2, both halves representable), the
 // operation sequence of the scalar siluMul in quantize.cpp. Every step is an
 // explicit FMA or a lone IEEE operation, so -ffp-contract cannot change it.
-inline __m512 siluMul(__m512 g, __m512 up) {
+inline __m512 siluMulFull(__m512 g, __m512 up) {
   using namespace qexp;
   const __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), g);  // -g (exact; NaN stays NaN)
   const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
@@ -208,6 +208,39 @@ inline __m512 siluMul(__m512 g, __m512 up) {
   __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
   den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
   den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
+  return _mm512_mul_ps(_mm512_div_ps(g, den), up);
+}
+
+// siluMulFull's bits with fewer operations, for vectors whose every |g| <= 80
+// (no NaN): there -g lies inside [kMinX, kMaxX], so the clamp and the two edge
+// blends are no-ops, and n = round(-g * log2 e) is within [-116, 116], so
+// p * 2^n is a normal f32: p * 2^n1 * 2^n2 == scalef(p, n) exactly, and
+// fma(p * 2^n1, 2^n2, 1) == (scalef(p, n) + 1) (both the rounded p * 2^n + 1).
+// Other vectors (rare: a deep tail, inf or NaN) take siluMulFull. Checked on
+// all 2^32 f32 g (AVX-512 and AVX2): the same bits as siluMulFull.
+// The IEEE division stays: g * rcp14(den) with one Newton step and one residual
+// step (5 more FMAs) matched g / den on all but 2 of the 2^32 g (1 ulp), but was
+// not faster: this loop is bound by vector-port uops, and vdivps is 3 of them.
+constexpr float kFastAbsMax = 80.0f;
+inline __m512 siluMul(__m512 g, __m512 up) {
+  using namespace qexp;
+  const __mmask16 slow = _mm512_cmp_ps_mask(_mm512_abs_ps(g), _mm512_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
+  if (__builtin_expect(slow != 0, 0)) return siluMulFull(g, up);
+  const __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), g);
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), magic), magic);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, r);
+  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  const __m512 den = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
   return _mm512_mul_ps(_mm512_div_ps(g, den), up);
 }
 

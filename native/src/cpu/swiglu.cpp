@@ -94,6 +94,18 @@ bool activateAndStore(const qrow::RowKernels& k, const SwigluArgs& a, int64_t ro
   }
 }
 
+// Software prefetch of h's rows about kPrefetchBytes ahead (hardware prefetch
+// restarts at every 4 KiB page and task boundary; h comes from L3 at large T).
+// Measured at R = 32768, I = 256, bf16 -> fp8, 2 threads: 8 KiB ahead beats
+// 4 KiB (equal) and 16 KiB (slower), and takes ~15% off the op.
+constexpr int64_t kPrefetchBytes = 8192;
+inline int64_t rowBytes(const TensorView& h) { return h.dim(1) * (h.dtype == DType::kF32 ? 4 : 2); }
+inline void prefetchRow(const TensorView& h, int64_t row) {
+  const int64_t bytes = rowBytes(h);
+  const char* p = static_cast<const char*>(h.data) + row * bytes;
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 }  // namespace
 
 Status swiglu(const SwigluArgs& args) {
@@ -101,6 +113,7 @@ Status swiglu(const SwigluArgs& args) {
   const int64_t rows = args.h.dim(0), inter = args.h.dim(1) / 2;
   // ~16K inputs per task: large enough to amortize the hand-out, small enough to balance.
   const int64_t rowsPerTask = std::max<int64_t>(1, 8192 / inter);
+  const int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / std::max<int64_t>(1, rowBytes(args.h)));
   FirstFailure firstBad;  // first row with a non-finite result
   std::atomic<bool> allocFailed{false};
   const qrow::RowKernels& kernels = qrow::selectedRowKernels();
@@ -108,8 +121,10 @@ Status swiglu(const SwigluArgs& args) {
     try {
       // [I] f32: one activated row before it is stored (unused for an f32 out).
       std::vector<float> act(args.out.dtype == DType::kF32 ? 0 : inter);
-      const int64_t r1 = std::min(rows, (task + 1) * rowsPerTask);
-      for (int64_t r = task * rowsPerTask; r < r1; ++r) {
+      const int64_t r0 = task * rowsPerTask, r1 = std::min(rows, r0 + rowsPerTask);
+      for (int64_t r = r0; r < std::min(r1, r0 + ahead); ++r) prefetchRow(args.h, r);
+      for (int64_t r = r0; r < r1; ++r) {
+        if (r + ahead < r1) prefetchRow(args.h, r + ahead);  // rows of this task only
         if (!activateAndStore(kernels, args, r, act.data())) firstBad.report(r);
       }
     } catch (const std::bad_alloc&) {
