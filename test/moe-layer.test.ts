@@ -53,6 +53,16 @@ describe('MoeLayer', () => {
     });
   }
 
+  it('gives the same bits with expert weights split into several shards', () => {
+    const sharded = MoeLayer.random(SMALL, { seed: SEED, maxShardBytes: 5 * 2 * SMALL.intermediateSize * SMALL.hiddenSize });
+    expect(sharded.weights.w13.data.length).toBeGreaterThan(1);
+    expect(sharded.weights.w2.data.length).toBeGreaterThan(1);
+    const x = tensor(randomFloats(64 * SMALL.hiddenSize, random), [64, SMALL.hiddenSize]);
+    const a = layer.forwardSync(x, { out: 'f32' }).data;
+    const b = sharded.forwardSync(x, { out: 'f32' }).data;
+    expect(Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer))).toBe(0);
+  });
+
   it('softmax routing without groups or shared experts (Mixtral/Qwen style)', () => {
     const config: MoeConfig = { ...SMALL, scoring: 'softmax', numGroups: 1, topKGroups: 1, topK: 2, numSharedExperts: 0, routedScalingFactor: 1, normTopKProb: true };
     const mixtral = MoeLayer.random(config, { seed: SEED + 1 });

@@ -18,10 +18,10 @@ export interface ExpertMatrices {
 }
 
 /** Shards of at most 2 GiB keep well under the typed-array limit. */
-const MAX_SHARD_BYTES = 2 ** 31;
+export const MAX_SHARD_BYTES = 2 ** 31;
 
-export function allocExperts(numExperts: number, n: number, k: number): ExpertMatrices {
-  const perShard = Math.max(1, Math.floor(MAX_SHARD_BYTES / (n * k)));
+export function allocExperts(numExperts: number, n: number, k: number, maxShardBytes = MAX_SHARD_BYTES): ExpertMatrices {
+  const perShard = Math.max(1, Math.floor(maxShardBytes / (n * k)));
   const scaleRows = Math.ceil(n / WEIGHT_BLOCK_ROWS);
   const scaleCols = Math.ceil(k / QUANT_GROUP);
   const data: Tensor<'fp8_e4m3'>[] = [];

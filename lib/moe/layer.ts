@@ -63,6 +63,8 @@ export interface ForwardOptions {
 export interface RandomLayerOptions {
   seed?: number;
   onProgress?: (done: number, total: number) => void;
+  /** Largest shard of expert weights in bytes (default 2 GiB; smaller values exercise sharding in tests). */
+  maxShardBytes?: number;
 }
 
 /** Idle workspaces kept for reuse; more concurrent forwards than this allocate and drop extras. */
@@ -109,8 +111,8 @@ export class MoeLayer {
     const random = seededRandom(options.seed ?? 1);
     const { hiddenSize: h, intermediateSize: i, numExperts: e, numSharedExperts: shared } = config;
     const matrices: Array<[ExpertMatrices, number]> = [];
-    const w13 = allocExperts(e, 2 * i, h);
-    const w2 = allocExperts(e, h, i);
+    const w13 = allocExperts(e, 2 * i, h, options.maxShardBytes);
+    const w2 = allocExperts(e, h, i, options.maxShardBytes);
     matrices.push([w13, 1 / Math.sqrt(h)], [w2, 1 / Math.sqrt(i)]);
     let sharedW13: ExpertMatrices | undefined;
     let sharedW2: ExpertMatrices | undefined;
