@@ -7,6 +7,7 @@
 
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
+#include "cpu/one_plus_exp.h"
 #include "cpu/quantize_row_kernels.h"
 #include "cpu/thread_pool.h"
 
@@ -93,37 +94,7 @@ bool scalarRow(const T* row, int64_t cols, ScaleFormat format, uint8_t* q, float
 
 // silu(g) * up with the vector kernels' exp (quantize_row_kernels.h, qexp):
 // the same operations in the same order, every multiply-add an explicit fma.
-float siluMul(float g, float up) {
-  using namespace qexp;
-  const float x = -g;
-  float den;
-  if (x > kMaxX) {
-    den = std::numeric_limits<float>::infinity();
-  } else if (x < kMinX) {
-    den = 1.0f;
-  } else {  // also NaN: den is NaN, and so the result
-    constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-    const float k = std::fma(x, kLog2e, kMagic);
-    const float n = k - kMagic;
-    const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
-    float r = std::fma(n, -kLn2Hi, x);
-    r = std::fma(n, -kLn2Lo, r);
-    float p = kP0;
-    p = std::fma(p, r, kP1);
-    p = std::fma(p, r, kP2);
-    p = std::fma(p, r, kP3);
-    p = std::fma(p, r, kP4);
-    p = std::fma(p, r, kP5);
-    const float r2 = r * r;
-    p = std::fma(p, r2, r);
-    p = p + 1.0f;
-    const int32_t n1 = ni >> 1, n2 = ni - n1;
-    const float s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
-    const float s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
-    den = std::fma(p * s1, s2, 1.0f);
-  }
-  return g / den * up;
-}
+float siluMul(float g, float up) { return g / qrow::onePlusExp(-g) * up; }
 
 template <typename T>
 bool scalarSwiglu(const T* gate, const T* up, int64_t n, float* act) {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/numerics.h"
+#include "cpu/one_plus_exp.h"
 #include "cpu/quantize_row_kernels.h"
 
 #pragma GCC target("avx2,fma,f16c")
@@ -185,32 +186,7 @@ bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols,
 
 // ---- SwiGLU: the operation sequence of siluMul in quantize_row_avx512.cpp ----
 inline __m256 siluMulFull(__m256 g, __m256 up) {
-  using namespace qexp;
-  const __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), g);
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 k = _mm256_fmadd_ps(xc, _mm256_set1_ps(kLog2e), magic);
-  const __m256 n = _mm256_sub_ps(k, magic);
-  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(magic));
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
-  __m256 p = _mm256_set1_ps(kP0);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
-  const __m256 r2 = _mm256_mul_ps(r, r);
-  p = _mm256_fmadd_ps(p, r2, r);
-  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-  const __m256i n1 = _mm256_srai_epi32(ni, 1);
-  const __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, set1(127)), 23));
-  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, set1(127)), 23));
-  __m256 den = _mm256_fmadd_ps(_mm256_mul_ps(p, s1), s2, _mm256_set1_ps(1.0f));
-  den = _mm256_blendv_ps(den, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kMaxX), _CMP_GT_OQ));
-  den = _mm256_blendv_ps(den, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
-  return _mm256_mul_ps(_mm256_div_ps(g, den), up);
+  return _mm256_mul_ps(_mm256_div_ps(g, onePlusExpAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g))), up);  // -g is exact
 }
 
 // The fast path of quantize_row_avx512.cpp's siluMul (same bits as siluMulFull

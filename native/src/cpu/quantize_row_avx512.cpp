@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "core/numerics.h"
+#include "cpu/one_plus_exp.h"
 #include "cpu/quantize_row_kernels.h"
 
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
@@ -183,32 +184,7 @@ bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols,
 // operation sequence of the scalar siluMul in quantize.cpp. Every step is an
 // explicit FMA or a lone IEEE operation, so -ffp-contract cannot change it.
 inline __m512 siluMulFull(__m512 g, __m512 up) {
-  using namespace qexp;
-  const __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), g);  // -g (exact; NaN stays NaN)
-  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const __m512 k = _mm512_fmadd_ps(xc, _mm512_set1_ps(kLog2e), magic);
-  const __m512 n = _mm512_sub_ps(k, magic);
-  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kP0);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  p = _mm512_fmadd_ps(p, r2, r);
-  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-  const __m512i n1 = _mm512_srai_epi32(ni, 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, set1(127)), 23));
-  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, set1(127)), 23));
-  __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
-  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
-  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
-  return _mm512_mul_ps(_mm512_div_ps(g, den), up);
+  return _mm512_mul_ps(_mm512_div_ps(g, onePlusExpAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g))), up);  // -g is exact
 }
 
 // siluMulFull's bits with fewer operations, for vectors whose every |g| <= 80

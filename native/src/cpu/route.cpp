@@ -12,7 +12,7 @@
 
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
-#include "cpu/quantize_row_kernels.h"
+#include "cpu/one_plus_exp.h"
 #include "cpu/thread_pool.h"
 
 // GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
@@ -150,31 +150,6 @@ void softmaxScores(int64_t experts, Scratch& s) {
 // the same operation sequence with explicit FMAs). b = s + bias; a non-finite
 // logit gets s = 0 and b = -inf (never selected).
 
-float onePlusExp(float x) {
-  using namespace qrow::qexp;
-  if (x > kMaxX) return std::numeric_limits<float>::infinity();
-  if (x < kMinX) return 1.0f;
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  const float k = std::fma(x, kLog2e, kMagic);
-  const float n = k - kMagic;
-  const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
-  float r = std::fma(n, -kLn2Hi, x);
-  r = std::fma(n, -kLn2Lo, r);
-  float p = kP0;
-  p = std::fma(p, r, kP1);
-  p = std::fma(p, r, kP2);
-  p = std::fma(p, r, kP3);
-  p = std::fma(p, r, kP4);
-  p = std::fma(p, r, kP5);
-  const float r2 = r * r;
-  p = std::fma(p, r2, r);
-  p = p + 1.0f;
-  const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
-  const float s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
-  return std::fma(p * s1, s2, 1.0f);
-}
-
 void sigmoidScoresPortable(const float* logits, int64_t experts, const float* bias, float* weight, float* score) {
   for (int64_t e = 0; e < experts; ++e) {
     const float logit = logits[e];
@@ -183,38 +158,10 @@ void sigmoidScoresPortable(const float* logits, int64_t experts, const float* bi
       score[e] = kNegInf;
       continue;
     }
-    const float sig = 1.0f / onePlusExp(-logit);
+    const float sig = 1.0f / qrow::onePlusExp(-logit);
     weight[e] = sig;
     score[e] = bias ? sig + bias[e] : sig;
   }
-}
-
-__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
-  using namespace qrow::qexp;
-  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 k = _mm512_fmadd_ps(xc, _mm512_set1_ps(kLog2e), magic);
-  const __m512 n = _mm512_sub_ps(k, magic);
-  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kP0);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  p = _mm512_fmadd_ps(p, r2, r);
-  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-  const __m512i n1 = _mm512_srai_epi32(ni, 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
-  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
-  __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
-  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
-  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
-  return den;
 }
 
 __attribute__((target("avx512f"))) void sigmoidScoresAvx512(const float* logits, int64_t experts, const float* bias,
@@ -225,40 +172,12 @@ __attribute__((target("avx512f"))) void sigmoidScoresAvx512(const float* logits,
     const __m512i absBits = _mm512_and_si512(_mm512_castps_si512(logit), _mm512_set1_epi32(0x7FFFFFFF));
     const __mmask16 finite = _mm512_cmplt_epi32_mask(absBits, _mm512_set1_epi32(0x7F800000));
     const __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), logit);
-    const __m512 sig = _mm512_maskz_div_ps(finite, _mm512_set1_ps(1.0f), onePlusExpAvx512(neg));
+    const __m512 sig = _mm512_maskz_div_ps(finite, _mm512_set1_ps(1.0f), qrow::onePlusExpAvx512(neg));
     __m512 b = bias ? _mm512_add_ps(sig, _mm512_maskz_loadu_ps(m, bias + e)) : sig;
     b = _mm512_mask_mov_ps(_mm512_set1_ps(kNegInf), finite, b);
     _mm512_mask_storeu_ps(weight + e, m, sig);
     _mm512_mask_storeu_ps(score + e, m, b);
   }
-}
-
-__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
-  using namespace qrow::qexp;
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 k = _mm256_fmadd_ps(xc, _mm256_set1_ps(kLog2e), magic);
-  const __m256 n = _mm256_sub_ps(k, magic);
-  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(magic));
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
-  __m256 p = _mm256_set1_ps(kP0);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
-  const __m256 r2 = _mm256_mul_ps(r, r);
-  p = _mm256_fmadd_ps(p, r2, r);
-  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-  const __m256i n1 = _mm256_srai_epi32(ni, 1);
-  const __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
-  __m256 den = _mm256_fmadd_ps(_mm256_mul_ps(p, s1), s2, _mm256_set1_ps(1.0f));
-  den = _mm256_blendv_ps(den, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kMaxX), _CMP_GT_OQ));
-  den = _mm256_blendv_ps(den, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
-  return den;
 }
 
 __attribute__((target("avx2,fma"))) void sigmoidScoresAvx2(const float* logits, int64_t experts, const float* bias,
@@ -269,7 +188,7 @@ __attribute__((target("avx2,fma"))) void sigmoidScoresAvx2(const float* logits, 
     const __m256i absBits = _mm256_and_si256(_mm256_castps_si256(logit), _mm256_set1_epi32(0x7FFFFFFF));
     const __m256 finite = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x7F800000), absBits));
     const __m256 neg = _mm256_sub_ps(_mm256_setzero_ps(), logit);
-    const __m256 sig = _mm256_and_ps(finite, _mm256_div_ps(_mm256_set1_ps(1.0f), onePlusExpAvx2(neg)));
+    const __m256 sig = _mm256_and_ps(finite, _mm256_div_ps(_mm256_set1_ps(1.0f), qrow::onePlusExpAvx2(neg)));
     __m256 b = bias ? _mm256_add_ps(sig, _mm256_loadu_ps(bias + e)) : sig;
     b = _mm256_blendv_ps(_mm256_set1_ps(kNegInf), b, finite);
     _mm256_storeu_ps(weight + e, sig);

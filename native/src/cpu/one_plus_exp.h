@@ -1,0 +1,100 @@
+// 1 + e^x in f32, the exp shared by SwiGLU (silu(g) = g / (1 + e^-g)) and
+// sigmoid routing (1 / (1 + e^-logit)): the qexp sequence described in
+// quantize_row_kernels.h, written once per ISA with explicit FMAs so that
+// every ISA gives the same bits. x > kMaxX gives +inf, x < kMinX gives 1,
+// NaN stays NaN.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "core/numerics.h"
+#include "cpu/quantize_row_kernels.h"
+
+namespace moe::cpu::qrow {
+
+inline float onePlusExp(float x) {
+  using namespace qexp;
+  if (x > kMaxX) return std::numeric_limits<float>::infinity();
+  if (x < kMinX) return 1.0f;
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float k = std::fma(x, kLog2e, kMagic);
+  const float n = k - kMagic;
+  const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
+  float r = std::fma(n, -kLn2Hi, x);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = kP0;
+  p = std::fma(p, r, kP1);
+  p = std::fma(p, r, kP2);
+  p = std::fma(p, r, kP3);
+  p = std::fma(p, r, kP4);
+  p = std::fma(p, r, kP5);
+  const float r2 = r * r;
+  p = std::fma(p, r2, r);
+  p = p + 1.0f;
+  const int32_t n1 = ni >> 1, n2 = ni - n1;
+  const float s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
+  const float s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+  return std::fma(p * s1, s2, 1.0f);
+}
+
+__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
+  using namespace qexp;
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  const __m512 k = _mm512_fmadd_ps(xc, _mm512_set1_ps(kLog2e), magic);
+  const __m512 n = _mm512_sub_ps(k, magic);
+  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, r);
+  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+  __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
+  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
+  den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
+  return den;
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
+  using namespace qexp;
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 k = _mm256_fmadd_ps(xc, _mm256_set1_ps(kLog2e), magic);
+  const __m256 n = _mm256_sub_ps(k, magic);
+  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(magic));
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+  const __m256 r2 = _mm256_mul_ps(r, r);
+  p = _mm256_fmadd_ps(p, r2, r);
+  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+  __m256 den = _mm256_fmadd_ps(_mm256_mul_ps(p, s1), s2, _mm256_set1_ps(1.0f));
+  den = _mm256_blendv_ps(den, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kMaxX), _CMP_GT_OQ));
+  den = _mm256_blendv_ps(den, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
+  return den;
+}
+
+}  // namespace moe::cpu::qrow
