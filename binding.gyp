@@ -38,7 +38,8 @@
         "native/src/cpu/gemm_fp8_portable.cpp",
         "native/src/cpu/gemm_fp8_avx2.cpp",
         "native/src/cpu/gemm_fp8_avx512.cpp",
-        "native/src/cpu/gemm_fp8_amx.cpp"
+        "native/src/cpu/gemm_fp8_amx.cpp",
+        "native/src/cpu/router_logits_amx.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -23,6 +23,8 @@ export { getNumThreads, setNumThreads, cpuInfo } from './runtime';
 export type { CpuInfo } from './runtime';
 export { backends, getDefaultBackend, setDefaultBackend } from './backends';
 export type { BackendInfo, BackendName, CudaDeviceInfo } from './backends';
+export { routerLogits, routerLogitsSync } from './ops/router-logits';
+export type { RouterLogitsOptions } from './ops/router-logits';
 export { route, routeSync, DEEPSEEK_V3_ROUTING } from './ops/route';
 export type { RouteOptions, Routing } from './ops/route';
 export { dispatchLayout, dispatchLayoutSync } from './ops/layout';

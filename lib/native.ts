@@ -71,6 +71,7 @@ export interface NativeAddon {
     args: { x: NativeTensor; rowToken: NativeTensor; out: NativeTensor; scales?: NativeTensor; scaleFormat: string },
     async: A,
   ): OpResult<A>;
+  routerLogits<A extends boolean>(args: { x: NativeTensor; w: NativeTensor; logits: NativeTensor }, async: A): OpResult<A>;
   swiglu<A extends boolean>(
     args: { h: NativeTensor; out: NativeTensor; scales?: NativeTensor; scaleFormat: string },
     async: A,

@@ -48,9 +48,18 @@ export function expectInnerMultipleOf16(k: number, what: string): void {
 }
 
 /** CPU tensors only: a device tensor's values are not read back for this (it would stall the GPU). */
-export function expectFinite(t: Tensor<'f32'>, what: string): void {
+export function expectFinite(t: Tensor<'f32'> | Tensor<'bf16'>, what: string): void {
   if (t.device !== 'cpu') return;
-  const values = t.data;
+  if (t.dtype === 'bf16') {
+    const bits = t.data as Uint16Array;
+    for (let i = 0; i < bits.length; i++) {
+      if ((bits[i] & 0x7f80) === 0x7f80) {
+        throw new MoeError('ERR_MOE_NONFINITE', `${what}: element ${i} is ${bits[i] & 0x7f ? 'NaN' : 'infinite'}, expected a finite number`);
+      }
+    }
+    return;
+  }
+  const values = t.data as Float32Array;
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) {
       throw new MoeError('ERR_MOE_NONFINITE', `${what}: element ${i} is ${values[i]}, expected a finite number`);

@@ -4,6 +4,7 @@
  */
 import { MoeError, describe } from '../errors';
 import { native } from '../native';
+import { cpuInfo } from '../runtime';
 import { quantizeWeightsSync } from '../ops/quantize';
 import { Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
 import { expectDtype, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
@@ -80,8 +81,8 @@ export class MoeLayer {
   readonly config: Readonly<MoeConfig>;
   readonly weights: MoeWeights;
   private readonly idle: Workspace[] = [];
-  /** [E, H] f32: the router weight widened once, so that no forward converts it again. */
-  private readonly routerWeight: Tensor<'f32'>;
+  /** [E, H] the router weight: bf16 as given where the router runs on AMX, else widened to f32 once. */
+  private readonly routerWeight: Tensor<'f32' | 'bf16'>;
 
   constructor(config: MoeConfig, weights: MoeWeights) {
     validateConfig(config, 'MoeLayer: config');
@@ -102,7 +103,10 @@ export class MoeLayer {
     }
     this.config = Object.freeze({ ...config });
     this.weights = weights;
-    this.routerWeight = weights.gate.dtype === 'f32' ? (weights.gate as Tensor<'f32'>) : tensor(weights.gate.toFloat32Array(), [e, h], 'f32');
+    // bf16 stays bf16 where the router runs on AMX tiles (exact bf16 products);
+    // elsewhere it is widened once here rather than in every forward.
+    const keepBf16 = weights.gate.dtype === 'bf16' && cpuInfo().gemmIsa === 'amx';
+    this.routerWeight = weights.gate.dtype === 'f32' || keepBf16 ? (weights.gate as Tensor<'f32' | 'bf16'>) : tensor(weights.gate.toFloat32Array(), [e, h], 'f32');
   }
 
   /** A layer with random weights (quantized to fp8 like a real checkpoint), reproducible from `seed`. */

@@ -34,6 +34,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"dispatchLayout", DispatchLayout},
       {"dispatch", Dispatch},
       {"swiglu", Swiglu},
+      {"routerLogits", RouterLogits},
       {"combine", Combine},
       {"moeForward", MoeForward},
       {"cudaLoad", CudaLoad},

@@ -162,6 +162,18 @@ Napi::Value Swiglu(const Napi::CallbackInfo& info) {
       [args](Backend& backend) { return backend.swiglu(*args); });
 }
 
+Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
+  auto args = std::make_shared<RouterLogitsArgs>();
+  return bind(
+      info, "routerLogits",
+      [&](Call& call) {
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "x", "routerLogits: x", &args->x, call.keep.get()));
+        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "w", "routerLogits: w", &args->w, call.keep.get()));
+        return tensorFromJs(call.args, "logits", "routerLogits: logits", &args->logits, call.keep.get());
+      },
+      [args](Backend& backend) { return backend.routerLogits(*args); });
+}
+
 Napi::Value Combine(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<CombineArgs>();
   return bind(

@@ -13,6 +13,7 @@ Napi::Value Route(const Napi::CallbackInfo& info);
 Napi::Value DispatchLayout(const Napi::CallbackInfo& info);
 Napi::Value Dispatch(const Napi::CallbackInfo& info);
 Napi::Value Swiglu(const Napi::CallbackInfo& info);
+Napi::Value RouterLogits(const Napi::CallbackInfo& info);
 Napi::Value Combine(const Napi::CallbackInfo& info);
 
 }  // namespace moe::addon

@@ -8,6 +8,7 @@
 
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
+#include "cpu/router_logits_amx.h"
 #include "cpu/thread_pool.h"
 
 // GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
@@ -197,10 +198,53 @@ Status validate(const RouterLogitsArgs& args) {
   return expectContiguous(args.logits, "routerLogits: logits");
 }
 
+// The AMX path needs bf16 on both sides (exact tile products), whole K steps
+// of 32 and whole 16-expert tiles; the layer's shapes always qualify.
+bool amxApplies(const RouterLogitsArgs& args) {
+  return gemmUsesAmx() && args.x.dtype == DType::kBF16 && args.w.dtype == DType::kBF16 &&
+         args.x.dim(1) % 32 == 0 && args.w.dim(0) % kAmxRouterExperts == 0;
+}
+
+// Tasks are blocks of 32 tokens x a run of experts: all experts when there
+// are enough token blocks for the threads (w, [E, H] bf16, stays in L2 and
+// each token block is packed once); otherwise the experts are split so that
+// a decode step still spreads w over every thread.
+void routerLogitsAmx(const RouterLogitsArgs& args) {
+  const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
+  const uint16_t* x = args.x.as<const uint16_t>();  // [T, H] bf16
+  const uint16_t* w = args.w.as<const uint16_t>();  // [E, H] bf16
+  float* logits = args.logits.as<float>();          // [T, E] f32
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t tokenBlocks = ceilDiv(tokens, kAmxRouterTokens);
+  int64_t expertChunks = 1;
+  if (tokenBlocks < 4 * pool.numThreads()) {
+    expertChunks = std::min(experts / kAmxRouterExperts, ceilDiv(4 * pool.numThreads(), tokenBlocks));
+  }
+  const int64_t expertsPerTask = ceilDiv(experts / kAmxRouterExperts, expertChunks) * kAmxRouterExperts;
+  expertChunks = ceilDiv(experts, expertsPerTask);
+  // Per thread: the packed token block and the tile store buffer (64-byte aligned).
+  std::vector<std::vector<uint32_t>> scratch(static_cast<size_t>(pool.numThreads()));
+  pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
+    std::vector<uint32_t>& buffer = scratch[static_cast<size_t>(thread)];
+    buffer.resize(static_cast<size_t>(amxRouterScratchWords(hidden) + 16));
+    uint32_t* aligned = buffer.data() + ((64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64) / 4;
+    const int64_t t0 = (task / expertChunks) * kAmxRouterTokens;
+    const int64_t e0 = (task % expertChunks) * expertsPerTask;
+    const int64_t e1 = std::min(experts, e0 + expertsPerTask);
+    const int64_t count = std::min(tokens - t0, kAmxRouterTokens);
+    amxRouterBlock(x + t0 * hidden, count, w, e0, e1, hidden, logits + t0 * experts, experts, aligned);
+  });
+}
+
 }  // namespace
 
 Status routerLogits(const RouterLogitsArgs& args) {
   MOE_RETURN_IF_ERROR(validate(args));
+  if (args.x.dim(0) == 0) return Status::ok();
+  if (amxApplies(args)) {
+    routerLogitsAmx(args);
+    return Status::ok();
+  }
   const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
   // w widened to f32 once, shared by all tasks.
   std::vector<float> w;  // [E, H] f32
