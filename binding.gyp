@@ -31,6 +31,8 @@
         "native/src/cpu/dispatch_layout.cpp",
         "native/src/cpu/dispatch.cpp",
         "native/src/cpu/swiglu.cpp",
+        "native/src/cpu/expert_up.cpp",
+        "native/src/cpu/segments.cpp",
         "native/src/cpu/combine.cpp",
         "native/src/cpu/cpu_features.cpp",
         "native/src/cpu/machine_peaks.cpp",

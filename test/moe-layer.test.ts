@@ -63,6 +63,25 @@ describe('MoeLayer', () => {
     expect(Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer))).toBe(0);
   });
 
+  it('gives the same bits fused (gather, first GEMM and SwiGLU per expert) as with the separate ops', () => {
+    const sharded = MoeLayer.random(SMALL, { seed: SEED, maxShardBytes: 5 * 2 * SMALL.intermediateSize * SMALL.hiddenSize });
+    // T = 2: few segments, run one by one; T = 300: one task per segment.
+    for (const tokens of [2, 33, 300]) {
+      const x = bf16FromFloat32(randomFloats(tokens * SMALL.hiddenSize, random), [tokens, SMALL.hiddenSize]);
+      for (const l of [layer, sharded]) {
+        const fused = l.forwardSync(x, { out: 'f32' }).data;
+        process.env.MOE_FUSED_EXPERTS = '0';
+        let separate: Float32Array;
+        try {
+          separate = l.forwardSync(x, { out: 'f32' }).data as Float32Array;
+        } finally {
+          delete process.env.MOE_FUSED_EXPERTS;
+        }
+        expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(separate.buffer)), `T=${tokens} ${seedNote}`).toBe(0);
+      }
+    }
+  });
+
   it('softmax routing without groups or shared experts (Mixtral/Qwen style)', () => {
     const config: MoeConfig = { ...SMALL, scoring: 'softmax', numGroups: 1, topKGroups: 1, topK: 2, numSharedExperts: 0, routedScalingFactor: 1, normTopKProb: true };
     const mixtral = MoeLayer.random(config, { seed: SEED + 1 });

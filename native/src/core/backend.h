@@ -6,6 +6,8 @@
 #include "core/ops.h"
 #include "core/status.h"
 
+#include <string>
+
 namespace moe {
 
 enum class OpKind {
@@ -21,6 +23,7 @@ enum class OpKind {
   kSwiglu,
   kCombine,
   kRouterLogits,
+  kExpertUp,  // optional fusion: moeForward runs dispatch, groupedGemmFp8 and swiglu without it
 };
 
 class Backend {
@@ -43,6 +46,10 @@ class Backend {
   virtual Status dispatch(const DispatchArgs& args) = 0;
   virtual Status swiglu(const SwigluArgs& args) = 0;
   virtual Status combine(const CombineArgs& args) = 0;
+
+  // Optional fused operations: a backend that lacks one reports it through
+  // supportsOp and callers run the separate operations instead.
+  virtual Status expertUp(const ExpertUpArgs&) { return Status(Code::kUnsupported, std::string("expertUp does not run on the ") + name() + " backend"); }
 };
 
 }  // namespace moe

@@ -1,6 +1,8 @@
 #include "core/moe_forward.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace moe {
@@ -24,6 +26,12 @@ class StageClock {
     const auto now = std::chrono::steady_clock::now();
     if (seconds_) seconds_[stage] += std::chrono::duration<double>(now - last_).count();
     last_ = now;
+  }
+  // Re-attributes `seconds` of a fused stage's time to the stage it absorbed.
+  void move(MoeStage from, MoeStage to, double seconds) {
+    if (!seconds_) return;
+    seconds_[from] -= seconds;
+    seconds_[to] += seconds;
   }
 
  private:
@@ -69,6 +77,45 @@ Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a
   return Status::ok();
 }
 
+// The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
+// shard. Adds the time spent gathering and in SwiGLU to *gatherSeconds and
+// *swigluSeconds.
+Status expertUp(Backend& backend, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens, const int32_t* offsets,
+                double* gatherSeconds, double* swigluSeconds) {
+  int64_t firstExpert = 0;
+  for (size_t s = 0; s < w13.data.size(); ++s) {
+    const int64_t experts = w13.data[s].dim(0);
+    const int64_t row0 = offsets[firstExpert], row1 = offsets[firstExpert + experts];
+    if (row1 > row0) {
+      ExpertUpArgs up;
+      up.xq = rows(ws.xq, 0, tokens);
+      up.xqScales = rows(ws.xqScales, 0, tokens);
+      up.rowToken = rows(ws.rowToken, row0, row1 - row0);
+      up.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
+      up.w13 = w13.data[s];
+      up.w13Scales = w13.scales[s];
+      up.groupOffset = firstExpert;
+      up.hq = rows(ws.hq, row0, row1 - row0);
+      up.hqScales = rows(ws.hqScales, row0, row1 - row0);
+      double gather = 0, act = 0;
+      up.gatherSeconds = &gather;
+      up.swigluSeconds = &act;
+      MOE_RETURN_IF_ERROR(backend.expertUp(up));
+      *gatherSeconds += gather;
+      *swigluSeconds += act;
+    }
+    firstExpert += experts;
+  }
+  return Status::ok();
+}
+
+// MOE_FUSED_EXPERTS=0 runs the separate ops even where the backend has the
+// fused one (for comparing the two; both give the same bits).
+bool fusionAllowed() {
+  const char* env = std::getenv("MOE_FUSED_EXPERTS");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
 // D = A * W^T for the single expert of `w` (the shared expert's [1, N, K] weights).
 GemmFp8Args singleExpertGemm(const ExpertWeights& w, const TensorView& a, const TensorView& aScales, const TensorView& d) {
   GemmFp8Args gemm;
@@ -81,14 +128,18 @@ GemmFp8Args singleExpertGemm(const ExpertWeights& w, const TensorView& a, const 
 }
 
 // The shared experts: the same FP8 MLP on every token.
-Status sharedExperts(Backend& backend, const MoeForwardArgs& args) {
+// xq, xqScales: the tokens quantized 1x128 when the caller has them, else
+// data == nullptr (quantized here).
+Status sharedExperts(Backend& backend, const MoeForwardArgs& args, TensorView xq, TensorView xqScales) {
   const MoeWorkspace& ws = args.ws;
-  QuantizeArgs q;
-  q.x = args.x;
-  q.q = ws.sharedXq;
-  q.scales = ws.sharedXqScales;
-  MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
-  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, ws.sharedXq, ws.sharedXqScales, ws.sharedH)));
+  if (xq.data == nullptr) {
+    QuantizeArgs q;
+    q.x = args.x;
+    q.q = xq = ws.sharedXq;
+    q.scales = xqScales = ws.sharedXqScales;
+    MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+  }
+  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, xq, xqScales, ws.sharedH)));
   SwigluArgs act;
   act.h = ws.sharedH;
   act.out = ws.sharedHq;
@@ -141,28 +192,46 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   const int64_t numRows = offsets[experts];
   clock.charge(kStageLayout);
 
-  DispatchArgs gather;
-  gather.x = args.x;
-  gather.rowToken = rows(ws.rowToken, 0, numRows);
-  gather.out = rows(ws.xq, 0, numRows);
-  gather.scales = rows(ws.xqScales, 0, numRows);
-  MOE_RETURN_IF_ERROR(backend.dispatch(gather));
-  clock.charge(kStageDispatch);
+  const int64_t tokens = args.x.dim(0);
+  TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
+  if (backend.supportsOp(OpKind::kExpertUp) && fusionAllowed()) {
+    // Dispatch is the tokens' quantization (once, shared with the shared
+    // expert); the gather happens inside expertUp, per expert, in cache.
+    QuantizeArgs q;
+    q.x = args.x;
+    q.q = tokensQ = rows(ws.xq, 0, tokens);
+    q.scales = tokensQScales = rows(ws.xqScales, 0, tokens);
+    MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+    clock.charge(kStageDispatch);
+    double gatherSeconds = 0, swigluSeconds = 0;
+    MOE_RETURN_IF_ERROR(expertUp(backend, args.w13, ws, tokens, offsets, &gatherSeconds, &swigluSeconds));
+    clock.charge(kStageGemm1);
+    clock.move(kStageGemm1, kStageDispatch, gatherSeconds);
+    clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
+  } else {
+    DispatchArgs gather;
+    gather.x = args.x;
+    gather.rowToken = rows(ws.rowToken, 0, numRows);
+    gather.out = rows(ws.xq, 0, numRows);
+    gather.scales = rows(ws.xqScales, 0, numRows);
+    MOE_RETURN_IF_ERROR(backend.dispatch(gather));
+    clock.charge(kStageDispatch);
 
-  MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w13, ws.xq, ws.xqScales, ws.groupIndex, offsets, ws.h));
-  clock.charge(kStageGemm1);
+    MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w13, ws.xq, ws.xqScales, ws.groupIndex, offsets, ws.h));
+    clock.charge(kStageGemm1);
 
-  SwigluArgs act;
-  act.h = rows(ws.h, 0, numRows);
-  act.out = rows(ws.hq, 0, numRows);
-  act.scales = rows(ws.hqScales, 0, numRows);
-  MOE_RETURN_IF_ERROR(backend.swiglu(act));
-  clock.charge(kStageSwiglu);
+    SwigluArgs act;
+    act.h = rows(ws.h, 0, numRows);
+    act.out = rows(ws.hq, 0, numRows);
+    act.scales = rows(ws.hqScales, 0, numRows);
+    MOE_RETURN_IF_ERROR(backend.swiglu(act));
+    clock.charge(kStageSwiglu);
+  }
 
   MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w2, ws.hq, ws.hqScales, ws.groupIndex, offsets, ws.y));
   clock.charge(kStageGemm2);
 
-  if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, args));
+  if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, args, tokensQ, tokensQScales));
   clock.charge(kStageShared);
 
   CombineArgs sum;

@@ -6,6 +6,7 @@
 #include "cpu/combine.h"
 #include "cpu/dispatch.h"
 #include "cpu/dispatch_layout.h"
+#include "cpu/expert_up.h"
 #include "cpu/gemm_fp8.h"
 #include "cpu/grouped_gemm_fp8.h"
 #include "cpu/quantize.h"
@@ -58,6 +59,7 @@ class CpuBackend final : public Backend {
   Status dispatch(const DispatchArgs& args) override { return cpu::dispatch(args); }
   Status swiglu(const SwigluArgs& args) override { return cpu::swiglu(args); }
   Status combine(const CombineArgs& args) override { return cpu::combine(args); }
+  Status expertUp(const ExpertUpArgs& args) override { return cpu::expertUp(args); }
 };
 
 }  // namespace

@@ -32,6 +32,7 @@
 #include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8_kernels.h"
 #include "cpu/thread_pool.h"
+#include "cpu/thread_scratch.h"
 
 namespace moe::cpu {
 
@@ -327,46 +328,6 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
 // blocks): 0.4-0.7. At M = 2 the two are even (both memory-bound) and at M = 1
 // AMX would waste 15/16 of each tile, so M <= 2 keeps streaming.
 constexpr int64_t kAmxMinM = 3;
-
-// 64-byte aligned scratch owned by the calling thread, grown on demand and
-// kept for the thread's next call (no page faults per call: the grouped GEMM
-// calls gemmFp8 once per expert). Requests above kKeepBytes are freed after
-// the call instead.
-class ThreadScratch {
- public:
-  static constexpr size_t kKeepBytes = size_t{32} << 20;
-  ThreadScratch() = default;
-  ThreadScratch(const ThreadScratch&) = delete;
-  ThreadScratch& operator=(const ThreadScratch&) = delete;
-  ~ThreadScratch() { std::free(data_); }
-
-  // Null when out of memory. The previous contents are not kept.
-  void* get(size_t bytes) {
-    bytes = std::max<size_t>(bytes, 64);
-    if (bytes > capacity_) {
-      std::free(data_);
-      data_ = nullptr;
-      capacity_ = 0;
-      void* ptr = nullptr;
-      if (posix_memalign(&ptr, 64, bytes) != 0) return nullptr;
-      data_ = ptr;
-      capacity_ = bytes;
-    }
-    return data_;
-  }
-  // Drops a buffer too large to keep.
-  void trim() {
-    if (capacity_ > kKeepBytes) {
-      std::free(data_);
-      data_ = nullptr;
-      capacity_ = 0;
-    }
-  }
-
- private:
-  void* data_ = nullptr;
-  size_t capacity_ = 0;
-};
 
 // Per-thread: the caller's packed A (+ transposed scales) and each pool
 // thread's block scratch. Separate objects, as the caller is pool thread 0.

@@ -6,7 +6,7 @@
 
 #include "core/op_checks.h"
 #include "cpu/gemm_fp8.h"
-#include "cpu/thread_pool.h"
+#include "cpu/segments.h"
 
 namespace moe::cpu {
 
@@ -37,36 +37,16 @@ Status runGroup(const GroupedGemmFp8Args& args, int64_t group, int64_t row0, int
   return gemmFp8(dense);
 }
 
-// One group's rows: D[row0, row0 + rows) = A[row0, ...) * B[group]^T, or zero rows when group < 0.
-struct Segment {
-  int64_t group;
-  int64_t row0;
-  int64_t rows;
-};
-
-// Runs the segments. With many of them (MoE: one per expert hit) each segment
-// is one task and its dense GEMM runs on that thread alone (the pool runs a
-// nested region serially): one parallel region per grouped GEMM instead of one
-// per expert, and no thread wake-ups per expert. With few segments, each one
-// gets all the threads.
+// Runs the segments: a group's rows as one dense GEMM, padding rows (and a
+// masked group's unused rows) as zeros.
 Status runSegments(const GroupedGemmFp8Args& args, const std::vector<Segment>& segments, int64_t n, int64_t k) {
-  ThreadPool& pool = ThreadPool::instance();
-  const bool perSegmentTasks = static_cast<int64_t>(segments.size()) >= 4 * pool.numThreads();
-  if (!perSegmentTasks) {
-    for (const Segment& s : segments) {
-      if (s.group < 0) zeroRows(args.d, s.row0, s.rows, n);
-      else MOE_RETURN_IF_ERROR(runGroup(args, s.group, s.row0, s.rows, n, k));
+  return forEachSegment(segments, [&](const Segment& s, int) {
+    if (s.group < 0) {
+      zeroRows(args.d, s.row0, s.rows, n);
+      return Status::ok();
     }
-    return Status::ok();
-  }
-  std::vector<Status> failures(segments.size());
-  pool.parallelFor(static_cast<int64_t>(segments.size()), [&](int64_t i, int) {
-    const Segment& s = segments[static_cast<size_t>(i)];
-    if (s.group < 0) zeroRows(args.d, s.row0, s.rows, n);
-    else failures[static_cast<size_t>(i)] = runGroup(args, s.group, s.row0, s.rows, n, k);
+    return runGroup(args, s.group, s.row0, s.rows, n, k);
   });
-  for (const Status& status : failures) MOE_RETURN_IF_ERROR(status);  // the first failing segment
-  return Status::ok();
 }
 
 Status contiguous(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
@@ -79,15 +59,7 @@ Status contiguous(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
                                       " is not -1 and not in [" + std::to_string(first) + ", " + std::to_string(last) + ")");
     }
   }
-  // Runs of equal groupIndex: a group's segment, or padding (-1) rows to zero.
-  std::vector<Segment> segments;
-  for (int64_t start = 0; start < rows;) {
-    int64_t end = start + 1;
-    while (end < rows && groupIndex[end] == groupIndex[start]) ++end;
-    segments.push_back({groupIndex[start] < 0 ? -1 : groupIndex[start] - first, start, end - start});
-    start = end;
-  }
-  return runSegments(args, segments, n, k);
+  return runSegments(args, contiguousSegments(groupIndex, rows, first), n, k);
 }
 
 Status masked(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
