@@ -78,10 +78,9 @@ Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a
 }
 
 // The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
-// shard. Adds the time spent gathering and in SwiGLU to *gatherSeconds and
-// *swigluSeconds.
+// shard. Adds the time spent in SwiGLU to *swigluSeconds.
 Status expertUp(Backend& backend, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens, const int32_t* offsets,
-                double* gatherSeconds, double* swigluSeconds) {
+                double* swigluSeconds) {
   int64_t firstExpert = 0;
   for (size_t s = 0; s < w13.data.size(); ++s) {
     const int64_t experts = w13.data[s].dim(0);
@@ -97,12 +96,10 @@ Status expertUp(Backend& backend, const ExpertWeights& w13, const MoeWorkspace& 
       up.groupOffset = firstExpert;
       up.hq = rows(ws.hq, row0, row1 - row0);
       up.hqScales = rows(ws.hqScales, row0, row1 - row0);
-      double gather = 0, act = 0;
-      up.gatherSeconds = &gather;
-      up.swigluSeconds = &act;
+      double seconds = 0;
+      up.swigluSeconds = &seconds;
       MOE_RETURN_IF_ERROR(backend.expertUp(up));
-      *gatherSeconds += gather;
-      *swigluSeconds += act;
+      *swigluSeconds += seconds;
     }
     firstExpert += experts;
   }
@@ -196,17 +193,16 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
   if (backend.supportsOp(OpKind::kExpertUp) && fusionAllowed()) {
     // Dispatch is the tokens' quantization (once, shared with the shared
-    // expert); the gather happens inside expertUp, per expert, in cache.
+    // expert); expertUp's GEMM reads each expert's token rows in place.
     QuantizeArgs q;
     q.x = args.x;
     q.q = tokensQ = rows(ws.xq, 0, tokens);
     q.scales = tokensQScales = rows(ws.xqScales, 0, tokens);
     MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
     clock.charge(kStageDispatch);
-    double gatherSeconds = 0, swigluSeconds = 0;
-    MOE_RETURN_IF_ERROR(expertUp(backend, args.w13, ws, tokens, offsets, &gatherSeconds, &swigluSeconds));
+    double swigluSeconds = 0;
+    MOE_RETURN_IF_ERROR(expertUp(backend, args.w13, ws, tokens, offsets, &swigluSeconds));
     clock.charge(kStageGemm1);
-    clock.move(kStageGemm1, kStageDispatch, gatherSeconds);
     clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
   } else {
     DispatchArgs gather;

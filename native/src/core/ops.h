@@ -122,8 +122,8 @@ struct GroupedGemmFp8Args {
 //   h = xq[rowToken[r]] * w13[groupIndex[r]]^T   (bf16, as groupedGemmFp8)
 //   hq[r], hqScales[r] = fp8 1x128 of silu(h[:I]) * h[I:]   (as swiglu)
 // Bit-identical to dispatch (of the tokens quantized once), groupedGemmFp8
-// and swiglu, without writing the gathered rows or h to memory: each
-// expert's rows are gathered into, and multiplied out of, per-thread scratch.
+// and swiglu, without writing the gathered rows or h to memory: the GEMM
+// reads each expert's token rows in place and h stays in per-thread scratch.
 struct ExpertUpArgs {
   TensorView xq, xqScales;   // [T, H] fp8_e4m3, [T, ceil(H/128)] f32: the tokens quantized 1x128
   TensorView rowToken;       // [R] i32 in [-1, T): the token of each row
@@ -131,9 +131,8 @@ struct ExpertUpArgs {
   TensorView w13, w13Scales; // [G, 2I, H] fp8_e4m3, [G, ceil(2I/128), ceil(H/128)] f32
   int64_t groupOffset = 0;   // w13 holds groups [groupOffset, groupOffset + G)
   TensorView hq, hqScales;   // [R, I] fp8_e4m3, [R, ceil(I/128)] f32 (output)
-  // Optional outputs: wall-clock seconds of the call spent gathering and in
-  // SwiGLU (summed over threads, divided by the threads that shared the work).
-  double* gatherSeconds = nullptr;
+  // Optional output: wall-clock seconds of the call spent in SwiGLU (summed
+  // over threads, divided by the threads that shared the work).
   double* swigluSeconds = nullptr;
 };
 

@@ -72,51 +72,39 @@ Status validate(const ExpertUpArgs& a, Shape* shape) {
   return Status::ok();
 }
 
-// Per thread: one expert's gathered rows (fp8 + scales) and its h (bf16).
-thread_local ThreadScratch t_gathered;
+// Per thread: one expert's h (bf16).
 thread_local ThreadScratch t_h;
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// One segment: gather its tokens' rows, h = rows * w13[group]^T, then SwiGLU
-// quantized into the segment's rows of hq. Padding rows (group -1) take h = 0,
-// as the separate ops give them.
-Status runSegment(const ExpertUpArgs& a, const Shape& s, const Segment& seg, double* gatherSeconds, double* swigluSeconds) {
+// One segment: h = xq[rowToken rows] * w13[group]^T (the rows read in place
+// by the GEMM's A packing), then SwiGLU quantized into the segment's rows of
+// hq. Padding rows (group -1) take h = 0, as the separate ops give them.
+// Adds the SwiGLU time to *swigluSeconds.
+Status runSegment(const ExpertUpArgs& a, const Shape& s, const Segment& seg, double* swigluSeconds) {
   const int64_t kGroups = ceilDiv(s.hidden, kQuantGroup);
-  const size_t rowsBytes = static_cast<size_t>(seg.rows * s.hidden);
-  const size_t scalesOffset = (rowsBytes + 63) / 64 * 64;
-  auto* gathered = static_cast<uint8_t*>(t_gathered.get(scalesOffset + static_cast<size_t>(seg.rows * kGroups) * 4));
   auto* h = static_cast<uint16_t*>(t_h.get(static_cast<size_t>(seg.rows * s.n) * 2));
-  if (gathered == nullptr || h == nullptr) return Status(Code::kInternal, "out of memory for an expert's scratch rows");
+  if (h == nullptr) return Status(Code::kInternal, "out of memory for an expert's h rows");
   const TensorView hView = TensorView::contiguous(h, DType::kBF16, {seg.rows, s.n});  // [rows, 2I] bf16
   if (seg.group < 0) {
     std::memset(h, 0, static_cast<size_t>(seg.rows * s.n) * 2);
   } else {
-    const Clock::time_point t0 = Clock::now();
-    auto* scales = reinterpret_cast<float*>(gathered + scalesOffset);  // [rows, ceil(H/128)] f32
-    const int32_t* rowToken = a.rowToken.as<const int32_t>() + seg.row0;
-    for (int64_t i = 0; i < seg.rows; ++i) {
-      std::memcpy(gathered + i * s.hidden, a.xq.as<const uint8_t>() + rowToken[i] * s.hidden, static_cast<size_t>(s.hidden));
-      std::memcpy(scales + i * kGroups, a.xqScales.as<const float>() + rowToken[i] * kGroups, static_cast<size_t>(kGroups) * 4);
-    }
-    *gatherSeconds += since(t0);
     const int64_t nBlocks = ceilDiv(s.n, kWeightBlockRows);
     GemmFp8Args dense;
-    dense.a = TensorView::contiguous(gathered, DType::kFP8E4M3, {seg.rows, s.hidden});  // [rows, H] fp8
-    dense.aScales = TensorView::contiguous(scales, DType::kF32, {seg.rows, kGroups});  // [rows, ceil(H/128)] f32
-    dense.b = rowSlice(a.w13, seg.group * s.n, s.n, s.hidden);                         // [2I, H] fp8
-    dense.bScales = rowSlice(a.w13Scales, seg.group * nBlocks, nBlocks, kGroups);       // [ceil(2I/128), ceil(H/128)]
+    dense.a = a.xq;                                                               // [T, H] fp8
+    dense.aScales = a.xqScales;                                                   // [T, ceil(H/128)] f32
+    dense.b = rowSlice(a.w13, seg.group * s.n, s.n, s.hidden);                    // [2I, H] fp8
+    dense.bScales = rowSlice(a.w13Scales, seg.group * nBlocks, nBlocks, kGroups);  // [ceil(2I/128), ceil(H/128)]
     dense.d = hView;
-    MOE_RETURN_IF_ERROR(gemmFp8(dense));
+    MOE_RETURN_IF_ERROR(gemmFp8Rows(dense, a.rowToken.as<const int32_t>() + seg.row0, seg.rows));
   }
-  const Clock::time_point t1 = Clock::now();
+  const Clock::time_point t0 = Clock::now();
   SwigluArgs act;
   act.h = hView;
   act.out = rowSlice(a.hq, seg.row0, seg.rows, s.n / 2);
   act.scales = rowSlice(a.hqScales, seg.row0, seg.rows, ceilDiv(s.n / 2, kQuantGroup));
   const Status status = swiglu(act);
-  *swigluSeconds += since(t1);
+  *swigluSeconds += std::chrono::duration<double>(Clock::now() - t0).count();
   if (status.isOk()) return status;
   return Status(status.code(), "rows " + str(seg.row0) + ".." + str(seg.row0 + seg.rows - 1) + ": " + status.message());
 }
@@ -128,21 +116,17 @@ Status expertUp(const ExpertUpArgs& args) {
   Status status = validate(args, &shape);
   if (status.isOk() && shape.rows > 0) {
     const int threads = ThreadPool::instance().numThreads();
-    std::vector<double> gather(static_cast<size_t>(threads), 0.0), act(static_cast<size_t>(threads), 0.0);
+    std::vector<double> act(static_cast<size_t>(threads), 0.0);  // per thread: seconds in SwiGLU
     bool perSegmentTasks = false;
     status = forEachSegment(
         contiguousSegments(args.groupIndex.as<const int32_t>(), shape.rows, args.groupOffset),
-        [&](const Segment& seg, int thread) {
-          return runSegment(args, shape, seg, &gather[static_cast<size_t>(thread)], &act[static_cast<size_t>(thread)]);
-        },
+        [&](const Segment& seg, int thread) { return runSegment(args, shape, seg, &act[static_cast<size_t>(thread)]); },
         &perSegmentTasks);
     // Per-segment tasks share the wall time among the threads; segments run
     // one after another take theirs whole.
-    const double share = perSegmentTasks ? 1.0 / threads : 1.0;
-    double gatherSum = 0, actSum = 0;
-    for (int t = 0; t < threads; ++t) gatherSum += gather[static_cast<size_t>(t)], actSum += act[static_cast<size_t>(t)];
-    if (args.gatherSeconds) *args.gatherSeconds = gatherSum * share;
-    if (args.swigluSeconds) *args.swigluSeconds = actSum * share;
+    double seconds = 0;
+    for (double t : act) seconds += t;
+    if (args.swigluSeconds) *args.swigluSeconds = perSegmentTasks ? seconds / threads : seconds;
   }
   if (status.isOk()) return status;
   return Status(status.code(), "expertUp: " + status.message());

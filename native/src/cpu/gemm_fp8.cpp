@@ -97,8 +97,9 @@ class FloatBuffer {
 };
 
 struct Problem {
-  const uint8_t* a;   // [M, K] fp8
-  const float* sa;    // [M, groups]
+  const uint8_t* a;   // [M, K] fp8, or [*, K] with aRows
+  const float* sa;    // [M, groups], or [*, groups] with aRows
+  const int32_t* aRows = nullptr;  // [M]: row m of A is row aRows[m] of a (AMX path only)
   const uint8_t* b;   // [N, K] fp8
   const float* sb;    // [ceil(N/128), groups]
   char* d;            // [M, N] f32 or bf16
@@ -333,6 +334,7 @@ constexpr int64_t kAmxMinM = 3;
 // thread's block scratch. Separate objects, as the caller is pool thread 0.
 thread_local ThreadScratch t_amxA;
 thread_local ThreadScratch t_amxBlock;
+thread_local ThreadScratch t_gatheredA;  // gemmFp8Rows off the AMX path: the gathered rows
 
 struct AmxPlan {
   int64_t mc = 0, nc = 0;  // block extents: mc % 16 == 0, nc % 32 == 0
@@ -385,7 +387,7 @@ Status gemmAmx(const Problem& p) {
 
   NanFlags nan;
   pool.parallelFor(mTiles, [&](int64_t tile, int) {
-    if (fp8gemm::amxPackA(p.a, p.M, p.K, tile, mTiles, act)) nan.a.store(true);
+    if (fp8gemm::amxPackA(p.a, p.aRows, p.M, p.K, tile, mTiles, act)) nan.a.store(true);
   });
   if (nan.any()) {
     t_amxA.trim();
@@ -393,7 +395,7 @@ Status gemmAmx(const Problem& p) {
   }
   for (int64_t g = 0; g < p.groups; ++g) {
     float* row = saT + g * ldSaT;
-    for (int64_t m = 0; m < ldSaT; ++m) row[m] = m < p.M ? p.sa[m * p.groups + g] : 0.0f;
+    for (int64_t m = 0; m < ldSaT; ++m) row[m] = m < p.M ? p.sa[(p.aRows != nullptr ? p.aRows[m] : m) * p.groups + g] : 0.0f;
   }
 
   if (useStrips) {
@@ -474,7 +476,9 @@ void zeroOutput(const Problem& p) {
   std::memset(p.d, 0, static_cast<size_t>(p.M * p.N * p.dElemSize()));
 }
 
-Status gemmFp8Impl(const GemmFp8Args& args) {
+// D = A * B^T with A's rows gathered through aRows (null: A as it is; M is
+// then a's row count, else `rows`).
+Status gemmFp8Impl(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) {
   Problem p;
   p.a = args.a.as<const uint8_t>();
   p.sa = args.aScales.as<const float>();
@@ -482,7 +486,7 @@ Status gemmFp8Impl(const GemmFp8Args& args) {
   p.sb = args.bScales.as<const float>();
   p.d = args.d.as<char>();
   p.bf16 = args.d.dtype == DType::kBF16;
-  p.M = args.a.dim(0);
+  p.M = aRows != nullptr ? rows : args.a.dim(0);
   p.K = args.a.dim(1);
   p.N = args.b.dim(0);
   p.groups = ceilDiv(p.K, kQuantGroup);
@@ -491,16 +495,36 @@ Status gemmFp8Impl(const GemmFp8Args& args) {
     zeroOutput(p);
     return Status::ok();
   }
-  if (p.M >= kAmxMinM && gemmUsesAmx()) return gemmAmx(p);
+  if (p.M >= kAmxMinM && gemmUsesAmx()) {
+    p.aRows = aRows;  // the AMX packing reads the rows in place
+    return gemmAmx(p);
+  }
   const KernelSet& ks = fp8gemm::selectedKernels();
+  if (aRows != nullptr) {
+    // The other paths read A as one matrix: gather its rows first (a few
+    // rows per expert at most on the paths that matter here).
+    const size_t rowBytes = static_cast<size_t>(p.K), scaleBytes = static_cast<size_t>(p.groups) * 4;
+    const size_t scalesAt = (static_cast<size_t>(p.M) * rowBytes + 63) / 64 * 64;
+    auto* gathered = static_cast<uint8_t*>(t_gatheredA.get(scalesAt + static_cast<size_t>(p.M) * scaleBytes));
+    if (gathered == nullptr) return outOfMemory();
+    auto* scales = reinterpret_cast<float*>(gathered + scalesAt);
+    for (int64_t m = 0; m < p.M; ++m) {
+      std::memcpy(gathered + m * p.K, p.a + aRows[m] * p.K, rowBytes);
+      std::memcpy(scales + m * p.groups, p.sa + aRows[m] * p.groups, scaleBytes);
+    }
+    p.a = gathered;
+    p.sa = scales;
+  }
   return p.M <= kStreamMaxM ? gemmStreaming(ks, p) : gemmPacked(ks, p);
 }
 
 }  // namespace
 
-Status gemmFp8(const GemmFp8Args& args) {
+Status gemmFp8(const GemmFp8Args& args) { return gemmFp8Rows(args, nullptr, 0); }
+
+Status gemmFp8Rows(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) {
   try {
-    return gemmFp8Impl(args);
+    return gemmFp8Impl(args, aRows, rows);
   } catch (const std::bad_alloc&) {
     return outOfMemory();
   } catch (...) {

@@ -23,4 +23,9 @@ namespace moe::cpu {
 // partially written. Returns kInternal if scratch memory cannot be allocated.
 Status gemmFp8(const GemmFp8Args& args);
 
+// The same with A's rows gathered: D row m = a[aRows[m]] * B^T for m < rows
+// (args.a: [*, K] and args.aScales: [*, ceil(K/128)], every aRows[m] a valid
+// row of them; args.d: [rows, N]). The AMX path reads the rows in place.
+Status gemmFp8Rows(const GemmFp8Args& args, const int32_t* aRows, int64_t rows);
+
 }  // namespace moe::cpu

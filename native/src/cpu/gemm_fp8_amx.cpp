@@ -211,7 +211,7 @@ inline void promote(const Pending& p) {
 
 }  // namespace
 
-bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act) {
+bool amxPackA(const uint8_t* a, const int32_t* rows, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act) {
   const int64_t kSteps = (K + kAmxKStep - 1) / kAmxKStep;
   __m256i nan = _mm256_setzero_si256();
   for (int64_t s = 0; s < kSteps; ++s) {
@@ -222,7 +222,7 @@ bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, int64_t mTil
         r[i] = _mm512_setzero_ps();
         continue;
       }
-      const __m256i bytes = loadChunk(a + m * K, s * 32, K);
+      const __m256i bytes = loadChunk(a + (rows != nullptr ? rows[m] : m) * K, s * 32, K);
       nan = trackNan(nan, bytes);
       r[i] = _mm512_castsi512_ps(bf16FromFp8(bytes));  // 16 k-pairs of row m
     }

@@ -112,10 +112,12 @@ constexpr int64_t kAmxTileWords = 256;  // dwords (bf16 pairs) of one packed A t
 // t < mTiles = ceil(M/16), s < 4 K steps of 32, p < 16 k-pairs, r < 16 rows):
 // the dword (bf16(A[16 t + r, k]), bf16(A[16 t + r, k + 1])) (low half first)
 // with k = 128 g + 32 s + 2p; k >= K as zeros (K steps wholly past K are not
-// written). One group of a block's rows is then contiguous.
-//   a: [M, K] fp8; act: [groups][mTiles][4][16][16] uint32.
+// written). One group of a block's rows is then contiguous. With `rows`
+// (may be null), row m of A is a's row rows[m] (a gather for free: the MoE
+// layer's tokens are read in place rather than copied per expert first).
+//   a: [M, K] fp8 (or [*, K] with rows: [M] i32); act: [groups][mTiles][4][16][16] uint32.
 // Returns true when it met an fp8 NaN code.
-bool amxPackA(const uint8_t* a, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act);
+bool amxPackA(const uint8_t* a, const int32_t* rows, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act);
 
 // One output block D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K.
 struct AmxBlockJob {
