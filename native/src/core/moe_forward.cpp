@@ -53,57 +53,58 @@ Status validateShards(const ExpertWeights& w, int64_t experts, const char* what)
   return Status::ok();
 }
 
-// The grouped GEMM over all experts of `w`, one call per shard: with the
-// contiguous layout a shard's experts own one contiguous range of rows.
-Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a, const TensorView& aScales,
-                   const TensorView& groupIndex, const int32_t* offsets, const TensorView& d) {
+// Calls run(shard, firstExpert, row0, row1) for every shard of `w` whose
+// experts have rows: with the contiguous layout a shard's experts own the one
+// range of rows [row0, row1).
+template <class Run>
+Status forEachShard(const ExpertWeights& w, const int32_t* offsets, Run run) {
   int64_t firstExpert = 0;
   for (size_t s = 0; s < w.data.size(); ++s) {
     const int64_t experts = w.data[s].dim(0);
     const int64_t row0 = offsets[firstExpert], row1 = offsets[firstExpert + experts];
-    if (row1 > row0) {
-      GroupedGemmFp8Args g;
-      g.a = rows(a, row0, row1 - row0);
-      g.aScales = rows(aScales, row0, row1 - row0);
-      g.b = w.data[s];
-      g.bScales = w.scales[s];
-      g.groupIndex = rows(groupIndex, row0, row1 - row0);
-      g.d = rows(d, row0, row1 - row0);
-      g.groupOffset = firstExpert;
-      MOE_RETURN_IF_ERROR(backend.groupedGemmFp8(g));
-    }
+    if (row1 > row0) MOE_RETURN_IF_ERROR(run(s, firstExpert, row0, row1));
     firstExpert += experts;
   }
   return Status::ok();
+}
+
+// The grouped GEMM over all experts of `w`, one call per shard.
+Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a, const TensorView& aScales,
+                   const TensorView& groupIndex, const int32_t* offsets, const TensorView& d) {
+  return forEachShard(w, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
+    GroupedGemmFp8Args g;
+    g.a = rows(a, row0, row1 - row0);
+    g.aScales = rows(aScales, row0, row1 - row0);
+    g.b = w.data[s];
+    g.bScales = w.scales[s];
+    g.groupIndex = rows(groupIndex, row0, row1 - row0);
+    g.d = rows(d, row0, row1 - row0);
+    g.groupOffset = firstExpert;
+    return backend.groupedGemmFp8(g);
+  });
 }
 
 // The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
 // shard. Adds the time spent in SwiGLU to *swigluSeconds.
 Status expertUp(Backend& backend, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens, const int32_t* offsets,
                 double* swigluSeconds) {
-  int64_t firstExpert = 0;
-  for (size_t s = 0; s < w13.data.size(); ++s) {
-    const int64_t experts = w13.data[s].dim(0);
-    const int64_t row0 = offsets[firstExpert], row1 = offsets[firstExpert + experts];
-    if (row1 > row0) {
-      ExpertUpArgs up;
-      up.xq = rows(ws.xq, 0, tokens);
-      up.xqScales = rows(ws.xqScales, 0, tokens);
-      up.rowToken = rows(ws.rowToken, row0, row1 - row0);
-      up.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
-      up.w13 = w13.data[s];
-      up.w13Scales = w13.scales[s];
-      up.groupOffset = firstExpert;
-      up.hq = rows(ws.hq, row0, row1 - row0);
-      up.hqScales = rows(ws.hqScales, row0, row1 - row0);
-      double seconds = 0;
-      up.swigluSeconds = &seconds;
-      MOE_RETURN_IF_ERROR(backend.expertUp(up));
-      *swigluSeconds += seconds;
-    }
-    firstExpert += experts;
-  }
-  return Status::ok();
+  return forEachShard(w13, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
+    ExpertUpArgs up;
+    up.xq = rows(ws.xq, 0, tokens);
+    up.xqScales = rows(ws.xqScales, 0, tokens);
+    up.rowToken = rows(ws.rowToken, row0, row1 - row0);
+    up.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
+    up.w13 = w13.data[s];
+    up.w13Scales = w13.scales[s];
+    up.groupOffset = firstExpert;
+    up.hq = rows(ws.hq, row0, row1 - row0);
+    up.hqScales = rows(ws.hqScales, row0, row1 - row0);
+    double seconds = 0;
+    up.swigluSeconds = &seconds;
+    MOE_RETURN_IF_ERROR(backend.expertUp(up));
+    *swigluSeconds += seconds;
+    return Status::ok();
+  });
 }
 
 // MOE_FUSED_EXPERTS=0 runs the separate ops even where the backend has the

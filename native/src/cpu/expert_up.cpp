@@ -17,12 +17,6 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-// Rows [row0, row0 + rows) of a row-major [*, cols] tensor.
-TensorView rowSlice(const TensorView& t, int64_t row0, int64_t rows, int64_t cols) {
-  auto* base = static_cast<uint8_t*>(t.data) + row0 * cols * static_cast<int64_t>(dtypeSize(t.dtype));
-  return TensorView::contiguous(base, t.dtype, {rows, cols});
-}
-
 struct Shape {
   int64_t tokens, hidden, rows, groups, n;  // n = 2I
 };

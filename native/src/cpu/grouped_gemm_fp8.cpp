@@ -12,12 +12,6 @@ namespace moe::cpu {
 
 namespace {
 
-// Rows [row0, row0 + rows) of a row-major matrix view [*, cols].
-TensorView rowSlice(const TensorView& t, int64_t row0, int64_t rows, int64_t cols) {
-  auto* base = static_cast<uint8_t*>(t.data) + row0 * cols * static_cast<int64_t>(dtypeSize(t.dtype));
-  return TensorView::contiguous(base, t.dtype, {rows, cols});
-}
-
 void zeroRows(const TensorView& d, int64_t row0, int64_t rows, int64_t cols) {
   if (rows <= 0) return;
   const int64_t rowBytes = cols * static_cast<int64_t>(dtypeSize(d.dtype));

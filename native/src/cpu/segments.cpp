@@ -4,6 +4,11 @@
 
 namespace moe::cpu {
 
+TensorView rowSlice(const TensorView& t, int64_t row0, int64_t rows, int64_t cols) {
+  auto* base = static_cast<uint8_t*>(t.data) + row0 * cols * static_cast<int64_t>(dtypeSize(t.dtype));
+  return TensorView::contiguous(base, t.dtype, {rows, cols});
+}
+
 std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows, int64_t groupOffset) {
   std::vector<Segment> segments;
   for (int64_t start = 0; start < rows;) {

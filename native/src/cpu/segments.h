@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/tensor.h"
 
 namespace moe::cpu {
 
@@ -15,6 +16,10 @@ struct Segment {
   int64_t row0;
   int64_t rows;
 };
+
+// Rows [row0, row0 + rows) of a row-major [*, cols] tensor, as a contiguous
+// [rows, cols] view (a segment's rows, or one group's weight matrix).
+TensorView rowSlice(const TensorView& t, int64_t row0, int64_t rows, int64_t cols);
 
 // Runs of equal groupIndex (values minus groupOffset; -1 stays -1).
 //   groupIndex: [rows] i32, already range-checked.
