@@ -27,7 +27,7 @@ const bits = (t: Tensor) => {
 };
 
 function randomLogits(r: () => number, t: number, e: number, opts: { ties?: boolean; nonFinite?: boolean } = {}): Float32Array {
-  const v = randomFloats(r, t * e, 1);
+  const v = randomFloats(t * e, r, 1);
   if (opts.ties) for (let i = 0; i < v.length; i++) v[i] = Math.round(v[i] * 2) / 2;
   if (opts.nonFinite) {
     for (let i = 0; i < t; i += 3) {
@@ -51,7 +51,7 @@ describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU back
         const r = rng(7);
         const values = randomLogits(r, c.t, c.e, c as { ties?: boolean; nonFinite?: boolean });
         const logits = dtype === 'f32' ? tensor(values, [c.t, c.e], 'f32') : bf16FromFloat32(values, [c.t, c.e]);
-        const bias = 'bias' in c ? tensor(randomFloats(r, c.e, 0.05), [c.e], 'f32') : undefined;
+        const bias = 'bias' in c ? tensor(randomFloats(c.e, r, 0.05), [c.e], 'f32') : undefined;
         const ref = routeSync(logits, { ...c.opts, bias } as never);
         const k = c.opts.topK;
         const ids = poisonI32(c.t * k).to('cuda');
@@ -115,7 +115,7 @@ describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU back
     for (const scaleFormat of ['f32', 'ue8m0'] as const) {
       it(`dispatch + fp8 T=${t} H=${h} ${dtype} (${scaleFormat} scales): q and scales bit for bit, padding rows too`, () => {
         const r = rng(h + t);
-        const values = randomFloats(r, t * h, 2);
+        const values = randomFloats(t * h, r, 2);
         const x = dtype === 'f32' ? tensor(values, [t, h], 'f32') : bf16FromFloat32(values, [t, h]);
         const layout = dispatchLayoutSync(randomIds(r, t, 8, 16), 16, { align: 128 });
         const ref = dispatchSync(x, layout, { quantize: 'fp8', scaleFormat });
@@ -131,7 +131,7 @@ describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU back
 
   for (const [rows, inter, dtype, out] of [[1, 2048, 'bf16', 'fp8'], [300, 144, 'f32', 'fp8'], [17, 100, 'bf16', 'f32'], [64, 256, 'f32', 'bf16']] as const) {
     it(`swiglu R=${rows} I=${inter} ${dtype} -> ${out}: bit for bit`, () => {
-      const values = randomFloats(rng(rows * inter), rows * 2 * inter, 3);
+      const values = randomFloats(rows * 2 * inter, rng(rows * inter), 3);
       const h = dtype === 'f32' ? tensor(values, [rows, 2 * inter], 'f32') : bf16FromFloat32(values, [rows, 2 * inter]);
       if (out === 'fp8') {
         const ref = swigluSync(h, { quantize: 'fp8' });
@@ -151,10 +151,10 @@ describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU back
     it(`combine T=${t} H=${h} y ${ydtype}, shared ${shared ?? 'none'} -> ${out}: bit for bit, deterministic`, () => {
       const r = rng(t * 31 + h);
       const layout = dispatchLayoutSync(randomIds(r, t, 8, 32), 32, { align: 128 });
-      const yv = randomFloats(r, layout.numRows * h, 1);
+      const yv = randomFloats(layout.numRows * h, r, 1);
       const y = ydtype === 'f32' ? tensor(yv, [layout.numRows, h], 'f32') : bf16FromFloat32(yv, [layout.numRows, h]);
-      const w = tensor(randomFloats(r, t * 8, 0.3), [t, 8], 'f32');
-      const sv = randomFloats(r, t * h, 1);
+      const w = tensor(randomFloats(t * 8, r, 0.3), [t, 8], 'f32');
+      const sv = randomFloats(t * h, r, 1);
       const sh = shared === undefined ? undefined : shared === 'f32' ? tensor(sv, [t, h], 'f32') : bf16FromFloat32(sv, [t, h]);
       const ref = combineSync(y, layout, w, { shared: sh, out });
       const lc = toCuda(layout);
