@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { MoeConfig, MoeLayer, backends, bf16FromFloat32, referenceForwardToken } from '../lib/index';
 import { calcDiff } from './helpers/reference';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
@@ -34,8 +34,13 @@ describe.skipIf(cuda.available)('MoeLayer on CUDA without a GPU', () => {
 });
 
 describe.skipIf(!cuda.available)('MoeLayer on the GPU', () => {
-  const cpu = MoeLayer.random(SMALL, { seed: SEED });
-  const gpu = cpu.to('cuda');
+  // Built in beforeAll: describe bodies run (to collect tests) even when skipped.
+  let cpu: MoeLayer;
+  let gpu: MoeLayer;
+  beforeAll(() => {
+    cpu = MoeLayer.random(SMALL, { seed: SEED });
+    gpu = cpu.to('cuda');
+  });
   const h = SMALL.hiddenSize;
 
   function reference(x: Float32Array, tokens: number): Float64Array {
