@@ -94,6 +94,8 @@ export interface NativeAddon {
   cudaTimerStop(): number;
   cudaFlushL2(): void;
   cudaCopyDeviceToDevice(dst: unknown, src: unknown, bytes: number): void;
+  /** Benchmarks: skip the MoE ops' per-call error-flag readback (a host sync) on the CUDA backend. */
+  cudaSetDataChecks(enabled: boolean): void;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

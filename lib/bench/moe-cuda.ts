@@ -14,8 +14,8 @@ import { MoeConfig } from '../moe/config';
 import { ExpertMatrices } from '../moe/experts';
 import { MASKED_MAX_TOKENS, MoeLayer } from '../moe/layer';
 import { CUDA_ALIGN } from '../moe/workspace';
-import { gemmFp8Sync } from '../ops/gemm';
-import { groupedGemmFp8MaskedSync, groupedGemmFp8Sync } from '../ops/grouped-gemm';
+import { gemmFp8 } from '../ops/gemm';
+import { groupedGemmFp8, groupedGemmFp8Masked } from '../ops/grouped-gemm';
 import { QUANT_GROUP, QuantizedTensor } from '../ops/quantize';
 import { Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
 import { formatTable } from './table';
@@ -56,14 +56,19 @@ export function randomDeviceLayer(config: MoeConfig): MoeLayer {
   });
 }
 
-/** Median GPU time of `run` in ms (CUDA events around it, L2 flushed before). */
-export function gpuMedianMs(run: () => unknown, runs = RUNS): number {
+/**
+ * Median GPU time of `run` in ms: CUDA events around the work it enqueues
+ * (the Promise forms enqueue before they return, so the stop event follows
+ * the work without a host round trip), L2 flushed before each run.
+ */
+export async function gpuMedianMs(run: () => unknown, runs = RUNS): Promise<number> {
   const times: number[] = [];
   for (let r = 0; r < runs + 2; r++) {
     native().cudaFlushL2();
     native().cudaTimerStart();
-    run();
+    const done = run();
     const ms = native().cudaTimerStop();
+    await done;
     if (r >= 2) times.push(ms);
   }
   times.sort((a, b) => a - b);
@@ -74,7 +79,7 @@ const onDevice = (q: QuantizedTensor): QuantizedTensor => ({ data: q.data.to('cu
 const weightsOf = (m: ExpertMatrices): QuantizedTensor => ({ data: m.data[0], scales: m.scales[0] });
 
 /** The layer's FP8 GEMMs alone for T tokens spread evenly over the experts, ms (summed). */
-export function layerGemmsMs(layer: MoeLayer, tokens: number): number {
+export async function layerGemmsMs(layer: MoeLayer, tokens: number): Promise<number> {
   const c = layer.config;
   const { hiddenSize: h, intermediateSize: i, numExperts: e, topK: k } = c;
   const w = layer.weights;
@@ -89,8 +94,8 @@ export function layerGemmsMs(layer: MoeLayer, tokens: number): number {
     const a2v = { data: reshape(a2.data, [e, mmax, i]), scales: reshape(a2.scales, [e, mmax, Math.ceil(i / QUANT_GROUP)]) };
     const d1 = empty([e, mmax, 2 * i], 'bf16', 'cuda');
     const d2 = empty([e, mmax, h], 'bf16', 'cuda');
-    ms += gpuMedianMs(() => groupedGemmFp8MaskedSync(a1v as QuantizedTensor, weightsOf(w.w13), maskedM, { into: d1 }));
-    ms += gpuMedianMs(() => groupedGemmFp8MaskedSync(a2v as QuantizedTensor, weightsOf(w.w2), maskedM, { into: d2 }));
+    ms += await gpuMedianMs(() => groupedGemmFp8Masked(a1v as QuantizedTensor, weightsOf(w.w13), maskedM, { into: d1 }));
+    ms += await gpuMedianMs(() => groupedGemmFp8Masked(a2v as QuantizedTensor, weightsOf(w.w2), maskedM, { into: d2 }));
   } else {
     const groupIndex: number[] = [];
     counts.forEach((n, x) => {
@@ -103,8 +108,8 @@ export function layerGemmsMs(layer: MoeLayer, tokens: number): number {
     const a2 = onDevice(randomQuantized(rows, i, 1));
     const d1 = empty([rows, 2 * i], 'bf16', 'cuda');
     const d2 = empty([rows, h], 'bf16', 'cuda');
-    ms += gpuMedianMs(() => groupedGemmFp8Sync(a1, weightsOf(w.w13), gi, { into: d1 }));
-    ms += gpuMedianMs(() => groupedGemmFp8Sync(a2, weightsOf(w.w2), gi, { into: d2 }));
+    ms += await gpuMedianMs(() => groupedGemmFp8(a1, weightsOf(w.w13), gi, { into: d1 }));
+    ms += await gpuMedianMs(() => groupedGemmFp8(a2, weightsOf(w.w2), gi, { into: d2 }));
   }
   const sharedW13 = w.sharedW13, sharedW2 = w.sharedW2;
   if (sharedW13 && sharedW2) {
@@ -114,8 +119,8 @@ export function layerGemmsMs(layer: MoeLayer, tokens: number): number {
     const a2 = onDevice(randomQuantized(tokens, is, 1));
     const d1 = empty([tokens, 2 * is], 'bf16', 'cuda');
     const d2 = empty([tokens, h], 'f32', 'cuda');
-    ms += gpuMedianMs(() => gemmFp8Sync(a1, single(sharedW13), { into: d1 }));
-    ms += gpuMedianMs(() => gemmFp8Sync(a2, single(sharedW2), { into: d2, out: 'f32' }));
+    ms += await gpuMedianMs(() => gemmFp8(a1, single(sharedW13), { into: d1 }));
+    ms += await gpuMedianMs(() => gemmFp8(a2, single(sharedW2), { into: d2, out: 'f32' }));
   }
   return ms;
 }
@@ -133,9 +138,11 @@ export interface MoeCudaBenchRow {
   gemmMs: number;
   /** layer time / sum of its GEMMs' times (target <= 1.2 at T >= 1024) */
   ratio: number;
+  /** Decode sizes: one replay of the forward captured into a CUDA graph, ms. */
+  graphMs?: number;
 }
 
-export function benchMoeCuda(layer: MoeLayer, tokensList: number[], onRow?: (row: MoeCudaBenchRow) => void): MoeCudaBenchRow[] {
+export async function benchMoeCuda(layer: MoeLayer, tokensList: number[], onRow?: (row: MoeCudaBenchRow) => void): Promise<MoeCudaBenchRow[]> {
   requireCuda('bench moe --backend cuda');
   const rows: MoeCudaBenchRow[] = [];
   const h = layer.config.hiddenSize;
@@ -145,9 +152,14 @@ export function benchMoeCuda(layer: MoeLayer, tokensList: number[], onRow?: (row
     const x = bf16FromFloat32(values, [tokens, h]).to('cuda');
     const out = empty([tokens, h], 'bf16', 'cuda');
     const layout = tokens <= MASKED_MAX_TOKENS ? 'masked' : 'contiguous';
-    const ms = gpuMedianMs(() => layer.forwardSync(x, { into: out, layout }));
-    const gemmMs = layerGemmsMs(layer, tokens);
+    const ms = await gpuMedianMs(() => layer.forward(x, { into: out, layout }));
+    const gemmMs = await layerGemmsMs(layer, tokens);
     const row = { tokens, layout, ms, tokensPerSecond: tokens / (ms / 1e3), gemmMs, ratio: ms / gemmMs } as MoeCudaBenchRow;
+    if (layout === 'masked') {
+      const graph = layer.capture({ maxTokens: tokens });
+      row.graphMs = await gpuMedianMs(() => graph.replay(x));
+      graph.dispose();
+    }
     rows.push(row);
     onRow?.(row);
     x.dispose();
@@ -158,6 +170,6 @@ export function benchMoeCuda(layer: MoeLayer, tokensList: number[], onRow?: (row
 
 export function formatMoeCudaReport(rows: MoeCudaBenchRow[], config: MoeConfig): string {
   const head = `MoE layer on the GPU: H=${config.hiddenSize} I=${config.intermediateSize} E=${config.numExperts} k=${config.topK} shared=${config.numSharedExperts}`;
-  const body = rows.map((r) => [String(r.tokens), r.layout, r.ms.toFixed(3), r.tokensPerSecond.toFixed(0), r.gemmMs.toFixed(3), r.ratio.toFixed(2)]);
-  return [head, ...formatTable(['T', 'layout', 'ms', 'tokens/s', 'GEMMs ms', 'layer/GEMMs'], body)].join('\n');
+  const body = rows.map((r) => [String(r.tokens), r.layout, r.ms.toFixed(3), r.tokensPerSecond.toFixed(0), r.gemmMs.toFixed(3), r.ratio.toFixed(2), r.graphMs?.toFixed(3) ?? '-']);
+  return [head, ...formatTable(['T', 'layout', 'ms', 'tokens/s', 'GEMMs ms', 'layer/GEMMs', 'graph ms'], body)].join('\n');
 }

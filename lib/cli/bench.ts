@@ -48,7 +48,7 @@ export function registerBenchCommands(program: Command): void {
       if (opts.backend === 'cuda') {
         // Full DeepSeek-V3 shape with random weights built on the GPU, or a checkpoint's layer moved there.
         const layer = opts.model ? (await loadLayer(opts, !opts.json)).to('cuda') : randomDeviceLayer(DEEPSEEK_V3_CONFIG);
-        const rows = benchMoeCuda(layer, opts.tokens ?? CUDA_DEFAULT_TOKENS, (row) => {
+        const rows = await benchMoeCuda(layer, opts.tokens ?? CUDA_DEFAULT_TOKENS, (row) => {
           if (!opts.json) process.stderr.write(`T=${row.tokens}: ${row.ms.toFixed(3)} ms\n`);
         });
         console.log(opts.json ? JSON.stringify({ config: layer.config, rows }, null, 2) : formatMoeCudaReport(rows, layer.config));

@@ -9,6 +9,7 @@
 
 #include "addon/errors.h"
 #include "addon/js_tensor.h"
+#include "cuda_host/cuda_backend.h"
 #include "cuda_host/plugin.h"
 
 namespace moe::addon {
@@ -206,6 +207,13 @@ Napi::Value CudaFlushL2(const Napi::CallbackInfo& info) {
   char err[512] = {0};
   if (status.isOk()) status = cuda::fromPlugin(cuda::Plugin::instance().api().flushL2(err, sizeof err), err, "cudaFlushL2");
   if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+// cudaSetDataChecks(enabled): benchmarks turn off the MoE ops' per-call error
+// flag readback (see cuda_host/cuda_backend.h).
+Napi::Value CudaSetDataChecks(const Napi::CallbackInfo& info) {
+  cuda::setDataChecks(info.Length() < 1 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value());
   return info.Env().Undefined();
 }
 

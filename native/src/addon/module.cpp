@@ -48,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"cudaTimerStop", CudaTimerStop},
       {"cudaFlushL2", CudaFlushL2},
       {"cudaCopyDeviceToDevice", CudaCopyDeviceToDevice},
+      {"cudaSetDataChecks", CudaSetDataChecks},
       {"getNumThreads", GetNumThreads},
       {"setNumThreads", SetNumThreads},
       {"cpuInfo", CpuInfo},
