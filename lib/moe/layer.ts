@@ -419,6 +419,7 @@ export class CapturedForward {
   private readonly ws: Workspace;
   private readonly graph: unknown;
   private readonly hidden: number;
+  private disposed = false;
 
   constructor(layer: MoeLayer, tokens: number, dtype: 'bf16' | 'f32', out: 'bf16' | 'f32') {
     this.layer = layer;
@@ -433,6 +434,7 @@ export class CapturedForward {
   }
 
   private stage(x: Tensor): number {
+    if (this.disposed) throw new MoeError('ERR_MOE_DETACHED', 'CapturedForward.replay: the captured forward was disposed');
     expectTensor(x, 'CapturedForward.replay: x');
     expectDtype(x, [this.x.dtype], 'CapturedForward.replay: x');
     expectRank(x, 2, 'CapturedForward.replay: x');
@@ -468,6 +470,8 @@ export class CapturedForward {
 
   /** Frees the graph's device buffers now (the graph itself goes with this object). */
   dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
     for (const t of [this.x, this.zeros, this.out]) t.dispose();
     this.ws.dispose();
   }
