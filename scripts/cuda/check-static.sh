@@ -165,7 +165,7 @@ nvcc -std=c++17 -O2 -Werror all-warnings -Xcompiler -pthread -I"$src/src" -I"$sr
   "$cpu_src/cpu/route.cpp" "$cpu_src/cpu/dispatch_layout.cpp" "$cpu_src/cpu/dispatch.cpp" "$cpu_src/cpu/swiglu.cpp" \
   "$cpu_src/cpu/combine.cpp" "$cpu_src/cpu/quantize.cpp" "$cpu_src/cpu/quantize_row_avx2.cpp" \
   "$cpu_src/cpu/quantize_row_avx512.cpp" "$cpu_src/cpu/cpu_features.cpp" "$cpu_src/cpu/thread_pool.cpp" \
-  "$cpu_src/core/numerics.cpp" "$cpu_src/core/status.cpp" "$cpu_src/core/tensor.cpp" \
+  "$cpu_src/core/numerics.cpp" "$cpu_src/core/status.cpp" "$cpu_src/core/tensor.cpp" "$cpu_src/core/moe_op_checks.cpp" \
   -o "$build/moe_math_test"
 "$build/moe_math_test" >"$build/moe_math_test.log" 2>&1 || { cat "$build/moe_math_test.log" >&2; fail "moe_math_test"; }
 MOE_CPU_ISA=portable "$build/moe_math_test" >"$build/moe_math_test_portable.log" 2>&1 ||

@@ -10,7 +10,10 @@
 //   - dispatchLayout (contiguous, several aligns; masked): every output equal;
 //   - dispatch (fp8): q and scales bit for bit, padding rows included;
 //   - swiglu (fp8, f32, bf16 out): bit for bit;
-//   - combine: bit for bit, every dtype mix, with and without shared.
+//   - combine: bit for bit, every dtype mix, with and without shared;
+//   - the shape / dtype / option checks the CUDA backend runs
+//     (core/moe_op_checks.cpp) give the CPU backend's code and message on
+//     malformed arguments.
 // What it cannot check is the CUDA-only glue (shuffles, ballots, shared
 // memory): test/moe-ops-cuda.test.ts does that on a GPU.
 #include <math.h>
@@ -28,6 +31,7 @@
 #include "route_math.cuh"
 #include "swiglu_math.cuh"
 
+#include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "core/ops.h"
 #include "cpu/combine.h"
@@ -505,6 +509,131 @@ static void test_combine(std::mt19937& rng) {
   expect(bad == 0, what);
 }
 
+// ---- argument checks: core/moe_op_checks vs the CPU backend's own validation ----
+static int g_check_cases = 0, g_check_bad = 0;
+static void same_verdict(const moe::Status& cpu, const moe::Status& shared, const char* what) {
+  ++g_check_cases;
+  if (cpu.isOk() || cpu.code() != shared.code() || cpu.message() != shared.message()) {
+    ++g_check_bad;
+    printf("    %s: cpu %d '%s' vs checks %d '%s'\n", what, static_cast<int>(cpu.code()), cpu.message().c_str(),
+           static_cast<int>(shared.code()), shared.message().c_str());
+  }
+}
+
+static void test_checks() {
+  using moe::DType;
+  std::vector<float> f(4096, 0.5f);
+  std::vector<int32_t> i32(4096, 0);
+  std::vector<uint16_t> b16(4096, 0);
+  std::vector<uint8_t> u8(4096, 0);
+  auto F = [&](std::initializer_list<int64_t> d) { return view(f, DType::kF32, d); };
+  auto I = [&](std::initializer_list<int64_t> d) { return view(i32, DType::kI32, d); };
+  auto B = [&](std::initializer_list<int64_t> d) { return view(b16, DType::kBF16, d); };
+  auto Q = [&](std::initializer_list<int64_t> d) { return view(u8, DType::kFP8E4M3, d); };
+  // route
+  auto route = [&](auto mutate, const char* what) {
+    moe::RouteArgs a;
+    a.logits = F({4, 16});
+    a.scoring = moe::Scoring::kSigmoid;
+    a.topK = 4;
+    a.numGroups = 4;
+    a.topKGroups = 2;
+    a.ids = I({4, 4});
+    a.weights = F({4, 4});
+    mutate(a);
+    same_verdict(moe::cpu::route(a), moe::checkRoute(a), what);
+  };
+  route([&](moe::RouteArgs& a) { a.logits = F({64}); }, "route 1-D logits");
+  route([&](moe::RouteArgs& a) { a.logits = I({4, 16}); }, "route i32 logits");
+  route([&](moe::RouteArgs& a) { a.topK = 17; }, "route topK > E");
+  route([&](moe::RouteArgs& a) { a.numGroups = 3; }, "route groups do not divide E");
+  route([&](moe::RouteArgs& a) { a.topKGroups = 5; }, "route topKGroups > groups");
+  route([&](moe::RouteArgs& a) { a.topKGroups = 1; a.topK = 5; }, "route topK > kept experts");
+  route([&](moe::RouteArgs& a) { a.scale = INFINITY; }, "route scale inf");
+  route([&](moe::RouteArgs& a) { a.bias = F({15}); }, "route bias shape");
+  route([&](moe::RouteArgs& a) { a.scoring = moe::Scoring::kSoftmax; a.numGroups = 1; a.topKGroups = 1; a.bias = F({16}); }, "route softmax bias");
+  route([&](moe::RouteArgs& a) { a.ids = F({4, 4}); }, "route ids dtype");
+  route([&](moe::RouteArgs& a) { a.weights = F({4, 3}); }, "route weights shape");
+  // dispatchLayout
+  auto layout = [&](auto mutate, const char* what) {
+    moe::LayoutArgs a;
+    a.ids = I({4, 2});
+    a.numExperts = 8;
+    a.align = 4;
+    a.tokensPerExpert = I({8});
+    a.offsets = I({9});
+    a.rowToken = I({64});
+    a.groupIndex = I({64});
+    a.slotRow = I({4, 2});
+    mutate(a);
+    same_verdict(moe::cpu::dispatchLayout(a), moe::checkDispatchLayout(a), what);
+  };
+  layout([&](moe::LayoutArgs& a) { a.numExperts = 0; }, "layout E = 0");
+  layout([&](moe::LayoutArgs& a) { a.align = 0; }, "layout align 0");
+  layout([&](moe::LayoutArgs& a) { a.masked = true; a.maxRowsPerExpert = -1; }, "layout maxRows < 0");
+  layout([&](moe::LayoutArgs& a) { a.ids = F({4, 2}); }, "layout ids dtype");
+  layout([&](moe::LayoutArgs& a) { a.offsets = I({8}); }, "layout offsets shape");
+  layout([&](moe::LayoutArgs& a) { a.groupIndex = I({63}); }, "layout groupIndex rows");
+  layout([&](moe::LayoutArgs& a) { a.slotRow = I({4, 3}); }, "layout slotRow shape");
+  layout([&](moe::LayoutArgs& a) { a.masked = true; a.maxRowsPerExpert = 9; }, "layout masked capacity");
+  // dispatch
+  auto dispatch = [&](auto mutate, const char* what) {
+    moe::DispatchArgs a;
+    a.x = B({4, 32});
+    a.rowToken = I({6});
+    a.out = Q({6, 32});
+    a.scales = F({6, 1});
+    mutate(a);
+    same_verdict(moe::cpu::dispatch(a), moe::checkDispatch(a), what);
+  };
+  dispatch([&](moe::DispatchArgs& a) { a.x = Q({4, 32}); }, "dispatch x dtype");
+  dispatch([&](moe::DispatchArgs& a) { a.x = B({128}); }, "dispatch 1-D x");
+  dispatch([&](moe::DispatchArgs& a) { a.x = B({4, 24}); a.out = Q({6, 24}); }, "dispatch H % 16");
+  dispatch([&](moe::DispatchArgs& a) { a.out = B({6, 32}); }, "dispatch out dtype");
+  dispatch([&](moe::DispatchArgs& a) { a.scales = F({6, 2}); }, "dispatch scales shape");
+  dispatch([&](moe::DispatchArgs& a) { a.scales = moe::TensorView(); }, "dispatch fp8 out without scales");
+  dispatch([&](moe::DispatchArgs& a) { a.scales = moe::TensorView(); a.out = F({6, 32}); }, "dispatch plain out dtype");
+  dispatch([&](moe::DispatchArgs& a) { a.out = Q({5, 32}); }, "dispatch out rows");
+  dispatch([&](moe::DispatchArgs& a) { a.rowToken = F({6}); }, "dispatch rowToken dtype");
+  // swiglu
+  auto swiglu = [&](auto mutate, const char* what) {
+    moe::SwigluArgs a;
+    a.h = B({4, 64});
+    a.out = Q({4, 32});
+    a.scales = F({4, 1});
+    mutate(a);
+    same_verdict(moe::cpu::swiglu(a), moe::checkSwiglu(a), what);
+  };
+  swiglu([&](moe::SwigluArgs& a) { a.h = B({4, 63}); }, "swiglu odd 2I");
+  swiglu([&](moe::SwigluArgs& a) { a.h = I({4, 64}); }, "swiglu h dtype");
+  swiglu([&](moe::SwigluArgs& a) { a.h = B({4, 40}); a.out = Q({4, 20}); }, "swiglu I % 16");
+  swiglu([&](moe::SwigluArgs& a) { a.scales = F({4, 2}); }, "swiglu scales shape");
+  swiglu([&](moe::SwigluArgs& a) { a.scales = moe::TensorView(); }, "swiglu fp8 without scales");
+  swiglu([&](moe::SwigluArgs& a) { a.scales = moe::TensorView(); a.out = I({4, 32}); }, "swiglu out dtype");
+  swiglu([&](moe::SwigluArgs& a) { a.out = Q({3, 32}); }, "swiglu out rows");
+  // combine
+  auto combine = [&](auto mutate, const char* what) {
+    moe::CombineArgs a;
+    a.y = B({8, 32});
+    a.slotRow = I({4, 2});
+    a.weights = F({4, 2});
+    a.out = B({4, 32});
+    mutate(a);
+    same_verdict(moe::cpu::combine(a), moe::checkCombine(a), what);
+  };
+  combine([&](moe::CombineArgs& a) { a.y = Q({8, 32}); }, "combine y dtype");
+  combine([&](moe::CombineArgs& a) { a.slotRow = F({4, 2}); }, "combine slotRow dtype");
+  combine([&](moe::CombineArgs& a) { a.slotRow = I({8}); }, "combine 1-D slotRow");
+  combine([&](moe::CombineArgs& a) { a.weights = F({4, 3}); }, "combine weights shape");
+  combine([&](moe::CombineArgs& a) { a.shared = B({4, 31}); }, "combine shared shape");
+  combine([&](moe::CombineArgs& a) { a.out = B({4, 31}); }, "combine out shape");
+  combine([&](moe::CombineArgs& a) { a.out = Q({4, 32}); }, "combine out dtype");
+  char what[200];
+  snprintf(what, sizeof what, "the CUDA backend's argument checks (core/moe_op_checks) == the CPU backend's code and message in %d malformed cases",
+           g_check_cases);
+  expect(g_check_bad == 0, what);
+}
+
 int main() {
   printf("MoE kernel math vs the CPU backend\n");
   std::mt19937 rng(20260611);
@@ -514,6 +643,7 @@ int main() {
   test_dispatch(rng);
   test_swiglu(rng);
   test_combine(rng);
+  test_checks();
   printf("  %d check(s), %d failure(s)\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
