@@ -171,7 +171,7 @@ function checkMoeOps() {
     const x = m.bf16FromFloat32(Float32Array.from({ length: t * 1024 }, () => Math.random() * 2 - 1), [t, 1024]);
     const want = cpuLayer.forwardSync(x, { out: 'f32' }).data;
     const got = gpuLayer.forwardSync(x, { out: 'f32', layout }).toFloat32Array();
-    check(`MoeLayer T=${t} ${layout} vs CPU`, calcDiff(got, want) < 1e-4, `diff=${calcDiff(got, want).toExponential(2)}`);
+    check(`MoeLayer T=${t} ${layout} vs CPU`, calcDiff(got, want) < 1e-3, `diff=${calcDiff(got, want).toExponential(2)}`);
   }
   const graph = gpuLayer.capture({ maxTokens: 4 });
   const x = m.bf16FromFloat32(Float32Array.from({ length: 4 * 1024 }, () => Math.random() * 2 - 1), [4, 1024]);

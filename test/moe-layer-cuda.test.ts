@@ -50,14 +50,15 @@ describe.skipIf(!cuda.available)('MoeLayer on the GPU', () => {
   }
 
   for (const [tokens, layout] of [[1, 'masked'], [5, 'masked'], [16, 'contiguous'], [200, 'contiguous'], [37, 'masked']] as const) {
-    it(`T=${tokens} (${layout}): equals the CPU layer and the float64 reference (diff < 2e-3) ${seedNote}`, async () => {
+    it(`T=${tokens} (${layout}): matches the CPU layer (diff < 1e-3) and the float64 reference (diff < 2e-3) ${seedNote}`, async () => {
       const values = randomFloats(tokens * h, rng(tokens), 1);
       const x = bf16FromFloat32(values, [tokens, h]);
       const want = cpu.forwardSync(x, { out: 'f32' }).toFloat32Array();
       const got = await gpu.forward(x.to('cuda'), { out: 'f32', layout });
       expect(got.device).toBe('cuda');
       const g = got.toFloat32Array();
-      expect(calcDiff(g, want)).toBeLessThan(1e-4);
+      // Not bitwise: router logits and GEMMs sum in another order (bf16 / fp8 roundings may flip), and a near-tie may route differently.
+      expect(calcDiff(g, want)).toBeLessThan(1e-3);
       expect(calcDiff(g, reference(x.toFloat32Array(), tokens))).toBeLessThan(2e-3);
       // The same input again: bitwise the same output (no atomics anywhere).
       const again = gpu.forwardSync(x, { out: 'f32', layout }).toFloat32Array();
