@@ -100,8 +100,27 @@ class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
 
-  // Every operation of the table runs on the device.
-  bool supportsOp(OpKind) const override { return true; }
+  // The operations that run on the device (listed, so that an op added to the
+  // table later is reported unsupported until it has a CUDA implementation).
+  bool supportsOp(OpKind op) const override {
+    switch (op) {
+      case OpKind::kQuantizeActivations:
+      case OpKind::kQuantizeWeights:
+      case OpKind::kDequantize:
+      case OpKind::kGemmFp8:
+      case OpKind::kGroupedGemmFp8:
+      case OpKind::kGroupedGemmFp8Masked:
+      case OpKind::kRoute:
+      case OpKind::kDispatchLayout:
+      case OpKind::kDispatch:
+      case OpKind::kSwiglu:
+      case OpKind::kCombine:
+      case OpKind::kRouterLogits:
+        return true;
+      default:
+        return false;
+    }
+  }
 
   Status quantizeActivations(const QuantizeArgs& args) override { return quantize(args, 1, "quantizeActivations"); }
   Status quantizeWeights(const QuantizeArgs& args) override { return quantize(args, kWeightBlockRows, "quantizeWeights"); }
