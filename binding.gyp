@@ -20,6 +20,8 @@
         "native/src/core/tensor.cpp",
         "native/src/core/numerics.cpp",
         "native/src/core/op_checks.cpp",
+        "native/src/core/moe_op_checks.cpp",
+        "native/src/cuda_host/cuda_moe_forward.cpp",
         "native/src/cpu/thread_pool.cpp",
         "native/src/cpu/cpu_backend.cpp",
         "native/src/cpu/quantize.cpp",

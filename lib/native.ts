@@ -81,15 +81,22 @@ export interface NativeAddon {
     async: A,
   ): OpResult<A>;
   moeForward<A extends boolean>(args: Record<string, unknown>, async: A): OpResult<A>;
+  /** Records the masked (decode) forward on the device into a CUDA graph; returns its handle. */
+  moeCapture(args: Record<string, unknown>, async: false): unknown;
+  moeReplay<A extends boolean>(graph: unknown, async: A): OpResult<A>;
+  /** Throws the MoeError recorded in a finished GPU forward's device flags (copied to the host), if any. */
+  moeCheckFlags(flags: Int32Array): void;
   cudaLoad(candidates: string[]): { available: boolean; reason: string; path?: string; device?: import('./backends').CudaDeviceInfo };
   cudaAlloc(bytes: number): unknown;
   cudaFree(handle: unknown): void;
-  cudaCopyToDevice(handle: unknown, host: ArrayBufferView): void;
-  cudaCopyToHost(handle: unknown, host: ArrayBufferView): void;
+  cudaCopyToDevice(handle: unknown, host: ArrayBufferView, byteOffset?: number): void;
+  cudaCopyToHost(handle: unknown, host: ArrayBufferView, byteOffset?: number): void;
   cudaTimerStart(): void;
   cudaTimerStop(): number;
   cudaFlushL2(): void;
   cudaCopyDeviceToDevice(dst: unknown, src: unknown, bytes: number): void;
+  /** Benchmarks: skip the MoE ops' per-call error-flag readback (a host sync) on the CUDA backend. */
+  cudaSetDataChecks(enabled: boolean): void;
   getNumThreads(): number;
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;

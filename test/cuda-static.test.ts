@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 // it builds native/cuda (unless build-cuda/libmoe_cuda.so is newer than every
 // source), gates the sm_90a kernels on ptxas -v (no spills, no local memory,
 // no wgmma serialization), checks the PTX for wgmma e4m3 and TMA, the
-// library's linkage, runs the CPU layout test and a dlopen smoke test.
+// library's linkage, runs the CPU layout test, the MoE kernels' host math
+// test against the CPU backend (and their ptxas gate), and a dlopen smoke test.
 // Skipped only where the CUDA toolkit is absent.
 
 const root = path.resolve(__dirname, '..');
@@ -35,6 +36,8 @@ describe('CUDA plug-in static checks', () => {
       expect(run.stdout).toContain('CUDA plug-in static checks passed');
       expect(run.stdout).toMatch(/0 spills, 0 stack, no wgmma serialization/);
       expect(run.stdout).toMatch(/layouts_test: \d+ checks, 0 failures/);
+      expect(run.stdout).toMatch(/moe_math_test: \d+ checks vs the CPU backend, \d+ check\(s\), 0 failure\(s\)/);
+      expect(run.stdout).toMatch(/MoE kernel compilations \(sm_80\/89\/90\), 0 spills, 0 stack/);
     },
     15 * 60 * 1000,
   );

@@ -3,6 +3,9 @@ import { Command } from 'commander';
 import { benchGemm, formatGemmReport, DEFAULT_MS } from '../bench/gemm';
 import { setNumThreads } from '../runtime';
 import { benchMoe, formatMoeReport, DEFAULT_TOKENS } from '../bench/moe';
+import { CUDA_DEFAULT_TOKENS, benchMoeCuda, formatMoeCudaReport, randomDeviceLayer } from '../bench/moe-cuda';
+import { DEEPSEEK_V3_CONFIG } from '../moe/config';
+import { MoeError } from '../errors';
 import { LayerSourceOptions, addLayerSourceOptions, loadLayer } from './layer-source';
 import { parseIntList, parsePositiveInt } from './parse';
 import { progressBar } from './progress';
@@ -36,14 +39,26 @@ export function registerBenchCommands(program: Command): void {
       .description("the MoE layer: tokens/s, stage shares, and the layer's time against its roofline on this machine"),
     8,
   )
-    .option('--tokens <list>', 'comma-separated token counts', parseIntList, DEFAULT_TOKENS)
+    .option('--tokens <list>', 'comma-separated token counts (cuda default: 1,16,128,1024,4096)', parseIntList)
     .option('--time <ms>', 'minimum measuring time per row, ms', parsePositiveInt, 1000)
+    .option('--backend <name>', "'cpu' (default) or 'cuda': the layer on the GPU at DeepSeek-V3's full shape (or --model), time vs its GEMMs", 'cpu')
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: LayerSourceOptions & { tokens: number[]; time: number; json?: boolean }) => {
+    .action(async (opts: LayerSourceOptions & { tokens?: number[]; time: number; json?: boolean; backend: string }) => {
+      if (opts.backend !== 'cpu' && opts.backend !== 'cuda') throw new MoeError('ERR_MOE_RANGE', `bench moe: --backend must be cpu or cuda, got ${opts.backend}`);
+      if (opts.backend === 'cuda') {
+        // Full DeepSeek-V3 shape with random weights built on the GPU, or a checkpoint's layer moved there.
+        const layer = opts.model ? (await loadLayer(opts, !opts.json)).to('cuda') : randomDeviceLayer(DEEPSEEK_V3_CONFIG);
+        const rows = await benchMoeCuda(layer, opts.tokens ?? CUDA_DEFAULT_TOKENS, (row) => {
+          if (!opts.json) process.stderr.write(`T=${row.tokens}: ${row.ms.toFixed(3)} ms\n`);
+        });
+        console.log(opts.json ? JSON.stringify({ config: layer.config, rows }, null, 2) : formatMoeCudaReport(rows, layer.config));
+        return;
+      }
+      opts.tokens = opts.tokens ?? DEFAULT_TOKENS;
       if (opts.threads) setNumThreads(opts.threads);
       const layer = await loadLayer(opts, !opts.json);
       const progress = progressBar(!opts.json);
-      const report = await benchMoe(layer, opts.tokens, opts.time, (row, done, total) => progress.update(done, total, `T=${row.tokens}`));
+      const report = await benchMoe(layer, opts.tokens!, opts.time, (row, done, total) => progress.update(done, total, `T=${row.tokens}`));
       progress.stop();
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatMoeReport(report));
     });

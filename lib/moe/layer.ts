@@ -6,12 +6,13 @@ import { MoeError, describe } from '../errors';
 import { native } from '../native';
 import { cpuInfo } from '../runtime';
 import { quantizeWeightsSync } from '../ops/quantize';
-import { Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
+import { Device, Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
+import { requireCuda } from '../backends';
 import { expectDtype, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
 import { MoeConfig, validateConfig } from './config';
 import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
-import { Workspace } from './workspace';
+import { CUDA_ALIGN, RowLayout, Workspace } from './workspace';
 import { LoadOptions, loadDeepSeekLayer } from '../checkpoint/deepseek';
 
 export interface MoeWeights {
@@ -57,8 +58,26 @@ export interface ForwardOptions {
   /** Output dtype: 'bf16' (default) or 'f32'. */
   out?: 'bf16' | 'f32';
   into?: Tensor;
-  /** Filled in with the stage times and routing statistics of this forward. */
+  /** Filled in with the stage times and routing statistics of this forward (CPU layers: stage times; CUDA: statistics only). */
   profile?: ForwardProfile;
+  /**
+   * CUDA layers: the row layout. 'contiguous' (prefill; one host sync to learn
+   * the row count) or 'masked' (decode; no host sync inside the forward).
+   * Default: masked for T <= 16 tokens, else contiguous.
+   */
+  layout?: 'contiguous' | 'masked';
+}
+
+/** CUDA layers: below this many tokens a forward uses the masked layout by default. */
+export const MASKED_MAX_TOKENS = 16;
+
+export interface CaptureOptions {
+  /** Tokens per replay (the graph's fixed T); replays take 1..maxTokens tokens. */
+  maxTokens: number;
+  /** dtype of the hidden states fed to replays: 'bf16' (default) or 'f32'. */
+  dtype?: 'bf16' | 'f32';
+  /** Output dtype: 'bf16' (default) or 'f32'. */
+  out?: 'bf16' | 'f32';
 }
 
 export interface RandomLayerOptions {
@@ -66,6 +85,8 @@ export interface RandomLayerOptions {
   onProgress?: (done: number, total: number) => void;
   /** Largest shard of expert weights in bytes (default 2 GiB; smaller values exercise sharding in tests). */
   maxShardBytes?: number;
+  /** 'cuda': move the weights to the GPU once built (see MoeLayer.to). Default 'cpu'. */
+  device?: Device;
 }
 
 /** Idle workspaces kept for reuse; more concurrent forwards than this allocate and drop extras. */
@@ -81,8 +102,14 @@ export class MoeLayer {
   readonly config: Readonly<MoeConfig>;
   readonly weights: MoeWeights;
   private readonly idle: Workspace[] = [];
-  /** [E, H] the router weight: bf16 as given where the router runs on AMX, else widened to f32 once. */
-  private readonly routerWeight: Tensor<'f32' | 'bf16'>;
+  /**
+   * [E, H]: the router weight. CPU: bf16 as given where the router runs on
+   * AMX tiles (exact bf16 products), else widened to f32 once so that no
+   * forward converts it again. CUDA: as given.
+   */
+  private readonly routerWeight: Tensor;
+  /** Where the weights live: every forward runs there. */
+  readonly device: Device;
 
   constructor(config: MoeConfig, weights: MoeWeights) {
     validateConfig(config, 'MoeLayer: config');
@@ -103,10 +130,56 @@ export class MoeLayer {
     }
     this.config = Object.freeze({ ...config });
     this.weights = weights;
-    // bf16 stays bf16 where the router runs on AMX tiles (exact bf16 products);
-    // elsewhere it is widened once here rather than in every forward.
-    const keepBf16 = weights.gate.dtype === 'bf16' && cpuInfo().gemmIsa === 'amx';
-    this.routerWeight = weights.gate.dtype === 'f32' || keepBf16 ? (weights.gate as Tensor<'f32' | 'bf16'>) : tensor(weights.gate.toFloat32Array(), [e, h], 'f32');
+    this.device = weights.gate.device;
+    const all = [weights.gate, weights.bias, ...[weights.w13, weights.w2, weights.sharedW13, weights.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
+    if (all.some((t) => t !== undefined && t.device !== this.device)) {
+      throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer: every weight must be on the same device (use MoeLayer.to)');
+    }
+    if (this.device === 'cuda') {
+      for (const m of [weights.w13, weights.w2]) {
+        if (m.data.length !== 1) throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer: CUDA expert weights must be one [E, N, K] device tensor each (MoeLayer.to builds them)');
+      }
+      this.routerWeight = weights.gate;
+    } else {
+      const keepBf16 = weights.gate.dtype === 'bf16' && cpuInfo().gemmIsa === 'amx';
+      this.routerWeight = weights.gate.dtype === 'f32' || keepBf16 ? weights.gate : tensor(weights.gate.toFloat32Array(), [e, h], 'f32');
+    }
+  }
+
+  /**
+   * This layer with its weights on `device`: itself if they are there. To
+   * 'cuda': one copy of every weight to the GPU (expert shards become one
+   * [E, N, K] device tensor each, which has no 4 GiB limit); the CPU layer
+   * stays usable. Moving a CUDA layer back to the CPU is not supported (keep
+   * the CPU layer).
+   */
+  to(device: Device): MoeLayer {
+    if (device === this.device) return this;
+    if (device !== 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', "MoeLayer.to: a CUDA layer cannot move back to the CPU; keep the CPU layer");
+    requireCuda("MoeLayer.to('cuda')");
+    const w = this.weights;
+    const move = (m: ExpertMatrices | undefined): ExpertMatrices | undefined => {
+      if (!m) return undefined;
+      const data = empty([m.numExperts, m.n, m.k], 'fp8_e4m3', 'cuda');
+      const scales = empty([m.numExperts, ...m.scales[0].shape.slice(1)], 'f32', 'cuda');
+      let dataOffset = 0;
+      let scaleOffset = 0;
+      for (let s = 0; s < m.data.length; s++) {
+        native().cudaCopyToDevice(data.handle, m.data[s].data, dataOffset);
+        native().cudaCopyToDevice(scales.handle, m.scales[s].data, scaleOffset);
+        dataOffset += m.data[s].byteLength;
+        scaleOffset += m.scales[s].byteLength;
+      }
+      return { numExperts: m.numExperts, n: m.n, k: m.k, data: [data], scales: [scales] };
+    };
+    return new MoeLayer(this.config, {
+      gate: w.gate.to('cuda'),
+      bias: w.bias?.to('cuda'),
+      w13: move(w.w13)!,
+      w2: move(w.w2)!,
+      sharedW13: move(w.sharedW13),
+      sharedW2: move(w.sharedW2),
+    });
   }
 
   /** A layer with random weights (quantized to fp8 like a real checkpoint), reproducible from `seed`. */
@@ -141,7 +214,8 @@ export class MoeLayer {
     }
     const gate = bf16FromFloat32(fillNormal(new Float32Array(e * h), random, 1 / Math.sqrt(h)), [e, h]);
     const bias = config.scoring === 'sigmoid' ? tensor(fillNormal(new Float32Array(e), random, 0.05), [e], 'f32') : undefined;
-    return new MoeLayer(config, { gate, bias, w13, w2, sharedW13, sharedW2 });
+    const layer = new MoeLayer(config, { gate, bias, w13, w2, sharedW13, sharedW2 });
+    return options.device === 'cuda' ? layer.to('cuda') : layer;
   }
 
   /**
@@ -149,9 +223,11 @@ export class MoeLayer {
    * Face checkpoint directory (config.json + sharded safetensors), reading only
    * the tensors it needs.
    */
-  static async fromSafetensors(pathOrDir: string, options: LoadOptions): Promise<MoeLayer> {
-    const { config, weights } = await loadDeepSeekLayer(pathOrDir, options);
-    return new MoeLayer(config, weights);
+  static async fromSafetensors(pathOrDir: string, options: LoadOptions & { device?: Device }): Promise<MoeLayer> {
+    const { device, ...load } = options ?? ({} as LoadOptions & { device?: Device });
+    const { config, weights } = await loadDeepSeekLayer(pathOrDir, load as LoadOptions);
+    const layer = new MoeLayer(config, weights);
+    return device === 'cuda' ? layer.to('cuda') : layer;
   }
 
   /** The layer's output [T, H] for hidden states x [T, H] (f32 or bf16), off the JS thread. */
@@ -161,6 +237,9 @@ export class MoeLayer {
     try {
       await native().moeForward(call.args, true);
       call.report();
+    } catch (e) {
+      call.discard();
+      throw e;
     } finally {
       this.release(call.ws);
     }
@@ -173,6 +252,9 @@ export class MoeLayer {
     try {
       native().moeForward(call.args, false);
       call.report();
+    } catch (e) {
+      call.discard();
+      throw e;
     } finally {
       this.release(call.ws);
     }
@@ -186,8 +268,10 @@ export class MoeLayer {
   }
 
   private prepare(x: Tensor, options: ForwardOptions | undefined) {
-    const opts = expectOptions(options, ['out', 'into', 'profile'], 'MoeLayer.forward: options');
+    const opts = expectOptions(options, ['out', 'into', 'profile', 'layout'], 'MoeLayer.forward: options');
     expectTensor(x, 'MoeLayer.forward: x');
+    const cuda = this.device === 'cuda';
+    if (opts.layout !== undefined && !cuda) throw new MoeError('ERR_MOE_ARGUMENT', 'MoeLayer.forward: options.layout applies to CUDA layers only');
     expectDtype(x, ['f32', 'bf16'], 'MoeLayer.forward: x');
     expectRank(x, 2, 'MoeLayer.forward: x');
     const [tokens, hidden] = x.shape;
@@ -200,12 +284,20 @@ export class MoeLayer {
       out = expectTensor(opts.into, 'MoeLayer.forward: options.into');
       expectDtype(out, [outDtype], 'MoeLayer.forward: options.into');
       expectShape(out, [tokens, hidden], 'MoeLayer.forward: options.into');
+      if (out.device !== this.device) throw new MoeError('ERR_MOE_DEVICE', `MoeLayer.forward: options.into must be on the layer's device (${this.device})`);
     } else {
-      out = empty([tokens, hidden], outDtype);
+      out = empty([tokens, hidden], outDtype, this.device);
     }
     const profile = opts.profile as ForwardProfile | undefined;
-    if (tokens === 0) return { out, ws: undefined, args: undefined, report() {} };
-    const ws = this.acquire(tokens);
+    const none = { out, ws: undefined, args: undefined, report() {}, discard() {} };
+    if (tokens === 0) return none;
+    // CUDA layers take host or device x; host x is copied to the device once.
+    if (cuda && x.device !== 'cuda') x = x.to('cuda');
+    if (!cuda && x.device !== 'cpu') throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer.forward: x is on the GPU but the layer is on the CPU (MoeLayer.to)');
+    const rowLayout: RowLayout = !cuda
+      ? 'cpu'
+      : expectOneOf(opts.layout ?? (tokens <= MASKED_MAX_TOKENS ? 'masked' : 'contiguous'), ['contiguous', 'masked'] as const, 'MoeLayer.forward: options.layout');
+    const ws = this.acquire(tokens, rowLayout);
     const c = this.config;
     const w = this.weights;
     const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
@@ -222,7 +314,8 @@ export class MoeLayer {
         scale: c.routedScalingFactor,
       },
       // The CPU kernels gain nothing from 128-aligned expert segments; padding rows would only cost time.
-      align: 1,
+      // The GPU's Hopper grouped GEMM needs them.
+      align: cuda ? CUDA_ALIGN : 1,
       w13: shards(w.w13),
       w2: shards(w.w2),
       sharedW13: shards(w.sharedW13),
@@ -230,24 +323,78 @@ export class MoeLayer {
       ws: ws.views(tokens),
       out,
       stageSeconds: ws.stageSeconds,
+      cuda: cuda ? { masked: rowLayout === 'masked', maxRowsPerExpert: rowLayout === 'masked' ? tokens : 0, flags: ws.tensor('flags') } : undefined,
     };
     const report = () => {
+      if (cuda) {
+        // The forward has completed: its device error flags (NaN in x, ...) are 8 ints away.
+        native().moeCheckFlags(ws.tensor('flags').to('cpu').data as Int32Array);
+        if (!profile) return;
+        profile.stages = Object.fromEntries(STAGES.map((stage) => [stage, 0])) as unknown as StageTimes;
+        const counts = ws.tensor('tokensPerExpert').to('cpu').data as Int32Array;
+        profile.activeExperts = counts.subarray(0, c.numExperts).reduce((n, v) => n + (v > 0 ? 1 : 0), 0);
+        profile.rows = (ws.tensor('offsets').to('cpu').data as Int32Array)[c.numExperts];
+        return;
+      }
       if (!profile) return;
       profile.stages = Object.fromEntries(STAGES.map((stage, s) => [stage, ws.stageSeconds[s] * 1e3])) as unknown as StageTimes;
       const counts = args.ws.tokensPerExpert.data as Int32Array;
       profile.activeExperts = counts.reduce((n, c) => n + (c > 0 ? 1 : 0), 0);
       profile.rows = (args.ws.offsets.data as Int32Array)[c.numExperts];
     };
-    return { out, ws, args, report };
+    // A failed forward's output is not returned; free a device output at once.
+    const discard = () => {
+      if (cuda && opts.into === undefined) out.dispose();
+    };
+    return { out, ws, args, report, discard };
   }
 
-  private acquire(tokens: number): Workspace {
+  /**
+   * Records the decode forward of a CUDA layer (masked layout, no host sync)
+   * into a CUDA graph for `maxTokens` tokens, with its own input, output and
+   * workspace on the device; `replay(x)` runs it for 1..maxTokens tokens.
+   */
+  capture(options: CaptureOptions): CapturedForward {
+    const opts = expectOptions(options, ['maxTokens', 'dtype', 'out'], 'MoeLayer.capture: options');
+    if (this.device !== 'cuda') throw new MoeError('ERR_MOE_DEVICE', "MoeLayer.capture: CUDA graphs need a CUDA layer (MoeLayer.to('cuda'))");
+    const tokens = opts.maxTokens as number;
+    if (!Number.isInteger(tokens) || tokens < 1 || tokens > 4096) {
+      throw new MoeError('ERR_MOE_RANGE', `MoeLayer.capture: options.maxTokens must be an integer in [1, 4096], got ${String(tokens)}`);
+    }
+    const dtype = expectOneOf(opts.dtype ?? 'bf16', ['bf16', 'f32'] as const, 'MoeLayer.capture: options.dtype');
+    const out = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeLayer.capture: options.out');
+    return new CapturedForward(this, tokens, dtype, out);
+  }
+
+  /** @internal The native forward arguments for CapturedForward. */
+  captureArgs(x: Tensor, out: Tensor, ws: Workspace): Record<string, unknown> {
+    const c = this.config;
+    const w = this.weights;
+    const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
+    const tokens = x.shape[0];
+    return {
+      x,
+      gate: this.routerWeight,
+      bias: w.bias,
+      routing: { scoring: c.scoring, topK: c.topK, numGroups: c.numGroups, topKGroups: c.topKGroups, renormalize: c.normTopKProb, scale: c.routedScalingFactor },
+      align: 1,
+      w13: shards(w.w13),
+      w2: shards(w.w2),
+      sharedW13: shards(w.sharedW13),
+      sharedW2: shards(w.sharedW2),
+      ws: ws.views(tokens),
+      out,
+      cuda: { masked: true, maxRowsPerExpert: tokens, flags: ws.tensor('flags') },
+    };
+  }
+
+  private acquire(tokens: number, rowLayout: RowLayout = 'cpu'): Workspace {
     let best = -1;
     this.idle.forEach((ws, i) => {
-      if (ws.capacity >= tokens && (best < 0 || ws.capacity < this.idle[best].capacity)) best = i;
+      if (ws.rowLayout === rowLayout && ws.capacity >= tokens && (best < 0 || ws.capacity < this.idle[best].capacity)) best = i;
     });
     if (best >= 0) return this.idle.splice(best, 1)[0];
-    return new Workspace(this.config, tokens);
+    return new Workspace(this.config, tokens, rowLayout);
   }
 
   private release(ws: Workspace | undefined): void {
@@ -255,7 +402,83 @@ export class MoeLayer {
     this.idle.push(ws);
     if (this.idle.length > MAX_IDLE_WORKSPACES) {
       this.idle.sort((a, b) => b.capacity - a.capacity);
-      this.idle.length = MAX_IDLE_WORKSPACES; // keep the largest: they serve every smaller call
+      for (const dropped of this.idle.splice(MAX_IDLE_WORKSPACES)) dropped.dispose(); // keep the largest: they serve every smaller call
     }
+  }
+}
+
+/**
+ * A CUDA layer's decode forward recorded once into a CUDA graph (see
+ * MoeLayer.capture): the graph owns fixed device buffers (input [T, H],
+ * output, workspace) and replays the same kernels on them; a replay of t < T
+ * tokens zero-pads the input (the padding tokens' rows are computed and
+ * dropped). No host synchronization inside a replay; the result is read
+ * back only for the error flags after it completed.
+ */
+export class CapturedForward {
+  readonly maxTokens: number;
+  /** Held so that the weights the graph reads stay alive as long as the graph. */
+  readonly layer: MoeLayer;
+  private readonly x: Tensor;
+  private readonly zeros: Tensor;
+  private readonly out: Tensor;
+  private readonly ws: Workspace;
+  private readonly graph: unknown;
+  private readonly hidden: number;
+  private disposed = false;
+
+  constructor(layer: MoeLayer, tokens: number, dtype: 'bf16' | 'f32', out: 'bf16' | 'f32') {
+    this.layer = layer;
+    this.maxTokens = tokens;
+    this.hidden = layer.config.hiddenSize;
+    this.x = empty([tokens, this.hidden], dtype, 'cuda');
+    this.zeros = tensor(dtype === 'bf16' ? new Uint16Array(tokens * this.hidden) : new Float32Array(tokens * this.hidden), [tokens, this.hidden], dtype).to('cuda');
+    native().cudaCopyDeviceToDevice(this.x.handle, this.zeros.handle, this.x.byteLength);
+    this.out = empty([tokens, this.hidden], out, 'cuda');
+    this.ws = new Workspace(layer.config, tokens, 'masked');
+    this.graph = native().moeCapture(layer.captureArgs(this.x, this.out, this.ws), false);
+  }
+
+  private stage(x: Tensor): number {
+    if (this.disposed) throw new MoeError('ERR_MOE_DETACHED', 'CapturedForward.replay: the captured forward was disposed');
+    expectTensor(x, 'CapturedForward.replay: x');
+    expectDtype(x, [this.x.dtype], 'CapturedForward.replay: x');
+    expectRank(x, 2, 'CapturedForward.replay: x');
+    const [t, h] = x.shape;
+    if (h !== this.hidden || t < 1 || t > this.maxTokens) {
+      throw new MoeError('ERR_MOE_SHAPE', `CapturedForward.replay: x: expected [1..${this.maxTokens}, ${this.hidden}], got [${x.shape.join(', ')}]`);
+    }
+    if (t < this.maxTokens) native().cudaCopyDeviceToDevice(this.x.handle, this.zeros.handle, this.x.byteLength);
+    if (x.device === 'cuda') native().cudaCopyDeviceToDevice(this.x.handle, x.handle, x.byteLength);
+    else native().cudaCopyToDevice(this.x.handle, x.data!);
+    return t;
+  }
+
+  private finish(t: number): Tensor {
+    native().moeCheckFlags(this.ws.tensor('flags').to('cpu').data as Int32Array);
+    const result = empty([t, this.hidden], this.out.dtype, 'cuda');
+    native().cudaCopyDeviceToDevice(result.handle, this.out.handle, result.byteLength);
+    return result;
+  }
+
+  /** The layer's output [t, H] on the GPU for x [t, H] (t <= maxTokens; host or device). */
+  async replay(x: Tensor): Promise<Tensor> {
+    const t = this.stage(x);
+    await native().moeReplay(this.graph, true);
+    return this.finish(t);
+  }
+
+  replaySync(x: Tensor): Tensor {
+    const t = this.stage(x);
+    native().moeReplay(this.graph, false);
+    return this.finish(t);
+  }
+
+  /** Frees the graph's device buffers now (the graph itself goes with this object). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const t of [this.x, this.zeros, this.out]) t.dispose();
+    this.ws.dispose();
   }
 }

@@ -3,13 +3,31 @@
  * reused: views of the exact sizes a call needs are cut from it per call.
  */
 import type { NativeTensor } from '../native';
+import { Tensor, empty } from '../tensor';
 import { QUANT_GROUP } from '../ops/quantize';
 import { DType, STORAGE, Storage } from '../dtype';
 import type { MoeConfig } from './config';
 
-/** Buffers and their shapes as functions of T (and R = T * k rows). */
-function layoutOf(c: MoeConfig, tokens: number) {
-  const rows = tokens * c.topK;
+/**
+ * How a forward lays out its rows. The CPU uses the contiguous layout without
+ * padding (R = T * k). The GPU's contiguous layout aligns each expert's
+ * segment to 128 rows for the Hopper grouped GEMM, so it is sized for the
+ * worst case R = T * k + E * 127 (the real R is read back after the layout);
+ * its masked layout (decode) has E * T rows ([E, Mmax = T]).
+ */
+export type RowLayout = 'cpu' | 'contiguous' | 'masked';
+
+/** The GPU's contiguous segment alignment (the Hopper grouped GEMM's block rows). */
+export const CUDA_ALIGN = 128;
+
+export function rowsFor(c: MoeConfig, tokens: number, layout: RowLayout): number {
+  if (layout === 'masked') return c.numExperts * tokens;
+  if (layout === 'contiguous') return tokens * c.topK + c.numExperts * (CUDA_ALIGN - 1);
+  return tokens * c.topK;
+}
+
+/** Buffers and their shapes as functions of T (and R rows). */
+function layoutOf(c: MoeConfig, tokens: number, rows = tokens * c.topK) {
   const h = c.hiddenSize;
   const i = c.intermediateSize;
   const is = c.intermediateSize * c.numSharedExperts;
@@ -29,6 +47,8 @@ function layoutOf(c: MoeConfig, tokens: number) {
     hq: ['fp8_e4m3', [rows, i]],
     hqScales: ['f32', [rows, groups(i)]],
     y: ['bf16', [rows, h]],
+    // [8] i32: the GPU forward's device error flags (one word per stage).
+    flags: ['i32', [8]],
   };
   if (c.numSharedExperts > 0) {
     Object.assign(buffers, {
@@ -47,29 +67,51 @@ const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 export class Workspace {
   readonly capacity: number;
+  /** Where the buffers live, and the row layout they are sized for. */
+  readonly device: 'cpu' | 'cuda';
+  readonly rowLayout: RowLayout;
   /** Wall time of each stage of the last forward, seconds. */
   readonly stageSeconds = new Float64Array(9);
   private readonly storage: Record<string, Storage>;
+  /** CUDA: one device tensor per buffer, allocated once. */
+  private readonly deviceStorage: Record<string, Tensor>;
   private readonly config: MoeConfig;
 
-  constructor(config: MoeConfig, capacity: number) {
+  constructor(config: MoeConfig, capacity: number, rowLayout: RowLayout = 'cpu') {
     this.config = config;
     this.capacity = capacity;
+    this.rowLayout = rowLayout;
+    this.device = rowLayout === 'cpu' ? 'cpu' : 'cuda';
     this.storage = {};
-    for (const [name, [dtype, shape]] of Object.entries(layoutOf(config, capacity))) {
-      this.storage[name] = new STORAGE[dtype](numel(shape));
+    this.deviceStorage = {};
+    for (const [name, [dtype, shape]] of Object.entries(layoutOf(config, capacity, rowsFor(config, capacity, rowLayout)))) {
+      if (this.device === 'cuda') this.deviceStorage[name] = empty(shape, dtype, 'cuda');
+      else this.storage[name] = new STORAGE[dtype](numel(shape));
     }
   }
 
   get bytes(): number {
+    if (this.device === 'cuda') return Object.values(this.deviceStorage).reduce((sum, t) => sum + t.byteLength, 0);
     return Object.values(this.storage).reduce((sum, s) => sum + s.byteLength, 0);
   }
 
-  /** Views of exactly the sizes a forward of `tokens` tokens needs. */
+  /** The device buffer `name` (CUDA workspaces). */
+  tensor(name: string): Tensor {
+    return this.deviceStorage[name];
+  }
+
+  /** Frees the device buffers now (CUDA workspaces; the GC would otherwise). */
+  dispose(): void {
+    for (const t of Object.values(this.deviceStorage)) t.dispose();
+  }
+
+  /** Views of exactly the sizes a forward of `tokens` tokens needs (prefixes of the buffers). */
   views(tokens: number): Record<string, NativeTensor> {
     const views: Record<string, NativeTensor> = {};
-    for (const [name, [dtype, shape]] of Object.entries(layoutOf(this.config, tokens))) {
-      views[name] = { data: this.storage[name].subarray(0, numel(shape)), dtype, shape };
+    for (const [name, [dtype, shape]] of Object.entries(layoutOf(this.config, tokens, rowsFor(this.config, tokens, this.rowLayout)))) {
+      views[name] = this.device === 'cuda'
+        ? ({ device: 'cuda', handle: this.deviceStorage[name].handle, dtype, shape } as NativeTensor)
+        : { data: this.storage[name].subarray(0, numel(shape)), dtype, shape };
     }
     return views;
   }

@@ -44,7 +44,7 @@ const combineTwin = twin((y: Tensor, layout: DispatchLayout, weights: Tensor, op
     expectDtype(out, [outDtype], 'combine: options.into');
     expectShape(out, [layout.numTokens, hidden], 'combine: options.into');
   } else {
-    out = empty([layout.numTokens, hidden], outDtype);
+    out = empty([layout.numTokens, hidden], outDtype, y.device);
   }
   if (hidden === 0) throw new MoeError('ERR_MOE_SHAPE', 'combine: y: hidden size must be positive');
   const args = { y: asRows(y), slotRow: layout.slotRow, weights, shared, out };

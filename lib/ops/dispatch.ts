@@ -29,7 +29,7 @@ const dispatchTwin = twin((x: Tensor, layout: DispatchLayout, options?: Dispatch
   if (x.shape[0] !== layout.numTokens) {
     throw new MoeError('ERR_MOE_SHAPE', `dispatch: x has ${x.shape[0]} tokens, the layout was made for ${layout.numTokens}`);
   }
-  const output = rowOutput('dispatch', rowsShape(layout, x.shape[1]), x.dtype as 'f32' | 'bf16', opts as DispatchOptions);
+  const output = rowOutput('dispatch', rowsShape(layout, x.shape[1]), x.dtype as 'f32' | 'bf16', opts as DispatchOptions, x.device);
   const args = { x, rowToken: layout.rowToken, out: output.out, scales: output.scales, scaleFormat: output.scaleFormat };
   // No rows (no token routed anywhere): nothing to gather, and native code would see empty outputs.
   const empty = output.out.shape[0] === 0;

@@ -58,18 +58,26 @@ function prepareLayout(ids: Tensor, numExperts: number, options?: LayoutOptions)
   // Outputs sized for the worst case; the rows actually used are known only after the kernel ran.
   const capacity = masked ? experts * maxRows : tokens * topK + experts * (align - 1);
   if (capacity > 2 ** 31 - 1) throw new MoeError('ERR_MOE_RANGE', `dispatchLayout: ${capacity} rows exceed the i32 row index range`);
+  const device = ids.device;
   const buffers = {
-    tokensPerExpert: empty([experts], 'i32'),
-    offsets: empty([experts + 1], 'i32'),
-    rowToken: empty([capacity], 'i32'),
-    groupIndex: empty([capacity], 'i32'),
-    slotRow: empty([tokens, topK], 'i32'),
+    tokensPerExpert: empty([experts], 'i32', device),
+    offsets: empty([experts + 1], 'i32', device),
+    rowToken: empty([capacity], 'i32', device),
+    groupIndex: empty([capacity], 'i32', device),
+    slotRow: empty([tokens, topK], 'i32', device),
   };
   const args = { ids, numExperts: experts, align, masked, maxRowsPerExpert: maxRows, ...buffers };
   const base = { kind, numTokens: tokens, topK, numExperts: experts, align, maxRowsPerExpert: maxRows };
   const call: PreparedCall<DispatchLayout> = {
     run(async) {
       const finish = () => {
+        if (device === 'cuda') {
+          // R decides the result's shapes: read offsets[E] back (waits for the layout's kernels).
+          const rows = buffers.offsets.to('cpu').data[experts];
+          const prefix = (t: Tensor<'i32'>) => new Tensor<'i32'>(undefined, [rows], 'i32', 'cuda', t.handle);
+          call.result = { ...base, ...buffers, numRows: rows, rowToken: prefix(buffers.rowToken), groupIndex: prefix(buffers.groupIndex) };
+          return;
+        }
         const rows = buffers.offsets.data[experts];
         call.result = {
           ...base,

@@ -78,7 +78,7 @@ function prepareRoute(logits: Tensor, options: RouteOptions): PreparedCall<Routi
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
     throw new MoeError('ERR_MOE_RANGE', `route: options.scale: expected a finite number, got ${String(scale)}`);
   }
-  const result: Routing = { ids: empty([tokens, topK], 'i32'), weights: empty([tokens, topK], 'f32') };
+  const result: Routing = { ids: empty([tokens, topK], 'i32', logits.device), weights: empty([tokens, topK], 'f32', logits.device) };
   const args = { logits, bias, ids: result.ids, weights: result.weights, scoring, topK, numGroups, topKGroups, renormalize, scale };
   return { run: (async) => (tokens === 0 ? undefined : native().route(args, async)), result };
 }

@@ -35,7 +35,7 @@ const routerLogitsTwin = twin((x: Tensor, w: Tensor, options?: RouterLogitsOptio
     expectDtype(logits, ['f32'], 'routerLogits: options.into');
     expectShape(logits, [tokens, experts], 'routerLogits: options.into');
   } else {
-    logits = empty([tokens, experts], 'f32');
+    logits = empty([tokens, experts], 'f32', x.device);
   }
   const args = { x, w, logits };
   return { run: (async) => (tokens === 0 ? undefined : native().routerLogits(args, async)), result: logits };

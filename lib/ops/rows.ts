@@ -5,14 +5,16 @@
  */
 import { MoeError } from '../errors';
 import type { NativeTensor } from '../native';
-import { Tensor, empty } from '../tensor';
+import { Device, Tensor, empty } from '../tensor';
 import { expectDtype, expectOneOf, expectShape, expectTensor } from '../validate';
 import { QUANT_GROUP, QuantizedTensor, ScaleFormat } from './quantize';
 
 /** The same memory as [rows, cols], rows being every leading dimension flattened. */
 export function asRows(t: Tensor): NativeTensor {
   const cols = t.shape[t.shape.length - 1];
-  return { data: t.data, dtype: t.dtype, shape: [t.numel / Math.max(cols, 1), cols] };
+  const shape = [t.numel / Math.max(cols, 1), cols];
+  if (t.device === 'cuda') return { device: 'cuda', handle: t.handle, dtype: t.dtype, shape } as NativeTensor;
+  return { data: t.data, dtype: t.dtype, shape };
 }
 
 export interface RowOutputOptions {
@@ -34,7 +36,7 @@ export interface RowOutput {
 
 /** Allocates (or checks `into`) an output of `shape`, plain in `plainDtype` or quantized to fp8. */
 export function rowOutput(
-  op: string, shape: number[], plainDtype: 'f32' | 'bf16', opts: RowOutputOptions & { into?: unknown },
+  op: string, shape: number[], plainDtype: 'f32' | 'bf16', opts: RowOutputOptions & { into?: unknown }, device: Device = 'cpu',
 ): RowOutput {
   const quantize = opts.quantize === undefined ? undefined : expectOneOf(opts.quantize, ['fp8'] as const, `${op}: options.quantize`);
   const scaleFormat = expectOneOf(opts.scaleFormat ?? 'f32', ['f32', 'ue8m0'] as const, `${op}: options.scaleFormat`);
@@ -53,7 +55,7 @@ export function rowOutput(
       expectDtype(q.scales, ['f32'], `${op}: options.into.scales`);
       expectShape(q.scales, scalesShape, `${op}: options.into.scales`);
     } else {
-      q = { data: empty(shape, 'fp8_e4m3'), scales: empty(scalesShape, 'f32') };
+      q = { data: empty(shape, 'fp8_e4m3', device), scales: empty(scalesShape, 'f32', device) };
     }
     return { result: q, out: asRows(q.data), scales: asRows(q.scales), scaleFormat };
   }
@@ -63,7 +65,7 @@ export function rowOutput(
     expectDtype(t, [plainDtype], `${op}: options.into`);
     expectShape(t, shape, `${op}: options.into`);
   } else {
-    t = empty(shape, plainDtype);
+    t = empty(shape, plainDtype, device);
   }
   return { result: t, out: asRows(t), scaleFormat };
 }

@@ -27,7 +27,7 @@ const swigluTwin = twin((h: Tensor, options?: SwigluOptions): PreparedCall<Tenso
     throw new MoeError('ERR_MOE_RANGE', `swiglu: options.out: expected 'f32' or 'bf16', got ${String(opts.out)}`);
   }
   const shape = [...h.shape.slice(0, -1), width / 2];
-  const output = rowOutput('swiglu', shape, opts.out ?? (h.dtype as 'f32' | 'bf16'), opts);
+  const output = rowOutput('swiglu', shape, opts.out ?? (h.dtype as 'f32' | 'bf16'), opts, h.device);
   const args = { h: asRows(h), out: output.out, scales: output.scales, scaleFormat: output.scaleFormat };
   const empty = output.out.shape[0] === 0; // no rows: nothing to compute
   return { run: (async) => (empty ? undefined : native().swiglu(args, async)), result: output.result };

@@ -18,7 +18,13 @@
 #      kernels' math bit for bit against the CPU backend; exhaustive over all
 #      2^32 floats (about a minute on 2 cores; MOE_CUDA_QUICK=1 skips the
 #      sweeps), then again with MOE_CPU_ISA=portable (tensors only);
-#   8. a dlopen smoke test: ABI version, probe verdict, host-side checks.
+#   8. native/cuda/test/moe_math_test.cu (nvcc host code, linked with the CPU
+#      backend's route, layout, dispatch, swiglu and combine): the MoE
+#      kernels' math and decomposition against the CPU backend (ids exactly,
+#      everything else bit for bit; softmax weights within 1e-5);
+#   9. ptxas -v of the MoE kernels (route, layout, dispatch, swiglu, combine,
+#      router logits): no spills, no stack frame / local memory;
+#  10. a dlopen smoke test: ABI version, probe verdict, host-side checks.
 # Exits non-zero on the first failing step. Environment:
 #   MOE_CUDA_BUILD_DIR (default build-cuda), MOE_CUDA_JOBS (default 2),
 #   MOE_CUDA_QUICK (1: no exhaustive sweeps in step 7).
@@ -32,6 +38,8 @@ lib="$build/libmoe_cuda.so"
 logs="$build/sm90_ptxas"
 keep="$build/sm90_keep"
 sm90_sources=(sm90_fp8_gemm_dense sm90_fp8_gemm_grouped sm90_fp8_gemm_masked)
+moe_sources=(router_logits route dispatch_layout dispatch swiglu combine)
+moe_logs="$build/moe_ptxas"
 expect_regs=168
 
 summary=()
@@ -53,6 +61,12 @@ if [ -f "$lib" ] && [ -z "$(find "$src" -type f -newer "$lib" -print -quit)" ]; 
   done
   # the ptxas logs are a by-product of compiling the Hopper objects: force them
   [ $needs_build -eq 1 ] && rm -f "$build"/CMakeFiles/moe_cuda_sm90.dir/src/*.o
+  for s in "${moe_sources[@]}"; do
+    if [ ! -f "$moe_logs/$s.cu.o.ptxas.log" ]; then
+      needs_build=1
+      rm -f "$build"/CMakeFiles/moe_cuda_moe.dir/src/*.o
+    fi
+  done
 fi
 if [ $needs_build -eq 1 ]; then
   start=$(date +%s)
@@ -145,7 +159,36 @@ MOE_CPU_ISA=portable "$build/quantize_math_test" --quick >"$build/quantize_math_
   { cat "$build/quantize_math_test_portable.log" >&2; fail "quantize_math_test (MOE_CPU_ISA=portable)"; }
 note "quantize_math_test: $(grep -c '^  ok' "$build/quantize_math_test.log") bit-exact checks vs the CPU backend${quick:+ (quick)}, $(tail -1 "$build/quantize_math_test.log" | sed 's/^ *//'); portable ISA: $(tail -1 "$build/quantize_math_test_portable.log" | sed 's/^ *//')"
 
-# ---- 8. dlopen smoke test -----------------------------------------------------------
+# ---- 8. MoE kernel math vs the CPU backend (nvcc host code) -------------------------
+nvcc -std=c++17 -O2 -Werror all-warnings -Xcompiler -pthread -I"$src/src" -I"$src/include" -I"$cpu_src" \
+  "$src/test/moe_math_test.cu" \
+  "$cpu_src/cpu/route.cpp" "$cpu_src/cpu/dispatch_layout.cpp" "$cpu_src/cpu/dispatch.cpp" "$cpu_src/cpu/swiglu.cpp" \
+  "$cpu_src/cpu/combine.cpp" "$cpu_src/cpu/quantize.cpp" "$cpu_src/cpu/quantize_row_avx2.cpp" \
+  "$cpu_src/cpu/quantize_row_avx512.cpp" "$cpu_src/cpu/cpu_features.cpp" "$cpu_src/cpu/thread_pool.cpp" \
+  "$cpu_src/core/numerics.cpp" "$cpu_src/core/status.cpp" "$cpu_src/core/tensor.cpp" "$cpu_src/core/moe_op_checks.cpp" \
+  -o "$build/moe_math_test"
+"$build/moe_math_test" >"$build/moe_math_test.log" 2>&1 || { cat "$build/moe_math_test.log" >&2; fail "moe_math_test"; }
+MOE_CPU_ISA=portable "$build/moe_math_test" >"$build/moe_math_test_portable.log" 2>&1 ||
+  { cat "$build/moe_math_test_portable.log" >&2; fail "moe_math_test (MOE_CPU_ISA=portable)"; }
+note "moe_math_test: $(grep -c '^  ok' "$build/moe_math_test.log") checks vs the CPU backend, $(tail -1 "$build/moe_math_test.log" | sed 's/^ *//'); portable ISA: $(tail -1 "$build/moe_math_test_portable.log" | sed 's/^ *//')"
+
+# ---- 9. ptxas report of the MoE kernels -----------------------------------------------
+moe_kernels=0
+for s in "${moe_sources[@]}"; do
+  log="$moe_logs/$s.cu.o.ptxas.log"
+  [ -f "$log" ] || fail "no ptxas log $log"
+  n=$(grep -c "Compiling entry function" "$log" || true)
+  [ "$n" -gt 0 ] || fail "$s: ptxas compiled no entry function"
+  moe_kernels=$((moe_kernels + n))
+  if grep -E '[1-9][0-9]* bytes spill (stores|loads)' "$log" >&2; then fail "$s: register spills"; fi
+  if grep -E '[1-9][0-9]* bytes stack frame' "$log" >&2; then fail "$s: stack frame / local memory"; fi
+  if grep -iE 'ptxas warning.*(local memory|lmem)' "$log" >&2; then fail "$s: local memory"; fi
+  [ "$(grep -c '0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads' "$log")" -ge "$n" ] ||
+    fail "$s: a kernel without a clean spill report"
+done
+note "ptxas: $moe_kernels MoE kernel compilations (sm_80/89/90), 0 spills, 0 stack"
+
+# ---- 10. dlopen smoke test -----------------------------------------------------------
 cc -std=c99 -Wall -Wextra -Werror -I"$src/include" "$src/test/dlopen_smoke.c" -ldl -o "$build/dlopen_smoke"
 "$build/dlopen_smoke" "$lib" >"$build/dlopen_smoke.log" 2>&1 || { cat "$build/dlopen_smoke.log" >&2; fail "dlopen smoke test"; }
 note "dlopen smoke:$(grep 'probe:' "$build/dlopen_smoke.log" | sed 's/^ *probe://')"

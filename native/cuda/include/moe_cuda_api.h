@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to a struct or signature below. */
-#define MOE_CUDA_ABI_VERSION 1
+#define MOE_CUDA_ABI_VERSION 2
 
 /* Status codes. The values of 1..7 equal moe::Code in native/src/core/status.h
  * (and so map 1:1 onto the package's MoeError codes). */
@@ -291,6 +291,130 @@ typedef struct moe_cuda_dequantize_args {
  * device pointer). */
 MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* args, char* err, size_t err_len);
 MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* args, char* err, size_t err_len);
+
+
+/* ---- the MoE layer's operations (SPEC.md "Routing", "Dispatch layout,
+ * dispatch, combine") ----------------------------------------------------------
+ * Device pointers, dense row-major tensors; shapes, dtypes and options are
+ * checked on the host before anything is enqueued (the same conditions and
+ * codes as the CPU backend's checks). What needs the data (an id out of
+ * range, a NaN) cannot be known without waiting for the GPU, so these calls
+ * never return it: each takes an optional device int32 `error_flag` (4-byte
+ * aligned) into which its kernels OR the MOE_CUDA_FLAG_* bits below. The
+ * caller zeroes the flag (moe_cuda_memset) and reads it back once the work
+ * has completed; several ops may share one word or use one word each. The
+ * kernels never touch memory out of bounds on such data: an out-of-range
+ * index is skipped (its slot or row is treated as padding). Unlike the CPU
+ * backend, outputs are written even when a flag is raised. */
+#define MOE_CUDA_FLAG_BAD_INDEX 1      /* an id / rowToken / slotRow out of range: ERR_MOE_RANGE */
+#define MOE_CUDA_FLAG_NONFINITE 2      /* NaN or +-inf input (or an f32 overflow): ERR_MOE_NONFINITE */
+#define MOE_CUDA_FLAG_OVER_CAPACITY 4  /* layout: more rows than rowToken holds: ERR_MOE_SHAPE */
+#define MOE_CUDA_FLAG_OVER_MAX_ROWS 8  /* masked layout: an expert over max_rows: ERR_MOE_RANGE */
+#define MOE_CUDA_FLAG_OVER_I32 16      /* layout: more than 2^31 - 1 rows: ERR_MOE_RANGE */
+
+/* logits = x * w^T in f32 (f32 accumulation; not bitwise the CPU's order). */
+typedef struct moe_cuda_router_logits_args {
+  const void* x;    /* [T, H] f32 or bf16 */
+  const void* w;    /* [E, H] f32 or bf16 */
+  float* logits;    /* [T, E] f32 (output) */
+  int64_t tokens, hidden, experts;
+  int32_t x_dtype, w_dtype;
+} moe_cuda_router_logits_args;
+
+/* Fused routing, one warp per token: ids exactly the CPU backend's; sigmoid
+ * weights bit for bit, softmax weights within 1e-5 (device expf). Flag:
+ * NONFINITE when bias holds NaN or +-inf. */
+typedef struct moe_cuda_route_args {
+  const void* logits;   /* [T, E] f32 or bf16 */
+  const float* bias;    /* [E] f32 or NULL (sigmoid only; selection only) */
+  int32_t* ids;         /* [T, k] i32 (output) */
+  float* weights;       /* [T, k] f32 (output) */
+  int32_t* error_flag;  /* optional */
+  int64_t tokens, experts, top_k, num_groups, top_k_groups;
+  int32_t logits_dtype;
+  int32_t sigmoid;      /* 0: softmax, 1: sigmoid */
+  int32_t renormalize;  /* 0 or 1 */
+  float scale;
+} moe_cuda_route_args;
+
+/* Contiguous (masked = 0; segments aligned to `align`) or masked (segments of
+ * max_rows) layout, rows in token then slot order, deterministic. Rows past
+ * offsets[E] up to `capacity` get -1. No host synchronization: offsets[E]
+ * (the row count) stays on the device. Flags: BAD_INDEX, OVER_CAPACITY,
+ * OVER_MAX_ROWS, OVER_I32. */
+typedef struct moe_cuda_layout_args {
+  const int32_t* ids;          /* [T, k] i32 in [-1, E) */
+  int32_t* tokens_per_expert;  /* [E] i32 (output) */
+  int32_t* offsets;            /* [E + 1] i32 (output) */
+  int32_t* row_token;          /* [capacity] i32 (output) */
+  int32_t* group_index;        /* [capacity] i32 (output) */
+  int32_t* slot_row;           /* [T, k] i32 (output) */
+  int32_t* error_flag;         /* optional */
+  int64_t tokens, slots, experts, capacity;
+  int64_t align;               /* contiguous: >= 1 */
+  int64_t max_rows;            /* masked: rows per expert */
+  int32_t masked;
+  int32_t reserved;
+} moe_cuda_layout_args;
+
+/* out[r] = x[row_token[r]] (zero for -1), quantized 1x128 to fp8 when scales
+ * is not NULL (bit for bit the CPU quantizer; H % 16 == 0; x and out 16-byte
+ * aligned). Flags: BAD_INDEX, NONFINITE. */
+typedef struct moe_cuda_dispatch_args {
+  const void* x;            /* [T, H] f32 or bf16 */
+  const int32_t* row_token; /* [R] i32 */
+  void* out;                /* [R, H] x's dtype, or fp8 e4m3 */
+  float* scales;            /* [R, ceil(H/128)] f32, or NULL */
+  int32_t* error_flag;      /* optional */
+  int64_t rows, tokens, hidden;
+  int32_t x_dtype, out_dtype, scale_format, reserved;
+} moe_cuda_dispatch_args;
+
+/* out = silu(gate) * up (h = [gate | up]) with the CPU backend's exact
+ * operations, optionally quantized 1x128 (I % 16 == 0, 16-byte aligned h and
+ * out). Flag: NONFINITE. */
+typedef struct moe_cuda_swiglu_args {
+  const void* h;         /* [R, 2I] f32 or bf16 */
+  void* out;             /* [R, I] f32, bf16 or fp8 e4m3 */
+  float* scales;         /* [R, ceil(I/128)] f32 when out is fp8, else NULL */
+  int32_t* error_flag;   /* optional */
+  int64_t rows, inter;
+  int32_t h_dtype, out_dtype, scale_format, reserved;
+} moe_cuda_swiglu_args;
+
+/* out[t] = sum_j w[t, j] * y[slot_row[t, j]] in slot order (product rounded,
+ * then added: the CPU's bits) + shared[t]; no atomics. Flags: BAD_INDEX,
+ * NONFINITE (a weight). */
+typedef struct moe_cuda_combine_args {
+  const void* y;            /* [R, H] f32 or bf16 */
+  const int32_t* slot_row;  /* [T, k] i32 in [-1, R) */
+  const float* weights;     /* [T, k] f32 */
+  const void* shared;       /* [T, H] f32 or bf16, or NULL */
+  void* out;                /* [T, H] f32 or bf16 */
+  int32_t* error_flag;      /* optional */
+  int64_t rows, tokens, slots, hidden;
+  int32_t y_dtype, shared_dtype, out_dtype, reserved;
+} moe_cuda_combine_args;
+
+MOE_CUDA_API int moe_cuda_router_logits(const moe_cuda_router_logits_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_route(const moe_cuda_route_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_dispatch_layout(const moe_cuda_layout_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_dispatch(const moe_cuda_dispatch_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_swiglu(const moe_cuda_swiglu_args* args, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_combine(const moe_cuda_combine_args* args, char* err, size_t err_len);
+
+/* ---- CUDA graphs ---------------------------------------------------------------
+ * moe_cuda_graph_begin_capture puts the plug-in's stream in capture mode
+ * (cudaStreamCaptureModeThreadLocal): the ops called after it, on this thread,
+ * are recorded, not run. Nothing recorded may synchronize or read back.
+ * moe_cuda_graph_end_capture ends it and instantiates the graph (on failure
+ * the capture is ended and discarded). moe_cuda_graph_launch enqueues one
+ * replay on the stream: the same kernels with the same pointers and sizes. */
+typedef struct moe_cuda_graph_s* moe_cuda_graph;
+MOE_CUDA_API int moe_cuda_graph_begin_capture(char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t err_len);
+MOE_CUDA_API int moe_cuda_graph_destroy(moe_cuda_graph graph, char* err, size_t err_len);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -19,7 +19,9 @@ static const char* const kSymbols[] = {
     "moe_cuda_event_record", "moe_cuda_event_query", "moe_cuda_event_synchronize", "moe_cuda_event_destroy",
     "moe_cuda_get_stream", "moe_cuda_gemm_fp8", "moe_cuda_grouped_gemm_fp8", "moe_cuda_grouped_gemm_fp8_masked",
     "moe_cuda_event_create_timed", "moe_cuda_event_elapsed_ms", "moe_cuda_flush_l2", "moe_cuda_quantize",
-    "moe_cuda_dequantize"};
+    "moe_cuda_dequantize", "moe_cuda_router_logits", "moe_cuda_route", "moe_cuda_dispatch_layout", "moe_cuda_dispatch",
+    "moe_cuda_swiglu", "moe_cuda_combine", "moe_cuda_graph_begin_capture", "moe_cuda_graph_end_capture",
+    "moe_cuda_graph_launch", "moe_cuda_graph_destroy"};
 
 typedef unsigned (*version_fn)(void);
 typedef int (*probe_fn)(char*, size_t, moe_cuda_device_info*);

@@ -9,6 +9,7 @@
 
 #include "addon/errors.h"
 #include "addon/js_tensor.h"
+#include "cuda_host/cuda_backend.h"
 #include "cuda_host/plugin.h"
 
 namespace moe::addon {
@@ -36,8 +37,9 @@ Status deviceBufferArg(const Napi::Value& value, DeviceBuffer** buffer) {
   return Status::ok();
 }
 
-// (handle, typedArray) with matching byte sizes, for the copies.
-Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** host, size_t* bytes) {
+// (handle, typedArray[, byteOffset]) for the copies: the host array's bytes
+// go to / come from the device buffer at byteOffset (default 0).
+Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** host, size_t* bytes, size_t* offset) {
   MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable("copy"));
   if (info.Length() < 2 || !info[1].IsTypedArray()) return Status(Code::kDtype, "copy: expected (handle, typedArray)");
   MOE_RETURN_IF_ERROR(deviceBufferArg(info[0], buffer));
@@ -45,7 +47,15 @@ Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** ho
   if (array.ArrayBuffer().IsDetached()) return Status(Code::kDetached, "copy: the host buffer is detached");
   *host = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
   *bytes = array.ByteLength();
-  if (*bytes > (*buffer)->bytes) return Status(Code::kShape, "copy: the host array is larger than the device buffer");
+  *offset = 0;
+  if (info.Length() > 2 && info[2].IsNumber()) {
+    const double o = info[2].As<Napi::Number>().DoubleValue();
+    if (!(o >= 0) || o != static_cast<double>(static_cast<size_t>(o))) return Status(Code::kRange, "copy: byteOffset must be a non-negative integer");
+    *offset = static_cast<size_t>(o);
+  }
+  if (*offset > (*buffer)->bytes || *bytes > (*buffer)->bytes - *offset) {
+    return Status(Code::kShape, "copy: the host array does not fit the device buffer at that offset");
+  }
   return Status::ok();
 }
 
@@ -116,14 +126,14 @@ namespace {
 Napi::Value copySync(const Napi::CallbackInfo& info, bool toDevice) {
   DeviceBuffer* buffer = nullptr;
   void* host = nullptr;
-  size_t bytes = 0;
+  size_t bytes = 0, offset = 0;
   const char* what = toDevice ? "to('cuda')" : "to('cpu')";
-  Status status = copyArgs(info, &buffer, &host, &bytes);
+  Status status = copyArgs(info, &buffer, &host, &bytes, &offset);
   char err[512] = {0};
   const cuda::PluginApi& api = cuda::Plugin::instance().api();
   if (status.isOk()) {
-    const int code = toDevice ? api.copyH2D(buffer->ptr, host, bytes, err, sizeof err)
-                              : api.copyD2H(host, buffer->ptr, bytes, err, sizeof err);
+    void* device = static_cast<uint8_t*>(buffer->ptr) + offset;
+    const int code = toDevice ? api.copyH2D(device, host, bytes, err, sizeof err) : api.copyD2H(host, device, bytes, err, sizeof err);
     status = cuda::fromPlugin(code, err, what);
   }
   if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, what);
@@ -197,6 +207,13 @@ Napi::Value CudaFlushL2(const Napi::CallbackInfo& info) {
   char err[512] = {0};
   if (status.isOk()) status = cuda::fromPlugin(cuda::Plugin::instance().api().flushL2(err, sizeof err), err, "cudaFlushL2");
   if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+// cudaSetDataChecks(enabled): benchmarks turn off the MoE ops' per-call error
+// flag readback (see cuda_host/cuda_backend.h).
+Napi::Value CudaSetDataChecks(const Napi::CallbackInfo& info) {
+  cuda::setDataChecks(info.Length() < 1 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value());
   return info.Env().Undefined();
 }
 

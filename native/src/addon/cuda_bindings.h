@@ -13,5 +13,6 @@ Napi::Value CudaTimerStart(const Napi::CallbackInfo& info);
 Napi::Value CudaTimerStop(const Napi::CallbackInfo& info);
 Napi::Value CudaFlushL2(const Napi::CallbackInfo& info);
 Napi::Value CudaCopyDeviceToDevice(const Napi::CallbackInfo& info);
+Napi::Value CudaSetDataChecks(const Napi::CallbackInfo& info);
 
 }  // namespace moe::addon

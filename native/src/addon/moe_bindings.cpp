@@ -6,6 +6,8 @@
 
 #include "addon/binding_support.h"
 #include "core/moe_forward.h"
+#include "cuda_host/cuda_moe_forward.h"
+#include "cuda_host/plugin.h"
 
 namespace moe::addon {
 
@@ -58,40 +60,122 @@ Status parseWorkspace(const Napi::Object& args, MoeWorkspace* ws, KeepAlive* kee
   return Status::ok();
 }
 
+// The arguments of moeForward / moeCapture; `cuda` ({ masked, maxRowsPerExpert,
+// flags }) is read when the tensors are on the device.
+Status parseForward(Call& call, MoeForwardArgs* args, cuda::CudaMoeOptions* cudaOptions) {
+  KeepAlive* keep = call.keep.get();
+  MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "x", "moeForward: x", &args->x, keep));
+  MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "gate", "moeForward: gate", &args->gate, keep));
+  MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "bias", "moeForward: bias", &args->bias, keep));
+  const Napi::Value routing = call.args.Get("routing");
+  if (!routing.IsObject()) return Status(Code::kRange, "moeForward: routing: expected an object");
+  MOE_RETURN_IF_ERROR(parseRouteOptions(routing.As<Napi::Object>(), &args->routing));
+  MOE_RETURN_IF_ERROR(int64FromJs(call.args, "align", "moeForward: align", 1, 1 << 16, &args->align));
+  MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "w13", &args->w13, keep));
+  MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "w2", &args->w2, keep));
+  MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "sharedW13", &args->sharedW13, keep));
+  MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "sharedW2", &args->sharedW2, keep));
+  MOE_RETURN_IF_ERROR(parseWorkspace(call.args, &args->ws, keep));
+  MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "out", "moeForward: out", &args->out, keep));
+  const Napi::Value seconds = call.args.Get("stageSeconds");
+  if (seconds.IsTypedArray()) {
+    Napi::TypedArray array = seconds.As<Napi::TypedArray>();
+    if (array.TypedArrayType() != napi_float64_array || array.ElementLength() < kNumStages) {
+      return Status(Code::kDtype, "moeForward: stageSeconds: expected a Float64Array of " + std::to_string(kNumStages));
+    }
+    keep->add(array);
+    args->stageSeconds = reinterpret_cast<double*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
+  }
+  const Napi::Value device = call.args.Get("cuda");
+  if (device.IsObject()) {
+    const Napi::Object options = device.As<Napi::Object>();
+    MOE_RETURN_IF_ERROR(boolFromJs(options, "masked", "moeForward: cuda.masked", &cudaOptions->masked));
+    MOE_RETURN_IF_ERROR(int64FromJs(options, "maxRowsPerExpert", "moeForward: cuda.maxRowsPerExpert", 0, 1LL << 30,
+                                    &cudaOptions->maxRowsPerExpert));
+    MOE_RETURN_IF_ERROR(tensorFromJs(options, "flags", "moeForward: cuda.flags", &cudaOptions->flags, keep));
+  }
+  return Status::ok();
+}
+
+// A captured forward: the instantiated CUDA graph, destroyed with its JS handle.
+struct CapturedGraph {
+  moe_cuda_graph graph = nullptr;
+};
+
 }  // namespace
 
 Napi::Value MoeForward(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<MoeForwardArgs>();
+  auto cudaOptions = std::make_shared<cuda::CudaMoeOptions>();
   return bind(
-      info, "moeForward",
-      [&](Call& call) {
-        KeepAlive* keep = call.keep.get();
-        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "x", "moeForward: x", &args->x, keep));
-        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "gate", "moeForward: gate", &args->gate, keep));
-        MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "bias", "moeForward: bias", &args->bias, keep));
-        const Napi::Value routing = call.args.Get("routing");
-        if (!routing.IsObject()) return Status(Code::kRange, "moeForward: routing: expected an object");
-        MOE_RETURN_IF_ERROR(parseRouteOptions(routing.As<Napi::Object>(), &args->routing));
-        MOE_RETURN_IF_ERROR(int64FromJs(call.args, "align", "moeForward: align", 1, 1 << 16, &args->align));
-        MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "w13", &args->w13, keep));
-        MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "w2", &args->w2, keep));
-        MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "sharedW13", &args->sharedW13, keep));
-        MOE_RETURN_IF_ERROR(parseExpertWeights(call.args, "sharedW2", &args->sharedW2, keep));
-        MOE_RETURN_IF_ERROR(parseWorkspace(call.args, &args->ws, keep));
-        MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "out", "moeForward: out", &args->out, keep));
-        const Napi::Value seconds = call.args.Get("stageSeconds");
-        if (seconds.IsTypedArray()) {
-          Napi::TypedArray array = seconds.As<Napi::TypedArray>();
-          if (array.TypedArrayType() != napi_float64_array || array.ElementLength() < kNumStages) {
-            return Status(Code::kDtype, "moeForward: stageSeconds: expected a Float64Array of " + std::to_string(kNumStages));
-          }
-          keep->add(array);
-          args->stageSeconds =
-              reinterpret_cast<double*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
-        }
-        return Status::ok();
-      },
-      [args](Backend& backend) { return moeForward(backend, *args); });
+      info, "moeForward", [&](Call& call) { return parseForward(call, args.get(), cudaOptions.get()); },
+      [args, cudaOptions](Backend& backend) {
+        if (std::string(backend.name()) == "cuda") return cuda::cudaMoeForward(*args, *cudaOptions);
+        return moeForward(backend, *args);
+      });
+}
+
+// moeCapture(args): records the masked (decode) forward on the device into a
+// CUDA graph and returns its handle; nothing runs. Synchronous.
+Napi::Value MoeCapture(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Call call{env, Napi::Object(), false};
+  MoeForwardArgs args;
+  cuda::CudaMoeOptions options;
+  Status status = parseCall(info, "moeCapture", &call);
+  if (status.isOk()) status = parseForward(call, &args, &options);
+  if (status.isOk() && call.keep->device() != Device::kCuda) status = Status(Code::kDevice, "moeCapture: the tensors must be on the CUDA device");
+  if (status.isOk()) status = cuda::Plugin::instance().expectAvailable("moeCapture");
+  if (status.isOk() && !options.masked) status = Status(Code::kRange, "moeCapture: only the masked (decode) forward can be captured");
+  if (!status.isOk()) return failOp(env, false, status);
+  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  char err[512] = {0};
+  status = cuda::fromPlugin(api.graphBeginCapture(err, sizeof err), err, "moeCapture");
+  if (!status.isOk()) return failOp(env, false, status);
+  status = cuda::cudaMoeForward(args, options);
+  moe_cuda_graph graph = nullptr;
+  const Status ended = cuda::fromPlugin(api.graphEndCapture(&graph, err, sizeof err), err, "moeCapture");  // always leave capture mode
+  if (status.isOk()) status = ended;
+  if (!status.isOk()) {
+    if (graph) api.graphDestroy(graph, err, sizeof err);
+    return failOp(env, false, status);
+  }
+  auto* holder = new CapturedGraph{graph};
+  return Napi::External<CapturedGraph>::New(env, holder, [](Napi::Env, CapturedGraph* g) {
+    char e[256] = {0};
+    if (g->graph) cuda::Plugin::instance().api().graphDestroy(g->graph, e, sizeof e);
+    delete g;
+  });
+}
+
+// moeReplay(graph, async): one replay of a captured forward on the stream.
+Napi::Value MoeReplay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool async = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    return failOp(env, async, Status(Code::kInternal, "moeReplay: expected (graph, async)"));
+  }
+  CapturedGraph* g = info[0].As<Napi::External<CapturedGraph>>().Data();
+  auto keep = std::make_unique<KeepAlive>();
+  keep->add(info[0].As<Napi::Object>());
+  return runOp(env, async, Device::kCuda, std::move(keep), [g]() {
+    char err[512] = {0};
+    return cuda::fromPlugin(cuda::Plugin::instance().api().graphLaunch(g->graph, err, sizeof err), err, "moeReplay");
+  });
+}
+
+// moeCheckFlags(flags: Int32Array): throws the error the device flags of a
+// finished GPU forward record (NaN in x, ...), if any.
+Napi::Value MoeCheckFlags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[0].As<Napi::TypedArray>().ElementLength() < static_cast<size_t>(cuda::kNumFlags)) {
+    return failOp(env, false, Status(Code::kInternal, "moeCheckFlags: expected an Int32Array of 8"));
+  }
+  Napi::Int32Array flags = info[0].As<Napi::Int32Array>();
+  const Status status = cuda::flagsStatus(flags.Data());
+  if (!status.isOk()) return failOp(env, false, status);
+  return env.Undefined();
 }
 
 }  // namespace moe::addon

@@ -9,4 +9,9 @@ namespace moe::cuda {
 
 Backend& cudaBackend();
 
+// Benchmarks only: with `enabled` false the MoE ops (route ... combine) skip
+// their error-flag readback (a host sync per call), so that CUDA events time
+// the kernels alone; bad input then goes unreported. Default: enabled.
+void setDataChecks(bool enabled);
+
 }  // namespace moe::cuda

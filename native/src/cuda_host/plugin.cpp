@@ -65,6 +65,17 @@ void Plugin::load(const std::vector<std::string>& candidates) {
   resolve(library, "moe_cuda_event_record", &api.eventRecord, &missing);
   resolve(library, "moe_cuda_event_elapsed_ms", &api.eventElapsedMs, &missing);
   resolve(library, "moe_cuda_flush_l2", &api.flushL2, &missing);
+  resolve(library, "moe_cuda_memset", &api.memset, &missing);
+  resolve(library, "moe_cuda_router_logits", &api.routerLogits, &missing);
+  resolve(library, "moe_cuda_route", &api.route, &missing);
+  resolve(library, "moe_cuda_dispatch_layout", &api.dispatchLayout, &missing);
+  resolve(library, "moe_cuda_dispatch", &api.dispatch, &missing);
+  resolve(library, "moe_cuda_swiglu", &api.swiglu, &missing);
+  resolve(library, "moe_cuda_combine", &api.combine, &missing);
+  resolve(library, "moe_cuda_graph_begin_capture", &api.graphBeginCapture, &missing);
+  resolve(library, "moe_cuda_graph_end_capture", &api.graphEndCapture, &missing);
+  resolve(library, "moe_cuda_graph_launch", &api.graphLaunch, &missing);
+  resolve(library, "moe_cuda_graph_destroy", &api.graphDestroy, &missing);
   if (!missing.empty()) {
     reason_ = "the CUDA plug-in at " + path_ + " lacks " + missing + " (an older or foreign build)";
     return;

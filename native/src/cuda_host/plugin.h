@@ -31,6 +31,17 @@ struct PluginApi {
   decltype(&moe_cuda_event_record) eventRecord = nullptr;
   decltype(&moe_cuda_event_elapsed_ms) eventElapsedMs = nullptr;
   decltype(&moe_cuda_flush_l2) flushL2 = nullptr;
+  decltype(&moe_cuda_memset) memset = nullptr;
+  decltype(&moe_cuda_router_logits) routerLogits = nullptr;
+  decltype(&moe_cuda_route) route = nullptr;
+  decltype(&moe_cuda_dispatch_layout) dispatchLayout = nullptr;
+  decltype(&moe_cuda_dispatch) dispatch = nullptr;
+  decltype(&moe_cuda_swiglu) swiglu = nullptr;
+  decltype(&moe_cuda_combine) combine = nullptr;
+  decltype(&moe_cuda_graph_begin_capture) graphBeginCapture = nullptr;
+  decltype(&moe_cuda_graph_end_capture) graphEndCapture = nullptr;
+  decltype(&moe_cuda_graph_launch) graphLaunch = nullptr;
+  decltype(&moe_cuda_graph_destroy) graphDestroy = nullptr;
 };
 
 class Plugin {
