@@ -275,8 +275,9 @@ inline void selectRange(const float* score, int64_t e0, int64_t e1, int64_t topK
   }
 }
 
-// AVX-512 forms of scoreGroups and selectRange (same results: both are exact
-// comparisons). Group scores need groupSize % 16 == 0.
+// AVX-512 forms of scoreGroups and of the selection (addToPool +
+// selectPoolAvx512 choose what selectRange chooses, in the same order: all
+// are exact comparisons). Group scores need groupSize % 16 == 0.
 __attribute__((target("avx512f"))) void scoreGroupsAvx512(int64_t groups, int64_t groupSize, bool topTwoSum,
                                                           Scratch& s) {
   const __m512 negInf = _mm512_set1_ps(kNegInf);
