@@ -11,9 +11,9 @@
 //   - dispatch (fp8): q and scales bit for bit, padding rows included;
 //   - swiglu (fp8, f32, bf16 out): bit for bit;
 //   - combine: bit for bit, every dtype mix, with and without shared;
-//   - the shape / dtype / option checks the CUDA backend runs
-//     (core/moe_op_checks.cpp) give the CPU backend's code and message on
-//     malformed arguments.
+//   - on malformed arguments each CPU op returns the verdict of the shape /
+//     dtype / option checks the CUDA backend runs (core/moe_op_checks.cpp,
+//     one copy both backends call): no CPU-only check comes first.
 // What it cannot check is the CUDA-only glue (shuffles, ballots, shared
 // memory): test/moe-ops-cuda.test.ts does that on a GPU.
 #include <math.h>
@@ -509,7 +509,11 @@ static void test_combine(std::mt19937& rng) {
   expect(bad == 0, what);
 }
 
-// ---- argument checks: core/moe_op_checks vs the CPU backend's own validation ----
+// ---- argument checks: the CPU ops report core/moe_op_checks' verdict ----
+// Both backends call core/moe_op_checks; the CPU ops then read the data (ids
+// and rows in range, finite bias and weights), which the CUDA backend learns
+// from its kernels' flags. These cases (valid data, one malformed argument)
+// pin that the CPU ops run the shared checks first and unchanged.
 static int g_check_cases = 0, g_check_bad = 0;
 static void same_verdict(const moe::Status& cpu, const moe::Status& shared, const char* what) {
   ++g_check_cases;
@@ -629,7 +633,7 @@ static void test_checks() {
   combine([&](moe::CombineArgs& a) { a.out = B({4, 31}); }, "combine out shape");
   combine([&](moe::CombineArgs& a) { a.out = Q({4, 32}); }, "combine out dtype");
   char what[200];
-  snprintf(what, sizeof what, "the CUDA backend's argument checks (core/moe_op_checks) == the CPU backend's code and message in %d malformed cases",
+  snprintf(what, sizeof what, "the CPU ops' code and message == core/moe_op_checks' (the CUDA backend's checks) in %d malformed cases",
            g_check_cases);
   expect(g_check_bad == 0, what);
 }

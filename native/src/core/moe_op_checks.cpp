@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
 
 namespace moe {
 
@@ -29,12 +30,15 @@ Status expectI32(const TensorView& t, int ndim, const char* what) {
   return expectContiguous(t, what);
 }
 
-// The quantized output of dispatch / swiglu: fp8 [rows, cols] and scales [rows, ceil(cols/128)].
-Status checkQuantizedOut(const char* op, const TensorView& out, const TensorView& scales, ScaleFormat format, int64_t rows,
-                         int64_t cols) {
+Status checkScaleFormat(const char* op, ScaleFormat format) {
   if (format != ScaleFormat::kF32 && format != ScaleFormat::kUE8M0) {
     return Status(Code::kRange, std::string(op) + ": scaleFormat must be f32 or ue8m0");
   }
+  return Status::ok();
+}
+
+// The quantized output of dispatch / swiglu: fp8 [rows, cols] and scales [rows, ceil(cols/128)].
+Status checkQuantizedOut(const char* op, const TensorView& out, const TensorView& scales, int64_t rows, int64_t cols) {
   MOE_RETURN_IF_ERROR(expectDtype(out, DType::kFP8E4M3, (std::string(op) + ": out (quantizing, scales given)").c_str()));
   MOE_RETURN_IF_ERROR(expectDtype(scales, DType::kF32, (std::string(op) + ": scales").c_str()));
   MOE_RETURN_IF_ERROR(expectShape(scales, {rows, ceilDiv(cols, kQuantGroup)}, (std::string(op) + ": scales").c_str()));
@@ -44,8 +48,14 @@ Status checkQuantizedOut(const char* op, const TensorView& out, const TensorView
 }  // namespace
 
 Status checkRouterLogits(const RouterLogitsArgs& args) {
-  MOE_RETURN_IF_ERROR(expectFloat2d(args.x, "routerLogits: x"));
-  MOE_RETURN_IF_ERROR(expectFloat2d(args.w, "routerLogits: w"));
+  // Not expectFloat2d: routerLogits' shape message has always read "got <shape>".
+  for (const auto& [t, what] : {std::pair{&args.x, "routerLogits: x"}, std::pair{&args.w, "routerLogits: w"}}) {
+    if (t->ndim != 2) return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got " + t->shapeString());
+    if (!isFloatDtype(t->dtype)) {
+      return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t->dtype));
+    }
+    MOE_RETURN_IF_ERROR(expectContiguous(*t, what));
+  }
   MOE_RETURN_IF_ERROR(expectShape(args.w, {args.w.dim(0), args.x.dim(1)}, "routerLogits: w"));
   MOE_RETURN_IF_ERROR(expectDtype(args.logits, DType::kF32, "routerLogits: logits"));
   MOE_RETURN_IF_ERROR(expectShape(args.logits, {args.x.dim(0), args.w.dim(0)}, "routerLogits: logits"));
@@ -73,6 +83,7 @@ Status checkRoute(const RouteArgs& a) {
   if (a.topKGroups < 1 || a.topKGroups > a.numGroups) {
     return Status(Code::kRange, "route: topKGroups must be in [1, numGroups=" + str(a.numGroups) + "], got " + str(a.topKGroups));
   }
+  // Only experts of the kept groups can be chosen; asking for more is a configuration error.
   const int64_t keptExperts = a.topKGroups * (experts / a.numGroups);
   if (a.topK > keptExperts) {
     return Status(Code::kRange, "route: topK must be <= topKGroups * (E / numGroups) = " + str(keptExperts) + ", got " + str(a.topK));
@@ -133,10 +144,12 @@ Status checkDispatch(const DispatchArgs& a) {
   MOE_RETURN_IF_ERROR(expectContiguous(a.rowToken, "dispatch: rowToken"));
   const int64_t rows = a.rowToken.dim(0), hidden = a.x.dim(1);
   if (a.scales.data != nullptr) {
+    MOE_RETURN_IF_ERROR(checkScaleFormat("dispatch", a.scaleFormat));
+    // SPEC.md, "Quantization": quantized rows feed the FP8 GEMM, which needs 16-byte rows.
     if (hidden <= 0 || hidden % 16 != 0) {
       return Status(Code::kShape, "dispatch: quantizing needs H to be a positive multiple of 16, got " + str(hidden));
     }
-    MOE_RETURN_IF_ERROR(checkQuantizedOut("dispatch", a.out, a.scales, a.scaleFormat, rows, hidden));
+    MOE_RETURN_IF_ERROR(checkQuantizedOut("dispatch", a.out, a.scales, rows, hidden));
   } else if (a.out.dtype == DType::kFP8E4M3) {
     return Status(Code::kDtype, "dispatch: out is fp8_e4m3 but scales.data is null (quantizing needs scales)");
   } else {
@@ -158,8 +171,10 @@ Status checkSwiglu(const SwigluArgs& a) {
   MOE_RETURN_IF_ERROR(expectContiguous(h, "swiglu: h"));
   const int64_t rows = h.dim(0), inter = h.dim(1) / 2;
   if (a.scales.data != nullptr) {
+    MOE_RETURN_IF_ERROR(checkScaleFormat("swiglu", a.scaleFormat));
+    // SPEC.md, "Quantization": quantized rows feed the FP8 GEMM, which needs 16-byte rows.
     if (inter % 16 != 0) return Status(Code::kShape, "swiglu: quantizing needs I to be a multiple of 16, got " + str(inter));
-    MOE_RETURN_IF_ERROR(checkQuantizedOut("swiglu", a.out, a.scales, a.scaleFormat, rows, inter));
+    MOE_RETURN_IF_ERROR(checkQuantizedOut("swiglu", a.out, a.scales, rows, inter));
   } else if (a.out.dtype == DType::kFP8E4M3) {
     return Status(Code::kDtype, "swiglu: out is fp8_e4m3 but scales.data is null (quantizing needs scales)");
   } else if (!isFloatDtype(a.out.dtype)) {

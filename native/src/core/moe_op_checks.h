@@ -1,10 +1,10 @@
 // Shape, dtype and option checks of the MoE layer's operations (route,
 // dispatchLayout, dispatch, swiglu, combine, routerLogits) that need no tensor
-// data, with the CPU backend's codes and messages (cpu/route.cpp,
-// cpu/dispatch_layout.cpp, ...), for backends whose tensors live on a device.
-// The checks that read data (ids or rows in range, a finite bias or weight,
-// NaN in x) are the backend's: the CUDA backend gets them from its kernels'
-// error flags (see cuda_host/cuda_backend.cpp).
+// data: the one copy both backends run before they touch memory, so that each
+// reports the same code and message. The checks that read data (ids or rows
+// in range, a finite bias or weight, NaN in x) stay with each backend: the CPU
+// ops read the values after these checks (cpu/route.cpp, ...), the CUDA
+// backend gets them from its kernels' error flags (cuda_host/device_flags.h).
 #pragma once
 
 #include "core/ops.h"

@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 
+#include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
 #include "cpu/thread_pool.h"
@@ -26,24 +27,11 @@ constexpr int64_t kColsPerTask = 2048;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-bool isFloatDtype(DType d) { return d == DType::kF32 || d == DType::kBF16; }
-
-Status expectFloat2d(const TensorView& t, const char* what) {
-  if (t.ndim != 2) return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got shape " + t.shapeString());
-  if (!isFloatDtype(t.dtype)) {
-    return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t.dtype));
-  }
-  return expectContiguous(t, what);
-}
-
-Status validateSlots(const CombineArgs& a, int64_t rows) {
-  MOE_RETURN_IF_ERROR(expectDtype(a.slotRow, DType::kI32, "combine: slotRow"));
-  if (a.slotRow.ndim != 2) return Status(Code::kShape, "combine: slotRow must be 2-D [T, k], got shape " + a.slotRow.shapeString());
-  MOE_RETURN_IF_ERROR(expectContiguous(a.slotRow, "combine: slotRow"));
-  const int64_t tokens = a.slotRow.dim(0), slots = a.slotRow.dim(1);
-  MOE_RETURN_IF_ERROR(expectDtype(a.weights, DType::kF32, "combine: weights"));
-  MOE_RETURN_IF_ERROR(expectShape(a.weights, {tokens, slots}, "combine: weights"));
-  MOE_RETURN_IF_ERROR(expectContiguous(a.weights, "combine: weights"));
+// The shapes and dtypes: core/moe_op_checks (shared with the CUDA backend).
+// slotRow's and the weights' values are data, read here once the shapes are known good.
+Status validateCombine(const CombineArgs& a) {
+  MOE_RETURN_IF_ERROR(checkCombine(a));
+  const int64_t rows = a.y.dim(0), tokens = a.slotRow.dim(0), slots = a.slotRow.dim(1);
   const int32_t* slotRow = a.slotRow.as<const int32_t>();  // [T, k] i32
   const float* weights = a.weights.as<const float>();      // [T, k] f32
   for (int64_t i = 0; i < tokens * slots; ++i) {
@@ -57,18 +45,6 @@ Status validateSlots(const CombineArgs& a, int64_t rows) {
     }
   }
   return Status::ok();
-}
-
-Status validateCombine(const CombineArgs& a) {
-  MOE_RETURN_IF_ERROR(expectFloat2d(a.y, "combine: y"));
-  MOE_RETURN_IF_ERROR(validateSlots(a, a.y.dim(0)));
-  const int64_t tokens = a.slotRow.dim(0), hidden = a.y.dim(1);
-  if (a.shared.data != nullptr) {
-    MOE_RETURN_IF_ERROR(expectFloat2d(a.shared, "combine: shared"));
-    MOE_RETURN_IF_ERROR(expectShape(a.shared, {tokens, hidden}, "combine: shared"));
-  }
-  MOE_RETURN_IF_ERROR(expectFloat2d(a.out, "combine: out"));
-  return expectShape(a.out, {tokens, hidden}, "combine: out");
 }
 
 inline float widen(float v) { return v; }

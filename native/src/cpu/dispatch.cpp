@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/first_failure.h"
 #include "cpu/quantize.h"
@@ -18,56 +19,19 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-
-Status validateX(const TensorView& x) {
-  if (x.ndim != 2) return Status(Code::kShape, "dispatch: x must be 2-D [T, H], got shape " + x.shapeString());
-  if (x.dtype != DType::kF32 && x.dtype != DType::kBF16) {
-    return Status(Code::kDtype, std::string("dispatch: x: expected dtype f32 or bf16, got ") + dtypeName(x.dtype));
-  }
-  return expectContiguous(x, "dispatch: x");
-}
-
-Status validateRowToken(const TensorView& rowToken, int64_t tokens) {
-  MOE_RETURN_IF_ERROR(expectDtype(rowToken, DType::kI32, "dispatch: rowToken"));
-  if (rowToken.ndim != 1) return Status(Code::kShape, "dispatch: rowToken must be 1-D [R], got shape " + rowToken.shapeString());
-  MOE_RETURN_IF_ERROR(expectContiguous(rowToken, "dispatch: rowToken"));
-  const int32_t* rows = rowToken.as<const int32_t>();  // [R] i32
-  for (int64_t r = 0; r < rowToken.dim(0); ++r) {
+// The shapes, dtypes and options: core/moe_op_checks (shared with the CUDA
+// backend). rowToken's values are data, read here once its shape is known good.
+Status validateDispatch(const DispatchArgs& a) {
+  MOE_RETURN_IF_ERROR(checkDispatch(a));
+  const int64_t tokens = a.x.dim(0);
+  const int32_t* rows = a.rowToken.as<const int32_t>();  // [R] i32
+  for (int64_t r = 0; r < a.rowToken.dim(0); ++r) {
     if (rows[r] < -1 || rows[r] >= tokens) {
       return Status(Code::kRange, "dispatch: rowToken[" + str(r) + "] = " + str(rows[r]) + " is out of range [-1, " +
                                       str(tokens) + ")");
     }
   }
   return Status::ok();
-}
-
-Status validateOutput(const DispatchArgs& a, int64_t rows, int64_t hidden, bool quantize) {
-  if (quantize) {
-    if (a.scaleFormat != ScaleFormat::kF32 && a.scaleFormat != ScaleFormat::kUE8M0) {
-      return Status(Code::kRange, "dispatch: scaleFormat must be f32 or ue8m0");
-    }
-    // SPEC.md, "Quantization": quantized rows feed the FP8 GEMM, which needs 16-byte rows.
-    if (hidden <= 0 || hidden % 16 != 0) {
-      return Status(Code::kShape, "dispatch: quantizing needs H to be a positive multiple of 16, got " + str(hidden));
-    }
-    MOE_RETURN_IF_ERROR(expectDtype(a.out, DType::kFP8E4M3, "dispatch: out (quantizing, scales given)"));
-    MOE_RETURN_IF_ERROR(expectDtype(a.scales, DType::kF32, "dispatch: scales"));
-    MOE_RETURN_IF_ERROR(expectShape(a.scales, {rows, ceilDiv(hidden, kQuantGroup)}, "dispatch: scales"));
-    MOE_RETURN_IF_ERROR(expectContiguous(a.scales, "dispatch: scales"));
-  } else if (a.out.dtype == DType::kFP8E4M3) {
-    return Status(Code::kDtype, "dispatch: out is fp8_e4m3 but scales.data is null (quantizing needs scales)");
-  } else {
-    MOE_RETURN_IF_ERROR(expectDtype(a.out, a.x.dtype, "dispatch: out (x's dtype when not quantizing)"));
-  }
-  MOE_RETURN_IF_ERROR(expectShape(a.out, {rows, hidden}, "dispatch: out"));
-  return expectContiguous(a.out, "dispatch: out");
-}
-
-Status validateDispatch(const DispatchArgs& a) {
-  MOE_RETURN_IF_ERROR(validateX(a.x));
-  const int64_t tokens = a.x.dim(0), hidden = a.x.dim(1);
-  MOE_RETURN_IF_ERROR(validateRowToken(a.rowToken, tokens));
-  return validateOutput(a, a.rowToken.dim(0), hidden, a.scales.data != nullptr);
 }
 
 // Copies rows [r0, r1) bit-exactly in x's dtype; padding rows become zero bytes (+0).

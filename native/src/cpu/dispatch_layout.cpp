@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/moe_op_checks.h"
+
 namespace moe::cpu {
 
 namespace {
@@ -14,43 +16,6 @@ namespace {
 constexpr int64_t kMaxI32 = std::numeric_limits<int32_t>::max();
 
 std::string str(int64_t v) { return std::to_string(v); }
-
-Status expectI32(const TensorView& t, int ndim, const char* what) {
-  MOE_RETURN_IF_ERROR(expectDtype(t, DType::kI32, what));
-  if (t.ndim != ndim) {
-    return Status(Code::kShape, std::string(what) + ": expected a " + str(ndim) + "-D tensor, got shape " + t.shapeString());
-  }
-  return expectContiguous(t, what);
-}
-
-Status validateOptions(const LayoutArgs& a) {
-  if (a.numExperts < 1 || a.numExperts >= kMaxI32) {
-    return Status(Code::kRange, "dispatchLayout: numExperts must be in [1, 2^31 - 1), got " + str(a.numExperts));
-  }
-  if (a.masked) {
-    if (a.maxRowsPerExpert < 0 || a.maxRowsPerExpert > kMaxI32 / a.numExperts) {
-      return Status(Code::kRange, "dispatchLayout: maxRowsPerExpert must be in [0, " + str(kMaxI32 / a.numExperts) +
-                                      "] (E * maxRowsPerExpert must fit in i32), got " + str(a.maxRowsPerExpert));
-    }
-  } else if (a.align < 1 || a.align > kMaxI32) {
-    return Status(Code::kRange, "dispatchLayout: align must be in [1, 2^31 - 1], got " + str(a.align));
-  }
-  return Status::ok();
-}
-
-Status validateTensors(const LayoutArgs& a) {
-  MOE_RETURN_IF_ERROR(expectI32(a.ids, 2, "dispatchLayout: ids"));
-  const int64_t tokens = a.ids.dim(0), slots = a.ids.dim(1), experts = a.numExperts;
-  MOE_RETURN_IF_ERROR(expectI32(a.tokensPerExpert, 1, "dispatchLayout: tokensPerExpert"));
-  MOE_RETURN_IF_ERROR(expectShape(a.tokensPerExpert, {experts}, "dispatchLayout: tokensPerExpert"));
-  MOE_RETURN_IF_ERROR(expectI32(a.offsets, 1, "dispatchLayout: offsets"));
-  MOE_RETURN_IF_ERROR(expectShape(a.offsets, {experts + 1}, "dispatchLayout: offsets"));
-  MOE_RETURN_IF_ERROR(expectI32(a.rowToken, 1, "dispatchLayout: rowToken"));
-  MOE_RETURN_IF_ERROR(expectI32(a.groupIndex, 1, "dispatchLayout: groupIndex"));
-  MOE_RETURN_IF_ERROR(expectShape(a.groupIndex, {a.rowToken.dim(0)}, "dispatchLayout: groupIndex (same rows as rowToken)"));
-  MOE_RETURN_IF_ERROR(expectI32(a.slotRow, 2, "dispatchLayout: slotRow"));
-  return expectShape(a.slotRow, {tokens, slots}, "dispatchLayout: slotRow");
-}
 
 // Checks every id is in [-1, E) and counts each expert's (token, slot) pairs.
 Status countIds(const LayoutArgs& a, std::vector<int64_t>& counts /* [E] */) {
@@ -125,8 +90,9 @@ void writeCounts(const LayoutArgs& a, const std::vector<int64_t>& counts, const 
 }  // namespace
 
 Status dispatchLayout(const LayoutArgs& args) {
-  MOE_RETURN_IF_ERROR(validateOptions(args));
-  MOE_RETURN_IF_ERROR(validateTensors(args));
+  // The shapes, dtypes and options: core/moe_op_checks (shared with the CUDA
+  // backend); the ids are data, checked by countIds.
+  MOE_RETURN_IF_ERROR(checkDispatchLayout(args));
   try {
     std::vector<int64_t> counts(args.numExperts, 0);       // [E] rows per expert
     std::vector<int64_t> offsets(args.numExperts + 1, 0);  // [E + 1] first row per expert, then R

@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
 #include "cpu/one_plus_exp.h"
@@ -30,69 +31,18 @@ constexpr float kSigmoidRenormEpsilon = 1e-20f;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-Status validateLogits(const TensorView& logits) {
-  if (logits.ndim != 2) {
-    return Status(Code::kShape, "route: logits must be 2-D [T, E], got shape " + logits.shapeString());
-  }
-  if (logits.dtype != DType::kF32 && logits.dtype != DType::kBF16) {
-    return Status(Code::kDtype, std::string("route: logits: expected dtype f32 or bf16, got ") + dtypeName(logits.dtype));
-  }
-  if (logits.dim(1) < 1) return Status(Code::kShape, "route: logits must have E >= 1 experts, got shape " + logits.shapeString());
-  return expectContiguous(logits, "route: logits");
-}
-
-Status validateOptions(const RouteArgs& a, int64_t experts) {
-  if (a.scoring != Scoring::kSoftmax && a.scoring != Scoring::kSigmoid) {
-    return Status(Code::kRange, "route: scoring must be softmax or sigmoid");
-  }
-  if (a.topK < 1 || a.topK > experts) {
-    return Status(Code::kRange, "route: topK must be in [1, E=" + str(experts) + "], got " + str(a.topK));
-  }
-  if (a.numGroups < 1 || a.numGroups > experts || experts % a.numGroups != 0) {
-    return Status(Code::kRange, "route: numGroups must be >= 1 and divide E=" + str(experts) + ", got " + str(a.numGroups));
-  }
-  if (a.topKGroups < 1 || a.topKGroups > a.numGroups) {
-    return Status(Code::kRange, "route: topKGroups must be in [1, numGroups=" + str(a.numGroups) + "], got " + str(a.topKGroups));
-  }
-  // Only experts of the kept groups can be chosen; asking for more is a configuration error.
-  const int64_t keptExperts = a.topKGroups * (experts / a.numGroups);
-  if (a.topK > keptExperts) {
-    return Status(Code::kRange, "route: topK must be <= topKGroups * (E / numGroups) = " + str(keptExperts) + ", got " + str(a.topK));
-  }
-  if (!std::isfinite(a.scale)) return Status(Code::kNonFinite, "route: scale must be finite, got " + std::to_string(a.scale));
-  return Status::ok();
-}
-
-Status validateBias(const RouteArgs& a, int64_t experts) {
+// The shapes, dtypes and options: core/moe_op_checks (shared with the CUDA
+// backend). The bias values are data, read here once the shapes are known good.
+Status validateRoute(const RouteArgs& a) {
+  MOE_RETURN_IF_ERROR(checkRoute(a));
   if (a.bias.data == nullptr) return Status::ok();
-  if (a.scoring != Scoring::kSigmoid) {
-    return Status(Code::kRange, "route: bias is only supported with sigmoid scoring");
-  }
-  MOE_RETURN_IF_ERROR(expectDtype(a.bias, DType::kF32, "route: bias"));
-  MOE_RETURN_IF_ERROR(expectShape(a.bias, {experts}, "route: bias"));
-  MOE_RETURN_IF_ERROR(expectContiguous(a.bias, "route: bias"));
   const float* bias = a.bias.as<const float>();  // [E] f32
-  for (int64_t e = 0; e < experts; ++e) {
+  for (int64_t e = 0; e < a.bias.dim(0); ++e) {
     if (!std::isfinite(bias[e])) {
       return Status(Code::kNonFinite, "route: bias[" + str(e) + "] = " + std::to_string(bias[e]) + " is not finite");
     }
   }
   return Status::ok();
-}
-
-Status validateOutput(const TensorView& t, DType dtype, int64_t tokens, int64_t topK, const char* what) {
-  MOE_RETURN_IF_ERROR(expectDtype(t, dtype, what));
-  MOE_RETURN_IF_ERROR(expectShape(t, {tokens, topK}, what));
-  return expectContiguous(t, what);
-}
-
-Status validateRoute(const RouteArgs& a) {
-  MOE_RETURN_IF_ERROR(validateLogits(a.logits));
-  const int64_t tokens = a.logits.dim(0), experts = a.logits.dim(1);
-  MOE_RETURN_IF_ERROR(validateOptions(a, experts));
-  MOE_RETURN_IF_ERROR(validateBias(a, experts));
-  MOE_RETURN_IF_ERROR(validateOutput(a.ids, DType::kI32, tokens, a.topK, "route: ids"));
-  return validateOutput(a.weights, DType::kF32, tokens, a.topK, "route: weights");
 }
 
 // Per-task scratch, sized once per task so that nothing allocates per token.

@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 
+#include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
 #include "cpu/router_logits_amx.h"
@@ -183,21 +184,6 @@ BlockDots selectBlockDots() {
   return blockDotsPortable;
 }
 
-Status validate(const RouterLogitsArgs& args) {
-  for (const auto& [t, what] : {std::pair{&args.x, "routerLogits: x"}, std::pair{&args.w, "routerLogits: w"}}) {
-    if (t->ndim != 2) return Status(Code::kShape, std::string(what) + ": expected a 2-D tensor, got " + t->shapeString());
-    if (t->dtype != DType::kF32 && t->dtype != DType::kBF16) {
-      return Status(Code::kDtype, std::string(what) + ": expected dtype f32 or bf16, got " + dtypeName(t->dtype));
-    }
-    MOE_RETURN_IF_ERROR(expectContiguous(*t, what));
-  }
-  const int64_t hidden = args.x.dim(1);
-  MOE_RETURN_IF_ERROR(expectShape(args.w, {args.w.dim(0), hidden}, "routerLogits: w"));
-  MOE_RETURN_IF_ERROR(expectDtype(args.logits, DType::kF32, "routerLogits: logits"));
-  MOE_RETURN_IF_ERROR(expectShape(args.logits, {args.x.dim(0), args.w.dim(0)}, "routerLogits: logits"));
-  return expectContiguous(args.logits, "routerLogits: logits");
-}
-
 // The AMX path needs bf16 on both sides (exact tile products), whole K steps
 // of 32 and whole 16-expert tiles; the layer's shapes always qualify.
 bool amxApplies(const RouterLogitsArgs& args) {
@@ -239,7 +225,7 @@ void routerLogitsAmx(const RouterLogitsArgs& args) {
 }  // namespace
 
 Status routerLogits(const RouterLogitsArgs& args) {
-  MOE_RETURN_IF_ERROR(validate(args));
+  MOE_RETURN_IF_ERROR(checkRouterLogits(args));  // core/moe_op_checks, shared with the CUDA backend
   if (args.x.dim(0) == 0) return Status::ok();
   if (amxApplies(args)) {
     routerLogitsAmx(args);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/first_failure.h"
 #include "cpu/quantize.h"
@@ -17,47 +18,6 @@ namespace moe::cpu {
 namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
-
-
-bool isFloatDtype(DType d) { return d == DType::kF32 || d == DType::kBF16; }
-
-Status validateH(const TensorView& h) {
-  if (h.ndim != 2) return Status(Code::kShape, "swiglu: h must be 2-D [R, 2I], got shape " + h.shapeString());
-  if (!isFloatDtype(h.dtype)) {
-    return Status(Code::kDtype, std::string("swiglu: h: expected dtype f32 or bf16, got ") + dtypeName(h.dtype));
-  }
-  if (h.dim(1) < 2 || h.dim(1) % 2 != 0) {
-    return Status(Code::kShape, "swiglu: h's last dimension must be 2I (gate then up) with I >= 1, got shape " + h.shapeString());
-  }
-  return expectContiguous(h, "swiglu: h");
-}
-
-Status validateOutput(const SwigluArgs& a, int64_t rows, int64_t inter, bool quantize) {
-  if (quantize) {
-    if (a.scaleFormat != ScaleFormat::kF32 && a.scaleFormat != ScaleFormat::kUE8M0) {
-      return Status(Code::kRange, "swiglu: scaleFormat must be f32 or ue8m0");
-    }
-    // SPEC.md, "Quantization": quantized rows feed the FP8 GEMM, which needs 16-byte rows.
-    if (inter % 16 != 0) {
-      return Status(Code::kShape, "swiglu: quantizing needs I to be a multiple of 16, got " + str(inter));
-    }
-    MOE_RETURN_IF_ERROR(expectDtype(a.out, DType::kFP8E4M3, "swiglu: out (quantizing, scales given)"));
-    MOE_RETURN_IF_ERROR(expectDtype(a.scales, DType::kF32, "swiglu: scales"));
-    MOE_RETURN_IF_ERROR(expectShape(a.scales, {rows, ceilDiv(inter, kQuantGroup)}, "swiglu: scales"));
-    MOE_RETURN_IF_ERROR(expectContiguous(a.scales, "swiglu: scales"));
-  } else if (a.out.dtype == DType::kFP8E4M3) {
-    return Status(Code::kDtype, "swiglu: out is fp8_e4m3 but scales.data is null (quantizing needs scales)");
-  } else if (!isFloatDtype(a.out.dtype)) {
-    return Status(Code::kDtype, std::string("swiglu: out: expected dtype f32, bf16 or fp8_e4m3, got ") + dtypeName(a.out.dtype));
-  }
-  MOE_RETURN_IF_ERROR(expectShape(a.out, {rows, inter}, "swiglu: out"));
-  return expectContiguous(a.out, "swiglu: out");
-}
-
-Status validateSwiglu(const SwigluArgs& a) {
-  MOE_RETURN_IF_ERROR(validateH(a.h));
-  return validateOutput(a, a.h.dim(0), a.h.dim(1) / 2, a.scales.data != nullptr);
-}
 
 // act [I] f32 = silu(gate) * up for one row (gate, up: the row's halves of h),
 // with the vector kernels (quantize_row_kernels.h: exp within 2 ulp, the same
@@ -109,7 +69,7 @@ inline void prefetchRow(const TensorView& h, int64_t row) {
 }  // namespace
 
 Status swiglu(const SwigluArgs& args) {
-  MOE_RETURN_IF_ERROR(validateSwiglu(args));
+  MOE_RETURN_IF_ERROR(checkSwiglu(args));  // core/moe_op_checks, shared with the CUDA backend
   const int64_t rows = args.h.dim(0), inter = args.h.dim(1) / 2;
   // ~16K inputs per task: large enough to amortize the hand-out, small enough to balance.
   const int64_t rowsPerTask = std::max<int64_t>(1, 8192 / inter);
