@@ -6,22 +6,13 @@
 #include "core/op_checks.h"
 #include "cuda_host/device_flags.h"
 #include "cuda_host/plugin.h"
+#include "cuda_host/plugin_enums.h"
 
 namespace moe::cuda {
 
 namespace {
 
 bool gDataChecks = true;
-
-int32_t pluginDtype(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return MOE_CUDA_DTYPE_F32;
-    case DType::kBF16: return MOE_CUDA_DTYPE_BF16;
-    case DType::kFP8E4M3: return MOE_CUDA_DTYPE_FP8_E4M3;
-    case DType::kI32: return MOE_CUDA_DTYPE_I32;
-  }
-  return MOE_CUDA_DTYPE_F32;
-}
 
 Status expectOnDevice(std::initializer_list<const TensorView*> tensors, const char* op) {
   for (const TensorView* t : tensors) {
@@ -56,7 +47,7 @@ class CudaBackend final : public Backend {
     q.x_dtype = pluginDtype(args.x.dtype);
     q.q_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
     q.scale_dtype = MOE_CUDA_DTYPE_F32;
-    q.scale_format = args.scaleFormat == ScaleFormat::kUE8M0 ? MOE_CUDA_SCALE_UE8M0 : MOE_CUDA_SCALE_F32;
+    q.scale_format = pluginScaleFormat(args.scaleFormat);
     MOE_RETURN_IF_ERROR(fromPlugin(api.quantize(&q, err, sizeof err), err, op));
     int32_t nonFinite = 0;
     MOE_RETURN_IF_ERROR(fromPlugin(api.copyD2H(&nonFinite, nonFiniteFlag_, sizeof nonFinite, err, sizeof err), err, op));
@@ -295,7 +286,7 @@ class CudaBackend final : public Backend {
     a.hidden = args.x.dim(1);
     a.x_dtype = pluginDtype(args.x.dtype);
     a.out_dtype = pluginDtype(args.out.dtype);
-    a.scale_format = args.scaleFormat == ScaleFormat::kUE8M0 ? MOE_CUDA_SCALE_UE8M0 : MOE_CUDA_SCALE_F32;
+    a.scale_format = pluginScaleFormat(args.scaleFormat);
     char err[512] = {0};
     MOE_RETURN_IF_ERROR(fromPlugin(Plugin::instance().api().dispatch(&a, err, sizeof err), err, op));
     return readFlag(op, FlagOp::kDispatch);
@@ -316,7 +307,7 @@ class CudaBackend final : public Backend {
     a.inter = args.h.dim(1) / 2;
     a.h_dtype = pluginDtype(args.h.dtype);
     a.out_dtype = pluginDtype(args.out.dtype);
-    a.scale_format = args.scaleFormat == ScaleFormat::kUE8M0 ? MOE_CUDA_SCALE_UE8M0 : MOE_CUDA_SCALE_F32;
+    a.scale_format = pluginScaleFormat(args.scaleFormat);
     char err[512] = {0};
     MOE_RETURN_IF_ERROR(fromPlugin(Plugin::instance().api().swiglu(&a, err, sizeof err), err, op));
     return readFlag(op, FlagOp::kSwiglu);

@@ -4,6 +4,7 @@
 
 #include "cuda_host/device_flags.h"
 #include "cuda_host/plugin.h"
+#include "cuda_host/plugin_enums.h"
 
 namespace moe::cuda {
 
@@ -11,16 +12,6 @@ namespace {
 
 // Word of `flags` each stage reports into.
 enum FlagWord { kFlagRoute, kFlagLayout, kFlagDispatch, kFlagSwiglu, kFlagCombine, kFlagSharedQuantize, kFlagSharedSwiglu };
-
-int32_t dtypeOf(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return MOE_CUDA_DTYPE_F32;
-    case DType::kBF16: return MOE_CUDA_DTYPE_BF16;
-    case DType::kFP8E4M3: return MOE_CUDA_DTYPE_FP8_E4M3;
-    case DType::kI32: return MOE_CUDA_DTYPE_I32;
-  }
-  return MOE_CUDA_DTYPE_F32;
-}
 
 class Forward {
  public:
@@ -91,8 +82,8 @@ Status Forward::routeAndLayout() {
   r.tokens = tokens_;
   r.hidden = hidden_;
   r.experts = experts_;
-  r.x_dtype = dtypeOf(a_.x.dtype);
-  r.w_dtype = dtypeOf(a_.gate.dtype);
+  r.x_dtype = pluginDtype(a_.x.dtype);
+  r.w_dtype = pluginDtype(a_.gate.dtype);
   MOE_RETURN_IF_ERROR(check(api_.routerLogits(&r, err_, sizeof err_), "moeForward: routerLogits"));
 
   moe_cuda_route_args q{};
@@ -148,7 +139,7 @@ Status Forward::gemm(const ExpertWeights& w, const TensorView& a, const TensorVi
     g.g = experts_;
     g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
     g.scale_dtype = MOE_CUDA_DTYPE_F32;
-    g.d_dtype = dtypeOf(d.dtype);
+    g.d_dtype = pluginDtype(d.dtype);
     g.kernel = MOE_CUDA_KERNEL_AUTO;
     return check(api_.groupedGemmFp8(&g, err_, sizeof err_), what);
   }
@@ -166,7 +157,7 @@ Status Forward::gemm(const ExpertWeights& w, const TensorView& a, const TensorVi
   g.expected_m = (tokens_ * topK_ + experts_ - 1) / experts_;  // rows per expert on average
   g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
   g.scale_dtype = MOE_CUDA_DTYPE_F32;
-  g.d_dtype = dtypeOf(d.dtype);
+  g.d_dtype = pluginDtype(d.dtype);
   g.kernel = MOE_CUDA_KERNEL_AUTO;
   return check(api_.groupedGemmFp8Masked(&g, err_, sizeof err_), what);
 }
@@ -184,7 +175,7 @@ Status Forward::experts(int64_t rows) {
   d.rows = rows;
   d.tokens = tokens_;
   d.hidden = hidden_;
-  d.x_dtype = dtypeOf(a_.x.dtype);
+  d.x_dtype = pluginDtype(a_.x.dtype);
   d.out_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
   d.scale_format = MOE_CUDA_SCALE_F32;
   MOE_RETURN_IF_ERROR(check(api_.dispatch(&d, err_, sizeof err_), "moeForward: dispatch"));
@@ -196,7 +187,7 @@ Status Forward::experts(int64_t rows) {
   s.error_flag = flag(kFlagSwiglu);
   s.rows = rows;
   s.inter = inter;
-  s.h_dtype = dtypeOf(ws.h.dtype);
+  s.h_dtype = pluginDtype(ws.h.dtype);
   s.out_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
   s.scale_format = MOE_CUDA_SCALE_F32;
   MOE_RETURN_IF_ERROR(check(api_.swiglu(&s, err_, sizeof err_), "moeForward: swiglu"));
@@ -216,7 +207,7 @@ Status Forward::denseGemm(const ExpertWeights& w, const TensorView& a, const Ten
   g.k = w.data[0].dim(2);
   g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
   g.scale_dtype = MOE_CUDA_DTYPE_F32;
-  g.d_dtype = dtypeOf(d.dtype);
+  g.d_dtype = pluginDtype(d.dtype);
   g.kernel = MOE_CUDA_KERNEL_AUTO;
   return check(api_.gemmFp8(&g, err_, sizeof err_), what);
 }
@@ -232,7 +223,7 @@ Status Forward::shared() {
   q.rows = tokens_;
   q.cols = hidden_;
   q.block_rows = 1;
-  q.x_dtype = dtypeOf(a_.x.dtype);
+  q.x_dtype = pluginDtype(a_.x.dtype);
   q.q_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
   q.scale_dtype = MOE_CUDA_DTYPE_F32;
   q.scale_format = MOE_CUDA_SCALE_F32;
@@ -245,7 +236,7 @@ Status Forward::shared() {
   s.error_flag = flag(kFlagSharedSwiglu);
   s.rows = tokens_;
   s.inter = ws.sharedH.dim(1) / 2;
-  s.h_dtype = dtypeOf(ws.sharedH.dtype);
+  s.h_dtype = pluginDtype(ws.sharedH.dtype);
   s.out_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
   s.scale_format = MOE_CUDA_SCALE_F32;
   MOE_RETURN_IF_ERROR(check(api_.swiglu(&s, err_, sizeof err_), "moeForward: shared swiglu"));
@@ -266,9 +257,9 @@ Status Forward::combine(int64_t rows) {
   c.tokens = tokens_;
   c.slots = topK_;
   c.hidden = hidden_;
-  c.y_dtype = dtypeOf(ws.y.dtype);
-  c.shared_dtype = hasShared ? dtypeOf(ws.sharedOut.dtype) : MOE_CUDA_DTYPE_F32;
-  c.out_dtype = dtypeOf(a_.out.dtype);
+  c.y_dtype = pluginDtype(ws.y.dtype);
+  c.shared_dtype = hasShared ? pluginDtype(ws.sharedOut.dtype) : MOE_CUDA_DTYPE_F32;
+  c.out_dtype = pluginDtype(a_.out.dtype);
   return check(api_.combine(&c, err_, sizeof err_), "moeForward: combine");
 }
 
