@@ -49,6 +49,22 @@ fail() {
 }
 note() { summary+=("$*"); echo "check-static: $*"; }
 
+# What steps 2 and 9 check in every object's ptxas -v log (the build's ptxas
+# gate checked it too; this catches a stale or hand-built object): at least
+# one kernel, no spills, no stack frame, no local memory, and a clean spill
+# report per kernel. Sets n to the object's kernel count.
+check_ptxas_log() {  # <name> <log>
+  local s=$1 log=$2
+  [ -f "$log" ] || fail "no ptxas log $log"
+  n=$(grep -c "Compiling entry function" "$log" || true)
+  [ "$n" -gt 0 ] || fail "$s: ptxas compiled no entry function"
+  if grep -E '[1-9][0-9]* bytes spill (stores|loads)' "$log" >&2; then fail "$s: register spills"; fi
+  if grep -E '[1-9][0-9]* bytes stack frame' "$log" >&2; then fail "$s: stack frame / local memory"; fi
+  if grep -iE 'ptxas warning.*(local memory|lmem)' "$log" >&2; then fail "$s: local memory"; fi
+  [ "$(grep -c '0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads' "$log")" -ge "$n" ] ||
+    fail "$s: a kernel without a clean spill report"
+}
+
 command -v nvcc >/dev/null || fail "nvcc is not on PATH"
 command -v cmake >/dev/null || fail "cmake is not on PATH"
 
@@ -87,20 +103,13 @@ fi
 kernels=0
 for s in "${sm90_sources[@]}"; do
   log="$logs/$s.cu.o.ptxas.log"
-  [ -f "$log" ] || fail "no ptxas log $log"
-  n=$(grep -c "Compiling entry function" "$log" || true)
-  [ "$n" -gt 0 ] || fail "$s: ptxas compiled no entry function"
+  check_ptxas_log "$s" "$log"
   kernels=$((kernels + n))
-  if grep -E '[1-9][0-9]* bytes spill (stores|loads)' "$log" >&2; then fail "$s: register spills"; fi
-  if grep -E '[1-9][0-9]* bytes stack frame' "$log" >&2; then fail "$s: stack frame / local memory"; fi
-  if grep -iE 'ptxas warning.*(local memory|lmem)' "$log" >&2; then fail "$s: local memory"; fi
   if grep -iE 'wgmma.*serializ|serializ.*wgmma' "$log" >&2; then fail "$s: wgmma serialization"; fi
   if grep -iE 'ptxas (warning|error)' "$log" >&2; then fail "$s: ptxas warnings"; fi
   bad=$(grep -oE 'Used [0-9]+ registers' "$log" | awk -v want=$expect_regs '$2 != want' | head -1)
   [ -z "$bad" ] || fail "$s: '$bad' but setmaxnreg assumes $expect_regs"
   [ "$(grep -c 'Used [0-9]* registers' "$log")" -eq "$n" ] || fail "$s: a kernel without a register report"
-  [ "$(grep -c '0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads' "$log")" -ge "$n" ] ||
-    fail "$s: a kernel without a clean spill report"
 done
 note "ptxas: $kernels sm_90a kernels, all $expect_regs registers, 0 spills, 0 stack, no wgmma serialization"
 
@@ -175,16 +184,8 @@ note "moe_math_test: $(grep -c '^  ok' "$build/moe_math_test.log") checks vs the
 # ---- 9. ptxas report of the MoE kernels -----------------------------------------------
 moe_kernels=0
 for s in "${moe_sources[@]}"; do
-  log="$moe_logs/$s.cu.o.ptxas.log"
-  [ -f "$log" ] || fail "no ptxas log $log"
-  n=$(grep -c "Compiling entry function" "$log" || true)
-  [ "$n" -gt 0 ] || fail "$s: ptxas compiled no entry function"
+  check_ptxas_log "$s" "$moe_logs/$s.cu.o.ptxas.log"
   moe_kernels=$((moe_kernels + n))
-  if grep -E '[1-9][0-9]* bytes spill (stores|loads)' "$log" >&2; then fail "$s: register spills"; fi
-  if grep -E '[1-9][0-9]* bytes stack frame' "$log" >&2; then fail "$s: stack frame / local memory"; fi
-  if grep -iE 'ptxas warning.*(local memory|lmem)' "$log" >&2; then fail "$s: local memory"; fi
-  [ "$(grep -c '0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads' "$log")" -ge "$n" ] ||
-    fail "$s: a kernel without a clean spill report"
 done
 note "ptxas: $moe_kernels MoE kernel compilations (sm_80/89/90), 0 spills, 0 stack"
 
