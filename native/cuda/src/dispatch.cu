@@ -25,10 +25,7 @@ using namespace quant;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kStep = 32 * kPerLane;         // 512 columns per warp step
-constexpr int kLanesPerGroup = kGroup / kPerLane;  // 8
 constexpr unsigned kFull = 0xFFFFFFFFu;
-static_assert(kStep % kGroup == 0, "a step covers whole groups");
 
 constexpr int32_t kBadToken = MOE_CUDA_FLAG_BAD_INDEX;
 constexpr int32_t kNonFinite = MOE_CUDA_FLAG_NONFINITE;
@@ -57,14 +54,7 @@ __global__ void __launch_bounds__(kThreads) dispatch_fp8_kernel(DispatchProblem 
         finite &= is_finite(v[j]);
         amax = amax_step(amax, v[j]);
       }
-      // The group's 8 lanes (xor 4, 2, 1 stays inside them); max of values >= 0: order-free.
-#pragma unroll
-      for (int off = kLanesPerGroup / 2; off > 0; off >>= 1) amax = amax_step(amax, __shfl_xor_sync(kFull, amax, off));
-      const float s = group_scale(amax, p.ue8m0);
-      if (active) {
-        store16_fp8(out + r * H + col, v, s);
-        if ((lane & (kLanesPerGroup - 1)) == 0) p.scales[r * groups + col / kGroup] = s;  // [R, groups] f32
-      }
+      quantize_store16(v, amax, active, p.ue8m0, lane, out + r * H, p.scales + r * groups, col);  // scales: [R, groups] f32
     }
     if (__any_sync(kFull, !finite) && lane == 0 && p.flag != nullptr) atomicOr(p.flag, kNonFinite);
   }

@@ -24,8 +24,6 @@ using namespace quant;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kStep = 32 * kPerLane;
-constexpr int kLanesPerGroup = kGroup / kPerLane;
 constexpr unsigned kFull = 0xFFFFFFFFu;
 constexpr int32_t kNonFiniteBit = MOE_CUDA_FLAG_NONFINITE;
 
@@ -53,13 +51,7 @@ __global__ void __launch_bounds__(kThreads) swiglu_fp8_kernel(SwigluProblem p) {
           amax = amax_step(amax, act[j]);
         }
       }
-#pragma unroll
-      for (int off = kLanesPerGroup / 2; off > 0; off >>= 1) amax = amax_step(amax, __shfl_xor_sync(kFull, amax, off));
-      const float s = group_scale(amax, p.ue8m0);
-      if (active) {
-        store16_fp8(out + r * I + col, act, s);
-        if ((lane & (kLanesPerGroup - 1)) == 0) p.scales[r * groups + col / kGroup] = s;  // [R, groups] f32
-      }
+      quantize_store16(act, amax, active, p.ue8m0, lane, out + r * I, p.scales + r * groups, col);  // scales: [R, groups] f32
     }
     if (__any_sync(kFull, !finite) && lane == 0 && p.flag != nullptr) atomicOr(p.flag, kNonFiniteBit);
   }

@@ -1,6 +1,7 @@
 // 16-byte vector loads and stores shared by the row kernels (dispatch.cu,
-// swiglu.cu): 16 consecutive values per lane. Device only; the element math
-// they wrap is quantize_math.cuh.
+// swiglu.cu): 16 consecutive values per lane, so a warp step covers 512
+// columns and a 128-column scale group is 8 adjacent lanes. Device only; the
+// element math they wrap is quantize_math.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,7 +11,10 @@
 
 namespace moe_cuda {
 
-constexpr int kPerLane = 16;  // columns per lane per access
+constexpr int kPerLane = 16;                              // columns per lane per access
+constexpr int kStep = 32 * kPerLane;                      // 512 columns per warp step
+constexpr int kLanesPerGroup = quant::kGroup / kPerLane;  // 8 lanes per 128-column group
+static_assert(kStep % quant::kGroup == 0, "a step covers whole groups");
 
 // 16 values from x (bf16: 2 x 16 B; f32: 4 x 16 B); 16-byte aligned.
 template <bool kBF16>
@@ -51,6 +55,24 @@ __device__ __forceinline__ void store16_fp8(uint8_t* dst, const float (&v)[kPerL
                 (static_cast<uint32_t>(quant::quantize_value(v[4 * w + 3], s)) << 24);
   }
   *reinterpret_cast<uint4*>(dst) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+}
+
+// The end of one quantized warp step, the same in dispatch and swiglu: the
+// group's amax over its 8 lanes (xor 4, 2, 1 stays inside them; a max of
+// values >= 0, so order-free), its scale, the lane's 16 fp8 values at q and,
+// from the group's first lane, the group's scale: the lane's columns start
+// at col of the row q_row ([cols] fp8), whose scales are scale_row ([groups]
+// f32). amax: the lane's own. Every lane calls it (the shuffles), active (a
+// lane inside the row) or not.
+__device__ __forceinline__ void quantize_store16(const float (&v)[kPerLane], float amax, bool active, bool ue8m0, int lane,
+                                                 uint8_t* q_row, float* scale_row, int64_t col) {
+#pragma unroll
+  for (int off = kLanesPerGroup / 2; off > 0; off >>= 1) amax = quant::amax_step(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  const float s = quant::group_scale(amax, ue8m0);
+  if (active) {
+    store16_fp8(q_row + col, v, s);
+    if ((lane & (kLanesPerGroup - 1)) == 0) scale_row[col / quant::kGroup] = s;
+  }
 }
 
 }  // namespace moe_cuda
