@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MoeConfig, MoeLayer, backends, bf16FromFloat32, referenceForwardToken } from '../lib/index';
 import { calcDiff } from './helpers/reference';
+import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 
 // MoeLayer on the GPU: weights resident on the device, the forward enqueued
@@ -11,18 +12,7 @@ import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 // fail with a clear MoeError instead of crashing.
 const cuda = backends().find((b) => b.name === 'cuda')!;
 
-const SMALL: MoeConfig = {
-  hiddenSize: 512,
-  intermediateSize: 256,
-  numExperts: 32,
-  topK: 8,
-  numGroups: 8,
-  topKGroups: 4,
-  routedScalingFactor: 2.5,
-  normTopKProb: true,
-  scoring: 'sigmoid',
-  numSharedExperts: 1,
-};
+const SMALL: MoeConfig = smallDeepSeekConfig(512, 256);
 
 describe.skipIf(cuda.available)('MoeLayer on CUDA without a GPU', () => {
   it(`fails with ERR_MOE_DEVICE, not a crash (${cuda.reason})`, () => {

@@ -5,24 +5,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ForwardProfile, MoeConfig, MoeError, getNumThreads, setNumThreads, MoeLayer, bf16FromFloat32, referenceForwardToken, tensor } from '../lib/index';
 import { calcDiff } from './helpers/reference';
 import { layerTensors, tempDir, writeCheckpoint } from './helpers/checkpoint';
+import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 
 const random = rng();
 
-// DeepSeek-V3's routing (sigmoid, bias, 8 groups of which 4 kept, top-8,
-// scale 2.5, one shared expert) at a size a test can afford.
-const SMALL: MoeConfig = {
-  hiddenSize: 256,
-  intermediateSize: 128,
-  numExperts: 32,
-  topK: 8,
-  numGroups: 8,
-  topKGroups: 4,
-  routedScalingFactor: 2.5,
-  normTopKProb: true,
-  scoring: 'sigmoid',
-  numSharedExperts: 1,
-};
+const SMALL: MoeConfig = smallDeepSeekConfig(256, 128);
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
