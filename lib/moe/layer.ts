@@ -92,6 +92,13 @@ export interface RandomLayerOptions {
 /** Idle workspaces kept for reuse; more concurrent forwards than this allocate and drop extras. */
 const MAX_IDLE_WORKSPACES = 4;
 
+/** The native forward's `cuda` options (moe_bindings.cpp): row layout and the device error flags. */
+interface CudaForwardOptions {
+  masked: boolean;
+  maxRowsPerExpert: number;
+  flags: Tensor;
+}
+
 function checkExperts(m: ExpertMatrices | undefined, e: number, n: number, k: number, what: string): void {
   if (!m || m.numExperts !== e || m.n !== n || m.k !== k) {
     throw new MoeError('ERR_MOE_SHAPE', `MoeLayer: ${what}: expected [${e}, ${n}, ${k}] expert matrices, got ${m ? `[${m.numExperts}, ${m.n}, ${m.k}]` : describe(m)}`);
@@ -299,31 +306,18 @@ export class MoeLayer {
       : expectOneOf(opts.layout ?? (tokens <= MASKED_MAX_TOKENS ? 'masked' : 'contiguous'), ['contiguous', 'masked'] as const, 'MoeLayer.forward: options.layout');
     const ws = this.acquire(tokens, rowLayout);
     const c = this.config;
-    const w = this.weights;
-    const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
     const args = {
-      x,
-      gate: this.routerWeight,
-      bias: w.bias,
-      routing: {
-        scoring: c.scoring,
-        topK: c.topK,
-        numGroups: c.numGroups,
-        topKGroups: c.topKGroups,
-        renormalize: c.normTopKProb,
-        scale: c.routedScalingFactor,
-      },
-      // The CPU kernels gain nothing from 128-aligned expert segments; padding rows would only cost time.
-      // The GPU's Hopper grouped GEMM needs them.
-      align: cuda ? CUDA_ALIGN : 1,
-      w13: shards(w.w13),
-      w2: shards(w.w2),
-      sharedW13: shards(w.sharedW13),
-      sharedW2: shards(w.sharedW2),
-      ws: ws.views(tokens),
-      out,
+      ...this.nativeArgs(
+        x,
+        out,
+        ws,
+        tokens,
+        // The CPU kernels gain nothing from 128-aligned expert segments; padding rows would only cost time.
+        // The GPU's Hopper grouped GEMM needs them.
+        cuda ? CUDA_ALIGN : 1,
+        cuda ? { masked: rowLayout === 'masked', maxRowsPerExpert: rowLayout === 'masked' ? tokens : 0, flags: ws.tensor('flags') } : undefined,
+      ),
       stageSeconds: ws.stageSeconds,
-      cuda: cuda ? { masked: rowLayout === 'masked', maxRowsPerExpert: rowLayout === 'masked' ? tokens : 0, flags: ws.tensor('flags') } : undefined,
     };
     const report = () => {
       if (cuda) {
@@ -368,23 +362,40 @@ export class MoeLayer {
 
   /** @internal The native forward arguments for CapturedForward. */
   captureArgs(x: Tensor, out: Tensor, ws: Workspace): Record<string, unknown> {
+    const tokens = x.shape[0];
+    // The masked layout gives each expert maxRowsPerExpert rows: align plays no part.
+    return this.nativeArgs(x, out, ws, tokens, 1, { masked: true, maxRowsPerExpert: tokens, flags: ws.tensor('flags') });
+  }
+
+  /**
+   * The native forward's arguments that forward() and captureArgs() share:
+   * x, out, the layer's weights and routing, the workspace's views for
+   * `tokens` rows, the expert segments' row alignment and the CUDA options.
+   */
+  private nativeArgs(x: Tensor, out: Tensor, ws: Workspace, tokens: number, align: number, cuda: CudaForwardOptions | undefined) {
     const c = this.config;
     const w = this.weights;
     const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
-    const tokens = x.shape[0];
     return {
       x,
       gate: this.routerWeight,
       bias: w.bias,
-      routing: { scoring: c.scoring, topK: c.topK, numGroups: c.numGroups, topKGroups: c.topKGroups, renormalize: c.normTopKProb, scale: c.routedScalingFactor },
-      align: 1,
+      routing: {
+        scoring: c.scoring,
+        topK: c.topK,
+        numGroups: c.numGroups,
+        topKGroups: c.topKGroups,
+        renormalize: c.normTopKProb,
+        scale: c.routedScalingFactor,
+      },
+      align,
       w13: shards(w.w13),
       w2: shards(w.w2),
       sharedW13: shards(w.sharedW13),
       sharedW2: shards(w.sharedW2),
       ws: ws.views(tokens),
       out,
-      cuda: { masked: true, maxRowsPerExpert: tokens, flags: ws.tensor('flags') },
+      cuda,
     };
   }
 
