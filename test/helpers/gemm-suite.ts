@@ -3,7 +3,7 @@
  * path (the path is forced through MOE_CPU_ISA before the addon loads).
  */
 import { describe, expect, it } from 'vitest';
-import { cpuInfo, empty, gemmFp8, gemmFp8Sync, quantizeActivationsSync, quantizeWeightsSync, setNumThreads, tensor } from '../../lib/index';
+import { cpuInfo, empty, fp8E4m3ToFloat, gemmFp8, gemmFp8Sync, quantizeActivationsSync, quantizeWeightsSync, setNumThreads, tensor } from '../../lib/index';
 import { calcDiff, referenceGemm, referenceMatmul } from './reference';
 import { randomActivations, randomFloats, rng, seedNote } from './random';
 
@@ -53,6 +53,45 @@ export function gemmSuite(isa: 'avx512' | 'avx2' | 'portable' | 'default'): void
         if (m * n < 100) return;
         const unquantized = referenceMatmul(x, w, m, n, k);
         expect(calcDiff(d, unquantized), `vs the unquantized product ${seedNote}`).toBeLessThan(1e-3);
+      });
+    }
+
+    // Every fp8 code in B (all 254 non-NaN bytes, subnormals and both zeros
+    // included) at the M that select each kernel (streaming, AMX strips of one
+    // and two tiles, AMX blocks), checked element by element: a decode error
+    // in one code must not hide in a global diff.
+    for (const m of [1, 2, 5, 16, 32, 40]) {
+      it(`decodes every fp8 code of b exactly (M=${m}, element-wise)`, () => {
+        const codes = Array.from({ length: 256 }, (_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
+        const [n, k] = [codes.length, 272];
+        const bBytes = new Uint8Array(n * k);
+        // Row j holds code j only, so that a wrong decode of it moves d[:, j]
+        // by a large fraction of its own magnitude.
+        for (let j = 0; j < n; j++) bBytes.fill(codes[j], j * k, (j + 1) * k);
+        const groups = Math.ceil(k / 128);
+        const bScales = Float32Array.from({ length: Math.ceil(n / 128) * groups }, () => 0.5 + random());
+        const b = { data: tensor(bBytes, [n, k], 'fp8_e4m3'), scales: tensor(bScales, [Math.ceil(n / 128), groups]) };
+        const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
+        const exact = referenceGemm(a.data.data, a.scales.data, bBytes, bScales, m, n, k);
+        const d = gemmFp8Sync(a, b, { out: 'f32' }).data as Float32Array;
+        const decodedA = Float64Array.from(a.data.data as Uint8Array, fp8E4m3ToFloat);
+        const decodedB = Float64Array.from(bBytes, fp8E4m3ToFloat);
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let magnitude = 0; // sum of |terms|: f32 accumulation error scales with it
+            for (let kk = 0; kk < k; kk++) {
+              const g = Math.floor(kk / 128);
+              magnitude += Math.abs(decodedA[i * k + kk] * decodedB[j * k + kk] * a.scales.data[i * groups + g] * bScales[Math.floor(j / 128) * groups + g]);
+            }
+            const got = d[i * n + j];
+            const want = exact[i * n + j];
+            // The f32 sums' worst case is k ulps of the magnitude; a wrongly
+            // decoded code moves d[i, j] by a large part of the magnitude.
+            if (!(Math.abs(got - want) <= k * 2 ** -24 * magnitude + 1e-30)) {
+              expect.fail(`d[${i}, ${j}] = ${got}, want ${want} (b codes of row ${j}) ${seedNote}`);
+            }
+          }
+        }
       });
     }
 

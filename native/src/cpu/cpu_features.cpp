@@ -55,7 +55,8 @@ CpuFeatures detectHardware() {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
-  f.amxTile = f.amxBf16 = detectAmx();
+  // The AMX kernels also use AVX512-VBMI byte permutes (every AMX CPU has it).
+  f.amxTile = f.amxBf16 = detectAmx() && __builtin_cpu_supports("avx512vbmi");
 #endif
   return f;
 }

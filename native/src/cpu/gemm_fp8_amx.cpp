@@ -19,7 +19,7 @@
 
 #include "cpu/gemm_fp8_kernels.h"
 
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-bf16")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,amx-tile,amx-bf16")
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -308,10 +308,71 @@ struct StripPos {
   int64_t n, g;
 };
 
-// Decodes K step s (32 k) of group pos.g for the 32 rows of strip pos.n into
-// w (rows past N as zeros; k past K as zeros), and prefetches rows
-// [8 (s % 4), 8 (s % 4) + 8) a few groups ahead.
-inline void decodeStripStep(const AmxStripJob& job, StripPos pos, int64_t s, uint16_t* w, __m256i& nan) {
+// ---- fp8 -> bf16, 64 at a time (the strip walk's decode) -----------------------
+//
+// The bf16 bits of every e4m3 magnitude (0x7F, NaN, as a quiet NaN; NaN codes
+// are caught on the bytes anyway), split into high and low bytes: two
+// 128-byte tables that vpermi2b indexes by the low 7 bits of each byte.
+struct Bf16ByteTables {
+  uint8_t hi[128], lo[128];
+};
+constexpr uint16_t bf16OfE4m3Magnitude(int v) {
+  if (v == 0x7F) return 0x7FC0;
+  const int e = v >> 3, m = v & 7;
+  if (e > 0) return static_cast<uint16_t>(((e + 120) << 7) | (m << 4));
+  if (m == 0) return 0;
+  const int p = m >= 4 ? 2 : m >= 2 ? 1 : 0;  // m * 2^-9 = 2^(p - 9) * (m / 2^p)
+  return static_cast<uint16_t>(((118 + p) << 7) | (((m - (1 << p)) << (7 - p)) & 0x7F));
+}
+constexpr Bf16ByteTables makeBf16ByteTables() {
+  Bf16ByteTables t{};
+  for (int v = 0; v < 128; ++v) {
+    t.hi[v] = static_cast<uint8_t>(bf16OfE4m3Magnitude(v) >> 8);
+    t.lo[v] = static_cast<uint8_t>(bf16OfE4m3Magnitude(v) & 0xFF);
+  }
+  return t;
+}
+alignas(64) constexpr Bf16ByteTables kBf16Bytes = makeBf16ByteTables();
+
+// Byte order that makes unpacklo/unpackhi (which work per 128-bit lane)
+// return elements 0..31 and 32..63 in order: in lane L, bytes 0..7 hold
+// elements 8L..8L+7 and bytes 8..15 hold 32+8L..32+8L+7.
+constexpr struct UnpackOrder {
+  uint8_t idx[64];
+  constexpr UnpackOrder() : idx{} {
+    for (int p = 0; p < 64; ++p) {
+      const int lane = p / 16, j = p % 16;
+      idx[p] = static_cast<uint8_t>(j < 8 ? 8 * lane + j : 32 + 8 * lane + (j - 8));
+    }
+  }
+} kUnpackOrder;
+
+// The 64 bytes as 64 bf16: out[0..31] = k 0..31, out[32..63] = k 32..63.
+// Five shuffle-port uops per 64 values (the shift-and-fix decode took three
+// per 32 plus four ALU uops).
+inline void bf16FromFp8x64(__m512i bytes, uint16_t* out) {
+  const __m512i tHi0 = _mm512_load_si512(kBf16Bytes.hi), tHi1 = _mm512_load_si512(kBf16Bytes.hi + 64);
+  const __m512i tLo0 = _mm512_load_si512(kBf16Bytes.lo), tLo1 = _mm512_load_si512(kBf16Bytes.lo + 64);
+  const __m512i x = _mm512_permutexvar_epi8(_mm512_loadu_si512(kUnpackOrder.idx), bytes);
+  __m512i hi = _mm512_permutex2var_epi8(tHi0, x, tHi1);
+  const __m512i lo = _mm512_permutex2var_epi8(tLo0, x, tLo1);
+  hi = _mm512_ternarylogic_epi32(hi, x, _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);  // hi | (x & 0x80): the sign
+  _mm512_store_si512(out, _mm512_unpacklo_epi8(lo, hi));
+  _mm512_store_si512(out + 32, _mm512_unpackhi_epi8(lo, hi));
+}
+
+inline bool sawNan64(__m512i acc) {
+  return _mm512_cmpeq_epi8_mask(acc, _mm512_set1_epi8(-1)) != 0;
+}
+
+inline __m512i trackNan64(__m512i acc, __m512i bytes) {
+  return _mm512_max_epu8(acc, _mm512_or_si512(bytes, _mm512_set1_epi8(static_cast<char>(0x80))));
+}
+
+// Decodes K steps s, s + 1 (64 k) of group pos.g for the 32 rows of strip
+// pos.n into w (rows past N as zeros; k past K as zeros), and prefetches
+// rows [8 (s % 4), 8 (s % 4) + 16) a few groups ahead.
+inline void decodeStripSteps2(const AmxStripJob& job, StripPos pos, int64_t s, uint16_t* w, __m512i& nan) {
   int64_t pfRow = pos.n, pfPos = (pos.g + kStripPrefetchGroups) * kGroup;
   if (pfPos >= job.K) {
     pfRow += kAmxStripRows;
@@ -319,31 +380,37 @@ inline void decodeStripStep(const AmxStripJob& job, StripPos pos, int64_t s, uin
   }
   if (pfPos < job.K) {
     const int64_t r0 = 8 * (s & 3);
-    for (int64_t r = r0; r < r0 + 8 && pfRow + r < job.N; ++r) {
+    for (int64_t r = r0; r < r0 + 16 && pfRow + r < job.N; ++r) {
       const char* p = reinterpret_cast<const char*>(job.b + (pfRow + r) * job.K + pfPos);
       _mm_prefetch(p, _MM_HINT_T0);
       _mm_prefetch(p + 64, _MM_HINT_T0);
     }
   }
+  const int64_t K = job.K;
   const int64_t k = pos.g * kGroup + s * kAmxKStep;
   const int64_t valid = minI(kAmxStripRows, job.N - pos.n);
-  const uint8_t* src = job.b + pos.n * job.K + k;
+  const uint8_t* src = job.b + pos.n * K + k;
   uint16_t* out = w + s * 32;
-  if (k + 32 <= job.K) {
-#pragma GCC unroll 4
+  __m512i seen = nan;
+  if (k + 64 <= K) {
     for (int64_t r = 0; r < valid; ++r) {
-      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * job.K));
-      nan = trackNan(nan, bytes);
-      _mm512_store_si512(out + r * kWbufLd, bf16FromFp8(bytes));
+      const __m512i bytes = _mm512_loadu_si512(src + r * K);
+      seen = trackNan64(seen, bytes);
+      bf16FromFp8x64(bytes, out + r * kWbufLd);
     }
   } else {
+    const __mmask64 m = K - k >= 64 ? ~__mmask64(0) : (__mmask64(1) << (K - k)) - 1;
     for (int64_t r = 0; r < valid; ++r) {
-      const __m256i bytes = _mm256_maskz_loadu_epi8(static_cast<__mmask32>(0xFFFFu), src + r * job.K);
-      nan = trackNan(nan, bytes);
-      _mm512_store_si512(out + r * kWbufLd, bf16FromFp8(bytes));
+      const __m512i bytes = _mm512_maskz_loadu_epi8(m, src + r * K);
+      seen = trackNan64(seen, bytes);
+      bf16FromFp8x64(bytes, out + r * kWbufLd);
     }
   }
-  for (int64_t r = valid; r < kAmxStripRows; ++r) _mm512_store_si512(out + r * kWbufLd, _mm512_setzero_si512());
+  nan = seen;
+  for (int64_t r = valid; r < kAmxStripRows; ++r) {
+    _mm512_store_si512(out + r * kWbufLd, _mm512_setzero_si512());
+    _mm512_store_si512(out + r * kWbufLd + 32, _mm512_setzero_si512());
+  }
 }
 
 // D[m, n .. n + 32) = acc (tile (t, h) = acc + (2t + h) * 256, [16 n][16 m]).
@@ -398,11 +465,11 @@ bool runStrips(const AmxStripJob& job) {
   const int64_t actTileStride = kStepsPerGroup * kAmxTileWords;
   auto groupSteps = [&](int64_t g) { return minI(kStepsPerGroup, (job.K - g * kGroup + kAmxKStep - 1) / kAmxKStep); };
   uint16_t* wbufs[2] = {job.wbuf, job.wbuf + kAmxStripRows * kWbufLd};
-  __m256i nan = _mm256_setzero_si256();
+  __m512i nan = _mm512_setzero_si512();
   int cur = 0;
   {
     const StripPos first{job.n0, 0};
-    for (int64_t s = 0; s < groupSteps(0); ++s) decodeStripStep(job, first, s, wbufs[0], nan);
+    for (int64_t s = 0; s < groupSteps(0); s += 2) decodeStripSteps2(job, first, s, wbufs[0], nan);
   }
   for (int64_t n = job.n0; n < job.n1; n += kAmxStripRows) {
     const float* sbRow = job.sb + (n / kGroup) * job.groups;
@@ -425,7 +492,7 @@ bool runStrips(const AmxStripJob& job) {
         if (s < kSteps) tileStep<MT>(w + s * 32, act + s * kAmxTileWords, actTileStride);
         compilerBarrier();
         if (s == 0 && g > 0) promote(pending);
-        if (s < nextSteps) decodeStripStep(job, next, s, wnext, nan);
+        if (s % 2 == 0 && s < nextSteps) decodeStripSteps2(job, next, s, wnext, nan);
         compilerBarrier();
       }
       float* cbuf = job.cbuf + (g & 1) * 1024;
@@ -441,9 +508,9 @@ bool runStrips(const AmxStripJob& job) {
     }
     promote(pending);
     writeStrip(job, n);
-    if (sawNan(nan)) return true;
+    if (sawNan64(nan)) return true;
   }
-  return sawNan(nan);
+  return sawNan64(nan);
 }
 
 }  // namespace
