@@ -1,6 +1,7 @@
 #include "cpu/router_logits.h"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "cpu/cpu_features.h"
 #include "cpu/router_logits_amx.h"
 #include "cpu/thread_pool.h"
+#include "cpu/thread_scratch.h"
 
 // GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
 // which -Wall reports at every inlined call site.
@@ -195,7 +197,9 @@ bool amxApplies(const RouterLogitsArgs& args) {
 // are enough token blocks for the threads (w, [E, H] bf16, stays in L2 and
 // each token block is packed once); otherwise the experts are split so that
 // a decode step still spreads w over every thread.
-void routerLogitsAmx(const RouterLogitsArgs& args) {
+thread_local ThreadScratch t_routerScratch;
+
+Status routerLogitsAmx(const RouterLogitsArgs& args) {
   const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
   const uint16_t* x = args.x.as<const uint16_t>();  // [T, H] bf16
   const uint16_t* w = args.w.as<const uint16_t>();  // [E, H] bf16
@@ -208,18 +212,23 @@ void routerLogitsAmx(const RouterLogitsArgs& args) {
   }
   const int64_t expertsPerTask = ceilDiv(experts / kAmxRouterExperts, expertChunks) * kAmxRouterExperts;
   expertChunks = ceilDiv(experts, expertsPerTask);
-  // Per thread: the packed token block and the tile store buffer (64-byte aligned).
-  std::vector<std::vector<uint32_t>> scratch(static_cast<size_t>(pool.numThreads()));
-  pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
-    std::vector<uint32_t>& buffer = scratch[static_cast<size_t>(thread)];
-    buffer.resize(static_cast<size_t>(amxRouterScratchWords(hidden) + 16));
-    uint32_t* aligned = buffer.data() + ((64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64) / 4;
+  std::atomic<bool> outOfMemory{false};
+  pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int) {
+    // The packed token block and the tile store buffer, kept per thread (a
+    // decode step would otherwise allocate and clear it on every call).
+    auto* scratch = static_cast<uint32_t*>(t_routerScratch.get(static_cast<size_t>(amxRouterScratchWords(hidden)) * 4));
+    if (scratch == nullptr) {
+      outOfMemory.store(true);
+      return;
+    }
     const int64_t t0 = (task / expertChunks) * kAmxRouterTokens;
     const int64_t e0 = (task % expertChunks) * expertsPerTask;
     const int64_t e1 = std::min(experts, e0 + expertsPerTask);
     const int64_t count = std::min(tokens - t0, kAmxRouterTokens);
-    amxRouterBlock(x + t0 * hidden, count, w, e0, e1, hidden, logits + t0 * experts, experts, aligned);
+    amxRouterBlock(x + t0 * hidden, count, w, e0, e1, hidden, logits + t0 * experts, experts, scratch);
   });
+  if (outOfMemory.load()) return Status(Code::kInternal, "routerLogits: out of memory for a scratch block");
+  return Status::ok();
 }
 
 }  // namespace
@@ -227,10 +236,7 @@ void routerLogitsAmx(const RouterLogitsArgs& args) {
 Status routerLogits(const RouterLogitsArgs& args) {
   MOE_RETURN_IF_ERROR(checkRouterLogits(args));  // core/moe_op_checks, shared with the CUDA backend
   if (args.x.dim(0) == 0) return Status::ok();
-  if (amxApplies(args)) {
-    routerLogitsAmx(args);
-    return Status::ok();
-  }
+  if (amxApplies(args)) return routerLogitsAmx(args);
   const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
   // w widened to f32 once, shared by all tasks.
   std::vector<float> w;  // [E, H] f32
