@@ -1,6 +1,7 @@
-// Writes dist/index.mjs, the `import` entry point: it re-exports the CommonJS
-// build by name, so `import` and `require` share one module instance (one
-// addon load, one MoeError class for instanceof). The names are read from the
+// Writes dist/index.mjs, the `import` entry point, and makes the CLI
+// executable. The entry re-exports the CommonJS build by name, so `import`
+// and `require` share one module instance (one addon load, one MoeError class
+// for instanceof). The names are read from the
 // built module itself, so the list cannot drift from lib/index.ts.
 const fs = require('node:fs');
 const path = require('node:path');
@@ -16,3 +17,8 @@ const body = [
 ].join('\n');
 fs.writeFileSync(path.join(dist, 'index.mjs'), body);
 fs.writeFileSync(path.join(dist, 'index.d.mts'), "export * from './index.js';\n");
+
+// The CLI is the package's `bin`: npm links it executable when the package is
+// installed, but `npx moe-kernels` inside this repository runs the file as it
+// is, and tsc writes new files without the execute bit.
+fs.chmodSync(path.join(dist, 'cli', 'main.js'), 0o755);
