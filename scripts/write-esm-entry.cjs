@@ -1,8 +1,8 @@
 // Writes dist/index.mjs, the `import` entry point, and makes the CLI
 // executable. The entry re-exports the CommonJS build by name, so `import`
 // and `require` share one module instance (one addon load, one MoeError class
-// for instanceof). The names are read from the
-// built module itself, so the list cannot drift from lib/index.ts.
+// for instanceof). The names are read from the built module itself, so the
+// list cannot drift from lib/index.ts.
 const fs = require('node:fs');
 const path = require('node:path');
 
