@@ -1,0 +1,83 @@
+// fp8 e4m3 -> bf16, 64 values at a time, by table lookup (exact: every e4m3
+// value, subnormals included, is a normal bf16), for the AMX kernels' weight
+// operand. Include it only AFTER a translation unit's `#pragma GCC target(...
+// avx512bw, avx512vbmi ...)`: the anonymous namespace keeps each copy private
+// to its (AVX-512) file.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace moe::cpu {
+namespace {
+
+// The bf16 bits of every e4m3 magnitude (0x7F, NaN, as a quiet NaN; NaN codes
+// are caught on the bytes anyway), split into high and low bytes: two
+// 128-byte tables that vpermi2b indexes by the low 7 bits of each byte.
+struct Bf16ByteTables {
+  uint8_t hi[128], lo[128];
+};
+constexpr uint16_t bf16OfE4m3Magnitude(int v) {
+  if (v == 0x7F) return 0x7FC0;
+  const int e = v >> 3, m = v & 7;
+  if (e > 0) return static_cast<uint16_t>(((e + 120) << 7) | (m << 4));
+  if (m == 0) return 0;
+  const int p = m >= 4 ? 2 : m >= 2 ? 1 : 0;  // m * 2^-9 = 2^(p - 9) * (m / 2^p)
+  return static_cast<uint16_t>(((118 + p) << 7) | (((m - (1 << p)) << (7 - p)) & 0x7F));
+}
+constexpr Bf16ByteTables makeBf16ByteTables() {
+  Bf16ByteTables t{};
+  for (int v = 0; v < 128; ++v) {
+    t.hi[v] = static_cast<uint8_t>(bf16OfE4m3Magnitude(v) >> 8);
+    t.lo[v] = static_cast<uint8_t>(bf16OfE4m3Magnitude(v) & 0xFF);
+  }
+  return t;
+}
+alignas(64) constexpr Bf16ByteTables kBf16Bytes = makeBf16ByteTables();
+
+// Byte order that makes unpacklo/unpackhi (which work per 128-bit lane)
+// return elements 0..31 and 32..63 in order: in lane L, bytes 0..7 hold
+// elements 8L..8L+7 and bytes 8..15 hold 32+8L..32+8L+7.
+constexpr struct UnpackOrder {
+  uint8_t idx[64];
+  constexpr UnpackOrder() : idx{} {
+    for (int p = 0; p < 64; ++p) {
+      const int lane = p / 16, j = p % 16;
+      idx[p] = static_cast<uint8_t>(j < 8 ? 8 * lane + j : 32 + 8 * lane + (j - 8));
+    }
+  }
+} kUnpackOrder;
+
+// The 64 bytes as 64 bf16 in two vectors: lo = k 0..31, hi = k 32..63.
+// Five shuffle-port uops per 64 values (a shift-and-fix decode takes three
+// per 32 plus four ALU uops).
+inline void bf16FromFp8x64(__m512i bytes, __m512i& lo, __m512i& hi) {
+  const __m512i tHi0 = _mm512_load_si512(kBf16Bytes.hi), tHi1 = _mm512_load_si512(kBf16Bytes.hi + 64);
+  const __m512i tLo0 = _mm512_load_si512(kBf16Bytes.lo), tLo1 = _mm512_load_si512(kBf16Bytes.lo + 64);
+  const __m512i x = _mm512_permutexvar_epi8(_mm512_loadu_si512(kUnpackOrder.idx), bytes);
+  __m512i high = _mm512_permutex2var_epi8(tHi0, x, tHi1);
+  const __m512i low = _mm512_permutex2var_epi8(tLo0, x, tLo1);
+  high = _mm512_ternarylogic_epi32(high, x, _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);  // high | (x & 0x80): the sign
+  lo = _mm512_unpacklo_epi8(low, high);
+  hi = _mm512_unpackhi_epi8(low, high);
+}
+
+// The same, stored: out[0..31] = k 0..31, out[32..63] = k 32..63 (64-byte aligned).
+inline void bf16FromFp8x64(__m512i bytes, uint16_t* out) {
+  __m512i lo, hi;
+  bf16FromFp8x64(bytes, lo, hi);
+  _mm512_store_si512(out, lo);
+  _mm512_store_si512(out + 32, hi);
+}
+
+inline bool sawNan64(__m512i acc) {
+  return _mm512_cmpeq_epi8_mask(acc, _mm512_set1_epi8(-1)) != 0;
+}
+
+inline __m512i trackNan64(__m512i acc, __m512i bytes) {
+  return _mm512_max_epu8(acc, _mm512_or_si512(bytes, _mm512_set1_epi8(static_cast<char>(0x80))));
+}
+
+}  // namespace
+}  // namespace moe::cpu
