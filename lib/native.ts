@@ -81,6 +81,10 @@ export interface NativeAddon {
     async: A,
   ): OpResult<A>;
   moeForward<A extends boolean>(args: Record<string, unknown>, async: A): OpResult<A>;
+  /** The weights and routing options of a layer, read once for every moeForward (an opaque handle). */
+  moePrepareWeights(args: Record<string, unknown>): unknown;
+  /** A workspace's views for one token count, read once (an opaque handle). */
+  moePrepareWorkspace(args: { ws: Record<string, NativeTensor> }): unknown;
   /** Records the masked (decode) forward on the device into a CUDA graph; returns its handle. */
   moeCapture(args: Record<string, unknown>, async: false): unknown;
   moeReplay<A extends boolean>(graph: unknown, async: A): OpResult<A>;

@@ -142,6 +142,18 @@ describe('MoeLayer', () => {
     await expect(layer.forward(tensor(new Int32Array(256), [1, 256]) as never)).rejects.toMatchObject({ code: 'ERR_MOE_DTYPE' });
     expect(() => layer.forwardSync(tensor(new Float32Array(256), [1, 256]), { out: 'f16' as never })).toThrow(/options.out/);
     expect(() => MoeLayer.random({ ...SMALL, numGroups: 5 })).toThrow(MoeError);
+    // x detached, and a weight detached after the layer has run (the addon
+    // reads the weights once, so this must be caught before it reads freed memory).
+    const x = tensor(randomFloats(4 * SMALL.hiddenSize, random), [4, SMALL.hiddenSize]);
+    const own = MoeLayer.random(SMALL, { seed: SEED });
+    own.forwardSync(x);
+    const detachedX = tensor(randomFloats(4 * SMALL.hiddenSize, random), [4, SMALL.hiddenSize]);
+    structuredClone(detachedX.data.buffer, { transfer: [detachedX.data.buffer as ArrayBuffer] });
+    expect(() => own.forwardSync(detachedX)).toThrow(expect.objectContaining({ code: 'ERR_MOE_DETACHED' }));
+    const w2 = own.weights.w2.data[0].data;
+    structuredClone(w2.buffer, { transfer: [w2.buffer as ArrayBuffer] });
+    expect(() => own.forwardSync(x)).toThrow(expect.objectContaining({ code: 'ERR_MOE_DETACHED' }));
+    await expect(own.forward(x)).rejects.toMatchObject({ code: 'ERR_MOE_DETACHED' });
   });
 });
 

@@ -332,9 +332,9 @@ export class MoeLayer {
       }
       if (!profile) return;
       profile.stages = Object.fromEntries(STAGES.map((stage, s) => [stage, ws.stageSeconds[s] * 1e3])) as unknown as StageTimes;
-      const counts = args.ws.tokensPerExpert.data as Int32Array;
+      const counts = args.workspace.views.tokensPerExpert.data as Int32Array;
       profile.activeExperts = counts.reduce((n, c) => n + (c > 0 ? 1 : 0), 0);
-      profile.rows = (args.ws.offsets.data as Int32Array)[c.numExperts];
+      profile.rows = (args.workspace.views.offsets.data as Int32Array)[c.numExperts];
     };
     // A failed forward's output is not returned; free a device output at once.
     const discard = () => {
@@ -373,11 +373,26 @@ export class MoeLayer {
    * `tokens` rows, the expert segments' row alignment and the CUDA options.
    */
   private nativeArgs(x: Tensor, out: Tensor, ws: Workspace, tokens: number, align: number, cuda: CudaForwardOptions | undefined) {
+    const weights = this.preparedWeights();
+    // The addon read the weights once; a buffer detached since then must be
+    // an error here, not a read of freed memory.
+    for (const t of weights.host) {
+      if (t.data.byteLength === 0 && t.numel > 0) throw new MoeError('ERR_MOE_DETACHED', `MoeLayer.forward: a weight's buffer is detached (${t})`);
+    }
+    return { x, weights, workspace: ws.prepared(tokens), align, out, cuda };
+  }
+
+  /**
+   * The weights and routing options read by the addon once (moePrepareWeights)
+   * rather than on every forward; the holder also keeps the tensors alive
+   * while an async forward runs.
+   */
+  private preparedWeights(): PreparedWeights {
+    if (this.prepared) return this.prepared;
     const c = this.config;
     const w = this.weights;
     const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
-    return {
-      x,
+    const args = {
       gate: this.routerWeight,
       bias: w.bias,
       routing: {
@@ -388,16 +403,18 @@ export class MoeLayer {
         renormalize: c.normTopKProb,
         scale: c.routedScalingFactor,
       },
-      align,
       w13: shards(w.w13),
       w2: shards(w.w2),
       sharedW13: shards(w.sharedW13),
       sharedW2: shards(w.sharedW2),
-      ws: ws.views(tokens),
-      out,
-      cuda,
     };
+    const all = [this.routerWeight, w.bias, ...[w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
+    const host = all.filter((t): t is Tensor => t !== undefined && t.device === 'cpu');
+    this.prepared = { handle: native().moePrepareWeights(args), tensors: args, host };
+    return this.prepared;
   }
+
+  private prepared?: PreparedWeights;
 
   private acquire(tokens: number, rowLayout: RowLayout = 'cpu'): Workspace {
     let best = -1;
@@ -492,4 +509,12 @@ export class CapturedForward {
     for (const t of [this.x, this.zeros, this.out]) t.dispose();
     this.ws.dispose();
   }
+}
+
+/** A layer's weights as read once by the addon, with the tensors it points into. */
+interface PreparedWeights {
+  handle: unknown;
+  tensors: unknown;
+  /** The host tensors among them (checked for detached buffers before each forward). */
+  host: Tensor[];
 }

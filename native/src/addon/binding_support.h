@@ -27,6 +27,7 @@ inline Status parseCall(const Napi::CallbackInfo& info, const char* op, Call* ca
   }
   call->args = info[0].As<Napi::Object>();
   call->async = info[1].As<Napi::Boolean>().Value();
+  call->keep->setSynchronous(!call->async);
   return Status::ok();
 }
 

@@ -96,7 +96,7 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
   }
   out->data = static_cast<uint8_t*>(buffer.Data()) + data.ByteOffset();
   out->device = Device::kCpu;
-  keep->add(tensor);
+  keep->addHost(tensor);
   keep->noteDevice(Device::kCpu);
   return Status::ok();
 }

@@ -16,6 +16,13 @@ namespace moe::addon {
 class KeepAlive {
  public:
   void add(const Napi::Object& object) { refs_.push_back(Napi::Persistent(object)); }
+  // A host tensor needs a reference only while an async op runs: a sync op
+  // returns before JS can collect anything (and a forward reads ~35 tensors,
+  // so the references were a visible part of a decode step).
+  void addHost(const Napi::Object& object) {
+    if (!synchronous_) add(object);
+  }
+  void setSynchronous(bool synchronous) { synchronous_ = synchronous; }
 
   // The devices of the tensors read so far: an op runs where its tensors are.
   void noteDevice(Device device) { (device == Device::kCuda ? sawCuda_ : sawCpu_) = true; }
@@ -26,6 +33,7 @@ class KeepAlive {
   std::vector<Napi::ObjectReference> refs_;
   bool sawCpu_ = false;
   bool sawCuda_ = false;
+  bool synchronous_ = false;
 };
 
 // Device memory owned by a JS object (lib/'s device tensors hold one as an

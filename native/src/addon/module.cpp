@@ -37,6 +37,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"routerLogits", RouterLogits},
       {"combine", Combine},
       {"moeForward", MoeForward},
+      {"moePrepareWeights", MoePrepareWeights},
+      {"moePrepareWorkspace", MoePrepareWorkspace},
       {"moeCapture", MoeCapture},
       {"moeReplay", MoeReplay},
       {"moeCheckFlags", MoeCheckFlags},
