@@ -108,29 +108,15 @@ export class Workspace {
 
   /**
    * Views of exactly the sizes a forward of `tokens` tokens needs (prefixes of
-   * the buffers). The last few token counts' views are kept: a decode loop
-   * asks for the same T every step, and building ~20 views costs a few
-   * microseconds of a ~0.5 ms forward.
-   */
-  views(tokens: number): Record<string, NativeTensor> {
-    const cached = this.viewCache.get(tokens);
-    if (cached) return cached;
-    const views = this.buildViews(tokens);
-    if (this.viewCache.size >= 4) this.viewCache.delete(this.viewCache.keys().next().value as number);
-    this.viewCache.set(tokens, views);
-    return views;
-  }
-
-  private readonly viewCache = new Map<number, Record<string, NativeTensor>>();
-
-  /**
-   * The views for `tokens` read by the addon once (moePrepareWorkspace), for
-   * moeForward; the holder keeps the views alive while a forward runs.
+   * the buffers), read by the addon once (moePrepareWorkspace) for every
+   * moeForward of that size; the holder keeps the views alive while a forward
+   * runs. The last few token counts are kept: a decode loop asks for the same
+   * T at every step.
    */
   prepared(tokens: number): { handle: unknown; views: Record<string, NativeTensor> } {
     const cached = this.preparedCache.get(tokens);
     if (cached) return cached;
-    const views = this.views(tokens);
+    const views = this.buildViews(tokens);
     const prepared = { handle: native().moePrepareWorkspace({ ws: views }), views };
     if (this.preparedCache.size >= 4) this.preparedCache.delete(this.preparedCache.keys().next().value as number);
     this.preparedCache.set(tokens, prepared);
