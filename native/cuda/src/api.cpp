@@ -543,6 +543,34 @@ MOE_CUDA_API int moe_cuda_get_stream(void** stream, char* err, size_t err_len) {
   return MOE_CUDA_OK;
 }
 
+// The operands every GEMM entry point shares (A, B, their scales, D), checked
+// for null (with the layout's index array, `index` named `indexName`, before
+// D) and copied into the problem; the callers add their layout's rows, groups
+// and index arrays. Args: any of the three GEMM argument structs.
+extern "C++" {  // a template, inside this file's extern "C" block
+template <typename Args>
+static int common_operands(const char* op, const Args* args, GemmLayout layout, const void* index, const char* indexName,
+                           GemmProblem* p, char* err, size_t err_len) {
+  if (!args->a) return null_pointer(op, "A", err, err_len);
+  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
+  if (!args->b) return null_pointer(op, "B", err, err_len);
+  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
+  if (indexName && !index) return null_pointer(op, indexName, err, err_len);
+  if (!args->d) return null_pointer(op, "D", err, err_len);
+  *p = GemmProblem{};
+  p->layout = layout;
+  p->a = static_cast<const uint8_t*>(args->a);
+  p->sa = args->sa;
+  p->b = static_cast<const uint8_t*>(args->b);
+  p->sb = args->sb;
+  p->d = args->d;
+  p->d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  p->n = args->n;
+  p->k = args->k;
+  return MOE_CUDA_OK;
+}
+}  // extern "C++"
+
 MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* args, char* err, size_t err_len) {
   static const char* op = "gemm_fp8";
   if (args == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
@@ -553,22 +581,9 @@ MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* args, char* err, si
     return rc;
   }
   if (args->m == 0) return ready(nullptr, err, err_len);
-  if (!args->a) return null_pointer(op, "A", err, err_len);
-  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
-  if (!args->b) return null_pointer(op, "B", err, err_len);
-  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
-  if (!args->d) return null_pointer(op, "D", err, err_len);
-  GemmProblem p{};
-  p.layout = GemmLayout::kDense;
-  p.a = static_cast<const uint8_t*>(args->a);
-  p.sa = args->sa;
-  p.b = static_cast<const uint8_t*>(args->b);
-  p.sb = args->sb;
-  p.d = args->d;
-  p.d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  GemmProblem p;
+  if ((rc = common_operands(op, args, GemmLayout::kDense, nullptr, nullptr, &p, err, err_len))) return rc;
   p.rows = args->m;
-  p.n = args->n;
-  p.k = args->k;
   p.groups = 1;
   return run_gemm(op, p, args->kernel, err, err_len);
 }
@@ -584,23 +599,9 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* arg
     return rc;
   }
   if (args->r == 0) return ready(nullptr, err, err_len);
-  if (!args->a) return null_pointer(op, "A", err, err_len);
-  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
-  if (!args->b) return null_pointer(op, "B", err, err_len);
-  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
-  if (!args->group_index) return null_pointer(op, "groupIndex", err, err_len);
-  if (!args->d) return null_pointer(op, "D", err, err_len);
-  GemmProblem p{};
-  p.layout = GemmLayout::kContiguous;
-  p.a = static_cast<const uint8_t*>(args->a);
-  p.sa = args->sa;
-  p.b = static_cast<const uint8_t*>(args->b);
-  p.sb = args->sb;
-  p.d = args->d;
-  p.d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  GemmProblem p;
+  if ((rc = common_operands(op, args, GemmLayout::kContiguous, args->group_index, "groupIndex", &p, err, err_len))) return rc;
   p.rows = args->r;
-  p.n = args->n;
-  p.k = args->k;
   p.groups = args->g;
   p.group_index = args->group_index;
   return run_gemm(op, p, args->kernel, err, err_len);
@@ -625,23 +626,9 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_arg
                 (long long)(args->g * args->m_max));
   }
   if (args->m_max == 0) return ready(nullptr, err, err_len);
-  if (!args->a) return null_pointer(op, "A", err, err_len);
-  if (!args->sa) return null_pointer(op, "scales of A", err, err_len);
-  if (!args->b) return null_pointer(op, "B", err, err_len);
-  if (!args->sb) return null_pointer(op, "scales of B", err, err_len);
-  if (!args->masked_m) return null_pointer(op, "maskedM", err, err_len);
-  if (!args->d) return null_pointer(op, "D", err, err_len);
-  GemmProblem p{};
-  p.layout = GemmLayout::kMasked;
-  p.a = static_cast<const uint8_t*>(args->a);
-  p.sa = args->sa;
-  p.b = static_cast<const uint8_t*>(args->b);
-  p.sb = args->sb;
-  p.d = args->d;
-  p.d_f32 = args->d_dtype == MOE_CUDA_DTYPE_F32;
+  GemmProblem p;
+  if ((rc = common_operands(op, args, GemmLayout::kMasked, args->masked_m, "maskedM", &p, err, err_len))) return rc;
   p.rows = args->m_max;
-  p.n = args->n;
-  p.k = args->k;
   p.groups = args->g;
   p.masked_m = args->masked_m;
   p.expected_m = args->expected_m;

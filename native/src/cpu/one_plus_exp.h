@@ -41,14 +41,16 @@ inline float onePlusExp(float x) {
   return std::fma(p * s1, s2, 1.0f);
 }
 
-__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
+// The reduced exponential shared by onePlusExp* and SwiGLU's fast path: with
+// k = x log2(e) + 1.5 * 2^23 (so n = k - 1.5 * 2^23 = round(x log2 e), also
+// the low bits of k) and r = x - n ln 2 in two steps, returns p(r) ~ e^r; the
+// caller scales by 2^n. One operation sequence, so every caller's bits agree.
+__attribute__((target("avx512f"))) inline __m512 expReducedAvx512(__m512 x, __m512* k) {
   using namespace qexp;
-  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
   const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 k = _mm512_fmadd_ps(xc, _mm512_set1_ps(kLog2e), magic);
-  const __m512 n = _mm512_sub_ps(k, magic);
-  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
+  *k = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), magic);
+  const __m512 n = _mm512_sub_ps(*k, magic);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), x);
   r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
   __m512 p = _mm512_set1_ps(kP0);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
@@ -58,7 +60,15 @@ __attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
   const __m512 r2 = _mm512_mul_ps(r, r);
   p = _mm512_fmadd_ps(p, r2, r);
-  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  return _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+}
+
+__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
+  using namespace qexp;
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
+  __m512 k;
+  const __m512 p = expReducedAvx512(xc, &k);
+  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(_mm512_set1_ps(12582912.0f)));
   const __m512i n1 = _mm512_srai_epi32(ni, 1);
   const __m512i n2 = _mm512_sub_epi32(ni, n1);
   const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
@@ -69,14 +79,13 @@ __attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
   return den;
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
+// expReducedAvx512 on 8 lanes.
+__attribute__((target("avx2,fma"))) inline __m256 expReducedAvx2(__m256 x, __m256* k) {
   using namespace qexp;
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
   const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 k = _mm256_fmadd_ps(xc, _mm256_set1_ps(kLog2e), magic);
-  const __m256 n = _mm256_sub_ps(k, magic);
-  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(magic));
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
+  *k = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), magic);
+  const __m256 n = _mm256_sub_ps(*k, magic);
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), x);
   r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
   __m256 p = _mm256_set1_ps(kP0);
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
@@ -86,7 +95,15 @@ __attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
   const __m256 r2 = _mm256_mul_ps(r, r);
   p = _mm256_fmadd_ps(p, r2, r);
-  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+  return _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
+  using namespace qexp;
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
+  __m256 k;
+  const __m256 p = expReducedAvx2(xc, &k);
+  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(_mm256_set1_ps(12582912.0f)));
   const __m256i n1 = _mm256_srai_epi32(ni, 1);
   const __m256i n2 = _mm256_sub_epi32(ni, n1);
   const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));

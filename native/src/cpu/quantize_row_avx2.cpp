@@ -199,21 +199,8 @@ inline __m256 siluMul(__m256 g, __m256 up) {
   const __m256 absG = _mm256_and_ps(g, _mm256_castsi256_ps(set1(0x7FFFFFFFu)));
   const __m256 slow = _mm256_cmp_ps(absG, _mm256_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
   if (__builtin_expect(_mm256_movemask_ps(slow) != 0, 0)) return siluMulFull(g, up);
-  const __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), g);
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 k = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), magic);
-  const __m256 n = _mm256_sub_ps(k, magic);
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), x);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
-  __m256 p = _mm256_set1_ps(kP0);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
-  const __m256 r2 = _mm256_mul_ps(r, r);
-  p = _mm256_fmadd_ps(p, r2, r);
-  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+  __m256 k;
+  const __m256 p = expReducedAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g), &k);
   const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(
       _mm256_add_epi32(_mm256_castps_si256(k), set1(127u - 0x4B400000u)), 23));
   const __m256 den = _mm256_fmadd_ps(p, scale, _mm256_set1_ps(1.0f));

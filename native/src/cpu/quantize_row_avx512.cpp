@@ -202,20 +202,9 @@ inline __m512 siluMul(__m512 g, __m512 up) {
   using namespace qexp;
   const __mmask16 slow = _mm512_cmp_ps_mask(_mm512_abs_ps(g), _mm512_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
   if (__builtin_expect(slow != 0, 0)) return siluMulFull(g, up);
-  const __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), g);
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), magic), magic);
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), x);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kP0);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  p = _mm512_fmadd_ps(p, r2, r);
-  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  __m512 k;
+  const __m512 p = expReducedAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g), &k);
+  const __m512 n = _mm512_sub_ps(k, _mm512_set1_ps(12582912.0f));
   const __m512 den = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
   return _mm512_mul_ps(_mm512_div_ps(g, den), up);
 }
