@@ -398,6 +398,7 @@ Status gemmAmx(const Problem& p) {
     for (int64_t m = 0; m < ldSaT; ++m) row[m] = m < p.M ? p.sa[(p.aRows != nullptr ? p.aRows[m] : m) * p.groups + g] : 0.0f;
   }
 
+  const fp8gemm::AmxOperands operands{p.b, p.sb, act, saT, ldSaT, p.N, p.K, p.groups, mTiles, p.d, p.bf16};
   if (useStrips) {
     const int64_t strips = ceilDiv(p.N, fp8gemm::kAmxStripRows);
     const int64_t perTask = std::max<int64_t>(1, strips / (8 * threads));
@@ -410,23 +411,13 @@ Status gemmAmx(const Problem& p) {
         return;
       }
       fp8gemm::AmxStripJob job;
-      job.b = p.b;
-      job.sb = p.sb;
-      job.act = act;
-      job.saT = saT;
-      job.ldSaT = ldSaT;
+      static_cast<fp8gemm::AmxOperands&>(job) = operands;
       job.M = p.M;
-      job.N = p.N;
-      job.K = p.K;
-      job.groups = p.groups;
-      job.mTiles = mTiles;
       job.n0 = task * perTask * fp8gemm::kAmxStripRows;
       job.n1 = std::min(p.N, job.n0 + perTask * fp8gemm::kAmxStripRows);
       job.wbuf = reinterpret_cast<uint16_t*>(scratch);
       job.cbuf = reinterpret_cast<float*>(scratch + 2 * 32 * 128 * 2);
       job.acc = job.cbuf + 2 * 4 * 256;
-      job.d = p.d;
-      job.bf16 = p.bf16;
       if (fp8gemm::amxRunStrips(job)) nan.b.store(true);
     });
     t_amxA.trim();
@@ -447,15 +438,7 @@ Status gemmAmx(const Problem& p) {
       return;
     }
     fp8gemm::AmxBlockJob job;
-    job.b = p.b;
-    job.sb = p.sb;
-    job.act = act;
-    job.saT = saT;
-    job.ldSaT = ldSaT;
-    job.N = p.N;
-    job.K = p.K;
-    job.groups = p.groups;
-    job.mTiles = mTiles;
+    static_cast<fp8gemm::AmxOperands&>(job) = operands;
     job.m0 = (block / plan.nBlocks) * plan.mc;
     job.mEff = std::min(plan.mc, p.M - job.m0);
     job.n0 = (block % plan.nBlocks) * plan.nc;
@@ -463,8 +446,6 @@ Status gemmAmx(const Problem& p) {
     job.wbuf = reinterpret_cast<uint16_t*>(scratch);
     job.cbuf = reinterpret_cast<float*>(scratch + wbufBytes);
     job.acc = reinterpret_cast<float*>(scratch + wbufBytes + cbufBytes);
-    job.d = p.d;
-    job.bf16 = p.bf16;
     if (fp8gemm::amxRunBlock(job)) nan.b.store(true);
   });
   t_amxA.trim();

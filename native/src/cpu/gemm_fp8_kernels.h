@@ -119,21 +119,25 @@ constexpr int64_t kAmxTileWords = 256;  // dwords (bf16 pairs) of one packed A t
 // Returns true when it met an fp8 NaN code.
 bool amxPackA(const uint8_t* a, const int32_t* rows, int64_t M, int64_t K, int64_t tile, int64_t mTiles, uint32_t* act);
 
-// One output block D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K.
-struct AmxBlockJob {
+// What both AMX walks read and write: B, A packed once per call, D.
+struct AmxOperands {
   const uint8_t* b;      // [N, K] fp8
   const float* sb;       // [ceil(N/128), groups]
   const uint32_t* act;   // amxPackA output of all tiles: [groups][mTiles][4][256]
   const float* saT;      // [groups][ldSaT]: sa transposed, 0 past M
   int64_t ldSaT;
   int64_t N, K, groups, mTiles;  // mTiles = ceil(M/16)
+  char* d;               // D [M, N] (f32 or bf16)
+  bool bf16;
+};
+
+// One output block D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K.
+struct AmxBlockJob : AmxOperands {
   int64_t m0, mEff;      // m0 % 16 == 0
   int64_t n0, nEff;      // n0 % 32 == 0; nEff <= kAmxNcMax
   uint16_t* wbuf;        // scratch: [2][roundUp(nEff, 32)][128] bf16, 64-byte aligned
   float* cbuf;           // scratch: [2][4][16][16] f32, 64-byte aligned
   float* acc;            // scratch: [roundUp(nEff, 32)][roundUp(mEff, 16)] f32, 64-byte aligned
-  char* d;               // D [M, N] (f32 or bf16)
-  bool bf16;
 };
 constexpr int64_t kAmxNcMax = 128;
 constexpr int64_t kAmxMcMax = 512;
@@ -149,19 +153,12 @@ bool amxRunBlock(const AmxBlockJob& job);
 // strip to D at its end. B is read as 32 sequential row streams, prefetched a
 // few groups ahead (and into the next strip), so the run is bound by B's bytes
 // over the memory bandwidth rather than by per-block overheads.
-struct AmxStripJob {
-  const uint8_t* b;      // [N, K] fp8
-  const float* sb;       // [ceil(N/128), groups]
-  const uint32_t* act;   // amxPackA output: [groups][mTiles][4][256]
-  const float* saT;      // [groups][ldSaT]: sa transposed, 0 past M
-  int64_t ldSaT;
-  int64_t M, N, K, groups, mTiles;  // mTiles = ceil(M/16) <= 2
+struct AmxStripJob : AmxOperands {  // mTiles <= 2
+  int64_t M;
   int64_t n0, n1;        // rows [n0, n1) of B: n0 % 32 == 0, n1 <= N
   uint16_t* wbuf;        // scratch: [2][32][128] bf16, 64-byte aligned
   float* cbuf;           // scratch: [2][4][16][16] f32, 64-byte aligned
   float* acc;            // scratch: [4][16][16] f32, 64-byte aligned
-  char* d;               // D [M, N] (f32 or bf16)
-  bool bf16;
 };
 constexpr int64_t kAmxStripRows = 32;
 constexpr size_t kAmxStripScratchBytes = (2 * 32 * 128) * 2 + (2 * 4 * 256) * 4 + (4 * 256) * 4;
