@@ -25,6 +25,7 @@
 
 #include "cpu/amx_tiles.h"  // after the target pragma: its inline functions are AMX code
 #include "cpu/fp8_bf16_x64.h"  // the same
+#include "cpu/bf16_round_avx512.h"  // the same
 
 namespace moe::cpu::fp8gemm {
 namespace {
@@ -74,17 +75,6 @@ inline __m256i loadChunk(const uint8_t* row, int64_t k, int64_t len) {
 }
 
 // ---- output -----------------------------------------------------------------
-
-// Round to nearest even on the bit pattern, NaN kept quiet (as bf16FromFloat).
-inline __m256i bf16FromFloat16(__m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-  const __mmask16 isNan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
-                                                  _mm512_set1_epi32(0x7F800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(isNan, rounded, quiet));
-}
 
 // D[m0 + i, n0 + j] = acc[j, i] for i < mEff, j < nEff.
 void writeBlock(const AmxBlockJob& job, int64_t mTiles) {

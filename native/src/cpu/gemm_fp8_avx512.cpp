@@ -16,6 +16,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "cpu/bf16_round_avx512.h"  // after the target pragma
+
 namespace moe::cpu::fp8gemm {
 namespace {
 
@@ -145,8 +147,6 @@ bool packB(const uint8_t* src, int64_t lds, const float* scaleRow, int64_t rows,
 }
 
 // ---- microkernel ------------------------------------------------------------
-
-inline __m256i bf16FromFloat16(__m512 v);
 
 template <int MR>
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, TileOut out,
@@ -320,17 +320,6 @@ bool streamRows(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int
 }
 
 // ---- output -----------------------------------------------------------------
-
-// Round to nearest even on the bit pattern, NaN kept quiet (as bf16FromFloat).
-inline __m256i bf16FromFloat16(__m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-  const __mmask16 isNan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
-                                                  _mm512_set1_epi32(0x7F800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(isNan, rounded, quiet));
-}
 
 void storeTile(const float* c, int64_t ldc, int64_t rows, int64_t cols, void* d, int64_t ldd, bool bf16) {
   const int64_t tail = cols % 16;
