@@ -105,6 +105,8 @@ export interface NativeAddon {
   setNumThreads(n: number): void;
   cpuInfo(): CpuInfo;
   castFromF32(src: Float32Array, dst: Uint8Array | Uint16Array, dtype: 'fp8_e4m3' | 'bf16'): void;
+  /** Offers a fresh large array's memory to the kernel for 2 MiB pages; whether the advice was given. */
+  adviseHugePages(array: ArrayBufferView): boolean;
   measureFmaPeak(seconds: number): number;
   measureMemoryBandwidth(seconds: number): number;
   measureMatrixPeak(seconds: number): number;

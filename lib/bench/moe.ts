@@ -6,7 +6,7 @@
  */
 import type { MoeConfig } from '../moe/config';
 import { ForwardProfile, MoeLayer, STAGES, StageTimes } from '../moe/layer';
-import { bf16FromFloat32 } from '../tensor';
+import { bf16FromFloat32, empty } from '../tensor';
 import { fillNormal, seededRandom } from '../moe/random';
 import { Ceilings, measureCeilings } from './ceilings';
 import { formatTable } from './table';
@@ -78,9 +78,14 @@ export async function benchMoe(
     const stageSum = Object.fromEntries(STAGES.map((s) => [s, 0])) as unknown as StageTimes;
     let runs = 0;
     const profile = {} as ForwardProfile;
+    // One output for every run, as a serving loop reuses its buffers: a fresh
+    // [T, H] output per forward would add the page faults of first touching it
+    // (~3 ms at T = 4096, H = 896 on the development VM), charged to combine,
+    // which writes it.
+    const into = empty([tokens, h], 'bf16');
     const ms = await medianMs(
       () => {
-        layer.forwardSync(x, { profile });
+        layer.forwardSync(x, { profile, into });
         runs++;
         for (const s of STAGES) stageSum[s] += profile.stages[s];
       },

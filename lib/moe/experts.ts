@@ -5,7 +5,7 @@
  */
 import { MoeError } from '../errors';
 import { QUANT_GROUP, WEIGHT_BLOCK_ROWS } from '../ops/quantize';
-import { Tensor, empty } from '../tensor';
+import { Tensor, allocateLongLived, empty, tensor } from '../tensor';
 
 export interface ExpertMatrices {
   readonly numExperts: number; // E
@@ -28,7 +28,7 @@ export function allocExperts(numExperts: number, n: number, k: number, maxShardB
   const scales: Tensor<'f32'>[] = [];
   for (let first = 0; first < numExperts; first += perShard) {
     const count = Math.min(perShard, numExperts - first);
-    data.push(empty([count, n, k], 'fp8_e4m3'));
+    data.push(tensor(allocateLongLived('fp8_e4m3', count * n * k), [count, n, k], 'fp8_e4m3'));
     scales.push(empty([count, scaleRows, scaleCols], 'f32'));
   }
   return { numExperts, n, k, data, scales };

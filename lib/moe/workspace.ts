@@ -4,9 +4,9 @@
  */
 import { native } from '../native';
 import type { NativeTensor } from '../native';
-import { Tensor, empty } from '../tensor';
+import { Tensor, allocateLongLived, empty } from '../tensor';
 import { QUANT_GROUP } from '../ops/quantize';
-import { DType, STORAGE, Storage } from '../dtype';
+import { DType, Storage } from '../dtype';
 import type { MoeConfig } from './config';
 
 /**
@@ -87,7 +87,7 @@ export class Workspace {
     this.deviceStorage = {};
     for (const [name, [dtype, shape]] of Object.entries(layoutOf(config, capacity, rowsFor(config, capacity, rowLayout)))) {
       if (this.device === 'cuda') this.deviceStorage[name] = empty(shape, dtype, 'cuda');
-      else this.storage[name] = new STORAGE[dtype](numel(shape));
+      else this.storage[name] = allocateLongLived(dtype, numel(shape));
     }
   }
 

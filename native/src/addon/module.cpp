@@ -56,6 +56,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"setNumThreads", SetNumThreads},
       {"cpuInfo", CpuInfo},
       {"castFromF32", CastFromF32},
+      {"adviseHugePages", AdviseHugePages},
       {"measureFmaPeak", MeasureFmaPeak},
       {"measureMemoryBandwidth", MeasureMemoryBandwidth},
       {"measureMatrixPeak", MeasureMatrixPeak},

@@ -7,6 +7,7 @@
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8.h"
+#include "cpu/huge_pages.h"
 #include "cpu/machine_peaks.h"
 #include "cpu/thread_pool.h"
 
@@ -73,6 +74,20 @@ Napi::Value CastFromF32(const Napi::CallbackInfo& info) {
     }
   });
   return env.Undefined();
+}
+
+// adviseHugePages(array: TypedArray) -> boolean: see cpu/huge_pages.h.
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "adviseHugePages(array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::TypedArray array = info[0].As<Napi::TypedArray>();
+  Napi::ArrayBuffer buffer = array.ArrayBuffer();
+  if (buffer.IsDetached()) return Napi::Boolean::New(env, false);
+  void* data = static_cast<uint8_t*>(buffer.Data()) + array.ByteOffset();
+  return Napi::Boolean::New(env, cpu::adviseHugePages(data, array.ByteLength()));
 }
 
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
