@@ -11,6 +11,7 @@ import {
   tensor,
 } from '../lib/index';
 import { referenceQuantize } from './helpers/reference';
+import { fp8E4m3ToFloat } from '../lib/index';
 import { randomActivations, rng, seedNote } from './helpers/random';
 
 const random = rng();
@@ -59,6 +60,35 @@ describe.each([
       });
     }
   }
+
+  it('is bit-exact where x / scale lands within a few f32 ulps of an fp8 rounding boundary', () => {
+    // The AVX-512 kernels divide by the scale only where x * (1 / scale)
+    // could round to another fp8 code; these values sit on that edge.
+    const rows = blockRows, cols = 256;
+    const x = new Float32Array(rows * cols);
+    const bits = new Int32Array(x.buffer);
+    const f32 = new Float32Array(1);
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < cols / 128; g++) {
+        const amax = Math.fround(2 ** (random() * 40 - 20) * (1 + random()));
+        const scale = Math.fround(amax / 448); // the f32 scale format's rule, for a group whose amax is `amax`
+        for (let c = g * 128; c < (g + 1) * 128; c++) {
+          if (c === g * 128 && r === 0) {
+            x[r * cols + c] = amax;
+            continue;
+          }
+          // A halfway point between two neighbouring normal e4m3 values below 448, then a few ulps either way.
+          const code = 8 + Math.floor(random() * (0x7e - 8));
+          f32[0] = ((fp8E4m3ToFloat(code) + fp8E4m3ToFloat(code + 1)) / 2) * scale;
+          x[r * cols + c] = f32[0] * (random() < 0.5 ? -1 : 1);
+          bits[r * cols + c] += Math.floor(random() * 9) - 4;
+          if (Math.abs(x[r * cols + c]) > amax) x[r * cols + c] = amax;
+        }
+      }
+    }
+    const want = referenceQuantize(x, rows, cols, blockRows, false);
+    expectBitExact(quantize(tensor(x, [rows, cols]), { scaleFormat: 'f32', into: poisoned(rows, cols, blockRows) }), want, 'near boundaries');
+  });
 
   it('keeps every value within half an fp8 ulp after dequantization', () => {
     const [rows, cols] = [65, 400];
