@@ -63,7 +63,8 @@ __attribute__((target("avx512f"))) inline __m512 expReducedAvx512(__m512 x, __m5
   return _mm512_add_ps(p, _mm512_set1_ps(1.0f));
 }
 
-__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
+// The full sequence, for any x (the vector form of onePlusExp).
+__attribute__((target("avx512f"))) inline __m512 onePlusExpFullAvx512(__m512 x) {
   using namespace qexp;
   const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
   __m512 k;
@@ -98,7 +99,8 @@ __attribute__((target("avx2,fma"))) inline __m256 expReducedAvx2(__m256 x, __m25
   return _mm256_add_ps(p, _mm256_set1_ps(1.0f));
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
+// The full sequence, for any x (the vector form of onePlusExp).
+__attribute__((target("avx2,fma"))) inline __m256 onePlusExpFullAvx2(__m256 x) {
   using namespace qexp;
   const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
   __m256 k;
@@ -112,6 +114,38 @@ __attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
   den = _mm256_blendv_ps(den, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kMaxX), _CMP_GT_OQ));
   den = _mm256_blendv_ps(den, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
   return den;
+}
+
+// onePlusExpFull's bits with fewer operations when every |x| <= 80 (no NaN):
+// there x lies inside [kMinX, kMaxX], so the clamp and the two edge blends
+// are no-ops, and n = round(x log2 e) is within [-116, 116], so p * 2^n is a
+// normal f32: p * 2^n1 * 2^n2 is exactly p * 2^n, and
+// fma(p * 2^n1, 2^n2, 1) == fma(p, 2^n, 1) (both the rounded p * 2^n + 1).
+// 2^n is built from k's bits: (bits(k) - bits(1.5 * 2^23) + 127) << 23, the
+// add's wrap-around shifted out. Other vectors (rare: a deep tail, inf or
+// NaN) take the full sequence. Checked on all 2^32 f32 x, through SwiGLU
+// (AVX-512 and AVX2): the same bits as the full sequence.
+constexpr float kFastAbsMax = 80.0f;
+
+__attribute__((target("avx512f"))) inline __m512 onePlusExpAvx512(__m512 x) {
+  const __mmask16 slow = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
+  if (__builtin_expect(slow != 0, 0)) return onePlusExpFullAvx512(x);
+  __m512 k;
+  const __m512 p = expReducedAvx512(x, &k);
+  const __m512 pow2n = _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_castps_si512(k), _mm512_set1_epi32(static_cast<int32_t>(127u - 0x4B400000u))), 23));
+  return _mm512_fmadd_ps(p, pow2n, _mm512_set1_ps(1.0f));
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
+  const __m256 absX = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
+  const __m256 slow = _mm256_cmp_ps(absX, _mm256_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
+  if (__builtin_expect(_mm256_movemask_ps(slow) != 0, 0)) return onePlusExpFullAvx2(x);
+  __m256 k;
+  const __m256 p = expReducedAvx2(x, &k);
+  const __m256 pow2n = _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_castps_si256(k), _mm256_set1_epi32(static_cast<int32_t>(127u - 0x4B400000u))), 23));
+  return _mm256_fmadd_ps(p, pow2n, _mm256_set1_ps(1.0f));
 }
 
 }  // namespace moe::cpu::qrow

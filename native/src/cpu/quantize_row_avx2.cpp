@@ -185,26 +185,8 @@ bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols,
 }
 
 // ---- SwiGLU: the operation sequence of siluMul in quantize_row_avx512.cpp ----
-inline __m256 siluMulFull(__m256 g, __m256 up) {
-  return _mm256_mul_ps(_mm256_div_ps(g, onePlusExpAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g))), up);  // -g is exact
-}
-
-// The fast path of quantize_row_avx512.cpp's siluMul (same bits as siluMulFull
-// when every |g| <= 80): no clamp or edge blends, one power of two 2^n built
-// from k's bits: (bits(k) - bits(magic) + 127) << 23, the wrap-around of the
-// add shifted out; den = fma(p, 2^n, 1).
-constexpr float kFastAbsMax = 80.0f;
 inline __m256 siluMul(__m256 g, __m256 up) {
-  using namespace qexp;
-  const __m256 absG = _mm256_and_ps(g, _mm256_castsi256_ps(set1(0x7FFFFFFFu)));
-  const __m256 slow = _mm256_cmp_ps(absG, _mm256_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
-  if (__builtin_expect(_mm256_movemask_ps(slow) != 0, 0)) return siluMulFull(g, up);
-  __m256 k;
-  const __m256 p = expReducedAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g), &k);
-  const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_castps_si256(k), set1(127u - 0x4B400000u)), 23));
-  const __m256 den = _mm256_fmadd_ps(p, scale, _mm256_set1_ps(1.0f));
-  return _mm256_mul_ps(_mm256_div_ps(g, den), up);
+  return _mm256_mul_ps(_mm256_div_ps(g, onePlusExpAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g))), up);  // -g is exact
 }
 
 template <class L>

@@ -230,34 +230,13 @@ bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols,
 
 // ---- SwiGLU -------------------------------------------------------------------
 //
-// silu(g) * up = g / (1 + e^-g) * up, with 1 + e^x computed as
-// fma(p(r) * 2^n1, 2^n2, 1) (n = n1 + n2, both halves representable), the
-// operation sequence of the scalar siluMul in quantize.cpp. Every step is an
-// explicit FMA or a lone IEEE operation, so -ffp-contract cannot change it.
-inline __m512 siluMulFull(__m512 g, __m512 up) {
-  return _mm512_mul_ps(_mm512_div_ps(g, onePlusExpAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g))), up);  // -g is exact
-}
-
-// siluMulFull's bits with fewer operations, for vectors whose every |g| <= 80
-// (no NaN): there -g lies inside [kMinX, kMaxX], so the clamp and the two edge
-// blends are no-ops, and n = round(-g * log2 e) is within [-116, 116], so
-// p * 2^n is a normal f32: p * 2^n1 * 2^n2 == scalef(p, n) exactly, and
-// fma(p * 2^n1, 2^n2, 1) == (scalef(p, n) + 1) (both the rounded p * 2^n + 1).
-// Other vectors (rare: a deep tail, inf or NaN) take siluMulFull. Checked on
-// all 2^32 f32 g (AVX-512 and AVX2): the same bits as siluMulFull.
+// silu(g) * up = g / (1 + e^-g) * up, with 1 + e^x from one_plus_exp.h (the
+// operation sequence of the scalar siluMul in quantize.cpp; -g is exact).
 // The IEEE division stays: g * rcp14(den) with one Newton step and one residual
 // step (5 more FMAs) matched g / den on all but 2 of the 2^32 g (1 ulp), but was
 // not faster: this loop is bound by vector-port uops, and vdivps is 3 of them.
-constexpr float kFastAbsMax = 80.0f;
 inline __m512 siluMul(__m512 g, __m512 up) {
-  using namespace qexp;
-  const __mmask16 slow = _mm512_cmp_ps_mask(_mm512_abs_ps(g), _mm512_set1_ps(kFastAbsMax), _CMP_NLE_UQ);
-  if (__builtin_expect(slow != 0, 0)) return siluMulFull(g, up);
-  __m512 k;
-  const __m512 p = expReducedAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g), &k);
-  const __m512 n = _mm512_sub_ps(k, _mm512_set1_ps(12582912.0f));
-  const __m512 den = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
-  return _mm512_mul_ps(_mm512_div_ps(g, den), up);
+  return _mm512_mul_ps(_mm512_div_ps(g, onePlusExpAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g))), up);
 }
 
 // Tracks max |bits|: >= 0x7F800000 iff a value was not finite.
