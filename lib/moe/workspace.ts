@@ -58,7 +58,9 @@ function layoutOf(c: MoeConfig, tokens: number, rows = tokens * c.topK) {
       sharedH: ['bf16', [tokens, 2 * is]],
       sharedHq: ['fp8_e4m3', [tokens, is]],
       sharedHqScales: ['f32', [tokens, groups(is)]],
-      sharedOut: ['f32', [tokens, h]],
+      // bf16 like the routed experts' y (and DeepSeek-V3's own inference code):
+      // half the bytes for the shared GEMM to write and for combine to read.
+      sharedOut: ['bf16', [tokens, h]],
     });
   }
   return buffers;

@@ -39,7 +39,7 @@ struct MoeWorkspace {
   TensorView sharedXq, sharedXqScales;  // [T, H] fp8, [T, ceil(H/128)] f32
   TensorView sharedH;                   // [T, 2Is] bf16
   TensorView sharedHq, sharedHqScales;  // [T, Is] fp8, [T, ceil(Is/128)] f32
-  TensorView sharedOut;                 // [T, H] f32
+  TensorView sharedOut;                 // [T, H] bf16 (f32 also works)
 };
 
 enum MoeStage { kStageRouter, kStageRoute, kStageLayout, kStageDispatch, kStageGemm1, kStageSwiglu, kStageGemm2, kStageShared, kStageCombine, kNumStages };
