@@ -148,4 +148,59 @@ __attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
   return _mm256_fmadd_ps(p, pow2n, _mm256_set1_ps(1.0f));
 }
 
+// ---- e^x for x <= 0 (softmax: x = logit - max logit) -------------------------
+//
+// The same reduced exponential, scaled by 2^n in two steps (n = n1 + n2, both
+// halves normal powers of two) so that a subnormal result rounds once.
+// x < kMinX (including -inf) gives +0. One operation sequence per ISA, so
+// every ISA gives the same bits.
+
+inline float expNonPositive(float x) {
+  using namespace qexp;
+  if (!(x >= kMinX)) return 0.0f;
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float k = std::fma(x, kLog2e, kMagic);
+  const float n = k - kMagic;
+  const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
+  float r = std::fma(n, -kLn2Hi, x);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = kP0;
+  p = std::fma(p, r, kP1);
+  p = std::fma(p, r, kP2);
+  p = std::fma(p, r, kP3);
+  p = std::fma(p, r, kP4);
+  p = std::fma(p, r, kP5);
+  const float r2 = r * r;
+  p = std::fma(p, r2, r);
+  p = p + 1.0f;
+  const int32_t n1 = ni >> 1, n2 = ni - n1;
+  return (p * floatFromBits(static_cast<uint32_t>(n1 + 127) << 23)) * floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+}
+
+__attribute__((target("avx512f"))) inline __m512 expNonPositiveAvx512(__m512 x) {
+  using namespace qexp;
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_GE_OQ);
+  __m512 k;
+  const __m512 p = expReducedAvx512(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), &k);
+  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(_mm512_set1_ps(12582912.0f)));
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+  return _mm512_maskz_mul_ps(live, _mm512_mul_ps(p, s1), s2);
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 expNonPositiveAvx2(__m256 x) {
+  using namespace qexp;
+  const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_GE_OQ);
+  __m256 k;
+  const __m256 p = expReducedAvx2(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), &k);
+  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(_mm256_set1_ps(12582912.0f)));
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+  return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
+}
+
 }  // namespace moe::cpu::qrow

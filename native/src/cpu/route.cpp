@@ -75,24 +75,136 @@ void loadLogits(const TensorView& logits, int64_t token, int64_t experts, float*
   }
 }
 
+// ---- softmax scores ------------------------------------------------------------
+//
 // Softmax over the finite logits (others get probability 0 and are not
 // selectable: score -inf). Selection uses the logit itself: softmax is
 // monotonic, and ranking by logit avoids ties that only come from rounding p.
-void softmaxScores(int64_t experts, Scratch& s) {
+// p = e^(logit - max) / sum, with e^x from one_plus_exp.h. The sum runs in 16
+// interleaved partial sums (expert e into partial e % 16, in expert order),
+// then the 16 partials in order: the order a 16-lane vector loop gives,
+// written the same way for every ISA so that all give the same bits.
+constexpr int kSoftmaxLanes = 16;
+
+float sumPartials(const float* partial) {
+  float sum = 0.0f;
+  for (int i = 0; i < kSoftmaxLanes; ++i) sum += partial[i];
+  return sum;
+}
+
+void divideWeights(float* weight, int64_t experts, float sum) {
+  if (!(sum > 0.0f)) return;
+  for (int64_t e = 0; e < experts; ++e) weight[e] /= sum;
+}
+
+void softmaxScoresPortable(const float* logits, int64_t experts, float* weight, float* score) {
   float maxLogit = kNegInf;
   for (int64_t e = 0; e < experts; ++e) {
-    if (std::isfinite(s.logits[e])) maxLogit = std::max(maxLogit, s.logits[e]);
+    if (std::isfinite(logits[e])) maxLogit = std::max(maxLogit, logits[e]);
   }
-  float sum = 0.0f;
+  float partial[kSoftmaxLanes] = {};
   for (int64_t e = 0; e < experts; ++e) {
-    const bool selectable = std::isfinite(s.logits[e]);
-    s.weight[e] = selectable ? std::exp(s.logits[e] - maxLogit) : 0.0f;
-    s.score[e] = selectable ? s.logits[e] : kNegInf;
-    sum += s.weight[e];
+    const bool selectable = std::isfinite(logits[e]);
+    weight[e] = selectable ? qrow::expNonPositive(logits[e] - maxLogit) : 0.0f;
+    score[e] = selectable ? logits[e] : kNegInf;
+    partial[e % kSoftmaxLanes] += weight[e];
   }
-  if (sum > 0.0f) {
-    for (int64_t e = 0; e < experts; ++e) s.weight[e] /= sum;
+  divideWeights(weight, experts, sumPartials(partial));
+}
+
+inline __mmask16 lanesLeft(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+__attribute__((target("avx512f"))) inline __mmask16 finiteLanes(__m512 v) {
+  const __m512i absBits = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF));
+  return _mm512_cmplt_epi32_mask(absBits, _mm512_set1_epi32(0x7F800000));
+}
+
+__attribute__((target("avx2"))) inline __m256 finiteLanes(__m256 v) {
+  const __m256i absBits = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7FFFFFFF));
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x7F800000), absBits));
+}
+
+__attribute__((target("avx512f"))) void softmaxScoresAvx512(const float* logits, int64_t experts, float* weight,
+                                                            float* score) {
+  __m512 top = _mm512_set1_ps(kNegInf);
+  for (int64_t e = 0; e < experts; e += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(lanesLeft(experts - e), logits + e);
+    top = _mm512_mask_max_ps(top, finiteLanes(v) & lanesLeft(experts - e), top, v);
   }
+  const __m512 maxLogit = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+  __m512 partial = _mm512_setzero_ps();
+  for (int64_t e = 0; e < experts; e += 16) {
+    const __mmask16 m = lanesLeft(experts - e);
+    const __m512 v = _mm512_maskz_loadu_ps(m, logits + e);
+    const __mmask16 selectable = finiteLanes(v) & m;
+    const __m512 p = _mm512_maskz_mov_ps(selectable, qrow::expNonPositiveAvx512(_mm512_sub_ps(v, maxLogit)));
+    _mm512_mask_storeu_ps(weight + e, m, p);
+    _mm512_mask_storeu_ps(score + e, m, _mm512_mask_mov_ps(_mm512_set1_ps(kNegInf), selectable, v));
+    partial = _mm512_add_ps(partial, p);
+  }
+  alignas(64) float partials[kSoftmaxLanes];
+  _mm512_store_ps(partials, partial);
+  const float sum = sumPartials(partials);
+  if (!(sum > 0.0f)) return;
+  const __m512 sumV = _mm512_set1_ps(sum);
+  for (int64_t e = 0; e < experts; e += 16) {
+    const __mmask16 m = lanesLeft(experts - e);
+    _mm512_mask_storeu_ps(weight + e, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, weight + e), sumV));
+  }
+}
+
+// 16 lanes as two 8-lane halves; the tail (experts % 16) takes the portable
+// steps on the same partials.
+__attribute__((target("avx2,fma"))) void softmaxScoresAvx2(const float* logits, int64_t experts, float* weight,
+                                                          float* score) {
+  const int64_t whole = experts / 16 * 16;
+  float maxLogit = kNegInf;
+  __m256 top = _mm256_set1_ps(kNegInf);
+  for (int64_t e = 0; e < whole; e += 8) {
+    const __m256 v = _mm256_loadu_ps(logits + e);
+    top = _mm256_max_ps(top, _mm256_blendv_ps(_mm256_set1_ps(kNegInf), v, finiteLanes(v)));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, top);
+  for (float v : lanes) maxLogit = std::max(maxLogit, v);
+  for (int64_t e = whole; e < experts; ++e) {
+    if (std::isfinite(logits[e])) maxLogit = std::max(maxLogit, logits[e]);
+  }
+  const __m256 maxV = _mm256_set1_ps(maxLogit);
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();  // partials 0..7 and 8..15
+  for (int64_t e = 0; e < whole; e += 16) {
+    for (int half = 0; half < 2; ++half) {
+      const __m256 v = _mm256_loadu_ps(logits + e + 8 * half);
+      const __m256 selectable = finiteLanes(v);
+      const __m256 p = _mm256_and_ps(selectable, qrow::expNonPositiveAvx2(_mm256_sub_ps(v, maxV)));
+      _mm256_storeu_ps(weight + e + 8 * half, p);
+      _mm256_storeu_ps(score + e + 8 * half, _mm256_blendv_ps(_mm256_set1_ps(kNegInf), v, selectable));
+      if (half == 0) {
+        lo = _mm256_add_ps(lo, p);
+      } else {
+        hi = _mm256_add_ps(hi, p);
+      }
+    }
+  }
+  alignas(32) float partial[kSoftmaxLanes];
+  _mm256_store_ps(partial, lo);
+  _mm256_store_ps(partial + 8, hi);
+  for (int64_t e = whole; e < experts; ++e) {
+    const bool selectable = std::isfinite(logits[e]);
+    weight[e] = selectable ? qrow::expNonPositive(logits[e] - maxLogit) : 0.0f;
+    score[e] = selectable ? logits[e] : kNegInf;
+    partial[e % kSoftmaxLanes] += weight[e];
+  }
+  divideWeights(weight, experts, sumPartials(partial));
+}
+
+using SoftmaxScores = void (*)(const float* logits, int64_t experts, float* weight, float* score);
+
+SoftmaxScores selectSoftmaxScores() {
+  const CpuFeatures& f = cpuFeatures();
+  if (f.avx512f) return softmaxScoresAvx512;
+  if (f.avx2 && f.fma) return softmaxScoresAvx2;
+  return softmaxScoresPortable;
 }
 
 // ---- sigmoid scores ----------------------------------------------------------
@@ -338,7 +450,15 @@ void writeToken(const RouteArgs& a, int64_t chosen, const Scratch& s, int32_t* i
   }
 }
 
-void routeToken(const RouteArgs& a, SigmoidScores sigmoidScores, bool avx512, int64_t token, Scratch& s) {
+// The per-ISA kernels a route call uses.
+struct RouteKernels {
+  SigmoidScores sigmoid = selectSigmoidScores();
+  SoftmaxScores softmax = selectSoftmaxScores();
+  bool avx512 = cpuFeatures().avx512f;
+};
+
+void routeToken(const RouteArgs& a, const RouteKernels& k, int64_t token, Scratch& s) {
+  const bool avx512 = k.avx512;
   const int64_t experts = a.logits.dim(1);
   const float* bias = a.bias.as<const float>();  // [E] f32 or null
   const float* logits;
@@ -349,10 +469,9 @@ void routeToken(const RouteArgs& a, SigmoidScores sigmoidScores, bool avx512, in
     logits = s.logits.data();
   }
   if (a.scoring == Scoring::kSoftmax) {
-    if (logits != s.logits.data()) std::copy_n(logits, experts, s.logits.data());
-    softmaxScores(experts, s);
+    k.softmax(logits, experts, s.weight.data(), s.score.data());
   } else {
-    sigmoidScores(logits, experts, bias, s.weight.data(), s.score.data());
+    k.sigmoid(logits, experts, bias, s.weight.data(), s.score.data());
   }
   int64_t chosen = 0;
   if (a.numGroups > 1 && a.topKGroups < a.numGroups) {
@@ -390,14 +509,13 @@ Status route(const RouteArgs& args) {
   const int64_t tokens = args.logits.dim(0), experts = args.logits.dim(1);
   // A few thousand logits per task amortize the scratch allocation and the hand-out.
   const int64_t tokensPerTask = std::max<int64_t>(1, 8192 / experts);
-  const SigmoidScores sigmoidScores = selectSigmoidScores();
-  const bool avx512 = cpuFeatures().avx512f;
+  const RouteKernels kernels;
   std::atomic<bool> allocFailed{false};
   ThreadPool::instance().parallelFor(ceilDiv(tokens, tokensPerTask), [&](int64_t task, int) {
     try {
       Scratch scratch(experts, args.numGroups, args.topK);
       const int64_t t1 = std::min(tokens, (task + 1) * tokensPerTask);
-      for (int64_t t = task * tokensPerTask; t < t1; ++t) routeToken(args, sigmoidScores, avx512, t, scratch);
+      for (int64_t t = task * tokensPerTask; t < t1; ++t) routeToken(args, kernels, t, scratch);
     } catch (const std::bad_alloc&) {
       allocFailed.store(true, std::memory_order_relaxed);  // exceptions must not leave a pool thread
     }

@@ -1,0 +1,70 @@
+// The row kernels promise the same bits on every SIMD path (AVX-512, AVX2,
+// portable): routing's sigmoid and softmax, SwiGLU and fp8 quantization. This
+// runs each in child processes with the path forced through MOE_CPU_ISA and
+// compares the output bits with this process's (the machine's best path).
+import { execFileSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SEED, seedNote } from './helpers/random';
+
+const DIST = resolve(__dirname, '../dist/index.js');
+
+/**
+ * Digests of the output bits of each op on seeded inputs, as a child process
+ * computes them (source text so that it runs under plain node with any ISA).
+ * Shapes are ragged on purpose: E not a multiple of 16, I = 208 (a partial 128-group).
+ */
+const SCRIPT = `
+const m = require(${JSON.stringify(DIST)});
+const { createHash } = require('node:crypto');
+let state = Number(process.argv[1]) >>> 0;
+const random = () => { state = (Math.imul(state, 1664525) + 1013904223) >>> 0; return state / 2 ** 32; };
+const floats = (n, scale) => Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale);
+const digest = (...arrays) => { const h = createHash('sha256'); for (const a of arrays) h.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)); return h.digest('hex'); };
+const out = {};
+const T = 37;
+for (const experts of [72, 256]) {
+  const logits = floats(T * experts, 6);
+  logits[3] = NaN; logits[experts + 5] = Infinity; logits[2 * experts + 1] = -Infinity; logits[3 * experts] = -200;
+  const x = m.tensor(logits, [T, experts]);
+  const bias = m.tensor(floats(experts, 0.1), [experts]);
+  const sig = m.routeSync(x, { scoring: 'sigmoid', topK: 8, numGroups: 8, topKGroups: 4, bias, renormalize: true, scale: 2.5 });
+  out['sigmoid E=' + experts] = digest(sig.ids.data, sig.weights.data);
+  const soft = m.routeSync(x, { scoring: 'softmax', topK: 6, renormalize: false });
+  out['softmax E=' + experts] = digest(soft.ids.data, soft.weights.data);
+}
+for (const inter of [208, 256]) {
+  const hv = floats(T * 2 * inter, 8);
+  hv[7] = 95; hv[9] = -120;  // the exp's slow path
+  const h = m.tensor(hv, [T, 2 * inter]);
+  const q = m.swigluSync(h, { quantize: 'fp8' });
+  out['swiglu fp8 I=' + inter] = digest(q.data.data, q.scales.data);
+  out['swiglu f32 I=' + inter] = digest(m.swigluSync(h).data);
+  const a = m.quantizeActivationsSync(h);
+  out['quantize I=' + inter] = digest(a.data.data, a.scales.data);
+}
+process.stdout.write(JSON.stringify(out));
+`;
+
+function run(isa?: string, seed = SEED): Record<string, string> {
+  const env = { ...process.env };
+  delete env.MOE_CPU_ISA;
+  if (isa) env.MOE_CPU_ISA = isa;
+  return JSON.parse(execFileSync(process.execPath, ['-e', SCRIPT, String(seed)], { env, encoding: 'utf8' }));
+}
+
+describe('SIMD paths', () => {
+  const best = run();
+
+  it('compares digests that depend on the inputs', () => {
+    expect(Object.keys(best)).toHaveLength(10);
+    const other = run(undefined, SEED + 1);
+    for (const key of Object.keys(best)) expect(other[key], key).not.toBe(best[key]);
+  });
+
+  for (const isa of ['avx2', 'portable']) {
+    it(`${isa} gives the same bits as the best path`, () => {
+      expect(run(isa), `${isa} ${seedNote}`).toEqual(best);
+    });
+  }
+});
