@@ -89,47 +89,48 @@ inline __m512i fp8Bytes(__m512 x) {
 // the word's bit 20 is a's). 9 vector operations instead of 18; other vectors
 // take fp8Bytes. Checked on all 2^31 finite f32 inputs of each sign against
 // fp8FromFloat: the same bytes.
-inline __m512i fp8BytesFinite(__m512 x) {
-  const __m512i bits = _mm512_castps_si512(x);
-  const __m512i absBits = _mm512_and_si512(bits, set1(0x7FFFFFFFu));
-  if (__builtin_expect(_mm512_cmplt_epu32_mask(absBits, set1(121u << 23)) != 0, 0)) return fp8Bytes<false>(x);
+constexpr uint32_t kFp8NormalMinBits = 121u << 23;  // 2^-6
+
+inline __m512i fp8BytesNormal(__m512i bits, __m512i absBits) {
   const __m512i a = _mm512_min_epu32(absBits, set1(0x43E00000u));  // 448
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), set1(1));
   const __m512i result = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(a, set1(0x7FFFFu - (120u << 23))), lsb), 20);
   return _mm512_ternarylogic_epi32(_mm512_srli_epi32(bits, 24), set1(0x80), result, 0xEA);  // (bits >> 24 & 0x80) | result
 }
 
-template <bool kNaN>
-inline __m512i fp8BytesOf(__m512 x) {
-  return kNaN ? fp8Bytes<true>(x) : fp8BytesFinite(x);
+inline __m512i fp8BytesFinite(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i absBits = _mm512_and_si512(bits, set1(0x7FFFFFFFu));
+  if (__builtin_expect(_mm512_cmplt_epu32_mask(absBits, set1(kFp8NormalMinBits)) != 0, 0)) return fp8Bytes<false>(x);
+  return fp8BytesNormal(bits, absBits);
 }
 
-// x / s as the fp8 conversion needs it, mostly without a division (vdivps
-// is the slowest vector operation here: one per 16 values held SwiGLU + fp8
-// at ~9 cycles each). y = x * inv, inv = RN(1/s), is within 2 ulps of
-// RN(x / s) (|x * inv - x / s| <= 2^-24 |x / s|, then two roundings of at
-// most half an ulp). fp8 keeps the top 3 mantissa bits of a normal result
-// and rounds on the other 20, so the two give the same byte unless those 20
-// bits lie within 2 ulps of the halfway point 0x80000. Lanes within 4, and
-// results below e4m3's normal range (whose boundaries lie elsewhere), take the
-// exact division for the whole vector: rare for real data (~1 vector in
-// 7,000 for uniform bits). Checked against the division on 2^32 pairs.
-inline __m512 fp8Quotient(__m512 x, __m512 s, __m512 inv) {
-  const __m512 y = _mm512_mul_ps(x, inv);
-  const __m512i bits = _mm512_castps_si512(y);
-  const __m512i rem = _mm512_and_si512(bits, set1(0xFFFFFu));
+// fp8(x / s) for finite x, mostly without a division (vdivps is the slowest
+// vector operation here: one per 16 values held SwiGLU + fp8 at ~9 cycles
+// each). y = x * inv, inv = RN(1/s), is within 2 ulps of RN(x / s)
+// (|x * inv - x / s| <= 2^-24 |x / s|, then two roundings of at most half an
+// ulp). fp8 keeps the top 3 mantissa bits of a normal result and rounds on the
+// other 20, so the two give the same byte unless those 20 bits lie within 2
+// ulps of the halfway point 0x80000. Vectors with a lane within 4, or with a
+// result below e4m3's normal range (whose boundaries lie elsewhere), take the
+// exact division and the general conversion: rare for real data (~1 vector
+// in 7,000 for uniform bits). Checked against the division on 2^32 pairs.
+inline __m512i fp8BytesOfQuotient(__m512 x, __m512 s, __m512 inv) {
+  const __m512i bits = _mm512_castps_si512(_mm512_mul_ps(x, inv));
+  const __m512i absBits = _mm512_and_si512(bits, set1(0x7FFFFFFFu));
+  const __m512i rem = _mm512_and_si512(absBits, set1(0xFFFFFu));
   const __mmask16 nearHalf = _mm512_cmple_epu32_mask(_mm512_sub_epi32(rem, set1(0x80000u - 4)), set1(8));
-  const __mmask16 belowNormal = _mm512_cmplt_epu32_mask(_mm512_and_si512(bits, set1(0x7FFFFFFFu)), set1(121u << 23));
-  if (__builtin_expect((nearHalf | belowNormal) != 0, 0)) return _mm512_div_ps(x, s);
-  return y;
+  const __mmask16 belowNormal = _mm512_cmplt_epu32_mask(absBits, set1(kFp8NormalMinBits));
+  if (__builtin_expect((nearHalf | belowNormal) != 0, 0)) return fp8Bytes<false>(_mm512_div_ps(x, s));
+  return fp8BytesNormal(bits, absBits);
 }
 
-// y = x / scale (s = scale, inv = RN(1 / scale)), or x * s when kMultiply
-// (s is then the exact inverse). Finite groups skip most divisions (fp8Quotient).
+// fp8(x / scale) (s = scale, inv = RN(1 / scale)), or fp8(x * s) when
+// kMultiply (s is then the exact inverse); kNaN: the group may hold NaN or inf.
 template <bool kMultiply, bool kNaN>
-inline __m512 scaled(__m512 x, __m512 s, __m512 inv) {
-  if (kMultiply) return _mm512_mul_ps(x, s);
-  return kNaN ? _mm512_div_ps(x, s) : fp8Quotient(x, s, inv);
+inline __m512i fp8BytesScaled(__m512 x, __m512 s, __m512 inv) {
+  if (kNaN) return fp8Bytes<true>(kMultiply ? _mm512_mul_ps(x, s) : _mm512_div_ps(x, s));
+  return kMultiply ? fp8BytesFinite(_mm512_mul_ps(x, s)) : fp8BytesOfQuotient(x, s, inv);
 }
 
 // q[i] = fp8(x[i] / scale), or fp8(x[i] * scale) when `multiply` (scale is then the exact inverse).
@@ -137,13 +138,12 @@ template <class L, bool kMultiply, bool kNaN>
 inline void convertGroup(const typename L::T* x, int64_t n, __m512 s, __m512 inv, uint8_t* q) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 y = scaled<kMultiply, kNaN>(L::load(x + i), s, inv);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(fp8BytesOf<kNaN>(y)));
+    const __m512i bytes = fp8BytesScaled<kMultiply, kNaN>(L::load(x + i), s, inv);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(bytes));
   }
   if (i < n) {
     const __mmask16 m = tailMask(n - i);
-    const __m512 y = scaled<kMultiply, kNaN>(L::loadTail(x + i, m), s, inv);
-    _mm512_mask_cvtepi32_storeu_epi8(q + i, m, fp8BytesOf<kNaN>(y));
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, m, fp8BytesScaled<kMultiply, kNaN>(L::loadTail(x + i, m), s, inv));
   }
 }
 
