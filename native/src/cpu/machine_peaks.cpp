@@ -10,6 +10,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8_kernels.h"
+#include "cpu/huge_pages.h"
 #include "cpu/thread_pool.h"
 
 namespace moe::cpu {
@@ -80,11 +81,14 @@ double measureMemoryBandwidthGBs(double seconds) {
   // [words] uint64, ~1.5 GiB: 5x the largest L3 a VM reports (300 MiB).
   int64_t words = (int64_t{3} << 30) / 2 / 8;
   void* raw = nullptr;
-  while (words >= (int64_t{256} << 20) / 8 && posix_memalign(&raw, 4096, static_cast<size_t>(words) * 8) != 0) {
+  while (words >= (int64_t{256} << 20) / 8 && posix_memalign(&raw, size_t{2} << 20, static_cast<size_t>(words) * 8) != 0) {
     raw = nullptr;
     words /= 2;
   }
   if (raw == nullptr) return 0.0;
+  // On the pages the layer's weights and workspaces get (huge_pages.h), so
+  // that the ceiling is not understated next to them.
+  adviseHugePages(raw, static_cast<size_t>(words) * 8);
   uint64_t* data = static_cast<uint64_t*>(raw);
   const int64_t slice = (words + threads - 1) / threads;
 
