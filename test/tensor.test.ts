@@ -52,3 +52,23 @@ describe('tensor', () => {
     expect(empty([2, 3], 'bf16')).toBeInstanceOf(Tensor);
   });
 });
+
+describe('long-lived host buffers', () => {
+  it('are zeroed arrays of the dtype, and large ones are offered huge pages where Linux has them', async () => {
+    const { allocateLongLived } = await import('../lib/tensor');
+    const { native } = await import('../lib/native');
+    const small = allocateLongLived('bf16', 1000);
+    expect(small).toBeInstanceOf(Uint16Array);
+    expect(small.length).toBe(1000);
+    const large = allocateLongLived('fp8_e4m3', 16 << 20);
+    expect(large).toBeInstanceOf(Uint8Array);
+    expect(large.every((v) => v === 0)).toBe(true);
+    expect(native().adviseHugePages(new Uint8Array(1 << 20))).toBe(false); // below the 4 MiB floor
+    const fs = await import('node:fs');
+    const thp = '/sys/kernel/mm/transparent_hugepage/enabled';
+    if (process.platform === 'linux' && fs.existsSync(thp) && !fs.readFileSync(thp, 'utf8').includes('[never]')) {
+      expect(native().adviseHugePages(new Uint8Array(16 << 20))).toBe(true);
+    }
+    expect(() => native().adviseHugePages({} as Uint8Array)).toThrow(TypeError);
+  });
+});
