@@ -4,7 +4,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ForwardProfile, MoeConfig, MoeError, getNumThreads, setNumThreads, MoeLayer, bf16FromFloat32, referenceForwardToken, tensor } from '../lib/index';
 import { calcDiff } from './helpers/reference';
-import { layerTensors, tempDir, writeCheckpoint } from './helpers/checkpoint';
+import { layerTensors, softmaxFamilyCheckpoint, tempDir, writeCheckpoint, writeCheckpointFiles } from './helpers/checkpoint';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 
@@ -203,6 +203,33 @@ describe('MoeLayer.fromSafetensors', () => {
     expect(calcDiff(out, source.forwardSync(x, { out: 'f32' }).data as Float32Array)).toBeLessThan(2e-3);
   });
 
+  for (const family of ['mixtral', 'qwen3_moe'] as const) {
+    it(`loads a ${family} checkpoint (f32 weights under its own names) as a softmax-routed layer`, async () => {
+      const config: MoeConfig = {
+        ...SMALL, scoring: 'softmax', numGroups: 1, topKGroups: 1, topK: 2, numSharedExperts: 0, routedScalingFactor: 1, normTopKProb: true,
+      };
+      const softmaxSource = MoeLayer.random(config, { seed: SEED + 11 });
+      const written = softmaxFamilyCheckpoint(family, config, softmaxSource.weights, layerIndex);
+      const dir = writeCheckpointFiles(fresh(), written.config, written.tensors, 2);
+      const loaded = await MoeLayer.fromSafetensors(dir, { layer: layerIndex });
+      expect(loaded.config).toEqual(config);
+      expect(loaded.weights.bias).toBeUndefined();
+      const x = tensor(randomFloats(6 * SMALL.hiddenSize, random), [6, SMALL.hiddenSize]);
+      const out = loaded.forwardSync(x, { out: 'f32' }).data as Float32Array;
+      expect(calcDiff(out, referenceLayer(loaded, x.data as Float32Array, 6))).toBeLessThan(2e-3);
+      expect(calcDiff(out, softmaxSource.forwardSync(x, { out: 'f32' }).data as Float32Array)).toBeLessThan(2e-3);
+    });
+  }
+
+  it("rejects Qwen2-MoE's gated shared expert and Qwen's dense layers", async () => {
+    const config: MoeConfig = { ...SMALL, scoring: 'softmax', numGroups: 1, topKGroups: 1, topK: 2, numSharedExperts: 0, routedScalingFactor: 1 };
+    const written = softmaxFamilyCheckpoint('qwen3_moe', config, MoeLayer.random(config, { seed: SEED + 12 }).weights, layerIndex);
+    const gated = writeCheckpointFiles(fresh(), { ...written.config, shared_expert_intermediate_size: 256 }, written.tensors, 1);
+    await expect(MoeLayer.fromSafetensors(gated, { layer: layerIndex })).rejects.toThrow(/shared_expert_gate/);
+    const dense = writeCheckpointFiles(fresh(), { ...written.config, mlp_only_layers: [layerIndex] }, written.tensors, 1);
+    await expect(MoeLayer.fromSafetensors(dense, { layer: layerIndex })).rejects.toMatchObject({ code: 'ERR_MOE_RANGE' });
+  });
+
   describe('broken checkpoints are errors naming the tensor and the file', () => {
     const write = (mutate: (dir: string, tensors: ReturnType<typeof layerTensors>) => void, shards = 2) => {
       const dir = fresh();
@@ -267,8 +294,10 @@ describe('MoeLayer.fromSafetensors', () => {
       await expectFailure(dense, /layer 0 is a dense layer/, 0);
 
       const badConfig = write(() => {});
-      fs.writeFileSync(path.join(badConfig, 'config.json'), JSON.stringify({ hidden_size: 256 }));
+      fs.writeFileSync(path.join(badConfig, 'config.json'), JSON.stringify({ hidden_size: 256, n_routed_experts: 8 }));
       await expectFailure(badConfig, /config\.json: 'moe_intermediate_size' must be a non-negative integer/);
+      fs.writeFileSync(path.join(badConfig, 'config.json'), JSON.stringify({ hidden_size: 256 }));
+      await expectFailure(badConfig, /config\.json: not a known MoE config/);
 
       const overlap = fresh();
       fs.writeFileSync(path.join(overlap, 'config.json'), JSON.stringify({}));

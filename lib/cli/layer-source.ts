@@ -18,7 +18,7 @@ export function addLayerSourceOptions(command: Command, defaultScale: number): C
   return command
     .option('--scale <n>', 'divide DeepSeek-V3\'s hidden and intermediate sizes by n (kept multiples of 128)', parsePositiveInt, defaultScale)
     .option('--full', 'DeepSeek-V3\'s full size: H=7168, I=2048 (11 GiB of fp8 expert weights)')
-    .option('--model <dir>', 'a DeepSeek-V3-format Hugging Face checkpoint directory')
+    .option('--model <dir>', 'a Hugging Face checkpoint directory (DeepSeek-V3 FP8 layout; Mixtral and Qwen-MoE also load)')
     .option('--layer <n>', 'with --model: the decoder layer to load', (v) => Number.parseInt(v, 10))
     .option('--seed <n>', 'seed of the random weights', parsePositiveInt, 1)
     .option('--threads <n>', 'CPU threads (default: MOE_NUM_THREADS or all)', parsePositiveInt);

@@ -1,6 +1,7 @@
 /**
  * An MoE layer's shape and routing, with the DeepSeek-V3 Hugging Face
- * `config.json` keys it is read from.
+ * `config.json` keys it is read from (Mixtral's and Qwen-MoE's keys map onto
+ * the same fields: configFromHuggingFace).
  */
 import { MoeError } from '../errors';
 
@@ -55,8 +56,39 @@ function positiveInteger(config: Record<string, unknown>, key: string, where: st
   return value as number;
 }
 
-/** Reads a Hugging Face DeepSeek-V3-style config.json object. */
+/** The MoE checkpoint layouts fromSafetensors reads (checkpoint/naming.ts has their tensor names). */
+export type CheckpointFamily = 'deepseek-v3' | 'mixtral' | 'qwen-moe';
+
+/**
+ * Which family a Hugging Face config.json describes, from the keys only that
+ * family has: DeepSeek-V2/V3's `n_routed_experts`, Mixtral's
+ * `num_local_experts`, Qwen2-MoE / Qwen3-MoE's `num_experts` with
+ * `moe_intermediate_size`.
+ */
+export function checkpointFamily(config: Record<string, unknown>, where: string): CheckpointFamily {
+  if (config.n_routed_experts !== undefined) return 'deepseek-v3';
+  if (config.num_local_experts !== undefined) return 'mixtral';
+  if (config.num_experts !== undefined && config.moe_intermediate_size !== undefined) return 'qwen-moe';
+  throw new MoeError(
+    'ERR_MOE_CHECKPOINT',
+    `${where}: not a known MoE config: expected 'n_routed_experts' (DeepSeek-V3), 'num_local_experts' (Mixtral) or 'num_experts' with 'moe_intermediate_size' (Qwen-MoE)`,
+  );
+}
+
+/**
+ * Reads a Hugging Face config.json object of a DeepSeek-V3-style, Mixtral or
+ * Qwen-MoE model. Mixtral and Qwen-MoE route by softmax top-k over all
+ * experts (Mixtral renormalizes the k weights; Qwen does when
+ * `norm_topk_prob`), with no groups, bias or scaling.
+ */
 export function configFromHuggingFace(config: Record<string, unknown>, where: string): MoeConfig {
+  const family = checkpointFamily(config, where);
+  const result = family === 'deepseek-v3' ? deepSeekConfig(config, where) : softmaxFamilyConfig(config, family, where);
+  validateConfig(result, where);
+  return result;
+}
+
+function deepSeekConfig(config: Record<string, unknown>, where: string): MoeConfig {
   const scoring = (config.scoring_func ?? 'softmax') as string;
   if (scoring !== 'sigmoid' && scoring !== 'softmax') {
     throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: scoring_func must be 'sigmoid' or 'softmax', got ${JSON.stringify(scoring)}`);
@@ -65,7 +97,7 @@ export function configFromHuggingFace(config: Record<string, unknown>, where: st
   if (typeof scaling !== 'number' || !Number.isFinite(scaling)) {
     throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: routed_scaling_factor must be a number`);
   }
-  const result: MoeConfig = {
+  return {
     hiddenSize: positiveInteger(config, 'hidden_size', where),
     intermediateSize: positiveInteger(config, 'moe_intermediate_size', where),
     numExperts: positiveInteger(config, 'n_routed_experts', where),
@@ -77,8 +109,28 @@ export function configFromHuggingFace(config: Record<string, unknown>, where: st
     scoring,
     numSharedExperts: positiveInteger(config, 'n_shared_experts', where, 0),
   };
-  validateConfig(result, where);
-  return result;
+}
+
+function softmaxFamilyConfig(config: Record<string, unknown>, family: 'mixtral' | 'qwen-moe', where: string): MoeConfig {
+  if (family === 'qwen-moe' && positiveInteger(config, 'shared_expert_intermediate_size', where, 0) > 0) {
+    throw new MoeError(
+      'ERR_MOE_CHECKPOINT',
+      `${where}: Qwen2-MoE's shared expert is scaled by a per-token sigmoid gate (shared_expert_gate), which this layer does not compute`,
+    );
+  }
+  const mixtral = family === 'mixtral';
+  return {
+    hiddenSize: positiveInteger(config, 'hidden_size', where),
+    intermediateSize: positiveInteger(config, mixtral ? 'intermediate_size' : 'moe_intermediate_size', where),
+    numExperts: positiveInteger(config, mixtral ? 'num_local_experts' : 'num_experts', where),
+    topK: positiveInteger(config, 'num_experts_per_tok', where),
+    numGroups: 1,
+    topKGroups: 1,
+    routedScalingFactor: 1,
+    normTopKProb: mixtral ? true : Boolean(config.norm_topk_prob ?? false),
+    scoring: 'softmax',
+    numSharedExperts: 0,
+  };
 }
 
 export function validateConfig(c: MoeConfig, where: string): void {

@@ -13,7 +13,7 @@ import { MoeConfig, validateConfig } from './config';
 import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
 import { CUDA_ALIGN, RowLayout, Workspace } from './workspace';
-import { LoadOptions, loadDeepSeekLayer } from '../checkpoint/deepseek';
+import { LoadOptions, loadHuggingFaceLayer } from '../checkpoint/huggingface';
 
 export interface MoeWeights {
   /** [E, H] f32 or bf16: mlp.gate.weight */
@@ -226,13 +226,13 @@ export class MoeLayer {
   }
 
   /**
-   * Loads layer `options.layer`'s MoE block from a DeepSeek-V3-format Hugging
-   * Face checkpoint directory (config.json + sharded safetensors), reading only
-   * the tensors it needs.
+   * Loads layer `options.layer`'s MoE block from a Hugging Face checkpoint
+   * directory (config.json + sharded safetensors) of a DeepSeek-V3, Mixtral or
+   * Qwen-MoE model, reading only the tensors it needs.
    */
   static async fromSafetensors(pathOrDir: string, options: LoadOptions & { device?: Device }): Promise<MoeLayer> {
     const { device, ...load } = options ?? ({} as LoadOptions & { device?: Device });
-    const { config, weights } = await loadDeepSeekLayer(pathOrDir, load as LoadOptions);
+    const { config, weights } = await loadHuggingFaceLayer(pathOrDir, load as LoadOptions);
     const layer = new MoeLayer(config, weights);
     return device === 'cuda' ? layer.to('cuda') : layer;
   }

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { MoeConfig, MoeWeights, SafetensorsDType, writeSafetensors } from '../../lib/index';
+import { MoeConfig, MoeWeights, SafetensorsDType, fp8E4m3ToFloat, writeSafetensors } from '../../lib/index';
 import { expertSlot } from '../../lib/moe/experts';
 import { bytesOf } from '../../lib/checkpoint/safetensors';
 
@@ -74,7 +74,53 @@ export function hfConfig(config: MoeConfig, extra: Record<string, unknown> = {})
 
 /** Writes the checkpoint into `dir` with the tensors spread over `shards` files; returns the dir. */
 export function writeCheckpoint(dir: string, config: MoeConfig, tensors: Record<string, Entry>, shards = 3, extra: Record<string, unknown> = {}): string {
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(config, extra), null, 2));
+  return writeCheckpointFiles(dir, hfConfig(config, extra), tensors, shards);
+}
+
+/**
+ * A layer's weights as a Mixtral or Qwen3-MoE checkpoint stores them: f32
+ * expert matrices (the fp8 values times their block scales) under that
+ * family's names, the router as it is, and the family's config.json.
+ */
+export function softmaxFamilyCheckpoint(
+  family: 'mixtral' | 'qwen3_moe', config: MoeConfig, weights: MoeWeights, layer: number,
+): { config: Record<string, unknown>; tensors: Record<string, Entry> } {
+  const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
+  const prefix = family === 'mixtral' ? `model.layers.${layer}.block_sparse_moe` : `model.layers.${layer}.mlp`;
+  const [gateName, upName, downName] = family === 'mixtral' ? ['w1', 'w3', 'w2'] : ['gate_proj', 'up_proj', 'down_proj'];
+  const tensors: Record<string, Entry> = {};
+  tensors[`${prefix}.gate.weight`] = { dtype: weights.gate.dtype === 'bf16' ? 'BF16' : 'F32', shape: [e, h], bytes: bytesOf(weights.gate.data) };
+  const put = (name: string, m: MoeWeights['w13'], expert: number, row0: number, rows: number) => {
+    const slot = expertSlot(m, expert);
+    const cols = m.k, groups = Math.ceil(cols / 128);
+    const values = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const scale = slot.scales[Math.floor((row0 + r) / 128) * groups + Math.floor(c / 128)];
+        values[r * cols + c] = fp8E4m3ToFloat(slot.data[(row0 + r) * cols + c]) * scale;
+      }
+    }
+    tensors[`${name}.weight`] = { dtype: 'F32', shape: [rows, cols], bytes: bytesOf(values) };
+  };
+  for (let expert = 0; expert < e; expert++) {
+    const base = `${prefix}.experts.${expert}`;
+    put(`${base}.${gateName}`, weights.w13, expert, 0, i);
+    put(`${base}.${upName}`, weights.w13, expert, i, i);
+    put(`${base}.${downName}`, weights.w2, expert, 0, h);
+  }
+  const common = { hidden_size: h, num_experts_per_tok: config.topK, num_hidden_layers: layer + 2 };
+  const json = family === 'mixtral'
+    ? { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', intermediate_size: i, num_local_experts: e, ...common }
+    : {
+        architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', moe_intermediate_size: i, num_experts: e,
+        norm_topk_prob: config.normTopKProb, decoder_sparse_step: 1, mlp_only_layers: [], ...common,
+      };
+  return { config: json, tensors };
+}
+
+/** Writes config.json and the tensors spread over `shards` files with their index; returns the dir. */
+export function writeCheckpointFiles(dir: string, configJson: Record<string, unknown>, tensors: Record<string, Entry>, shards = 3): string {
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(configJson, null, 2));
   const names = Object.keys(tensors);
   const weightMap: Record<string, string> = {};
   const perShard = Math.ceil(names.length / shards);

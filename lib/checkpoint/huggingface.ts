@@ -1,13 +1,10 @@
 /**
- * Loads one MoE layer of a DeepSeek-V3-format Hugging Face checkpoint:
- * `config.json`, `model.safetensors.index.json` (or a single
- * `model.safetensors`), and the layer's tensors:
- *
- *   model.layers.{L}.mlp.gate.weight                          [E, H] bf16/f32
- *   model.layers.{L}.mlp.gate.e_score_correction_bias         [E] f32
- *   model.layers.{L}.mlp.experts.{e}.{gate,up,down}_proj.weight            fp8 e4m3 (or bf16/f32)
- *   model.layers.{L}.mlp.experts.{e}.{gate,up,down}_proj.weight_scale_inv  [ceil(N/128), ceil(K/128)] f32
- *   model.layers.{L}.mlp.shared_experts.{gate,up,down}_proj.weight (+ _scale_inv)
+ * Loads one MoE layer of a Hugging Face checkpoint: `config.json`,
+ * `model.safetensors.index.json` (or a single `model.safetensors`), and the
+ * layer's tensors, named as its family names them (naming.ts): DeepSeek-V3
+ * (the SPEC's layout: fp8 e4m3 expert weights with 128x128
+ * `weight_scale_inv`, a bf16/f32 router and its correction bias, shared
+ * experts), Mixtral or Qwen-MoE (bf16/f32 weights, quantized here).
  *
  * Each tensor is read straight into its place in the layer's buffers with
  * positioned reads: shards are never read whole.
@@ -18,10 +15,11 @@ import { MoeError } from '../errors';
 import { quantizeWeightsSync } from '../ops/quantize';
 import { Tensor, tensor } from '../tensor';
 import { bf16ToFloat } from '../numerics';
-import { MoeConfig, configFromHuggingFace } from '../moe/config';
+import { MoeConfig, checkpointFamily, configFromHuggingFace } from '../moe/config';
 import { ExpertMatrices, allocExperts, expertSlot } from '../moe/experts';
 import type { MoeWeights } from '../moe/layer';
 import { SafetensorsDType, SafetensorsFile, TensorInfo } from './safetensors';
+import { layerNames } from './naming';
 
 export interface LoadOptions {
   /** The decoder layer whose MoE block to load. */
@@ -156,33 +154,41 @@ export interface LoadedLayer {
   weights: MoeWeights;
 }
 
-export async function loadDeepSeekLayer(pathOrDir: string, options: LoadOptions): Promise<LoadedLayer> {
-  const dir = fs.existsSync(pathOrDir) && fs.statSync(pathOrDir).isFile() ? path.dirname(pathOrDir) : pathOrDir;
-  const configPath = path.join(dir, 'config.json');
-  const hf = readJson(configPath);
-  const config = configFromHuggingFace(hf, configPath);
-  const layer = options.layer;
+/** Throws unless decoder layer `layer` of this model has an MoE block. */
+function expectMoeLayer(hf: Record<string, unknown>, layer: number): void {
   if (!Number.isInteger(layer) || layer < 0) throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: options.layer must be a non-negative integer, got ${layer}`);
   const numLayers = hf.num_hidden_layers;
   if (typeof numLayers === 'number' && layer >= numLayers) {
     throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is past the model's ${numLayers} layers`);
   }
-  const denseLayers = hf.first_k_dense_replace;
+  const denseLayers = hf.first_k_dense_replace; // DeepSeek-V3
   if (typeof denseLayers === 'number' && layer < denseLayers) {
     throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is a dense layer (first_k_dense_replace = ${denseLayers}); MoE layers start at ${denseLayers}`);
   }
+  const mlpOnly = hf.mlp_only_layers; // Qwen-MoE
+  const step = hf.decoder_sparse_step;
+  if ((Array.isArray(mlpOnly) && mlpOnly.includes(layer)) || (typeof step === 'number' && step > 1 && (layer + 1) % step !== 0)) {
+    throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is a dense layer (mlp_only_layers / decoder_sparse_step)`);
+  }
+}
+
+export async function loadHuggingFaceLayer(pathOrDir: string, options: LoadOptions): Promise<LoadedLayer> {
+  const dir = fs.existsSync(pathOrDir) && fs.statSync(pathOrDir).isFile() ? path.dirname(pathOrDir) : pathOrDir;
+  const configPath = path.join(dir, 'config.json');
+  const hf = readJson(configPath);
+  const config = configFromHuggingFace(hf, configPath);
+  expectMoeLayer(hf, options.layer);
   const files = new CheckpointFiles(dir);
-  const prefix = `model.layers.${layer}.mlp`;
+  const names = layerNames(checkpointFamily(hf, configPath), options.layer);
   const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
 
-  const gateRead = await readFresh(files, `${prefix}.gate.weight`, ['BF16', 'F32'], [e, h]);
+  const gateRead = await readFresh(files, names.router, ['BF16', 'F32'], [e, h]);
   const gate: Tensor = gateRead.dtype === 'F32'
     ? tensor(new Float32Array(gateRead.bytes.buffer), [e, h])
     : tensor(new Uint16Array(gateRead.bytes.buffer), [e, h], 'bf16');
   let bias: Tensor<'f32'> | undefined;
-  const biasName = `${prefix}.gate.e_score_correction_bias`;
-  if (files.has(biasName)) {
-    const b = await readFresh(files, biasName, ['F32', 'BF16'], [e]);
+  if (names.bias && files.has(names.bias)) {
+    const b = await readFresh(files, names.bias, ['F32', 'BF16'], [e]);
     bias = tensor(Float32Array.from(asFloat32(b.bytes, b.dtype)), [e], 'f32');
   }
 
@@ -193,15 +199,14 @@ export async function loadDeepSeekLayer(pathOrDir: string, options: LoadOptions)
   const sharedW2 = shared > 0 ? allocExperts(1, h, i * shared) : undefined;
   const total = e + (shared > 0 ? 1 : 0);
   for (let expert = 0; expert < e; expert++) {
-    const base = `${prefix}.experts.${expert}`;
-    await loadExpert(files, w13, expert, [`${base}.gate_proj`, `${base}.up_proj`], i);
-    await loadExpert(files, w2, expert, [`${base}.down_proj`], h);
+    const { gate: g, up, down } = names.expert(expert);
+    await loadExpert(files, w13, expert, [g, up], i);
+    await loadExpert(files, w2, expert, [down], h);
     options.onProgress?.(expert + 1, total);
   }
-  if (sharedW13 && sharedW2) {
-    const base = `${prefix}.shared_experts`;
-    await loadExpert(files, sharedW13, 0, [`${base}.gate_proj`, `${base}.up_proj`], i * shared);
-    await loadExpert(files, sharedW2, 0, [`${base}.down_proj`], h);
+  if (sharedW13 && sharedW2 && names.shared) {
+    await loadExpert(files, sharedW13, 0, [names.shared.gate, names.shared.up], i * shared);
+    await loadExpert(files, sharedW2, 0, [names.shared.down], h);
     options.onProgress?.(total, total);
   }
   return { config, weights: { gate, bias, w13, w2, sharedW13, sharedW2 } };
