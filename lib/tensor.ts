@@ -106,6 +106,11 @@ function checkShape(shape: unknown, what: string): asserts shape is number[] {
  * array stores (Float32Array f32, Uint16Array bf16, Uint8Array fp8_e4m3,
  * Int32Array i32); a given dtype must match the array.
  */
+export function tensor(data: Float32Array, shape: readonly number[], dtype?: 'f32'): Tensor<'f32'>;
+export function tensor(data: Uint16Array, shape: readonly number[], dtype?: 'bf16'): Tensor<'bf16'>;
+export function tensor(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3'): Tensor<'fp8_e4m3'>;
+export function tensor(data: Int32Array, shape: readonly number[], dtype?: 'i32'): Tensor<'i32'>;
+export function tensor<D extends DType>(data: StorageOf[D], shape: readonly number[], dtype?: D): Tensor<D>;
 export function tensor<D extends DType>(data: StorageOf[D], shape: readonly number[], dtype?: D): Tensor<D> {
   if (!ArrayBuffer.isView(data)) {
     throw new MoeError('ERR_MOE_DTYPE', `tensor: data must be a typed array, got ${describe(data)}`);

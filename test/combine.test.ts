@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  MoeError, bf16FromFloat32, combine, combineSync, dispatchLayoutSync, empty, getNumThreads, routeSync, setNumThreads, tensor,
+  bf16FromFloat32, combine, combineSync, dispatchLayoutSync, empty, getNumThreads, routeSync, setNumThreads, tensor,
 } from '../lib/index';
 import type { DispatchLayout, Tensor } from '../lib/index';
 import { bf16BitsToNumber, referenceCombine } from './helpers/moe-reference';

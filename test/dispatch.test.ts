@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MoeError, QuantizedTensor, bf16FromFloat32, dispatch, dispatchLayoutSync, dispatchSync, empty, routeSync, tensor } from '../lib/index';
+import { QuantizedTensor, bf16FromFloat32, dispatch, dispatchLayoutSync, dispatchSync, empty, routeSync, tensor } from '../lib/index';
 import type { DispatchLayout, Tensor } from '../lib/index';
 import { referenceDispatch } from './helpers/moe-reference';
 import { referenceQuantize } from './helpers/reference';

@@ -22,7 +22,7 @@ const random = rng();
 function detachedTensor() {
   const data = randomFloats(32, random);
   const t = tensor(data, [2, 16]);
-  structuredClone(data.buffer, { transfer: [data.buffer] });
+  structuredClone(data.buffer, { transfer: [data.buffer as ArrayBuffer] });
   return t;
 }
 
@@ -98,7 +98,7 @@ describe('gemmFp8 rejects bad input', () => {
     }
 
     const detached = tensor(new Uint8Array(64 * 4), [4, 64], 'fp8_e4m3');
-    structuredClone(detached.data.buffer, { transfer: [detached.data.buffer] });
+    structuredClone(detached.data.buffer, { transfer: [detached.data.buffer as ArrayBuffer] });
     expectMoeError(() => gemmFp8Sync({ data: detached, scales: a.scales }, b), 'ERR_MOE_DETACHED');
     await expect(gemmFp8(a, bOtherK)).rejects.toMatchObject({ code: 'ERR_MOE_SHAPE' });
   });

@@ -3,3 +3,5 @@ process.env.MOE_CPU_ISA = 'avx2';
 const { gemmSuite } = await import('./helpers/gemm-suite');
 
 gemmSuite('avx2');
+
+export {}; // a module: top-level await

@@ -3,3 +3,5 @@ process.env.MOE_CPU_ISA = 'portable';
 const { gemmSuite } = await import('./helpers/gemm-suite');
 
 gemmSuite('portable');
+
+export {}; // a module: top-level await

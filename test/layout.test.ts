@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MoeError, dispatchLayout, dispatchLayoutSync, empty, tensor } from '../lib/index';
+import { dispatchLayout, dispatchLayoutSync, empty, tensor } from '../lib/index';
 import type { DispatchLayout } from '../lib/index';
 import { LayoutRef, referenceLayout } from './helpers/moe-reference';
 import { rng, seedNote } from './helpers/random';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEEPSEEK_V3_ROUTING, MoeError, Tensor, bf16FromFloat32, empty, route, routeSync, tensor } from '../lib/index';
+import { DEEPSEEK_V3_ROUTING, Tensor, bf16FromFloat32, empty, route, routeSync, tensor } from '../lib/index';
 import type { RouteOptions } from '../lib/index';
 import { RouteRefOptions, decodeBf16, expectRouting, referenceRoute } from './helpers/moe-reference';
 import { randomFloats, rng, seedNote } from './helpers/random';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MoeError, QuantizedTensor, bf16FromFloat32, empty, swiglu, swigluSync, tensor } from '../lib/index';
+import { QuantizedTensor, bf16FromFloat32, empty, swiglu, swigluSync, tensor } from '../lib/index';
 import { bf16BitsToNumber, referenceSwiglu } from './helpers/moe-reference';
 import { referenceQuantize } from './helpers/reference';
 import { randomFloats, rng, seedNote } from './helpers/random';

@@ -6,3 +6,5 @@ const { expect, it } = await import('vitest');
 it('MOE_NUM_THREADS sets the CPU thread count', () => {
   expect(getNumThreads()).toBe(3);
 });
+
+export {}; // a module: top-level await
