@@ -118,6 +118,19 @@ const layoutToCuda = (l) => ({ ...l, tokensPerExpert: l.tokensPerExpert.to('cuda
 const poisonedFp8 = (shape) => m.tensor(new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(0x7f), shape, 'fp8_e4m3').to('cuda');
 
 function checkMoeOps() {
+  // routerLogits: the tensor-core kernel (bf16 x and w, T > 32), the f32 tiled
+  // kernel and the decode kernel, ragged shapes; f32 sums in another order than
+  // the CPU's, so within 1e-5 of the dot products' magnitude.
+  for (const [t, e, h, dtype] of [[300, 256, 7168, 'bf16'], [77, 72, 200, 'bf16'], [4096, 256, 896, 'bf16'], [130, 64, 256, 'f32'], [5, 256, 7168, 'bf16']]) {
+    const make = (n) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
+    const x = dtype === 'bf16' ? m.bf16FromFloat32(make(t * h), [t, h]) : m.tensor(make(t * h), [t, h], 'f32');
+    const w = dtype === 'bf16' ? m.bf16FromFloat32(make(e * h), [e, h]) : m.tensor(make(e * h), [e, h], 'f32');
+    const cpu = m.routerLogitsSync(x, w).data;
+    const gpu = hostBits(m.routerLogitsSync(x.to('cuda'), w.to('cuda')));
+    const scale = Math.sqrt(h) * 0.3;
+    const worst = gpu.reduce((acc, v, i) => Math.max(acc, Math.abs(v - cpu[i]) / scale), 0);
+    check(`routerLogits T=${t} E=${e} H=${h} ${dtype}`, worst < 1e-5 && gpu.every(Number.isFinite), `max err / |x||w| ${worst.toExponential(2)}`);
+  }
   for (const [t, e, opts, withBias] of [[257, 256, m.DEEPSEEK_V3_ROUTING, true], [1, 256, m.DEEPSEEK_V3_ROUTING, true], [300, 8, { scoring: 'softmax', topK: 2, renormalize: true }, false], [77, 60, { scoring: 'softmax', topK: 4 }, false]]) {
     const values = Float32Array.from({ length: t * e }, () => Math.round((Math.random() - 0.5) * 8) / 2); // ties
     for (let i = 0; i < t; i += 5) values[i * e + 3] = NaN;
@@ -225,6 +238,12 @@ async function timeMoeOps(hbm) {
     // gathered bf16 rows in, fp8 rows and scales out (padding rows are written too)
     let bytes = used * h * 2 + r * h + r * groups * 4;
     rows.push({ kind: 'dispatch', shape: `T=${t} H=${h} k=${k} R=${r}`, ms, tflops: 0, gbs: bytes / ms / 1e6, peakRatio: 0, hbmRatio: bytes / ms / 1e6 / hbm, target: '85% HBM' });
+    // The router projection (bf16 tensor cores): TFLOPS, for the layer's GEMM budget.
+    const gate = m.bf16FromFloat32(Float32Array.from({ length: e * h }, () => Math.random() - 0.5), [e, h]).to('cuda');
+    const logits = m.empty([t, e], 'f32', 'cuda');
+    ms = await timeMs(() => m.routerLogits(x, gate, { into: logits }));
+    rows.push({ kind: 'routerLogits', shape: `T=${t} E=${e} H=${h} bf16`, ms, tflops: (2 * t * e * h) / ms / 1e9, gbs: (t * h * 2 + e * h * 2 + t * e * 4) / ms / 1e6, peakRatio: 0, hbmRatio: 0, target: '-' });
+    gate.dispose(); logits.dispose();
     const y = m.empty([r, h], 'bf16', 'cuda');
     const w = m.tensor(Float32Array.from({ length: t * k }, () => Math.random()), [t, k], 'f32').to('cuda');
     const shared = m.empty([t, h], 'f32', 'cuda');

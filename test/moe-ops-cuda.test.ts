@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  DispatchLayout, Tensor, backends, bf16FromFloat32, combineSync, dispatchLayoutSync, dispatchSync, routeSync, swigluSync, tensor,
+  DispatchLayout, Tensor, backends, bf16FromFloat32, combineSync, dispatchLayoutSync, dispatchSync, routeSync, routerLogitsSync, swigluSync,
+  tensor,
 } from '../lib/index';
 import { native } from '../lib/native';
 import { randomFloats, rng } from './helpers/random';
@@ -39,6 +40,21 @@ function randomLogits(r: () => number, t: number, e: number, opts: { ties?: bool
 }
 
 describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU backend', () => {
+  // routerLogits: bf16 on tensor cores (T > 32), f32 on the tiled SIMT kernel,
+  // decode sizes on the warp kernel; f32 sums in another order than the CPU's.
+  for (const [t, e, h, dtype] of [[300, 256, 1024, 'bf16'], [77, 72, 200, 'bf16'], [130, 64, 256, 'f32'], [5, 256, 896, 'bf16']] as const) {
+    it(`routerLogits T=${t} E=${e} H=${h} ${dtype}`, () => {
+      const r = rng(11);
+      const x = dtype === 'bf16' ? bf16FromFloat32(randomFloats(t * h, r, 1), [t, h]) : tensor(randomFloats(t * h, r, 1), [t, h], 'f32');
+      const w = dtype === 'bf16' ? bf16FromFloat32(randomFloats(e * h, r, 1), [e, h]) : tensor(randomFloats(e * h, r, 1), [e, h], 'f32');
+      const want = routerLogitsSync(x, w).data as Float32Array;
+      const into = poisoned(tensor(new Float32Array(t * e), [t, e], 'f32').to('cuda'));
+      const got = routerLogitsSync(x.to('cuda'), w.to('cuda'), { into }).to('cpu').data as Float32Array;
+      const scale = Math.sqrt(h);  // |x| |w| of unit-scale rows, roughly
+      for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i]) / scale, `logit ${i}`).toBeLessThan(1e-5);
+    });
+  }
+
   const routeCases = [
     { name: 'DeepSeek-V3 (sigmoid, bias, 8 groups keep 4, k=8)', t: 67, e: 256, opts: { scoring: 'sigmoid', topK: 8, numGroups: 8, topKGroups: 4, renormalize: true, scale: 2.5 }, bias: true },
     { name: 'sigmoid with ties and NaN/inf logits', t: 33, e: 64, opts: { scoring: 'sigmoid', topK: 6, numGroups: 8, topKGroups: 3, renormalize: true, scale: 1 }, bias: true, ties: true, nonFinite: true },

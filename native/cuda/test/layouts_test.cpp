@@ -1,4 +1,5 @@
-// CPU test of include/sm90_layouts.h (and the Hopper config heuristics)
+// CPU test of include/sm90_layouts.h (and the Hopper config heuristics) and
+// of include/mma_m16n8k16.h (the tensor-core router's fragments)
 // against an independent model of the hardware layouts, written from the PTX
 // ISA's tables and figures and the driver API's TMA rules. g++ only, no CUDA:
 //
@@ -8,11 +9,13 @@
 // Exits 0 when every check passes, 1 otherwise (printing each mismatch).
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <set>
 #include <utility>
 #include <vector>
 
+#include "mma_m16n8k16.h"
 #include "sm90_fp8_gemm_heuristics.h"
 #include "sm90_layouts.h"
 
@@ -364,8 +367,144 @@ static void test_heuristics() {
   CHECK(sm90_fp8_gemm_choose(q, 132).block_m == 128, "contiguous: BLOCK_M 128");
 }
 
+// ===========================================================================
+// mma.sync m16n8k16 (bf16 in, f32 accumulate): the router's fragments
+// ===========================================================================
+
+// The PTX ISA's tables for .bf16 m16n8k16, element by element: groupID =
+// laneid >> 2, threadID_in_group = laneid % 4; A elements a0..a7, B b0..b3,
+// C c0..c3 (two bf16 elements per 32-bit register, the first in the low half).
+struct Coord {
+  int row, col;
+};
+static Coord model_a(int lane, int i) {
+  const int group = lane >> 2, tig = lane % 4;
+  const int row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+  const int col = (i < 4) ? tig * 2 + (i & 1) : tig * 2 + (i & 1) + 8;
+  return {row, col};
+}
+static Coord model_b(int lane, int i) {  // row = k, col = n
+  const int group = lane >> 2, tig = lane % 4;
+  return {(i < 2) ? tig * 2 + (i & 1) : tig * 2 + (i & 1) + 8, group};
+}
+static Coord model_c(int lane, int i) {
+  const int group = lane >> 2, tig = lane % 4;
+  return {(i < 2) ? group : group + 8, tig * 2 + (i & 1)};
+}
+
+static void test_mma16816_fragments() {
+  using namespace mma16816;
+  std::set<std::pair<int, int>> a_seen, b_seen, c_seen;
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int r = 0; r < 4; ++r) {
+      for (int half = 0; half < 2; ++half) {
+        const Coord m = model_a(lane, 2 * r + half);
+        CHECK(a_row(lane, r) == m.row && a_col(lane, r) + half == m.col, "A lane %d reg %d half %d", lane, r, half);
+        a_seen.insert({m.row, m.col});
+      }
+      const Coord m = model_c(lane, r);
+      CHECK(c_row(lane, r) == m.row && c_col(lane, r) == m.col, "C lane %d c%d", lane, r);
+      c_seen.insert({m.row, m.col});
+    }
+    for (int r = 0; r < 2; ++r) {
+      for (int half = 0; half < 2; ++half) {
+        const Coord m = model_b(lane, 2 * r + half);
+        CHECK(b_k(lane, r) + half == m.row && b_n(lane) == m.col, "B lane %d reg %d half %d", lane, r, half);
+        b_seen.insert({m.row, m.col});
+      }
+    }
+  }
+  CHECK(a_seen.size() == 16 * 16 && b_seen.size() == 16 * 8 && c_seen.size() == 16 * 8, "every element held once");
+}
+
+// The router kernel's warp tile (router_logits.cu, router_logits_mma_kernel),
+// emulated: x [64][32] and w [64][32] staged as bf16 pairs in rows of
+// kRowWords words, each warp's fragments gathered with the kernel's index
+// expressions, each mma evaluated by the PTX model (A and B rebuilt from the
+// 32 lanes' registers, D scattered back), the results stored as the kernel
+// stores them; against x * w^T. Small integers: exact in bf16 and f32.
+static void test_router_mma_tile() {
+  using namespace mma16816;
+  constexpr int kTile = 64, kKStep = 32, kRowWords = kKStep / 2 + 4;
+  uint16_t x[kTile][kKStep], w[kTile][kKStep];
+  uint32_t xs[kTile][kRowWords] = {}, ws[kTile][kRowWords] = {};
+  uint32_t state = 12345;
+  auto next = [&] { state = state * 1664525u + 1013904223u; return static_cast<int>(state >> 28) - 8; };  // -8..7
+  auto bf16 = [](int v) {
+    float f = static_cast<float>(v);
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    return static_cast<uint16_t>(bits >> 16);
+  };
+  auto value = [](uint32_t word, int half) {
+    const uint32_t bits = (half ? word >> 16 : word & 0xFFFFu) << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+  };
+  int xv[kTile][kKStep], wv[kTile][kKStep];
+  for (int r = 0; r < kTile; ++r) {
+    for (int k = 0; k < kKStep; ++k) {
+      xv[r][k] = next();
+      wv[r][k] = next();
+      x[r][k] = bf16(xv[r][k]);
+      w[r][k] = bf16(wv[r][k]);
+    }
+    for (int k = 0; k < kKStep; k += 2) {
+      xs[r][k / 2] = x[r][k] | (static_cast<uint32_t>(x[r][k + 1]) << 16);
+      ws[r][k / 2] = w[r][k] | (static_cast<uint32_t>(w[r][k + 1]) << 16);
+    }
+  }
+  float out[kTile][kTile];
+  for (int warp = 0; warp < 4; ++warp) {
+    const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
+    float acc[32][2][4][4] = {};  // [lane][mi][ni][c]
+    for (int kk = 0; kk < kKStep; kk += kK) {
+      uint32_t a[32][2][4], b[32][4][2];
+      for (int lane = 0; lane < 32; ++lane) {
+        for (int mi = 0; mi < 2; ++mi)
+          for (int r = 0; r < 4; ++r) a[lane][mi][r] = xs[wm + mi * kM + a_row(lane, r)][(kk + a_col(lane, r)) / 2];
+        for (int ni = 0; ni < 4; ++ni)
+          for (int r = 0; r < 2; ++r) b[lane][ni][r] = ws[wn + ni * kN + b_n(lane)][(kk + b_k(lane, r)) / 2];
+      }
+      for (int mi = 0; mi < 2; ++mi) {
+        for (int ni = 0; ni < 4; ++ni) {
+          float am[16][16], bm[16][8];
+          for (int lane = 0; lane < 32; ++lane) {
+            for (int i = 0; i < 8; ++i) am[model_a(lane, i).row][model_a(lane, i).col] = value(a[lane][mi][i / 2], i & 1);
+            for (int i = 0; i < 4; ++i) bm[model_b(lane, i).row][model_b(lane, i).col] = value(b[lane][ni][i / 2], i & 1);
+          }
+          for (int lane = 0; lane < 32; ++lane) {
+            for (int i = 0; i < 4; ++i) {
+              const Coord c = model_c(lane, i);
+              float sum = 0;
+              for (int k = 0; k < 16; ++k) sum += am[c.row][k] * bm[k][c.col];
+              acc[lane][mi][ni][i] += sum;
+            }
+          }
+        }
+      }
+    }
+    for (int lane = 0; lane < 32; ++lane)
+      for (int mi = 0; mi < 2; ++mi)
+        for (int ni = 0; ni < 4; ++ni)
+          for (int c = 0; c < 4; ++c) out[wm + mi * kM + c_row(lane, c)][wn + ni * kN + c_col(lane, c)] = acc[lane][mi][ni][c];
+  }
+  int bad = 0;
+  for (int t = 0; t < kTile; ++t) {
+    for (int e = 0; e < kTile; ++e) {
+      int want = 0;
+      for (int k = 0; k < kKStep; ++k) want += xv[t][k] * wv[e][k];
+      if (out[t][e] != static_cast<float>(want)) ++bad;
+    }
+  }
+  CHECK(bad == 0, "router tile: %d of 4096 logits differ from x * w^T", bad);
+}
+
 int main() {
   printf("sm90 layout checks against the PTX ISA model\n");
+  test_mma16816_fragments();
+  test_router_mma_tile();
   test_swizzle();
   test_descriptor();
   test_wgmma_reads_tma_tile();
