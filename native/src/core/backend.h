@@ -23,7 +23,8 @@ enum class OpKind {
   kSwiglu,
   kCombine,
   kRouterLogits,
-  kExpertUp,  // optional fusion: moeForward runs dispatch, groupedGemmFp8 and swiglu without it
+  kExpertUp,        // optional fusion: moeForward runs dispatch, groupedGemmFp8 and swiglu without it
+  kRouterQuantize,  // optional fusion: moeForward runs routerLogits and quantizeActivations without it
 };
 
 class Backend {
@@ -50,6 +51,9 @@ class Backend {
   // Optional fused operations: a backend that lacks one reports it through
   // supportsOp and callers run the separate operations instead.
   virtual Status expertUp(const ExpertUpArgs&) { return Status(Code::kUnsupported, std::string("expertUp does not run on the ") + name() + " backend"); }
+  virtual Status routerLogitsQuantize(const RouterQuantizeArgs&) {
+    return Status(Code::kUnsupported, std::string("routerLogitsQuantize does not run on the ") + name() + " backend");
+  }
 };
 
 }  // namespace moe

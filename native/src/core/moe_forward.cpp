@@ -164,9 +164,33 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   }
   StageClock clock(args.stageSeconds);
 
+  const int64_t tokens = args.x.dim(0);
+  // Fused experts: dispatch is the tokens' quantization, once for all (shared
+  // with the shared expert); expertUp's GEMM reads each expert's token rows in
+  // place. Where the backend can, the router's pass over x quantizes it too.
+  const bool fuseExperts = backend.supportsOp(OpKind::kExpertUp) && fusionAllowed();
+  TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
   RouterLogitsArgs project{args.x, args.gate, ws.logits};
-  MOE_RETURN_IF_ERROR(backend.routerLogits(project));
-  clock.charge(kStageRouter);
+  if (fuseExperts) {
+    QuantizeArgs q;
+    q.x = args.x;
+    q.q = tokensQ = rows(ws.xq, 0, tokens);
+    q.scales = tokensQScales = rows(ws.xqScales, 0, tokens);
+    if (backend.supportsOp(OpKind::kRouterQuantize)) {
+      double quantizeSeconds = 0;
+      MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}));
+      clock.charge(kStageRouter);
+      clock.move(kStageRouter, kStageDispatch, quantizeSeconds);
+    } else {
+      MOE_RETURN_IF_ERROR(backend.routerLogits(project));
+      clock.charge(kStageRouter);
+      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+      clock.charge(kStageDispatch);
+    }
+  } else {
+    MOE_RETURN_IF_ERROR(backend.routerLogits(project));
+    clock.charge(kStageRouter);
+  }
   RouteArgs routing = args.routing;
   routing.logits = ws.logits;
   routing.bias = args.bias;
@@ -190,17 +214,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   const int64_t numRows = offsets[experts];
   clock.charge(kStageLayout);
 
-  const int64_t tokens = args.x.dim(0);
-  TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
-  if (backend.supportsOp(OpKind::kExpertUp) && fusionAllowed()) {
-    // Dispatch is the tokens' quantization (once, shared with the shared
-    // expert); expertUp's GEMM reads each expert's token rows in place.
-    QuantizeArgs q;
-    q.x = args.x;
-    q.q = tokensQ = rows(ws.xq, 0, tokens);
-    q.scales = tokensQScales = rows(ws.xqScales, 0, tokens);
-    MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
-    clock.charge(kStageDispatch);
+  if (fuseExperts) {
     double swigluSeconds = 0;
     MOE_RETURN_IF_ERROR(expertUp(backend, args.w13, ws, tokens, offsets, &swigluSeconds));
     clock.charge(kStageGemm1);

@@ -143,4 +143,16 @@ struct RouterLogitsArgs {
   TensorView logits;  // [T, E] f32 (output)
 };
 
+// routerLogits and quantizeActivations of the same x in one pass where the
+// backend can: the CPU's AMX router quantizes each block of token rows while
+// they are in cache, instead of reading x from memory a second time.
+// Bit-identical to the two operations.
+struct RouterQuantizeArgs {
+  RouterLogitsArgs router;
+  QuantizeArgs quantize;  // quantize.x is router.x; activations (1x128)
+  // Optional output: wall-clock seconds of the call spent quantizing (summed
+  // over threads, divided by the threads that shared the work).
+  double* quantizeSeconds = nullptr;
+};
+
 }  // namespace moe

@@ -60,6 +60,10 @@ class CpuBackend final : public Backend {
   Status swiglu(const SwigluArgs& args) override { return cpu::swiglu(args); }
   Status combine(const CombineArgs& args) override { return cpu::combine(args); }
   Status expertUp(const ExpertUpArgs& args) override { return cpu::expertUp(args); }
+  Status routerLogitsQuantize(const RouterQuantizeArgs& args) override {
+    MOE_RETURN_IF_ERROR(checkQuantize(args.quantize, 1, "quantizeActivations"));
+    return cpu::routerLogitsQuantize(args);
+  }
 };
 
 }  // namespace

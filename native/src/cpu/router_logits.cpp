@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 #include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
+#include "cpu/quantize.h"
+#include "cpu/quantize_row_kernels.h"
 #include "cpu/router_logits_amx.h"
 #include "cpu/thread_pool.h"
 #include "cpu/thread_scratch.h"
@@ -199,7 +202,27 @@ bool amxApplies(const RouterLogitsArgs& args) {
 // a decode step still spreads w over every thread.
 thread_local ThreadScratch t_routerScratch;
 
-Status routerLogitsAmx(const RouterLogitsArgs& args) {
+// Quantizes x's token rows [t0, t0 + count) 1x128 (the row kernels of
+// quantizeActivations, so the same bits); false if a row is not finite.
+bool quantizeTokenRows(const QuantizeArgs& q, int64_t t0, int64_t count) {
+  const int64_t hidden = q.x.dim(1), groups = ceilDiv(hidden, kQuantGroup);
+  const qrow::RowKernels& kernels = qrow::selectedRowKernels();
+  bool finite = true;
+  for (int64_t t = t0; t < t0 + count; ++t) {
+    finite &= kernels.quantizeRowBF16(q.x.as<const uint16_t>() + t * hidden, hidden, q.scaleFormat,
+                                      q.q.as<uint8_t>() + t * hidden, q.scales.as<float>() + t * groups);
+  }
+  return finite;
+}
+
+using Clock = std::chrono::steady_clock;
+
+// `quantize` (optional): also quantize x, each token block by the task that
+// covers its first experts; *quantizeSeconds gets the time, per thread summed
+// over the threads. Returns kNonFinite (without a message) if a quantized row
+// was not finite: the caller reruns the plain quantizer for its error.
+Status routerLogitsAmx(const RouterLogitsArgs& args, const QuantizeArgs* quantize = nullptr,
+                       double* quantizeSeconds = nullptr) {
   const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
   const uint16_t* x = args.x.as<const uint16_t>();  // [T, H] bf16
   const uint16_t* w = args.w.as<const uint16_t>();  // [E, H] bf16
@@ -212,8 +235,9 @@ Status routerLogitsAmx(const RouterLogitsArgs& args) {
   }
   const int64_t expertsPerTask = ceilDiv(experts / kAmxRouterExperts, expertChunks) * kAmxRouterExperts;
   expertChunks = ceilDiv(experts, expertsPerTask);
-  std::atomic<bool> outOfMemory{false};
-  pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int) {
+  std::atomic<bool> outOfMemory{false}, notFinite{false};
+  std::vector<double> quantizing(static_cast<size_t>(pool.numThreads()), 0.0);  // per thread: seconds
+  pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
     // The packed token block and the tile store buffer, kept per thread (a
     // decode step would otherwise allocate and clear it on every call).
     auto* scratch = static_cast<uint32_t*>(t_routerScratch.get(static_cast<size_t>(amxRouterScratchWords(hidden)) * 4));
@@ -226,12 +250,39 @@ Status routerLogitsAmx(const RouterLogitsArgs& args) {
     const int64_t e1 = std::min(experts, e0 + expertsPerTask);
     const int64_t count = std::min(tokens - t0, kAmxRouterTokens);
     amxRouterBlock(x + t0 * hidden, count, w, e0, e1, hidden, logits + t0 * experts, experts, scratch);
+    if (quantize != nullptr && e0 == 0) {
+      const Clock::time_point start = Clock::now();
+      if (!quantizeTokenRows(*quantize, t0, count)) notFinite.store(true, std::memory_order_relaxed);
+      quantizing[static_cast<size_t>(thread)] += std::chrono::duration<double>(Clock::now() - start).count();
+    }
   });
   if (outOfMemory.load()) return Status(Code::kInternal, "routerLogits: out of memory for a scratch block");
-  return Status::ok();
+  if (quantizeSeconds != nullptr) {
+    double seconds = 0;
+    for (double t : quantizing) seconds += t;
+    *quantizeSeconds = seconds / pool.numThreads();
+  }
+  return notFinite.load() ? Status(Code::kNonFinite, "") : Status::ok();
 }
 
 }  // namespace
+
+Status routerLogitsQuantize(const RouterQuantizeArgs& args) {
+  MOE_RETURN_IF_ERROR(checkRouterLogits(args.router));
+  const QuantizeArgs& q = args.quantize;
+  if (q.x.data == args.router.x.data && q.x.dtype == DType::kBF16 && args.router.x.dim(0) > 0 && amxApplies(args.router)) {
+    const Status fused = routerLogitsAmx(args.router, &q, args.quantizeSeconds);
+    if (fused.code() != Code::kNonFinite) return fused;
+  } else {
+    MOE_RETURN_IF_ERROR(routerLogits(args.router));
+  }
+  // Not fusable, or a row was not finite: the quantizer itself (its error names the row).
+  const Clock::time_point start = Clock::now();
+  Status status = quantizeBlocks(q, 1);
+  if (args.quantizeSeconds != nullptr) *args.quantizeSeconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (status.isOk()) return status;
+  return Status(status.code(), "quantizeActivations: " + status.message());
+}
 
 Status routerLogits(const RouterLogitsArgs& args) {
   MOE_RETURN_IF_ERROR(checkRouterLogits(args));  // core/moe_op_checks, shared with the CUDA backend

@@ -9,4 +9,10 @@ namespace moe::cpu {
 
 Status routerLogits(const RouterLogitsArgs& args);
 
+// routerLogits, then x quantized 1x128 (quantizeActivations' bits): on the
+// AMX path each task quantizes its block of token rows right after the
+// router has read them, so x crosses memory once. The caller has checked
+// args.quantize's shapes.
+Status routerLogitsQuantize(const RouterQuantizeArgs& args);
+
 }  // namespace moe::cpu
