@@ -359,6 +359,87 @@ __attribute__((target("avx512f"))) void scoreGroupsAvx512(int64_t groups, int64_
   }
 }
 
+// DeepSeek-V3's group stage (8 groups of 32) in registers: scoreGroups +
+// maskGroups with no per-group reductions and no data-dependent branches.
+// Each group's top two are found by a merge tree that halves the candidate
+// lanes while doubling the groups per vector: merging (a1, a2) with (b1, b2)
+// gives (max(a1, b1), max(min(a1, b1), max(a2, b2))), the top two of the
+// four (duplicates count twice, as in scoreGroups). The kept groups are
+// those ranked below `keep` by order key (score, then lower index), which is
+// maskGroups' order: groups with no selectable expert score -inf, the lowest.
+// DeepSeek-V3 routing, single thread, back to back with the old code on the
+// dev VM: 776 -> 618 ns per token (the scalar insertion into the kept groups
+// mispredicted).
+constexpr int64_t kFastGroups = 8, kFastGroupSize = 32;
+
+struct TopTwo {
+  __m512 first, second;
+};
+
+__attribute__((target("avx512f"))) inline TopTwo mergeTopTwo(TopTwo a, TopTwo b) {
+  return {_mm512_max_ps(a.first, b.first),
+          _mm512_max_ps(_mm512_min_ps(a.first, b.first), _mm512_max_ps(a.second, b.second))};
+}
+
+// Merges two vectors' candidates: a and b are each laid out as the two
+// arguments' selected 128-bit lanes (imm: _mm512_shuffle_f32x4's selector).
+template <int kImmA, int kImmB>
+__attribute__((target("avx512f"))) inline TopTwo mergeLanes128(TopTwo x, TopTwo y) {
+  const TopTwo a{_mm512_shuffle_f32x4(x.first, y.first, kImmA), _mm512_shuffle_f32x4(x.second, y.second, kImmA)};
+  const TopTwo b{_mm512_shuffle_f32x4(x.first, y.first, kImmB), _mm512_shuffle_f32x4(x.second, y.second, kImmB)};
+  return mergeTopTwo(a, b);
+}
+
+template <int kImmA, int kImmB>
+__attribute__((target("avx512f"))) inline TopTwo mergeElements(TopTwo x, TopTwo y) {
+  const TopTwo a{_mm512_shuffle_ps(x.first, y.first, kImmA), _mm512_shuffle_ps(x.second, y.second, kImmA)};
+  const TopTwo b{_mm512_shuffle_ps(x.first, y.first, kImmB), _mm512_shuffle_ps(x.second, y.second, kImmB)};
+  return mergeTopTwo(a, b);
+}
+
+__attribute__((target("avx512f"))) void scoreAndMaskGroups8x32(bool topTwoSum, int64_t keep, Scratch& s) {
+  const float* score = s.score.data();
+  TopTwo g[kFastGroups];  // per group: 16 lanes of (top, second) candidates
+  for (int i = 0; i < kFastGroups; ++i) {
+    const __m512 a = _mm512_loadu_ps(score + 32 * i), b = _mm512_loadu_ps(score + 32 * i + 16);
+    g[i] = {_mm512_max_ps(a, b), _mm512_min_ps(a, b)};
+  }
+  // 16 lanes per group -> 8 (two groups per vector) -> 4 (group q in 128-bit lane q)
+  TopTwo pairs[4];
+  for (int i = 0; i < 4; ++i) pairs[i] = mergeLanes128<0x44, 0xEE>(g[2 * i], g[2 * i + 1]);
+  const TopTwo low = mergeLanes128<0x88, 0xDD>(pairs[0], pairs[1]);   // lane q: group q
+  const TopTwo high = mergeLanes128<0x88, 0xDD>(pairs[2], pairs[3]);  // lane q: group q + 4
+  // -> 2 per group (elements 0, 1: group q; 2, 3: group q + 4) -> 1 (element 0: q; 1: q + 4)
+  const TopTwo two = mergeElements<_MM_SHUFFLE(1, 0, 1, 0), _MM_SHUFFLE(3, 2, 3, 2)>(low, high);
+  const TopTwo one = mergeElements<_MM_SHUFFLE(2, 0, 2, 0), _MM_SHUFFLE(3, 1, 3, 1)>(two, two);
+  alignas(64) float first[16], second[16];
+  _mm512_store_ps(first, one.first);
+  _mm512_store_ps(second, one.second);
+  alignas(64) uint64_t keys[kFastGroups];
+  for (int q = 0; q < 4; ++q) {
+    for (int h = 0; h < 2; ++h) {
+      const int group = q + 4 * h;
+      const float f = first[4 * q + h], sec = second[4 * q + h];
+      s.groupAny[group] = f > kNegInf ? 1 : 0;
+      const float groupScore = (topTwoSum && sec > kNegInf) ? f + sec : f;
+      s.groupScore[group] = groupScore;
+      const uint32_t bits = floatBits(groupScore);
+      const uint32_t order = bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+      keys[group] = (uint64_t{order} << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(group));
+    }
+  }
+  // rank[g] = how many groups come before g; kept: rank < keep.
+  const __m512i all = _mm512_load_si512(keys);
+  __m512i rank = _mm512_setzero_si512();
+  for (int h = 0; h < kFastGroups; ++h) {
+    const __mmask8 before = _mm512_cmpgt_epu64_mask(_mm512_set1_epi64(static_cast<int64_t>(keys[h])), all);
+    rank = _mm512_mask_add_epi64(rank, before, rank, _mm512_set1_epi64(1));
+  }
+  alignas(64) int64_t ranks[kFastGroups];
+  _mm512_store_si512(ranks, rank);
+  for (int i = 0; i < kFastGroups; ++i) s.keep[i] = ranks[i] < keep ? 1 : 0;
+}
+
 // The selection pool holds one unsigned 64-bit key per expert whose order is
 // the selection order: the score's bits made order-preserving as an unsigned
 // integer (negative scores flipped whole, positive ones get the sign bit) in
@@ -476,12 +557,16 @@ void routeToken(const RouteArgs& a, const RouteKernels& k, int64_t token, Scratc
   int64_t chosen = 0;
   if (a.numGroups > 1 && a.topKGroups < a.numGroups) {
     const int64_t groupSize = experts / a.numGroups;
-    if (avx512 && groupSize % 16 == 0) {
-      scoreGroupsAvx512(a.numGroups, groupSize, bias != nullptr, s);
+    if (avx512 && a.numGroups == kFastGroups && groupSize == kFastGroupSize) {
+      scoreAndMaskGroups8x32(bias != nullptr, a.topKGroups, s);
     } else {
-      scoreGroups(a.numGroups, groupSize, bias != nullptr, s);
+      if (avx512 && groupSize % 16 == 0) {
+        scoreGroupsAvx512(a.numGroups, groupSize, bias != nullptr, s);
+      } else {
+        scoreGroups(a.numGroups, groupSize, bias != nullptr, s);
+      }
+      maskGroups(a.numGroups, a.topKGroups, s);
     }
-    maskGroups(a.numGroups, a.topKGroups, s);
     int64_t pool = 0;
     for (int64_t g = 0; g < a.numGroups; ++g) {
       if (!s.keep[g]) continue;
