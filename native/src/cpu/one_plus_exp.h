@@ -16,10 +16,12 @@
 
 namespace moe::cpu::qrow {
 
-inline float onePlusExp(float x) {
+// The reduced exponential, scalar: returns p(r) ~ e^r for r = x - n ln 2,
+// n = round(x log2 e), and 2^n as two normal halves *s1 * *s2 (n = n1 + n2),
+// so that callers scale in two exact steps. The sequence of expReducedAvx512
+// below, so that every ISA gives the same bits.
+inline float expReducedScalar(float x, float* s1, float* s2) {
   using namespace qexp;
-  if (x > kMaxX) return std::numeric_limits<float>::infinity();
-  if (x < kMinX) return 1.0f;
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   const float k = std::fma(x, kLog2e, kMagic);
   const float n = k - kMagic;
@@ -34,10 +36,18 @@ inline float onePlusExp(float x) {
   p = std::fma(p, r, kP5);
   const float r2 = r * r;
   p = std::fma(p, r2, r);
-  p = p + 1.0f;
   const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
-  const float s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+  *s1 = floatFromBits(static_cast<uint32_t>(n1 + 127) << 23);
+  *s2 = floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+  return p + 1.0f;
+}
+
+inline float onePlusExp(float x) {
+  using namespace qexp;
+  if (x > kMaxX) return std::numeric_limits<float>::infinity();
+  if (x < kMinX) return 1.0f;
+  float s1, s2;
+  const float p = expReducedScalar(x, &s1, &s2);
   return std::fma(p * s1, s2, 1.0f);
 }
 
@@ -63,17 +73,32 @@ __attribute__((target("avx512f"))) inline __m512 expReducedAvx512(__m512 x, __m5
   return _mm512_add_ps(p, _mm512_set1_ps(1.0f));
 }
 
+// 2^n as two normal halves *s1 * *s2 (n = n1 + n2, n1 = n >> 1) from the k
+// of expReduced* (n is k's low bits): the scalar expReducedScalar's split.
+__attribute__((target("avx512f"))) inline void pow2HalvesAvx512(__m512 k, __m512* s1, __m512* s2) {
+  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(_mm512_set1_ps(12582912.0f)));
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  *s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
+  *s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+}
+
+__attribute__((target("avx2"))) inline void pow2HalvesAvx2(__m256 k, __m256* s1, __m256* s2) {
+  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(_mm256_set1_ps(12582912.0f)));
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  *s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+  *s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+}
+
 // The full sequence, for any x (the vector form of onePlusExp).
 __attribute__((target("avx512f"))) inline __m512 onePlusExpFullAvx512(__m512 x) {
   using namespace qexp;
   const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), _mm512_set1_ps(kMaxX));
   __m512 k;
   const __m512 p = expReducedAvx512(xc, &k);
-  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(_mm512_set1_ps(12582912.0f)));
-  const __m512i n1 = _mm512_srai_epi32(ni, 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
-  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+  __m512 s1, s2;
+  pow2HalvesAvx512(k, &s1, &s2);
   __m512 den = _mm512_fmadd_ps(_mm512_mul_ps(p, s1), s2, _mm512_set1_ps(1.0f));
   den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMaxX), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
   den = _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ), _mm512_set1_ps(1.0f));
@@ -105,11 +130,8 @@ __attribute__((target("avx2,fma"))) inline __m256 onePlusExpFullAvx2(__m256 x) {
   const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), _mm256_set1_ps(kMaxX));
   __m256 k;
   const __m256 p = expReducedAvx2(xc, &k);
-  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(_mm256_set1_ps(12582912.0f)));
-  const __m256i n1 = _mm256_srai_epi32(ni, 1);
-  const __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+  __m256 s1, s2;
+  pow2HalvesAvx2(k, &s1, &s2);
   __m256 den = _mm256_fmadd_ps(_mm256_mul_ps(p, s1), s2, _mm256_set1_ps(1.0f));
   den = _mm256_blendv_ps(den, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(kMaxX), _CMP_GT_OQ));
   den = _mm256_blendv_ps(den, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
@@ -156,25 +178,10 @@ __attribute__((target("avx2,fma"))) inline __m256 onePlusExpAvx2(__m256 x) {
 // every ISA gives the same bits.
 
 inline float expNonPositive(float x) {
-  using namespace qexp;
-  if (!(x >= kMinX)) return 0.0f;
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  const float k = std::fma(x, kLog2e, kMagic);
-  const float n = k - kMagic;
-  const int32_t ni = static_cast<int32_t>(floatBits(k) - floatBits(kMagic));
-  float r = std::fma(n, -kLn2Hi, x);
-  r = std::fma(n, -kLn2Lo, r);
-  float p = kP0;
-  p = std::fma(p, r, kP1);
-  p = std::fma(p, r, kP2);
-  p = std::fma(p, r, kP3);
-  p = std::fma(p, r, kP4);
-  p = std::fma(p, r, kP5);
-  const float r2 = r * r;
-  p = std::fma(p, r2, r);
-  p = p + 1.0f;
-  const int32_t n1 = ni >> 1, n2 = ni - n1;
-  return (p * floatFromBits(static_cast<uint32_t>(n1 + 127) << 23)) * floatFromBits(static_cast<uint32_t>(n2 + 127) << 23);
+  if (!(x >= qexp::kMinX)) return 0.0f;
+  float s1, s2;
+  const float p = expReducedScalar(x, &s1, &s2);
+  return (p * s1) * s2;
 }
 
 __attribute__((target("avx512f"))) inline __m512 expNonPositiveAvx512(__m512 x) {
@@ -182,11 +189,8 @@ __attribute__((target("avx512f"))) inline __m512 expNonPositiveAvx512(__m512 x) 
   const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_GE_OQ);
   __m512 k;
   const __m512 p = expReducedAvx512(_mm512_max_ps(x, _mm512_set1_ps(kMinX)), &k);
-  const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(_mm512_set1_ps(12582912.0f)));
-  const __m512i n1 = _mm512_srai_epi32(ni, 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
-  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+  __m512 s1, s2;
+  pow2HalvesAvx512(k, &s1, &s2);
   return _mm512_maskz_mul_ps(live, _mm512_mul_ps(p, s1), s2);
 }
 
@@ -195,11 +199,8 @@ __attribute__((target("avx2,fma"))) inline __m256 expNonPositiveAvx2(__m256 x) {
   const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_GE_OQ);
   __m256 k;
   const __m256 p = expReducedAvx2(_mm256_max_ps(x, _mm256_set1_ps(kMinX)), &k);
-  const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(_mm256_set1_ps(12582912.0f)));
-  const __m256i n1 = _mm256_srai_epi32(ni, 1);
-  const __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+  __m256 s1, s2;
+  pow2HalvesAvx2(k, &s1, &s2);
   return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
 }
 
