@@ -171,25 +171,24 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   const bool fuseExperts = backend.supportsOp(OpKind::kExpertUp) && fusionAllowed();
   TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
   RouterLogitsArgs project{args.x, args.gate, ws.logits};
+  QuantizeArgs q;  // fused experts: the tokens' quantization
   if (fuseExperts) {
-    QuantizeArgs q;
     q.x = args.x;
     q.q = tokensQ = rows(ws.xq, 0, tokens);
     q.scales = tokensQScales = rows(ws.xqScales, 0, tokens);
-    if (backend.supportsOp(OpKind::kRouterQuantize)) {
-      double quantizeSeconds = 0;
-      MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}));
-      clock.charge(kStageRouter);
-      clock.move(kStageRouter, kStageDispatch, quantizeSeconds);
-    } else {
-      MOE_RETURN_IF_ERROR(backend.routerLogits(project));
-      clock.charge(kStageRouter);
-      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
-      clock.charge(kStageDispatch);
-    }
+  }
+  if (fuseExperts && backend.supportsOp(OpKind::kRouterQuantize)) {
+    double quantizeSeconds = 0;
+    MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}));
+    clock.charge(kStageRouter);
+    clock.move(kStageRouter, kStageDispatch, quantizeSeconds);
   } else {
     MOE_RETURN_IF_ERROR(backend.routerLogits(project));
     clock.charge(kStageRouter);
+    if (fuseExperts) {
+      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+      clock.charge(kStageDispatch);
+    }
   }
   RouteArgs routing = args.routing;
   routing.logits = ws.logits;

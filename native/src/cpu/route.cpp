@@ -97,18 +97,29 @@ void divideWeights(float* weight, int64_t experts, float sum) {
   for (int64_t e = 0; e < experts; ++e) weight[e] /= sum;
 }
 
-void softmaxScoresPortable(const float* logits, int64_t experts, float* weight, float* score) {
-  float maxLogit = kNegInf;
-  for (int64_t e = 0; e < experts; ++e) {
-    if (std::isfinite(logits[e])) maxLogit = std::max(maxLogit, logits[e]);
+// The largest finite logit of [e0, e1), or `max` if that is larger.
+float maxFiniteLogit(const float* logits, int64_t e0, int64_t e1, float max) {
+  for (int64_t e = e0; e < e1; ++e) {
+    if (std::isfinite(logits[e])) max = std::max(max, logits[e]);
   }
-  float partial[kSoftmaxLanes] = {};
-  for (int64_t e = 0; e < experts; ++e) {
+  return max;
+}
+
+// Experts [e0, e1) one at a time: weight, score, and the weight into its partial sum.
+void softmaxScalarSteps(const float* logits, int64_t e0, int64_t e1, float maxLogit, float* weight, float* score,
+                        float* partial /* [kSoftmaxLanes] */) {
+  for (int64_t e = e0; e < e1; ++e) {
     const bool selectable = std::isfinite(logits[e]);
     weight[e] = selectable ? qrow::expNonPositive(logits[e] - maxLogit) : 0.0f;
     score[e] = selectable ? logits[e] : kNegInf;
     partial[e % kSoftmaxLanes] += weight[e];
   }
+}
+
+void softmaxScoresPortable(const float* logits, int64_t experts, float* weight, float* score) {
+  const float maxLogit = maxFiniteLogit(logits, 0, experts, kNegInf);
+  float partial[kSoftmaxLanes] = {};
+  softmaxScalarSteps(logits, 0, experts, maxLogit, weight, score, partial);
   divideWeights(weight, experts, sumPartials(partial));
 }
 
@@ -167,34 +178,23 @@ __attribute__((target("avx2,fma"))) void softmaxScoresAvx2(const float* logits, 
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, top);
   for (float v : lanes) maxLogit = std::max(maxLogit, v);
-  for (int64_t e = whole; e < experts; ++e) {
-    if (std::isfinite(logits[e])) maxLogit = std::max(maxLogit, logits[e]);
-  }
+  maxLogit = maxFiniteLogit(logits, whole, experts, maxLogit);
   const __m256 maxV = _mm256_set1_ps(maxLogit);
-  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();  // partials 0..7 and 8..15
+  __m256 half[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // partials 0..7 and 8..15
   for (int64_t e = 0; e < whole; e += 16) {
-    for (int half = 0; half < 2; ++half) {
-      const __m256 v = _mm256_loadu_ps(logits + e + 8 * half);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 v = _mm256_loadu_ps(logits + e + 8 * h);
       const __m256 selectable = finiteLanes(v);
       const __m256 p = _mm256_and_ps(selectable, qrow::expNonPositiveAvx2(_mm256_sub_ps(v, maxV)));
-      _mm256_storeu_ps(weight + e + 8 * half, p);
-      _mm256_storeu_ps(score + e + 8 * half, _mm256_blendv_ps(_mm256_set1_ps(kNegInf), v, selectable));
-      if (half == 0) {
-        lo = _mm256_add_ps(lo, p);
-      } else {
-        hi = _mm256_add_ps(hi, p);
-      }
+      _mm256_storeu_ps(weight + e + 8 * h, p);
+      _mm256_storeu_ps(score + e + 8 * h, _mm256_blendv_ps(_mm256_set1_ps(kNegInf), v, selectable));
+      half[h] = _mm256_add_ps(half[h], p);
     }
   }
   alignas(32) float partial[kSoftmaxLanes];
-  _mm256_store_ps(partial, lo);
-  _mm256_store_ps(partial + 8, hi);
-  for (int64_t e = whole; e < experts; ++e) {
-    const bool selectable = std::isfinite(logits[e]);
-    weight[e] = selectable ? qrow::expNonPositive(logits[e] - maxLogit) : 0.0f;
-    score[e] = selectable ? logits[e] : kNegInf;
-    partial[e % kSoftmaxLanes] += weight[e];
-  }
+  _mm256_store_ps(partial, half[0]);
+  _mm256_store_ps(partial + 8, half[1]);
+  softmaxScalarSteps(logits, whole, experts, maxLogit, weight, score, partial);
   divideWeights(weight, experts, sumPartials(partial));
 }
 
