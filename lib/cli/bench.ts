@@ -42,8 +42,9 @@ export function registerBenchCommands(program: Command): void {
     .option('--tokens <list>', 'comma-separated token counts (cuda default: 1,16,128,1024,4096)', parseIntList)
     .option('--time <ms>', 'minimum measuring time per row, ms', parsePositiveInt, 1000)
     .option('--backend <name>', "'cpu' (default) or 'cuda': the layer on the GPU at DeepSeek-V3's full shape (or --model), time vs its GEMMs", 'cpu')
+    .option('--warm-cache', "cpu: don't evict the caches before each timed forward (weights stay cached from the previous one)")
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: LayerSourceOptions & { tokens?: number[]; time: number; json?: boolean; backend: string }) => {
+    .action(async (opts: LayerSourceOptions & { tokens?: number[]; time: number; warmCache?: boolean; json?: boolean; backend: string }) => {
       if (opts.backend !== 'cpu' && opts.backend !== 'cuda') throw new MoeError('ERR_MOE_RANGE', `bench moe: --backend must be cpu or cuda, got ${opts.backend}`);
       if (opts.backend === 'cuda') {
         // Full DeepSeek-V3 shape with random weights built on the GPU, or a checkpoint's layer moved there.
@@ -58,7 +59,12 @@ export function registerBenchCommands(program: Command): void {
       if (opts.threads) setNumThreads(opts.threads);
       const layer = await loadLayer(opts, !opts.json);
       const progress = progressBar(!opts.json);
-      const report = await benchMoe(layer, opts.tokens!, opts.time, (row, done, total) => progress.update(done, total, `T=${row.tokens}`));
+      const report = await benchMoe(layer, {
+        tokenCounts: opts.tokens,
+        timeMs: opts.time,
+        warmCache: opts.warmCache,
+        onRow: (row, done, total) => progress.update(done, total, `T=${row.tokens}`),
+      });
       progress.stop();
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatMoeReport(report));
     });
