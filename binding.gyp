@@ -24,6 +24,7 @@
         "native/src/cuda_host/cuda_moe_forward.cpp",
         "native/src/cpu/thread_pool.cpp",
         "native/src/cpu/huge_pages.cpp",
+        "native/src/cpu/evict_caches.cpp",
         "native/src/cpu/cpu_backend.cpp",
         "native/src/cpu/quantize.cpp",
         "native/src/cpu/quantize_row_avx2.cpp",

@@ -107,6 +107,8 @@ export interface NativeAddon {
   castFromF32(src: Float32Array, dst: Uint8Array | Uint16Array, dtype: 'fp8_e4m3' | 'bf16'): void;
   /** Offers a fresh large array's memory to the kernel for 2 MiB pages; whether the advice was given. */
   adviseHugePages(array: ArrayBufferView): boolean;
+  /** Writes back and drops the array's cache lines at every level (benchmarks); false where the CPU cannot. */
+  evictFromCaches(array: ArrayBufferView): boolean;
   measureFmaPeak(seconds: number): number;
   measureMemoryBandwidth(seconds: number): number;
   measureMatrixPeak(seconds: number): number;

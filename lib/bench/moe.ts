@@ -8,7 +8,7 @@ import type { MoeConfig } from '../moe/config';
 import { ForwardProfile, MoeLayer, STAGES, StageTimes } from '../moe/layer';
 import { bf16FromFloat32, empty } from '../tensor';
 import { fillNormal, seededRandom } from '../moe/random';
-import { cacheEvictor } from './cache-evictor';
+import { weightEvictor } from './cache-evictor';
 import { Ceilings, measureCeilings } from './ceilings';
 import { formatTable } from './table';
 import { medianMs } from './timing';
@@ -61,7 +61,7 @@ export interface MoeBenchReport {
   config: MoeConfig;
   weightBytes: number;
   ceilings: Ceilings;
-  /** whether the caches were evicted before every timed forward (the weights read from memory) */
+  /** whether the weights were evicted from the caches before every timed forward (read from memory) */
   coldCache: boolean;
   rows: MoeBenchRow[];
   targets: Array<{ name: string; worst: number; target: number; pass: boolean }>;
@@ -74,9 +74,9 @@ export interface MoeBenchOptions {
   /** minimum measuring time per row, ms (with cold caches, at most 30 forwards' worth) */
   timeMs: number;
   /**
-   * Leave the caches as the previous forward left them. By default they are
-   * evicted before every timed forward: in a model every layer reads its
-   * weights from memory, as the roofline assumes.
+   * Leave the weights cached as the previous forward left them. By default
+   * they are evicted before every timed forward: in a model every layer reads
+   * its weights from memory, as the roofline assumes.
    */
   warmCache?: boolean;
   onRow?: (row: MoeBenchRow, done: number, total: number) => void;
@@ -85,7 +85,7 @@ export interface MoeBenchOptions {
 export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promise<MoeBenchReport> {
   const { tokenCounts, timeMs, onRow } = options;
   const ceilings = measureCeilings();
-  const evictor = options.warmCache ? undefined : cacheEvictor();
+  const evict = options.warmCache ? undefined : weightEvictor(layer);
   const random = seededRandom(7);
   const rows: MoeBenchRow[] = [];
   for (const tokens of tokenCounts) {
@@ -105,7 +105,7 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
         runs++;
         for (const s of STAGES) stageSum[s] += profile.stages[s];
       },
-      { timeMs, iterations: 3, beforeEach: evictor?.evict },
+      { timeMs, iterations: 3, beforeEach: evict },
     );
     const stages = Object.fromEntries(STAGES.map((s) => [s, stageSum[s] / runs])) as unknown as StageTimes;
     const stageTotal = STAGES.reduce((t, s) => t + stages[s], 0);
@@ -132,7 +132,7 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
   check('routing + layout + dispatch + swiglu + combine share at T >= 64', rows.filter((r) => r.tokens >= 64).map((r) => r.nonGemmShare), 0.1, true);
   check('layer time / roofline at T >= 512', rows.filter((r) => r.tokens >= 512).map((r) => r.rooflineRatio), 1.5, true);
   check('layer time / roofline at T = 1', rows.filter((r) => r.tokens === 1).map((r) => r.rooflineRatio), 2, true);
-  return { config: layer.config, weightBytes: layer.weightBytes, ceilings, coldCache: evictor !== undefined, rows, targets };
+  return { config: layer.config, weightBytes: layer.weightBytes, ceilings, coldCache: evict !== undefined, rows, targets };
 }
 
 export function formatMoeReport(report: MoeBenchReport): string {
@@ -144,7 +144,7 @@ export function formatMoeReport(report: MoeBenchReport): string {
       (report.ceilings.matrixPeakGflops > 0 ? `, AMX bf16 peak ${report.ceilings.matrixPeakGflops.toFixed(0)} GFLOP/s` : '') +
       ' (the roofline uses the FMA peak, as specified; AMX can beat it)',
     report.coldCache
-      ? 'caches evicted before every timed forward: weights come from memory, as for each layer of a model'
+      ? 'weights evicted from the caches before every timed forward: read from memory, as by each layer of a model'
       : 'warm caches: weights left in cache by the previous forward (faster than a model\'s layers see)',
     ...formatTable(
       ['T', 'ms', 'tokens/s', 'experts hit', 'roofline ms', 'x roofline', 'non-GEMM %', ...STAGES.map((s) => `${s} %`)],

@@ -42,7 +42,7 @@ export function registerBenchCommands(program: Command): void {
     .option('--tokens <list>', 'comma-separated token counts (cuda default: 1,16,128,1024,4096)', parseIntList)
     .option('--time <ms>', 'minimum measuring time per row, ms', parsePositiveInt, 1000)
     .option('--backend <name>', "'cpu' (default) or 'cuda': the layer on the GPU at DeepSeek-V3's full shape (or --model), time vs its GEMMs", 'cpu')
-    .option('--warm-cache', "cpu: don't evict the caches before each timed forward (weights stay cached from the previous one)")
+    .option('--warm-cache', "cpu: don't evict the weights from the caches before each timed forward (they stay cached from the previous one)")
     .option('--json', 'print JSON instead of a table')
     .action(async (opts: LayerSourceOptions & { tokens?: number[]; time: number; warmCache?: boolean; json?: boolean; backend: string }) => {
       if (opts.backend !== 'cpu' && opts.backend !== 'cuda') throw new MoeError('ERR_MOE_RANGE', `bench moe: --backend must be cpu or cuda, got ${opts.backend}`);

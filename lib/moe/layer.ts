@@ -408,13 +408,18 @@ export class MoeLayer {
       sharedW13: shards(w.sharedW13),
       sharedW2: shards(w.sharedW2),
     };
-    const all = [this.routerWeight, w.bias, ...[w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
-    const host = all.filter((t): t is Tensor => t !== undefined && t.device === 'cpu');
-    this.prepared = { handle: native().moePrepareWeights(args), tensors: args, host };
+    this.prepared = { handle: native().moePrepareWeights(args), tensors: args, host: this.hostWeights() };
     return this.prepared;
   }
 
   private prepared?: PreparedWeights;
+
+  /** The host tensors a forward reads as weights: the router's, the bias, the experts' data and scales. */
+  hostWeights(): Tensor[] {
+    const w = this.weights;
+    const all = [this.routerWeight, w.bias, ...[w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
+    return all.filter((t): t is Tensor => t !== undefined && t.device === 'cpu');
+  }
 
   private acquire(tokens: number, rowLayout: RowLayout = 'cpu'): Workspace {
     let best = -1;

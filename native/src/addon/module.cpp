@@ -57,6 +57,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"cpuInfo", CpuInfo},
       {"castFromF32", CastFromF32},
       {"adviseHugePages", AdviseHugePages},
+      {"evictFromCaches", EvictFromCaches},
       {"measureFmaPeak", MeasureFmaPeak},
       {"measureMemoryBandwidth", MeasureMemoryBandwidth},
       {"measureMatrixPeak", MeasureMatrixPeak},

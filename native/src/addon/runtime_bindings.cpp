@@ -6,6 +6,7 @@
 
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
+#include "cpu/evict_caches.h"
 #include "cpu/gemm_fp8.h"
 #include "cpu/huge_pages.h"
 #include "cpu/machine_peaks.h"
@@ -88,6 +89,20 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   if (buffer.IsDetached()) return Napi::Boolean::New(env, false);
   void* data = static_cast<uint8_t*>(buffer.Data()) + array.ByteOffset();
   return Napi::Boolean::New(env, cpu::adviseHugePages(data, array.ByteLength()));
+}
+
+// evictFromCaches(array: TypedArray) -> boolean: see cpu/evict_caches.h.
+Napi::Value EvictFromCaches(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "evictFromCaches(array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::TypedArray array = info[0].As<Napi::TypedArray>();
+  Napi::ArrayBuffer buffer = array.ArrayBuffer();
+  if (buffer.IsDetached()) return Napi::Boolean::New(env, false);
+  const void* data = static_cast<const uint8_t*>(buffer.Data()) + array.ByteOffset();
+  return Napi::Boolean::New(env, cpu::evictFromCaches(data, array.ByteLength()));
 }
 
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {

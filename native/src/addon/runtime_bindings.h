@@ -9,6 +9,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value CpuInfo(const Napi::CallbackInfo& info);
 Napi::Value CastFromF32(const Napi::CallbackInfo& info);
 Napi::Value AdviseHugePages(const Napi::CallbackInfo& info);
+Napi::Value EvictFromCaches(const Napi::CallbackInfo& info);
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info);
 Napi::Value MeasureMemoryBandwidth(const Napi::CallbackInfo& info);
 Napi::Value MeasureMatrixPeak(const Napi::CallbackInfo& info);
