@@ -3,6 +3,7 @@
 #include "addon/runtime_bindings.h"
 
 #include <algorithm>
+#include <string>
 
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
@@ -77,32 +78,35 @@ Napi::Value CastFromF32(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// adviseHugePages(array: TypedArray) -> boolean: see cpu/huge_pages.h.
-Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+namespace {
+
+// `name`(array: TypedArray) -> boolean: applies fn(data, bytes) to the array's
+// memory; false for a detached buffer (fn is not called), TypeError for
+// anything but a typed array.
+template <class Fn>
+Napi::Value onArrayMemory(const Napi::CallbackInfo& info, const char* name, Fn fn) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsTypedArray()) {
-    Napi::TypeError::New(env, "adviseHugePages(array)").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, std::string(name) + "(array)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   Napi::TypedArray array = info[0].As<Napi::TypedArray>();
   Napi::ArrayBuffer buffer = array.ArrayBuffer();
   if (buffer.IsDetached()) return Napi::Boolean::New(env, false);
   void* data = static_cast<uint8_t*>(buffer.Data()) + array.ByteOffset();
-  return Napi::Boolean::New(env, cpu::adviseHugePages(data, array.ByteLength()));
+  return Napi::Boolean::New(env, fn(data, array.ByteLength()));
 }
 
-// evictFromCaches(array: TypedArray) -> boolean: see cpu/evict_caches.h.
+}  // namespace
+
+// adviseHugePages(array) -> boolean: see cpu/huge_pages.h.
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  return onArrayMemory(info, "adviseHugePages", cpu::adviseHugePages);
+}
+
+// evictFromCaches(array) -> boolean: see cpu/evict_caches.h.
 Napi::Value EvictFromCaches(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray()) {
-    Napi::TypeError::New(env, "evictFromCaches(array)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::TypedArray array = info[0].As<Napi::TypedArray>();
-  Napi::ArrayBuffer buffer = array.ArrayBuffer();
-  if (buffer.IsDetached()) return Napi::Boolean::New(env, false);
-  const void* data = static_cast<const uint8_t*>(buffer.Data()) + array.ByteOffset();
-  return Napi::Boolean::New(env, cpu::evictFromCaches(data, array.ByteLength()));
+  return onArrayMemory(info, "evictFromCaches", cpu::evictFromCaches);
 }
 
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
