@@ -144,6 +144,56 @@ describe('route: model configurations', () => {
   });
 });
 
+// The parameter grids that other MoE libraries' routing tests run, here
+// against our float64 reference (their values and inputs, not their code).
+describe('route: published peer test configurations', () => {
+  const uniform = (count: number) => Float32Array.from({ length: count }, () => random());
+  const asDtype = (values: Float32Array, shape: number[], dtype: 'f32' | 'bf16') =>
+    dtype === 'bf16' ? bf16FromFloat32(values, shape) : tensor(values, shape);
+
+  it('vLLM tests/kernels/moe/test_grouped_topk.py: T 1/33/64, E=16, k=2, 8 groups keep 2, renormalize, scale 1/2.5, bf16 and f32', () => {
+    // vLLM draws gating logits and the correction bias from a standard normal.
+    for (const tokens of [1, 33, 64]) {
+      for (const dtype of ['bf16', 'f32'] as const) {
+        const logits = asDtype(randomFloats(tokens * 16, random, 1), [tokens, 16], dtype);
+        const bias = tensor(randomFloats(16, random, 1), [16]);
+        for (const renormalize of [true, false]) {
+          for (const scale of [1, 2.5]) {
+            const options = { scoring: 'sigmoid', topK: 2, numGroups: 8, topKGroups: 2, renormalize, scale, bias } as const;
+            check(logits, options, `vLLM grouped_topk T=${tokens} ${dtype} renormalize=${renormalize} scale=${scale}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('vLLM tests/kernels/moe/test_fused_topk.py: T 1/33/56, E 6/16, k 3/4, softmax and sigmoid (+bias), renormalize', () => {
+    for (const tokens of [1, 33, 56]) {
+      for (const experts of [6, 16]) {
+        for (const topK of [3, 4]) {
+          for (const renormalize of [true, false]) {
+            const logits = asDtype(randomFloats(tokens * experts, random, 1), [tokens, experts], renormalize ? 'bf16' : 'f32');
+            const label = `vLLM fused_topk T=${tokens} E=${experts} k=${topK} renormalize=${renormalize}`;
+            check(logits, { topK, renormalize }, `${label} softmax`);
+            check(logits, { scoring: 'sigmoid', topK, renormalize }, `${label} sigmoid`);
+            check(logits, { scoring: 'sigmoid', topK, renormalize, bias: tensor(randomFloats(experts, random, 1), [experts]) }, `${label} sigmoid+bias`);
+          }
+        }
+      }
+    }
+  });
+
+  it('SGLang sgl-kernel/tests/test_moe_fused_gate.py: DeepSeek-V3 gate (E=256, 8 groups keep 4, k=8) on bf16 uniform logits and bias', () => {
+    // SGLang's lengths 1..99 and powers of two up to 65536; here 1..99 and a few of the powers (the rest only repeat rows).
+    const lengths = [...Array.from({ length: 99 }, (_, i) => i + 1), 128, 1024, 4096];
+    for (const tokens of lengths) {
+      const logits = bf16FromFloat32(uniform(tokens * 256), [tokens, 256]);
+      const bias = tensor(Float32Array.from(decodeBf16(bf16FromFloat32(uniform(256), [256]).data as Uint16Array)), [256]);  // bf16 values, as SGLang's
+      check(logits, { scoring: 'sigmoid', topK: 8, numGroups: 8, topKGroups: 4, renormalize: true, bias }, `SGLang moe_fused_gate T=${tokens}`);
+    }
+  });
+});
+
 describe('route: ties, non-finite logits, edge shapes', () => {
   it('equal logits go to the lower index first (experts and groups)', () => {
     // All equal: ids 0..k-1, equal weights.
