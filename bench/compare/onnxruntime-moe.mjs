@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 
 const require = createRequire(import.meta.url);
 const mk = require('../../dist/index.js');
+const { seededRandom, fillNormal } = require('../../dist/moe/random.js');
 const ort = require('onnxruntime-node');
 const { onnx } = require('onnx-proto');
 
@@ -380,7 +381,7 @@ async function compare(tokens) {
   // not find the same few experts' weights in the last-level cache on every call.
   const random = seededRandom(1000 + tokens);
   const inputs = Array.from({ length: Math.ceil(32 / tokens) }, () => {
-    const x = mk.bf16FromFloat32(normal(new Float32Array(tokens * H), random), [tokens, H]); // [T, H] bf16
+    const x = mk.bf16FromFloat32(fillNormal(new Float32Array(tokens * H), random, 1), [tokens, H]); // [T, H] bf16
     const logits = mk.routerLogitsSync(x, layer.weights.gate); // [T, E] f32: what our forward computes first
     return {
       x,
@@ -447,21 +448,4 @@ function printTable(rows) {
   console.log(line(header));
   console.log(`|${widths.map((w) => '-'.repeat(w + 1) + ':').join('|')}|`);
   for (const b of body) console.log(line(b));
-}
-
-function seededRandom(seed) {
-  let state = seed >>> 0; // mulberry32
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Standard normal values (Box-Muller). */
-function normal(out, random) {
-  for (let i = 0; i < out.length; i++) out[i] = Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
-  return out;
 }
