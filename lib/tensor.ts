@@ -142,21 +142,19 @@ export function empty<D extends DType>(shape: readonly number[], dtype: D, devic
   return new Tensor(new STORAGE[dtype](numelOf(shape)) as StorageOf[D], shape, dtype);
 }
 
-/** Below this many bytes a host buffer stays on ordinary pages (cpu/huge_pages.h). */
-const HUGE_PAGE_MIN_BYTES = 4 << 20;
-
 /**
  * A zeroed host array of `length` elements for a buffer that lives across
  * many calls (a layer's weights, a workspace). Large ones are offered to the
  * kernel for 2 MiB pages before their first touch: the MoE ops read big
  * buffers at scattered rows, and with 4 KiB pages most such rows are a TLB
- * miss (cpu/huge_pages.h has the measurement). Short-lived outputs stay on
+ * miss (cpu/huge_pages.h has the measurement and the size below which the
+ * advice is not given). Short-lived outputs stay on
  * ordinary pages: faulting in fresh huge pages on every call can stall on
  * the kernel's compaction.
  */
 export function allocateLongLived<D extends DType>(dtype: D, length: number): StorageOf[D] {
   const array = new STORAGE[dtype](length) as StorageOf[D];
-  if (array.byteLength >= HUGE_PAGE_MIN_BYTES) native().adviseHugePages(array);
+  native().adviseHugePages(array);
   return array;
 }
 

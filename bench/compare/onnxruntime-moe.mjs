@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 const require = createRequire(import.meta.url);
 const mk = require('../../dist/index.js');
 const { seededRandom, fillNormal } = require('../../dist/moe/random.js');
+const timing = require('../../dist/bench/timing.js');
 const ort = require('onnxruntime-node');
 const { onnx } = require('onnx-proto');
 
@@ -301,22 +302,12 @@ async function createSessions(dir, tensors) {
   return result;
 }
 
-/** Median of `fn`'s wall times, ms: after two warm-up calls, calls for at least `timeMs` and 5 calls. */
+/** Median of `fn`'s wall times, ms, through the package's timing helper (tinybench), for at least `timeMs` and 5 calls. */
 async function medianMs(fn) {
   // ORT's pool threads spin-wait for work for a while after a run: let them
   // go to sleep so that they do not take the cores from the next measurement.
   await new Promise((resolve) => setTimeout(resolve, 100));
-  await fn();
-  await fn();
-  const times = [];
-  const start = performance.now();
-  while (times.length < 5 || performance.now() - start < timeMs) {
-    const t0 = performance.now();
-    await fn();
-    times.push(performance.now() - t0);
-  }
-  times.sort((a, b) => a - b);
-  return times[times.length >> 1];
+  return timing.medianMs(fn, { timeMs, iterations: 5 });
 }
 
 /** max |a - b| / max |b| */

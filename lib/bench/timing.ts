@@ -6,12 +6,13 @@ export interface TimingOptions {
   iterations: number;
   /**
    * Runs before every measured call, outside the timed window (evicting the
-   * caches). The measuring time is then capped at `maxRunsWithSetup` times
+   * caches). The measuring time is then capped at MAX_RUNS_WITH_SETUP times
    * one call's, so that the untimed setup cannot dominate the wall time.
    */
   beforeEach?: () => unknown;
-  maxRunsWithSetup?: number;
 }
+
+const MAX_RUNS_WITH_SETUP = 30;
 
 export async function medianMs(fn: () => unknown, options: TimingOptions): Promise<number> {
   const { Bench } = await import('tinybench');
@@ -20,7 +21,7 @@ export async function medianMs(fn: () => unknown, options: TimingOptions): Promi
     options.beforeEach();
     const start = performance.now();
     fn();  // the warm-up, timed to size the measuring time
-    timeMs = Math.min(timeMs, (options.maxRunsWithSetup ?? 30) * (performance.now() - start));
+    timeMs = Math.min(timeMs, MAX_RUNS_WITH_SETUP * (performance.now() - start));
   }
   const bench = new Bench({ time: timeMs, iterations: options.iterations, warmupIterations: options.beforeEach ? 0 : 1, warmupTime: 0 });
   const beforeEach = options.beforeEach;

@@ -1,9 +1,9 @@
 #include "cpu/router_logits.h"
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -368,7 +368,6 @@ Status routerLogitsQuantize(const RouterQuantizeArgs& args) {
   if (status.isOk()) return status;
   return Status(status.code(), "quantizeActivations: " + status.message());
 }
-
 
 Status routerLogits(const RouterLogitsArgs& args) {
   MOE_RETURN_IF_ERROR(checkRouterLogits(args));  // core/moe_op_checks, shared with the CUDA backend

@@ -46,8 +46,8 @@ void packTokens(const uint16_t* x, int64_t tokens, int64_t hidden, uint32_t* act
 // K steps ahead that a decode block (MT == 1) prefetches its rows of w into
 // L2: a tile load of 16 rows that miss waits for all 16 lines, and the
 // hardware prefetchers do not follow 32 rows read 64 bytes at a time. Cold
-// weights, E = 256, H = 896, one token: 67-70 -> 44-50 us per call (2, 4 and 8
-// steps ahead measured 44, 45 and 61; into L1: 47-51).
+// weights, E = 256, H = 896, one token: 67-70 -> 44-56 us per call on a noisy
+// VM (2, 4 and 8 steps ahead measured 44, 45 and 61; into L1: 47-51).
 constexpr int64_t kPrefetchSteps = 4;
 
 // Prefetches the 16 H rows' bytes of w at K step s into L2.
