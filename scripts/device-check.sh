@@ -4,15 +4,65 @@
 #   bash scripts/prepare-device.sh
 # then run there with carry = [.device, dist, build/Release, node_modules/node-gyp-build]:
 #   bash scripts/device-check.sh
-# It builds the CUDA plug-in, runs every CUDA op against the CPU backend and
-# times the FP8 GEMMs (scripts/device-check.mjs), and prints a short table last.
-set -euo pipefail
+# It builds the CUDA plug-in (or, if that fails, uses the one prepare-device.sh
+# built here and carried in .device/), then runs scripts/device-check.mjs one
+# phase per process, each under a time limit: the GEMMs against the CPU
+# backend with each kernel forced (SIMT, then Hopper), the other ops, the
+# layer and its CUDA graph, then the timings. A phase that faults or hangs
+# costs its own limit, not the whole device budget (and the Hopper GEMM's
+# pipeline waits trap after 10 s rather than hang). The short table comes last.
+# Environment: PHASES (a subset of the list below, in order), OUT.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/moe-device-out}"
+export OUT="$out"
 mkdir -p "$out" .device/bin
+: > "$out/phases.txt"
 if [ ! -x .device/bin/node ]; then xz -dc .device/node.xz > .device/bin/node && chmod +x .device/bin/node; fi
 export PATH="$PWD/.device/bin:$PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
-cmake -S native/cuda -B build-cuda -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1
-cmake --build build-cuda -j "$(nproc)" >> "$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
-OUT="$out" node scripts/device-check.mjs 2>&1 | tee "$out/device-check.txt"
+
+start=$SECONDS
+if cmake -S native/cuda -B build-cuda -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1 &&
+  cmake --build build-cuda -j "$(nproc)" >> "$out/cmake.log" 2>&1; then
+  echo "build: ok ($((SECONDS - start)) s)" | tee -a "$out/phases.txt"
+else
+  tail -30 "$out/cmake.log"
+  [ -f .device/libmoe_cuda.so ] || { echo "build: FAILED and no carried plug-in" | tee -a "$out/phases.txt"; exit 1; }
+  mkdir -p build-cuda && cp .device/libmoe_cuda.so build-cuda/libmoe_cuda.so
+  echo "build: FAILED ($((SECONDS - start)) s); using the plug-in built by prepare-device.sh" | tee -a "$out/phases.txt"
+fi
+
+# phase  time limit (s)  environment
+plan=(
+  "gemm 120 MOE_CUDA_GEMM_KERNEL=simt"
+  "gemm 120 MOE_CUDA_GEMM_KERNEL=hopper"
+  "ops 120 -"
+  "layer 120 -"
+  "time-gemm 180 -"
+  "time-ops 90 -"
+  "time-layer 240 -"
+)
+wanted="${PHASES:-gemm ops layer time-gemm time-ops time-layer}"
+hopper_gemm_ok=1
+for entry in "${plan[@]}"; do
+  read -r phase limit assignment <<< "$entry"
+  case " $wanted " in *" $phase "*) ;; *) continue ;; esac
+  [ "$assignment" = "-" ] && assignment=""
+  # With a failing Hopper GEMM, check the other ops and the layer on the SIMT
+  # GEMM so that their own results still come back.
+  if [ $hopper_gemm_ok = 0 ] && [ -z "$assignment" ] && [ "$phase" != time-gemm ]; then assignment="MOE_CUDA_GEMM_KERNEL=simt"; fi
+  echo "==== $phase $assignment (limit $limit s)"
+  t0=$SECONDS
+  env $assignment timeout -k 10 "$limit" node scripts/device-check.mjs "$phase" 2>&1 | tee -a "$out/device-check.txt"
+  rc=${PIPESTATUS[0]}
+  case $rc in
+    0) verdict="ok" ;;
+    124 | 137) verdict="TIMED OUT" ;;
+    1) verdict="checks failed" ;;
+    *) verdict="died (exit $rc)" ;;
+  esac
+  echo "phase $phase ${assignment:-}: $verdict ($((SECONDS - t0)) s)" >> "$out/phases.txt"
+  if [ "$assignment" = "MOE_CUDA_GEMM_KERNEL=hopper" ] && [ $rc != 0 ]; then hopper_gemm_ok=0; fi
+done
+node scripts/device-check.mjs report 2>&1 | tee -a "$out/device-check.txt"

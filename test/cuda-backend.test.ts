@@ -37,6 +37,14 @@ describe('the CUDA backend on this machine', () => {
     else expect(cuda.reason).toMatch(/no NVIDIA driver|no CUDA device|driver too old|GPU is sm_/);
   });
 
+  it.skipIf(!pluginBuilt)('names a mistyped MOE_CUDA_GEMM_KERNEL as the reason, on any machine', () => {
+    expect(cudaStatusWith({ MOE_CUDA_GEMM_KERNEL: 'tensorcore' })).toMatchObject({
+      available: false,
+      reason: expect.stringMatching(/MOE_CUDA_GEMM_KERNEL='tensorcore' is not auto, simt or hopper/),
+    });
+    expect(cudaStatusWith({ MOE_CUDA_GEMM_KERNEL: 'simt' }).reason).not.toMatch(/MOE_CUDA_GEMM_KERNEL/);
+  });
+
   it('reports a broken or foreign plug-in file as a reason', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-plugin-'));
     try {

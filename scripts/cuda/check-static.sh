@@ -6,7 +6,8 @@
 #      frame (local memory), no wgmma serialization note, and the register
 #      count setmaxnreg relies on (168);
 #   3. the generated PTX contains wgmma.mma_async ... .e4m3.e4m3 and
-#      cp.async.bulk.tensor (plus setmaxnreg and mbarrier waits);
+#      cp.async.bulk.tensor (plus setmaxnreg, and mbarrier waits with their
+#      hang watchdog: %globaltimer and trap);
 #   4. the library links the static CUDA runtime and neither libcuda nor
 #      libcudart.so, and exports the C ABI;
 #   5. native/cuda/test/layouts_test.cpp (g++): the layout arithmetic against
@@ -123,11 +124,13 @@ for s in "${sm90_sources[@]}"; do
   tma_store=$(grep -c 'cp\.async\.bulk\.tensor\.3d\.global\.shared::cta' "$ptx" || true)
   regs=$(grep -c 'setmaxnreg' "$ptx" || true)
   waits=$(grep -c 'mbarrier\.try_wait\.parity' "$ptx" || true)
+  watchdog=$(grep -c '%globaltimer' "$ptx" || true)
   [ "$wg" -gt 0 ] || fail "$s: no wgmma.mma_async with e4m3 operands in the PTX"
   [ "$tma_load" -gt 0 ] || fail "$s: no cp.async.bulk.tensor load in the PTX"
   [ "$tma_store" -gt 0 ] || fail "$s: no cp.async.bulk.tensor store in the PTX"
   [ "$regs" -gt 0 ] || fail "$s: no setmaxnreg in the PTX"
   [ "$waits" -gt 0 ] || fail "$s: no mbarrier wait in the PTX"
+  { [ "$watchdog" -gt 0 ] && grep -q 'trap;' "$ptx"; } || fail "$s: the pipeline waits lack their hang watchdog (globaltimer + trap)"
   note "PTX $s: $wg wgmma e4m3, $tma_load TMA loads, $tma_store TMA stores, $regs setmaxnreg"
 done
 

@@ -75,7 +75,7 @@ typedef enum moe_cuda_path {
 
 /* Kernel selection for the GEMM ops (tests force one; AUTO for normal use). */
 typedef enum moe_cuda_kernel {
-  MOE_CUDA_KERNEL_AUTO = 0,   /* Hopper when the device and the shapes allow, else SIMT */
+  MOE_CUDA_KERNEL_AUTO = 0,   /* MOE_CUDA_GEMM_KERNEL's choice if set; else Hopper when the device and the shapes allow, else SIMT */
   MOE_CUDA_KERNEL_SIMT = 1,
   MOE_CUDA_KERNEL_HOPPER = 2  /* fails with MOE_CUDA_ERR_UNSUPPORTED where it cannot run */
 } moe_cuda_kernel;

@@ -41,6 +41,7 @@ struct State {
   void* l2_flush = nullptr;      // moe_cuda_flush_l2's buffer (cudaMalloc, kept), guarded by mu
   size_t l2_flush_bytes = 0;
   int l2_flush_value = 0;
+  int32_t gemm_kernel = MOE_CUDA_KERNEL_AUTO;  // what MOE_CUDA_KERNEL_AUTO means (MOE_CUDA_GEMM_KERNEL)
 };
 
 State& state() {
@@ -63,6 +64,22 @@ int probe_locked(State& s) {
   s.probed = true;
   moe_cuda_device_info& info = s.info;
   memset(&info, 0, sizeof(info));
+
+  // MOE_CUDA_GEMM_KERNEL=simt|hopper forces one GEMM kernel wherever a call
+  // asks for AUTO: the device check compares each with the CPU backend, and a
+  // user can step around a kernel that misbehaves on their GPU. Parsed first
+  // so that a typo is the reported reason on any machine.
+  if (const char* env = getenv("MOE_CUDA_GEMM_KERNEL")) {
+    if (strcmp(env, "auto") == 0) {
+      s.gemm_kernel = MOE_CUDA_KERNEL_AUTO;
+    } else if (strcmp(env, "simt") == 0) {
+      s.gemm_kernel = MOE_CUDA_KERNEL_SIMT;
+    } else if (strcmp(env, "hopper") == 0) {
+      s.gemm_kernel = MOE_CUDA_KERNEL_HOPPER;
+    } else {
+      return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "MOE_CUDA_GEMM_KERNEL='%s' is not auto, simt or hopper", env);
+    }
+  }
 
   int driver = 0, runtime = 0;
   cudaRuntimeGetVersion(&runtime);
@@ -231,6 +248,7 @@ int run_gemm(const char* op, const GemmProblem& p, int32_t kernel, char* err, si
   const int rc = ready(&stream, err, err_len);
   if (rc != MOE_CUDA_OK) return rc;
   const State& s = state();
+  if (kernel == MOE_CUDA_KERNEL_AUTO) kernel = s.gemm_kernel;
   const bool hopper_device = s.info.path == MOE_CUDA_PATH_HOPPER;
   if (kernel == MOE_CUDA_KERNEL_HOPPER && !hopper_device) {
     return fail(MOE_CUDA_ERR_UNSUPPORTED, err, err_len, "%s: the Hopper kernels cannot run here (%s)", op, s.reason);

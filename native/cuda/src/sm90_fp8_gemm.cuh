@@ -127,8 +127,25 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// A pipeline wait that gives up: when a barrier phase has not completed
+// after kHangTrapNs of wall time the kernel traps, so a protocol bug or a TMA
+// load that never lands fails the launch with a CUDA error instead of hanging
+// the GPU and the process for good. No legitimate wait comes near it (a stage
+// turns over in microseconds). The clock is read only after the first
+// try_wait fails, and try_wait itself suspends the thread for a while.
+constexpr uint64_t kHangTrapNs = 10ull * 1000 * 1000 * 1000;
+
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  if (cuda::ptx::mbarrier_try_wait_parity(bar, parity)) return;
+  const uint64_t start = global_timer_ns();
   while (!cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
+    if (global_timer_ns() - start > kHangTrapNs) __trap();
   }
 }
 
