@@ -42,6 +42,7 @@ struct State {
   size_t l2_flush_bytes = 0;
   int l2_flush_value = 0;
   int32_t gemm_kernel = MOE_CUDA_KERNEL_AUTO;  // what MOE_CUDA_KERNEL_AUTO means (MOE_CUDA_GEMM_KERNEL)
+  uint64_t hang_trap_ns = 10'000'000'000ull;   // the Hopper GEMM's pipeline-wait limit (MOE_CUDA_HANG_TRAP_S)
 };
 
 State& state() {
@@ -79,6 +80,18 @@ int probe_locked(State& s) {
     } else {
       return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "MOE_CUDA_GEMM_KERNEL='%s' is not auto, simt or hopper", env);
     }
+  }
+
+  // MOE_CUDA_HANG_TRAP_S: seconds a Hopper GEMM pipeline wait may take before
+  // the kernel traps instead of hanging (default 10; 0: wait forever, for
+  // compute-sanitizer and debuggers, which slow kernels down enormously).
+  if (const char* env = getenv("MOE_CUDA_HANG_TRAP_S")) {
+    char* end = nullptr;
+    const double seconds = strtod(env, &end);
+    if (end == env || *end != '\0' || !(seconds >= 0.0 && seconds <= 1e6)) {
+      return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "MOE_CUDA_HANG_TRAP_S='%s' is not a number of seconds in [0, 1e6]", env);
+    }
+    s.hang_trap_ns = static_cast<uint64_t>(seconds * 1e9);
   }
 
   int driver = 0, runtime = 0;
@@ -257,13 +270,15 @@ int run_gemm(const char* op, const GemmProblem& p, int32_t kernel, char* err, si
     char why[256] = {0};
     if (sm90_fp8_gemm_eligible(p, why, sizeof(why))) {
       const Sm90Choice c = sm90_fp8_gemm_choose(p, s.info.sm_count);
-      switch (p.layout) {
+      GemmProblem q = p;
+      q.hang_trap_ns = s.hang_trap_ns;
+      switch (q.layout) {
         case GemmLayout::kDense:
-          return sm90_fp8_gemm_dense(p, c.block_m, s.info.sm_count, stream, err, err_len);
+          return sm90_fp8_gemm_dense(q, c.block_m, s.info.sm_count, stream, err, err_len);
         case GemmLayout::kContiguous:
-          return sm90_fp8_gemm_contiguous(p, c.block_m, s.info.sm_count, stream, err, err_len);
+          return sm90_fp8_gemm_contiguous(q, c.block_m, s.info.sm_count, stream, err, err_len);
         case GemmLayout::kMasked:
-          return sm90_fp8_gemm_masked(p, c.block_m, s.info.sm_count, stream, err, err_len);
+          return sm90_fp8_gemm_masked(q, c.block_m, s.info.sm_count, stream, err, err_len);
       }
     }
     if (kernel == MOE_CUDA_KERNEL_HOPPER) {

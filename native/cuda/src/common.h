@@ -23,9 +23,14 @@ inline int fail(int code, char* err, size_t len, const char* fmt, ...) {
 }
 
 // Reports a CUDA runtime error as MOE_CUDA_ERR_INTERNAL, naming the call.
+// A trap (the Hopper GEMM's hang watchdog) surfaces as one of the two
+// launch-failure codes below, possibly at a later call than the kernel's.
 inline int cuda_fail(cudaError_t e, const char* what, char* err, size_t len) {
-  return fail(MOE_CUDA_ERR_INTERNAL, err, len, "%s failed: %s (%s)", what, cudaGetErrorString(e),
-              cudaGetErrorName(e));
+  const bool kernel_died = e == cudaErrorLaunchFailure || e == cudaErrorIllegalInstruction;
+  return fail(MOE_CUDA_ERR_INTERNAL, err, len, "%s failed: %s (%s)%s", what, cudaGetErrorString(e), cudaGetErrorName(e),
+              kernel_died ? ": a kernel faulted or trapped (the Hopper GEMM traps when a pipeline wait exceeds "
+                            "MOE_CUDA_HANG_TRAP_S); the GPU context is unusable until the process exits"
+                          : "");
 }
 
 }  // namespace moe_cuda

@@ -29,6 +29,7 @@ struct GemmProblem {
   const int32_t* group_index;  // contiguous only
   const int32_t* masked_m;     // masked only
   int64_t expected_m;          // masked only: a hint, 0 = unknown
+  uint64_t hang_trap_ns;       // Hopper: a pipeline wait longer than this traps (0: never)
 
   int64_t k_blocks() const { return (k + 127) / 128; }
   int64_t n_scale_blocks() const { return (n + 127) / 128; }

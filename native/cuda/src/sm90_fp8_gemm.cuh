@@ -59,6 +59,7 @@ struct KernelParams {
   int32_t groups;              // groups of B
   int32_t m_blocks;            // ceil(rows / BLOCK_M)
   int32_t n_blocks;            // ceil(N / BLOCK_N)
+  uint64_t hang_trap_ns;       // a pipeline wait longer than this traps; 0: wait forever
 };
 
 struct Tile {
@@ -128,24 +129,24 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 }
 
 // A pipeline wait that gives up: when a barrier phase has not completed
-// after kHangTrapNs of wall time the kernel traps, so a protocol bug or a TMA
+// after `limit_ns` of wall time the kernel traps, so a protocol bug or a TMA
 // load that never lands fails the launch with a CUDA error instead of hanging
-// the GPU and the process for good. No legitimate wait comes near it (a stage
-// turns over in microseconds). The clock is read only after the first
-// try_wait fails, and try_wait itself suspends the thread for a while.
-constexpr uint64_t kHangTrapNs = 10ull * 1000 * 1000 * 1000;
-
+// the GPU and the process for good. No legitimate wait comes near the default
+// 10 s (a stage turns over in microseconds); tools that slow kernels down a
+// thousandfold (compute-sanitizer, a debugger) set MOE_CUDA_HANG_TRAP_S=0.
+// The clock is read only after the first try_wait fails, and try_wait itself
+// suspends the thread for a while.
 __device__ __forceinline__ uint64_t global_timer_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
   return t;
 }
 
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity, uint64_t limit_ns) {
   if (cuda::ptx::mbarrier_try_wait_parity(bar, parity)) return;
   const uint64_t start = global_timer_ns();
   while (!cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
-    if (global_timer_ns() - start > kHangTrapNs) __trap();
+    if (limit_ns != 0 && global_timer_ns() - start > limit_ns) __trap();
   }
 }
 
@@ -268,7 +269,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           // Wait until the consumers released this stage. On the first pass the
           // barrier is fresh and waiting for the parity of the "previous" phase
           // (phase ^ 1 = 1) returns at once.
-          mbar_wait(&empty_bar[stage], phase ^ 1u);
+          mbar_wait(&empty_bar[stage], phase ^ 1u, p.hang_trap_ns);
           cuda::ptx::mbarrier_arrive_expect_tx(cuda::ptx::sem_release, cuda::ptx::scope_cta, cuda::ptx::space_shared,
                                                &full_bar[stage], kCfg.stage_tx_bytes());
           const int32_t ca[3] = {kb * int32_t(kBlockK), t.m_block * int32_t(kBlockM), t.a_group};
@@ -330,7 +331,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         const float s_lo = lo_in ? __ldg(sa_lo + kb) * s_b : 0.0f;
         const float s_hi = hi_in ? __ldg(sa_hi + kb) * s_b : 0.0f;
 
-        mbar_wait(&full_bar[stage], phase);
+        mbar_wait(&full_bar[stage], phase, p.hang_trap_ns);
 
         const uint32_t a_tile = smem_u32(smem_a + stage * kCfg.a_stage_bytes() + wg_m0 * kBlockK);
         const uint32_t b_tile = smem_u32(smem_b + stage * kCfg.b_stage_bytes() + wg_n0 * kBlockK);
@@ -455,6 +456,7 @@ int sm90_fp8_gemm_launch(const GemmProblem& pr, int sm_count, cudaStream_t strea
   kp.groups = int32_t(pr.groups);
   kp.m_blocks = int32_t((pr.rows + kBlockM - 1) / kBlockM);
   kp.n_blocks = int32_t((pr.n + kBlockN - 1) / kBlockN);
+  kp.hang_trap_ns = pr.hang_trap_ns;
 
   const int64_t num_tiles = int64_t(pr.a_groups()) * kp.m_blocks * kp.n_blocks;
   if (num_tiles == 0) return MOE_CUDA_OK;
