@@ -164,6 +164,13 @@ function balancedIds(t, k, e) {
   }
   return m.tensor(ids, [t, k], 'i32');
 }
+// balancedIds with about one slot in five unused (-1), as routing leaves them when few experts are selectable.
+function idsWithHoles(t, k, e) {
+  const ids = balancedIds(t, k, e);
+  for (let i = 0; i < ids.data.length; i++) if (Math.random() < 0.2) ids.data[i] = -1;
+  return ids;
+}
+const sameQuantized = (gpu, cpu) => sameBits(hostBits(gpu.data), cpu.data.data) && sameBits(hostBits(gpu.scales), cpu.scales.data);
 const layoutToCuda = (l) => ({ ...l, tokensPerExpert: l.tokensPerExpert.to('cuda'), offsets: l.offsets.to('cuda'), rowToken: l.rowToken.to('cuda'), groupIndex: l.groupIndex.to('cuda'), slotRow: l.slotRow.to('cuda') });
 const poisonedFp8 = (shape) => m.tensor(new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(0x7f), shape, 'fp8_e4m3').to('cuda');
 
@@ -183,59 +190,79 @@ async function checkMoeOps() {
       check(`routerLogits T=${t} E=${e} H=${h} ${dtype}`, worst < 1e-5 && gpu.every(Number.isFinite), `max err / |x||w| ${worst.toExponential(2)}`);
     });
   }
-  for (const [t, e, opts, withBias] of [[257, 256, m.DEEPSEEK_V3_ROUTING, true], [1, 256, m.DEEPSEEK_V3_ROUTING, true], [300, 8, { scoring: 'softmax', topK: 2, renormalize: true }, false], [77, 60, { scoring: 'softmax', topK: 4 }, false]]) {
-    await guarded(`route ${opts.scoring} T=${t} E=${e} k=${opts.topK}`, () => {
+  for (const [t, e, opts, withBias, dtype] of [[257, 256, m.DEEPSEEK_V3_ROUTING, true, 'f32'], [1, 256, m.DEEPSEEK_V3_ROUTING, true, 'f32'], [64, 256, m.DEEPSEEK_V3_ROUTING, true, 'bf16'], [300, 8, { scoring: 'softmax', topK: 2, renormalize: true }, false, 'f32'], [77, 60, { scoring: 'softmax', topK: 4 }, false, 'bf16']]) {
+    await guarded(`route ${opts.scoring} T=${t} E=${e} k=${opts.topK} ${dtype}`, () => {
       const values = Float32Array.from({ length: t * e }, () => Math.round((Math.random() - 0.5) * 8) / 2); // ties
       for (let i = 0; i < t; i += 5) values[i * e + 3] = NaN;
-      const logits = m.tensor(values, [t, e], 'f32');
+      const logits = dtype === 'bf16' ? m.bf16FromFloat32(values, [t, e]) : m.tensor(values, [t, e], 'f32');
       const bias = withBias ? m.tensor(Float32Array.from({ length: e }, () => Math.round((Math.random() - 0.5) * 8) / 64), [e], 'f32') : undefined;
       const cpu = m.routeSync(logits, { ...opts, bias });
       const gpu = m.routeSync(logits.to('cuda'), { ...opts, bias: bias?.to('cuda') });
-      check(`route ${opts.scoring} T=${t} E=${e} k=${opts.topK}`, sameBits(hostBits(gpu.ids), cpu.ids.data), 'ids exact');
+      check(`route ${opts.scoring} T=${t} E=${e} k=${opts.topK} ${dtype}`, sameBits(hostBits(gpu.ids), cpu.ids.data), 'ids exact');
       const gw = hostBits(gpu.weights), cw = cpu.weights.data;
       const ok = opts.scoring === 'sigmoid' ? sameBits(gw, cw) : gw.every((v, i) => Math.abs(v - cw[i]) <= 1e-5 * Math.abs(cw[i]));
-      check(`route ${opts.scoring} T=${t} E=${e} weights`, ok, opts.scoring === 'sigmoid' ? 'bit-exact' : 'within 1e-5');
+      check(`route ${opts.scoring} T=${t} E=${e} ${dtype} weights`, ok, opts.scoring === 'sigmoid' ? 'bit-exact' : 'within 1e-5');
     });
   }
-  for (const [t, k, e, layout] of [[4096, 8, 256, 'contiguous'], [1, 8, 256, 'contiguous'], [33, 6, 64, 'masked']]) {
-    await guarded(`dispatchLayout ${layout} T=${t} k=${k} E=${e}`, () => {
-      const ids = balancedIds(t, k, e);
+  for (const [t, k, e, layout, holes] of [[4096, 8, 256, 'contiguous', false], [1, 8, 256, 'contiguous', false], [33, 6, 64, 'masked', false], [517, 8, 256, 'contiguous', true], [40, 8, 64, 'masked', true]]) {
+    await guarded(`dispatchLayout ${layout} T=${t} k=${k} E=${e}${holes ? ' with -1 ids' : ''}`, () => {
+      const ids = (holes ? idsWithHoles : balancedIds)(t, k, e);
       const cpu = m.dispatchLayoutSync(ids, e, { layout });
       const gpu = m.dispatchLayoutSync(ids.to('cuda'), e, { layout });
       const ok = gpu.numRows === cpu.numRows && ['tokensPerExpert', 'offsets', 'slotRow', 'rowToken', 'groupIndex'].every((key) => sameBits(hostBits(gpu[key]), cpu[key].data));
-      check(`dispatchLayout ${layout} T=${t} k=${k} E=${e}`, ok, `R=${cpu.numRows}`);
+      check(`dispatchLayout ${layout} T=${t} k=${k} E=${e}${holes ? ' with -1 ids' : ''}`, ok, `R=${cpu.numRows}`);
     });
   }
-  for (const [t, h, dtype] of [[129, 7168, 'bf16'], [7, 272, 'f32']]) {
-    await guarded(`dispatch fp8 T=${t} H=${h} ${dtype}`, () => {
-      const ids = balancedIds(t, 8, 32);
-      const layout = m.dispatchLayoutSync(ids, 32, { align: 128 });
+  // dispatch: fp8 (f32 and ue8m0 scales) and plain copies, contiguous and masked layouts, -1 ids.
+  for (const [t, h, dtype, layoutKind, mode] of [[129, 7168, 'bf16', 'contiguous', 'fp8'], [7, 272, 'f32', 'contiguous', 'fp8'], [65, 1040, 'bf16', 'contiguous', 'ue8m0'], [33, 512, 'bf16', 'masked', 'fp8'], [129, 7168, 'bf16', 'contiguous', 'plain'], [9, 136, 'f32', 'masked', 'plain']]) {
+    await guarded(`dispatch ${mode} ${layoutKind} T=${t} H=${h} ${dtype}`, () => {
+      const layout = m.dispatchLayoutSync(idsWithHoles(t, 8, 32), 32, layoutKind === 'masked' ? { layout: 'masked' } : { align: 128 });
       const values = Float32Array.from({ length: t * h }, () => (Math.random() - 0.5) * 6);
       const x = dtype === 'bf16' ? m.bf16FromFloat32(values, [t, h]) : m.tensor(values, [t, h], 'f32');
-      const cpu = m.dispatchSync(x, layout, { quantize: 'fp8' });
-      const into = { data: poisonedFp8(cpu.data.shape), scales: poisoned(cpu.scales.shape, 'f32') };
-      const gpu = m.dispatchSync(x.to('cuda'), layoutToCuda(layout), { quantize: 'fp8', into });
-      check(`dispatch fp8 T=${t} H=${h} ${dtype}`, sameBits(hostBits(gpu.data), cpu.data.data) && sameBits(hostBits(gpu.scales), cpu.scales.data), 'bit-exact');
+      let ok;
+      if (mode === 'plain') {
+        const cpu = m.dispatchSync(x, layout);
+        const gpu = m.dispatchSync(x.to('cuda'), layoutToCuda(layout), { into: poisoned(cpu.shape, dtype) });
+        ok = sameBits(hostBits(gpu), cpu.data);
+      } else {
+        const opts = { quantize: 'fp8', scaleFormat: mode === 'ue8m0' ? 'ue8m0' : 'f32' };
+        const cpu = m.dispatchSync(x, layout, opts);
+        const into = { data: poisonedFp8(cpu.data.shape), scales: poisoned(cpu.scales.shape, 'f32') };
+        ok = sameQuantized(m.dispatchSync(x.to('cuda'), layoutToCuda(layout), { ...opts, into }), cpu);
+      }
+      check(`dispatch ${mode} ${layoutKind} T=${t} H=${h} ${dtype}`, ok, 'bit-exact');
     });
   }
-  for (const [rows, inter] of [[640, 2048], [33, 144]]) {
-    await guarded(`swiglu fp8 R=${rows} I=${inter}`, () => {
-      const h = m.bf16FromFloat32(Float32Array.from({ length: rows * 2 * inter }, () => (Math.random() - 0.5) * 8), [rows, 2 * inter]);
-      const cpu = m.swigluSync(h, { quantize: 'fp8' });
-      const into = { data: poisonedFp8(cpu.data.shape), scales: poisoned(cpu.scales.shape, 'f32') };
-      const gpu = m.swigluSync(h.to('cuda'), { quantize: 'fp8', into });
-      check(`swiglu fp8 R=${rows} I=${inter}`, sameBits(hostBits(gpu.data), cpu.data.data) && sameBits(hostBits(gpu.scales), cpu.scales.data), 'bit-exact');
+  // swiglu: fp8 (f32 and ue8m0 scales) and plain bf16 / f32 outputs, from bf16 and f32 h.
+  for (const [rows, inter, dtype, mode] of [[640, 2048, 'bf16', 'fp8'], [33, 144, 'bf16', 'fp8'], [100, 1040, 'f32', 'ue8m0'], [77, 2048, 'bf16', 'bf16'], [31, 136, 'f32', 'f32'], [64, 520, 'bf16', 'f32']]) {
+    await guarded(`swiglu ${mode} R=${rows} I=${inter} ${dtype}`, () => {
+      const values = Float32Array.from({ length: rows * 2 * inter }, () => (Math.random() - 0.5) * 8);
+      const h = dtype === 'bf16' ? m.bf16FromFloat32(values, [rows, 2 * inter]) : m.tensor(values, [rows, 2 * inter], 'f32');
+      let ok;
+      if (mode === 'bf16' || mode === 'f32') {
+        const cpu = m.swigluSync(h, { out: mode });
+        ok = sameBits(hostBits(m.swigluSync(h.to('cuda'), { out: mode, into: poisoned(cpu.shape, mode) })), cpu.data);
+      } else {
+        const opts = { quantize: 'fp8', scaleFormat: mode === 'ue8m0' ? 'ue8m0' : 'f32' };
+        const cpu = m.swigluSync(h, opts);
+        const into = { data: poisonedFp8(cpu.data.shape), scales: poisoned(cpu.scales.shape, 'f32') };
+        ok = sameQuantized(m.swigluSync(h.to('cuda'), { ...opts, into }), cpu);
+      }
+      check(`swiglu ${mode} R=${rows} I=${inter} ${dtype}`, ok, 'bit-exact');
     });
   }
-  for (const [t, h, shared] of [[257, 7168, true], [5, 136, false]]) {
-    await guarded(`combine T=${t} H=${h} shared=${shared}`, () => {
-      const layout = m.dispatchLayoutSync(balancedIds(t, 8, 32), 32, { align: 128 });
-      const y = m.bf16FromFloat32(Float32Array.from({ length: layout.numRows * h }, () => Math.random() - 0.5), [layout.numRows, h]);
+  // combine: bf16 and f32 y and outputs, a shared term in either dtype, -1 ids, and H % 8 != 0 (the one-column path).
+  for (const [t, h, yType, outType, sharedType] of [[257, 7168, 'bf16', 'bf16', 'f32'], [5, 136, 'bf16', 'bf16', null], [33, 1024, 'f32', 'f32', 'bf16'], [17, 130, 'bf16', 'f32', 'f32'], [9, 77, 'f32', 'bf16', null]]) {
+    const name = `combine T=${t} H=${h} y=${yType} out=${outType} shared=${sharedType ?? 'none'}`;
+    await guarded(name, () => {
+      const layout = m.dispatchLayoutSync(idsWithHoles(t, 8, 32), 32, { align: 128 });
+      const make = (n, shape, dtype) => (dtype === 'bf16' ? m.bf16FromFloat32(Float32Array.from({ length: n }, () => Math.random() - 0.5), shape) : m.tensor(Float32Array.from({ length: n }, () => Math.random() - 0.5), shape, 'f32'));
+      const y = make(layout.numRows * h, [layout.numRows, h], yType);
       const w = m.tensor(Float32Array.from({ length: t * 8 }, () => Math.random()), [t, 8], 'f32');
-      const s = shared ? m.tensor(Float32Array.from({ length: t * h }, () => Math.random() - 0.5), [t, h], 'f32') : undefined;
-      const cpu = m.combineSync(y, layout, w, { shared: s });
-      const gpu = m.combineSync(y.to('cuda'), layoutToCuda(layout), w.to('cuda'), { shared: s?.to('cuda'), into: poisoned([t, h], 'bf16') });
-      check(`combine T=${t} H=${h} shared=${shared}`, sameBits(hostBits(gpu), cpu.data), 'bit-exact');
+      const s = sharedType ? make(t * h, [t, h], sharedType) : undefined;
+      const cpu = m.combineSync(y, layout, w, { shared: s, out: outType });
+      const gpu = m.combineSync(y.to('cuda'), layoutToCuda(layout), w.to('cuda'), { shared: s?.to('cuda'), out: outType, into: poisoned([t, h], outType) });
+      check(name, sameBits(hostBits(gpu), cpu.data), 'bit-exact');
     });
   }
 }
