@@ -8,7 +8,8 @@
 # built here and carried in .device/), then runs scripts/device-check.mjs one
 # phase per process, each under a time limit: the GEMMs against the CPU
 # backend with each kernel forced (SIMT, then Hopper), the other ops, the
-# layer and its CUDA graph, then the timings. A phase that faults or hangs
+# layer and its CUDA graph, the suite's GPU test files (vitest), then the
+# timings. A phase that faults or hangs
 # costs its own limit, not the whole device budget (and the Hopper GEMM's
 # pipeline waits trap after 10 s rather than hang). The short table comes last.
 # Environment: PHASES (a subset of the list below, in order), OUT.
@@ -19,6 +20,7 @@ export OUT="$out"
 mkdir -p "$out" .device/bin
 : > "$out/phases.txt"
 if [ ! -x .device/bin/node ]; then xz -dc .device/node.xz > .device/bin/node && chmod +x .device/bin/node; fi
+if [ ! -d node_modules/vitest ] && [ -f .device/node_modules.tar.xz ]; then tar -xJf .device/node_modules.tar.xz; fi
 export PATH="$PWD/.device/bin:$PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
 
@@ -39,11 +41,12 @@ plan=(
   "gemm 120 MOE_CUDA_GEMM_KERNEL=hopper"
   "ops 120 -"
   "layer 120 -"
+  "vitest 180 -"
   "time-gemm 180 -"
   "time-ops 90 -"
   "time-layer 240 -"
 )
-wanted="${PHASES:-gemm ops layer time-gemm time-ops time-layer}"
+wanted="${PHASES:-gemm ops layer vitest time-gemm time-ops time-layer}"
 hopper_gemm_ok=1
 for entry in "${plan[@]}"; do
   read -r phase limit assignment <<< "$entry"
@@ -54,7 +57,13 @@ for entry in "${plan[@]}"; do
   if [ $hopper_gemm_ok = 0 ] && [ -z "$assignment" ] && [ "$phase" != time-gemm ]; then assignment="MOE_CUDA_GEMM_KERNEL=simt"; fi
   echo "==== $phase $assignment (limit $limit s)"
   t0=$SECONDS
-  env $assignment timeout -k 10 "$limit" node scripts/device-check.mjs "$phase" 2>&1 | tee -a "$out/device-check.txt"
+  if [ "$phase" = vitest ]; then
+    # The GPU test files of the suite (skipped on machines without a GPU).
+    command=(node node_modules/vitest/vitest.mjs run test/cuda-backend.test.ts test/moe-ops-cuda.test.ts test/moe-layer-cuda.test.ts)
+  else
+    command=(node scripts/device-check.mjs "$phase")
+  fi
+  env $assignment timeout -k 10 "$limit" "${command[@]}" 2>&1 | tee -a "$out/device-check.txt"
   rc=${PIPESTATUS[0]}
   case $rc in
     0) verdict="ok" ;;

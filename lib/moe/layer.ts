@@ -487,24 +487,44 @@ export class CapturedForward {
     return t;
   }
 
-  private finish(t: number): Tensor {
-    native().moeCheckFlags(this.ws.tensor('flags').to('cpu').data as Int32Array);
-    const result = empty([t, this.hidden], this.out.dtype, 'cuda');
-    native().cudaCopyDeviceToDevice(result.handle, this.out.handle, result.byteLength);
-    return result;
+  // Copies this replay's output rows [t, H] and error flags out of the graph's
+  // buffers, enqueued right behind the replay: a replay started before this
+  // one has been awaited overwrites those buffers, and stream order then
+  // still hands each caller its own result.
+  private snapshot(t: number): { out: Tensor; flags: Tensor } {
+    const flags = this.ws.tensor('flags');
+    const flagsCopy = empty(flags.shape, flags.dtype, 'cuda');
+    native().cudaCopyDeviceToDevice(flagsCopy.handle, flags.handle, flags.byteLength);
+    const out = empty([t, this.hidden], this.out.dtype, 'cuda');
+    native().cudaCopyDeviceToDevice(out.handle, this.out.handle, out.byteLength);
+    return { out, flags: flagsCopy };
+  }
+
+  private finish(snapshot: { out: Tensor; flags: Tensor }): Tensor {
+    const bits = snapshot.flags.to('cpu').data as Int32Array;
+    snapshot.flags.dispose();
+    try {
+      native().moeCheckFlags(bits);
+    } catch (e) {
+      snapshot.out.dispose();
+      throw e;
+    }
+    return snapshot.out;
   }
 
   /** The layer's output [t, H] on the GPU for x [t, H] (t <= maxTokens; host or device). */
   async replay(x: Tensor): Promise<Tensor> {
     const t = this.stage(x);
-    await native().moeReplay(this.graph, true);
-    return this.finish(t);
+    const done = native().moeReplay(this.graph, true);
+    const snapshot = this.snapshot(t);
+    await done;
+    return this.finish(snapshot);
   }
 
   replaySync(x: Tensor): Tensor {
     const t = this.stage(x);
     native().moeReplay(this.graph, false);
-    return this.finish(t);
+    return this.finish(this.snapshot(t));
   }
 
   /** Frees the graph's device buffers now (the graph itself goes with this object). */

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to a struct or signature below. */
-#define MOE_CUDA_ABI_VERSION 2
+#define MOE_CUDA_ABI_VERSION 3
 
 /* Status codes. The values of 1..7 equal moe::Code in native/src/core/status.h
  * (and so map 1:1 onto the package's MoeError codes). */
@@ -138,11 +138,19 @@ MOE_CUDA_API int moe_cuda_host_unregister(void* host, char* err, size_t err_len)
 MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len);
 
 /* Enqueues fn(user) to run on a CUDA-internal host thread once all work
- * enqueued before it has finished (cudaLaunchHostFunc). fn must not call any
- * moe_cuda_* or CUDA function; it should only signal the caller (e.g. a
- * uv_async_t / napi_threadsafe_function). */
+ * enqueued before it has finished, or once the device has failed: it runs
+ * even after a kernel fault (cudaStreamAddCallback, not cudaLaunchHostFunc,
+ * which would never call it and leave the caller waiting for good). fn must
+ * not call any moe_cuda_* or CUDA function; it should only signal the caller
+ * (e.g. a uv_async_t / napi_threadsafe_function), which then learns the
+ * outcome from moe_cuda_poll_error. Not for use during graph capture. */
 MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err,
                                                size_t err_len);
+
+/* Never blocks: reports an asynchronous error (a kernel fault, a trap) that
+ * has happened on the device so far, or MOE_CUDA_OK while all is well,
+ * whether or not enqueued work is still running. */
+MOE_CUDA_API int moe_cuda_poll_error(char* err, size_t err_len);
 
 /* Events: record a point in the stream, then poll or wait for it.
  * moe_cuda_event_create makes a cheap event without timing;

@@ -427,13 +427,45 @@ MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len) {
   return MOE_CUDA_OK;
 }
 
+namespace {
+struct HostCallback {
+  void (*fn)(void* user);
+  void* user;
+};
+// cudaStreamAddCallback's signature around the caller's fn(user). The status
+// is not passed on: the caller asks moe_cuda_poll_error, which also sees
+// errors that this callback's status would not name.
+void CUDART_CB run_host_callback(cudaStream_t, cudaError_t, void* data) {
+  HostCallback* cb = static_cast<HostCallback*>(data);
+  cb->fn(cb->user);
+  delete cb;
+}
+}  // namespace
+
 MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err, size_t err_len) {
   if (fn == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_launch_host_callback: fn is null");
   cudaStream_t stream = nullptr;
   const int rc = ready(&stream, err, err_len);
   if (rc != MOE_CUDA_OK) return rc;
-  MOE_CUDA_CHECK(cudaLaunchHostFunc(stream, fn, user));
+  HostCallback* cb = new (std::nothrow) HostCallback{fn, user};
+  if (cb == nullptr) return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "moe_cuda_launch_host_callback: out of host memory");
+  // NOTE: cudaLaunchHostFunc skips its function once the context has failed;
+  // this one is called with the error instead, so a Promise waiting on it settles.
+  const cudaError_t e = cudaStreamAddCallback(stream, run_host_callback, cb, 0);
+  if (e != cudaSuccess) {
+    delete cb;
+    return cuda_fail(e, "cudaStreamAddCallback", err, err_len);
+  }
   return MOE_CUDA_OK;
+}
+
+MOE_CUDA_API int moe_cuda_poll_error(char* err, size_t err_len) {
+  cudaStream_t stream = nullptr;
+  const int rc = ready(&stream, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  const cudaError_t e = cudaStreamQuery(stream);  // a sticky device error shows here; never waits
+  if (e == cudaSuccess || e == cudaErrorNotReady) return MOE_CUDA_OK;
+  return cuda_fail(e, "the CUDA stream", err, err_len);
 }
 
 struct moe_cuda_event_s {

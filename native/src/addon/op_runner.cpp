@@ -46,9 +46,10 @@ struct CudaCompletion {
 void settleCudaCompletion(Napi::Env env, Napi::Function, CudaCompletion* done) {
   if (env != nullptr) {
     char err[512] = {0};
-    // The callback ran, so the work is finished; a kernel fault since the last
-    // check surfaces here rather than in a later, unrelated call.
-    const Status status = cuda::fromPlugin(cuda::Plugin::instance().api().synchronize(err, sizeof err), err, "CUDA");
+    // The callback ran, so the work is finished (or the device failed): ask for
+    // an error without waiting, as work enqueued after this op may still run.
+    // A kernel fault surfaces here rather than in a later, unrelated call.
+    const Status status = cuda::fromPlugin(cuda::Plugin::instance().api().pollError(err, sizeof err), err, "CUDA");
     if (status.isOk()) done->deferred.Resolve(env.Undefined());
     else done->deferred.Reject(toJsError(env, status).Value());
   }
