@@ -13,6 +13,7 @@
         "native/src/addon/cuda_bindings.cpp",
         "native/src/cuda_host/plugin.cpp",
         "native/src/cuda_host/cuda_backend.cpp",
+        "native/src/cuda_host/deferred_flags.cpp",
         "native/src/core/moe_forward.cpp",
         "native/src/platform/glibc_compat.cpp",
         "native/src/platform/glibc_versions.S",

@@ -80,4 +80,18 @@ describe.skipIf(!cuda.available)('MoeLayer on the GPU', () => {
       graph.dispose();
     }
   });
+
+  it('concurrent replays of one captured forward each return their own output', async () => {
+    const graph = gpu.capture({ maxTokens: 4 });
+    try {
+      const xs = [4, 4, 4].map((tokens, i) => bf16FromFloat32(randomFloats(tokens * h, rng(200 + i), 1), [tokens, h]));
+      const outs = await Promise.all(xs.map((x) => graph.replay(x)));
+      xs.forEach((x, i) => {
+        const direct = gpu.forwardSync(x, { layout: 'masked' }).toFloat32Array();
+        expect(Buffer.from(outs[i].toFloat32Array().buffer).equals(Buffer.from(direct.buffer))).toBe(true);
+      });
+    } finally {
+      graph.dispose();
+    }
+  });
 });

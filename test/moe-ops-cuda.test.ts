@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  DispatchLayout, Tensor, backends, bf16FromFloat32, combineSync, dispatchLayoutSync, dispatchSync, routeSync, routerLogitsSync, swigluSync,
-  tensor,
+  DEEPSEEK_V3_ROUTING, DispatchLayout, Tensor, backends, bf16FromFloat32, combineSync, dispatchLayoutSync, dispatchSync, route, routeSync,
+  routerLogitsSync, swigluSync, tensor,
 } from '../lib/index';
 import { native } from '../lib/native';
 import { randomFloats, rng } from './helpers/random';
@@ -187,6 +187,25 @@ describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU back
     const x = tensor(new Float32Array(16).fill(NaN), [1, 16], 'f32');
     const layout = dispatchLayoutSync(tensor(new Int32Array([1]), [1, 1], 'i32'), 2, { align: 1 });
     expect(() => dispatchSync(x.to('cuda'), toCuda(layout), { quantize: 'fp8' })).toThrow(expect.objectContaining({ code: 'ERR_MOE_NONFINITE' }));
+  });
+
+  it('Promise forms in flight together each settle with their own outcome (flags read without a host sync)', async () => {
+    const r = rng(77);
+    const logits = tensor(randomLogits(r, 64, 256), [64, 256], 'f32');
+    const good = tensor(randomFloats(256, r, 0.05), [256], 'f32');
+    const bad = tensor(Float32Array.from(good.data as Float32Array), [256], 'f32');
+    (bad.data as Float32Array)[7] = NaN;
+    const want = routeSync(logits, { ...DEEPSEEK_V3_ROUTING, bias: good });
+    const onGpu = logits.to('cuda');
+    const [a, b, c] = await Promise.allSettled([good, bad, good].map((bias) => route(onGpu, { ...DEEPSEEK_V3_ROUTING, bias: bias.to('cuda') })));
+    for (const ok of [a, c]) {
+      expect(ok.status).toBe('fulfilled');
+      if (ok.status === 'fulfilled') {
+        expect(bits(ok.value.ids).equals(bits(want.ids))).toBe(true);
+        expect(bits(ok.value.weights).equals(bits(want.weights))).toBe(true);
+      }
+    }
+    expect(b).toMatchObject({ status: 'rejected', reason: expect.objectContaining({ code: 'ERR_MOE_NONFINITE' }) });
   });
 });
 

@@ -1,6 +1,7 @@
 #include "addon/op_runner.h"
 
 #include "addon/errors.h"
+#include "cuda_host/deferred_flags.h"
 #include "cuda_host/plugin.h"
 
 namespace moe::addon {
@@ -41,6 +42,7 @@ struct CudaCompletion {
   Napi::Promise::Deferred deferred;
   std::unique_ptr<KeepAlive> keep;
   Napi::ThreadSafeFunction signal;
+  cuda::FlagCheck flags;  // the op's error flags, copied to a host slot behind it
 };
 
 void settleCudaCompletion(Napi::Env env, Napi::Function, CudaCompletion* done) {
@@ -49,7 +51,9 @@ void settleCudaCompletion(Napi::Env env, Napi::Function, CudaCompletion* done) {
     // The callback ran, so the work is finished (or the device failed): ask for
     // an error without waiting, as work enqueued after this op may still run.
     // A kernel fault surfaces here rather than in a later, unrelated call.
-    const Status status = cuda::fromPlugin(cuda::Plugin::instance().api().pollError(err, sizeof err), err, "CUDA");
+    Status status = cuda::fromPlugin(cuda::Plugin::instance().api().pollError(err, sizeof err), err, "CUDA");
+    const Status flagged = done->flags.finish();
+    if (status.isOk()) status = flagged;
     if (status.isOk()) done->deferred.Resolve(env.Undefined());
     else done->deferred.Reject(toJsError(env, status).Value());
   }
@@ -66,17 +70,26 @@ void onCudaHostCallback(void* user) {
 Napi::Value runCudaOp(Napi::Env env, bool async, std::unique_ptr<KeepAlive> keep, const Work& work) {
   const cuda::PluginApi& api = cuda::Plugin::instance().api();
   char err[512] = {0};
-  Status status = work();  // enqueues on the plug-in's stream
+  cuda::FlagCheck flags;
+  Status status;
+  if (async) {
+    const cuda::DeferredFlags scope(&flags);  // the op's flag read becomes an enqueued copy
+    status = work();                          // enqueues on the plug-in's stream
+  } else {
+    status = work();
+  }
   if (status.isOk() && !async) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "CUDA");
   if (!status.isOk() || !async) {
+    flags.finish();  // frees a slot taken before a later step failed
     if (!status.isOk()) return failOp(env, async, status);
     return env.Undefined();
   }
-  auto* done = new CudaCompletion{Napi::Promise::Deferred::New(env), std::move(keep), {}};
+  auto* done = new CudaCompletion{Napi::Promise::Deferred::New(env), std::move(keep), {}, flags};
   done->signal = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-cuda", 0, 1);
   Napi::Promise promise = done->deferred.Promise();
   status = cuda::fromPlugin(api.launchHostCallback(onCudaHostCallback, done, err, sizeof err), err, "CUDA");
   if (!status.isOk()) {
+    done->flags.finish();
     done->deferred.Reject(toJsError(env, status).Value());
     done->signal.Release();
     delete done;

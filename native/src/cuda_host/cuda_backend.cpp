@@ -4,6 +4,7 @@
 
 #include "core/moe_op_checks.h"
 #include "core/op_checks.h"
+#include "cuda_host/deferred_flags.h"
 #include "cuda_host/device_flags.h"
 #include "cuda_host/plugin.h"
 #include "cuda_host/plugin_enums.h"
@@ -49,11 +50,7 @@ class CudaBackend final : public Backend {
     q.scale_dtype = MOE_CUDA_DTYPE_F32;
     q.scale_format = pluginScaleFormat(args.scaleFormat);
     MOE_RETURN_IF_ERROR(fromPlugin(api.quantize(&q, err, sizeof err), err, op));
-    int32_t nonFinite = 0;
-    MOE_RETURN_IF_ERROR(fromPlugin(api.copyD2H(&nonFinite, nonFiniteFlag_, sizeof nonFinite, err, sizeof err), err, op));
-    MOE_RETURN_IF_ERROR(fromPlugin(api.synchronize(err, sizeof err), err, op));
-    if (nonFinite != 0) return Status(Code::kNonFinite, std::string(op) + ": x contains NaN or infinity");
-    return Status::ok();
+    return checkFlag(op, FlagOp::kQuantize);
   }
 
   void* nonFiniteFlag_ = nullptr;  // [1] i32 on the device
@@ -73,19 +70,34 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
-  // Reads the flag back once the op is done. NOTE: a host synchronization per
-  // op call, the price of reporting bad input (an id out of range, NaN) with
-  // the CPU backend's error codes; MoeLayer's GPU forward does not go through
-  // here (cuda_moe_forward.cpp keeps one flag word per op and the caller
-  // reads them after the forward has completed).
-  Status readFlag(const char* op, FlagOp kind) {
-    if (!gDataChecks) return Status::ok();
+  // The flag word's verdict once the op is done: the price of reporting bad
+  // input (an id out of range, NaN) with the CPU backend's error codes. A
+  // ...Sync call waits for it here (one host synchronization per op); a
+  // Promise form only enqueues its copy into a page-locked slot that the
+  // completion reads (deferred_flags.h). MoeLayer's GPU forward does not go
+  // through here (cuda_moe_forward.cpp keeps one flag word per op and the
+  // caller reads them after the forward has completed).
+  Status checkFlag(const char* op, FlagOp kind) {
     const PluginApi& api = Plugin::instance().api();
     char err[512] = {0};
+    if (FlagCheck* deferred = DeferredFlags::current()) {
+      int slot = -1;
+      if (int32_t* host = DeferredFlags::acquireSlot(&slot)) {
+        *deferred = FlagCheck{true, kind, op, slot};
+        const Status copied = fromPlugin(api.copyD2H(host, nonFiniteFlag_, sizeof(int32_t), err, sizeof err), err, op);
+        if (!copied.isOk()) deferred->finish();
+        return copied;
+      }
+    }
     int32_t bits = 0;
     MOE_RETURN_IF_ERROR(fromPlugin(api.copyD2H(&bits, nonFiniteFlag_, sizeof bits, err, sizeof err), err, op));
     MOE_RETURN_IF_ERROR(fromPlugin(api.synchronize(err, sizeof err), err, op));
-    return statusFromFlags(kind, bits);
+    return flagStatus(kind, op, bits);
+  }
+
+  Status readFlag(const char* op, FlagOp kind) {
+    if (!gDataChecks) return Status::ok();
+    return checkFlag(op, kind);
   }
 
  public:

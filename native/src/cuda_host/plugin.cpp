@@ -57,6 +57,7 @@ void Plugin::load(const std::vector<std::string>& candidates) {
   resolve(library, "moe_cuda_synchronize", &api.synchronize, &missing);
   resolve(library, "moe_cuda_launch_host_callback", &api.launchHostCallback, &missing);
   resolve(library, "moe_cuda_poll_error", &api.pollError, &missing);
+  resolve(library, "moe_cuda_host_register", &api.hostRegister, &missing);
   resolve(library, "moe_cuda_gemm_fp8", &api.gemmFp8, &missing);
   resolve(library, "moe_cuda_grouped_gemm_fp8", &api.groupedGemmFp8, &missing);
   resolve(library, "moe_cuda_grouped_gemm_fp8_masked", &api.groupedGemmFp8Masked, &missing);

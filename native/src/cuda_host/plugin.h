@@ -23,6 +23,7 @@ struct PluginApi {
   decltype(&moe_cuda_synchronize) synchronize = nullptr;
   decltype(&moe_cuda_launch_host_callback) launchHostCallback = nullptr;
   decltype(&moe_cuda_poll_error) pollError = nullptr;
+  decltype(&moe_cuda_host_register) hostRegister = nullptr;
   decltype(&moe_cuda_gemm_fp8) gemmFp8 = nullptr;
   decltype(&moe_cuda_grouped_gemm_fp8) groupedGemmFp8 = nullptr;
   decltype(&moe_cuda_grouped_gemm_fp8_masked) groupedGemmFp8Masked = nullptr;
