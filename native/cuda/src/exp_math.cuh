@@ -5,7 +5,8 @@
 // rounded __fmul_rn / __fadd_rn, so nvcc cannot contract or reorder anything
 // and the device returns the CPU's bits (checked on the host by
 // test/moe_math_test.cu against the CPU's function over many inputs).
-// Used by sigmoid routing (1 / (1 + e^-logit)) and SwiGLU (g / (1 + e^-g)).
+// Used by sigmoid routing (1 / (1 + e^-logit)), SwiGLU (g / (1 + e^-g)) and
+// softmax routing (e^(logit - max)).
 #pragma once
 
 #include <math.h>
@@ -52,13 +53,19 @@ MOE_QUANT_HD float sub_rn(float a, float b) {
 #endif
 }
 
-// 1 + e^x; x > kMaxX gives +inf, x < kMinX gives 1, NaN stays NaN.
-MOE_QUANT_HD float one_plus_exp(float x) {
+// The reduced exponential both functions below share: e^x = p * s1 * s2 with
+// p = e^r in [~0.7, ~1.4] and s1 * s2 = 2^n as two normal powers of two (so
+// that n up to 128, and down to the subnormals, stays representable). The
+// CPU's expReducedScalar, operation for operation. Returned by value: an
+// out-pointer would put s1 and s2 in local memory where nvcc does not inline.
+struct ExpReduced {
+  float p, s1, s2;
+};
+
+MOE_QUANT_HD ExpReduced exp_reduced(float x) {
   using quant::float_bits;
   using quant::float_from_bits;
   using quant::mul_rn;
-  if (x > kMaxX) return float_from_bits(0x7F800000u);
-  if (x < kMinX) return 1.0f;
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: rounds x * log2(e) to an integer
   const float k = fma_rn(x, kLog2e, kMagic);
   const float n = sub_rn(k, kMagic);
@@ -73,12 +80,25 @@ MOE_QUANT_HD float one_plus_exp(float x) {
   p = fma_rn(p, r, kP5);
   const float r2 = mul_rn(r, r);
   p = fma_rn(p, r2, r);
-  p = add_rn(p, 1.0f);
-  // 2^n as two factors so that n up to 128 (and down to the subnormals) stays representable.
   const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float s1 = float_from_bits(static_cast<uint32_t>(n1 + 127) << 23);
-  const float s2 = float_from_bits(static_cast<uint32_t>(n2 + 127) << 23);
-  return fma_rn(mul_rn(p, s1), s2, 1.0f);
+  return ExpReduced{add_rn(p, 1.0f), float_from_bits(static_cast<uint32_t>(n1 + 127) << 23),
+                    float_from_bits(static_cast<uint32_t>(n2 + 127) << 23)};
+}
+
+// 1 + e^x; x > kMaxX gives +inf, x < kMinX gives 1, NaN stays NaN.
+MOE_QUANT_HD float one_plus_exp(float x) {
+  if (x > kMaxX) return quant::float_from_bits(0x7F800000u);
+  if (x < kMinX) return 1.0f;
+  const ExpReduced e = exp_reduced(x);
+  return fma_rn(quant::mul_rn(e.p, e.s1), e.s2, 1.0f);
+}
+
+// e^x for x <= 0 (softmax: x = logit - max logit); x < kMinX (and -inf, NaN)
+// gives +0; a subnormal result rounds once. The CPU's expNonPositive.
+MOE_QUANT_HD float exp_non_positive(float x) {
+  if (!(x >= kMinX)) return 0.0f;
+  const ExpReduced e = exp_reduced(x);
+  return quant::mul_rn(quant::mul_rn(e.p, e.s1), e.s2);
 }
 
 }  // namespace expm

@@ -57,12 +57,6 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFull, v, off);
-  return v;
-}
-
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_kernel(RouteProblem p) {
   extern __shared__ float smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -99,12 +93,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_kernel(RouteProblem
         if (selectable(score[e])) m = fmaxf(m, score[e]);
       }
       m = warp_max(m);
-      float sum = 0.0f;
-      for (int64_t e = lane; e < E; e += 32) {
-        weight[e] = selectable(score[e]) ? expf(score[e] - m) : 0.0f;
-        sum += weight[e];
+      // The CPU's summation order (route_math.cuh, softmax_partial): partial j
+      // takes e = j, j + 16, j + 32, ... in turn, i.e. lane j's weight and
+      // then lane j + 16's in every 32-wide step; lanes 0..15 keep the
+      // partials. Weights past E are +0 and leave a partial's bits unchanged.
+      float partial = 0.0f;
+      for (int64_t base = 0; base < E; base += 32) {
+        const int64_t e = base + lane;
+        const float w = e < E ? softmax_unnormalized(score[e], m) : 0.0f;
+        if (e < E) weight[e] = w;
+        const float upper = __shfl_down_sync(kFull, w, kSoftmaxPartials);
+        partial = expm::add_rn(expm::add_rn(partial, w), upper);
       }
-      sum = warp_sum(sum);
+      float sum = 0.0f;
+      for (int j = 0; j < kSoftmaxPartials; ++j) sum = expm::add_rn(sum, __shfl_sync(kFull, partial, j));
       if (sum > 0.0f) {
         for (int64_t e = lane; e < E; e += 32) weight[e] = quant::div_rn(weight[e], sum);
       }

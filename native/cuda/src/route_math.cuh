@@ -68,10 +68,25 @@ MOE_QUANT_HD void sigmoid_score(float logit, bool has_bias, float bias, float* w
 
 // Softmax scoring: the selection score is the logit itself (softmax is
 // monotonic, and ranking by logit avoids ties made by rounding p), -inf for
-// a non-finite logit. The weights p = e^(logit - max) / sum use the device's
-// expf and a tree-ordered sum, so they differ from the CPU's (glibc expf,
-// sum in index order) by a few ulp: SPEC.md's 1e-5 relative tolerance.
+// a non-finite logit.
 MOE_QUANT_HD float softmax_score(float logit) { return quant::is_finite(logit) ? logit : neg_inf(); }
+
+// The softmax weights p = e^(score - m) / sum in the CPU backend's operation
+// order (cpu/route.cpp), so that they equal its bits: each exponential by the
+// CPU's expNonPositive; the sum over kSoftmaxPartials partial sums, partial j
+// accumulating e = j, j + 16, ... in increasing e (the CPU's vector lanes),
+// then the partials added in j order; finally p[e] = w[e] / sum.
+constexpr int kSoftmaxPartials = 16;
+
+MOE_QUANT_HD float softmax_unnormalized(float score, float m) {
+  return selectable(score) ? expm::exp_non_positive(expm::sub_rn(score, m)) : 0.0f;
+}
+
+MOE_QUANT_HD float softmax_partial(const float* weight /* [E] */, int64_t E, int j) {
+  float sum = 0.0f;
+  for (int64_t e = j; e < E; e += kSoftmaxPartials) sum = expm::add_rn(sum, weight[e]);
+  return sum;
+}
 
 // ---- groups -------------------------------------------------------------------
 

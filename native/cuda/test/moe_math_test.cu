@@ -6,7 +6,7 @@
 // compares with the CPU backend's op (linked from native/src/cpu) on random
 // inputs, ragged shapes, ties and non-finite values:
 //   - one_plus_exp == cpu::qrow::onePlusExp bit for bit (16M+ inputs incl. specials);
-//   - route: ids exactly; sigmoid weights bit for bit; softmax within 1e-5 rel;
+//   - route: ids exactly; sigmoid and softmax weights bit for bit;
 //   - dispatchLayout (contiguous, several aligns; masked): every output equal;
 //   - dispatch (fp8): q and scales bit for bit, padding rows included;
 //   - swiglu (fp8, f32, bf16 out): bit for bit;
@@ -85,6 +85,7 @@ struct RouteCase {
   int64_t tokens, experts, topK, groups, topKGroups;
   bool sigmoid, bias, renormalize, bf16, ties, nonfinite;
   float scale;
+  float spread = 1.0f;  // logits ~ N(0, spread^2): wide ones make subnormal and zero softmax weights
 };
 
 // 32 lanes each take experts lane, lane + 32, ...; their partial winners are
@@ -119,11 +120,9 @@ static void route_token_model(const RouteCase& c, const float* logits, const flo
       score[e] = softmax_score(logits[e]);
       if (selectable(score[e])) m = std::max(m, score[e]);
     }
+    for (int64_t e = 0; e < E; ++e) weight[e] = softmax_unnormalized(score[e], m);
     float sum = 0.0f;
-    for (int64_t e = 0; e < E; ++e) {
-      weight[e] = selectable(score[e]) ? expf(score[e] - m) : 0.0f;
-      sum += weight[e];
-    }
+    for (int j = 0; j < kSoftmaxPartials; ++j) sum = expm::add_rn(sum, softmax_partial(weight.data(), E, j));
     if (sum > 0.0f) {
       for (int64_t e = 0; e < E; ++e) weight[e] = quant::div_rn(weight[e], sum);
     }
@@ -181,13 +180,15 @@ static void test_route(std::mt19937& rng) {
       {9, 160, 6, 20, 5, true, true, true, false, true, true, 16.0f},     // 20 groups
       {5, 512, 8, 16, 16, true, true, true, false, false, false, 2.5f},  // topKGroups == groups: no masking
       {3, 7, 7, 1, 1, false, false, true, false, false, true, 1.0f},     // k == E with non-finite: -1 padding
+      {29, 96, 8, 1, 1, false, false, false, false, false, false, 1.0f, 40.0f},  // softmax, subnormal / zero weights
+      {23, 72, 6, 1, 1, false, false, true, true, false, true, 2.0f, 25.0f},     // the same, bf16, renormalized
   };
   int bad_ids = 0, bad_sigmoid = 0, bad_softmax = 0, n = 0;
   for (const RouteCase& c : cases) {
     const int64_t T = c.tokens, E = c.experts, k = c.topK;
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> logits(T * E);
-    for (float& v : logits) v = c.ties ? std::round(normal(rng) * 2.0f) / 2.0f : normal(rng);
+    for (float& v : logits) v = c.ties ? std::round(normal(rng) * 2.0f) / 2.0f : normal(rng) * c.spread;
     if (c.nonfinite) {
       for (int64_t t = 0; t < T; t += 2) {
         logits[t * E + (t % E)] = NAN;
@@ -234,15 +235,15 @@ static void test_route(std::mt19937& rng) {
       } else if (c.sigmoid) {
         bad_sigmoid += bits(gw[i]) != bits(weights[i]);
       } else {
-        bad_softmax += std::fabs(gw[i] - weights[i]) > 1e-5f * std::fabs(weights[i]) + 1e-30f;
+        bad_softmax += bits(gw[i]) != bits(weights[i]);
       }
     }
   }
   char what[200];
-  snprintf(what, sizeof what, "route ids == cpu route on %d slots (9 configs: DeepSeek-V3, groups, softmax, ties, NaN/inf, bf16)", n);
+  snprintf(what, sizeof what, "route ids == cpu route on %d slots (11 configs: DeepSeek-V3, groups, softmax, ties, NaN/inf, bf16, wide logits)", n);
   expect(bad_ids == 0, what);
   expect(bad_sigmoid == 0, "route sigmoid weights == cpu route bit for bit");
-  expect(bad_softmax == 0, "route softmax weights within 1e-5 relative of cpu route");
+  expect(bad_softmax == 0, "route softmax weights == cpu route, bit for bit");
 }
 
 // ---- dispatch layout: the three passes on the host ----------------------------------
