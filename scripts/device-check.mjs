@@ -90,9 +90,14 @@ async function guarded(name, body) {
 // kernel is the first comparison for the Hopper one. Forced Hopper takes only
 // the shapes it is eligible for (K % 128 == 0, N % 8 == 0).
 const forcedKernel = process.env.MOE_CUDA_GEMM_KERNEL ?? 'auto';
+const noSplitK = process.env.MOE_CUDA_SPLIT_K === '0';
+// How this process's GEMMs were configured, for phase and row labels.
+const variant = [process.env.MOE_CUDA_GEMM_KERNEL && `${forcedKernel} kernel`, noSplitK && 'no split-K'].filter(Boolean).join(', ');
 const kernelTakes = (n, k) => forcedKernel !== 'hopper' || (k % 128 === 0 && n % 8 === 0);
 async function checkGemms() {
-  for (const [mm, n, k] of [[1, 2112, 7168], [7, 300, 1040], [129, 257, 8208], [256, 4096, 7168], [64, 7168, 2048], [200, 2112, 256]]) {
+  // On 132 SMs the Hopper kernel splits K for M = 1, 64, 128 and 256 here (their tiles fill under half the
+  // GPU; sm90_layouts.h, choose_k_splits), not for K = 256; MOE_CUDA_SPLIT_K=0 runs them in one pass.
+  for (const [mm, n, k] of [[1, 2112, 7168], [7, 300, 1040], [129, 257, 8208], [256, 4096, 7168], [64, 7168, 2048], [200, 2112, 256], [64, 2112, 7168], [128, 1024, 16384]]) {
     if (!kernelTakes(n, k)) continue;
     for (const out of ['f32', 'bf16']) {
       const name = `gemmFp8 M=${mm} N=${n} K=${k} ${out}`;
@@ -397,7 +402,7 @@ async function timeShapes(peakTflops, hbm) {
   const record = (kind, shape, flops, bytes, ms, target) => {
     const tflops = flops / ms / 1e9;
     const gbs = bytes / ms / 1e6;
-    rows.push({ kind, shape, ms, tflops, gbs, peakRatio: tflops / peakTflops, hbmRatio: gbs / hbm, target });
+    rows.push({ kind: noSplitK ? `${kind} (no split-K)` : kind, shape, ms, tflops, gbs, peakRatio: tflops / peakTflops, hbmRatio: gbs / hbm, target });
   };
   for (const mm of [64, 128, 4096]) {
     for (const [n, k] of NK) {
@@ -410,6 +415,7 @@ async function timeShapes(peakTflops, hbm) {
       });
     }
   }
+  if (noSplitK) return rows; // split-K changes the dense GEMMs only
   for (const [g, per] of [[4, 8192], [8, 4096]]) {
     for (const [n, k] of [[4096, 7168], [7168, 2048]]) {
       await guarded(`time contiguous ${g}x${per} N=${n} K=${k}`, async () => {
@@ -464,10 +470,10 @@ async function runPhase(name) {
   if (name.startsWith('time-')) env.hbm = hbmGBs();
   const started = Date.now();
   const part = await PHASES[name](env);
-  const label = name === 'gemm' ? `gemm-${forcedKernel}` : name;
+  const label = variant ? `${name} (${variant})` : name;
   const report = { phase: label, date: new Date().toISOString(), seconds: (Date.now() - started) / 1e3, device: env.device, hbmGBs: env.hbm, specFp8Tflops: env.peak, checks: results, ...part };
   fs.mkdirSync(outDir, { recursive: true });
-  fs.writeFileSync(path.join(outDir, `phase-${label}.json`), JSON.stringify(report, null, 2));
+  fs.writeFileSync(path.join(outDir, `phase-${label.replace(/[^a-z0-9-]+/gi, '_')}.json`), JSON.stringify(report, null, 2));
   process.exitCode = results.some((r) => !r.ok) ? 1 : 0;
 }
 

@@ -35,14 +35,16 @@ else
   echo "build: FAILED ($((SECONDS - start)) s); using the plug-in built by prepare-device.sh" | tee -a "$out/phases.txt"
 fi
 
-# phase  time limit (s)  environment
+# phase  time limit (s)  environment (comma-separated assignments, or -)
 plan=(
   "gemm 120 MOE_CUDA_GEMM_KERNEL=simt"
   "gemm 120 MOE_CUDA_GEMM_KERNEL=hopper"
+  "gemm 120 MOE_CUDA_GEMM_KERNEL=hopper,MOE_CUDA_SPLIT_K=0"
   "ops 120 -"
   "layer 120 -"
   "vitest 180 -"
   "time-gemm 180 -"
+  "time-gemm 120 MOE_CUDA_SPLIT_K=0"
   "time-ops 90 -"
   "time-layer 240 -"
 )
@@ -51,7 +53,7 @@ hopper_gemm_ok=1
 for entry in "${plan[@]}"; do
   read -r phase limit assignment <<< "$entry"
   case " $wanted " in *" $phase "*) ;; *) continue ;; esac
-  [ "$assignment" = "-" ] && assignment=""
+  if [ "$assignment" = "-" ]; then assignment=""; else assignment="${assignment//,/ }"; fi
   # With a failing Hopper GEMM, check the other ops and the layer on the SIMT
   # GEMM so that their own results still come back.
   if [ $hopper_gemm_ok = 0 ] && [ -z "$assignment" ] && [ "$phase" != time-gemm ]; then assignment="MOE_CUDA_GEMM_KERNEL=simt"; fi
@@ -72,6 +74,6 @@ for entry in "${plan[@]}"; do
     *) verdict="died (exit $rc)" ;;
   esac
   echo "phase $phase ${assignment:-}: $verdict ($((SECONDS - t0)) s)" >> "$out/phases.txt"
-  if [ "$assignment" = "MOE_CUDA_GEMM_KERNEL=hopper" ] && [ $rc != 0 ]; then hopper_gemm_ok=0; fi
+  if [ "$assignment" = "MOE_CUDA_GEMM_KERNEL=hopper" ] && [ "$rc" != 0 ]; then hopper_gemm_ok=0; fi
 done
 node scripts/device-check.mjs report 2>&1 | tee -a "$out/device-check.txt"

@@ -37,7 +37,7 @@ describe('the CUDA backend on this machine', () => {
     else expect(cuda.reason).toMatch(/no NVIDIA driver|no CUDA device|driver too old|GPU is sm_/);
   });
 
-  it.skipIf(!pluginBuilt)('names a mistyped MOE_CUDA_GEMM_KERNEL or MOE_CUDA_HANG_TRAP_S as the reason, on any machine', () => {
+  it.skipIf(!pluginBuilt)('names a mistyped MOE_CUDA_GEMM_KERNEL, MOE_CUDA_HANG_TRAP_S or MOE_CUDA_SPLIT_K as the reason, on any machine', () => {
     expect(cudaStatusWith({ MOE_CUDA_GEMM_KERNEL: 'tensorcore' })).toMatchObject({
       available: false,
       reason: expect.stringMatching(/MOE_CUDA_GEMM_KERNEL='tensorcore' is not auto, simt or hopper/),
@@ -47,6 +47,7 @@ describe('the CUDA backend on this machine', () => {
       expect(cudaStatusWith({ MOE_CUDA_HANG_TRAP_S: bad }).reason).toBe(`MOE_CUDA_HANG_TRAP_S='${bad}' is not a number of seconds in [0, 1e6]`);
     }
     expect(cudaStatusWith({ MOE_CUDA_HANG_TRAP_S: '0' }).reason).not.toMatch(/MOE_CUDA_HANG_TRAP_S/);
+    expect(cudaStatusWith({ MOE_CUDA_SPLIT_K: 'yes' }).reason).toBe("MOE_CUDA_SPLIT_K='yes' is not 0 or 1");
   });
 
   it('reports a broken or foreign plug-in file as a reason', () => {

@@ -296,5 +296,51 @@ MOE_HD constexpr TileCoord raster_tile(uint32_t tile, uint32_t m_blocks, uint32_
   return TileCoord{in_band / width, first_n + in_band % width};
 }
 
+// ---------------------------------------------------------------------------
+// Split-K for dense problems that cannot fill the GPU
+// ---------------------------------------------------------------------------
+// A dense problem with few rows (decode, a small batch: M <= 128) has only
+// m_blocks x ceil(N / 128) tiles, often far fewer than the SMs (N = 2112:
+// 17 of 132), and each CTA must then stream its B tiles alone. Its K blocks
+// are split into `splits` contiguous ranges instead: tile t of split s
+// computes the partial f32 tile of K blocks [split_k_begin(s), split_k_begin(s
+// + 1)) into slice s of a workspace [splits, M, N], and a reduction kernel
+// adds the slices in split order (deterministic) into D.
+constexpr uint32_t kMaxKSplits = 16;
+constexpr uint32_t kMinKBlocksPerSplit = 4;  // fewer: the pipeline barely fills
+
+MOE_HD constexpr uint32_t split_k_begin(uint32_t split, uint32_t k_blocks, uint32_t splits) {
+  return static_cast<uint32_t>(uint64_t(split) * k_blocks / splits);
+}
+
+// Tile id -> (split, tile of the rasterized grid, its K blocks). Ids run
+// split-major: the CTAs of one wave cover every tile of a split before the
+// next split's.
+struct SplitTile {
+  uint32_t split;
+  TileCoord coord;
+  uint32_t kb_begin, kb_end;  // K blocks [kb_begin, kb_end)
+};
+
+MOE_HD constexpr SplitTile split_k_tile(uint32_t tile, uint32_t m_blocks, uint32_t n_blocks, uint32_t k_blocks,
+                                        uint32_t splits) {
+  const uint32_t per_split = m_blocks * n_blocks;
+  const uint32_t split = tile / per_split;
+  return SplitTile{split, raster_tile(tile - split * per_split, m_blocks, n_blocks, kRasterBand),
+                   split_k_begin(split, k_blocks, splits), split_k_begin(split + 1, k_blocks, splits)};
+}
+
+// How many splits for `tiles` output tiles of `k_blocks` K blocks on
+// `sm_count` SMs: 1 (no split) when the tiles already fill half the GPU;
+// otherwise enough to fill it once, each split keeping at least
+// kMinKBlocksPerSplit K blocks.
+MOE_HD constexpr uint32_t choose_k_splits(uint64_t tiles, uint32_t k_blocks, uint32_t sm_count) {
+  if (tiles == 0 || tiles * 2 > sm_count) return 1;
+  uint64_t s = sm_count / tiles;
+  if (s > k_blocks / kMinKBlocksPerSplit) s = k_blocks / kMinKBlocksPerSplit;
+  if (s > kMaxKSplits) s = kMaxKSplits;
+  return s < 2 ? 1 : static_cast<uint32_t>(s);
+}
+
 }  // namespace sm90
 }  // namespace moe_cuda

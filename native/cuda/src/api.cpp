@@ -21,6 +21,7 @@
 #include "quantize.h"
 #include "simt_fp8_gemm.h"
 #include "sm90_fp8_gemm.h"
+#include "sm90_layouts.h"
 #include "tensor_map.h"
 
 namespace moe_cuda {
@@ -43,6 +44,7 @@ struct State {
   int l2_flush_value = 0;
   int32_t gemm_kernel = MOE_CUDA_KERNEL_AUTO;  // what MOE_CUDA_KERNEL_AUTO means (MOE_CUDA_GEMM_KERNEL)
   uint64_t hang_trap_ns = 10'000'000'000ull;   // the Hopper GEMM's pipeline-wait limit (MOE_CUDA_HANG_TRAP_S)
+  bool split_k = true;                          // dense Hopper GEMMs may split K (MOE_CUDA_SPLIT_K=0: never)
 };
 
 State& state() {
@@ -92,6 +94,15 @@ int probe_locked(State& s) {
       return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "MOE_CUDA_HANG_TRAP_S='%s' is not a number of seconds in [0, 1e6]", env);
     }
     s.hang_trap_ns = static_cast<uint64_t>(seconds * 1e9);
+  }
+
+  // MOE_CUDA_SPLIT_K=0 keeps every dense Hopper GEMM in one pass over K
+  // (for comparisons, and as a way around a fault in the split path).
+  if (const char* env = getenv("MOE_CUDA_SPLIT_K")) {
+    if (strcmp(env, "0") != 0 && strcmp(env, "1") != 0) {
+      return set_reason(s, MOE_CUDA_ERR_UNSUPPORTED, "MOE_CUDA_SPLIT_K='%s' is not 0 or 1", env);
+    }
+    s.split_k = strcmp(env, "1") == 0;
   }
 
   int driver = 0, runtime = 0;
@@ -255,6 +266,36 @@ int null_pointer(const char* op, const char* name, char* err, size_t err_len) {
   return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "%s: %s is a null device pointer", op, name);
 }
 
+// The Hopper dense GEMM, split over K when its tiles would leave most SMs
+// idle (sm90_layouts.h, choose_k_splits). The f32 workspace comes from the
+// stream-ordered pool and goes back to it right behind the reduction. Not
+// while capturing a graph (the pool's allocations stay out of graphs) nor
+// without a pool (cudaMalloc would synchronize).
+int run_sm90_dense(GemmProblem q, uint32_t block_m, cudaStream_t stream, char* err, size_t err_len) {
+  const State& s = state();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (s.split_k && s.pool != nullptr && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
+      capture == cudaStreamCaptureStatusNone) {
+    const uint64_t tiles = uint64_t((q.rows + block_m - 1) / block_m) * uint64_t((q.n + 127) / 128);
+    const uint32_t splits = sm90::choose_k_splits(tiles, uint32_t(q.k / 128), uint32_t(s.info.sm_count));
+    if (splits > 1) {
+      void* workspace = nullptr;
+      const size_t bytes = size_t(splits) * size_t(q.rows) * size_t(q.n) * sizeof(float);
+      if (cudaMallocFromPoolAsync(&workspace, bytes, s.pool, stream) == cudaSuccess) {
+        q.k_splits = int32_t(splits);
+        q.split_workspace = static_cast<float*>(workspace);
+        const int rc = sm90_fp8_gemm_dense(q, block_m, s.info.sm_count, stream, err, err_len);
+        const cudaError_t freed = cudaFreeAsync(workspace, stream);
+        if (rc != MOE_CUDA_OK) return rc;
+        MOE_CUDA_CHECK(freed);
+        return MOE_CUDA_OK;
+      }
+      (void)cudaGetLastError();  // out of memory for the workspace: one pass over K instead
+    }
+  }
+  return sm90_fp8_gemm_dense(q, block_m, s.info.sm_count, stream, err, err_len);
+}
+
 // Chooses Hopper or SIMT and enqueues the kernel.
 int run_gemm(const char* op, const GemmProblem& p, int32_t kernel, char* err, size_t err_len) {
   cudaStream_t stream = nullptr;
@@ -274,7 +315,7 @@ int run_gemm(const char* op, const GemmProblem& p, int32_t kernel, char* err, si
       q.hang_trap_ns = s.hang_trap_ns;
       switch (q.layout) {
         case GemmLayout::kDense:
-          return sm90_fp8_gemm_dense(q, c.block_m, s.info.sm_count, stream, err, err_len);
+          return run_sm90_dense(q, c.block_m, stream, err, err_len);
         case GemmLayout::kContiguous:
           return sm90_fp8_gemm_contiguous(q, c.block_m, s.info.sm_count, stream, err, err_len);
         case GemmLayout::kMasked:

@@ -30,11 +30,17 @@ struct GemmProblem {
   const int32_t* masked_m;     // masked only
   int64_t expected_m;          // masked only: a hint, 0 = unknown
   uint64_t hang_trap_ns;       // Hopper: a pipeline wait longer than this traps (0: never)
+  // Dense Hopper split-K (sm90_layouts.h): k_splits > 1 slices of K, each
+  // written as f32 into split_workspace [k_splits, M, N]; 0 or 1: no split.
+  int32_t k_splits;
+  float* split_workspace;
 
   int64_t k_blocks() const { return (k + 127) / 128; }
   int64_t n_scale_blocks() const { return (n + 127) / 128; }
   // groups of A/D along the outermost dimension (masked: G; else 1)
   int64_t a_groups() const { return layout == GemmLayout::kMasked ? groups : 1; }
+  // groups of D along the outermost dimension (split-K: the workspace's slices)
+  int64_t d_groups() const { return k_splits > 1 ? k_splits : a_groups(); }
 };
 
 }  // namespace moe_cuda

@@ -59,14 +59,18 @@ struct KernelParams {
   int32_t groups;              // groups of B
   int32_t m_blocks;            // ceil(rows / BLOCK_M)
   int32_t n_blocks;            // ceil(N / BLOCK_N)
+  int32_t k_splits;            // dense split-K: slices of K (1: none; sm90_layouts.h)
   uint64_t hang_trap_ns;       // a pipeline wait longer than this traps; 0: wait forever
 };
 
 struct Tile {
   int32_t m_block;
   int32_t n_block;
-  int32_t a_group;     // outermost TMA coordinate of A and D (masked: g, else 0)
+  int32_t a_group;     // outermost TMA coordinate of A (masked: g, else 0)
   int32_t b_group;     // group of B and sb
+  int32_t d_group;     // outermost TMA coordinate of D (masked: g; split-K: the split; else 0)
+  int32_t kb_begin;    // the K blocks [kb_begin, kb_end) this tile sums
+  int32_t kb_end;
   int32_t valid_rows;  // masked: rows [0, valid_rows) of the group are computed
   bool compute;        // false: the whole tile is padding / masked: store zeros only
 };
@@ -75,12 +79,16 @@ struct Tile {
 // read-only inputs, so they agree on the tile sequence and on which tiles
 // skip the main loop (the pipeline counters stay in lock step).
 
+// Split-K (k_splits > 1): tile ids run split-major, each split over the
+// whole rasterized tile grid, and a tile's partial sum lands in slice `split`
+// of the f32 workspace D [k_splits, M, N].
 template <uint32_t kBlockM>
 struct DenseScheduler {
-  __device__ static int32_t num_tiles(const KernelParams& p) { return p.m_blocks * p.n_blocks; }
+  __device__ static int32_t num_tiles(const KernelParams& p) { return p.m_blocks * p.n_blocks * p.k_splits; }
   __device__ static Tile get(const KernelParams& p, int32_t tile) {
-    const TileCoord c = raster_tile(tile, p.m_blocks, p.n_blocks, kRasterBand);
-    return Tile{int32_t(c.m_block), int32_t(c.n_block), 0, 0, p.rows, true};
+    const SplitTile s = split_k_tile(tile, p.m_blocks, p.n_blocks, p.k_blocks, p.k_splits);
+    return Tile{int32_t(s.coord.m_block), int32_t(s.coord.n_block), 0, 0, int32_t(s.split), int32_t(s.kb_begin),
+                int32_t(s.kb_end), p.rows, true};
   }
   // Rows past M are clipped by the TMA store.
   __device__ static bool row_valid(const KernelParams&, const Tile&, int64_t) { return true; }
@@ -97,7 +105,7 @@ struct ContiguousScheduler {
     const TileCoord c = raster_tile(tile, p.m_blocks, p.n_blocks, kRasterBand);
     const int32_t g = __ldg(p.group_index + int64_t(c.m_block) * kBlockM);
     const bool compute = g >= 0 && g < p.groups;
-    return Tile{int32_t(c.m_block), int32_t(c.n_block), 0, compute ? g : 0, p.rows, compute};
+    return Tile{int32_t(c.m_block), int32_t(c.n_block), 0, compute ? g : 0, 0, 0, p.k_blocks, p.rows, compute};
   }
   // Padding rows (-1) and, out of contract, rows of another group: zeros.
   __device__ static bool row_valid(const KernelParams& p, const Tile& t, int64_t row) {
@@ -115,7 +123,7 @@ struct MaskedScheduler {
     int32_t valid = __ldg(p.masked_m + g);
     valid = valid < 0 ? 0 : (valid > p.rows ? p.rows : valid);
     const bool compute = int64_t(c.m_block) * kBlockM < valid;
-    return Tile{int32_t(c.m_block), int32_t(c.n_block), g, g, valid, compute};
+    return Tile{int32_t(c.m_block), int32_t(c.n_block), g, g, g, 0, p.k_blocks, valid, compute};
   }
   __device__ static bool row_valid(const KernelParams&, const Tile& t, int64_t row) { return row < t.valid_rows; }
 };
@@ -207,7 +215,7 @@ __device__ __forceinline__ void store_pair<float>(uint8_t* dst, float v0, float 
 
 // tmap_a: A as {K, rows, a_groups} fp8, box {128, BLOCK_M, 1}, 128B swizzle
 // tmap_b: B as {K, N, groups} fp8, box {128, BLOCK_N, 1}, 128B swizzle
-// tmap_d: D as {N, rows, a_groups} bf16/f32, box {128 B / elem, BLOCK_M, 1}, 128B swizzle
+// tmap_d: D as {N, rows, d_groups} bf16/f32, box {128 B / elem, BLOCK_M, 1}, 128B swizzle
 template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kStages, class OutT, class Sched>
 __global__ void __launch_bounds__(kNumThreads, 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a, const __grid_constant__ CUtensorMap tmap_b,
@@ -263,7 +271,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       for (int32_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
         const Tile t = Sched::get(p, tile);
         if (!t.compute) continue;
-        for (int32_t kb = 0; kb < p.k_blocks; ++kb, ++it) {
+        for (int32_t kb = t.kb_begin; kb < t.kb_end; ++kb, ++it) {
           const uint32_t stage = it % kStages;
           const uint32_t phase = (it / kStages) & 1u;
           // Wait until the consumers released this stage. On the first pass the
@@ -323,7 +331,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       const float* sb_row =
           p.sb + (int64_t(t.b_group) * p.n_scale_blocks + (int64_t(t.n_block) * kBlockN) / kScaleBlock) * p.k_blocks;
 
-      for (int32_t kb = 0; kb < p.k_blocks; ++kb, ++it) {
+      for (int32_t kb = t.kb_begin; kb < t.kb_end; ++kb, ++it) {
         const uint32_t stage = it % kStages;
         const uint32_t phase = (it / kStages) & 1u;
         // Scales first: their global loads overlap the barrier wait.
@@ -387,7 +395,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       for (uint32_t s = 0; s < kCfg.d_slabs(); ++s) {
         const int32_t col0 = t.n_block * int32_t(kBlockN) + int32_t(s * slab_cols(sizeof(OutT)));
         if (col0 < p.n) {
-          const int32_t cd[3] = {col0, t.m_block * int32_t(kBlockM), t.a_group};
+          const int32_t cd[3] = {col0, t.m_block * int32_t(kBlockM), t.d_group};
           cuda::ptx::cp_async_bulk_tensor(cuda::ptx::space_global, cuda::ptx::space_shared, &tmap_d, cd,
                                           smem_d + s * kBlockM * kSwizzleRowBytes);
         }
@@ -418,7 +426,7 @@ int sm90_fp8_gemm_launch(const GemmProblem& pr, int sm_count, cudaStream_t strea
   static_assert(valid_tile_config(kCfg), "tile configuration breaks a hardware or layout invariant");
 
   const uint64_t k = uint64_t(pr.k), n = uint64_t(pr.n), rows = uint64_t(pr.rows);
-  const uint64_t a_groups = uint64_t(pr.a_groups()), groups = uint64_t(pr.groups);
+  const uint64_t a_groups = uint64_t(pr.a_groups()), d_groups = uint64_t(pr.d_groups()), groups = uint64_t(pr.groups);
   constexpr uint64_t eb = sizeof(OutT);
 
   CUtensorMap tmap_a, tmap_b, tmap_d;
@@ -437,7 +445,7 @@ int sm90_fp8_gemm_launch(const GemmProblem& pr, int sm_count, cudaStream_t strea
     if (rc != MOE_CUDA_OK) return rc;
   }
   {
-    const uint64_t dims[3] = {n, rows, a_groups};  // D: [a_groups, rows, N] bf16/f32
+    const uint64_t dims[3] = {n, rows, d_groups};  // D: [d_groups, rows, N] bf16/f32 (split-K: f32 slices)
     const uint64_t strides[2] = {n * eb, rows * n * eb};
     const uint32_t box[3] = {slab_cols(eb), kBlockM, 1};
     const int rc = encode_tensor_map_3d(&tmap_d, out_tma_dtype<OutT>(), uint32_t(eb), pr.d, dims, strides, box, err, err_len);
@@ -456,9 +464,10 @@ int sm90_fp8_gemm_launch(const GemmProblem& pr, int sm_count, cudaStream_t strea
   kp.groups = int32_t(pr.groups);
   kp.m_blocks = int32_t((pr.rows + kBlockM - 1) / kBlockM);
   kp.n_blocks = int32_t((pr.n + kBlockN - 1) / kBlockN);
+  kp.k_splits = pr.k_splits > 1 ? pr.k_splits : 1;
   kp.hang_trap_ns = pr.hang_trap_ns;
 
-  const int64_t num_tiles = int64_t(pr.a_groups()) * kp.m_blocks * kp.n_blocks;
+  const int64_t num_tiles = int64_t(pr.d_groups()) * kp.m_blocks * kp.n_blocks;  // a_groups or splits
   if (num_tiles == 0) return MOE_CUDA_OK;
   if (num_tiles > 0x7FFFFFFF) {
     return fail(MOE_CUDA_ERR_RANGE, err, err_len, "Hopper FP8 GEMM: %lld tiles exceed the scheduler's int32 range",

@@ -327,6 +327,45 @@ static void test_raster() {
   }
 }
 
+// Split-K: every (m-block, n-block, K block) of the problem is summed by
+// exactly one tile id, each split keeps >= kMinKBlocksPerSplit K blocks, and
+// the splits fill at most the GPU once.
+static void test_split_k() {
+  for (uint32_t sms : {132u, 114u, 78u}) {
+    CHECK(choose_k_splits(sms, 56, sms) == 1 && choose_k_splits(sms / 2 + 1, 56, sms) == 1, "no split once half the SMs have a tile");
+    for (uint32_t tiles : {1u, 2u, 17u, 33u, 56u, 65u}) {
+      for (uint32_t k_blocks : {1u, 4u, 7u, 8u, 16u, 56u, 128u}) {
+        const uint32_t splits = choose_k_splits(tiles, k_blocks, sms);
+        CHECK(splits >= 1 && splits <= kMaxKSplits, "splits %u in range", splits);
+        if (splits > 1) {
+          CHECK(uint64_t(splits) * tiles <= sms, "%u tiles x %u splits fill %u SMs at most once", tiles, splits, sms);
+          for (uint32_t s = 0; s < splits; ++s) {
+            const uint32_t len = split_k_begin(s + 1, k_blocks, splits) - split_k_begin(s, k_blocks, splits);
+            CHECK(len >= kMinKBlocksPerSplit, "split %u of %u over %u K blocks has %u", s, splits, k_blocks, len);
+          }
+        }
+        if (tiles * 2 <= sms && k_blocks >= 2 * kMinKBlocksPerSplit) CHECK(splits > 1, "%u tiles of %u K blocks on %u SMs split", tiles, k_blocks, sms);
+      }
+    }
+  }
+  for (uint32_t mb : {1u, 2u}) {
+    for (uint32_t nb : {1u, 17u, 56u}) {
+      for (uint32_t k_blocks : {8u, 56u, 57u}) {
+        const uint32_t splits = choose_k_splits(uint64_t(mb) * nb, k_blocks, 132);
+        std::vector<int> covered(size_t(mb) * nb * k_blocks, 0);
+        for (uint32_t t = 0; t < mb * nb * splits; ++t) {
+          const SplitTile st = split_k_tile(t, mb, nb, k_blocks, splits);
+          CHECK(st.split < splits && st.coord.m_block < mb && st.coord.n_block < nb, "tile %u in range", t);
+          for (uint32_t kb = st.kb_begin; kb < st.kb_end; ++kb) ++covered[(size_t(st.coord.m_block) * nb + st.coord.n_block) * k_blocks + kb];
+        }
+        bool once = true;
+        for (int c : covered) once = once && c == 1;
+        CHECK(once, "%ux%u tiles, %u K blocks, %u splits: every K block of every tile summed once", mb, nb, k_blocks, splits);
+      }
+    }
+  }
+}
+
 static void test_heuristics() {
   alignas(16) static uint8_t buf[64];
   GemmProblem p{};
@@ -513,6 +552,7 @@ int main() {
   test_tile_configs();
   test_tma_rules();
   test_raster();
+  test_split_k();
   test_heuristics();
   printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
