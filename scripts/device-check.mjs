@@ -507,8 +507,10 @@ function printReport() {
     }
   }
   const failed = checks.filter((c) => !c.ok).length;
-  console.log(`checks: ${checks.length - failed} passed, ${failed} failed`);
-  process.exitCode = failed ? 1 : 0;
+  // A phase that timed out or died wrote no checks for what it did not reach.
+  const brokenPhases = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter((line) => /TIMED OUT|died|FAILED/.test(line)) : [];
+  console.log(`checks: ${checks.length - failed} passed, ${failed} failed; phases timed out, died or failed to build: ${brokenPhases.length}`);
+  process.exitCode = failed || brokenPhases.length ? 1 : 0;
 }
 
 const phase = process.argv[2];

@@ -49,14 +49,18 @@ plan=(
   "time-layer 240 -"
 )
 wanted="${PHASES:-gemm ops layer vitest time-gemm time-ops time-layer}"
-hopper_gemm_ok=1
+hopper_ok=1          # the Hopper GEMM phase (split-K on) passed
+hopper_nosplit_ok=1  # the Hopper GEMM phase with MOE_CUDA_SPLIT_K=0 passed
 for entry in "${plan[@]}"; do
   read -r phase limit assignment <<< "$entry"
   case " $wanted " in *" $phase "*) ;; *) continue ;; esac
   if [ "$assignment" = "-" ]; then assignment=""; else assignment="${assignment//,/ }"; fi
-  # With a failing Hopper GEMM, check the other ops and the layer on the SIMT
-  # GEMM so that their own results still come back.
-  if [ $hopper_gemm_ok = 0 ] && [ -z "$assignment" ] && [ "$phase" != time-gemm ]; then assignment="MOE_CUDA_GEMM_KERNEL=simt"; fi
+  # With a failing Hopper GEMM, check the other ops and the layer on a GEMM
+  # that passed (Hopper without split-K, else SIMT) so that their own results
+  # still come back.
+  if [ -z "$assignment" ] && [ "$phase" != time-gemm ] && [ $hopper_ok = 0 ]; then
+    if [ $hopper_nosplit_ok = 1 ]; then assignment="MOE_CUDA_SPLIT_K=0"; else assignment="MOE_CUDA_GEMM_KERNEL=simt"; fi
+  fi
   echo "==== $phase $assignment (limit $limit s)"
   t0=$SECONDS
   if [ "$phase" = vitest ]; then
@@ -74,6 +78,11 @@ for entry in "${plan[@]}"; do
     *) verdict="died (exit $rc)" ;;
   esac
   echo "phase $phase ${assignment:-}: $verdict ($((SECONDS - t0)) s)" >> "$out/phases.txt"
-  if [ "$assignment" = "MOE_CUDA_GEMM_KERNEL=hopper" ] && [ "$rc" != 0 ]; then hopper_gemm_ok=0; fi
+  if [ "$phase" = gemm ] && [ "$rc" != 0 ]; then
+    case "$assignment" in
+      "MOE_CUDA_GEMM_KERNEL=hopper") hopper_ok=0 ;;
+      "MOE_CUDA_GEMM_KERNEL=hopper MOE_CUDA_SPLIT_K=0") hopper_nosplit_ok=0 ;;
+    esac
+  fi
 done
 node scripts/device-check.mjs report 2>&1 | tee -a "$out/device-check.txt"

@@ -516,8 +516,20 @@ export class CapturedForward {
   async replay(x: Tensor): Promise<Tensor> {
     const t = this.stage(x);
     const done = native().moeReplay(this.graph, true);
-    const snapshot = this.snapshot(t);
-    await done;
+    let snapshot: { out: Tensor; flags: Tensor };
+    try {
+      snapshot = this.snapshot(t);
+    } catch (e) {
+      await done.catch(() => undefined); // settle the replay's Promise before reporting the first error
+      throw e;
+    }
+    try {
+      await done;
+    } catch (e) {
+      snapshot.out.dispose();
+      snapshot.flags.dispose();
+      throw e;
+    }
     return this.finish(snapshot);
   }
 

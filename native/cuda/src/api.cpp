@@ -45,6 +45,8 @@ struct State {
   int32_t gemm_kernel = MOE_CUDA_KERNEL_AUTO;  // what MOE_CUDA_KERNEL_AUTO means (MOE_CUDA_GEMM_KERNEL)
   uint64_t hang_trap_ns = 10'000'000'000ull;   // the Hopper GEMM's pipeline-wait limit (MOE_CUDA_HANG_TRAP_S)
   bool split_k = true;                          // dense Hopper GEMMs may split K (MOE_CUDA_SPLIT_K=0: never)
+  float* split_workspace = nullptr;             // their partial slices (cudaMalloc, kept; see run_sm90_dense)
+  size_t split_workspace_bytes = 0;
 };
 
 State& state() {
@@ -197,6 +199,21 @@ int probe_locked(State& s) {
       info.path = MOE_CUDA_PATH_SIMT;
       return set_reason(s, MOE_CUDA_OK, "usable (SIMT only): %s", why);
     }
+    // The split-K workspace: one buffer for every split GEMM, as they all run
+    // in order on the one stream, and outside the pool so that a GEMM inside
+    // a captured graph splits exactly as the same GEMM run directly. Its size
+    // bounds every split problem: splits x tiles <= SMs (choose_k_splits) and
+    // a tile covers at most 128 x 128 outputs, so splits x M x N <= SMs x
+    // 128 x 128. Without it the GEMMs simply never split.
+    if (s.split_k) {
+      const size_t bytes = size_t(prop.multiProcessorCount) * 128 * 128 * sizeof(float);
+      if (cudaMalloc(reinterpret_cast<void**>(&s.split_workspace), bytes) == cudaSuccess) {
+        s.split_workspace_bytes = bytes;
+      } else {
+        (void)cudaGetLastError();
+        s.split_workspace = nullptr;
+      }
+    }
     info.path = MOE_CUDA_PATH_HOPPER;
     return set_reason(s, MOE_CUDA_OK, "usable (Hopper): %s, sm_90", prop.name);
   }
@@ -267,30 +284,15 @@ int null_pointer(const char* op, const char* name, char* err, size_t err_len) {
 }
 
 // The Hopper dense GEMM, split over K when its tiles would leave most SMs
-// idle (sm90_layouts.h, choose_k_splits). The f32 workspace comes from the
-// stream-ordered pool and goes back to it right behind the reduction. Not
-// while capturing a graph (the pool's allocations stay out of graphs) nor
-// without a pool (cudaMalloc would synchronize).
+// idle (sm90_layouts.h, choose_k_splits), into the plug-in's split workspace.
 int run_sm90_dense(GemmProblem q, uint32_t block_m, cudaStream_t stream, char* err, size_t err_len) {
   const State& s = state();
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (s.split_k && s.pool != nullptr && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
-      capture == cudaStreamCaptureStatusNone) {
+  if (s.split_workspace != nullptr) {
     const uint64_t tiles = uint64_t((q.rows + block_m - 1) / block_m) * uint64_t((q.n + 127) / 128);
     const uint32_t splits = sm90::choose_k_splits(tiles, uint32_t(q.k / 128), uint32_t(s.info.sm_count));
-    if (splits > 1) {
-      void* workspace = nullptr;
-      const size_t bytes = size_t(splits) * size_t(q.rows) * size_t(q.n) * sizeof(float);
-      if (cudaMallocFromPoolAsync(&workspace, bytes, s.pool, stream) == cudaSuccess) {
-        q.k_splits = int32_t(splits);
-        q.split_workspace = static_cast<float*>(workspace);
-        const int rc = sm90_fp8_gemm_dense(q, block_m, s.info.sm_count, stream, err, err_len);
-        const cudaError_t freed = cudaFreeAsync(workspace, stream);
-        if (rc != MOE_CUDA_OK) return rc;
-        MOE_CUDA_CHECK(freed);
-        return MOE_CUDA_OK;
-      }
-      (void)cudaGetLastError();  // out of memory for the workspace: one pass over K instead
+    if (splits > 1 && uint64_t(splits) * uint64_t(q.rows) * uint64_t(q.n) * sizeof(float) <= s.split_workspace_bytes) {
+      q.k_splits = int32_t(splits);
+      q.split_workspace = s.split_workspace;
     }
   }
   return sm90_fp8_gemm_dense(q, block_m, s.info.sm_count, stream, err, err_len);
@@ -505,7 +507,13 @@ MOE_CUDA_API int moe_cuda_poll_error(char* err, size_t err_len) {
   const int rc = ready(&stream, err, err_len);
   if (rc != MOE_CUDA_OK) return rc;
   const cudaError_t e = cudaStreamQuery(stream);  // a sticky device error shows here; never waits
-  if (e == cudaSuccess || e == cudaErrorNotReady) return MOE_CUDA_OK;
+  if (e == cudaSuccess) return MOE_CUDA_OK;
+  if (e == cudaErrorNotReady) {
+    // Later work still runs. NotReady is also recorded as this thread's last
+    // error: clear it, or the next launch check would report it as its own.
+    (void)cudaGetLastError();
+    return MOE_CUDA_OK;
+  }
   return cuda_fail(e, "the CUDA stream", err, err_len);
 }
 

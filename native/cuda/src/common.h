@@ -26,6 +26,9 @@ inline int fail(int code, char* err, size_t len, const char* fmt, ...) {
 // A trap (the Hopper GEMM's hang watchdog) surfaces as one of the two
 // launch-failure codes below, possibly at a later call than the kernel's.
 inline int cuda_fail(cudaError_t e, const char* what, char* err, size_t len) {
+  // Reported now, so cleared: a non-sticky error (a failed registration, an
+  // allocation) would otherwise resurface as the next launch's failure.
+  (void)cudaGetLastError();
   const bool kernel_died = e == cudaErrorLaunchFailure || e == cudaErrorIllegalInstruction;
   return fail(MOE_CUDA_ERR_INTERNAL, err, len, "%s failed: %s (%s)%s", what, cudaGetErrorString(e), cudaGetErrorName(e),
               kernel_died ? ": a kernel faulted or trapped (the Hopper GEMM traps when a pipeline wait exceeds "

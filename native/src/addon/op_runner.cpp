@@ -57,6 +57,7 @@ void settleCudaCompletion(Napi::Env env, Napi::Function, CudaCompletion* done) {
     if (status.isOk()) done->deferred.Resolve(env.Undefined());
     else done->deferred.Reject(toJsError(env, status).Value());
   }
+  done->flags.finish();  // (already done above) or, at env teardown, frees the slot: the slots are process-wide
   done->signal.Release();
   delete done;
 }
