@@ -31,6 +31,10 @@ inline void loadTileConfig() {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
+  // NOTE: GCC 12 does not model _tile_loadconfig as reading *cfg: at -O2 it
+  // dropped the loop's stores as dead, leaving every tile unconfigured, and
+  // the first tile instruction faulted (SIGILL). Make cfg visibly read first.
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
 }
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the CPU emulation of the CUDA plug-in (native/cuda/test/
+# emulated_plugin.cpp) into build-emu/libmoe_cuda.so with g++ alone: no CUDA
+# toolkit, no GPU. The emulator runs each op through the CPU backend, so it
+# links the CPU backend's sources. Test-only; select it with
+#   MOE_CUDA_PLUGIN=build-emu/libmoe_cuda.so
+# Skips the build when the library is newer than every source it uses.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out="$root/build-emu"
+lib="$out/libmoe_cuda.so"
+mkdir -p "$out/obj"
+sources=("$root/native/cuda/test/emulated_plugin.cpp" "$root"/native/src/cpu/*.cpp
+  "$root/native/src/core/status.cpp" "$root/native/src/core/tensor.cpp" "$root/native/src/core/numerics.cpp"
+  "$root/native/src/core/op_checks.cpp" "$root/native/src/core/moe_op_checks.cpp")
+if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/test/emulated_plugin.cpp" -newer "$lib" -print -quit)" ]; then
+  echo "build-emulator: $lib is up to date"
+  exit 0
+fi
+flags=(-std=c++17 -O2 -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Wno-unused-parameter
+  -I"$root/native/src" -I"$root/native/cuda/include")
+objects=()
+for s in "${sources[@]}"; do objects+=("$out/obj/$(basename "${s%.cpp}").o"); done
+# Compile in parallel (MOE_CUDA_JOBS, default 2), then link.
+printf '%s\n' "${sources[@]}" | xargs -P "${MOE_CUDA_JOBS:-2}" -I{} sh -c 'g++ "$@" -c "{}" -o "'"$out"'/obj/$(basename "{}" .cpp).o"' _ "${flags[@]}"
+g++ -shared -pthread -o "$lib" "${objects[@]}" -Wl,-z,defs
+echo "build-emulator: built $lib"
