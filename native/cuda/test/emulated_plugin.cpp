@@ -4,9 +4,12 @@
 // finalizers, the Promise forms and their deferred error flags, the GPU layer
 // forward and its CUDA graph capture, and scripts/device-check.mjs.
 //
-// "Device memory" is host memory; every "kernel" runs the CPU backend's
-// operation at once, so the stream is simply the calling order; host
-// callbacks run on a separate thread, in order, as CUDA's do. The kernels
+// "Device memory" is host memory; each "kernel" is the CPU backend's
+// operation, run by an emulated GPU: a thread that executes the one stream's
+// work in order, asynchronously to the caller and a little late (a pause
+// before each item), so that host code which reads results, reuses buffers
+// or settles Promises before the stream got there sees wrong data here as it
+// would on a GPU. Host callbacks run on that thread in stream order. The kernels
 // themselves are not under test here (scripts/cuda/check-static.sh and a
 // real GPU cover those); what the emulation checks, and a GPU would report
 // far less clearly, is the plumbing around them:
@@ -30,11 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -65,33 +70,68 @@ int fail(int code, char* err, size_t len, const char* fmt, ...) {
 // the graph it was captured into.
 using Work = std::function<int(char* err, size_t len)>;
 
-// Runs host callbacks in order on their own thread (CUDA's callback thread).
-class CallbackThread {
+// The emulated GPU: one thread running the stream's work in order. An item
+// that fails leaves a sticky error (as a faulting kernel does), reported by
+// the next synchronize or poll; the items after it still run.
+class Gpu {
  public:
-  void post(void (*fn)(void*), void* user) {
+  void submit(Work work) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
-    queue_.push_back({fn, user});
-    cv_.notify_one();
+    queue_.push_back(std::move(work));
+    ++submitted_;
+    cv_.notify_all();
+  }
+
+  // Blocks until everything submitted so far has run; returns the sticky error.
+  int wait_idle(char* err, size_t len) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t target = submitted_;
+    cv_.wait(lock, [&] { return done_ >= target; });
+    return error_locked(err, len);
+  }
+
+  int poll(char* err, size_t len) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_locked(err, len);
   }
 
  private:
+  int error_locked(char* err, size_t len) {
+    if (error_code_ == MOE_CUDA_OK) return MOE_CUDA_OK;
+    return fail(error_code_, err, len, "emulated device (sticky): %s", error_.c_str());
+  }
+
   void loop() {
+    // NOTE: the pause makes the device lag the host by a realistic margin.
+    const long pause_us = getenv("MOE_EMU_PAUSE_US") ? atol(getenv("MOE_EMU_PAUSE_US")) : 50;
     for (;;) {
-      std::pair<void (*)(void*), void*> job;
+      Work work;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [this] { return !queue_.empty(); });
-        job = queue_.front();
+        work = std::move(queue_.front());
         queue_.pop_front();
       }
-      job.first(job.second);
+      if (pause_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+      char message[512] = {0};
+      const int rc = work(message, sizeof message);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (rc != MOE_CUDA_OK && error_code_ == MOE_CUDA_OK) {
+        error_code_ = rc;
+        error_ = message;
+      }
+      ++done_;
+      cv_.notify_all();
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<void (*)(void*), void*>> queue_;
+  std::deque<Work> queue_;
+  uint64_t submitted_ = 0, done_ = 0;
+  int error_code_ = MOE_CUDA_OK;
+  std::string error_;
   std::thread thread_;  // never joined: it lives as long as the process
 };
 
@@ -102,7 +142,8 @@ struct Emulator {
   std::thread::id capture_thread;
   std::vector<Work> recording;
   std::string capture_broken;  // why the capture is invalid ("" while it is fine)
-  CallbackThread callbacks;
+  std::map<uintptr_t, size_t> pinned;  // moe_cuda_host_register'ed host ranges
+  Gpu gpu;
 };
 
 Emulator& emu() {
@@ -137,6 +178,17 @@ bool in_allocation(const void* p, size_t bytes) {
   return a >= it->first && a + bytes <= it->first + it->second;
 }
 
+// Host range [p, p + bytes) inside one moe_cuda_host_register'ed range.
+bool registered(const void* p, size_t bytes) {
+  Emulator& e = emu();
+  std::lock_guard<std::mutex> lock(e.mu);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = e.pinned.upper_bound(a);
+  if (it == e.pinned.begin()) return false;
+  --it;
+  return a >= it->first && a + bytes <= it->first + it->second;
+}
+
 // Checks one operand; on failure writes the message and returns false.
 bool operand(const char* op, const char* name, const void* p, size_t bytes, char* err, size_t len) {
   if (in_allocation(p, bytes)) return true;
@@ -145,15 +197,16 @@ bool operand(const char* op, const char* name, const void* p, size_t bytes, char
   return false;
 }
 
-// Runs `work` now, or records it while this thread captures a graph.
-int enqueue(Work work, char* err, size_t len) {
+// Submits `work` to the stream, or records it while this thread captures a graph.
+int enqueue(Work work, char*, size_t) {
   if (capturing_here()) {
     Emulator& e = emu();
     std::lock_guard<std::mutex> lock(e.mu);
     e.recording.push_back(std::move(work));
     return MOE_CUDA_OK;
   }
-  return work(err, len);
+  emu().gpu.submit(std::move(work));
+  return MOE_CUDA_OK;
 }
 
 DType dtype_of(int32_t d) {
@@ -234,6 +287,8 @@ MOE_CUDA_API int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_
   return MOE_CUDA_OK;
 }
 
+// Stream-ordered, as cudaFreeAsync: the pointer is invalid for ops submitted
+// from now on, and the memory goes once the work before it has run.
 MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len) {
   if (ptr == nullptr) return MOE_CUDA_OK;
   if (capturing_here()) return refuse_in_capture("moe_cuda_free", err, err_len);
@@ -246,7 +301,10 @@ MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len) {
     }
     e.allocations.erase(it);
   }
-  free(ptr);
+  e.gpu.submit([ptr](char*, size_t) {
+    free(ptr);
+    return MOE_CUDA_OK;
+  });
   return MOE_CUDA_OK;
 }
 
@@ -258,7 +316,13 @@ MOE_CUDA_API int moe_cuda_copy_h2d(void* dst, const void* src, size_t bytes, cha
   if (src == nullptr || !operand("moe_cuda_copy_h2d", "dst", dst, bytes, err, err_len)) {
     return src == nullptr ? fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_copy_h2d: null pointer") : MOE_CUDA_ERR_INTERNAL;
   }
-  memcpy(dst, src, bytes);
+  // From pageable memory the driver stages the bytes before returning: the
+  // caller may reuse `src` at once, the device sees them in stream order.
+  auto staged = std::make_shared<std::vector<uint8_t>>(static_cast<const uint8_t*>(src), static_cast<const uint8_t*>(src) + bytes);
+  emu().gpu.submit([dst, staged](char*, size_t) {
+    memcpy(dst, staged->data(), staged->size());
+    return MOE_CUDA_OK;
+  });
   return MOE_CUDA_OK;
 }
 
@@ -268,8 +332,14 @@ MOE_CUDA_API int moe_cuda_copy_d2h(void* dst, const void* src, size_t bytes, cha
   if (dst == nullptr || !operand("moe_cuda_copy_d2h", "src", src, bytes, err, err_len)) {
     return dst == nullptr ? fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_copy_d2h: null pointer") : MOE_CUDA_ERR_INTERNAL;
   }
-  memcpy(dst, src, bytes);
-  return MOE_CUDA_OK;
+  emu().gpu.submit([=](char*, size_t) {
+    memcpy(dst, src, bytes);
+    return MOE_CUDA_OK;
+  });
+  // Into host memory registered with moe_cuda_host_register the copy is
+  // asynchronous; into pageable memory it returns once the data arrived.
+  if (registered(dst, bytes)) return MOE_CUDA_OK;
+  return emu().gpu.wait_idle(err, err_len);
 }
 
 MOE_CUDA_API int moe_cuda_copy_d2d(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
@@ -289,34 +359,49 @@ MOE_CUDA_API int moe_cuda_memset(void* dst, int value, size_t bytes, char* err, 
 
 MOE_CUDA_API int moe_cuda_host_register(void* host, size_t bytes, char* err, size_t err_len) {
   if (host == nullptr || bytes == 0) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_host_register: empty range");
+  Emulator& e = emu();
+  std::lock_guard<std::mutex> lock(e.mu);
+  e.pinned[reinterpret_cast<uintptr_t>(host)] = bytes;
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_host_unregister(void*, char*, size_t) { return MOE_CUDA_OK; }
+MOE_CUDA_API int moe_cuda_host_unregister(void* host, char*, size_t) {
+  Emulator& e = emu();
+  std::lock_guard<std::mutex> lock(e.mu);
+  e.pinned.erase(reinterpret_cast<uintptr_t>(host));
+  return MOE_CUDA_OK;
+}
 
 // ---- completion ------------------------------------------------------------------
 
 MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len) {
   if (capturing_here()) return refuse_in_capture("moe_cuda_synchronize", err, err_len);
-  return MOE_CUDA_OK;  // every enqueued operation has already run
+  return emu().gpu.wait_idle(err, err_len);
 }
 
+// fn runs on the emulated GPU's thread when the stream reaches it, even
+// after an earlier item failed (cudaStreamAddCallback).
 MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err, size_t err_len) {
   if (fn == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_launch_host_callback: fn is null");
   if (capturing_here()) return refuse_in_capture("moe_cuda_launch_host_callback", err, err_len);
-  emu().callbacks.post(fn, user);
+  emu().gpu.submit([fn, user](char*, size_t) {
+    fn(user);
+    return MOE_CUDA_OK;
+  });
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_poll_error(char*, size_t) { return MOE_CUDA_OK; }
+MOE_CUDA_API int moe_cuda_poll_error(char* err, size_t err_len) { return emu().gpu.poll(err, err_len); }
 
 struct moe_cuda_event_s {
   EventRecord r;
+  std::atomic<uint64_t> pending{0};  // records submitted but not yet reached
 };
 
 static int event_create(moe_cuda_event* event, bool timed, char* err, size_t err_len) {
   if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_create: event is null");
-  *event = new moe_cuda_event_s{EventRecord{timed, false, {}}};
+  *event = new moe_cuda_event_s;
+  (*event)->r.timed = timed;
   return MOE_CUDA_OK;
 }
 
@@ -329,22 +414,24 @@ MOE_CUDA_API int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, s
 
 MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len) {
   if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_record: event is null");
+  if (!capturing_here()) ++event->pending;
   return enqueue([event](char*, size_t) {
     event->r.recorded = true;
     event->r.at = std::chrono::steady_clock::now();
+    if (event->pending > 0) --event->pending;
     return MOE_CUDA_OK;
   }, err, err_len);
 }
 
 MOE_CUDA_API int moe_cuda_event_query(moe_cuda_event event, char* err, size_t err_len) {
   if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_query: event is null");
-  return MOE_CUDA_OK;
+  return event->pending > 0 ? MOE_CUDA_NOT_READY : MOE_CUDA_OK;
 }
 
 MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, size_t err_len) {
   if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_synchronize: event is null");
   if (capturing_here()) return refuse_in_capture("moe_cuda_event_synchronize", err, err_len);
-  return MOE_CUDA_OK;
+  return event->pending > 0 ? emu().gpu.wait_idle(err, err_len) : MOE_CUDA_OK;
 }
 
 MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char*, size_t) {
@@ -355,6 +442,7 @@ MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char*, size_t) {
 MOE_CUDA_API int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event end, float* ms, char* err,
                                            size_t err_len) {
   if (start == nullptr || end == nullptr || ms == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_elapsed_ms: null argument");
+  if (start->pending > 0 || end->pending > 0) return MOE_CUDA_NOT_READY;
   if (!start->r.timed || !end->r.timed || !start->r.recorded || !end->r.recorded) {
     return fail(MOE_CUDA_ERR_RANGE, err, err_len, "moe_cuda_event_elapsed_ms: events must be timed and recorded");
   }
@@ -695,10 +783,7 @@ MOE_CUDA_API int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, si
 MOE_CUDA_API int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t err_len) {
   if (graph == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_graph_launch: graph is null");
   if (capturing_here()) return refuse_in_capture("moe_cuda_graph_launch", err, err_len);
-  for (const Work& w : graph->work) {
-    const int rc = w(err, err_len);
-    if (rc != MOE_CUDA_OK) return rc;
-  }
+  for (const Work& w : graph->work) emu().gpu.submit(w);
   return MOE_CUDA_OK;
 }
 
