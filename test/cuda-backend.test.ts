@@ -38,7 +38,7 @@ describe('the CUDA backend on this machine', () => {
   });
 
   // The real plug-in's environment; the CPU emulation (MOE_CUDA_PLUGIN=build-emu/...) does not read it.
-  it.skipIf(!pluginBuilt || /emulated/.test(cuda.reason))('names a mistyped MOE_CUDA_GEMM_KERNEL, MOE_CUDA_HANG_TRAP_S or MOE_CUDA_SPLIT_K as the reason, on any machine', () => {
+  it.skipIf(!pluginBuilt || /emulated/.test(cuda.reason ?? ''))('names a mistyped MOE_CUDA_GEMM_KERNEL, MOE_CUDA_HANG_TRAP_S or MOE_CUDA_SPLIT_K as the reason, on any machine', () => {
     expect(cudaStatusWith({ MOE_CUDA_GEMM_KERNEL: 'tensorcore' })).toMatchObject({
       available: false,
       reason: expect.stringMatching(/MOE_CUDA_GEMM_KERNEL='tensorcore' is not auto, simt or hopper/),
