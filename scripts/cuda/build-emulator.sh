@@ -13,8 +13,17 @@ mkdir -p "$out/obj"
 sources=("$root/native/cuda/test/emulated_plugin.cpp" "$root"/native/src/cpu/*.cpp
   "$root/native/src/core/status.cpp" "$root/native/src/core/tensor.cpp" "$root/native/src/core/numerics.cpp"
   "$root/native/src/core/op_checks.cpp" "$root/native/src/core/moe_op_checks.cpp")
-if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/test/emulated_plugin.cpp" -newer "$lib" -print -quit)" ]; then
+selftest() {
+  # The emulator must refuse what it exists to catch (native/cuda/test/emulator_selftest.c).
+  cc -std=c99 -Wall -Wextra -Werror -I"$root/native/cuda/include" "$root/native/cuda/test/emulator_selftest.c" \
+    "$lib" -Wl,-rpath,"$out" -o "$out/emulator_selftest"
+  "$out/emulator_selftest" > "$out/emulator_selftest.log" 2>&1 || { cat "$out/emulator_selftest.log"; echo "build-emulator: self-test failed"; exit 1; }
+  echo "build-emulator: self-test: $(grep -c '^  ok' "$out/emulator_selftest.log") refusals and waits as expected"
+}
+if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/test/emulated_plugin.cpp" \
+  "$root/native/cuda/test/emulator_selftest.c" -newer "$lib" -print -quit)" ]; then
   echo "build-emulator: $lib is up to date"
+  selftest
   exit 0
 fi
 flags=(-std=c++17 -O2 -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Wno-unused-parameter
@@ -25,3 +34,4 @@ for s in "${sources[@]}"; do objects+=("$out/obj/$(basename "${s%.cpp}").o"); do
 printf '%s\n' "${sources[@]}" | xargs -P "${MOE_CUDA_JOBS:-2}" -I{} sh -c 'g++ "$@" -c "{}" -o "'"$out"'/obj/$(basename "{}" .cpp).o"' _ "${flags[@]}"
 g++ -shared -pthread -o "$lib" "${objects[@]}" -Wl,-z,defs
 echo "build-emulator: built $lib"
+selftest

@@ -18,6 +18,8 @@
 //     orchestration fails with the operand's name, instead of corrupting
 //     memory or reading a neighbour's data);
 //   - new allocations are filled with garbage (0xA5), as device memory is;
+//   - a graph launch finds every buffer its ops were captured with still
+//     allocated;
 //   - while a graph is being captured nothing synchronizes, reads back,
 //     copies from host memory, allocates, frees or adds a host callback
 //     (each invalidates a real capture): the capture fails with the reason.
@@ -135,12 +137,21 @@ class Gpu {
   std::thread thread_;  // never joined: it lives as long as the process
 };
 
+// A device range an op uses, kept with a captured graph: each launch checks
+// them again, so a graph that outlives a buffer it reads fails by name.
+struct Operand {
+  std::string what;  // "op: name"
+  const void* p;
+  size_t bytes;
+};
+
 struct Emulator {
   std::mutex mu;
   std::map<uintptr_t, size_t> allocations;  // base -> bytes
   bool capturing = false;
   std::thread::id capture_thread;
   std::vector<Work> recording;
+  std::vector<Operand> recorded_operands;
   std::string capture_broken;  // why the capture is invalid ("" while it is fine)
   std::map<uintptr_t, size_t> pinned;  // moe_cuda_host_register'ed host ranges
   Gpu gpu;
@@ -191,6 +202,11 @@ bool registered(const void* p, size_t bytes) {
 
 // Checks one operand; on failure writes the message and returns false.
 bool operand(const char* op, const char* name, const void* p, size_t bytes, char* err, size_t len) {
+  if (capturing_here()) {
+    Emulator& e = emu();
+    std::lock_guard<std::mutex> lock(e.mu);
+    e.recorded_operands.push_back(Operand{std::string(op) + ": " + name, p, bytes});
+  }
   if (in_allocation(p, bytes)) return true;
   fail(MOE_CUDA_ERR_INTERNAL, err, len, "emulated device: %s: %s [%p, +%zu bytes) is not inside one live device allocation",
        op, name, p, bytes);
@@ -748,6 +764,7 @@ MOE_CUDA_API int moe_cuda_combine(const moe_cuda_combine_args* a, char* err, siz
 
 struct moe_cuda_graph_s {
   std::vector<Work> work;
+  std::vector<Operand> operands;
 };
 
 MOE_CUDA_API int moe_cuda_graph_begin_capture(char* err, size_t err_len) {
@@ -757,6 +774,7 @@ MOE_CUDA_API int moe_cuda_graph_begin_capture(char* err, size_t err_len) {
   e.capturing = true;
   e.capture_thread = std::this_thread::get_id();
   e.recording.clear();
+  e.recorded_operands.clear();
   e.capture_broken.clear();
   return MOE_CUDA_OK;
 }
@@ -771,18 +789,27 @@ MOE_CUDA_API int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, si
   }
   e.capturing = false;
   std::vector<Work> work = std::move(e.recording);
+  std::vector<Operand> operands = std::move(e.recorded_operands);
   e.recording.clear();
+  e.recorded_operands.clear();
   if (!e.capture_broken.empty()) {
     return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "moe_cuda_graph_end_capture: the capture was invalidated (%s)",
                 e.capture_broken.c_str());
   }
-  *graph = new moe_cuda_graph_s{std::move(work)};
+  *graph = new moe_cuda_graph_s{std::move(work), std::move(operands)};
   return MOE_CUDA_OK;
 }
 
 MOE_CUDA_API int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t err_len) {
   if (graph == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_graph_launch: graph is null");
   if (capturing_here()) return refuse_in_capture("moe_cuda_graph_launch", err, err_len);
+  for (const Operand& o : graph->operands) {
+    if (!in_allocation(o.p, o.bytes)) {
+      return fail(MOE_CUDA_ERR_INTERNAL, err, err_len,
+                  "emulated device: moe_cuda_graph_launch: the graph's %s [%p, +%zu bytes) is no longer a live device allocation",
+                  o.what.c_str(), o.p, o.bytes);
+    }
+  }
   for (const Work& w : graph->work) emu().gpu.submit(w);
   return MOE_CUDA_OK;
 }
