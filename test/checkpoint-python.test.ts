@@ -10,13 +10,14 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MoeError, MoeLayer, bf16FromFloat32, referenceForwardToken } from '../lib/index';
+import { MoeError, MoeLayer, backends, bf16FromFloat32, referenceForwardToken } from '../lib/index';
 import { ExpertMatrices, expertSlot } from '../lib/moe/experts';
 import { tempDir } from './helpers/checkpoint';
 import { calcDiff } from './helpers/reference';
 import { randomFloats, rng, SEED } from './helpers/random';
 
 const random = rng();
+const cuda = backends().find((b) => b.name === 'cuda')!;
 const WRITER = path.join(__dirname, 'fixtures', 'write_deepseek_checkpoint.py');
 const [HIDDEN, INTER, EXPERTS, LAYER] = [256, 128, 32, 3];
 
@@ -79,6 +80,26 @@ describe('MoeLayer.fromSafetensors on a checkpoint written by Python', () => {
       ref.set(referenceForwardToken(layer.config, layer.weights, Float64Array.from(xb.subarray(t * HIDDEN, (t + 1) * HIDDEN))).out, t * HIDDEN);
     }
     expect(calcDiff(got, ref)).toBeLessThan(2e-3);
+  });
+
+  // Through the CUDA backend (a GPU, or the plug-in's CPU emulation in CI): the same checkpoint loaded onto
+  // the device computes the float64 reference in both of the GPU forward's layouts.
+  it.skipIf(!cuda.available)('loads onto the GPU and computes the float64 reference there (both layouts)', async () => {
+    const { dir } = writeWithPython(2);
+    const layer = await MoeLayer.fromSafetensors(dir, { layer: LAYER, device: 'cuda' });
+    expect(layer.device).toBe('cuda');
+    const host = await MoeLayer.fromSafetensors(dir, { layer: LAYER });
+    const tokens = 9;
+    const x = bf16FromFloat32(randomFloats(tokens * HIDDEN, random, 1), [tokens, HIDDEN]);
+    const xb = x.toFloat32Array();
+    const ref = new Float64Array(tokens * HIDDEN);
+    for (let t = 0; t < tokens; t++) {
+      ref.set(referenceForwardToken(host.config, host.weights, Float64Array.from(xb.subarray(t * HIDDEN, (t + 1) * HIDDEN))).out, t * HIDDEN);
+    }
+    for (const layout of ['masked', 'contiguous'] as const) {
+      const got = (await layer.forward(x, { out: 'f32', layout })).toFloat32Array();
+      expect(calcDiff(got, ref), layout).toBeLessThan(2e-3);
+    }
   });
 
   it('names the file when a shard the layer needs is cut short, and the tensor when one is misshapen', async () => {
