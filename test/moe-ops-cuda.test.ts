@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  DEEPSEEK_V3_ROUTING, DispatchLayout, Tensor, backends, bf16FromFloat32, combineSync, dispatchLayoutSync, dispatchSync, route, routeSync,
-  routerLogitsSync, swigluSync, tensor,
+  DEEPSEEK_V3_ROUTING, DispatchLayout, Tensor, backends, bf16FromFloat32, combine, combineSync, dispatch, dispatchLayout, dispatchLayoutSync,
+  dispatchSync, quantizeActivations, quantizeActivationsSync, route, routeSync, routerLogits, routerLogitsSync, swiglu, swigluSync, tensor,
 } from '../lib/index';
 import { native } from '../lib/native';
 import { randomFloats, rng } from './helpers/random';
@@ -186,6 +186,35 @@ describe.skipIf(!cuda.available)('MoE ops on the CUDA backend equal the CPU back
     const x = tensor(new Float32Array(16).fill(NaN), [1, 16], 'f32');
     const layout = dispatchLayoutSync(tensor(new Int32Array([1]), [1, 1], 'i32'), 2, { align: 1 });
     expect(() => dispatchSync(x.to('cuda'), toCuda(layout), { quantize: 'fp8' })).toThrow(expect.objectContaining({ code: 'ERR_MOE_NONFINITE' }));
+  });
+
+  it('every op\'s Promise form on device tensors gives its Sync form\'s bits, with many calls in flight', async () => {
+    const r = rng(91);
+    const [T, E, K, H, I] = [33, 32, 8, 256, 128];
+    const logits = tensor(randomLogits(r, T, E), [T, E], 'f32');
+    const routed = routeSync(logits, { scoring: 'softmax', topK: K });
+    const viaPromise = await route(logits.to('cuda'), { scoring: 'softmax', topK: K });
+    expect(bits(viaPromise.ids).equals(bits(routed.ids)) && bits(viaPromise.weights).equals(bits(routed.weights))).toBe(true);
+    const layout = dispatchLayoutSync(routed.ids, E);
+    const deviceLayout = await dispatchLayout(routed.ids.to('cuda'), E);
+    expect(deviceLayout.numRows).toBe(layout.numRows);
+    for (const key of ['rowToken', 'slotRow', 'offsets', 'groupIndex', 'tokensPerExpert'] as const) expect(bits(deviceLayout[key]).equals(bits(layout[key])), key).toBe(true);
+    const x = bf16FromFloat32(randomFloats(T * H, r, 1), [T, H]);
+    const d = await dispatch(x.to('cuda'), deviceLayout, { quantize: 'fp8' });
+    expect(bits(d.data).equals(bits(dispatchSync(x, layout, { quantize: 'fp8' }).data))).toBe(true);
+    const h = bf16FromFloat32(randomFloats(layout.numRows * 2 * I, r, 1), [layout.numRows, 2 * I]);
+    const s = await swiglu(h.to('cuda'), { quantize: 'fp8' });
+    expect(bits(s.scales).equals(bits(swigluSync(h, { quantize: 'fp8' }).scales))).toBe(true);
+    const y = bf16FromFloat32(randomFloats(layout.numRows * H, r, 1), [layout.numRows, H]);
+    expect(bits(await combine(y.to('cuda'), deviceLayout, routed.weights.to('cuda'))).equals(bits(combineSync(y, layout, routed.weights)))).toBe(true);
+    const w = bf16FromFloat32(randomFloats(E * H, r, 1), [E, H]);
+    const gate = (await routerLogits(x.to('cuda'), w.to('cuda'))).to('cpu').data as Float32Array;
+    const gateWant = routerLogitsSync(x, w).data as Float32Array;
+    gate.forEach((v, i) => expect(Math.abs(v - gateWant[i])).toBeLessThan(1e-4));
+    const want = quantizeActivationsSync(x);
+    const onGpu = x.to('cuda');
+    const many = await Promise.all(Array.from({ length: 20 }, () => quantizeActivations(onGpu)));
+    for (const q of many) expect(bits(q.data).equals(bits(want.data)) && bits(q.scales).equals(bits(want.scales))).toBe(true);
   });
 
   it('Promise forms in flight together each settle with their own outcome (flags read without a host sync)', async () => {
