@@ -20,14 +20,14 @@ selftest() {
   "$out/emulator_selftest" > "$out/emulator_selftest.log" 2>&1 || { cat "$out/emulator_selftest.log"; echo "build-emulator: self-test failed"; exit 1; }
   echo "build-emulator: self-test: $(grep -c '^  ok' "$out/emulator_selftest.log") refusals and waits as expected"
 }
-if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/test/emulated_plugin.cpp" \
+if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/src/fail.h" "$root/native/cuda/test/emulated_plugin.cpp" \
   "$root/native/cuda/test/emulator_selftest.c" -newer "$lib" -print -quit)" ]; then
   echo "build-emulator: $lib is up to date"
   selftest
   exit 0
 fi
 flags=(-std=c++17 -O2 -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Wno-unused-parameter
-  -I"$root/native/src" -I"$root/native/cuda/include")
+  -I"$root/native/src" -I"$root/native/cuda/include" -I"$root/native/cuda/src")
 objects=()
 for s in "${sources[@]}"; do objects+=("$out/obj/$(basename "${s%.cpp}").o"); done
 # Compile in parallel (MOE_CUDA_JOBS, default 2), then link.

@@ -7,20 +7,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fail.h"
 #include "moe_cuda_api.h"
 
 namespace moe_cuda {
-
-// Writes a printf-style message into (err, len) and returns `code`.
-inline int fail(int code, char* err, size_t len, const char* fmt, ...) {
-  if (err != nullptr && len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 // Reports a CUDA runtime error as MOE_CUDA_ERR_INTERNAL, naming the call.
 // A trap (the Hopper GEMM's hang watchdog) surfaces as one of the two

@@ -50,6 +50,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "cpu/cpu_backend.h"
+#include "fail.h"
 #include "moe_cuda_api.h"
 
 namespace {
@@ -58,15 +59,7 @@ using moe::DType;
 using moe::Status;
 using moe::TensorView;
 
-int fail(int code, char* err, size_t len, const char* fmt, ...) {
-  if (err != nullptr && len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
+using moe_cuda::fail;
 
 // A deferred "kernel": runs at its turn on the stream, or at each replay of
 // the graph it was captured into.
