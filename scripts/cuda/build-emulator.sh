@@ -20,8 +20,9 @@ selftest() {
   "$out/emulator_selftest" > "$out/emulator_selftest.log" 2>&1 || { cat "$out/emulator_selftest.log"; echo "build-emulator: self-test failed"; exit 1; }
   echo "build-emulator: self-test: $(grep -c '^  ok' "$out/emulator_selftest.log") refusals and waits as expected"
 }
+# (Newer sources, headers or this script rebuild; a fresh clone always builds.)
 if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/src/fail.h" "$root/native/cuda/test/emulated_plugin.cpp" \
-  "$root/native/cuda/test/emulator_selftest.c" -newer "$lib" -print -quit)" ]; then
+  "$root/native/cuda/test/emulator_selftest.c" "${BASH_SOURCE[0]}" -newer "$lib" -print -quit)" ]; then
   echo "build-emulator: $lib is up to date"
   selftest
   exit 0

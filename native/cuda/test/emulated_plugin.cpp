@@ -25,10 +25,15 @@
 //     (each invalidates a real capture): the capture fails with the reason.
 // Data errors (an id out of range, NaN) reach the caller as the real
 // kernels report them: as MOE_CUDA_FLAG_* bits in the op's device flag.
+// Not emulated (a bug there passes here): the plug-in's host-side argument
+// checks (api.cpp; the addon checks shapes before calling), the Hopper
+// kernels' contracts (128-row groups, eligibility), capture by other threads
+// (capture here is per thread, in CUDA per stream), and copies from
+// registered host memory (staged at call time here, read later by a GPU).
 //
 // Built by scripts/cuda/build-emulator.sh (g++ only) into
-// build-emu/libmoe_cuda.so; select it with MOE_CUDA_PLUGIN. Test-only: it
-// is never packaged.
+// build-emu/libmoe_cuda.so; select it with MOE_CUDA_PLUGIN. Test-only: no
+// install builds it.
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -423,7 +428,10 @@ MOE_CUDA_API int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, s
 
 MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len) {
   if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_record: event is null");
-  if (!capturing_here()) ++event->pending;
+  // Inside a capture a plain record only orders the graph's own nodes: a
+  // replay leaves the event alone.
+  if (capturing_here()) return MOE_CUDA_OK;
+  ++event->pending;
   return enqueue([event](char*, size_t) {
     event->r.recorded = true;
     event->r.at = std::chrono::steady_clock::now();
@@ -443,8 +451,14 @@ MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, siz
   return event->pending > 0 ? emu().gpu.wait_idle(err, err_len) : MOE_CUDA_OK;
 }
 
+// As cudaEventDestroy: allowed while a record is still pending; the event
+// goes once the stream has passed it.
 MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char*, size_t) {
-  delete event;
+  if (event == nullptr) return MOE_CUDA_OK;
+  emu().gpu.submit([event](char*, size_t) {
+    delete event;
+    return MOE_CUDA_OK;
+  });
   return MOE_CUDA_OK;
 }
 
@@ -555,7 +569,10 @@ MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* a, char* err, s
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   if (a->block_rows != 1 && a->block_rows != 128) return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: block_rows must be 1 or 128", op);
   const int64_t rows = a->rows, cols = a->cols, br = a->block_rows;
-  if (rows == 0) return MOE_CUDA_OK;
+  if (rows == 0) {  // the real plug-in still clears the flag: "first sets *nonfinite_flag to 0"
+    if (a->nonfinite_flag == nullptr) return MOE_CUDA_OK;
+    return moe_cuda_memset(a->nonfinite_flag, 0, sizeof(int32_t), err, err_len);
+  }
   const int64_t srows = (rows + br - 1) / br;
   if (!operand(op, "x", a->x, size_t(rows * cols) * bytes_of(a->x_dtype), err, err_len) ||
       !operand(op, "q", a->q, size_t(rows * cols), err, err_len) ||
