@@ -9,7 +9,7 @@
 
 namespace moe_cuda {
 
-inline int fail(int code, char* err, size_t len, const char* fmt, ...) {
+__attribute__((format(printf, 4, 5))) inline int fail(int code, char* err, size_t len, const char* fmt, ...) {
   if (err != nullptr && len > 0) {
     va_list ap;
     va_start(ap, fmt);
