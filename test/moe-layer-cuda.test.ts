@@ -79,6 +79,18 @@ describe.skipIf(!cuda.available)('MoeLayer on the GPU', () => {
     }
   });
 
+  it('ragged sizes (H, I not multiples of 128; few experts) match the CPU layer in both layouts', async () => {
+    const ragged: MoeConfig = { ...SMALL, hiddenSize: 272, intermediateSize: 144, numExperts: 16, numGroups: 4, topKGroups: 2, topK: 4 };
+    const host = MoeLayer.random(ragged, { seed: SEED + 1 });
+    const device = host.to('cuda');
+    for (const [tokens, layout] of [[5, 'masked'], [40, 'contiguous']] as const) {
+      const x = bf16FromFloat32(randomFloats(tokens * 272, rng(300 + tokens), 1), [tokens, 272]);
+      const want = host.forwardSync(x, { out: 'f32' }).toFloat32Array();
+      const got = (await device.forward(x, { out: 'f32', layout })).toFloat32Array();
+      expect(calcDiff(got, want), `T=${tokens} ${layout}`).toBeLessThan(1e-3);
+    }
+  });
+
   it('concurrent replays of one captured forward each return their own output', async () => {
     const graph = gpu.capture({ maxTokens: 4 });
     try {

@@ -198,6 +198,15 @@ bool registered(const void* p, size_t bytes) {
   return a >= it->first && a + bytes <= it->first + it->second;
 }
 
+// The alignment the real plug-in demands of an operand (api.cpp's
+// check_aligned): 16 bytes for the fp8 row kernels' vector operands, the
+// element size elsewhere. A misaligned view is MOE_CUDA_ERR_RANGE there.
+bool aligned(const char* op, const char* name, const void* p, size_t align, char* err, size_t len) {
+  if (reinterpret_cast<uintptr_t>(p) % align == 0) return true;
+  fail(MOE_CUDA_ERR_RANGE, err, len, "%s: %s (%p) must be %zu-byte aligned", op, name, p, align);
+  return false;
+}
+
 // Checks one operand; on failure writes the message and returns false.
 bool operand(const char* op, const char* name, const void* p, size_t bytes, char* err, size_t len) {
   if (capturing_here()) {
@@ -709,6 +718,11 @@ MOE_CUDA_API int moe_cuda_dispatch(const moe_cuda_dispatch_args* a, char* err, s
       (a->error_flag != nullptr && !operand(op, "error_flag", a->error_flag, 4, err, err_len))) {
     return MOE_CUDA_ERR_INTERNAL;
   }
+  const size_t vec = a->scales != nullptr ? 16 : bytes_of(a->x_dtype);
+  if (!aligned(op, "x", a->x, vec, err, err_len) || !aligned(op, "out", a->out, vec, err, err_len) ||
+      !aligned(op, "row_token", a->row_token, 4, err, err_len)) {
+    return MOE_CUDA_ERR_RANGE;
+  }
   moe::DispatchArgs d;
   d.x = view(a->x, a->x_dtype, {t, h});
   d.rowToken = view(a->row_token, MOE_CUDA_DTYPE_I32, {r});
@@ -732,6 +746,11 @@ MOE_CUDA_API int moe_cuda_swiglu(const moe_cuda_swiglu_args* a, char* err, size_
       (a->scales != nullptr && !operand(op, "scales", a->scales, size_t(r * groups_of(i)) * 4, err, err_len)) ||
       (a->error_flag != nullptr && !operand(op, "error_flag", a->error_flag, 4, err, err_len))) {
     return MOE_CUDA_ERR_INTERNAL;
+  }
+  const bool quantizing = a->out_dtype == MOE_CUDA_DTYPE_FP8_E4M3;
+  if (!aligned(op, "h", a->h, quantizing ? 16 : bytes_of(a->h_dtype), err, err_len) ||
+      !aligned(op, "out", a->out, quantizing ? 16 : bytes_of(a->out_dtype), err, err_len)) {
+    return MOE_CUDA_ERR_RANGE;
   }
   moe::SwigluArgs s;
   s.h = view(a->h, a->h_dtype, {r, 2 * i});
