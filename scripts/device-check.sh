@@ -65,7 +65,7 @@ for entry in "${plan[@]}"; do
   t0=$SECONDS
   if [ "$phase" = vitest ]; then
     # The GPU test files of the suite (skipped on machines without a GPU).
-    command=(node node_modules/vitest/vitest.mjs run test/cuda-backend.test.ts test/moe-ops-cuda.test.ts test/moe-layer-cuda.test.ts test/checkpoint-python.test.ts)
+    command=(node node_modules/vitest/vitest.mjs run test/cuda-backend.test.ts test/moe-ops-cuda.test.ts test/moe-layer-cuda.test.ts test/checkpoint-python.test.ts test/worker-teardown.test.ts)
   else
     command=(node scripts/device-check.mjs "$phase")
   fi
