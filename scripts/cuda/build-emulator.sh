@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the CPU emulation of the CUDA plug-in (native/cuda/test/
-# emulated_plugin.cpp) into build-emu/libmoe_cuda.so with g++ alone: no CUDA
+# Builds the CPU emulation of the CUDA plug-in (native/cuda/test/emulator/)
+# into build-emu/libmoe_cuda.so with g++ alone: no CUDA
 # toolkit, no GPU. The emulator runs each op through the CPU backend, so it
 # links the CPU backend's sources. Test-only; select it with
 #   MOE_CUDA_PLUGIN=build-emu/libmoe_cuda.so
@@ -10,7 +10,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out="$root/build-emu"
 lib="$out/libmoe_cuda.so"
 mkdir -p "$out/obj"
-sources=("$root/native/cuda/test/emulated_plugin.cpp" "$root"/native/src/cpu/*.cpp
+sources=("$root"/native/cuda/test/emulator/*.cpp "$root"/native/src/cpu/*.cpp
   "$root/native/src/core/status.cpp" "$root/native/src/core/tensor.cpp" "$root/native/src/core/numerics.cpp"
   "$root/native/src/core/op_checks.cpp" "$root/native/src/core/moe_op_checks.cpp")
 selftest() {
@@ -21,18 +21,21 @@ selftest() {
   echo "build-emulator: self-test: $(grep -c '^  ok' "$out/emulator_selftest.log") refusals and waits as expected"
 }
 # (Newer sources, headers or this script rebuild; a fresh clone always builds.)
-if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/src/fail.h" "$root/native/cuda/test/emulated_plugin.cpp" \
+if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/src/fail.h" "$root/native/cuda/test/emulator/" \
   "$root/native/cuda/test/emulator_selftest.c" "${BASH_SOURCE[0]}" -newer "$lib" -print -quit)" ]; then
   echo "build-emulator: $lib is up to date"
   selftest
   exit 0
 fi
 flags=(-std=c++17 -O2 -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Wno-unused-parameter
-  -I"$root/native/src" -I"$root/native/cuda/include" -I"$root/native/cuda/src")
+  -I"$root/native/src" -I"$root/native/cuda/include" -I"$root/native/cuda/src" -I"$root/native/cuda/test")
+# One object per source, named by its path (native/src/cpu/x.cpp -> native_src_cpu_x.o).
+object_of() { local rel="${1#"$root"/}"; echo "$out/obj/$(echo "${rel%.cpp}" | tr / _).o"; }
 objects=()
-for s in "${sources[@]}"; do objects+=("$out/obj/$(basename "${s%.cpp}").o"); done
+for s in "${sources[@]}"; do objects+=("$(object_of "$s")"); done
 # Compile in parallel (MOE_CUDA_JOBS, default 2), then link.
-printf '%s\n' "${sources[@]}" | xargs -P "${MOE_CUDA_JOBS:-2}" -I{} sh -c 'g++ "$@" -c "{}" -o "'"$out"'/obj/$(basename "{}" .cpp).o"' _ "${flags[@]}"
+for s in "${sources[@]}"; do printf '%s\0%s\0' "$s" "$(object_of "$s")"; done |
+  xargs -0 -n 2 -P "${MOE_CUDA_JOBS:-2}" bash -c 'a=("$@"); n=${#a[@]}; exec g++ "${a[@]:0:n-2}" -c "${a[n-2]}" -o "${a[n-1]}"' _ "${flags[@]}"
 g++ -shared -pthread -o "$lib" "${objects[@]}" -Wl,-z,defs
 echo "build-emulator: built $lib"
 selftest

@@ -1,6 +1,6 @@
 // The plug-in's one way to report an error: a printf-style message into the
 // caller's (err, len) buffer, and the status code returned. Free of CUDA
-// headers, so the plug-in's CPU emulation (test/emulated_plugin.cpp) uses it too.
+// headers, so the plug-in's CPU emulation (test/emulator/) uses it too.
 #pragma once
 
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Checks that the CUDA plug-in's CPU emulation (emulated_plugin.cpp) refuses
+/* Checks that the CUDA plug-in's CPU emulation (native/cuda/test/emulator/) refuses
  * what it is there to catch, so that its silence in the test suite means
  * something: an operand outside its allocation, a synchronization or a
  * read-back inside a graph capture, a graph launched after a buffer it uses
