@@ -14,7 +14,8 @@ import { backends } from '../lib/index';
 const root = path.resolve(__dirname, '..');
 const cuda = backends().find((b) => b.name === 'cuda')!;
 
-// Six workers each start 30 Promise-form quantizations and exit at once.
+// Six workers each load the backend (concurrently: the plug-in's load must
+// serialize them), start 30 Promise-form quantizations and exit at once.
 function script(device: 'cpu' | 'cuda', exit: 'process.exit' | 'terminate'): string {
   return `
 const { Worker, isMainThread, parentPort } = require('node:worker_threads');
@@ -23,6 +24,7 @@ if (isMainThread) {
   for (let i = 0; i < 6; i++) {
     const w = new Worker(__filename, { eval: true });
     w.on('message', () => ${exit === 'terminate' ? 'w.terminate()' : '{}'});
+    w.on('error', (e) => { console.error('worker failed:', e && e.message); process.exitCode = 1; });
     w.on('exit', () => { if (++exited === 6) console.log('all workers exited'); });
   }
 } else {
@@ -47,13 +49,13 @@ describe('a worker thread exiting with operations in flight', () => {
     it(`CPU: ${exit}() leaves the process running`, () => {
       const r = run('cpu', exit);
       expect(r.stderr).not.toMatch(/FATAL|Segmentation|Aborted/);
-      expect(r.status).toBe(0);
+      expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain('all workers exited');
     });
     it.skipIf(!cuda.available)(`CUDA: ${exit}() leaves the process running (host callbacks arriving after the teardown)`, () => {
       const r = run('cuda', exit);
       expect(r.stderr).not.toMatch(/FATAL|Segmentation|Aborted/);
-      expect(r.status).toBe(0);
+      expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain('all workers exited');
     });
   }

@@ -26,8 +26,16 @@ Plugin& Plugin::instance() {
 }
 
 void Plugin::load(const std::vector<std::string>& candidates) {
-  if (loaded_) return;
-  loaded_ = true;
+  // NOTE: worker threads may reach here at the same time (each JS environment
+  // loads the backend on first use): one loads, the others wait for its
+  // verdict instead of reading a half-written one.
+  std::lock_guard<std::mutex> lock(loadMutex_);
+  if (loaded_.load(std::memory_order_acquire)) return;
+  loadOnce(candidates);
+  loaded_.store(true, std::memory_order_release);
+}
+
+void Plugin::loadOnce(const std::vector<std::string>& candidates) {
   for (const std::string& candidate : candidates) {
     if (fileExists(candidate)) {
       path_ = candidate;

@@ -3,6 +3,8 @@
 // without a driver, a GPU or the toolkit. Everything here is plain C++.
 #pragma once
 
+#include <atomic>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,12 +53,12 @@ class Plugin {
   static Plugin& instance();
 
   // Loads the first candidate path that exists (once; later calls return the
-  // first result). Never throws and never crashes on a missing library, a
-  // missing symbol, an ABI mismatch, a missing driver or an unsupported GPU:
-  // each becomes the reason string.
+  // first result, concurrent ones wait for it). Never throws and never
+  // crashes on a missing library, a missing symbol, an ABI mismatch, a
+  // missing driver or an unsupported GPU: each becomes the reason string.
   void load(const std::vector<std::string>& candidates);
 
-  bool loaded() const { return loaded_; }
+  bool loaded() const { return loaded_.load(std::memory_order_acquire); }
   bool available() const { return available_; }
   // Why the CUDA backend is unavailable, or which path it runs when it is.
   const std::string& reason() const { return reason_; }
@@ -68,7 +70,10 @@ class Plugin {
   Status expectAvailable(const char* what) const;
 
  private:
-  bool loaded_ = false;
+  void loadOnce(const std::vector<std::string>& candidates);
+
+  std::mutex loadMutex_;
+  std::atomic<bool> loaded_{false};  // set last: the fields below are complete once it reads true
   bool available_ = false;
   std::string reason_ = "the CUDA plug-in has not been looked for";
   std::string path_;
