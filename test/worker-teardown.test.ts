@@ -7,6 +7,8 @@
  * fails the test instead of the test runner.
  */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backends } from '../lib/index';
@@ -22,7 +24,7 @@ const { Worker, isMainThread, parentPort } = require('node:worker_threads');
 if (isMainThread) {
   let exited = 0;
   for (let i = 0; i < 6; i++) {
-    const w = new Worker(__filename, { eval: true });
+    const w = new Worker(__filename);
     w.on('message', () => ${exit === 'terminate' ? 'w.terminate()' : '{}'});
     w.on('error', (e) => { console.error('worker failed:', e && e.message); process.exitCode = 1; });
     w.on('exit', () => { if (++exited === 6) console.log('all workers exited'); });
@@ -36,12 +38,14 @@ if (isMainThread) {
 }
 
 function run(device: 'cpu' | 'cuda', exit: 'process.exit' | 'terminate') {
-  const file = script(device, exit);
-  return spawnSync(process.execPath, ['-e', file.replace('__filename, { eval: true }', `${JSON.stringify(file)}, { eval: true }`)], {
-    encoding: 'utf8',
-    timeout: 60_000,
-    env: { ...process.env, MOE_EMU_PAUSE_US: '2000' },
-  });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-workers-'));
+  const file = path.join(dir, 'workers.cjs');
+  fs.writeFileSync(file, script(device, exit));
+  try {
+    return spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, MOE_EMU_PAUSE_US: '2000' } });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 describe('a worker thread exiting with operations in flight', () => {

@@ -92,7 +92,7 @@ class CudaBackend final : public Backend {
     int32_t bits = 0;
     MOE_RETURN_IF_ERROR(fromPlugin(api.copyD2H(&bits, nonFiniteFlag_, sizeof bits, err, sizeof err), err, op));
     MOE_RETURN_IF_ERROR(fromPlugin(api.synchronize(err, sizeof err), err, op));
-    return flagStatus(kind, op, bits);
+    return statusFromFlags(kind, bits, "", op);
   }
 
   Status readFlag(const char* op, FlagOp kind) {

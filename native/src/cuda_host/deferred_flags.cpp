@@ -1,7 +1,6 @@
 #include "cuda_host/deferred_flags.h"
 
 #include <mutex>
-#include <string>
 #include <vector>
 
 #include "cuda_host/plugin.h"
@@ -33,11 +32,6 @@ SlotPool& pool() {
 
 }  // namespace
 
-Status flagStatus(FlagOp kind, const char* op, int32_t bits) {
-  if (kind == FlagOp::kQuantize && bits != 0) return Status(Code::kNonFinite, std::string(op) + ": x contains NaN or infinity");
-  return statusFromFlags(kind, bits);
-}
-
 Status FlagCheck::finish() {
   if (!pending) return Status::ok();
   pending = false;
@@ -48,7 +42,7 @@ Status FlagCheck::finish() {
     p.free.push_back(slot);
   }
   slot = -1;
-  return flagStatus(kind, op, bits);
+  return statusFromFlags(kind, bits, "", op);
 }
 
 DeferredFlags::DeferredFlags(FlagCheck* sink) { tOpenScope = sink; }

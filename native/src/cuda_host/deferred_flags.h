@@ -19,15 +19,12 @@ namespace moe::cuda {
 struct FlagCheck {
   bool pending = false;
   FlagOp kind = FlagOp::kRoute;
-  const char* op = "";  // a string literal
+  const char* op = "";  // a string literal: names the quantizer in a kQuantize message
   int slot = -1;
 
   // Once the copy has completed: the op's Status; frees the slot.
   Status finish();
 };
-
-// The Status of an op's flag bits (quantize names its own op).
-Status flagStatus(FlagOp kind, const char* op, int32_t bits);
 
 class DeferredFlags {
  public:

@@ -15,7 +15,9 @@ namespace moe::cuda {
 
 enum class FlagOp { kRoute, kLayout, kDispatch, kSwiglu, kCombine, kQuantize };
 
-inline Status statusFromFlags(FlagOp op, int32_t bits, const std::string& prefix = "") {
+// `quantizeOp` names the quantizer in kQuantize's message (activations or weights).
+inline Status statusFromFlags(FlagOp op, int32_t bits, const std::string& prefix = "",
+                              const char* quantizeOp = "quantizeActivations") {
   if (bits == 0) return Status::ok();
   const auto say = [&](Code code, const char* text) { return Status(code, prefix + text); };
   switch (op) {
@@ -35,7 +37,7 @@ inline Status statusFromFlags(FlagOp op, int32_t bits, const std::string& prefix
       if (bits & MOE_CUDA_FLAG_BAD_INDEX) return say(Code::kRange, "combine: slotRow holds a value out of range [-1, R)");
       return say(Code::kNonFinite, "combine: weights hold a value that is not finite");
     case FlagOp::kQuantize:
-      return say(Code::kNonFinite, "quantizeActivations: x contains NaN or infinity");
+      return Status(Code::kNonFinite, prefix + quantizeOp + ": x contains NaN or infinity");
   }
   return say(Code::kInternal, "unknown device error flag");
 }
