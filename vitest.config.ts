@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Builds dist/ first when lib/ is newer (tests that spawn node load dist/).
+    globalSetup: ['test/global-setup.ts'],
     // One process per test file: some files force a SIMD path through the
     // environment before the addon loads, and the addon is process-wide.
     pool: 'forks',
