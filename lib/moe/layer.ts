@@ -92,10 +92,12 @@ export interface RandomLayerOptions {
 /** Idle workspaces kept for reuse; more concurrent forwards than this allocate and drop extras. */
 const MAX_IDLE_WORKSPACES = 4;
 
-/** The native forward's `cuda` options (moe_bindings.cpp): row layout and the device error flags. */
-interface CudaForwardOptions {
-  masked: boolean;
-  maxRowsPerExpert: number;
+/**
+ * A GPU forward's native options (moe_bindings.cpp): the row layout, and the
+ * device words its ops report bad input into (read after it completed).
+ */
+interface DeviceForwardOptions {
+  layout: { masked: boolean; maxRowsPerExpert: number };
   flags: Tensor;
 }
 
@@ -315,7 +317,7 @@ export class MoeLayer {
         // The CPU kernels gain nothing from 128-aligned expert segments; padding rows would only cost time.
         // The GPU's Hopper grouped GEMM needs them.
         cuda ? CUDA_ALIGN : 1,
-        cuda ? { masked: rowLayout === 'masked', maxRowsPerExpert: rowLayout === 'masked' ? tokens : 0, flags: ws.tensor('flags') } : undefined,
+        cuda ? { layout: { masked: rowLayout === 'masked', maxRowsPerExpert: rowLayout === 'masked' ? tokens : 0 }, flags: ws.tensor('flags') } : undefined,
       ),
       stageSeconds: ws.stageSeconds,
     };
@@ -364,22 +366,22 @@ export class MoeLayer {
   captureArgs(x: Tensor, out: Tensor, ws: Workspace): Record<string, unknown> {
     const tokens = x.shape[0];
     // The masked layout gives each expert maxRowsPerExpert rows: align plays no part.
-    return this.nativeArgs(x, out, ws, tokens, 1, { masked: true, maxRowsPerExpert: tokens, flags: ws.tensor('flags') });
+    return this.nativeArgs(x, out, ws, tokens, 1, { layout: { masked: true, maxRowsPerExpert: tokens }, flags: ws.tensor('flags') });
   }
 
   /**
    * The native forward's arguments that forward() and captureArgs() share:
    * x, out, the layer's weights and routing, the workspace's views for
-   * `tokens` rows, the expert segments' row alignment and the CUDA options.
+   * `tokens` rows, the expert segments' row alignment and the GPU options.
    */
-  private nativeArgs(x: Tensor, out: Tensor, ws: Workspace, tokens: number, align: number, cuda: CudaForwardOptions | undefined) {
+  private nativeArgs(x: Tensor, out: Tensor, ws: Workspace, tokens: number, align: number, device: DeviceForwardOptions | undefined) {
     const weights = this.preparedWeights();
     // The addon read the weights once; a buffer detached since then must be
     // an error here, not a read of freed memory.
     for (const t of weights.host) {
       if (t.data.byteLength === 0 && t.numel > 0) throw new MoeError('ERR_MOE_DETACHED', `MoeLayer.forward: a weight's buffer is detached (${t})`);
     }
-    return { x, weights, workspace: ws.prepared(tokens), align, out, cuda };
+    return { x, weights, workspace: ws.prepared(tokens), align, out, ...device };
   }
 
   /**

@@ -12,7 +12,7 @@ lib="$out/libmoe_cuda.so"
 mkdir -p "$out/obj"
 sources=("$root"/native/cuda/test/emulator/*.cpp "$root"/native/src/cpu/*.cpp
   "$root/native/src/core/status.cpp" "$root/native/src/core/tensor.cpp" "$root/native/src/core/numerics.cpp"
-  "$root/native/src/core/op_checks.cpp" "$root/native/src/core/moe_op_checks.cpp")
+  "$root/native/src/core/op_checks.cpp" "$root/native/src/core/moe_op_checks.cpp" "$root/native/src/core/backend.cpp")
 selftest() {
   # The emulator must refuse what it exists to catch (native/cuda/test/emulator_selftest.c).
   cc -std=c99 -Wall -Wextra -Werror -I"$root/native/cuda/include" "$root/native/cuda/test/emulator_selftest.c" \

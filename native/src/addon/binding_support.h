@@ -8,9 +8,7 @@
 #include <string>
 
 #include "addon/op_runner.h"
-#include "cpu/cpu_backend.h"
-#include "cuda_host/cuda_backend.h"
-#include "cuda_host/plugin.h"
+#include "core/backend.h"
 
 namespace moe::addon {
 
@@ -63,17 +61,14 @@ inline Status selectBackend(const KeepAlive& tensors, const char* op, Backend** 
   if (tensors.mixedDevices()) {
     return Status(Code::kDevice, std::string(op) + ": tensors on different devices (move them with t.to('cpu') or t.to('cuda'))");
   }
-  if (tensors.device() == Device::kCpu) {
-    *backend = &cpu::cpuBackend();
-    return Status::ok();
-  }
-  MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable(op));
-  *backend = &cuda::cudaBackend();
+  Backend& chosen = backendFor(tensors.device());
+  MOE_RETURN_IF_ERROR(chosen.expectAvailable(op));
+  *backend = &chosen;
   return Status::ok();
 }
 
 // Reads the call with `parse`, picks the backend from the tensors' device, and
-// runs `run(backend)` sync or async.
+// runs `run(backend, ctx)` sync or async.
 template <typename Parse, typename Run>
 Napi::Value bind(const Napi::CallbackInfo& info, const char* op, Parse parse, Run run) {
   Call call{info.Env(), Napi::Object(), false};
@@ -82,8 +77,7 @@ Napi::Value bind(const Napi::CallbackInfo& info, const char* op, Parse parse, Ru
   if (status.isOk()) status = parse(call);
   if (status.isOk()) status = selectBackend(*call.keep, op, &backend);
   if (!status.isOk()) return failOp(call.env, call.async, status);
-  const Device device = call.keep->device();
-  return runOp(call.env, call.async, device, std::move(call.keep), [run, backend]() { return run(*backend); });
+  return runOp(call.env, call.async, *backend, std::move(call.keep), [run, backend](ExecContext& ctx) { return run(*backend, ctx); });
 }
 
 }  // namespace moe::addon

@@ -1,5 +1,5 @@
-// The CUDA plug-in's JS surface: loading and probing it, and the device
-// memory behind lib/'s CUDA tensors. Device memory is an External whose
+// The GPU's JS surface: loading and probing its backend, and the device
+// memory behind lib/'s CUDA tensors, all through the Backend interface. Device memory is an External whose
 // finalizer frees it (and reports it to V8 as external memory, so that the
 // garbage collector knows what a small JS object is holding on to).
 #include "addon/cuda_bindings.h"
@@ -9,12 +9,13 @@
 
 #include "addon/errors.h"
 #include "addon/js_tensor.h"
-#include "cuda_host/cuda_backend.h"
-#include "cuda_host/plugin.h"
+#include "core/backend.h"
 
 namespace moe::addon {
 
 namespace {
+
+Backend& gpu() { return backendFor(Device::kCuda); }
 
 Napi::Value throwStatus(Napi::Env env, const Status& status) {
   toJsError(env, status).ThrowAsJavaScriptException();
@@ -23,8 +24,7 @@ Napi::Value throwStatus(Napi::Env env, const Status& status) {
 
 void freeDeviceBuffer(Napi::Env env, DeviceBuffer* buffer) {
   if (buffer->ptr != nullptr) {
-    char err[256] = {0};
-    cuda::Plugin::instance().api().free(buffer->ptr, err, sizeof err);  // a failure here has nobody to report to
+    (void)gpu().free(buffer->ptr);  // a failure here has nobody to report to
     Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(buffer->bytes));
     buffer->ptr = nullptr;
   }
@@ -40,7 +40,7 @@ Status deviceBufferArg(const Napi::Value& value, DeviceBuffer** buffer) {
 // (handle, typedArray[, byteOffset]) for the copies: the host array's bytes
 // go to / come from the device buffer at byteOffset (default 0).
 Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** host, size_t* bytes, size_t* offset) {
-  MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable("copy"));
+  MOE_RETURN_IF_ERROR(gpu().expectAvailable("copy"));
   if (info.Length() < 2 || !info[1].IsTypedArray()) return Status(Code::kDtype, "copy: expected (handle, typedArray)");
   MOE_RETURN_IF_ERROR(deviceBufferArg(info[0], buffer));
   Napi::TypedArray array = info[1].As<Napi::TypedArray>();
@@ -71,22 +71,22 @@ Napi::Value CudaLoad(const Napi::CallbackInfo& info) {
       if (list.Get(i).IsString()) candidates.push_back(list.Get(i).As<Napi::String>().Utf8Value());
     }
   }
-  cuda::Plugin& plugin = cuda::Plugin::instance();
-  plugin.load(candidates);
+  Backend& backend = gpu();
+  backend.load(candidates);
+  const DeviceInfo d = backend.deviceInfo();
   Napi::Object result = Napi::Object::New(env);
-  result.Set("available", plugin.available());
-  result.Set("reason", plugin.reason());
-  if (!plugin.path().empty()) result.Set("path", plugin.path());
-  if (plugin.available()) {
-    const moe_cuda_device_info& d = plugin.device();
+  result.Set("available", d.available);
+  result.Set("reason", d.reason);
+  if (!d.path.empty()) result.Set("path", d.path);
+  if (d.hasDevice) {
     Napi::Object device = Napi::Object::New(env);
-    device.Set("name", std::string(d.name));
-    device.Set("computeCapability", std::to_string(d.sm_major) + "." + std::to_string(d.sm_minor));
-    device.Set("multiprocessors", d.sm_count);
-    device.Set("memoryBytes", static_cast<double>(d.total_memory));
-    device.Set("driverVersion", d.driver_version);
-    device.Set("runtimeVersion", d.runtime_version);
-    device.Set("kernels", d.path == MOE_CUDA_PATH_HOPPER ? "hopper" : "simt");
+    device.Set("name", d.name);
+    device.Set("computeCapability", std::to_string(d.smMajor) + "." + std::to_string(d.smMinor));
+    device.Set("multiprocessors", d.multiprocessors);
+    device.Set("memoryBytes", d.memoryBytes);
+    device.Set("driverVersion", d.driverVersion);
+    device.Set("runtimeVersion", d.runtimeVersion);
+    device.Set("kernels", d.kernels);
     result.Set("device", device);
   }
   return result;
@@ -95,15 +95,13 @@ Napi::Value CudaLoad(const Napi::CallbackInfo& info) {
 // cudaAlloc(bytes) -> handle (External); freed by GC or cudaFree(handle).
 Napi::Value CudaAlloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Status status = cuda::Plugin::instance().expectAvailable("cudaAlloc");
+  Status status = gpu().expectAvailable("cudaAlloc");
   if (!status.isOk()) return throwStatus(env, status);
   const double requested = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
   if (!(requested >= 0) || requested > 9.0e15) return throwStatus(env, Status(Code::kRange, "cudaAlloc: bad byte count"));
   auto* buffer = new DeviceBuffer{nullptr, static_cast<size_t>(requested)};
-  char err[512] = {0};
   // A zero-byte tensor still gets a distinct allocation, so that "disposed" stays observable.
-  status = cuda::fromPlugin(cuda::Plugin::instance().api().alloc(buffer->bytes ? buffer->bytes : 1, &buffer->ptr, err, sizeof err), err,
-                            "cudaAlloc");
+  status = gpu().alloc(buffer->bytes ? buffer->bytes : 1, &buffer->ptr);
   if (!status.isOk()) {
     delete buffer;
     return throwStatus(env, status);
@@ -129,14 +127,13 @@ Napi::Value copySync(const Napi::CallbackInfo& info, bool toDevice) {
   size_t bytes = 0, offset = 0;
   const char* what = toDevice ? "to('cuda')" : "to('cpu')";
   Status status = copyArgs(info, &buffer, &host, &bytes, &offset);
-  char err[512] = {0};
-  const cuda::PluginApi& api = cuda::Plugin::instance().api();
+  Backend& backend = gpu();
   if (status.isOk()) {
     void* device = static_cast<uint8_t*>(buffer->ptr) + offset;
-    const int code = toDevice ? api.copyH2D(device, host, bytes, err, sizeof err) : api.copyD2H(host, device, bytes, err, sizeof err);
-    status = cuda::fromPlugin(code, err, what);
+    status = toDevice ? backend.copyToDevice(device, host, bytes) : backend.copyToHost(host, device, bytes);
   }
-  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, what);
+  if (status.isOk()) status = backend.synchronize();
+  if (!status.isOk() && status.message().rfind(what, 0) != 0) status = Status(status.code(), std::string(what) + ": " + status.message());
   if (!status.isOk()) return throwStatus(info.Env(), status);
   return info.Env().Undefined();
 }
@@ -145,39 +142,19 @@ Napi::Value copySync(const Napi::CallbackInfo& info, bool toDevice) {
 Napi::Value CudaCopyToDevice(const Napi::CallbackInfo& info) { return copySync(info, true); }
 Napi::Value CudaCopyToHost(const Napi::CallbackInfo& info) { return copySync(info, false); }
 
-// Timing for benchmarks: cudaTimerStart() records an event on the plug-in's
-// stream; cudaTimerStop() records another, waits for it and returns the GPU
+// Timing for benchmarks: cudaTimerStart() records an event on the device's
+// queue; cudaTimerStop() records another, waits for it and returns the GPU
 // time between the two in ms. cudaFlushL2() overwrites the L2 so that the next
 // kernel starts cold.
-namespace {
-moe_cuda_event timerEvents[2] = {nullptr, nullptr};
-
-Status recordTimer(int which) {
-  MOE_RETURN_IF_ERROR(cuda::Plugin::instance().expectAvailable("cudaTimer"));
-  const cuda::PluginApi& api = cuda::Plugin::instance().api();
-  char err[512] = {0};
-  if (timerEvents[which] == nullptr) {
-    MOE_RETURN_IF_ERROR(cuda::fromPlugin(api.eventCreateTimed(&timerEvents[which], err, sizeof err), err, "cudaTimer"));
-  }
-  return cuda::fromPlugin(api.eventRecord(timerEvents[which], err, sizeof err), err, "cudaTimer");
-}
-}  // namespace
-
 Napi::Value CudaTimerStart(const Napi::CallbackInfo& info) {
-  const Status status = recordTimer(0);
+  const Status status = gpu().startTimer();
   if (!status.isOk()) return throwStatus(info.Env(), status);
   return info.Env().Undefined();
 }
 
 Napi::Value CudaTimerStop(const Napi::CallbackInfo& info) {
-  Status status = recordTimer(1);
-  const cuda::PluginApi& api = cuda::Plugin::instance().api();
-  char err[512] = {0};
-  if (status.isOk()) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "cudaTimer");
   float ms = 0;
-  if (status.isOk()) {
-    status = cuda::fromPlugin(api.eventElapsedMs(timerEvents[0], timerEvents[1], &ms, err, sizeof err), err, "cudaTimer");
-  }
+  const Status status = gpu().stopTimer(&ms);
   if (!status.isOk()) return throwStatus(info.Env(), status);
   return Napi::Number::New(info.Env(), ms);
 }
@@ -186,34 +163,28 @@ Napi::Value CudaTimerStop(const Napi::CallbackInfo& info) {
 Napi::Value CudaCopyDeviceToDevice(const Napi::CallbackInfo& info) {
   DeviceBuffer* dst = nullptr;
   DeviceBuffer* src = nullptr;
-  Status status = cuda::Plugin::instance().expectAvailable("cudaCopyDeviceToDevice");
+  Status status = gpu().expectAvailable("cudaCopyDeviceToDevice");
   if (status.isOk() && info.Length() >= 3) status = deviceBufferArg(info[0], &dst);
   if (status.isOk()) status = deviceBufferArg(info[1], &src);
   const double bytes = info.Length() >= 3 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
   if (status.isOk() && (!(bytes >= 0) || bytes > static_cast<double>(dst->bytes) || bytes > static_cast<double>(src->bytes))) {
     status = Status(Code::kRange, "cudaCopyDeviceToDevice: byte count out of range");
   }
-  char err[512] = {0};
-  if (status.isOk()) {
-    status = cuda::fromPlugin(cuda::Plugin::instance().api().copyD2D(dst->ptr, src->ptr, static_cast<size_t>(bytes), err, sizeof err),
-                              err, "cudaCopyDeviceToDevice");
-  }
+  if (status.isOk()) status = gpu().copyOnDevice(dst->ptr, src->ptr, static_cast<size_t>(bytes));
   if (!status.isOk()) return throwStatus(info.Env(), status);
   return info.Env().Undefined();
 }
 
 Napi::Value CudaFlushL2(const Napi::CallbackInfo& info) {
-  Status status = cuda::Plugin::instance().expectAvailable("cudaFlushL2");
-  char err[512] = {0};
-  if (status.isOk()) status = cuda::fromPlugin(cuda::Plugin::instance().api().flushL2(err, sizeof err), err, "cudaFlushL2");
+  const Status status = gpu().flushCaches();
   if (!status.isOk()) return throwStatus(info.Env(), status);
   return info.Env().Undefined();
 }
 
-// cudaSetDataChecks(enabled): benchmarks turn off the MoE ops' per-call error
-// flag readback (see cuda_host/cuda_backend.h).
+// cudaSetDataChecks(enabled): benchmarks turn off the ops' per-call device
+// verdict read-back (Backend::setDataChecks).
 Napi::Value CudaSetDataChecks(const Napi::CallbackInfo& info) {
-  cuda::setDataChecks(info.Length() < 1 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value());
+  gpu().setDataChecks(info.Length() < 1 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value());
   return info.Env().Undefined();
 }
 

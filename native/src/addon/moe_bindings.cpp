@@ -5,9 +5,8 @@
 #include <string>
 
 #include "addon/binding_support.h"
+#include "core/backend.h"
 #include "core/moe_forward.h"
-#include "cuda_host/cuda_moe_forward.h"
-#include "cuda_host/plugin.h"
 
 namespace moe::addon {
 
@@ -110,9 +109,10 @@ Status preparedFromJs(const Napi::Object& args, const char* key, KeepAlive* keep
 }
 
 // The arguments of moeForward / moeCapture: x, out, `weights` and
-// `workspace` (prepared handles), align, stageSeconds; `cuda` ({ masked,
-// maxRowsPerExpert, flags }) is read when the tensors are on the device.
-Status parseForward(Call& call, MoeForwardArgs* args, cuda::CudaMoeOptions* cudaOptions) {
+// `workspace` (prepared handles), align, stageSeconds, and for a queued
+// device `layout` ({ masked, maxRowsPerExpert }) and `flags` (the device
+// verdict words, MoeWorkspace::flags).
+Status parseForward(Call& call, MoeForwardArgs* args) {
   KeepAlive* keep = call.keep.get();
   MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "x", "moeForward: x", &args->x, keep));
   const PreparedWeights* weights = nullptr;
@@ -138,20 +138,20 @@ Status parseForward(Call& call, MoeForwardArgs* args, cuda::CudaMoeOptions* cuda
     keep->add(array);
     args->stageSeconds = reinterpret_cast<double*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
   }
-  const Napi::Value device = call.args.Get("cuda");
-  if (device.IsObject()) {
-    const Napi::Object options = device.As<Napi::Object>();
-    MOE_RETURN_IF_ERROR(boolFromJs(options, "masked", "moeForward: cuda.masked", &cudaOptions->masked));
-    MOE_RETURN_IF_ERROR(int64FromJs(options, "maxRowsPerExpert", "moeForward: cuda.maxRowsPerExpert", 0, 1LL << 30,
-                                    &cudaOptions->maxRowsPerExpert));
-    MOE_RETURN_IF_ERROR(tensorFromJs(options, "flags", "moeForward: cuda.flags", &cudaOptions->flags, keep));
+  const Napi::Value layout = call.args.Get("layout");
+  if (layout.IsObject()) {
+    const Napi::Object options = layout.As<Napi::Object>();
+    MOE_RETURN_IF_ERROR(boolFromJs(options, "masked", "moeForward: layout.masked", &args->masked));
+    MOE_RETURN_IF_ERROR(int64FromJs(options, "maxRowsPerExpert", "moeForward: layout.maxRowsPerExpert", 0, 1LL << 30,
+                                    &args->maxRowsPerExpert));
   }
-  return Status::ok();
+  return optionalTensorFromJs(call.args, "flags", "moeForward: flags", &args->ws.flags, keep);
 }
 
-// A captured forward: the instantiated CUDA graph, destroyed with its JS handle.
+// A captured forward: the backend's graph, destroyed with its JS handle.
 struct CapturedGraph {
-  moe_cuda_graph graph = nullptr;
+  Backend* backend = nullptr;
+  Graph* graph = nullptr;
 };
 
 }  // namespace
@@ -186,49 +186,44 @@ Napi::Value MoePrepareWorkspace(const Napi::CallbackInfo& info) {
 
 Napi::Value MoeForward(const Napi::CallbackInfo& info) {
   auto args = std::make_shared<MoeForwardArgs>();
-  auto cudaOptions = std::make_shared<cuda::CudaMoeOptions>();
   return bind(
-      info, "moeForward", [&](Call& call) { return parseForward(call, args.get(), cudaOptions.get()); },
-      [args, cudaOptions](Backend& backend) {
-        if (std::string(backend.name()) == "cuda") return cuda::cudaMoeForward(*args, *cudaOptions);
-        return moeForward(backend, *args);
-      });
+      info, "moeForward", [&](Call& call) { return parseForward(call, args.get()); },
+      [args](Backend& backend, ExecContext& ctx) { return backend.forward(*args, ctx); });
 }
 
-// moeCapture(args): records the masked (decode) forward on the device into a
-// CUDA graph and returns its handle; nothing runs. Synchronous.
+// moeCapture(args): records the masked (decode) forward on a queued device
+// into a graph and returns its handle; nothing runs. Synchronous.
 Napi::Value MoeCapture(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Call call{env, Napi::Object(), false};
   MoeForwardArgs args;
-  cuda::CudaMoeOptions options;
+  Backend* backend = nullptr;
   Status status = parseCall(info, "moeCapture", &call);
-  if (status.isOk()) status = parseForward(call, &args, &options);
-  if (status.isOk() && call.keep->device() != Device::kCuda) status = Status(Code::kDevice, "moeCapture: the tensors must be on the CUDA device");
-  if (status.isOk()) status = cuda::Plugin::instance().expectAvailable("moeCapture");
-  if (status.isOk() && !options.masked) status = Status(Code::kRange, "moeCapture: only the masked (decode) forward can be captured");
+  if (status.isOk()) status = parseForward(call, &args);
+  if (status.isOk()) status = selectBackend(*call.keep, "moeCapture", &backend);
+  if (status.isOk() && !backend->queued()) status = Status(Code::kDevice, "moeCapture: the tensors must be on a GPU");
+  if (status.isOk() && !args.masked) status = Status(Code::kRange, "moeCapture: only the masked (decode) forward can be captured");
   if (!status.isOk()) return failOp(env, false, status);
-  const cuda::PluginApi& api = cuda::Plugin::instance().api();
-  char err[512] = {0};
-  status = cuda::fromPlugin(api.graphBeginCapture(err, sizeof err), err, "moeCapture");
+  status = backend->beginCapture();
   if (!status.isOk()) return failOp(env, false, status);
-  status = cuda::cudaMoeForward(args, options);
-  moe_cuda_graph graph = nullptr;
-  const Status ended = cuda::fromPlugin(api.graphEndCapture(&graph, err, sizeof err), err, "moeCapture");  // always leave capture mode
+  ExecContext ctx;
+  ctx.async = true;  // recorded, not run: nothing may wait for the device
+  status = backend->forward(args, ctx);
+  Graph* graph = nullptr;
+  const Status ended = backend->endCapture(&graph);  // always leave capture mode
   if (status.isOk()) status = ended;
   if (!status.isOk()) {
-    if (graph) api.graphDestroy(graph, err, sizeof err);
+    backend->destroyGraph(graph);
     return failOp(env, false, status);
   }
-  auto* holder = new CapturedGraph{graph};
+  auto* holder = new CapturedGraph{backend, graph};
   return Napi::External<CapturedGraph>::New(env, holder, [](Napi::Env, CapturedGraph* g) {
-    char e[256] = {0};
-    if (g->graph) cuda::Plugin::instance().api().graphDestroy(g->graph, e, sizeof e);
+    g->backend->destroyGraph(g->graph);
     delete g;
   });
 }
 
-// moeReplay(graph, async): one replay of a captured forward on the stream.
+// moeReplay(graph, async): one replay of a captured forward on its device's queue.
 Napi::Value MoeReplay(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const bool async = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
@@ -238,22 +233,19 @@ Napi::Value MoeReplay(const Napi::CallbackInfo& info) {
   CapturedGraph* g = info[0].As<Napi::External<CapturedGraph>>().Data();
   auto keep = std::make_unique<KeepAlive>();
   keep->add(info[0].As<Napi::Object>());
-  return runOp(env, async, Device::kCuda, std::move(keep), [g]() {
-    char err[512] = {0};
-    return cuda::fromPlugin(cuda::Plugin::instance().api().graphLaunch(g->graph, err, sizeof err), err, "moeReplay");
-  });
+  return runOp(env, async, *g->backend, std::move(keep), [g](ExecContext&) { return g->backend->launchGraph(g->graph); });
 }
 
-// moeCheckFlags(flags: Int32Array): throws the error the device flags of a
-// finished GPU forward record (NaN in x, ...), if any.
+// moeCheckFlags(flags: Int32Array): throws the error the device verdict words
+// of a finished GPU forward record (NaN in x, ...), if any.
 Napi::Value MoeCheckFlags(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-      info[0].As<Napi::TypedArray>().ElementLength() < static_cast<size_t>(cuda::kNumFlags)) {
+      info[0].As<Napi::TypedArray>().ElementLength() < static_cast<size_t>(kFlagWordsAllocated)) {
     return failOp(env, false, Status(Code::kInternal, "moeCheckFlags: expected an Int32Array of 8"));
   }
   Napi::Int32Array flags = info[0].As<Napi::Int32Array>();
-  const Status status = cuda::flagsStatus(flags.Data());
+  const Status status = backendFor(Device::kCuda).flagsStatus(flags.Data(), "MoeLayer.forward: ");
   if (!status.isOk()) return failOp(env, false, status);
   return env.Undefined();
 }

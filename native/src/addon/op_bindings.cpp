@@ -24,8 +24,8 @@ Napi::Value quantize(const Napi::CallbackInfo& info, const char* op, bool weight
             tensorFromJs(call.args, "scales", (name + ": scales").c_str(), &args->scales, call.keep.get()));
         return parseScaleFormat(call.args, op, &args->scaleFormat);
       },
-      [args, weights](Backend& backend) {
-        return weights ? backend.quantizeWeights(*args) : backend.quantizeActivations(*args);
+      [args, weights](Backend& backend, ExecContext& ctx) {
+        return weights ? backend.quantizeWeights(*args, ctx) : backend.quantizeActivations(*args, ctx);
       });
 }
 
@@ -51,7 +51,7 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
         args->blockRows = blockRows.As<Napi::Number>().Int64Value();
         return Status::ok();
       },
-      [args](Backend& backend) { return backend.dequantize(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.dequantize(*args, ctx); });
 }
 
 Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
@@ -66,7 +66,7 @@ Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "bScales", "gemmFp8: b.scales", &args->bScales, keep));
         return tensorFromJs(call.args, "d", "gemmFp8: out", &args->d, keep);
       },
-      [args](Backend& backend) { return backend.gemmFp8(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.gemmFp8(*args, ctx); });
 }
 
 Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {
@@ -87,7 +87,7 @@ Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {
         }
         return tensorFromJs(call.args, "d", "groupedGemmFp8: out", &args->d, keep);
       },
-      [args](Backend& backend) { return backend.groupedGemmFp8(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.groupedGemmFp8(*args, ctx); });
 }
 
 Napi::Value Route(const Napi::CallbackInfo& info) {
@@ -102,7 +102,7 @@ Napi::Value Route(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "weights", "route: weights", &args->weights, keep));
         return parseRouteOptions(call.args, args.get());
       },
-      [args](Backend& backend) { return backend.route(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.route(*args, ctx); });
 }
 
 Napi::Value DispatchLayout(const Napi::CallbackInfo& info) {
@@ -126,7 +126,7 @@ Napi::Value DispatchLayout(const Napi::CallbackInfo& info) {
             tensorFromJs(call.args, "groupIndex", "dispatchLayout: groupIndex", &args->groupIndex, keep));
         return tensorFromJs(call.args, "slotRow", "dispatchLayout: slotRow", &args->slotRow, keep);
       },
-      [args](Backend& backend) { return backend.dispatchLayout(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.dispatchLayout(*args, ctx); });
 }
 
 // Output tensors `out` and, when quantizing to fp8, `scales`.
@@ -148,7 +148,7 @@ Napi::Value Dispatch(const Napi::CallbackInfo& info) {
             tensorFromJs(call.args, "rowToken", "dispatch: layout.rowToken", &args->rowToken, call.keep.get()));
         return parseQuantizedOutput(call, "dispatch", &args->out, &args->scales, &args->scaleFormat);
       },
-      [args](Backend& backend) { return backend.dispatch(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.dispatch(*args, ctx); });
 }
 
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
@@ -159,7 +159,7 @@ Napi::Value Swiglu(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "h", "swiglu: h", &args->h, call.keep.get()));
         return parseQuantizedOutput(call, "swiglu", &args->out, &args->scales, &args->scaleFormat);
       },
-      [args](Backend& backend) { return backend.swiglu(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.swiglu(*args, ctx); });
 }
 
 Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
@@ -171,7 +171,7 @@ Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "w", "routerLogits: w", &args->w, call.keep.get()));
         return tensorFromJs(call.args, "logits", "routerLogits: logits", &args->logits, call.keep.get());
       },
-      [args](Backend& backend) { return backend.routerLogits(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.routerLogits(*args, ctx); });
 }
 
 Napi::Value Combine(const Napi::CallbackInfo& info) {
@@ -186,7 +186,7 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "shared", "combine: options.shared", &args->shared, keep));
         return tensorFromJs(call.args, "out", "combine: out", &args->out, keep);
       },
-      [args](Backend& backend) { return backend.combine(*args); });
+      [args](Backend& backend, ExecContext& ctx) { return backend.combine(*args, ctx); });
 }
 
 }  // namespace moe::addon

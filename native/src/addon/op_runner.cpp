@@ -1,8 +1,6 @@
 #include "addon/op_runner.h"
 
 #include "addon/errors.h"
-#include "cuda_host/deferred_flags.h"
-#include "cuda_host/plugin.h"
 
 namespace moe::addon {
 
@@ -39,7 +37,10 @@ class OpWorker final : public Napi::AsyncWorker {
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
-  void Execute() override { status_ = work_(); }
+  void Execute() override {
+    ExecContext ctx;  // the work is done when it returns: async changes nothing below
+    status_ = work_(ctx);
+  }
 
   void OnOK() override { settle(Env(), deferred_, status_); }
 
@@ -51,96 +52,89 @@ class OpWorker final : public Napi::AsyncWorker {
 };
 
 // The completion channel of one JS thread (the main thread, or a worker):
-// one thread-safe function that the CUDA host callbacks signal, made at the
-// thread's first Promise-form CUDA op and referenced only while ops are in
-// flight, so that it never keeps the event loop alive by itself.
+// one thread-safe function that a queued backend's completion callbacks
+// signal, made at the thread's first Promise-form op on that backend and
+// referenced only while ops are in flight, so that it never keeps the event
+// loop alive by itself.
 //
 // NOTE: a worker that exits with ops in flight tears down its environment,
-// and with it the thread-safe function, while host callbacks may still be on
-// their way from the GPU. The channel's cleanup hook, registered after the
+// and with it the thread-safe function, while completions may still be on
+// their way from the device. The channel's cleanup hook, registered after the
 // function was made and so run before its teardown (hooks run last-in
-// first-out), waits for the stream: every host callback has then run and
-// none can reach a freed function.
-struct CudaChannel {
+// first-out), waits for the device: every completion has then run and none
+// can reach a freed function.
+struct QueueChannel {
   Napi::ThreadSafeFunction tsfn;
+  Backend* backend = nullptr;
   int inFlight = 0;
 };
 
-thread_local CudaChannel* tChannel = nullptr;
+thread_local QueueChannel* tChannel = nullptr;
 
 void closeChannel(void* arg) {
-  char err[512] = {0};
-  (void)cuda::Plugin::instance().api().synchronize(err, sizeof err);  // the callbacks have all run
-  delete static_cast<CudaChannel*>(arg);
+  auto* channel = static_cast<QueueChannel*>(arg);
+  (void)channel->backend->synchronize();  // the completions have all run
+  delete channel;
   tChannel = nullptr;
 }
 
-CudaChannel& channel(Napi::Env env) {
+QueueChannel& channel(Napi::Env env, Backend& backend) {
   if (tChannel == nullptr) {
-    tChannel = new CudaChannel;
-    tChannel->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-cuda", 0, 1);
+    tChannel = new QueueChannel;
+    tChannel->backend = &backend;
+    tChannel->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-device", 0, 1);
     tChannel->tsfn.Unref(env);
     napi_add_env_cleanup_hook(env, closeChannel, tChannel);
   }
   return *tChannel;
 }
 
-// A CUDA op in flight: settled on the JS thread once the plug-in's host
-// callback says the stream has reached it.
-struct CudaCompletion {
+// An op in flight on a queued backend: settled on the JS thread once the
+// backend's completion callback says the device has reached it.
+struct Completion {
   Napi::Promise::Deferred deferred;
   std::unique_ptr<KeepAlive> keep;
-  CudaChannel* channel;
-  cuda::FlagCheck flags;  // the op's error flags, copied to a host slot behind it
+  QueueChannel* channel;
+  std::unique_ptr<DeferredCheck> check;  // the op's device verdict, copied back behind it (or none)
 };
 
-void settleCudaCompletion(Napi::Env env, Napi::Function, CudaCompletion* done) {
+void settleCompletion(Napi::Env env, Napi::Function, Completion* done) {
   if (env != nullptr) {
-    char err[512] = {0};
     // The callback ran, so the work is finished (or the device failed): ask for
     // an error without waiting, as work enqueued after this op may still run.
     // A kernel fault surfaces here rather than in a later, unrelated call.
-    Status status = cuda::fromPlugin(cuda::Plugin::instance().api().pollError(err, sizeof err), err, "CUDA");
-    const Status flagged = done->flags.finish();
+    Status status = done->channel->backend->pollError();
+    const Status flagged = done->check ? done->check->finish() : Status::ok();
     if (status.isOk()) status = flagged;
     settle(env, done->deferred, status);
     if (--done->channel->inFlight == 0) done->channel->tsfn.Unref(env);
   }
-  done->flags.finish();  // (already done above) or, at env teardown, frees the slot: the slots are process-wide
-  delete done;
+  delete done;  // at env teardown: releases what the check holds
 }
 
-// Runs on a CUDA-internal thread: only hands the completion to the JS thread.
-void onCudaHostCallback(void* user) {
-  auto* done = static_cast<CudaCompletion*>(user);
-  done->channel->tsfn.NonBlockingCall(done, [](Napi::Env env, Napi::Function fn, CudaCompletion* d) { settleCudaCompletion(env, fn, d); });
+// Runs on a device-internal thread: only hands the completion to the JS thread.
+void onCompletion(void* user) {
+  auto* done = static_cast<Completion*>(user);
+  done->channel->tsfn.NonBlockingCall(done, [](Napi::Env env, Napi::Function fn, Completion* d) { settleCompletion(env, fn, d); });
 }
 
-Napi::Value runCudaOp(Napi::Env env, bool async, std::unique_ptr<KeepAlive> keep, const Work& work) {
-  const cuda::PluginApi& api = cuda::Plugin::instance().api();
-  char err[512] = {0};
-  cuda::FlagCheck flags;
-  Status status;
-  if (async) {
-    const cuda::DeferredFlags scope(&flags);  // the op's flag read becomes an enqueued copy
-    status = work();                          // enqueues on the plug-in's stream
-  } else {
-    status = work();
-  }
-  if (status.isOk() && !async) status = cuda::fromPlugin(api.synchronize(err, sizeof err), err, "CUDA");
+Napi::Value runQueuedOp(Napi::Env env, bool async, Backend& backend, std::unique_ptr<KeepAlive> keep, const Work& work) {
+  ExecContext ctx;
+  ctx.async = async;
+  Status status = work(ctx);  // enqueues on the backend's queue
+  if (status.isOk() && !async) status = backend.synchronize();
   if (!status.isOk() || !async) {
-    flags.finish();  // frees a slot taken before a later step failed
+    ctx.deferred.reset();  // releases a verdict slot taken before a later step failed
     if (!status.isOk()) return failOp(env, async, status);
     return env.Undefined();
   }
-  CudaChannel& ch = channel(env);
-  auto* done = new CudaCompletion{Napi::Promise::Deferred::New(env), std::move(keep), &ch, flags};
+  QueueChannel& ch = channel(env, backend);
+  auto* done = new Completion{Napi::Promise::Deferred::New(env), std::move(keep), &ch, std::move(ctx.deferred)};
   Napi::Promise promise = done->deferred.Promise();
   if (ch.inFlight++ == 0) ch.tsfn.Ref(env);
-  status = cuda::fromPlugin(api.launchHostCallback(onCudaHostCallback, done, err, sizeof err), err, "CUDA");
+  status = backend.enqueueCompletion(onCompletion, done);
   if (!status.isOk()) {
     if (--ch.inFlight == 0) ch.tsfn.Unref(env);
-    done->flags.finish();
     done->deferred.Reject(toJsError(env, status).Value());
     delete done;
   }
@@ -159,10 +153,11 @@ Napi::Value failOp(Napi::Env env, bool async, const Status& status) {
   return deferred.Promise();
 }
 
-Napi::Value runOp(Napi::Env env, bool async, Device device, std::unique_ptr<KeepAlive> keep, Work work) {
-  if (device == Device::kCuda) return runCudaOp(env, async, std::move(keep), work);
+Napi::Value runOp(Napi::Env env, bool async, Backend& backend, std::unique_ptr<KeepAlive> keep, Work work) {
+  if (backend.queued()) return runQueuedOp(env, async, backend, std::move(keep), work);
   if (!async) {
-    const Status status = work();
+    ExecContext ctx;
+    const Status status = work(ctx);
     if (!status.isOk()) toJsError(env, status).ThrowAsJavaScriptException();
     return env.Undefined();
   }

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace moe {
 
@@ -14,6 +15,16 @@ TensorView rows(const TensorView& t, int64_t row0, int64_t count) {
   const int64_t cols = t.ndim >= 2 ? t.shape[t.ndim - 1] : 1;
   auto* base = static_cast<uint8_t*>(t.data) + row0 * cols * static_cast<int64_t>(dtypeSize(t.dtype));
   TensorView view = t.ndim >= 2 ? TensorView::contiguous(base, t.dtype, {count, cols}) : TensorView::contiguous(base, t.dtype, {count});
+  view.device = t.device;
+  return view;
+}
+
+// Groups [g0, g0 + count) of a tensor whose rows are [G, rowsPerGroup]
+// blocks (the masked layout), viewed as [count, rowsPerGroup, cols].
+TensorView groups(const TensorView& t, int64_t g0, int64_t count, int64_t rowsPerGroup) {
+  const int64_t cols = t.shape[t.ndim - 1];
+  TensorView view = rows(t, g0 * rowsPerGroup, count * rowsPerGroup);
+  view = TensorView::contiguous(view.data, t.dtype, {count, rowsPerGroup, cols});
   view.device = t.device;
   return view;
 }
@@ -68,26 +79,48 @@ Status forEachShard(const ExpertWeights& w, const int32_t* offsets, Run run) {
   return Status::ok();
 }
 
-// The grouped GEMM over all experts of `w`, one call per shard.
-Status groupedGemm(Backend& backend, const ExpertWeights& w, const TensorView& a, const TensorView& aScales,
-                   const TensorView& groupIndex, const int32_t* offsets, const TensorView& d) {
-  return forEachShard(w, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
+// The grouped GEMM over all experts of `w`, one call per shard: contiguous
+// rows (a shard's experts own the rows [offsets[e0], offsets[e0 + Gs])), or
+// masked groups (a shard's experts own the groups [e0, e0 + Gs)).
+Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& args, const ExpertWeights& w, const TensorView& a,
+                   const TensorView& aScales, const std::vector<int32_t>& offsets, const TensorView& d) {
+  const MoeWorkspace& ws = args.ws;
+  if (args.masked) {
+    const int64_t mmax = args.maxRowsPerExpert;
+    const int64_t experts = static_cast<int64_t>(ws.tokensPerExpert.numel());
+    int64_t firstExpert = 0;
+    for (size_t s = 0; s < w.data.size(); ++s) {
+      const int64_t count = w.data[s].dim(0);
+      GroupedGemmFp8Args g;
+      g.a = groups(a, firstExpert, count, mmax);
+      g.aScales = groups(aScales, firstExpert, count, mmax);
+      g.b = w.data[s];
+      g.bScales = w.scales[s];
+      g.maskedM = rows(ws.tokensPerExpert, firstExpert, count);
+      g.d = groups(d, firstExpert, count, mmax);
+      g.expectedRows = ceilDiv(args.x.dim(0) * args.routing.topK, experts);  // rows per expert on average
+      MOE_RETURN_IF_ERROR(backend.groupedGemmFp8(g, ctx));
+      firstExpert += count;
+    }
+    return Status::ok();
+  }
+  return forEachShard(w, offsets.data(), [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
     GroupedGemmFp8Args g;
     g.a = rows(a, row0, row1 - row0);
     g.aScales = rows(aScales, row0, row1 - row0);
     g.b = w.data[s];
     g.bScales = w.scales[s];
-    g.groupIndex = rows(groupIndex, row0, row1 - row0);
+    g.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
     g.d = rows(d, row0, row1 - row0);
     g.groupOffset = firstExpert;
-    return backend.groupedGemmFp8(g);
+    return backend.groupedGemmFp8(g, ctx);
   });
 }
 
 // The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
 // shard. Adds the time spent in SwiGLU to *swigluSeconds.
-Status expertUp(Backend& backend, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens, const int32_t* offsets,
-                double* swigluSeconds) {
+Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens,
+                const int32_t* offsets, double* swigluSeconds) {
   return forEachShard(w13, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
     ExpertUpArgs up;
     up.xq = rows(ws.xq, 0, tokens);
@@ -101,7 +134,7 @@ Status expertUp(Backend& backend, const ExpertWeights& w13, const MoeWorkspace& 
     up.hqScales = rows(ws.hqScales, row0, row1 - row0);
     double seconds = 0;
     up.swigluSeconds = &seconds;
-    MOE_RETURN_IF_ERROR(backend.expertUp(up));
+    MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
     *swigluSeconds += seconds;
     return Status::ok();
   });
@@ -128,27 +161,47 @@ GemmFp8Args singleExpertGemm(const ExpertWeights& w, const TensorView& a, const 
 // The shared experts: the same FP8 MLP on every token.
 // xq, xqScales: the tokens quantized 1x128 when the caller has them, else
 // data == nullptr (quantized here).
-Status sharedExperts(Backend& backend, const MoeForwardArgs& args, TensorView xq, TensorView xqScales) {
+Status sharedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& args, TensorView xq, TensorView xqScales) {
   const MoeWorkspace& ws = args.ws;
   if (xq.data == nullptr) {
     QuantizeArgs q;
     q.x = args.x;
     q.q = xq = ws.sharedXq;
     q.scales = xqScales = ws.sharedXqScales;
-    MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+    MOE_RETURN_IF_ERROR(backend.quantizeActivations(q, ctx));
   }
-  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, xq, xqScales, ws.sharedH)));
+  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, xq, xqScales, ws.sharedH), ctx));
   SwigluArgs act;
   act.h = ws.sharedH;
   act.out = ws.sharedHq;
   act.scales = ws.sharedHqScales;
-  MOE_RETURN_IF_ERROR(backend.swiglu(act));
-  return backend.gemmFp8(singleExpertGemm(args.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut));
+  MOE_RETURN_IF_ERROR(backend.swiglu(act, ctx));
+  return backend.gemmFp8(singleExpertGemm(args.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut), ctx);
+}
+
+// The workspace must hold the layout's rows: T * k + E * (align - 1)
+// (contiguous; always enough) or E * maxRowsPerExpert (masked).
+Status validateLayout(const MoeForwardArgs& args, int64_t experts) {
+  const MoeWorkspace& ws = args.ws;
+  const int64_t tokens = args.x.dim(0);
+  if (args.masked && args.maxRowsPerExpert < tokens) {
+    return Status(Code::kRange, "moeForward: maxRowsPerExpert must be >= T (an expert can receive every token)");
+  }
+  const int64_t need = args.masked ? experts * args.maxRowsPerExpert : tokens * args.routing.topK + experts * (args.align - 1);
+  for (const TensorView* t : {&ws.rowToken, &ws.groupIndex, &ws.xq, &ws.xqScales, &ws.h, &ws.hq, &ws.hqScales, &ws.y}) {
+    if (t->ndim < 1 || t->dim(0) < need) {
+      return Status(Code::kShape, "moeForward: the workspace holds " + std::to_string(t->ndim < 1 ? 0 : t->dim(0)) +
+                                      " rows, the layout needs " + std::to_string(need));
+    }
+  }
+  return Status::ok();
 }
 
 }  // namespace
 
-Status moeForward(Backend& backend, const MoeForwardArgs& args) {
+Status Backend::forward(const MoeForwardArgs& args, ExecContext& ctx) { return moeForward(*this, args, ctx); }
+
+Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx) {
   const MoeWorkspace& ws = args.ws;
   if (args.x.ndim != 2) return Status(Code::kShape, "moeForward: x: expected [T, H], got " + args.x.shapeString());
   const int64_t experts = args.gate.ndim == 2 ? args.gate.dim(0) : 0;
@@ -159,16 +212,30 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
     MOE_RETURN_IF_ERROR(validateShards(args.sharedW13, 1, "moeForward: sharedW13"));
     MOE_RETURN_IF_ERROR(validateShards(args.sharedW2, 1, "moeForward: sharedW2"));
   }
+  MOE_RETURN_IF_ERROR(validateLayout(args, experts));
+  if (!args.masked && args.w13.data.size() > 1 && !backend.supportsOp(OpKind::kShardedExperts)) {
+    return Status(Code::kUnsupported, std::string("moeForward: expert weights in shards do not run on the ") + backend.name() +
+                                          " backend (hold each in one tensor [E, N, K])");
+  }
+  // A queued device reports its ops' verdicts into the workspace's flag
+  // words, zeroed here in queue order and read by the caller after completion.
+  if (backend.queued()) {
+    if (ws.flags.data == nullptr || ws.flags.numel() < kFlagWordsAllocated || ws.flags.dtype != DType::kI32) {
+      return Status(Code::kShape, "moeForward: ws.flags: expected [8] i32 on the device");
+    }
+    MOE_RETURN_IF_ERROR(backend.fill(ws.flags.data, 0, kFlagWordsAllocated * sizeof(int32_t)));
+    ctx.flagWords = ws.flags;
+  }
   if (args.stageSeconds) {
     for (int s = 0; s < kNumStages; ++s) args.stageSeconds[s] = 0;
   }
-  StageClock clock(args.stageSeconds);
+  StageClock clock(backend.queued() ? nullptr : args.stageSeconds);
 
   const int64_t tokens = args.x.dim(0);
   // Fused experts: dispatch is the tokens' quantization, once for all (shared
   // with the shared expert); expertUp's GEMM reads each expert's token rows in
   // place. Where the backend can, the router's pass over x quantizes it too.
-  const bool fuseExperts = backend.supportsOp(OpKind::kExpertUp) && fusionAllowed();
+  const bool fuseExperts = !args.masked && backend.supportsOp(OpKind::kExpertUp) && fusionAllowed();
   TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
   RouterLogitsArgs project{args.x, args.gate, ws.logits};
   QuantizeArgs q;  // fused experts: the tokens' quantization
@@ -179,14 +246,14 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   }
   if (fuseExperts && backend.supportsOp(OpKind::kRouterQuantize)) {
     double quantizeSeconds = 0;
-    MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}));
+    MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}, ctx));
     clock.charge(kStageRouter);
     clock.move(kStageRouter, kStageDispatch, quantizeSeconds);
   } else {
-    MOE_RETURN_IF_ERROR(backend.routerLogits(project));
+    MOE_RETURN_IF_ERROR(backend.routerLogits(project, ctx));
     clock.charge(kStageRouter);
     if (fuseExperts) {
-      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q));
+      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q, ctx));
       clock.charge(kStageDispatch);
     }
   }
@@ -195,27 +262,34 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   routing.bias = args.bias;
   routing.ids = ws.ids;
   routing.weights = ws.weights;
-  MOE_RETURN_IF_ERROR(backend.route(routing));
+  MOE_RETURN_IF_ERROR(backend.route(routing, ctx));
   clock.charge(kStageRoute);
 
   LayoutArgs layout;
   layout.ids = ws.ids;
   layout.numExperts = experts;
   layout.align = args.align;
+  layout.masked = args.masked;
+  layout.maxRowsPerExpert = args.maxRowsPerExpert;
   layout.tokensPerExpert = ws.tokensPerExpert;
   layout.offsets = ws.offsets;
   layout.rowToken = ws.rowToken;
   layout.groupIndex = ws.groupIndex;
   layout.slotRow = ws.slotRow;
-  MOE_RETURN_IF_ERROR(backend.dispatchLayout(layout));
-  // NOTE: a GPU backend must synchronize here to learn R; its decode path uses the masked layout instead.
-  const int32_t* offsets = ws.offsets.as<const int32_t>();  // [E + 1]
-  const int64_t numRows = offsets[experts];
+  MOE_RETURN_IF_ERROR(backend.dispatchLayout(layout, ctx));
+  // The rows the experts' stages run over: all E * Mmax of the masked layout
+  // (fixed: nothing waits), or the contiguous layout's R = offsets[E].
+  std::vector<int32_t> offsets;  // [E + 1] on the host (contiguous)
+  int64_t numRows = experts * args.maxRowsPerExpert;
+  if (!args.masked) {
+    MOE_RETURN_IF_ERROR(backend.layoutOffsets(layout, ctx, &offsets));
+    numRows = offsets[experts];
+  }
   clock.charge(kStageLayout);
 
   if (fuseExperts) {
     double swigluSeconds = 0;
-    MOE_RETURN_IF_ERROR(expertUp(backend, args.w13, ws, tokens, offsets, &swigluSeconds));
+    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, args.w13, ws, tokens, offsets.data(), &swigluSeconds));
     clock.charge(kStageGemm1);
     clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
   } else {
@@ -224,24 +298,24 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
     gather.rowToken = rows(ws.rowToken, 0, numRows);
     gather.out = rows(ws.xq, 0, numRows);
     gather.scales = rows(ws.xqScales, 0, numRows);
-    MOE_RETURN_IF_ERROR(backend.dispatch(gather));
+    MOE_RETURN_IF_ERROR(backend.dispatch(gather, ctx));
     clock.charge(kStageDispatch);
 
-    MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w13, ws.xq, ws.xqScales, ws.groupIndex, offsets, ws.h));
+    MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, args, args.w13, ws.xq, ws.xqScales, offsets, ws.h));
     clock.charge(kStageGemm1);
 
     SwigluArgs act;
     act.h = rows(ws.h, 0, numRows);
     act.out = rows(ws.hq, 0, numRows);
     act.scales = rows(ws.hqScales, 0, numRows);
-    MOE_RETURN_IF_ERROR(backend.swiglu(act));
+    MOE_RETURN_IF_ERROR(backend.swiglu(act, ctx));
     clock.charge(kStageSwiglu);
   }
 
-  MOE_RETURN_IF_ERROR(groupedGemm(backend, args.w2, ws.hq, ws.hqScales, ws.groupIndex, offsets, ws.y));
+  MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, args, args.w2, ws.hq, ws.hqScales, offsets, ws.y));
   clock.charge(kStageGemm2);
 
-  if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, args, tokensQ, tokensQScales));
+  if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, ctx, args, tokensQ, tokensQScales));
   clock.charge(kStageShared);
 
   CombineArgs sum;
@@ -250,7 +324,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args) {
   sum.weights = ws.weights;
   if (hasShared) sum.shared = ws.sharedOut;
   sum.out = args.out;
-  MOE_RETURN_IF_ERROR(backend.combine(sum));
+  MOE_RETURN_IF_ERROR(backend.combine(sum, ctx));
   clock.charge(kStageCombine);
   return Status::ok();
 }

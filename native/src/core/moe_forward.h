@@ -1,10 +1,25 @@
 // The whole MoE layer (SPEC.md, "The MoE layer (DeepSeek-V3 form)") as one
-// sequence of backend operations, so that a forward is a single call into
-// native code (one worker-thread hop for the Promise API; one stream for a
-// GPU backend):
+// sequence of Backend operations, written once for every backend, so that a
+// forward is a single call into native code (one worker-thread hop for the
+// Promise API on the CPU; one queue for a GPU):
 //
 //   logits = x * Wgate^T -> route -> layout -> dispatch (fp8) -> grouped GEMM w13
 //   -> swiglu (fp8) -> grouped GEMM w2 -> combine (+ shared expert) -> out
+//
+// Two row layouts. Contiguous (every backend): expert segments aligned to
+// `align`; the grouped GEMMs need the row count R = offsets[E], which a queued
+// device learns with one host synchronization (Backend::layoutOffsets).
+// Masked (`masked`, for decode on a queued device): [E, maxRowsPerExpert]
+// rows, every size fixed, no synchronization at all, so the forward can be
+// captured into a graph. On a queued backend the ops' device verdicts (NaN in
+// x, ...) go to `ws.flags`, read by the caller after completion
+// (Backend::flagsStatus).
+//
+// Capabilities that differ (supportsOp): the CPU fuses the experts' first
+// half (kExpertUp, kRouterQuantize) and runs sharded expert weights
+// (kShardedExperts); `stageSeconds` is host wall time, measured where the
+// backend is not queued (a queued backend's calls return before the work is
+// done: the stages are left at zero).
 #pragma once
 
 #include <vector>
@@ -40,6 +55,8 @@ struct MoeWorkspace {
   TensorView sharedH;                   // [T, 2Is] bf16
   TensorView sharedHq, sharedHqScales;  // [T, Is] fp8, [T, ceil(Is/128)] f32
   TensorView sharedOut;                 // [T, H] bf16 (f32 also works)
+  // A queued device's verdicts (ExecContext::flagWords); absent on the CPU.
+  TensorView flags;                     // [kFlagWordsAllocated] i32 on the device
 };
 
 enum MoeStage { kStageRouter, kStageRoute, kStageLayout, kStageDispatch, kStageGemm1, kStageSwiglu, kStageGemm2, kStageShared, kStageCombine, kNumStages };
@@ -50,6 +67,8 @@ struct MoeForwardArgs {
   TensorView bias;     // [E] f32 or none: the score-correction bias
   RouteArgs routing;   // options only; its tensors are filled in from the workspace
   int64_t align = 1;   // contiguous layout alignment
+  bool masked = false;            // the masked layout instead of the contiguous one
+  int64_t maxRowsPerExpert = 0;   // masked: Mmax (>= T: an expert can receive every token)
   ExpertWeights w13;   // [E, 2I, H] in shards: gate then up
   ExpertWeights w2;    // [E, H, I] in shards
   ExpertWeights sharedW13;  // [1, 2Is, H] or empty
@@ -59,6 +78,7 @@ struct MoeForwardArgs {
   double* stageSeconds = nullptr;  // [kNumStages] (output, optional): wall time of each stage
 };
 
-Status moeForward(Backend& backend, const MoeForwardArgs& args);
+// Backend::forward calls this.
+Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx);
 
 }  // namespace moe

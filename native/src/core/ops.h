@@ -115,6 +115,8 @@ struct GroupedGemmFp8Args {
   // Contiguous: b holds groups [groupOffset, groupOffset + G) of a larger set
   // (weights over 4 GiB live in several shards); groupIndex values are global.
   int64_t groupOffset = 0;
+  // Masked: rows per group on average, a tile-size hint for a device (0: unknown).
+  int64_t expectedRows = 0;
 };
 
 // The routed experts' first half, fused (a backend may lack it: see

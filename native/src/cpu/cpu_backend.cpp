@@ -25,42 +25,43 @@ Status prefixed(const char* op, Status status) {
 
 // Native code checks what it is handed even though TypeScript validated it
 // first: a caller of the addon that skips lib/ must get an error, not a crash.
+// Every call is done when it returns, so the ExecContext changes nothing here.
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
 
   bool supportsOp(OpKind) const override { return true; }
 
-  Status quantizeActivations(const QuantizeArgs& args) override {
+  Status quantizeActivations(const QuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args, 1, "quantizeActivations"));
     return prefixed("quantizeActivations", quantizeBlocks(args, 1));
   }
 
-  Status quantizeWeights(const QuantizeArgs& args) override {
+  Status quantizeWeights(const QuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args, kWeightBlockRows, "quantizeWeights"));
     return prefixed("quantizeWeights", quantizeBlocks(args, kWeightBlockRows));
   }
 
-  Status dequantize(const DequantizeArgs& args) override {
+  Status dequantize(const DequantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkDequantize(args));
     return prefixed("dequantize", dequantizeBlocks(args));
   }
 
-  Status gemmFp8(const GemmFp8Args& args) override {
+  Status gemmFp8(const GemmFp8Args& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkGemmFp8(args));
     return cpu::gemmFp8(args);
   }
 
   // The MoE operations validate their own arguments (they know their layouts best).
-  Status groupedGemmFp8(const GroupedGemmFp8Args& args) override { return cpu::groupedGemmFp8(args); }
-  Status routerLogits(const RouterLogitsArgs& args) override { return cpu::routerLogits(args); }
-  Status route(const RouteArgs& args) override { return cpu::route(args); }
-  Status dispatchLayout(const LayoutArgs& args) override { return cpu::dispatchLayout(args); }
-  Status dispatch(const DispatchArgs& args) override { return cpu::dispatch(args); }
-  Status swiglu(const SwigluArgs& args) override { return cpu::swiglu(args); }
-  Status combine(const CombineArgs& args) override { return cpu::combine(args); }
-  Status expertUp(const ExpertUpArgs& args) override { return cpu::expertUp(args); }
-  Status routerLogitsQuantize(const RouterQuantizeArgs& args) override {
+  Status groupedGemmFp8(const GroupedGemmFp8Args& args, ExecContext&) override { return cpu::groupedGemmFp8(args); }
+  Status routerLogits(const RouterLogitsArgs& args, ExecContext&) override { return cpu::routerLogits(args); }
+  Status route(const RouteArgs& args, ExecContext&) override { return cpu::route(args); }
+  Status dispatchLayout(const LayoutArgs& args, ExecContext&) override { return cpu::dispatchLayout(args); }
+  Status dispatch(const DispatchArgs& args, ExecContext&) override { return cpu::dispatch(args); }
+  Status swiglu(const SwigluArgs& args, ExecContext&) override { return cpu::swiglu(args); }
+  Status combine(const CombineArgs& args, ExecContext&) override { return cpu::combine(args); }
+  Status expertUp(const ExpertUpArgs& args, ExecContext&) override { return cpu::expertUp(args); }
+  Status routerLogitsQuantize(const RouterQuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args.quantize, 1, "quantizeActivations"));
     return cpu::routerLogitsQuantize(args);
   }

@@ -1,6 +1,6 @@
 // The addon's enums as the plug-in's C ABI spells them (MOE_CUDA_DTYPE_*,
 // MOE_CUDA_SCALE_* in moe_cuda_api.h): one mapping for the per-op calls
-// (cuda_backend.cpp) and the layer's forward (cuda_moe_forward.cpp).
+// (cuda_backend.cpp).
 #pragma once
 
 #include <stdint.h>

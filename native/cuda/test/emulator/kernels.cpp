@@ -51,6 +51,11 @@ int from_status(const Status& s, int32_t* flag, std::initializer_list<std::pair<
 }
 
 moe::Backend& cpu() { return moe::cpu::cpuBackend(); }
+// The CPU backend finishes each call before it returns: one context serves all.
+moe::ExecContext& done() {
+  thread_local moe::ExecContext ctx;
+  return ctx;
+}
 
 }  // namespace
 
@@ -77,7 +82,7 @@ MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* a, char* err, size_
   g.b = view(a->b, MOE_CUDA_DTYPE_FP8_E4M3, {n, k});
   g.bScales = view(a->sb, MOE_CUDA_DTYPE_F32, {groups_of(n), kg});
   g.d = view(a->d, a->d_dtype, {m, n});
-  return enqueue([g](char* e, size_t l) { return from_status(cpu().gemmFp8(g), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
+  return enqueue([g](char* e, size_t l) { return from_status(cpu().gemmFp8(g, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
                  err, err_len);
 }
 
@@ -101,7 +106,7 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* a, 
   x.groupIndex = view(a->group_index, MOE_CUDA_DTYPE_I32, {r});
   x.d = view(a->d, a->d_dtype, {r, n});
   return enqueue(
-      [x](char* e, size_t l) { return from_status(cpu().groupedGemmFp8(x), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
+      [x](char* e, size_t l) { return from_status(cpu().groupedGemmFp8(x, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
       err, err_len);
 }
 
@@ -133,7 +138,7 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_arg
     for (int64_t i = 0; i < g; ++i) clamped[size_t(i)] = m[i] < 0 ? 0 : (m[i] > mm ? int32_t(mm) : m[i]);
     moe::GroupedGemmFp8Args y = x;
     y.maskedM = TensorView::contiguous(clamped.data(), DType::kI32, {g});
-    return from_status(cpu().groupedGemmFp8(y), nullptr, {{moe::Code::kNonFinite, 0}}, e, l);
+    return from_status(cpu().groupedGemmFp8(y, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l);
   }, err, err_len);
 }
 
@@ -163,7 +168,7 @@ MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* a, char* err, s
   int32_t* flag = a->nonfinite_flag;
   return enqueue([q, br, flag](char* e, size_t l) {
     if (flag != nullptr) *flag = 0;
-    const Status s = br == 1 ? cpu().quantizeActivations(q) : cpu().quantizeWeights(q);
+    const Status s = br == 1 ? cpu().quantizeActivations(q, done()) : cpu().quantizeWeights(q, done());
     return from_status(s, flag, {{moe::Code::kNonFinite, 1}}, e, l);
   }, err, err_len);
 }
@@ -185,7 +190,7 @@ MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* a, char* er
   d.scales = view(a->scales, MOE_CUDA_DTYPE_F32, {srows, groups_of(cols)});
   d.blockRows = br;
   d.out = view(a->out, a->out_dtype, {rows, cols});
-  return enqueue([d](char* e, size_t l) { return from_status(cpu().dequantize(d), nullptr, {}, e, l); }, err, err_len);
+  return enqueue([d](char* e, size_t l) { return from_status(cpu().dequantize(d, done()), nullptr, {}, e, l); }, err, err_len);
 }
 
 // ---- the MoE layer's operations ------------------------------------------------------
@@ -205,7 +210,7 @@ MOE_CUDA_API int moe_cuda_router_logits(const moe_cuda_router_logits_args* a, ch
   r.w = view(a->w, a->w_dtype, {e, h});
   r.logits = view(a->logits, MOE_CUDA_DTYPE_F32, {t, e});
   // Non-finite inputs give non-finite logits on a GPU, which the caller checks.
-  return enqueue([r](char* e2, size_t l) { return from_status(cpu().routerLogits(r), nullptr, {{moe::Code::kNonFinite, 0}}, e2, l); },
+  return enqueue([r](char* e2, size_t l) { return from_status(cpu().routerLogits(r, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e2, l); },
                  err, err_len);
 }
 
@@ -234,7 +239,7 @@ MOE_CUDA_API int moe_cuda_route(const moe_cuda_route_args* a, char* err, size_t 
   r.weights = view(a->weights, MOE_CUDA_DTYPE_F32, {t, k});
   int32_t* flag = a->error_flag;
   return enqueue([r, flag](char* e2, size_t l) {
-    return from_status(cpu().route(r), flag, {{moe::Code::kNonFinite, MOE_CUDA_FLAG_NONFINITE}}, e2, l);
+    return from_status(cpu().route(r, done()), flag, {{moe::Code::kNonFinite, MOE_CUDA_FLAG_NONFINITE}}, e2, l);
   }, err, err_len);
 }
 
@@ -264,7 +269,7 @@ MOE_CUDA_API int moe_cuda_dispatch_layout(const moe_cuda_layout_args* a, char* e
   x.slotRow = view(a->slot_row, MOE_CUDA_DTYPE_I32, {t, k});
   int32_t* flag = a->error_flag;
   return enqueue([x, flag](char* e2, size_t l) {
-    const Status s = cpu().dispatchLayout(x);
+    const Status s = cpu().dispatchLayout(x, done());
     // The CPU's range errors: an id out of range, or (masked) an expert over Mmax.
     const int32_t range = s.message().find("maxRowsPerExpert") != std::string::npos ? MOE_CUDA_FLAG_OVER_MAX_ROWS
                                                                                     : MOE_CUDA_FLAG_BAD_INDEX;
@@ -297,7 +302,7 @@ MOE_CUDA_API int moe_cuda_dispatch(const moe_cuda_dispatch_args* a, char* err, s
   d.scaleFormat = a->scale_format == MOE_CUDA_SCALE_UE8M0 ? moe::ScaleFormat::kUE8M0 : moe::ScaleFormat::kF32;
   int32_t* flag = a->error_flag;
   return enqueue([d, flag](char* e, size_t l) {
-    return from_status(cpu().dispatch(d), flag,
+    return from_status(cpu().dispatch(d, done()), flag,
                        {{moe::Code::kRange, MOE_CUDA_FLAG_BAD_INDEX}, {moe::Code::kNonFinite, MOE_CUDA_FLAG_NONFINITE}}, e, l);
   }, err, err_len);
 }
@@ -325,7 +330,7 @@ MOE_CUDA_API int moe_cuda_swiglu(const moe_cuda_swiglu_args* a, char* err, size_
   s.scaleFormat = a->scale_format == MOE_CUDA_SCALE_UE8M0 ? moe::ScaleFormat::kUE8M0 : moe::ScaleFormat::kF32;
   int32_t* flag = a->error_flag;
   return enqueue([s, flag](char* e, size_t l) {
-    return from_status(cpu().swiglu(s), flag, {{moe::Code::kNonFinite, MOE_CUDA_FLAG_NONFINITE}}, e, l);
+    return from_status(cpu().swiglu(s, done()), flag, {{moe::Code::kNonFinite, MOE_CUDA_FLAG_NONFINITE}}, e, l);
   }, err, err_len);
 }
 
@@ -350,7 +355,7 @@ MOE_CUDA_API int moe_cuda_combine(const moe_cuda_combine_args* a, char* err, siz
   c.out = view(a->out, a->out_dtype, {t, h});
   int32_t* flag = a->error_flag;
   return enqueue([c, flag](char* e, size_t l) {
-    return from_status(cpu().combine(c), flag,
+    return from_status(cpu().combine(c, done()), flag,
                        {{moe::Code::kRange, MOE_CUDA_FLAG_BAD_INDEX}, {moe::Code::kNonFinite, MOE_CUDA_FLAG_NONFINITE}}, e, l);
   }, err, err_len);
 }
