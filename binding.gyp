@@ -48,6 +48,8 @@
         "native/src/cpu/gemm_fp8_avx2.cpp",
         "native/src/cpu/gemm_fp8_avx512.cpp",
         "native/src/cpu/gemm_fp8_amx.cpp",
+        "native/src/cpu/gemm_fp8_avx512bf16.cpp",
+        "native/src/cpu/gemm_fp8_bf16.cpp",
         "native/src/cpu/router_logits_amx.cpp"
       ],
       "include_dirs": [

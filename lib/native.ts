@@ -20,9 +20,9 @@ export interface NativeTensor {
 }
 
 export interface CpuInfo {
-  gemmIsa: 'amx' | 'avx512' | 'avx2' | 'portable';
+  gemmIsa: 'amx' | 'avx512bf16' | 'avx512' | 'avx2' | 'portable';
   threads: number;
-  features: { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bw: boolean; amx: boolean };
+  features: { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bw: boolean; avx512bf16: boolean; amx: boolean };
 }
 
 type OpResult<Async extends boolean> = Async extends true ? Promise<void> : void;

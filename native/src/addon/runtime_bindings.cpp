@@ -38,6 +38,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   flags.Set("f16c", features.f16c);
   flags.Set("avx512f", features.avx512f);
   flags.Set("avx512bw", features.avx512bw);
+  flags.Set("avx512bf16", features.avx512bf16);
   flags.Set("amx", cpu::gemmUsesAmx());
   result.Set("features", flags);
   return result;

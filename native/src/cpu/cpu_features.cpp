@@ -55,6 +55,8 @@ CpuFeatures detectHardware() {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
+  f.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
+  f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
   // The AMX kernels also use AVX512-VBMI byte permutes (every AMX CPU has it).
   f.amxTile = f.amxBf16 = detectAmx() && __builtin_cpu_supports("avx512vbmi");
 #endif
@@ -67,8 +69,10 @@ CpuFeatures applyOverride(CpuFeatures f) {
   const bool portable = std::strcmp(env, "portable") == 0;
   const bool avx2 = std::strcmp(env, "avx2") == 0;
   const bool avx512 = std::strcmp(env, "avx512") == 0;
-  if (portable || avx2 || avx512) f.amxTile = f.amxBf16 = false;
-  if (portable || avx2) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = false;
+  const bool avx512bf16 = std::strcmp(env, "avx512bf16") == 0;
+  if (portable || avx2 || avx512 || avx512bf16) f.amxTile = f.amxBf16 = false;
+  if (portable || avx2 || avx512) f.avx512bf16 = false;
+  if (portable || avx2) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vbmi = false;
   if (portable) f.avx2 = f.fma = f.f16c = false;
   return f;
 }
@@ -98,8 +102,14 @@ bool gemmUsesAmx() {
   return gemmIsa() == GemmIsa::kAvx512 && f.amxTile && f.amxBf16;
 }
 
+bool gemmUsesAvx512Bf16() {
+  const CpuFeatures& f = cpuFeatures();
+  return gemmIsa() == GemmIsa::kAvx512 && f.avx512bf16 && f.avx512vbmi;
+}
+
 const char* gemmIsaName() {
   if (gemmUsesAmx()) return "amx";
+  if (gemmUsesAvx512Bf16()) return "avx512bf16";
   switch (gemmIsa()) {
     case GemmIsa::kAvx512: return "avx512";
     case GemmIsa::kAvx2: return "avx2";

@@ -31,6 +31,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8_kernels.h"
+#include "cpu/gemm_fp8_problem.h"
 #include "cpu/thread_pool.h"
 #include "cpu/thread_scratch.h"
 
@@ -51,8 +52,12 @@ const KernelSet& selectedKernels() {
 
 namespace {
 
+using fp8gemm::finish;
 using fp8gemm::KernelSet;
 using fp8gemm::kKc;
+using fp8gemm::NanFlags;
+using fp8gemm::outOfMemory;
+using fp8gemm::Problem;
 
 // Streaming decodes each B element once per block of <= 8 A rows (~8 uops per
 // 32 elements) and skips packing; the packed path pays ~0.7 uops per B element
@@ -95,35 +100,6 @@ class FloatBuffer {
  private:
   float* data_ = nullptr;
 };
-
-struct Problem {
-  const uint8_t* a;   // [M, K] fp8, or [*, K] with aRows
-  const float* sa;    // [M, groups], or [*, groups] with aRows
-  const int32_t* aRows = nullptr;  // [M]: row m of A is row aRows[m] of a (AMX path only)
-  const uint8_t* b;   // [N, K] fp8
-  const float* sb;    // [ceil(N/128), groups]
-  char* d;            // [M, N] f32 or bf16
-  bool bf16;
-  int64_t M, N, K, groups;
-
-  int64_t dElemSize() const { return bf16 ? 2 : 4; }
-  char* dAt(int64_t m, int64_t n) const { return d + (m * N + n) * dElemSize(); }
-};
-
-// NaN codes seen, set from any thread; tasks stop early once one is seen.
-struct NanFlags {
-  std::atomic<bool> a{false};
-  std::atomic<bool> b{false};
-  bool any() const { return a.load(std::memory_order_relaxed) || b.load(std::memory_order_relaxed); }
-};
-
-Status finish(const NanFlags& nan) {
-  if (nan.a.load()) return Status(Code::kNonFinite, "gemmFp8: a contains an fp8 NaN code (0x7F/0xFF)");
-  if (nan.b.load()) return Status(Code::kNonFinite, "gemmFp8: b contains an fp8 NaN code (0x7F/0xFF)");
-  return Status::ok();
-}
-
-Status outOfMemory() { return Status(Code::kInternal, "gemmFp8: out of memory for scratch buffers"); }
 
 // ---- packed path --------------------------------------------------------------
 
@@ -453,6 +429,28 @@ Status gemmAmx(const Problem& p) {
   return finish(nan);
 }
 
+// ---- the choice of kernel ------------------------------------------------------
+
+enum class GemmKernel {
+  kFmaStream,  // FMA kernels (AVX-512 / AVX2 / portable), B streamed: M <= kStreamMaxM
+  kFmaPacked,  // FMA kernels, B packed to f32 panels
+  kBf16Dot,    // AVX512_BF16, B streamed: M <= kBf16DotMaxM (GEMV and small batches)
+  kBf16Panel,  // AVX512_BF16, B decoded to bf16 panels once per K block
+  kAmx,        // AMX tiles: M >= kAmxMinM
+};
+
+// The one place a kernel is chosen, by M and the ISA (cpuFeatures(), so
+// MOE_CPU_ISA). Within the AVX512_BF16 kernels and the FMA kernels a row's
+// bits depend only on K (their K order is fixed by K, not by the M or N
+// blocking or the thread count; see gemm_fp8_kernels.h), so pinning this
+// choice for every M makes those paths batch-invariant; the switch between
+// two kernels at a threshold of M is what changes a row's bits.
+GemmKernel chooseGemmKernel(int64_t M) {
+  if (gemmUsesAmx() && M >= kAmxMinM) return GemmKernel::kAmx;
+  if (gemmUsesAvx512Bf16()) return M <= fp8gemm::kBf16DotMaxM ? GemmKernel::kBf16Dot : GemmKernel::kBf16Panel;
+  return M <= kStreamMaxM ? GemmKernel::kFmaStream : GemmKernel::kFmaPacked;
+}
+
 void zeroOutput(const Problem& p) {
   std::memset(p.d, 0, static_cast<size_t>(p.M * p.N * p.dElemSize()));
 }
@@ -476,9 +474,14 @@ Status gemmFp8Impl(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) 
     zeroOutput(p);
     return Status::ok();
   }
-  if (p.M >= kAmxMinM && gemmUsesAmx()) {
+  const GemmKernel kernel = chooseGemmKernel(p.M);
+  if (kernel == GemmKernel::kAmx) {
     p.aRows = aRows;  // the AMX packing reads the rows in place
     return gemmAmx(p);
+  }
+  if (kernel == GemmKernel::kBf16Dot || kernel == GemmKernel::kBf16Panel) {
+    p.aRows = aRows;  // so does the AVX512_BF16 packing
+    return fp8gemm::gemmBf16(p, kernel == GemmKernel::kBf16Dot);
   }
   const KernelSet& ks = fp8gemm::selectedKernels();
   if (aRows != nullptr) {
@@ -496,7 +499,7 @@ Status gemmFp8Impl(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) 
     p.a = gathered;
     p.sa = scales;
   }
-  return p.M <= kStreamMaxM ? gemmStreaming(ks, p) : gemmPacked(ks, p);
+  return kernel == GemmKernel::kFmaStream ? gemmStreaming(ks, p) : gemmPacked(ks, p);
 }
 
 }  // namespace

@@ -91,6 +91,74 @@ extern const KernelSet kPortableKernels;
 // The set chosen by cpuFeatures() (and so by MOE_CPU_ISA).
 const KernelSet& selectedKernels();
 
+// ---- AVX512_BF16 path (gemm_fp8_avx512bf16.cpp; call only when gemmUsesAvx512Bf16()) ----
+//
+// As on AMX: e4m3 -> bf16 is exact and so is a product of two bf16 in f32;
+// VDPBF16PS adds two such products per f32 lane at twice the FMA rate. The
+// block scales cannot be folded into bf16 values (that would round them), so
+// each 128-wide K group is summed unscaled and then promoted:
+// acc += partial * sa[m, g] * sb[n / 128, g] (f32 FMA), as DeepGEMM does.
+// K is padded with zeros to whole groups (Kp = 128 * ceil(K/128)).
+//
+// Two kernels (gemm_fp8_bf16.cpp picks one by M and threads them):
+// - panel (M > kBf16DotMaxM): B decoded once per K block into bf16 panels of
+//   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
+//   of A; a 6 x 32 register tile of VDPBF16PS with A's bf16 pairs broadcast.
+// - dot (M <= kBf16DotMaxM, GEMV and small batches): B's fp8 rows streamed
+//   straight from memory, decoded in registers and dotted with all M rows of
+//   A along K (lanes along k, summed at the end): no packing at all.
+//
+// Batch invariance: in both kernels an output element's K reduction order is
+// fixed by K alone (groups in order; inside a group the same lanes, pairs and
+// K blocks whatever the M or N blocking and thread count), so a row's bits do
+// not depend on which or how many other rows share its call, as long as the
+// same kernel (panel or dot) runs.
+
+constexpr int64_t kBf16Group = 128;  // K per scale group (= per promotion)
+constexpr int kBf16Mr = 6;           // rows of a panel micro-tile: 12 partial + 12 promoted zmm
+constexpr int kBf16Nr = 32;          // columns of a panel (two zmm of 16 f32 lanes)
+// K block of the panel kernel (a multiple of kBf16Group): a B panel [kc/2][32]
+// dwords is 32 KiB (L1), a block of nc columns nc KiB (L2).
+constexpr int64_t kBf16Kc = 512;
+constexpr int kBf16DotMaxM = 8;      // the dot kernel takes M <= this
+
+// tile = A[mr, kc] * B[kc, 32] over kc / 128 whole groups, each promoted with
+// its scales (+ c when accumulate), written to c (kAccumulator) or to d:
+//   a: [mr, lda] bf16 (natural K order, at the block's first k)
+//   b: [kc / 2, 32] dwords of bf16 pairs (bf16PackB)
+//   sa: [mr, ldsa] f32 at the block's first group; sb: [kc / 128] f32 (the panel's scale row)
+//   c: [mr, ldc] f32; d: [mr, ldd] f32 or bf16
+using Bf16MicroKernel = void (*)(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const float* sa,
+                                 int64_t ldsa, const float* sb, float* c, int64_t ldc, bool accumulate, TileOut out,
+                                 void* d, int64_t ldd);
+
+struct Bf16KernelSet {
+  // dst[r, k] = bf16(fp8(A row aRows[m0 + r] (or m0 + r), k)) for r < rows,
+  // k < ldd (ldd a multiple of 128 >= K; k >= K as zeros).
+  //   a: [*, K] fp8; aRows: [M] i32 or null; dst: [rows, ldd] bf16, 64-byte aligned rows.
+  bool (*packA)(const uint8_t* a, const int32_t* aRows, int64_t m0, int64_t rows, int64_t K, int64_t ldd, uint16_t* dst);
+
+  // One B panel: dst[p, j] = (bf16(B[j, k0 + 2p]), bf16(B[j, k0 + 2p + 1]))
+  // for j < 32 (rows >= `rows` as zeros), p < kc / 2 (k >= K as zeros).
+  //   b: [rows, K] fp8 (the panel's first row); dst: [kc / 2, 32] uint32, 64-byte aligned.
+  bool (*packB)(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, uint32_t* dst);
+
+  Bf16MicroKernel micro[kBf16Mr + 1];  // micro[h] computes h rows, 1 <= h <= kBf16Mr
+
+  // out[m, j] = sum_g sa[m, g] * sb[g] * sum_{k in g} A[m, k] * fp8(b[j, k])
+  // for m < rows (<= kBf16DotMaxM), j < nRows (all inside one 128-row scale block).
+  //   a: [rows, lda] bf16 from packA (lda = Kp); sa: [rows, ldsa] f32; b: [nRows, K] fp8;
+  //   sb: [ceil(K/128)] f32; out: [rows, ldo] f32.
+  bool (*dotRows)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
+                  int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo);
+
+  // Machine-peak probe: `iters` rounds of independent VDPBF16PS chains (zmm).
+  // Returns the flops done (4 per f32 lane: two multiply-adds).
+  double (*dotBurn)(int64_t iters, float* sink);
+};
+
+extern const Bf16KernelSet kAvx512Bf16Kernels;
+
 // ---- AMX-BF16 path (gemm_fp8_amx.cpp; call only when gemmUsesAmx()) ---------
 //
 // e4m3 -> bf16 is exact (3 mantissa bits; every e4m3 exponent, subnormals

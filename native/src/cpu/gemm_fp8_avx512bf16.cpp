@@ -1,0 +1,279 @@
+// AVX512_BF16 kernels of the fp8 GEMM (see gemm_fp8_kernels.h for the
+// contracts and the scale promotion; gemm_fp8_bf16.cpp for the blocking and
+// threading).
+//
+// As in gemm_fp8_avx512.cpp, headers come first and the target pragma after
+// them; everything below it has internal linkage except the Bf16KernelSet,
+// which is constant-initialized (no code runs at load time) and called only
+// when gemmUsesAvx512Bf16().
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/gemm_fp8_kernels.h"
+
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16")
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "cpu/bf16_round_avx512.h"      // after the target pragma
+#include "cpu/fp8_bf16_x64.h"           // the same
+#include "cpu/transpose16x16_avx512.h"  // the same
+
+namespace moe::cpu::fp8gemm {
+namespace {
+
+constexpr int64_t kPairsPerGroup = kBf16Group / 2;
+
+// Bytes [k, k + 64) of a row whose valid length is K; bytes at or past K read
+// as zero (masked load: nothing past the row is touched).
+inline __m512i loadRow64(const uint8_t* row, int64_t k, int64_t K) {
+  if (k + 64 <= K) return _mm512_loadu_si512(row + k);
+  if (k >= K) return _mm512_setzero_si512();
+  return _mm512_maskz_loadu_epi8((__mmask64(1) << (K - k)) - 1, row + k);
+}
+
+inline __m512bh asBf16(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
+inline __m512bh asBf16(__m512 v) { return reinterpret_cast<__m512bh&>(v); }
+
+// ---- packing ----------------------------------------------------------------
+
+bool packA(const uint8_t* a, const int32_t* aRows, int64_t m0, int64_t rows, int64_t K, int64_t ldd, uint16_t* dst) {
+  __m512i nan = _mm512_setzero_si512();
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* src = a + (aRows != nullptr ? aRows[m0 + r] : m0 + r) * K;
+    uint16_t* out = dst + r * ldd;
+    for (int64_t k = 0; k < ldd; k += 64) {
+      const __m512i bytes = loadRow64(src, k, K);
+      nan = trackNan64(nan, bytes);  // zeros (past K) never look like NaN
+      bf16FromFp8x64(bytes, out + k);
+    }
+  }
+  return sawNan64(nan);
+}
+
+// 16 rows x 64 k per step: each row's 64 bytes decode to two vectors of 16
+// bf16 pairs (k 0..31, 32..63); two 16 x 16 dword transposes turn them into
+// 32 vectors of one k-pair across the 16 rows = half of 32 panel rows.
+bool packB(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, uint32_t* dst) {
+  __m512i nan = _mm512_setzero_si512();
+  for (int h = 0; h < 2; ++h) {
+    for (int64_t k = 0; k < kc; k += 64) {
+      __m512 lo[16], hi[16];
+      for (int r = 0; r < 16; ++r) {
+        const int64_t row = 16 * h + r;
+        const __m512i bytes = row < rows ? loadRow64(b + row * K, k0 + k, K) : _mm512_setzero_si512();
+        nan = trackNan64(nan, bytes);
+        __m512i l, u;
+        bf16FromFp8x64(bytes, l, u);
+        lo[r] = _mm512_castsi512_ps(l);
+        hi[r] = _mm512_castsi512_ps(u);
+      }
+      transpose16x16(lo);  // lo[p]: k-pair p of the 16 rows
+      transpose16x16(hi);  // hi[p]: k-pair 16 + p
+      float* out = reinterpret_cast<float*>(dst + (k / 2) * kBf16Nr + 16 * h);
+      for (int p = 0; p < 16; ++p) {
+        _mm512_store_ps(out + p * kBf16Nr, lo[p]);
+        _mm512_store_ps(out + (16 + p) * kBf16Nr, hi[p]);
+      }
+    }
+  }
+  return sawNan64(nan);
+}
+
+// ---- panel microkernel ----------------------------------------------------------
+
+// MR x 32 tile: per k-pair 2 panel loads, MR broadcasts of A's pair and
+// 2 x MR VDPBF16PS into the group's partial sums p0/p1; at each group's end
+// the partials are promoted into f0/f1 with sa[i, g] * sb[g].
+template <int MR>
+void micro(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const float* sa, int64_t ldsa,
+           const float* sb, float* c, int64_t ldc, bool accumulate, TileOut out, void* d, int64_t ldd) {
+  __m512 f0[MR], f1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    f0[i] = f1[i] = _mm512_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+  }
+  const int64_t groups = kc / kBf16Group;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 p0[MR], p1[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) p0[i] = p1[i] = _mm512_setzero_ps();
+    const uint32_t* bg = b + g * kPairsPerGroup * kBf16Nr;
+    const uint16_t* ag = a + g * kBf16Group;
+    for (int64_t kp = 0; kp < kPairsPerGroup; ++kp) {
+      const __m512bh b0 = asBf16(_mm512_load_si512(bg + kp * kBf16Nr));
+      const __m512bh b1 = asBf16(_mm512_load_si512(bg + kp * kBf16Nr + 16));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        int32_t pair;
+        std::memcpy(&pair, ag + i * lda + 2 * kp, 4);
+        const __m512bh av = asBf16(_mm512_set1_epi32(pair));
+        p0[i] = _mm512_dpbf16_ps(p0[i], av, b0);
+        p1[i] = _mm512_dpbf16_ps(p1[i], av, b1);
+      }
+    }
+    const __m512 sbv = _mm512_set1_ps(sb[g]);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[i * ldsa + g]), sbv);
+      f0[i] = _mm512_fmadd_ps(p0[i], s, f0[i]);
+      f1[i] = _mm512_fmadd_ps(p1[i], s, f1[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      f0[i] = _mm512_add_ps(f0[i], _mm512_loadu_ps(row));
+      f1[i] = _mm512_add_ps(f1[i], _mm512_loadu_ps(row + 16));
+    }
+    if (out == TileOut::kAccumulator) {
+      _mm512_storeu_ps(row, f0[i]);
+      _mm512_storeu_ps(row + 16, f1[i]);
+    } else if (out == TileOut::kF32) {
+      float* dRow = static_cast<float*>(d) + i * ldd;
+      _mm512_storeu_ps(dRow, f0[i]);
+      _mm512_storeu_ps(dRow + 16, f1[i]);
+    } else {
+      uint16_t* dRow = static_cast<uint16_t*>(d) + i * ldd;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dRow), bf16FromFloat16(f0[i]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dRow + 16), bf16FromFloat16(f1[i]));
+    }
+  }
+}
+
+// ---- dot kernel (small M) -------------------------------------------------------
+
+// MR rows of A against NB rows of B over all of K, lanes along k. Per 64 B
+// bytes: one load, ~8 uops of decode shared by the MR rows, 2 VDPBF16PS per
+// row; per group and (row, B row) one promotion FMA. pfBytes: how far ahead
+// (within the task's contiguous rows) to prefetch, so that about 8 KiB of B
+// is in flight per thread whatever NB is.
+template <int MR, int NB>
+bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, const uint8_t* b, int64_t K,
+             const float* sb, float* out, int64_t ldo) {
+  constexpr int64_t kPrefetch = 8192 / NB;
+  __m512 fin[MR][NB];
+#pragma GCC unroll 16
+  for (int x = 0; x < MR * NB; ++x) fin[x / NB][x % NB] = _mm512_setzero_ps();
+  __m512i nan = _mm512_setzero_si512();
+  const int64_t groups = (K + kBf16Group - 1) / kBf16Group;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 par[MR][NB];
+#pragma GCC unroll 16
+    for (int x = 0; x < MR * NB; ++x) par[x / NB][x % NB] = _mm512_setzero_ps();
+    for (int64_t k = g * kBf16Group; k < (g + 1) * kBf16Group && k < K; k += 64) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) {
+        const uint8_t* row = b + j * K;
+        _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch), _MM_HINT_T0);
+        const __m512i bytes = loadRow64(row, k, K);
+        nan = trackNan64(nan, bytes);
+        __m512i lo, hi;
+        bf16FromFp8x64(bytes, lo, hi);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+          const uint16_t* ar = a + i * lda + k;
+          par[i][j] = _mm512_dpbf16_ps(par[i][j], asBf16(_mm512_load_si512(ar)), asBf16(lo));
+          par[i][j] = _mm512_dpbf16_ps(par[i][j], asBf16(_mm512_load_si512(ar + 32)), asBf16(hi));
+        }
+      }
+    }
+    const __m512 sbv = _mm512_set1_ps(sb[g]);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[i * ldsa + g]), sbv);
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) fin[i][j] = _mm512_fmadd_ps(par[i][j], s, fin[i][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int x = 0; x < MR * NB; ++x) out[(x / NB) * ldo + x % NB] = _mm512_reduce_add_ps(fin[x / NB][x % NB]);
+  return sawNan64(nan);
+}
+
+// B rows per tile for MR rows of A: MR x NB partial + MR x NB promoted
+// accumulators, two decoded vectors and the decode's five constants within
+// the 32 zmm registers; NB > 1 also keeps NB independent load streams.
+constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 4 : mr == 3 ? 3 : mr == 4 ? 2 : 1; }
+
+using DotTileFn = bool (*)(const uint16_t*, int64_t, const float*, int64_t, const uint8_t*, int64_t, const float*,
+                           float*, int64_t);
+
+template <int MR>
+DotTileFn dotTileFn(int nb) {
+  switch (nb) {
+    case 1: return dotTile<MR, 1>;
+    case 2: return dotTile<MR, (nbFor(MR) >= 2 ? 2 : 1)>;
+    case 3: return dotTile<MR, (nbFor(MR) >= 3 ? 3 : 1)>;
+    case 4: return dotTile<MR, (nbFor(MR) >= 4 ? 4 : 1)>;
+    case 5: return dotTile<MR, (nbFor(MR) >= 5 ? 5 : 1)>;
+    case 6: return dotTile<MR, (nbFor(MR) >= 6 ? 6 : 1)>;
+    case 7: return dotTile<MR, (nbFor(MR) >= 7 ? 7 : 1)>;
+    default: return dotTile<MR, (nbFor(MR) >= 8 ? 8 : 1)>;
+  }
+}
+
+DotTileFn pickDotTile(int mr, int nb) {
+  switch (mr) {
+    case 1: return dotTileFn<1>(nb);
+    case 2: return dotTileFn<2>(nb);
+    case 3: return dotTileFn<3>(nb);
+    case 4: return dotTileFn<4>(nb);
+    case 5: return dotTileFn<5>(nb);
+    case 6: return dotTileFn<6>(nb);
+    case 7: return dotTileFn<7>(nb);
+    default: return dotTileFn<8>(nb);
+  }
+}
+
+static_assert(kBf16DotMaxM == 8, "pickDotTile instantiates MR = 1 .. 8");
+
+bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b, int64_t K,
+             int64_t nRows, const float* sb, float* out, int64_t ldo) {
+  bool nan = false;
+  const int mr = static_cast<int>(rows);
+  for (int64_t j = 0; j < nRows;) {
+    const int nb = static_cast<int>(nRows - j < nbFor(mr) ? nRows - j : nbFor(mr));
+    nan |= pickDotTile(mr, nb)(a, lda, sa, ldsa, b + j * K, K, sb, out + j, ldo);
+    j += nb;
+  }
+  return nan;
+}
+
+// ---- peak probe -------------------------------------------------------------
+
+// 24 independent chains (latency ~6 cycles x 2 ports needs >= 12).
+double dotBurn(int64_t iters, float* sink) {
+  constexpr int kChains = 24;
+  __m512 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.01f * i);
+  const __m512bh x = asBf16(_mm512_set1_epi16(0x3F80));  // 1.0
+  const __m512bh y = asBf16(_mm512_set1_epi16(0x3A83));  // ~0.001
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  *sink = _mm512_reduce_add_ps(sum);
+  return static_cast<double>(iters) * kChains * 16 * 4;
+}
+
+}  // namespace
+
+extern const Bf16KernelSet kAvx512Bf16Kernels = {
+    packA,
+    packB,
+    {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>},
+    dotRows,
+    dotBurn,
+};
+
+static_assert(kBf16Mr == 6, "kAvx512Bf16Kernels.micro lists MR = 1 .. 6");
+
+}  // namespace moe::cpu::fp8gemm

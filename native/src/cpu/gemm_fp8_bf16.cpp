@@ -1,0 +1,219 @@
+// The AVX512_BF16 path of the fp8 GEMM: blocking and threading around the
+// kernels of gemm_fp8_avx512bf16.cpp (see gemm_fp8_kernels.h for the scale
+// promotion and the two kernels).
+//
+// Both kernels start from A packed once per call: [M, Kp] bf16 (Kp = K padded
+// to whole 128-groups with zeros), its rows gathered through aRows on the way
+// (the MoE layer's tokens are read in place), with sa gathered beside it.
+//
+// * Dot (M <= kBf16DotMaxM): tasks are runs of B rows inside one 128-row scale
+//   block; each streams its fp8 rows once from memory through the decode and
+//   the dot products with all M rows. No B packing: at M = 1..8 the run time
+//   is B's bytes over the memory bandwidth.
+//
+// * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
+//   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
+//   block (every row of the tile reuses them) and runs the 6 x 32 microkernel
+//   over the tile, accumulating in an f32 tile [mc, nc]; the last K block
+//   writes D directly. Decoding a panel costs about as much as 10 rows of
+//   products, so with M <= mc (every expert segment of a decode step) B is
+//   decoded exactly once per call.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "core/ops.h"
+#include "core/tensor.h"
+#include "cpu/gemm_fp8_kernels.h"
+#include "cpu/gemm_fp8_problem.h"
+#include "cpu/thread_pool.h"
+#include "cpu/thread_scratch.h"
+
+namespace moe::cpu::fp8gemm {
+
+namespace {
+
+constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
+
+// Tile limits of the panel path: a B block [nc, kBf16Kc] bf16 = nc KiB and an
+// A micro-panel (6 rows, 6 KiB) stay in L2 / L1; larger mc only saves B decodes.
+constexpr int64_t kMcMax = 384;
+constexpr int64_t kNcMax = 512;
+
+// The caller's packed A and gathered sa; each pool thread's task scratch.
+// Separate objects, as the caller is pool thread 0.
+thread_local ThreadScratch t_packedA;
+thread_local ThreadScratch t_task;
+
+size_t alignUp64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+struct PackedA {
+  const uint16_t* a;  // [M, lda] bf16
+  int64_t lda;        // Kp
+  const float* sa;    // [M, groups] f32
+};
+
+// Packs all of A (parallel over row chunks) and gathers its scales.
+bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
+  const Bf16KernelSet& ks = kAvx512Bf16Kernels;
+  const int64_t lda = ceilDiv(p.K, kBf16Group) * kBf16Group;
+  const size_t aBytes = alignUp64(static_cast<size_t>(p.M * lda) * 2);
+  char* scratch = static_cast<char*>(t_packedA.get(aBytes + static_cast<size_t>(p.M * p.groups) * 4));
+  if (scratch == nullptr) return false;
+  auto* a = reinterpret_cast<uint16_t*>(scratch);
+  auto* sa = reinterpret_cast<float*>(scratch + aBytes);
+  constexpr int64_t kRowsPerTask = 16;
+  ThreadPool::instance().parallelFor(ceilDiv(p.M, kRowsPerTask), [&](int64_t task, int) {
+    const int64_t m0 = task * kRowsPerTask, rows = std::min(kRowsPerTask, p.M - m0);
+    if (ks.packA(p.a, p.aRows, m0, rows, p.K, lda, a + m0 * lda)) nan.a.store(true);
+    for (int64_t m = m0; m < m0 + rows; ++m)
+      std::copy_n(p.sa + p.aRow(m) * p.groups, p.groups, sa + m * p.groups);
+  });
+  *out = PackedA{a, lda, sa};
+  return true;
+}
+
+// ---- dot kernel ---------------------------------------------------------------
+
+// Rows of B per task: a divisor of 128 (a task stays inside one scale block),
+// as large as possible while leaving >= 8 tasks per thread for balance.
+int64_t dotRowsPerTask(int64_t N, int threads) {
+  int64_t rows = kWeightBlock;
+  while (rows > 16 && ceilDiv(N, rows) < 8 * threads) rows /= 2;
+  return rows;
+}
+
+Status runDot(const Problem& p, const PackedA& a, NanFlags& nan) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t rowsPerTask = dotRowsPerTask(p.N, pool.numThreads());
+  std::atomic<bool> oom{false};
+  pool.parallelFor(ceilDiv(p.N, rowsPerTask), [&](int64_t task, int) {
+    if (nan.any() || oom.load(std::memory_order_relaxed)) return;
+    const int64_t n0 = task * rowsPerTask, rows = std::min(rowsPerTask, p.N - n0);
+    // f32 output goes straight to D; bf16 is rounded from a small f32 tile [M, rowsPerTask].
+    float* out = reinterpret_cast<float*>(p.dAt(0, n0));
+    int64_t ldo = p.N;
+    if (p.bf16) {
+      out = static_cast<float*>(t_task.get(static_cast<size_t>(p.M * rowsPerTask) * 4));
+      ldo = rowsPerTask;
+      if (out == nullptr) {
+        oom.store(true);
+        return;
+      }
+    }
+    if (kAvx512Bf16Kernels.dotRows(a.a, a.lda, p.M, a.sa, p.groups, p.b + n0 * p.K, p.K, rows,
+                                   p.sb + (n0 / kWeightBlock) * p.groups, out, ldo))
+      nan.b.store(true);
+    if (p.bf16) kAvx512Kernels.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
+  });
+  return oom.load() ? outOfMemory() : Status::ok();
+}
+
+// ---- panel kernel ---------------------------------------------------------------
+
+struct TilePlan {
+  int64_t mc = 0, nc = 0;  // nc a multiple of kBf16Nr
+  int64_t mTiles = 0, nTiles = 0;
+};
+
+// The tile grid with the smallest estimated makespan on `threads` threads:
+// ceil(tiles / threads) rounds of the per-tile cost per k, in units of one
+// multiply-add: mc x nc products plus decoding nc B rows (~10 per element,
+// a panel's decode and transpose cost about 10 rows of VDPBF16PS).
+TilePlan planTiles(int64_t M, int64_t N, int threads) {
+  TilePlan best;
+  double bestCost = 0.0;
+  const int64_t mMin = ceilDiv(M, kMcMax), nMin = ceilDiv(N, kNcMax);
+  for (int64_t mt = mMin; mt <= std::min(M, mMin + 8); ++mt) {
+    const int64_t mc = ceilDiv(M, mt);
+    for (int64_t want = nMin; want <= std::min(ceilDiv(N, kBf16Nr), nMin + 16); ++want) {
+      const int64_t nc = ceilDiv(ceilDiv(N, want), kBf16Nr) * kBf16Nr;
+      const int64_t nt = ceilDiv(N, nc);
+      const double rounds = static_cast<double>(ceilDiv(ceilDiv(M, mc) * nt, threads));
+      const double cost = rounds * (static_cast<double>(mc) * nc + 10.0 * nc + 2000.0);
+      if (best.mc == 0 || cost < bestCost * 0.999) {
+        best = TilePlan{mc, nc, ceilDiv(M, mc), nt};
+        bestCost = cost;
+      }
+    }
+  }
+  return best;
+}
+
+// Where the panel of block column j (a multiple of 32) starts in the B block:
+// panels of [kc / 2, 32] dwords, one after another.
+int64_t panelOffset(int64_t j, int64_t kc) { return (j / kBf16Nr) * (kc / 2) * kBf16Nr; }
+
+// One tile D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K. Rows are cut
+// into near-equal micro-panels of <= kBf16Mr rows; the A micro-panel stays in
+// L1 while the block's B panels stream from L2. On the last K block full
+// panels write D directly; a ragged last panel (N tail) goes through c.
+void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int64_t tile, uint32_t* bBlock, float* c,
+                  NanFlags& nan) {
+  const Bf16KernelSet& ks = kAvx512Bf16Kernels;
+  const int64_t m0 = (tile / plan.nTiles) * plan.mc, n0 = (tile % plan.nTiles) * plan.nc;
+  const int64_t mEff = std::min(plan.mc, p.M - m0), nEff = std::min(plan.nc, p.N - n0);
+  const int64_t nPanels = ceilDiv(nEff, kBf16Nr), ldc = nPanels * kBf16Nr;
+  const int64_t microPanels = ceilDiv(mEff, kBf16Mr);
+  const TileOut direct = p.bf16 ? TileOut::kBf16 : TileOut::kF32;
+  for (int64_t k0 = 0; k0 < a.lda; k0 += kBf16Kc) {
+    if (nan.any()) return;
+    const int64_t kc = std::min(kBf16Kc, a.lda - k0), g0 = k0 / kBf16Group;
+    const bool accumulate = k0 > 0, lastK = k0 + kc == a.lda;
+    for (int64_t j = 0; j < nEff; j += kBf16Nr) {
+      if (ks.packB(p.b + (n0 + j) * p.K, p.K, std::min<int64_t>(kBf16Nr, nEff - j), k0, kc, bBlock + panelOffset(j, kc)))
+        nan.b.store(true);
+    }
+    for (int64_t ip = 0; ip < microPanels; ++ip) {
+      const int64_t i0 = mEff * ip / microPanels, h = mEff * (ip + 1) / microPanels - i0;
+      const Bf16MicroKernel kernel = ks.micro[h];
+      const uint16_t* aPanel = a.a + (m0 + i0) * a.lda + k0;
+      const float* saPanel = a.sa + (m0 + i0) * p.groups + g0;
+      for (int64_t jp = 0; jp < nPanels; ++jp) {
+        const int64_t j0 = jp * kBf16Nr;
+        const bool toD = lastK && j0 + kBf16Nr <= nEff;
+        const float* sb = p.sb + ((n0 + j0) / kWeightBlock) * p.groups + g0;  // a panel never crosses a 128-row block
+        kernel(kc, aPanel, a.lda, bBlock + panelOffset(j0, kc), saPanel, p.groups, sb, c + i0 * ldc + j0, ldc, accumulate,
+               toD ? direct : TileOut::kAccumulator, p.dAt(m0 + i0, n0 + j0), p.N);
+      }
+    }
+  }
+  const int64_t fullCols = nEff / kBf16Nr * kBf16Nr;  // written by the microkernels already
+  if (fullCols < nEff)
+    kAvx512Kernels.storeTile(c + fullCols, ldc, mEff, nEff - fullCols, p.dAt(m0, n0 + fullCols), p.N, p.bf16);
+}
+
+Status runPanels(const Problem& p, const PackedA& a, NanFlags& nan) {
+  ThreadPool& pool = ThreadPool::instance();
+  const TilePlan plan = planTiles(p.M, p.N, pool.numThreads());
+  const int64_t ncPad = ceilDiv(plan.nc, kBf16Nr) * kBf16Nr;
+  const size_t bBytes = alignUp64(static_cast<size_t>(ncPad * kBf16Kc) * 2);
+  const size_t cBytes = static_cast<size_t>(plan.mc * ncPad) * 4;
+  std::atomic<bool> oom{false};
+  pool.parallelFor(plan.mTiles * plan.nTiles, [&](int64_t tile, int) {
+    if (nan.any() || oom.load(std::memory_order_relaxed)) return;
+    char* scratch = static_cast<char*>(t_task.get(bBytes + cBytes));
+    if (scratch == nullptr) {
+      oom.store(true);
+      return;
+    }
+    runPanelTile(p, a, plan, tile, reinterpret_cast<uint32_t*>(scratch), reinterpret_cast<float*>(scratch + bBytes), nan);
+  });
+  return oom.load() ? outOfMemory() : Status::ok();
+}
+
+}  // namespace
+
+Status gemmBf16(const Problem& p, bool dot) {
+  NanFlags nan;
+  PackedA a{};
+  if (!packA(p, &a, nan)) return outOfMemory();
+  Status status = Status::ok();
+  if (!nan.any()) status = dot ? runDot(p, a, nan) : runPanels(p, a, nan);
+  t_packedA.trim();
+  t_task.trim();
+  if (!status.isOk()) return status;
+  return finish(nan);
+}
+
+}  // namespace moe::cpu::fp8gemm
