@@ -112,6 +112,7 @@ export interface NativeAddon {
   measureFmaPeak(seconds: number): number;
   measureMemoryBandwidth(seconds: number): number;
   measureMatrixPeak(seconds: number): number;
+  measureBf16DotPeak(seconds: number): number;
 }
 
 /** The package root: lib/ (sources, under vitest) and dist/ (compiled) both sit one level below it. */

@@ -14,7 +14,7 @@ export function registerBenchCommands(program: Command): void {
   const bench = program.command('bench').description('run a microbenchmark against this machine\'s measured ceilings');
   bench
     .command('gemm')
-    .description('FP8 GEMM at DeepSeek-V3 shapes: ms, GFLOP/s, GB/s, and ratios to the FMA peak and memory bandwidth')
+    .description('FP8 GEMM at DeepSeek-V3 shapes: ms, GFLOP/s, GB/s, and ratios to the compute ceiling (AMX, VDPBF16PS or FMA), the FMA peak and the memory bandwidth, probed before and after every row')
     .option('--scale <n>', 'divide N and K by n to fit a small machine', parsePositiveInt, 1)
     .option('--m <list>', 'comma-separated M values', parseIntList, DEFAULT_MS)
     .option('--time <ms>', 'minimum measuring time per row, ms', parsePositiveInt, 400)

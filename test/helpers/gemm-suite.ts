@@ -8,19 +8,24 @@ import { calcDiff, referenceGemm, referenceMatmul } from './reference';
 import { randomActivations, randomFloats, rng, seedNote } from './random';
 
 // Ragged shapes: M = 1, 7, 129 and a large-M one; N off multiples of 16 and
-// 128; K = 16 x odd, and K > 8192.
+// 128; K = 16 x odd, and K > 8192. M = 8 / 9 sit on both sides of the
+// streaming kernels' limit, M = 13 and 130 leave ragged register tiles.
 export const GEMM_SHAPES: Array<[number, number, number]> = [
   [1, 257, 8208],
   [1, 1, 16],
   [7, 130, 1040],
   [2, 17, 48],
+  [8, 161, 400],
+  [9, 161, 400],
+  [13, 47, 1168],
   [33, 200, 528],
   [129, 300, 144],
+  [130, 96, 656],
   [129, 257, 8208],
   [520, 143, 272],
 ];
 
-export function gemmSuite(isa: 'avx512' | 'avx2' | 'portable' | 'default'): void {
+export function gemmSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable' | 'default'): void {
   const random = rng();
   const info = cpuInfo();
   const supported = isa === 'default' || isa === info.gemmIsa;
@@ -60,7 +65,7 @@ export function gemmSuite(isa: 'avx512' | 'avx2' | 'portable' | 'default'): void
     // included) at the M that select each kernel (streaming, AMX strips of one
     // and two tiles, AMX blocks), checked element by element: a decode error
     // in one code must not hide in a global diff.
-    for (const m of [1, 2, 5, 16, 32, 40]) {
+    for (const m of [1, 2, 5, 8, 9, 16, 32, 40]) {
       it(`decodes every fp8 code of b exactly (M=${m}, element-wise)`, () => {
         const codes = Array.from({ length: 256 }, (_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
         const [n, k] = [codes.length, 272];

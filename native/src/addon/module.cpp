@@ -60,6 +60,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"evictFromCaches", EvictFromCaches},
       {"measureFmaPeak", MeasureFmaPeak},
       {"measureMemoryBandwidth", MeasureMemoryBandwidth},
+      {"measureBf16DotPeak", MeasureBf16DotPeak},
       {"measureMatrixPeak", MeasureMatrixPeak},
   };
   for (const auto& [name, callback] : functions) exports.Set(name, Napi::Function::New(env, callback, name));

@@ -115,6 +115,11 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cpu::measureFmaPeakGflops(std::clamp(seconds, 0.01, 10.0)));
 }
 
+Napi::Value MeasureBf16DotPeak(const Napi::CallbackInfo& info) {
+  const double seconds = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0.5;
+  return Napi::Number::New(info.Env(), cpu::measureBf16DotPeakGflops(std::clamp(seconds, 0.01, 10.0)));
+}
+
 Napi::Value MeasureMatrixPeak(const Napi::CallbackInfo& info) {
   const double seconds = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0.5;
   return Napi::Number::New(info.Env(), cpu::measureMatrixPeakGflops(std::clamp(seconds, 0.01, 10.0)));

@@ -12,6 +12,7 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info);
 Napi::Value EvictFromCaches(const Napi::CallbackInfo& info);
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info);
 Napi::Value MeasureMemoryBandwidth(const Napi::CallbackInfo& info);
+Napi::Value MeasureBf16DotPeak(const Napi::CallbackInfo& info);
 Napi::Value MeasureMatrixPeak(const Napi::CallbackInfo& info);
 
 }  // namespace moe::addon

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include <unistd.h>
+
 #include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8_kernels.h"
 #include "cpu/huge_pages.h"
@@ -69,6 +71,11 @@ double measureFmaPeakGflops(double seconds) {
   return measurePeak(fp8gemm::selectedKernels().fmaBurn, 100000, seconds);
 }
 
+double measureBf16DotPeakGflops(double seconds) {
+  if (!gemmUsesAvx512Bf16()) return 0.0;
+  return measurePeak(fp8gemm::kAvx512Bf16Kernels.dotBurn, 100000, seconds);
+}
+
 double measureMatrixPeakGflops(double seconds) {
   if (!gemmUsesAmx()) return 0.0;
   return measurePeak(fp8gemm::amxBurn, 20000, seconds);
@@ -78,8 +85,17 @@ double measureMemoryBandwidthGBs(double seconds) {
   ThreadPool& pool = ThreadPool::instance();
   const int threads = pool.numThreads();
 
-  // [words] uint64, ~1.5 GiB: 5x the largest L3 a VM reports (300 MiB).
-  int64_t words = (int64_t{3} << 30) / 2 / 8;
+  // [words] uint64: 8x the last-level cache as the C library reports it,
+  // within [256 MiB, 1.5 GiB] (1.5 GiB where it reports none: 5x the largest
+  // L3 a VM reports, 300 MiB). Small enough to allocate and touch before and
+  // after every benchmark row.
+  const int64_t maxBytes = (int64_t{3} << 30) / 2, minBytes = int64_t{256} << 20;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#else
+  const long llc = 0;
+#endif
+  int64_t words = (llc > 0 ? std::clamp<int64_t>(8 * static_cast<int64_t>(llc), minBytes, maxBytes) : maxBytes) / 8;
   void* raw = nullptr;
   while (words >= (int64_t{256} << 20) / 8 && posix_memalign(&raw, size_t{2} << 20, static_cast<size_t>(words) * 8) != 0) {
     raw = nullptr;
