@@ -52,15 +52,22 @@ constexpr struct UnpackOrder {
 // The 64 bytes as 64 bf16 in two vectors: lo = k 0..31, hi = k 32..63.
 // Five shuffle-port uops per 64 values (a shift-and-fix decode takes three
 // per 32 plus four ALU uops).
-inline void bf16FromFp8x64(__m512i bytes, __m512i& lo, __m512i& hi) {
+// The decode proper, of bytes already permuted (x = vpermb(order, bytes)):
+// lo word 8L + t (L < 4 the 128-bit lane, t < 8) is bf16(x byte 16L + t) and
+// hi word 8L + t is bf16(x byte 16L + 8 + t). With kUnpackOrder that is k
+// order; a caller with another layout in mind passes its own permutation.
+inline void bf16FromPermutedFp8x64(__m512i x, __m512i& lo, __m512i& hi) {
   const __m512i tHi0 = _mm512_load_si512(kBf16Bytes.hi), tHi1 = _mm512_load_si512(kBf16Bytes.hi + 64);
   const __m512i tLo0 = _mm512_load_si512(kBf16Bytes.lo), tLo1 = _mm512_load_si512(kBf16Bytes.lo + 64);
-  const __m512i x = _mm512_permutexvar_epi8(_mm512_loadu_si512(kUnpackOrder.idx), bytes);
   __m512i high = _mm512_permutex2var_epi8(tHi0, x, tHi1);
   const __m512i low = _mm512_permutex2var_epi8(tLo0, x, tLo1);
   high = _mm512_ternarylogic_epi32(high, x, _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);  // high | (x & 0x80): the sign
   lo = _mm512_unpacklo_epi8(low, high);
   hi = _mm512_unpackhi_epi8(low, high);
+}
+
+inline void bf16FromFp8x64(__m512i bytes, __m512i& lo, __m512i& hi) {
+  bf16FromPermutedFp8x64(_mm512_permutexvar_epi8(_mm512_loadu_si512(kUnpackOrder.idx), bytes), lo, hi);
 }
 
 // The same, stored: out[0..31] = k 0..31, out[32..63] = k 32..63 (64-byte aligned).

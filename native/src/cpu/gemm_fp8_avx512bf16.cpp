@@ -53,29 +53,43 @@ bool packA(const uint8_t* a, const int32_t* aRows, int64_t m0, int64_t rows, int
   return sawNan64(nan);
 }
 
-// 16 rows x 64 k per step: each row's 64 bytes decode to two vectors of 16
-// bf16 pairs (k 0..31, 32..63); two 16 x 16 dword transposes turn them into
-// 32 vectors of one k-pair across the 16 rows = half of 32 panel rows.
+// The permutation that makes bf16FromPermutedFp8x64 split 64 bytes holding
+// 16 rows x 2 k-pairs (row r: bytes 4r .. 4r + 3) into lo = the first pair of
+// every row, hi = the second (16 dwords each, row r in dword r).
+constexpr struct PairSplitOrder {
+  uint8_t idx[64];
+  constexpr PairSplitOrder() : idx{} {
+    for (int p = 0; p < 64; ++p) {
+      const int lane = p / 16, j = p % 16;
+      const int w = 8 * lane + (j % 8);                  // the output word: row w / 2, byte w % 2 of its pair
+      idx[p] = static_cast<uint8_t>(4 * (w / 2) + (j < 8 ? 0 : 2) + w % 2);
+    }
+  }
+} kPairSplitOrder;
+
+// 16 rows x 64 k per step: a 16 x 16 dword transpose of the raw fp8 bytes
+// (dword q of every row: k 4q .. 4q + 3) and one decode per dword column,
+// whose byte permutation also separates its two k-pairs: half the shuffles
+// of transposing after the decode (bf16 is twice the bytes).
 bool packB(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, uint32_t* dst) {
   __m512i nan = _mm512_setzero_si512();
+  const __m512i order = _mm512_loadu_si512(kPairSplitOrder.idx);
   for (int h = 0; h < 2; ++h) {
     for (int64_t k = 0; k < kc; k += 64) {
-      __m512 lo[16], hi[16];
+      __m512 x[16];
       for (int r = 0; r < 16; ++r) {
         const int64_t row = 16 * h + r;
         const __m512i bytes = row < rows ? loadRow64(b + row * K, k0 + k, K) : _mm512_setzero_si512();
         nan = trackNan64(nan, bytes);
-        __m512i l, u;
-        bf16FromFp8x64(bytes, l, u);
-        lo[r] = _mm512_castsi512_ps(l);
-        hi[r] = _mm512_castsi512_ps(u);
+        x[r] = _mm512_castsi512_ps(bytes);
       }
-      transpose16x16(lo);  // lo[p]: k-pair p of the 16 rows
-      transpose16x16(hi);  // hi[p]: k-pair 16 + p
-      float* out = reinterpret_cast<float*>(dst + (k / 2) * kBf16Nr + 16 * h);
-      for (int p = 0; p < 16; ++p) {
-        _mm512_store_ps(out + p * kBf16Nr, lo[p]);
-        _mm512_store_ps(out + (16 + p) * kBf16Nr, hi[p]);
+      transpose16x16(x);  // x[q]: k 4q .. 4q + 3 of the 16 rows
+      uint32_t* out = dst + (k / 2) * kBf16Nr + 16 * h;
+      for (int q = 0; q < 16; ++q) {
+        __m512i first, second;
+        bf16FromPermutedFp8x64(_mm512_permutexvar_epi8(order, _mm512_castps_si512(x[q])), first, second);
+        _mm512_store_si512(out + (2 * q) * kBf16Nr, first);
+        _mm512_store_si512(out + (2 * q + 1) * kBf16Nr, second);
       }
     }
   }
