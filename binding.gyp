@@ -11,6 +11,9 @@
         "native/src/addon/runtime_bindings.cpp",
         "native/src/addon/moe_bindings.cpp",
         "native/src/addon/cuda_bindings.cpp",
+        "native/src/addon/ep_bindings.cpp",
+        "native/src/ep/mpi_transport.cpp",
+        "native/src/core/ep_exchange.cpp",
         "native/src/cuda_host/plugin.cpp",
         "native/src/cuda_host/cuda_backend.cpp",
         "native/src/cuda_host/flag_slots.cpp",
@@ -55,7 +58,8 @@
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "native/src",
-        "native/cuda/include"
+        "native/cuda/include",
+        "native/mpi/include"
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],

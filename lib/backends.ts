@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { MoeError, describe } from './errors';
 import { native, PACKAGE_ROOT } from './native';
+import { mpiTransport } from './ep/transport';
 
 export type BackendName = 'cpu' | 'cuda';
 
@@ -26,7 +27,8 @@ export interface CudaDeviceInfo {
 }
 
 export interface BackendInfo {
-  name: BackendName;
+  /** 'cpu' and 'cuda' run operations; 'mpi' is expert parallelism's transport between processes. */
+  name: BackendName | 'mpi';
   available: boolean;
   /** Why it is unavailable, or which kernels it runs. */
   reason?: string;
@@ -81,9 +83,12 @@ export function requireCuda(what: string): void {
   if (!status.available) throw new MoeError('ERR_MOE_DEVICE', `${what}: the CUDA backend is not available: ${status.reason}`);
 }
 
-/** Both backends, with availability and, where unavailable, the reason. */
+/**
+ * The backends (cpu, cuda) and expert parallelism's MPI transport, with
+ * availability and, where unavailable, the reason.
+ */
 export function backends(): BackendInfo[] {
-  return [{ name: 'cpu', available: true }, cudaBackend()];
+  return [{ name: 'cpu', available: true }, cudaBackend(), mpiTransport()];
 }
 
 let chosen: BackendName | undefined;

@@ -15,6 +15,11 @@ export type MoeErrorCode =
   | 'ERR_MOE_DEVICE' // tensors on different devices, or a device that is not available
   | 'ERR_MOE_CHECKPOINT' // a checkpoint file is missing, malformed or lacks a tensor
   | 'ERR_MOE_NATIVE' // the native addon could not be loaded
+  | 'ERR_MOE_EP_TIMEOUT' // expert parallelism: an exchange did not complete in time (a peer died, hangs or skipped it)
+  | 'ERR_MOE_EP_PEER' // expert parallelism: another rank failed this forward (its error is in the message)
+  | 'ERR_MOE_EP_CONFIG' // expert parallelism: the ranks disagree on the layer or the rank layout
+  | 'ERR_MOE_EP_PROTOCOL' // expert parallelism: a received count, header or payload is malformed
+  | 'ERR_MOE_EP_TRANSPORT' // expert parallelism: the transport failed, is absent, or is unusable after a failure
   | 'ERR_MOE_INTERNAL'; // a bug or an allocation failure
 
 export class MoeError extends Error {

@@ -113,6 +113,33 @@ export interface NativeAddon {
   measureMemoryBandwidth(seconds: number): number;
   measureMatrixPeak(seconds: number): number;
   measureBf16DotPeak(seconds: number): number;
+  /** Expert parallelism: loads the MPI transport plug-in (first existing candidate), once. */
+  epLoad(candidates: string[]): { available: boolean; reason: string; path?: string };
+  epInit(options: { timeoutMs: number }): { rank: number; size: number; threadLevel: number; library: string };
+  epFinalize(): void;
+  /** A rank's shard of a layer (its experts' range, the exchange buffers); an opaque handle. */
+  epCreateShard(options: { numExperts: number; firstExpert: number; numLocalExperts: number }): unknown;
+  /** Takes a forward's first collective step as a failed rank, so that the others fail too. */
+  epFailForward(shard: unknown, code: string, message: string, hidden: number, topK: number): { code: string; message: string };
+  epAllgather(bytes: Uint8Array): Uint8Array;
+  epBarrier(): void;
+  epShardStats(shard: unknown): EpShardStats;
+  /** Seconds per blocking MPI_Alltoallv of the last forward's dispatch (reverse: combine) row counts. Collective. */
+  epRawAlltoallv(shard: unknown, options: { rowBytes: number; reverse: boolean; iterations: number }): number;
+}
+
+/** What an expert-parallel layer's last forward moved (native EpShard::Stats). */
+export interface EpShardStats {
+  dispatchSeconds: number;
+  dispatchExchangeSeconds: number;
+  combineSeconds: number;
+  combineExchangeSeconds: number;
+  rowsSent: number;
+  rowsReceived: number;
+  dispatchRowBytes: number;
+  combineRowBytes: number;
+  sendRows: number[];
+  recvRows: number[];
 }
 
 /** The package root: lib/ (sources, under vitest) and dist/ (compiled) both sit one level below it. */

@@ -9,6 +9,7 @@
  * Each tensor is read straight into its place in the layer's buffers with
  * positioned reads: shards are never read whole.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MoeError } from '../errors';
@@ -25,6 +26,11 @@ export interface LoadOptions {
   /** The decoder layer whose MoE block to load. */
   layer: number;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Expert parallelism: the routed experts to read, from the layer's E (a
+   * contiguous range); the others are not read. Default: all.
+   */
+  experts?: (numExperts: number) => { first: number; count: number };
 }
 
 function fail(message: string): never {
@@ -151,7 +157,10 @@ async function loadExpert(files: CheckpointFiles, m: ExpertMatrices, expert: num
 
 export interface LoadedLayer {
   config: MoeConfig;
+  /** w13 and w2 hold the experts options.experts chose (all by default). */
   weights: MoeWeights;
+  /** Identifies the checkpoint's content (a digest of config.json and the index), for comparing ranks. */
+  checkpoint: string;
 }
 
 /** Throws unless decoder layer `layer` of this model has an MoE block. */
@@ -170,6 +179,18 @@ function expectMoeLayer(hf: Record<string, unknown>, layer: number): void {
   if ((Array.isArray(mlpOnly) && mlpOnly.includes(layer)) || (typeof step === 'number' && step > 1 && (layer + 1) % step !== 0)) {
     throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is a dense layer (mlp_only_layers / decoder_sparse_step)`);
   }
+}
+
+/** sha256 of config.json and the shard index (or the single file's header size): equal for equal checkpoints wherever they lie. */
+function checkpointDigest(dir: string): string {
+  const hash = createHash('sha256');
+  for (const name of ['config.json', 'model.safetensors.index.json']) {
+    const file = path.join(dir, name);
+    if (fs.existsSync(file)) hash.update(fs.readFileSync(file));
+  }
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) hash.update(String(fs.statSync(single).size));
+  return hash.digest('hex').slice(0, 16);
 }
 
 export async function loadHuggingFaceLayer(pathOrDir: string, options: LoadOptions): Promise<LoadedLayer> {
@@ -192,22 +213,23 @@ export async function loadHuggingFaceLayer(pathOrDir: string, options: LoadOptio
     bias = tensor(Float32Array.from(asFloat32(b.bytes, b.dtype)), [e], 'f32');
   }
 
-  const w13 = allocExperts(e, 2 * i, h);
-  const w2 = allocExperts(e, h, i);
+  const range = options.experts ? options.experts(e) : { first: 0, count: e };
+  const w13 = allocExperts(range.count, 2 * i, h);
+  const w2 = allocExperts(range.count, h, i);
   const shared = config.numSharedExperts;
   const sharedW13 = shared > 0 ? allocExperts(1, 2 * i * shared, h) : undefined;
   const sharedW2 = shared > 0 ? allocExperts(1, h, i * shared) : undefined;
-  const total = e + (shared > 0 ? 1 : 0);
-  for (let expert = 0; expert < e; expert++) {
-    const { gate: g, up, down } = names.expert(expert);
-    await loadExpert(files, w13, expert, [g, up], i);
-    await loadExpert(files, w2, expert, [down], h);
-    options.onProgress?.(expert + 1, total);
+  const total = range.count + (shared > 0 ? 1 : 0);
+  for (let local = 0; local < range.count; local++) {
+    const { gate: g, up, down } = names.expert(range.first + local);
+    await loadExpert(files, w13, local, [g, up], i);
+    await loadExpert(files, w2, local, [down], h);
+    options.onProgress?.(local + 1, total);
   }
   if (sharedW13 && sharedW2 && names.shared) {
     await loadExpert(files, sharedW13, 0, [names.shared.gate, names.shared.up], i * shared);
     await loadExpert(files, sharedW2, 0, [names.shared.down], h);
     options.onProgress?.(total, total);
   }
-  return { config, weights: { gate, bias, w13, w2, sharedW13, sharedW2 } };
+  return { config, weights: { gate, bias, w13, w2, sharedW13, sharedW2 }, checkpoint: checkpointDigest(dir) };
 }

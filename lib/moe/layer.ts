@@ -14,6 +14,8 @@ import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
 import { CUDA_ALIGN, RowLayout, Workspace } from './workspace';
 import { LoadOptions, loadHuggingFaceLayer } from '../checkpoint/huggingface';
+import { ExpertParallel, Communicator, communicatorOf } from '../ep/communicator';
+import { ExpertShard, checkSameLayer, expertShard } from '../ep/shard';
 
 export interface MoeWeights {
   /** [E, H] f32 or bf16: mlp.gate.weight */
@@ -87,6 +89,11 @@ export interface RandomLayerOptions {
   maxShardBytes?: number;
   /** 'cuda': move the weights to the GPU once built (see MoeLayer.to). Default 'cpu'. */
   device?: Device;
+  /**
+   * Expert parallelism: build only this rank's experts (the same values the
+   * whole layer of this seed has there); initExpertParallel()'s result or its comm.
+   */
+  ep?: ExpertParallel | Communicator;
 }
 
 /** Idle workspaces kept for reuse; more concurrent forwards than this allocate and drop extras. */
@@ -110,6 +117,9 @@ function checkExperts(m: ExpertMatrices | undefined, e: number, n: number, k: nu
 export class MoeLayer {
   readonly config: Readonly<MoeConfig>;
   readonly weights: MoeWeights;
+  /** Expert parallelism: this rank's experts and the communicator (weights.w13/w2 hold only those experts). */
+  readonly shard?: ExpertShard;
+  private epHandle?: { handle: unknown };
   private readonly idle: Workspace[] = [];
   /**
    * [E, H]: the router weight. CPU: bf16 as given where the router runs on
@@ -120,9 +130,10 @@ export class MoeLayer {
   /** Where the weights live: every forward runs there. */
   readonly device: Device;
 
-  constructor(config: MoeConfig, weights: MoeWeights) {
+  constructor(config: MoeConfig, weights: MoeWeights, shard?: ExpertShard) {
     validateConfig(config, 'MoeLayer: config');
     const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
+    const held = shard ? shard.numLocalExperts : e;
     expectTensor(weights.gate, 'MoeLayer: gate');
     expectDtype(weights.gate, ['f32', 'bf16'], 'MoeLayer: gate');
     expectShape(weights.gate, [e, h], 'MoeLayer: gate');
@@ -130,8 +141,8 @@ export class MoeLayer {
       if (config.scoring !== 'sigmoid') throw new MoeError('ERR_MOE_RANGE', 'MoeLayer: a score-correction bias needs sigmoid scoring');
       expectShape(expectTensor(weights.bias, 'MoeLayer: bias'), [e], 'MoeLayer: bias');
     }
-    checkExperts(weights.w13, e, 2 * i, h, 'w13');
-    checkExperts(weights.w2, e, h, i, 'w2');
+    checkExperts(weights.w13, held, 2 * i, h, 'w13');
+    checkExperts(weights.w2, held, h, i, 'w2');
     if (config.numSharedExperts > 0) {
       const is = i * config.numSharedExperts;
       checkExperts(weights.sharedW13, 1, 2 * is, h, 'sharedW13');
@@ -140,6 +151,13 @@ export class MoeLayer {
     this.config = Object.freeze({ ...config });
     this.weights = weights;
     this.device = weights.gate.device;
+    if (shard) {
+      if (this.device !== 'cpu') throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer: expert-parallel layers run on the CPU');
+      this.shard = shard;
+      this.epHandle = {
+        handle: native().epCreateShard({ numExperts: e, firstExpert: shard.firstExpert, numLocalExperts: shard.numLocalExperts }),
+      };
+    }
     const all = [weights.gate, weights.bias, ...[weights.w13, weights.w2, weights.sharedW13, weights.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
     if (all.some((t) => t !== undefined && t.device !== this.device)) {
       throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer: every weight must be on the same device (use MoeLayer.to)');
@@ -164,6 +182,7 @@ export class MoeLayer {
    */
   to(device: Device): MoeLayer {
     if (device === this.device) return this;
+    if (this.shard) throw new MoeError('ERR_MOE_UNSUPPORTED', "MoeLayer.to: expert-parallel layers run on the CPU");
     if (device !== 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', "MoeLayer.to: a CUDA layer cannot move back to the CPU; keep the CPU layer");
     requireCuda("MoeLayer.to('cuda')");
     const w = this.weights;
@@ -196,22 +215,35 @@ export class MoeLayer {
     validateConfig(config, 'MoeLayer.random: config');
     const random = seededRandom(options.seed ?? 1);
     const { hiddenSize: h, intermediateSize: i, numExperts: e, numSharedExperts: shared } = config;
-    const matrices: Array<[ExpertMatrices, number]> = [];
-    const w13 = allocExperts(e, 2 * i, h, options.maxShardBytes);
-    const w2 = allocExperts(e, h, i, options.maxShardBytes);
-    matrices.push([w13, 1 / Math.sqrt(h)], [w2, 1 / Math.sqrt(i)]);
+    const shard = options.ep !== undefined ? expertShard(communicatorOf(options.ep, 'MoeLayer.random: options.ep'), e, 'MoeLayer.random') : undefined;
+    if (shard && options.device === 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer.random: expert-parallel layers run on the CPU');
+    // An expert-parallel rank draws every expert's values (the same stream as
+    // the whole layer) and keeps its own.
+    const first = shard ? shard.firstExpert : 0;
+    const held = shard ? shard.numLocalExperts : e;
+    const matrices: Array<[ExpertMatrices, number, number]> = [];
+    const w13 = allocExperts(held, 2 * i, h, options.maxShardBytes);
+    const w2 = allocExperts(held, h, i, options.maxShardBytes);
+    matrices.push([w13, 1 / Math.sqrt(h), e], [w2, 1 / Math.sqrt(i), e]);
     let sharedW13: ExpertMatrices | undefined;
     let sharedW2: ExpertMatrices | undefined;
     if (shared > 0) {
       sharedW13 = allocExperts(1, 2 * i * shared, h);
       sharedW2 = allocExperts(1, h, i * shared);
-      matrices.push([sharedW13, 1 / Math.sqrt(h)], [sharedW2, 1 / Math.sqrt(i * shared)]);
+      matrices.push([sharedW13, 1 / Math.sqrt(h), 1], [sharedW2, 1 / Math.sqrt(i * shared), 1]);
     }
-    const total = matrices.reduce((n, [m]) => n + m.numExperts, 0);
+    const total = matrices.reduce((n, [, , drawn]) => n + drawn, 0);
     let done = 0;
-    for (const [m, std] of matrices) {
+    for (const [m, std, drawn] of matrices) {
       const values = new Float32Array(m.n * m.k); // [N, K] f32, one expert at a time
-      for (let expert = 0; expert < m.numExperts; expert++) {
+      const offset = drawn === m.numExperts ? 0 : first;
+      for (let drawnExpert = 0; drawnExpert < drawn; drawnExpert++) {
+        const expert = drawnExpert - offset;
+        if (expert < 0 || expert >= m.numExperts) {
+          fillNormal(values, random, std); // another rank's expert: drawn, not kept
+          options.onProgress?.(++done, total);
+          continue;
+        }
         const slot = expertSlot(m, expert);
         const into = {
           data: tensor(slot.data, [m.n, m.k], 'fp8_e4m3'),
@@ -223,7 +255,8 @@ export class MoeLayer {
     }
     const gate = bf16FromFloat32(fillNormal(new Float32Array(e * h), random, 1 / Math.sqrt(h)), [e, h]);
     const bias = config.scoring === 'sigmoid' ? tensor(fillNormal(new Float32Array(e), random, 0.05), [e], 'f32') : undefined;
-    const layer = new MoeLayer(config, { gate, bias, w13, w2, sharedW13, sharedW2 });
+    const layer = new MoeLayer(config, { gate, bias, w13, w2, sharedW13, sharedW2 }, shard);
+    if (shard) checkSameLayer(shard, config, { source: `random:${options.seed ?? 1}`, gate: gate.dtype }, 'MoeLayer.random');
     return options.device === 'cuda' ? layer.to('cuda') : layer;
   }
 
@@ -232,16 +265,41 @@ export class MoeLayer {
    * directory (config.json + sharded safetensors) of a DeepSeek-V3, Mixtral or
    * Qwen-MoE model, reading only the tensors it needs.
    */
-  static async fromSafetensors(pathOrDir: string, options: LoadOptions & { device?: Device }): Promise<MoeLayer> {
-    const { device, ...load } = options ?? ({} as LoadOptions & { device?: Device });
-    const { config, weights } = await loadHuggingFaceLayer(pathOrDir, load as LoadOptions);
-    const layer = new MoeLayer(config, weights);
-    return device === 'cuda' ? layer.to('cuda') : layer;
+  static async fromSafetensors(pathOrDir: string, options: LoadOptions & { device?: Device; ep?: ExpertParallel | Communicator }): Promise<MoeLayer> {
+    const { device, ep, ...load } = options ?? ({} as LoadOptions & { device?: Device; ep?: ExpertParallel | Communicator });
+    if (ep === undefined) {
+      const { config, weights } = await loadHuggingFaceLayer(pathOrDir, load as LoadOptions);
+      const layer = new MoeLayer(config, weights);
+      return device === 'cuda' ? layer.to('cuda') : layer;
+    }
+    // Expert parallelism: only this rank's experts are read (plus the router and the shared experts).
+    if (device === 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer.fromSafetensors: expert-parallel layers run on the CPU');
+    const comm = communicatorOf(ep, 'MoeLayer.fromSafetensors: options.ep');
+    const { config, weights, checkpoint } = await loadHuggingFaceLayer(pathOrDir, {
+      ...(load as LoadOptions),
+      experts: (numExperts) => {
+        const shard = expertShard(comm, numExperts, 'MoeLayer.fromSafetensors');
+        return { first: shard.firstExpert, count: shard.numLocalExperts };
+      },
+    });
+    const shard = expertShard(comm, config.numExperts, 'MoeLayer.fromSafetensors');
+    const layer = new MoeLayer(config, weights, shard);
+    checkSameLayer(shard, config, { source: `checkpoint:${checkpoint}`, layer: (load as LoadOptions).layer, gate: weights.gate.dtype }, 'MoeLayer.fromSafetensors');
+    return layer;
   }
 
-  /** The layer's output [T, H] for hidden states x [T, H] (f32 or bf16), off the JS thread. */
+  /**
+   * The layer's output [T, H] for hidden states x [T, H] (f32 or bf16), off
+   * the JS thread. Expert-parallel layers: collective (every rank calls
+   * forward with its own tokens, T may be 0), in the same order on every rank.
+   */
   async forward(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
-    const call = this.prepare(x, options);
+    if (this.shard) return this.shard.comm.serialize(() => this.forwardOnce(x, options));
+    return this.forwardOnce(x, options);
+  }
+
+  private async forwardOnce(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
+    const call = this.prepareCollective(x, options);
     if (!call.args) return call.out;
     try {
       await native().moeForward(call.args, true);
@@ -256,7 +314,7 @@ export class MoeLayer {
   }
 
   forwardSync(x: Tensor, options?: ForwardOptions): Tensor {
-    const call = this.prepare(x, options);
+    const call = this.prepareCollective(x, options);
     if (!call.args) return call.out;
     try {
       native().moeForward(call.args, false);
@@ -268,6 +326,33 @@ export class MoeLayer {
       this.release(call.ws);
     }
     return call.out;
+  }
+
+  /**
+   * prepare(), and for an expert-parallel layer whose arguments fail their
+   * checks here, the forward's first exchange as a failed rank: every other
+   * rank's forward then fails too (ERR_MOE_EP_PEER) instead of waiting.
+   */
+  private prepareCollective(x: Tensor, options: ForwardOptions | undefined) {
+    try {
+      return this.prepare(x, options);
+    } catch (e) {
+      if (this.epHandle) {
+        const error = e instanceof MoeError ? e : new MoeError('ERR_MOE_INTERNAL', String(e));
+        native().epFailForward(this.epHandle.handle, error.code, error.message, this.config.hiddenSize, this.config.topK);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Host memory this layer's weights take on this rank: the routed experts
+   * it holds (fp8 and scales), the shared experts, the router and its bias.
+   */
+  get memoryBytes(): number {
+    const w = this.weights;
+    const matrices = [w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []));
+    return [w.gate, w.bias, ...matrices].reduce((n, t) => n + (t ? t.byteLength : 0), 0);
   }
 
   /** Bytes of the expert weights (routed and shared). */
@@ -299,12 +384,13 @@ export class MoeLayer {
     }
     const profile = opts.profile as ForwardProfile | undefined;
     const none = { out, ws: undefined, args: undefined, report() {}, discard() {} };
-    if (tokens === 0) return none;
+    if (tokens === 0 && !this.shard) return none; // an expert-parallel rank with no tokens still takes every exchange
+    if (this.shard && x.device !== 'cpu') throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer.forward: expert-parallel layers take host tensors');
     // CUDA layers take host or device x; host x is copied to the device once.
     if (cuda && x.device !== 'cuda') x = x.to('cuda');
     if (!cuda && x.device !== 'cpu') throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer.forward: x is on the GPU but the layer is on the CPU (MoeLayer.to)');
     const rowLayout: RowLayout = !cuda
-      ? 'cpu'
+      ? (this.shard ? 'ep' : 'cpu')
       : expectOneOf(opts.layout ?? (tokens <= MASKED_MAX_TOKENS ? 'masked' : 'contiguous'), ['contiguous', 'masked'] as const, 'MoeLayer.forward: options.layout');
     const ws = this.acquire(tokens, rowLayout);
     const c = this.config;
@@ -334,6 +420,13 @@ export class MoeLayer {
       }
       if (!profile) return;
       profile.stages = Object.fromEntries(STAGES.map((stage, s) => [stage, ws.stageSeconds[s] * 1e3])) as unknown as StageTimes;
+      if (this.epHandle) {
+        // The routed experts ran on the received rows: their layout is the shard's (native).
+        const stats = native().epShardStats(this.epHandle.handle);
+        profile.activeExperts = -1;
+        profile.rows = stats.rowsReceived;
+        return;
+      }
       const counts = args.workspace.views.tokensPerExpert.data as Int32Array;
       profile.activeExperts = counts.reduce((n, c) => n + (c > 0 ? 1 : 0), 0);
       profile.rows = (args.workspace.views.offsets.data as Int32Array)[c.numExperts];
@@ -381,7 +474,7 @@ export class MoeLayer {
     for (const t of weights.host) {
       if (t.data.byteLength === 0 && t.numel > 0) throw new MoeError('ERR_MOE_DETACHED', `MoeLayer.forward: a weight's buffer is detached (${t})`);
     }
-    return { x, weights, workspace: ws.prepared(tokens), align, out, ...device };
+    return { x, weights, workspace: ws.prepared(tokens), align, out, ...device, ep: this.epHandle };
   }
 
   /**

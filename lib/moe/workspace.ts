@@ -16,7 +16,7 @@ import type { MoeConfig } from './config';
  * worst case R = T * k + E * 127 (the real R is read back after the layout);
  * its masked layout (decode) has E * T rows ([E, Mmax = T]).
  */
-export type RowLayout = 'cpu' | 'contiguous' | 'masked';
+export type RowLayout = 'cpu' | 'contiguous' | 'masked' | 'ep';
 
 /** The GPU's contiguous segment alignment (the Hopper grouped GEMM's block rows). */
 export const CUDA_ALIGN = 128;
@@ -24,6 +24,9 @@ export const CUDA_ALIGN = 128;
 export function rowsFor(c: MoeConfig, tokens: number, layout: RowLayout): number {
   if (layout === 'masked') return c.numExperts * tokens;
   if (layout === 'contiguous') return tokens * c.topK + c.numExperts * (CUDA_ALIGN - 1);
+  // Expert parallelism: the routed experts' rows live in the rank's exchange
+  // buffers (native EpShard); here xq holds the T tokens quantized once.
+  if (layout === 'ep') return tokens;
   return tokens * c.topK;
 }
 
@@ -84,7 +87,7 @@ export class Workspace {
     this.config = config;
     this.capacity = capacity;
     this.rowLayout = rowLayout;
-    this.device = rowLayout === 'cpu' ? 'cpu' : 'cuda';
+    this.device = rowLayout === 'cpu' || rowLayout === 'ep' ? 'cpu' : 'cuda';
     this.storage = {};
     this.deviceStorage = {};
     for (const [name, [dtype, shape]] of Object.entries(layoutOf(config, capacity, rowsFor(config, capacity, rowLayout)))) {

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon/cuda_bindings.h"
+#include "addon/ep_bindings.h"
 #include "addon/errors.h"
 #include "addon/moe_bindings.h"
 #include "addon/op_bindings.h"
@@ -62,6 +63,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"measureMemoryBandwidth", MeasureMemoryBandwidth},
       {"measureBf16DotPeak", MeasureBf16DotPeak},
       {"measureMatrixPeak", MeasureMatrixPeak},
+      {"epLoad", EpLoad},
+      {"epInit", EpInit},
+      {"epFinalize", EpFinalize},
+      {"epCreateShard", EpCreateShard},
+      {"epFailForward", EpFailForward},
+      {"epAllgather", EpAllgather},
+      {"epBarrier", EpBarrier},
+      {"epShardStats", EpShardStats},
+      {"epRawAlltoallv", EpRawAlltoallv},
   };
   for (const auto& [name, callback] : functions) exports.Set(name, Napi::Function::New(env, callback, name));
   return exports;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "addon/binding_support.h"
+#include "addon/ep_bindings.h"
 #include "core/backend.h"
 #include "core/moe_forward.h"
 
@@ -129,6 +130,7 @@ Status parseForward(Call& call, MoeForwardArgs* args) {
   args->ws = workspace->ws;
   MOE_RETURN_IF_ERROR(int64FromJs(call.args, "align", "moeForward: align", 1, 1 << 16, &args->align));
   MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "out", "moeForward: out", &args->out, keep));
+  MOE_RETURN_IF_ERROR(epShardFromJs(call.args, keep, &args->ep));
   const Napi::Value seconds = call.args.Get("stageSeconds");
   if (seconds.IsTypedArray()) {
     Napi::TypedArray array = seconds.As<Napi::TypedArray>();

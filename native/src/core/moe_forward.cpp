@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -197,6 +198,164 @@ Status validateLayout(const MoeForwardArgs& args, int64_t experts) {
   return Status::ok();
 }
 
+
+// The router's projection and routing of the layer's tokens into ws.ids and
+// ws.weights; with `quantizeOnce` also the tokens' 1x128 quantization into
+// ws.xq's first T rows (*tokensQ, *tokensQScales), in the router's pass
+// where the backend can.
+Status routeTokens(Backend& backend, ExecContext& ctx, const MoeForwardArgs& args, bool quantizeOnce, StageClock& clock,
+                   TensorView* tokensQ, TensorView* tokensQScales) {
+  const MoeWorkspace& ws = args.ws;
+  const int64_t tokens = args.x.dim(0);
+  RouterLogitsArgs project{args.x, args.gate, ws.logits};
+  QuantizeArgs q;
+  if (quantizeOnce) {
+    q.x = args.x;
+    q.q = *tokensQ = rows(ws.xq, 0, tokens);
+    q.scales = *tokensQScales = rows(ws.xqScales, 0, tokens);
+  }
+  if (quantizeOnce && backend.supportsOp(OpKind::kRouterQuantize)) {
+    double quantizeSeconds = 0;
+    MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}, ctx));
+    clock.charge(kStageRouter);
+    clock.move(kStageRouter, kStageDispatch, quantizeSeconds);
+  } else {
+    MOE_RETURN_IF_ERROR(backend.routerLogits(project, ctx));
+    clock.charge(kStageRouter);
+    if (quantizeOnce) {
+      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q, ctx));
+      clock.charge(kStageDispatch);
+    }
+  }
+  RouteArgs routing = args.routing;
+  routing.logits = ws.logits;
+  routing.bias = args.bias;
+  routing.ids = ws.ids;
+  routing.weights = ws.weights;
+  MOE_RETURN_IF_ERROR(backend.route(routing, ctx));
+  clock.charge(kStageRoute);
+  return Status::ok();
+}
+
+// The tokens the routed experts run on: the layer's own (single process) or,
+// with expert parallelism, the ones other ranks sent here.
+struct ExpertInput {
+  int64_t tokens = 0;
+  int64_t numExperts = 0;    // the experts w13 and w2 hold
+  TensorView ids;            // [T, k] i32: experts of w13/w2, -1 for none
+  // [T, H] fp8 and [T, ceil(H/128)] f32: the tokens quantized once, or
+  // data == nullptr (then dispatch quantizes args.x as it gathers).
+  TensorView xq, xqScales;
+};
+
+// layout -> dispatch -> grouped GEMM w13 -> swiglu (or the fused expertUp)
+// -> grouped GEMM w2, over `a.ws`: its y holds one row per (token, slot) and
+// its slotRow where. *numRows: the rows the experts' stages ran over.
+Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a, const ExpertInput& in, bool fuseExperts, StageClock& clock,
+                     int64_t* numRows) {
+  const MoeWorkspace& ws = a.ws;
+  LayoutArgs layout;
+  layout.ids = in.ids;
+  layout.numExperts = in.numExperts;
+  layout.align = a.align;
+  layout.masked = a.masked;
+  layout.maxRowsPerExpert = a.maxRowsPerExpert;
+  layout.tokensPerExpert = ws.tokensPerExpert;
+  layout.offsets = ws.offsets;
+  layout.rowToken = ws.rowToken;
+  layout.groupIndex = ws.groupIndex;
+  layout.slotRow = ws.slotRow;
+  MOE_RETURN_IF_ERROR(backend.dispatchLayout(layout, ctx));
+  // The rows the experts' stages run over: all E * Mmax of the masked layout
+  // (fixed: nothing waits), or the contiguous layout's R = offsets[E].
+  std::vector<int32_t> offsets;  // [E + 1] on the host (contiguous)
+  *numRows = in.numExperts * a.maxRowsPerExpert;
+  if (!a.masked) {
+    MOE_RETURN_IF_ERROR(backend.layoutOffsets(layout, ctx, &offsets));
+    *numRows = offsets[in.numExperts];
+  }
+  clock.charge(kStageLayout);
+
+  if (fuseExperts) {
+    MoeWorkspace up = ws;  // expertUp reads the tokens' rows in place
+    up.xq = in.xq;
+    up.xqScales = in.xqScales;
+    double swigluSeconds = 0;
+    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, a.w13, up, in.tokens, offsets.data(), &swigluSeconds));
+    clock.charge(kStageGemm1);
+    clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
+  } else {
+    DispatchArgs gather;
+    gather.rowToken = rows(ws.rowToken, 0, *numRows);
+    if (in.xq.data == nullptr) {  // gathered and quantized in one pass
+      gather.x = a.x;
+      gather.out = rows(ws.xq, 0, *numRows);
+      gather.scales = rows(ws.xqScales, 0, *numRows);
+      MOE_RETURN_IF_ERROR(backend.dispatch(gather, ctx));
+    } else {
+      // The tokens arrived quantized: their fp8 rows and scales are gathered
+      // as they are. Unquantized dispatch copies rows bit for bit, so the fp8
+      // bytes travel as bf16 pairs (H is a multiple of 16).
+      const int64_t hidden = in.xq.dim(1);
+      gather.x = TensorView::contiguous(in.xq.data, DType::kBF16, {in.tokens, hidden / 2});
+      gather.x.device = in.xq.device;
+      gather.out = TensorView::contiguous(ws.xq.data, DType::kBF16, {*numRows, hidden / 2});
+      gather.out.device = ws.xq.device;
+      MOE_RETURN_IF_ERROR(backend.dispatch(gather, ctx));
+      gather.x = in.xqScales;
+      gather.out = rows(ws.xqScales, 0, *numRows);
+      MOE_RETURN_IF_ERROR(backend.dispatch(gather, ctx));
+    }
+    clock.charge(kStageDispatch);
+
+    MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, a, a.w13, ws.xq, ws.xqScales, offsets, ws.h));
+    clock.charge(kStageGemm1);
+
+    SwigluArgs act;
+    act.h = rows(ws.h, 0, *numRows);
+    act.out = rows(ws.hq, 0, *numRows);
+    act.scales = rows(ws.hqScales, 0, *numRows);
+    MOE_RETURN_IF_ERROR(backend.swiglu(act, ctx));
+    clock.charge(kStageSwiglu);
+  }
+
+  MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, a, a.w2, ws.hq, ws.hqScales, offsets, ws.y));
+  clock.charge(kStageGemm2);
+  return Status::ok();
+}
+
+// The received batch's workspace, cut from the shard's buffers.
+MoeWorkspace receivedWorkspace(EpExchange& ex, int64_t tokens, int64_t hidden, int64_t intermediate, int64_t topK) {
+  EpShard& s = ex.shard();
+  const int64_t r = tokens * topK, el = s.numLocalExperts;
+  MoeWorkspace ws;
+  ws.tokensPerExpert = ex.tensor(s.tokensPerExpert, DType::kI32, {el});
+  ws.offsets = ex.tensor(s.offsets, DType::kI32, {el + 1});
+  ws.rowToken = ex.tensor(s.rowToken, DType::kI32, {r});
+  ws.groupIndex = ex.tensor(s.groupIndex, DType::kI32, {r});
+  ws.slotRow = ex.tensor(s.slotRow, DType::kI32, {tokens, topK});
+  ws.xq = ex.tensor(s.xq, DType::kFP8E4M3, {r, hidden});
+  ws.xqScales = ex.tensor(s.xqScales, DType::kF32, {r, ceilDiv(hidden, kQuantGroup)});
+  ws.h = ex.tensor(s.h, DType::kBF16, {r, 2 * intermediate});
+  ws.hq = ex.tensor(s.hq, DType::kFP8E4M3, {r, intermediate});
+  ws.hqScales = ex.tensor(s.hqScales, DType::kF32, {r, ceilDiv(intermediate, kQuantGroup)});
+  ws.y = ex.tensor(s.y, DType::kBF16, {r, hidden});
+  return ws;
+}
+
+// Expert parallelism's own conditions: host memory, the contiguous layout,
+// and a workspace whose xq holds the T tokens quantized once.
+Status validateExpertParallel(const Backend& backend, const MoeForwardArgs& args) {
+  if (backend.queued() || args.masked) {
+    return Status(Code::kUnsupported, std::string("moeForward: expert-parallel forwards run on the CPU (contiguous layout), not on the ") +
+                                          backend.name() + " backend");
+  }
+  if (args.ws.xq.ndim < 1 || args.ws.xq.dim(0) < args.x.dim(0) || args.ws.xqScales.ndim < 1 || args.ws.xqScales.dim(0) < args.x.dim(0)) {
+    return Status(Code::kShape, "moeForward: ws.xq and ws.xqScales must hold the T tokens");
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Status Backend::forward(const MoeForwardArgs& args, ExecContext& ctx) { return moeForward(*this, args, ctx); }
@@ -205,14 +364,21 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
   const MoeWorkspace& ws = args.ws;
   if (args.x.ndim != 2) return Status(Code::kShape, "moeForward: x: expected [T, H], got " + args.x.shapeString());
   const int64_t experts = args.gate.ndim == 2 ? args.gate.dim(0) : 0;
-  MOE_RETURN_IF_ERROR(validateShards(args.w13, experts, "moeForward: w13"));
-  MOE_RETURN_IF_ERROR(validateShards(args.w2, experts, "moeForward: w2"));
+  // An expert-parallel rank holds its slice of the experts only.
+  const int64_t held = args.ep ? args.ep->numLocalExperts : experts;
+  if (args.ep && args.ep->numExperts != experts) {
+    return Status(Code::kShape, "moeForward: the router has " + std::to_string(experts) + " experts, the expert-parallel shard " +
+                                    std::to_string(args.ep->numExperts));
+  }
+  MOE_RETURN_IF_ERROR(validateShards(args.w13, held, "moeForward: w13"));
+  MOE_RETURN_IF_ERROR(validateShards(args.w2, held, "moeForward: w2"));
   const bool hasShared = !args.sharedW13.empty();
   if (hasShared) {
     MOE_RETURN_IF_ERROR(validateShards(args.sharedW13, 1, "moeForward: sharedW13"));
     MOE_RETURN_IF_ERROR(validateShards(args.sharedW2, 1, "moeForward: sharedW2"));
   }
-  MOE_RETURN_IF_ERROR(validateLayout(args, experts));
+  // The received rows of an expert-parallel forward live in the shard's buffers, not the workspace.
+  MOE_RETURN_IF_ERROR(args.ep ? validateExpertParallel(backend, args) : validateLayout(args, experts));
   if (!args.masked && args.w13.data.size() > 1 && !backend.supportsOp(OpKind::kShardedExperts)) {
     return Status(Code::kUnsupported, std::string("moeForward: expert weights in shards do not run on the ") + backend.name() +
                                           " backend (hold each in one tensor [E, N, K])");
@@ -235,98 +401,82 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
   // Fused experts: dispatch is the tokens' quantization, once for all (shared
   // with the shared expert); expertUp's GEMM reads each expert's token rows in
   // place. Where the backend can, the router's pass over x quantizes it too.
+  // Expert parallelism sends the tokens' fp8 rows: quantized once as well.
   const bool fuseExperts = !args.masked && backend.supportsOp(OpKind::kExpertUp) && fusionAllowed();
+  const bool quantizeOnce = fuseExperts || args.ep != nullptr;
   TensorView tokensQ, tokensQScales;  // [T, H] fp8, [T, ceil(H/128)] f32 when quantized once for all
-  RouterLogitsArgs project{args.x, args.gate, ws.logits};
-  QuantizeArgs q;  // fused experts: the tokens' quantization
-  if (fuseExperts) {
-    q.x = args.x;
-    q.q = tokensQ = rows(ws.xq, 0, tokens);
-    q.scales = tokensQScales = rows(ws.xqScales, 0, tokens);
-  }
-  if (fuseExperts && backend.supportsOp(OpKind::kRouterQuantize)) {
-    double quantizeSeconds = 0;
-    MOE_RETURN_IF_ERROR(backend.routerLogitsQuantize(RouterQuantizeArgs{project, q, &quantizeSeconds}, ctx));
-    clock.charge(kStageRouter);
-    clock.move(kStageRouter, kStageDispatch, quantizeSeconds);
-  } else {
-    MOE_RETURN_IF_ERROR(backend.routerLogits(project, ctx));
-    clock.charge(kStageRouter);
-    if (fuseExperts) {
-      MOE_RETURN_IF_ERROR(backend.quantizeActivations(q, ctx));
-      clock.charge(kStageDispatch);
-    }
-  }
-  RouteArgs routing = args.routing;
-  routing.logits = ws.logits;
-  routing.bias = args.bias;
-  routing.ids = ws.ids;
-  routing.weights = ws.weights;
-  MOE_RETURN_IF_ERROR(backend.route(routing, ctx));
-  clock.charge(kStageRoute);
+  // A rank with no tokens still takes every exchange step.
+  const Status routed = tokens > 0 ? routeTokens(backend, ctx, args, quantizeOnce, clock, &tokensQ, &tokensQScales) : Status::ok();
 
-  LayoutArgs layout;
-  layout.ids = ws.ids;
-  layout.numExperts = experts;
-  layout.align = args.align;
-  layout.masked = args.masked;
-  layout.maxRowsPerExpert = args.maxRowsPerExpert;
-  layout.tokensPerExpert = ws.tokensPerExpert;
-  layout.offsets = ws.offsets;
-  layout.rowToken = ws.rowToken;
-  layout.groupIndex = ws.groupIndex;
-  layout.slotRow = ws.slotRow;
-  MOE_RETURN_IF_ERROR(backend.dispatchLayout(layout, ctx));
-  // The rows the experts' stages run over: all E * Mmax of the masked layout
-  // (fixed: nothing waits), or the contiguous layout's R = offsets[E].
-  std::vector<int32_t> offsets;  // [E + 1] on the host (contiguous)
-  int64_t numRows = experts * args.maxRowsPerExpert;
-  if (!args.masked) {
-    MOE_RETURN_IF_ERROR(backend.layoutOffsets(layout, ctx, &offsets));
-    numRows = offsets[experts];
-  }
-  clock.charge(kStageLayout);
-
-  if (fuseExperts) {
-    double swigluSeconds = 0;
-    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, args.w13, ws, tokens, offsets.data(), &swigluSeconds));
-    clock.charge(kStageGemm1);
-    clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
+  CombineArgs sum;
+  sum.out = args.out;
+  std::optional<EpExchange> ex;  // held to the end: the final sum reads its buffers
+  if (args.ep == nullptr) {
+    MOE_RETURN_IF_ERROR(routed);
+    ExpertInput in;
+    in.tokens = tokens;
+    in.numExperts = experts;
+    in.ids = ws.ids;
+    in.xq = tokensQ;  // the fused experts' (else none: dispatch quantizes x)
+    in.xqScales = tokensQScales;
+    int64_t numRows = 0;
+    MOE_RETURN_IF_ERROR(routedExperts(backend, ctx, args, in, fuseExperts, clock, &numRows));
+    sum.y = rows(ws.y, 0, numRows);
+    sum.slotRow = ws.slotRow;
+    sum.weights = ws.weights;
   } else {
-    DispatchArgs gather;
-    gather.x = args.x;
-    gather.rowToken = rows(ws.rowToken, 0, numRows);
-    gather.out = rows(ws.xq, 0, numRows);
-    gather.scales = rows(ws.xqScales, 0, numRows);
-    MOE_RETURN_IF_ERROR(backend.dispatch(gather, ctx));
+    // Expert parallelism: dispatch -> this rank's experts on what it received
+    // -> each received token's experts reduced into one bf16 row -> combine
+    // sends the rows back -> the final sum below adds them in rank order.
+    const int64_t hidden = args.x.dim(1), topK = args.routing.topK;
+    const int64_t intermediate = args.w13.data[0].dim(1) / 2;
+    ex.emplace(*args.ep, tokens, hidden, topK);
+    MOE_RETURN_IF_ERROR(ex->dispatch(routed, ws.ids, ws.weights, tokensQ, tokensQScales));
     clock.charge(kStageDispatch);
-
-    MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, args, args.w13, ws.xq, ws.xqScales, offsets, ws.h));
-    clock.charge(kStageGemm1);
-
-    SwigluArgs act;
-    act.h = rows(ws.h, 0, numRows);
-    act.out = rows(ws.hq, 0, numRows);
-    act.scales = rows(ws.hqScales, 0, numRows);
-    MOE_RETURN_IF_ERROR(backend.swiglu(act, ctx));
-    clock.charge(kStageSwiglu);
+    const EpBatch& batch = ex->batch();
+    Status local = ex->receivedStatus();
+    if (local.isOk()) local = ex->reserveWorkspace(intermediate, !fuseExperts);
+    if (local.isOk() && batch.tokens > 0) {
+      MoeForwardArgs received = args;  // the same layer over the received batch
+      received.ws = receivedWorkspace(*ex, batch.tokens, hidden, intermediate, topK);
+      ExpertInput in;
+      in.tokens = batch.tokens;
+      in.numExperts = held;
+      in.ids = batch.ids;
+      in.xq = batch.xq;
+      in.xqScales = batch.xqScales;
+      int64_t numRows = 0;
+      local = routedExperts(backend, ctx, received, in, fuseExperts, clock, &numRows);
+      if (local.isOk()) {
+        CombineArgs reduce;  // the token's experts on this rank, in slot order
+        reduce.y = rows(received.ws.y, 0, numRows);
+        reduce.slotRow = received.ws.slotRow;
+        reduce.weights = batch.weights;
+        reduce.out = ex->partial();
+        local = backend.combine(reduce, ctx);
+      }
+    }
+    MOE_RETURN_IF_ERROR(ex->combine(local));
+    clock.charge(kStageCombine);
+    if (tokens == 0) return Status::ok();
+    sum.y = ex->returned();
+    sum.slotRow = ex->returnSlot();
+    sum.weights = ex->ones();  // 1 * row is exact: the rows are added as they came, in rank order
   }
-
-  MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, args, args.w2, ws.hq, ws.hqScales, offsets, ws.y));
-  clock.charge(kStageGemm2);
 
   if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, ctx, args, tokensQ, tokensQScales));
   clock.charge(kStageShared);
 
-  CombineArgs sum;
-  sum.y = rows(ws.y, 0, numRows);
-  sum.slotRow = ws.slotRow;
-  sum.weights = ws.weights;
   if (hasShared) sum.shared = ws.sharedOut;
-  sum.out = args.out;
   MOE_RETURN_IF_ERROR(backend.combine(sum, ctx));
   clock.charge(kStageCombine);
   return Status::ok();
+}
+
+Status epFailForward(EpShard& shard, const Status& error, int64_t hidden, int64_t topK) {
+  EpExchange ex(shard, 0, hidden, topK);
+  const TensorView none;
+  return ex.dispatch(error, none, none, none, none);
 }
 
 }  // namespace moe

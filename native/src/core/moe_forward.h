@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/ep_exchange.h"
 
 namespace moe {
 
@@ -76,9 +77,23 @@ struct MoeForwardArgs {
   MoeWorkspace ws;
   TensorView out;      // [T, H] bf16 or f32 (output)
   double* stageSeconds = nullptr;  // [kNumStages] (output, optional): wall time of each stage
+  // Expert parallelism: this rank's slice of the experts (w13 and w2 hold
+  // only those) and the transport; nullptr for a single-process layer. The
+  // forward then gains its exchange steps (core/ep_exchange.h): route ->
+  // dispatch -> the rank's experts on the rows it received -> combine ->
+  // the returned rows summed in rank order (+ shared experts). The
+  // workspace's xq then holds the T tokens quantized once; the received
+  // rows' layout lives in the shard's buffers.
+  EpShard* ep = nullptr;
 };
 
 // Backend::forward calls this.
 Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx);
+
+// The expert-parallel forward's first collective step taken by a rank that
+// failed before it could start one (bad input found in TypeScript): the
+// other ranks fail this forward with kEpPeer naming `error`, and this rank
+// returns `error`.
+Status epFailForward(EpShard& shard, const Status& error, int64_t hidden, int64_t topK);
 
 }  // namespace moe

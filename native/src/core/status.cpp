@@ -13,6 +13,11 @@ const char* codeName(Code code) {
     case Code::kUnsupported: return "ERR_MOE_UNSUPPORTED";
     case Code::kInternal: return "ERR_MOE_INTERNAL";
     case Code::kDevice: return "ERR_MOE_DEVICE";
+    case Code::kEpTimeout: return "ERR_MOE_EP_TIMEOUT";
+    case Code::kEpPeer: return "ERR_MOE_EP_PEER";
+    case Code::kEpConfig: return "ERR_MOE_EP_CONFIG";
+    case Code::kEpProtocol: return "ERR_MOE_EP_PROTOCOL";
+    case Code::kEpTransport: return "ERR_MOE_EP_TRANSPORT";
   }
   return "ERR_MOE_INTERNAL";
 }

@@ -19,6 +19,12 @@ enum class Code {
   kUnsupported,  // ERR_MOE_UNSUPPORTED: the backend cannot run this op
   kInternal,     // ERR_MOE_INTERNAL: a bug or an allocation failure
   kDevice,       // ERR_MOE_DEVICE: tensors on different devices, or on a device that is not available
+  // Expert parallelism (several processes, one communicator):
+  kEpTimeout,    // ERR_MOE_EP_TIMEOUT: an exchange did not complete in time (a peer died, hangs or skipped it)
+  kEpPeer,       // ERR_MOE_EP_PEER: another rank failed this forward (its error is in the message)
+  kEpConfig,     // ERR_MOE_EP_CONFIG: the ranks disagree on the layer (H, E, k, dtype, checkpoint) or on the rank layout
+  kEpProtocol,   // ERR_MOE_EP_PROTOCOL: a received count, header or payload is not what the protocol allows
+  kEpTransport,  // ERR_MOE_EP_TRANSPORT: the transport failed, is absent, or is unusable after an earlier failure
 };
 
 const char* codeName(Code code);

@@ -1,0 +1,103 @@
+/**
+ * Expert parallelism's communicator: MPI_COMM_WORLD of the processes that
+ * `mpirun -np N node app.js` started, through the MPI plug-in. Every
+ * exchange waits at most `timeoutMs`: a rank that died, hangs or skipped a
+ * step makes the others fail with ERR_MOE_EP_TIMEOUT instead of hanging.
+ */
+import { MoeError, describe } from '../errors';
+import { native } from '../native';
+import { mpiTransport } from './transport';
+
+export interface ExpertParallelOptions {
+  /** The longest any exchange may wait for the other ranks, ms (default MOE_EP_TIMEOUT_MS or 60000). */
+  timeoutMs?: number;
+}
+
+export class Communicator {
+  readonly rank: number;
+  readonly size: number;
+  /** MPI's thread support level (MPI_THREAD_MULTIPLE = 3 with Open MPI and MPICH). */
+  readonly threadLevel: number;
+  /** The MPI library's version line. */
+  readonly library: string;
+  readonly timeoutMs: number;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** @internal use initExpertParallel() */
+  constructor(info: { rank: number; size: number; threadLevel: number; library: string }, timeoutMs: number) {
+    this.rank = info.rank;
+    this.size = info.size;
+    this.threadLevel = info.threadLevel;
+    this.library = info.library;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** Every rank's `bytes` (the same length on every rank), in rank order. Collective. */
+  allgather(bytes: Uint8Array): Uint8Array[] {
+    const all = native().epAllgather(bytes);
+    return Array.from({ length: this.size }, (_, r) => all.subarray(r * bytes.length, (r + 1) * bytes.length));
+  }
+
+  /** Waits for every rank (at most timeoutMs). Collective. */
+  barrier(): void {
+    native().epBarrier();
+  }
+
+  /**
+   * Runs collective work after the work queued before it: forwards on one
+   * communicator must enter their exchanges in the same order on every rank,
+   * and Promise forms would otherwise race on the worker threads.
+   * @internal
+   */
+  serialize<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+export interface ExpertParallel {
+  rank: number;
+  size: number;
+  comm: Communicator;
+}
+
+let world: Communicator | undefined;
+
+/**
+ * Initializes MPI (MPI_Init_thread, asking for MPI_THREAD_MULTIPLE) once per
+ * process and returns this process's rank, the number of ranks and the
+ * communicator; later calls return the same. MPI is finalized when the
+ * process exits. Throws ERR_MOE_EP_TRANSPORT when the MPI plug-in is absent
+ * (with the reason).
+ */
+export function initExpertParallel(options: ExpertParallelOptions = {}): ExpertParallel {
+  if (world) return { rank: world.rank, size: world.size, comm: world };
+  const transport = mpiTransport();
+  if (!transport.available) throw new MoeError('ERR_MOE_EP_TRANSPORT', `initExpertParallel: the MPI transport is not available: ${transport.reason}`);
+  const fromEnv = process.env.MOE_EP_TIMEOUT_MS ? Number(process.env.MOE_EP_TIMEOUT_MS) : undefined;
+  const timeoutMs = options.timeoutMs ?? fromEnv ?? 60_000;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw new MoeError('ERR_MOE_RANGE', `initExpertParallel: timeoutMs must be a positive number of milliseconds, got ${describe(timeoutMs)}`);
+  }
+  const info = native().epInit({ timeoutMs });
+  world = new Communicator(info, timeoutMs);
+  // MPI_Finalize at exit (the plug-in skips it after a failed exchange, which would wait forever).
+  process.once('exit', () => finalizeExpertParallel());
+  return { rank: world.rank, size: world.size, comm: world };
+}
+
+/** MPI_Finalize now (also done at exit); no communication is possible afterwards. */
+export function finalizeExpertParallel(): void {
+  if (world) native().epFinalize();
+}
+
+/** `ep.init()` is initExpertParallel(). */
+export const ep = { init: initExpertParallel, finalize: finalizeExpertParallel };
+
+/** The communicator of an `ep` option: an initExpertParallel() result or its `comm`. */
+export function communicatorOf(value: unknown, what: string): Communicator {
+  if (value instanceof Communicator) return value;
+  if (typeof value === 'object' && value !== null && (value as ExpertParallel).comm instanceof Communicator) return (value as ExpertParallel).comm;
+  throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected the result of initExpertParallel() or its comm, got ${describe(value)}`);
+}

@@ -1,0 +1,303 @@
+/*
+ * The MPI transport plug-in: expert parallelism's exchanges on the system's
+ * MPI (Open MPI or MPICH), built with its mpicc by `npm run build:mpi` into
+ * build-mpi/libmoe_mpi.so and dlopen()ed by the addon. It knows nothing of
+ * MoE layers: it moves rows between ranks, with deadlines (moe_mpi_api.h).
+ */
+#define _GNU_SOURCE
+#include "moe_mpi_api.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <mpi.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static MPI_Comm g_comm = MPI_COMM_NULL;
+static int g_rank = -1, g_size = 0, g_thread_level = -1;
+static int g_we_initialized = 0, g_finalized = 0, g_broken = 0;
+static char g_version[MPI_MAX_LIBRARY_VERSION_STRING];
+
+static int fail(char* err, size_t len, int code, const char* fmt, ...) {
+  if (err && len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+/* An MPI error code as text, and the communicator marked broken: after a
+ * failed exchange the ranks no longer agree on where they are. */
+static int mpi_fail(char* err, size_t len, int rc, const char* what) {
+  char text[MPI_MAX_ERROR_STRING];
+  int n = 0;
+  if (MPI_Error_string(rc, text, &n) != MPI_SUCCESS) snprintf(text, sizeof text, "MPI error %d", rc);
+  g_broken = 1;
+  return fail(err, len, MOE_MPI_ERR_TRANSPORT, "%s failed on rank %d: %s", what, g_rank, text);
+}
+
+static int check_ready(char* err, size_t len) {
+  if (g_comm == MPI_COMM_NULL || g_finalized) return fail(err, len, MOE_MPI_ERR_STATE, "MPI is not initialized (call initExpertParallel first)");
+  if (g_broken) return fail(err, len, MOE_MPI_ERR_BROKEN, "the communicator is unusable after an earlier exchange failed or timed out");
+  return MOE_MPI_OK;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Polls the requests until all complete or the deadline passes. Spins with
+ * MPI_Testall (which also drives Open MPI's nonblocking-collective progress),
+ * yields the core to other ranks (oversubscribed runs), and after a
+ * millisecond sleeps 20 us between polls. On a timeout the requests stay
+ * outstanding: the communicator is marked broken (see moe_mpi_api.h). */
+static int wait_all(MPI_Request* reqs, int n, double timeout_s, const char* what, char* err, size_t len) {
+  const double start = now_s();
+  const double deadline = start + timeout_s;
+  for (long polls = 0;; ++polls) {
+    int done = 0;
+    const int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mpi_fail(err, len, rc, what);
+    if (done) return MOE_MPI_OK;
+    const double t = now_s();
+    if (t > deadline) {
+      g_broken = 1;
+      return fail(err, len, MOE_MPI_ERR_TIMEOUT,
+                  "%s on rank %d did not complete within %.3g s: a peer rank died, hangs, or did not make the same call", what,
+                  g_rank, timeout_s);
+    }
+    if (t - start > 1e-3) {
+      const struct timespec pause = {0, 20000};
+      nanosleep(&pause, NULL);
+    } else if (polls > 64) {
+      sched_yield();
+    }
+  }
+}
+
+static const char* library_version(void) {
+  if (!g_version[0]) {
+    int n = 0;
+    MPI_Get_library_version(g_version, &n);
+    char* eol = strchr(g_version, '\n');
+    if (eol) *eol = 0;
+  }
+  return g_version;
+}
+
+/* Open MPI loads its own components with dlopen and expects libmpi's symbols
+ * to be global; the addon loads this plug-in (and with it libmpi) with
+ * RTLD_LOCAL. Re-opening libmpi RTLD_GLOBAL | RTLD_NOLOAD promotes it. */
+static void promote_libmpi(void) {
+  Dl_info info;
+  if (dladdr((void*)&MPI_Init_thread, &info) && info.dli_fname) dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+}
+
+static int init(int* rank, int* size, int* thread_level, char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = MOE_MPI_OK;
+  if (g_finalized) {
+    code = fail(err, len, MOE_MPI_ERR_STATE, "MPI was finalized; it cannot be initialized again in this process");
+    goto out;
+  }
+  if (g_comm == MPI_COMM_NULL) {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      promote_libmpi();
+      int provided = -1;
+      const int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+      if (rc != MPI_SUCCESS) {
+        code = fail(err, len, MOE_MPI_ERR_TRANSPORT, "MPI_Init_thread failed (error %d)", rc);
+        goto out;
+      }
+      g_we_initialized = 1;
+      g_thread_level = provided;
+    } else {
+      MPI_Query_thread(&g_thread_level);
+    }
+    if (g_thread_level < MPI_THREAD_SERIALIZED) {
+      code = fail(err, len, MOE_MPI_ERR_STATE, "this MPI provides thread level %d; forwards on worker threads need MPI_THREAD_SERIALIZED (%d) or more",
+                  g_thread_level, MPI_THREAD_SERIALIZED);
+      goto out;
+    }
+    MPI_Comm comm;
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &comm) != MPI_SUCCESS) {
+      code = fail(err, len, MOE_MPI_ERR_TRANSPORT, "MPI_Comm_dup(MPI_COMM_WORLD) failed");
+      goto out;
+    }
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm, &g_rank);
+    MPI_Comm_size(comm, &g_size);
+    g_comm = comm;
+    library_version();
+  }
+  *rank = g_rank;
+  *size = g_size;
+  *thread_level = g_thread_level;
+out:
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static int finalize(char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = MOE_MPI_OK;
+  if (g_comm != MPI_COMM_NULL && !g_finalized && !g_broken) {
+    MPI_Comm_free(&g_comm);
+    if (g_we_initialized && MPI_Finalize() != MPI_SUCCESS) code = fail(err, len, MOE_MPI_ERR_TRANSPORT, "MPI_Finalize failed");
+    g_finalized = 1;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static int broken(void) { return g_broken; }
+
+static int alltoall(const void* send, void* recv, size_t bytes, double timeout_s, char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = check_ready(err, len);
+  if (code == MOE_MPI_OK && bytes > INT_MAX) code = fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoall: %zu bytes per rank is over MPI's int count", bytes);
+  if (code == MOE_MPI_OK) {
+    MPI_Request req;
+    const int rc = MPI_Ialltoall(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, g_comm, &req);
+    code = rc != MPI_SUCCESS ? mpi_fail(err, len, rc, "MPI_Ialltoall") : wait_all(&req, 1, timeout_s, "the counts exchange (MPI_Ialltoall)", err, len);
+  }
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static int allgather(const void* send, void* recv, size_t bytes, double timeout_s, char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = check_ready(err, len);
+  if (code == MOE_MPI_OK && bytes > INT_MAX) code = fail(err, len, MOE_MPI_ERR_ARGUMENT, "allgather: %zu bytes per rank is over MPI's int count", bytes);
+  if (code == MOE_MPI_OK) {
+    MPI_Request req;
+    const int rc = MPI_Iallgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, g_comm, &req);
+    code = rc != MPI_SUCCESS ? mpi_fail(err, len, rc, "MPI_Iallgather") : wait_all(&req, 1, timeout_s, "MPI_Iallgather", err, len);
+  }
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static int bcast(void* buffer, size_t bytes, int root, double timeout_s, char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = check_ready(err, len);
+  if (code == MOE_MPI_OK && (bytes > INT_MAX || root < 0 || root >= g_size)) code = fail(err, len, MOE_MPI_ERR_ARGUMENT, "bcast: bad size or root");
+  if (code == MOE_MPI_OK) {
+    MPI_Request req;
+    const int rc = MPI_Ibcast(buffer, (int)bytes, MPI_BYTE, root, g_comm, &req);
+    code = rc != MPI_SUCCESS ? mpi_fail(err, len, rc, "MPI_Ibcast") : wait_all(&req, 1, timeout_s, "MPI_Ibcast", err, len);
+  }
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static int barrier(double timeout_s, char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = check_ready(err, len);
+  if (code == MOE_MPI_OK) {
+    MPI_Request req;
+    const int rc = MPI_Ibarrier(g_comm, &req);
+    code = rc != MPI_SUCCESS ? mpi_fail(err, len, rc, "MPI_Ibarrier") : wait_all(&req, 1, timeout_s, "MPI_Ibarrier", err, len);
+  }
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+/* One exchange's counts and displacements in rows (a contiguous datatype of
+ * row_bytes), each checked against MPI's int counts. */
+typedef struct {
+  MPI_Datatype row;
+  int *send_counts, *send_displs, *recv_counts, *recv_displs;
+} prepared_exchange;
+
+static int to_int(int64_t v, int* out) {
+  if (v < 0 || v > INT_MAX) return 0;
+  *out = (int)v;
+  return 1;
+}
+
+static int prepare(const moe_mpi_exchange* x, int* ints, prepared_exchange* p, char* err, size_t len) {
+  p->send_counts = ints;
+  p->send_displs = ints + g_size;
+  p->recv_counts = ints + 2 * g_size;
+  p->recv_displs = ints + 3 * g_size;
+  for (int r = 0; r < g_size; ++r) {
+    if (!to_int(x->send_rows[r], &p->send_counts[r]) || !to_int(x->send_offsets[r], &p->send_displs[r]) ||
+        !to_int(x->recv_rows[r], &p->recv_counts[r]) || !to_int(x->recv_offsets[r], &p->recv_displs[r])) {
+      return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: a row count or offset for rank %d is negative or over MPI's int range", r);
+    }
+  }
+  if (x->row_bytes == 0 || x->row_bytes > INT_MAX) return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: row size %zu out of range", x->row_bytes);
+  if (MPI_Type_contiguous((int)x->row_bytes, MPI_BYTE, &p->row) != MPI_SUCCESS || MPI_Type_commit(&p->row) != MPI_SUCCESS) {
+    return fail(err, len, MOE_MPI_ERR_TRANSPORT, "alltoallv: cannot make a %zu-byte row datatype", x->row_bytes);
+  }
+  return MOE_MPI_OK;
+}
+
+#define MAX_EXCHANGES 8
+
+static int alltoallv(const moe_mpi_exchange* exchanges, int count, double timeout_s, char* err, size_t len) {
+  if (count < 1 || count > MAX_EXCHANGES) return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: %d exchanges (1..%d)", count, MAX_EXCHANGES);
+  pthread_mutex_lock(&g_lock);
+  int code = check_ready(err, len);
+  int* ints = code == MOE_MPI_OK ? (int*)malloc(sizeof(int) * 4 * (size_t)g_size * (size_t)count) : NULL;
+  if (code == MOE_MPI_OK && !ints) code = fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: out of memory");
+  prepared_exchange p[MAX_EXCHANGES];
+  MPI_Request reqs[MAX_EXCHANGES];
+  int prepared = 0, posted = 0;
+  for (; code == MOE_MPI_OK && prepared < count; ++prepared) {
+    code = prepare(&exchanges[prepared], ints + 4 * (size_t)g_size * (size_t)prepared, &p[prepared], err, len);
+    if (code != MOE_MPI_OK) break;
+  }
+  for (; code == MOE_MPI_OK && posted < count; ++posted) {
+    const int rc = MPI_Ialltoallv(exchanges[posted].send, p[posted].send_counts, p[posted].send_displs, p[posted].row, exchanges[posted].recv,
+                                  p[posted].recv_counts, p[posted].recv_displs, p[posted].row, g_comm, &reqs[posted]);
+    if (rc != MPI_SUCCESS) code = mpi_fail(err, len, rc, "MPI_Ialltoallv");
+  }
+  if (code == MOE_MPI_OK) code = wait_all(reqs, count, timeout_s, "the row exchange (MPI_Ialltoallv)", err, len);
+  /* Datatypes may be freed while requests that use them are pending (MPI 3.1, 2.5.3). */
+  for (int i = 0; i < prepared && i < count; ++i) MPI_Type_free(&p[i].row);
+  if (code == MOE_MPI_OK || code == MOE_MPI_ERR_ARGUMENT) free(ints); /* else MPI may still read the counts: kept */
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static int alltoallv_blocking(const moe_mpi_exchange* x, char* err, size_t len) {
+  pthread_mutex_lock(&g_lock);
+  int code = check_ready(err, len);
+  int* ints = code == MOE_MPI_OK ? (int*)malloc(sizeof(int) * 4 * (size_t)g_size) : NULL;
+  prepared_exchange p;
+  if (code == MOE_MPI_OK && !ints) code = fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: out of memory");
+  if (code == MOE_MPI_OK) code = prepare(x, ints, &p, err, len);
+  if (code == MOE_MPI_OK) {
+    const int rc = MPI_Alltoallv(x->send, p.send_counts, p.send_displs, p.row, x->recv, p.recv_counts, p.recv_displs, p.row, g_comm);
+    MPI_Type_free(&p.row);
+    if (rc != MPI_SUCCESS) code = mpi_fail(err, len, rc, "MPI_Alltoallv");
+  }
+  free(ints);
+  pthread_mutex_unlock(&g_lock);
+  return code;
+}
+
+static double wtime(void) { return MPI_Wtime(); }
+
+static const moe_mpi_api g_api = {
+    MOE_MPI_ABI_VERSION, sizeof(moe_mpi_api), library_version, init, finalize, broken, alltoall, alltoallv, allgather, bcast, barrier,
+    alltoallv_blocking, wtime,
+};
+
+__attribute__((visibility("default"))) const moe_mpi_api* moe_mpi_get_api(uint32_t abi_version) {
+  return abi_version == MOE_MPI_ABI_VERSION ? &g_api : NULL;
+}

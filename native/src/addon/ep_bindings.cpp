@@ -1,0 +1,200 @@
+#include "addon/ep_bindings.h"
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "addon/errors.h"
+#include "addon/op_runner.h"
+#include "core/moe_forward.h"
+#include "ep/mpi_transport.h"
+
+namespace moe::addon {
+
+namespace {
+
+Napi::Value throwStatus(Napi::Env env, const Status& status) { return failOp(env, false, status); }
+
+double number(const Napi::Object& o, const char* key, double fallback) {
+  const Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+EpShard* shardArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsExternal()) return nullptr;
+  return info[i].As<Napi::External<EpShard>>().Data();
+}
+
+}  // namespace
+
+// epLoad(candidates) -> { available, reason, path?, library? }
+Napi::Value EpLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> candidates;
+  if (info.Length() > 0 && info[0].IsArray()) {
+    Napi::Array list = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      if (list.Get(i).IsString()) candidates.push_back(list.Get(i).As<Napi::String>().Utf8Value());
+    }
+  }
+  ep::MpiPlugin& plugin = ep::MpiPlugin::instance();
+  plugin.load(candidates);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("available", plugin.available());
+  result.Set("reason", plugin.reason());
+  if (!plugin.path().empty()) result.Set("path", plugin.path());
+  return result;
+}
+
+// epInit({ timeoutMs }) -> { rank, size, threadLevel, library }
+Napi::Value EpInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double timeoutMs = info.Length() > 0 && info[0].IsObject() ? number(info[0].As<Napi::Object>(), "timeoutMs", 60000) : 60000;
+  int rank = -1, size = 0, level = -1;
+  const Status status = ep::initWorld(timeoutMs / 1e3, &rank, &size, &level);
+  if (!status.isOk()) return throwStatus(env, status);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("rank", rank);
+  result.Set("size", size);
+  result.Set("threadLevel", level);
+  result.Set("library", std::string(ep::MpiPlugin::instance().api()->library_version()));
+  return result;
+}
+
+Napi::Value EpFinalize(const Napi::CallbackInfo& info) {
+  const Status status = ep::finalizeWorld();
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+// epCreateShard({ numExperts, firstExpert, numLocalExperts }) -> External<EpShard>
+Napi::Value EpCreateShard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<ep::MpiTransport> transport = ep::worldTransport();
+  if (!transport) return throwStatus(env, Status(Code::kEpTransport, "expert parallelism: call initExpertParallel() first"));
+  if (info.Length() < 1 || !info[0].IsObject()) return throwStatus(env, Status(Code::kInternal, "epCreateShard(options)"));
+  const Napi::Object o = info[0].As<Napi::Object>();
+  auto* shard = new EpShard();
+  shard->transport = transport;
+  shard->numExperts = static_cast<int64_t>(number(o, "numExperts", 0));
+  shard->firstExpert = static_cast<int64_t>(number(o, "firstExpert", 0));
+  shard->numLocalExperts = static_cast<int64_t>(number(o, "numLocalExperts", 0));
+  if (shard->numLocalExperts < 1 || shard->numLocalExperts * transport->size() != shard->numExperts ||
+      shard->firstExpert != shard->numLocalExperts * transport->rank()) {
+    delete shard;
+    return throwStatus(env, Status(Code::kEpConfig, "expert parallelism: a shard must hold experts [rank * E / size, (rank + 1) * E / size)"));
+  }
+  return Napi::External<EpShard>::New(env, shard, [](Napi::Env, EpShard* s) { delete s; });
+}
+
+// epFailForward(shard, code, message, hidden, topK): takes the forward's
+// first collective step with `message` as this rank's error, so that the
+// other ranks fail too instead of waiting. Returns the error the step ended
+// with (the given one, or a transport failure) as { code, message }.
+Napi::Value EpFailForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EpShard* shard = shardArg(info, 0);
+  if (!shard || info.Length() < 5) return throwStatus(env, Status(Code::kInternal, "epFailForward(shard, code, message, hidden, topK)"));
+  const std::string code = info[1].ToString().Utf8Value();
+  Code c = Code::kInternal;
+  for (int i = 1; i <= static_cast<int>(Code::kEpTransport); ++i) {
+    if (code == codeName(static_cast<Code>(i))) c = static_cast<Code>(i);
+  }
+  const Status error(c, info[2].ToString().Utf8Value());
+  const Status status = epFailForward(*shard, error, info[3].As<Napi::Number>().Int64Value(), info[4].As<Napi::Number>().Int64Value());
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("code", codeName(status.code()));
+  result.Set("message", status.message());
+  return result;
+}
+
+// epAllgather(bytes: Uint8Array) -> Uint8Array [size * bytes.length], rank order.
+Napi::Value EpAllgather(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<ep::MpiTransport> transport = ep::worldTransport();
+  if (!transport) return throwStatus(env, Status(Code::kEpTransport, "expert parallelism: call initExpertParallel() first"));
+  if (info.Length() < 1 || !info[0].IsTypedArray()) return throwStatus(env, Status(Code::kInternal, "epAllgather(Uint8Array)"));
+  Napi::Uint8Array in = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, in.ByteLength() * transport->size());
+  std::lock_guard<std::mutex> lock(transport->serial);
+  const Status status = transport->allgather(in.Data(), out.Data(), in.ByteLength());
+  if (!status.isOk()) return throwStatus(env, status);
+  return out;
+}
+
+Napi::Value EpBarrier(const Napi::CallbackInfo& info) {
+  std::shared_ptr<ep::MpiTransport> transport = ep::worldTransport();
+  if (!transport) return throwStatus(info.Env(), Status(Code::kEpTransport, "expert parallelism: call initExpertParallel() first"));
+  std::lock_guard<std::mutex> lock(transport->serial);
+  const Status status = transport->barrier();
+  if (!status.isOk()) return throwStatus(info.Env(), status);
+  return info.Env().Undefined();
+}
+
+// epShardStats(shard) -> what its last forward moved (EpShard::Stats) and the per-rank row counts.
+Napi::Value EpShardStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EpShard* shard = shardArg(info, 0);
+  if (!shard) return throwStatus(env, Status(Code::kInternal, "epShardStats(shard)"));
+  const EpShard::Stats& s = shard->last;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dispatchSeconds", s.dispatchSeconds);
+  o.Set("dispatchExchangeSeconds", s.dispatchExchangeSeconds);
+  o.Set("combineSeconds", s.combineSeconds);
+  o.Set("combineExchangeSeconds", s.combineExchangeSeconds);
+  o.Set("rowsSent", static_cast<double>(s.rowsSent));
+  o.Set("rowsReceived", static_cast<double>(s.rowsReceived));
+  o.Set("dispatchRowBytes", static_cast<double>(s.dispatchRowBytes));
+  o.Set("combineRowBytes", static_cast<double>(s.combineRowBytes));
+  Napi::Array sent = Napi::Array::New(env), received = Napi::Array::New(env);
+  for (size_t i = 0; i < shard->sendRows.size(); ++i) sent.Set(i, static_cast<double>(shard->sendRows[i]));
+  for (size_t i = 0; i < shard->recvRows.size(); ++i) received.Set(i, static_cast<double>(shard->recvRows[i]));
+  o.Set("sendRows", sent);
+  o.Set("recvRows", received);
+  return o;
+}
+
+// epRawAlltoallv(shard, { rowBytes, reverse, iterations }) -> seconds per
+// call of a blocking MPI_Alltoallv moving the last forward's dispatch
+// (reverse: combine) row counts with `rowBytes` per row: the ceiling the
+// benchmark puts next to the forward's exchanges. Collective.
+Napi::Value EpRawAlltoallv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EpShard* shard = shardArg(info, 0);
+  if (!shard || info.Length() < 2 || !info[1].IsObject()) return throwStatus(env, Status(Code::kInternal, "epRawAlltoallv(shard, options)"));
+  const Napi::Object o = info[1].As<Napi::Object>();
+  const size_t rowBytes = static_cast<size_t>(number(o, "rowBytes", 1));
+  const bool reverse = o.Get("reverse").ToBoolean().Value();
+  const int iterations = static_cast<int>(number(o, "iterations", 1));
+  auto* transport = static_cast<ep::MpiTransport*>(shard->transport.get());
+  const std::vector<int64_t>& sr = reverse ? shard->recvRows : shard->sendRows;
+  const std::vector<int64_t>& so = reverse ? shard->recvOffsets : shard->sendOffsets;
+  const std::vector<int64_t>& rr = reverse ? shard->sendRows : shard->recvRows;
+  const std::vector<int64_t>& ro = reverse ? shard->sendOffsets : shard->recvOffsets;
+  int64_t sendTotal = 0, recvTotal = 0;
+  for (size_t i = 0; i < sr.size(); ++i) sendTotal += sr[i], recvTotal += rr[i];
+  std::vector<uint8_t> send(sendTotal * rowBytes + 1, 1), recv(recvTotal * rowBytes + 1, 0);
+  const RowExchange x{send.data(), recv.data(), rowBytes, sr.data(), so.data(), rr.data(), ro.data()};
+  std::lock_guard<std::mutex> lock(transport->serial);
+  Status status = transport->alltoallvBlocking(x);  // warm-up
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < iterations && status.isOk(); ++i) status = transport->alltoallvBlocking(x);
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!status.isOk()) return throwStatus(env, status);
+  return Napi::Number::New(env, elapsed / iterations);
+}
+
+Status epShardFromJs(const Napi::Object& args, KeepAlive* keep, EpShard** shard) {
+  *shard = nullptr;
+  const Napi::Value holder = args.Get("ep");
+  if (holder.IsUndefined() || holder.IsNull()) return Status::ok();
+  if (!holder.IsObject()) return Status(Code::kInternal, "moeForward: ep: expected { handle }");
+  const Napi::Value handle = holder.As<Napi::Object>().Get("handle");
+  if (!handle.IsExternal()) return Status(Code::kInternal, "moeForward: ep.handle: expected an External");
+  keep->add(holder.As<Napi::Object>());
+  *shard = handle.As<Napi::External<EpShard>>().Data();
+  return Status::ok();
+}
+
+}  // namespace moe::addon

@@ -1,0 +1,311 @@
+#include "core/ep_exchange.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/ops.h"
+
+namespace moe {
+
+namespace {
+
+constexpr uint32_t kCountsMagic = 0x4d6f4550;  // "PEoM"
+
+// What rank s tells rank d before a dispatch (one per destination).
+struct CountsRecord {
+  uint32_t magic;
+  uint32_t reserved;
+  uint64_t forward;  // the transport's forward number: equal on every rank
+  int64_t rows;      // rows s sends to d
+  int64_t tokens;    // s's batch size (rows <= tokens: a token goes at most once to a rank)
+};
+static_assert(sizeof(CountsRecord) == 32, "CountsRecord is a wire format");
+
+// A rank's status in an agreement round.
+struct StatusRecord {
+  int32_t code;  // moe::Code
+  char message[252];
+};
+static_assert(sizeof(StatusRecord) == 256, "StatusRecord is a wire format");
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+double seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+}  // namespace
+
+GrowableBuffer::~GrowableBuffer() {
+  if (!abandoned_) std::free(data_);
+}
+
+Status GrowableBuffer::reserve(size_t bytes) {
+  if (bytes <= capacity_) return Status::ok();
+  if (abandoned_) return Status(Code::kEpTransport, "expert parallelism: the exchange buffers were abandoned after a failed exchange");
+  size_t grown = capacity_ ? capacity_ : 4096;
+  while (grown < bytes) grown *= 2;
+  void* fresh = nullptr;
+  if (posix_memalign(&fresh, 64, grown) != 0) return Status(Code::kInternal, "expert parallelism: cannot allocate " + str(static_cast<int64_t>(grown)) + " bytes");
+  std::free(data_);
+  data_ = fresh;
+  capacity_ = grown;
+  return Status::ok();
+}
+
+void EpShard::abandonBuffers() {
+  for (GrowableBuffer* b : {&sendXq, &sendScales, &sendIds, &sendWeights, &recvXq, &recvScales, &recvIds, &recvWeights, &partial, &returned}) {
+    b->abandon();
+  }
+}
+
+EpExchange::EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t topK)
+    : shard_(shard),
+      rank_(shard.transport->rank()),
+      size_(shard.transport->size()),
+      tokens_(tokens),
+      hidden_(hidden),
+      groups_(ceilDiv(hidden, kQuantGroup)),
+      topK_(topK),
+      serial_(shard.transport->serial) {}
+
+TensorView EpExchange::tensor(GrowableBuffer& buffer, DType dtype, std::initializer_list<int64_t> dims) const {
+  return TensorView::contiguous(buffer.data(), dtype, dims);
+}
+
+Status EpExchange::fail(Status status) {
+  if (status.code() == Code::kEpTimeout || status.code() == Code::kEpTransport) shard_.abandonBuffers();
+  return status;
+}
+
+// Packs the rows for each destination: token t goes to rank d iff one of its
+// slots holds an expert of d; the row carries all k slots, with the experts
+// of d as local ids and the others as -1 (weight 0).
+Status EpExchange::plan(const TensorView& ids, const TensorView& weights, const TensorView& xq, const TensorView& xqScales) {
+  const int64_t local = shard_.numLocalExperts;
+  const int32_t* id = tokens_ ? ids.as<const int32_t>() : nullptr;  // [T, k]
+  shard_.sendRows.assign(size_, 0);
+  shard_.sendOffsets.assign(size_, 0);
+  MOE_RETURN_IF_ERROR(shard_.returnSlot.reserve(sizeof(int32_t) * tokens_ * size_ + 64));
+  MOE_RETURN_IF_ERROR(shard_.ones.reserve(sizeof(float) * tokens_ * size_ + 64));
+  int32_t* slot = static_cast<int32_t*>(shard_.returnSlot.data());  // [T, size]
+  float* ones = static_cast<float*>(shard_.ones.data());             // [T, size]
+  for (int64_t t = 0; t < tokens_; ++t) {
+    for (int d = 0; d < size_; ++d) slot[t * size_ + d] = -1;
+    for (int64_t j = 0; j < topK_; ++j) {
+      const int32_t e = id[t * topK_ + j];
+      if (e < 0) continue;
+      if (e >= shard_.numExperts) return Status(Code::kRange, "expert parallelism: ids[" + str(t) + ", " + str(j) + "] = " + str(e) + " is not an expert");
+      slot[t * size_ + e / local] = 0;  // marked; numbered below
+    }
+    for (int d = 0; d < size_; ++d) {
+      ones[t * size_ + d] = 1.0f;
+      if (slot[t * size_ + d] == 0) ++shard_.sendRows[d];
+    }
+  }
+  int64_t total = 0;
+  for (int d = 0; d < size_; ++d) {
+    shard_.sendOffsets[d] = total;
+    total += shard_.sendRows[d];
+  }
+  sent_ = total;
+  MOE_RETURN_IF_ERROR(shard_.sendXq.reserve(total * hidden_ + 64));
+  MOE_RETURN_IF_ERROR(shard_.sendScales.reserve(sizeof(float) * total * groups_ + 64));
+  MOE_RETURN_IF_ERROR(shard_.sendIds.reserve(sizeof(int32_t) * total * topK_ + 64));
+  MOE_RETURN_IF_ERROR(shard_.sendWeights.reserve(sizeof(float) * total * topK_ + 64));
+  uint8_t* sx = static_cast<uint8_t*>(shard_.sendXq.data());        // [Ns, H] fp8
+  float* ss = static_cast<float*>(shard_.sendScales.data());        // [Ns, G] f32
+  int32_t* si = static_cast<int32_t*>(shard_.sendIds.data());       // [Ns, k] i32
+  float* sw = static_cast<float*>(shard_.sendWeights.data());       // [Ns, k] f32
+  const uint8_t* x = tokens_ ? xq.as<const uint8_t>() : nullptr;    // [T, H] fp8
+  const float* xs = tokens_ ? xqScales.as<const float>() : nullptr; // [T, G] f32
+  const float* w = tokens_ ? weights.as<const float>() : nullptr;   // [T, k] f32
+  std::vector<int64_t> next(shard_.sendOffsets);
+  for (int d = 0; d < size_; ++d) {
+    const int64_t first = d * local, last = first + local;
+    for (int64_t t = 0; t < tokens_; ++t) {
+      if (slot[t * size_ + d] < 0) continue;
+      const int64_t r = next[d]++;
+      slot[t * size_ + d] = static_cast<int32_t>(r);
+      std::memcpy(sx + r * hidden_, x + t * hidden_, static_cast<size_t>(hidden_));
+      std::memcpy(ss + r * groups_, xs + t * groups_, sizeof(float) * static_cast<size_t>(groups_));
+      for (int64_t j = 0; j < topK_; ++j) {
+        const int32_t e = id[t * topK_ + j];
+        const bool mine = e >= first && e < last;
+        si[r * topK_ + j] = mine ? static_cast<int32_t>(e - first) : -1;
+        sw[r * topK_ + j] = mine ? w[t * topK_ + j] : 0.0f;
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status EpExchange::agree(const Status& local, const char* step) {
+  StatusRecord mine{};
+  mine.code = static_cast<int32_t>(local.code());
+  std::strncpy(mine.message, local.message().c_str(), sizeof mine.message - 1);
+  std::vector<StatusRecord> all(size_);
+  MOE_RETURN_IF_ERROR(fail(shard_.transport->allgather(&mine, all.data(), sizeof mine)));
+  if (!local.isOk()) return local;
+  for (int r = 0; r < size_; ++r) {
+    if (all[r].code == 0) continue;
+    all[r].message[sizeof all[r].message - 1] = 0;
+    const Code code = all[r].code > 0 && all[r].code <= static_cast<int32_t>(Code::kEpTransport) ? static_cast<Code>(all[r].code) : Code::kInternal;
+    return Status(Code::kEpPeer, std::string("expert parallelism: rank ") + str(r) + " failed the " + step + " of this forward with " +
+                                     codeName(code) + ": " + all[r].message);
+  }
+  return Status::ok();
+}
+
+Status EpExchange::exchangeCounts() {
+  const uint64_t forward = shard_.transport->forwards;
+  std::vector<CountsRecord> out(size_), in(size_);
+  for (int d = 0; d < size_; ++d) out[d] = CountsRecord{kCountsMagic, 0, forward, shard_.sendRows[d], tokens_};
+  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoall(out.data(), in.data(), sizeof(CountsRecord))));
+  // Checked before any count is used: a corrupt count is an error, not an overrun.
+  Status status;
+  shard_.recvRows.assign(size_, 0);
+  shard_.recvOffsets.assign(size_, 0);
+  int64_t total = 0;
+  constexpr int64_t kMaxRows = (int64_t{1} << 31) - 1;
+  for (int s = 0; s < size_ && status.isOk(); ++s) {
+    const CountsRecord& c = in[s];
+    if (c.magic != kCountsMagic) {
+      status = Status(Code::kEpProtocol, "expert parallelism: the counts from rank " + str(s) + " have a bad header (magic " + str(c.magic) + ")");
+    } else if (c.forward != forward) {
+      status = Status(Code::kEpProtocol, "expert parallelism: rank " + str(s) + " is at forward " + str(static_cast<int64_t>(c.forward)) +
+                                             ", this rank at " + str(static_cast<int64_t>(forward)) + " (the ranks are out of step)");
+    } else if (c.tokens < 0 || c.tokens > kMaxRows || c.rows < 0 || c.rows > c.tokens) {
+      status = Status(Code::kEpProtocol, "expert parallelism: rank " + str(s) + " announces " + str(c.rows) + " rows of a " + str(c.tokens) +
+                                             "-token batch (a token goes at most once to a rank)");
+    } else if (total + c.rows > kMaxRows / topK_) {
+      status = Status(Code::kEpProtocol, "expert parallelism: more than " + str(kMaxRows / topK_) + " rows would arrive at rank " + str(rank_));
+    } else {
+      shard_.recvRows[s] = c.rows;
+      shard_.recvOffsets[s] = total;
+      total += c.rows;
+    }
+  }
+  received_ = status.isOk() ? total : 0;
+  return status;
+}
+
+Status EpExchange::dispatch(const Status& local, const TensorView& ids, const TensorView& weights, const TensorView& xq,
+                            const TensorView& xqScales) {
+  ++shard_.transport->forwards;
+  const double start = seconds();
+  Status status = local;
+  if (status.isOk()) status = plan(ids, weights, xq, xqScales);
+  if (!status.isOk()) {
+    shard_.sendRows.assign(size_, 0);
+    sent_ = 0;
+  }
+  // The counts go out even from a failed rank (it sends nothing): the
+  // agreement that follows tells every rank about the failure.
+  const Status counts = exchangeCounts();
+  if (counts.code() == Code::kEpTimeout || counts.code() == Code::kEpTransport) return counts;
+  if (status.isOk()) status = counts;
+  if (status.isOk()) {
+    status = shard_.recvXq.reserve(received_ * hidden_ + 64);
+    if (status.isOk()) status = shard_.recvScales.reserve(sizeof(float) * received_ * groups_ + 64);
+    if (status.isOk()) status = shard_.recvIds.reserve(sizeof(int32_t) * received_ * topK_ + 64);
+    if (status.isOk()) status = shard_.recvWeights.reserve(sizeof(float) * received_ * topK_ + 64);
+  }
+  MOE_RETURN_IF_ERROR(agree(status, "dispatch"));
+
+  const int64_t* sr = shard_.sendRows.data();
+  const int64_t* so = shard_.sendOffsets.data();
+  const int64_t* rr = shard_.recvRows.data();
+  const int64_t* ro = shard_.recvOffsets.data();
+  const RowExchange rows[] = {
+      {shard_.sendXq.data(), shard_.recvXq.data(), static_cast<size_t>(hidden_), sr, so, rr, ro},
+      {shard_.sendScales.data(), shard_.recvScales.data(), sizeof(float) * static_cast<size_t>(groups_), sr, so, rr, ro},
+      {shard_.sendIds.data(), shard_.recvIds.data(), sizeof(int32_t) * static_cast<size_t>(topK_), sr, so, rr, ro},
+      {shard_.sendWeights.data(), shard_.recvWeights.data(), sizeof(float) * static_cast<size_t>(topK_), sr, so, rr, ro},
+  };
+  const double exchangeStart = seconds();
+  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(rows, 4)));
+  EpShard::Stats& stats = shard_.last;
+  stats.dispatchExchangeSeconds = seconds() - exchangeStart;
+  stats.dispatchSeconds = seconds() - start;
+  stats.rowsSent = sent_;
+  stats.rowsReceived = received_;
+  stats.dispatchRowBytes = hidden_ + static_cast<int64_t>(sizeof(float)) * groups_ + 8 * topK_;
+  stats.combineRowBytes = 2 * hidden_;
+  batch_.tokens = received_;
+  batch_.xq = tensor(shard_.recvXq, DType::kFP8E4M3, {received_, hidden_});
+  batch_.xqScales = tensor(shard_.recvScales, DType::kF32, {received_, groups_});
+  batch_.ids = tensor(shard_.recvIds, DType::kI32, {received_, topK_});
+  batch_.weights = tensor(shard_.recvWeights, DType::kF32, {received_, topK_});
+  receivedStatus_ = validateReceived();
+  return Status::ok();
+}
+
+// The received ids and weights are data from another process: checked before
+// they index anything. (A failure here is reported to every rank at combine's
+// agreement.)
+Status EpExchange::validateReceived() {
+  const int32_t* id = batch_.ids.as<const int32_t>();
+  const float* w = batch_.weights.as<const float>();
+  const float* s = batch_.xqScales.as<const float>();
+  for (int64_t r = 0; r < received_; ++r) {
+    bool any = false;
+    for (int64_t j = 0; j < topK_; ++j) {
+      const int32_t e = id[r * topK_ + j];
+      if (e < -1 || e >= shard_.numLocalExperts || !std::isfinite(w[r * topK_ + j])) {
+        return Status(Code::kEpProtocol, "expert parallelism: received row " + str(r) + " slot " + str(j) + " holds expert " + str(e) +
+                                             " (this rank holds " + str(shard_.numLocalExperts) + ") or a non-finite weight");
+      }
+      any = any || e >= 0;
+    }
+    if (!any) return Status(Code::kEpProtocol, "expert parallelism: received row " + str(r) + " names none of this rank's experts");
+    for (int64_t g = 0; g < groups_; ++g) {
+      const float scale = s[r * groups_ + g];
+      if (!(scale > 0.0f) || !std::isfinite(scale)) {
+        return Status(Code::kEpProtocol, "expert parallelism: received row " + str(r) + " has a bad scale in group " + str(g));
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status EpExchange::reserveWorkspace(int64_t intermediate, bool gatherRows) {
+  const int64_t rows = received_ * topK_, el = shard_.numLocalExperts;
+  const int64_t ig = ceilDiv(intermediate, kQuantGroup);
+  MOE_RETURN_IF_ERROR(shard_.tokensPerExpert.reserve(sizeof(int32_t) * el + 64));
+  MOE_RETURN_IF_ERROR(shard_.offsets.reserve(sizeof(int32_t) * (el + 1) + 64));
+  MOE_RETURN_IF_ERROR(shard_.rowToken.reserve(sizeof(int32_t) * rows + 64));
+  MOE_RETURN_IF_ERROR(shard_.groupIndex.reserve(sizeof(int32_t) * rows + 64));
+  MOE_RETURN_IF_ERROR(shard_.slotRow.reserve(sizeof(int32_t) * rows + 64));
+  if (gatherRows) {
+    MOE_RETURN_IF_ERROR(shard_.xq.reserve(rows * hidden_ + 64));
+    MOE_RETURN_IF_ERROR(shard_.xqScales.reserve(sizeof(float) * rows * groups_ + 64));
+    MOE_RETURN_IF_ERROR(shard_.h.reserve(2 * sizeof(uint16_t) * rows * intermediate + 64));
+  }
+  MOE_RETURN_IF_ERROR(shard_.hq.reserve(rows * intermediate + 64));
+  MOE_RETURN_IF_ERROR(shard_.hqScales.reserve(sizeof(float) * rows * ig + 64));
+  MOE_RETURN_IF_ERROR(shard_.y.reserve(sizeof(uint16_t) * rows * hidden_ + 64));
+  MOE_RETURN_IF_ERROR(shard_.partial.reserve(sizeof(uint16_t) * received_ * hidden_ + 64));
+  return shard_.returned.reserve(sizeof(uint16_t) * sent_ * hidden_ + 64);
+}
+
+TensorView EpExchange::partial() const { return TensorView::contiguous(shard_.partial.data(), DType::kBF16, {received_, hidden_}); }
+TensorView EpExchange::returned() const { return TensorView::contiguous(shard_.returned.data(), DType::kBF16, {sent_, hidden_}); }
+TensorView EpExchange::returnSlot() const { return TensorView::contiguous(shard_.returnSlot.data(), DType::kI32, {tokens_, size_}); }
+TensorView EpExchange::ones() const { return TensorView::contiguous(shard_.ones.data(), DType::kF32, {tokens_, size_}); }
+
+Status EpExchange::combine(const Status& local) {
+  const double start = seconds();
+  MOE_RETURN_IF_ERROR(agree(local, "experts"));
+  // The reverse of dispatch: the received rows go back where they came from.
+  const RowExchange back{shard_.partial.data(), shard_.returned.data(), sizeof(uint16_t) * static_cast<size_t>(hidden_),
+                         shard_.recvRows.data(), shard_.recvOffsets.data(), shard_.sendRows.data(), shard_.sendOffsets.data()};
+  const double exchangeStart = seconds();
+  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(&back, 1)));
+  shard_.last.combineExchangeSeconds = seconds() - exchangeStart;
+  shard_.last.combineSeconds = seconds() - start;
+  return Status::ok();
+}
+
+}  // namespace moe
