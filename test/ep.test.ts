@@ -1,0 +1,182 @@
+// Expert parallelism across processes: each test starts `mpirun -np N` with
+// test/ep/worker.cjs (one rank per process, the compiled package from dist/)
+// and reads one line per rank. Every rank compares its output with the whole
+// layer run single-process on the concatenated batch (SPEC.md's layer
+// tolerance) and with the float64 reference on a sample of tokens. Skipped,
+// with a message, where mpirun or the MPI plug-in (npm run build:mpi) is absent.
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEEPSEEK_V3_CONFIG, MoeLayer, backends } from '../lib/index';
+import { layerTensors, tempDir, writeCheckpoint } from './helpers/checkpoint';
+
+const root = path.resolve(__dirname, '..');
+const worker = path.join(root, 'test', 'ep', 'worker.cjs');
+const mpi = backends().find((b) => b.name === 'mpi')!;
+
+function hasMpirun(): boolean {
+  return spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
+}
+const skipReason = !hasMpirun() ? 'mpirun is not installed (Debian: openmpi-bin)' : !mpi.available ? `the MPI transport is unavailable: ${mpi.reason}` : '';
+if (skipReason) console.warn(`ep.test.ts: skipped: ${skipReason}`);
+
+interface Line {
+  kind: string;
+  rank: number;
+  [key: string]: unknown;
+}
+
+/** Runs `mpirun -np <ranks> node worker.cjs <scenario> <options>`; the ranks' lines, sorted by rank. */
+function mpirun(ranks: number, scenario: string, options: Record<string, unknown>, flags: string[] = []): { lines: Line[]; status: number | null; output: string } {
+  const child = spawnSync('mpirun', ['--oversubscribe', ...flags, '-np', String(ranks), process.execPath, worker, scenario, JSON.stringify(options)], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    // mpirun refuses root unless told; CI runs as root.
+    env: { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_btl_vader_single_copy_mechanism: 'none' },
+  });
+  const output = `${child.stdout}\n${child.stderr}`;
+  const lines = child.stdout
+    .split('\n')
+    .map((l) => /^([A-Z]+) (\{.*\})$/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ kind: m[1], ...(JSON.parse(m[2]) as { rank: number }) }))
+    .sort((a, b) => a.rank - b.rank || a.kind.localeCompare(b.kind));
+  return { lines, status: child.status, output };
+}
+
+function results(ranks: number, options: Record<string, unknown>): Line[] {
+  const run = mpirun(ranks, 'equality', options);
+  const lines = run.lines.filter((l) => l.kind === 'RESULT');
+  expect(lines.length, run.output).toBe(ranks);
+  expect(run.status, run.output).toBe(0);
+  return lines;
+}
+
+function expectMatchesWholeLayer(lines: Line[], batches: number[]): void {
+  for (const line of lines) {
+    const note = JSON.stringify(line);
+    expect(line.tokens, note).toBe(batches[line.rank]);
+    expect(line.diff as number, note).toBeLessThan(2e-3);
+    expect(line.refDiff as number, note).toBeLessThan(2e-3);
+    expect(line.repeatEqual, note).toBe(true);
+    expect(line.finite, note).toBe(true);
+  }
+}
+
+describe.skipIf(skipReason !== '')('expert parallelism over MPI', () => {
+  for (const ranks of [2, 4]) {
+    it(`${ranks} ranks, uneven batches and a rank without tokens: each rank's rows equal the whole layer's on the concatenated batch`, () => {
+      const batches = ranks === 2 ? [13, 0] : [5, 0, 17, 3];
+      const lines = results(ranks, { batches });
+      expectMatchesWholeLayer(lines, batches);
+      // Each rank holds E / size experts; the router and shared expert are replicated.
+      for (const line of lines) {
+        expect(line.localExperts).toBe(16 / ranks);
+        expect(line.memoryBytes as number).toBeLessThan(line.wholeMemoryBytes as number);
+      }
+      // A token goes at most once to each rank: rows sent to rank d <= tokens.
+      for (const line of lines) for (const rows of line.sendRows as number[]) expect(rows).toBeLessThanOrEqual(line.tokens as number);
+    });
+
+    it(`${ranks} ranks: the same bits on every run (within a process, and in a second mpirun)`, () => {
+      const batches = ranks === 2 ? [7, 11] : [3, 8, 1, 6];
+      const first = results(ranks, { batches, repeats: 3 });
+      const second = results(ranks, { batches, repeats: 1, sync: true });
+      expectMatchesWholeLayer(first, batches);
+      expect(second.map((l) => l.digest)).toEqual(first.map((l) => l.digest));
+    });
+  }
+
+  it('all tokens routed to one rank (the others\' experts get none), and one token in all', () => {
+    const skew = results(4, { batches: [6, 2, 0, 9], skew: 3, config: { topK: 2, numGroups: 1, topKGroups: 1 } });
+    expectMatchesWholeLayer(skew, [6, 2, 0, 9]);
+    for (const line of skew) expect((line.sendRows as number[]).slice(0, 3)).toEqual([0, 0, 0]);
+    expect(skew.map((l) => (l.recvRows as number[]).reduce((a, b) => a + b, 0))).toEqual([0, 0, 0, 17]);
+    expectMatchesWholeLayer(results(4, { batches: [0, 0, 1, 0] }), [0, 0, 1, 0]);
+  });
+
+  it('the unfused expert path gives the same bits (MOE_FUSED_EXPERTS=0)', () => {
+    const batches = [5, 9];
+    const fused = results(2, { batches, repeats: 1 });
+    process.env.MOE_FUSED_EXPERTS = '0';
+    try {
+      expect(results(2, { batches, repeats: 1 }).map((l) => l.digest)).toEqual(fused.map((l) => l.digest));
+    } finally {
+      delete process.env.MOE_FUSED_EXPERTS;
+    }
+  });
+
+  it('a checkpoint loaded sharded (each rank reads its experts) equals the whole checkpoint', () => {
+    const config = { ...DEEPSEEK_V3_CONFIG, hiddenSize: 256, intermediateSize: 128, numExperts: 16, topK: 4, numGroups: 4, topKGroups: 2 };
+    const whole = MoeLayer.random(config, { seed: 21 });
+    const dir = writeCheckpoint(tempDir(), config, layerTensors(config, whole.weights, 3), 3);
+    try {
+      for (const ranks of [2, 4]) {
+        const batches = ranks === 2 ? [9, 4] : [4, 0, 6, 2];
+        const lines = results(ranks, { batches, checkpoint: dir, layer: 3 });
+        expectMatchesWholeLayer(lines, batches);
+        for (const line of lines) expect(line.localExperts).toBe(16 / ranks);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  for (const kind of ['shape', 'nan']) {
+    it(`bad input on one rank (${kind}) is reported on every rank, and the next forward works`, () => {
+      const run = mpirun(4, 'bad-input', { badRank: 1, kind });
+      const errors = run.lines.filter((l) => l.kind === 'ERROR');
+      expect(errors.length, run.output).toBe(4);
+      for (const e of errors) {
+        if (e.rank === 1) expect(e.code).toBe(kind === 'shape' ? 'ERR_MOE_SHAPE' : 'ERR_MOE_NONFINITE');
+        else expect(e.code, JSON.stringify(e)).toBe('ERR_MOE_EP_PEER');
+        if (e.rank !== 1) expect(e.message).toMatch(/rank 1 failed/);
+      }
+      expect(run.lines.filter((l) => l.kind === 'AFTER' && l.ok === true).length, run.output).toBe(4);
+    });
+  }
+
+  it('a rank that throws before its forward (and stays alive) makes the others fail with ERR_MOE_EP_TIMEOUT in time', () => {
+    const run = mpirun(2, 'stall', { badRank: 1, kind: 'throw', timeoutMs: 1500, holdMs: 4000 });
+    const error = run.lines.find((l) => l.kind === 'ERROR' && l.rank === 0);
+    expect(error, run.output).toBeDefined();
+    expect(error!.code).toBe('ERR_MOE_EP_TIMEOUT');
+    expect(error!.ms as number).toBeGreaterThanOrEqual(1400);
+    expect(error!.ms as number).toBeLessThan(10_000);
+  });
+
+  it('a rank killed mid-run: the survivors fail with ERR_MOE_EP_TIMEOUT (mpirun --enable-recovery keeps them alive)', () => {
+    const run = mpirun(2, 'stall', { badRank: 1, kind: 'kill', timeoutMs: 1500 }, ['--enable-recovery']);
+    const error = run.lines.find((l) => l.kind === 'ERROR' && l.rank === 0);
+    expect(error, run.output).toBeDefined();
+    expect(error!.code).toBe('ERR_MOE_EP_TIMEOUT');
+    expect(error!.ms as number).toBeLessThan(10_000);
+  });
+
+  it('ranks that built different layers fail at build time with ERR_MOE_EP_CONFIG; E % size != 0 names both', () => {
+    const run = mpirun(2, 'mismatch', { badRank: 1 });
+    const errors = run.lines.filter((l) => l.kind === 'ERROR');
+    expect(errors.length, run.output).toBe(2);
+    for (const e of errors) {
+      expect(e.code).toBe('ERR_MOE_EP_CONFIG');
+      expect(e.message).toMatch(/intermediateSize = (128|256), rank \d has (128|256)/);
+    }
+    const uneven = run.lines.filter((l) => l.kind === 'UNEVEN');
+    expect(uneven.length).toBe(2);
+    for (const e of uneven) expect(e.message).toMatch(/13 experts cannot be split evenly over 2 ranks/);
+  });
+});
+
+describe('the MPI transport when it is absent', () => {
+  it('backends() gives the reason and initExpertParallel throws ERR_MOE_EP_TRANSPORT', () => {
+    const script = `const m = require(${JSON.stringify(root)});
+      const info = m.backends().find((b) => b.name === 'mpi');
+      let code; try { m.initExpertParallel(); } catch (e) { code = e.code + ': ' + e.message; }
+      console.log(JSON.stringify({ info, code }));`;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, MOE_MPI_PLUGIN: '/nonexistent/libmoe_mpi.so' } }));
+    expect(out.info).toMatchObject({ name: 'mpi', available: false });
+    expect(out.info.reason).toMatch(/not built.*npm run build:mpi/);
+    expect(out.code).toMatch(/^ERR_MOE_EP_TRANSPORT: initExpertParallel: the MPI transport is not available/);
+  });
+});
