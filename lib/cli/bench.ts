@@ -9,6 +9,10 @@ import { MoeError } from '../errors';
 import { LayerSourceOptions, addLayerSourceOptions, loadLayer } from './layer-source';
 import { parseIntList, parsePositiveInt } from './parse';
 import { progressBar } from './progress';
+import { EP_DEFAULT_TOKENS, benchEp, formatEpReport } from '../bench/ep';
+import { initExpertParallel } from '../ep/communicator';
+import { MoeLayer } from '../moe/layer';
+import { scaledDeepSeekV3 } from '../moe/config';
 
 export function registerBenchCommands(program: Command): void {
   const bench = program.command('bench').description('run a microbenchmark against this machine\'s measured ceilings');
@@ -73,5 +77,23 @@ export function registerBenchCommands(program: Command): void {
       });
       progress.stop();
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatMoeReport(report));
+    });
+
+  // Run under mpirun: every rank runs this command; rank 0 prints.
+  bench
+    .command('ep')
+    .description('expert parallelism (run under mpirun -np N): tokens/s, dispatch/combine GB/s next to MPI_Alltoallv of the same bytes, bytes saved')
+    .option('--scale <n>', "divide DeepSeek-V3's H and I by n (E = 256, k = 8 kept)", parsePositiveInt, 8)
+    .option('--tokens <list>', 'comma-separated tokens per rank', parseIntList, EP_DEFAULT_TOKENS)
+    .option('--time <ms>', 'measuring time per row, ms', parsePositiveInt, 1000)
+    .option('--threads <n>', 'CPU threads per rank (default: MOE_NUM_THREADS or all)', parsePositiveInt)
+    .option('--json', 'print JSON instead of a table')
+    .action(async (opts: { scale: number; tokens: number[]; time: number; threads?: number; json?: boolean }) => {
+      if (opts.threads) setNumThreads(opts.threads);
+      const ep = initExpertParallel();
+      const layer = MoeLayer.random(scaledDeepSeekV3(opts.scale), { seed: 1, ep });
+      const rows = await benchEp(layer, { tokenCounts: opts.tokens, timeMs: opts.time });
+      if (ep.rank !== 0) return;
+      console.log(opts.json ? JSON.stringify({ config: layer.config, ranks: ep.size, library: ep.comm.library, rows }, null, 2) : formatEpReport(rows, layer, ep.comm.library));
     });
 }

@@ -57,10 +57,15 @@ static double now_s(void) {
 }
 
 /* Polls the requests until all complete or the deadline passes. Spins with
- * MPI_Testall (which also drives Open MPI's nonblocking-collective progress),
- * yields the core to other ranks (oversubscribed runs), and after a
- * millisecond sleeps 20 us between polls. On a timeout the requests stay
- * outstanding: the communicator is marked broken (see moe_mpi_api.h). */
+ * MPI_Testall, which is what moves the data: Open MPI's nonblocking
+ * collectives and its shared-memory transport progress a message fragment by
+ * fragment only inside MPI calls, so a pause between polls stalls the
+ * exchange. The spinning thread yields its core to other ranks
+ * (oversubscribed runs); after SPIN_S of waiting, which only a slow or dead
+ * peer causes, it sleeps 50 us between polls instead of burning a core until
+ * the deadline. On a timeout the requests stay outstanding: the communicator
+ * is marked broken (see moe_mpi_api.h). */
+#define SPIN_S 0.05
 static int wait_all(MPI_Request* reqs, int n, double timeout_s, const char* what, char* err, size_t len) {
   const double start = now_s();
   const double deadline = start + timeout_s;
@@ -69,6 +74,7 @@ static int wait_all(MPI_Request* reqs, int n, double timeout_s, const char* what
     const int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
     if (rc != MPI_SUCCESS) return mpi_fail(err, len, rc, what);
     if (done) return MOE_MPI_OK;
+    if ((polls & 63) != 63) continue; /* the clock is read every 64 polls */
     const double t = now_s();
     if (t > deadline) {
       g_broken = 1;
@@ -76,10 +82,10 @@ static int wait_all(MPI_Request* reqs, int n, double timeout_s, const char* what
                   "%s on rank %d did not complete within %.3g s: a peer rank died, hangs, or did not make the same call", what,
                   g_rank, timeout_s);
     }
-    if (t - start > 1e-3) {
-      const struct timespec pause = {0, 20000};
+    if (t - start > SPIN_S) {
+      const struct timespec pause = {0, 50000};
       nanosleep(&pause, NULL);
-    } else if (polls > 64) {
+    } else {
       sched_yield();
     }
   }
