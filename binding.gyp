@@ -13,6 +13,7 @@
         "native/src/addon/cuda_bindings.cpp",
         "native/src/addon/ep_bindings.cpp",
         "native/src/ep/mpi_transport.cpp",
+        "native/src/ep/nccl_transport.cpp",
         "native/src/core/ep_exchange.cpp",
         "native/src/cuda_host/plugin.cpp",
         "native/src/cuda_host/cuda_backend.cpp",

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { MoeError, describe } from './errors';
 import { native, PACKAGE_ROOT } from './native';
-import { mpiTransport } from './ep/transport';
+import { mpiTransport, ncclTransport } from './ep/transport';
 
 export type BackendName = 'cpu' | 'cuda';
 
@@ -27,8 +27,8 @@ export interface CudaDeviceInfo {
 }
 
 export interface BackendInfo {
-  /** 'cpu' and 'cuda' run operations; 'mpi' is expert parallelism's transport between processes. */
-  name: BackendName | 'mpi';
+  /** 'cpu' and 'cuda' run operations; 'mpi' and 'nccl' are expert parallelism's transports between processes. */
+  name: BackendName | 'mpi' | 'nccl';
   available: boolean;
   /** Why it is unavailable, or which kernels it runs. */
   reason?: string;
@@ -84,11 +84,11 @@ export function requireCuda(what: string): void {
 }
 
 /**
- * The backends (cpu, cuda) and expert parallelism's MPI transport, with
+ * The backends (cpu, cuda) and expert parallelism's transports (mpi, nccl), with
  * availability and, where unavailable, the reason.
  */
 export function backends(): BackendInfo[] {
-  return [{ name: 'cpu', available: true }, cudaBackend(), mpiTransport()];
+  return [{ name: 'cpu', available: true }, cudaBackend(), mpiTransport(), ncclTransport()];
 }
 
 let chosen: BackendName | undefined;

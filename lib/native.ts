@@ -126,6 +126,12 @@ export interface NativeAddon {
   epShardStats(shard: unknown): EpShardStats;
   /** Seconds per blocking MPI_Alltoallv of the last forward's dispatch (reverse: combine) row counts. Collective. */
   epRawAlltoallv(shard: unknown, options: { rowBytes: number; reverse: boolean; iterations: number }): number;
+  /** Whether libnccl.so.2 loads (no communicator is made). */
+  epNcclProbe(): { available: boolean; reason: string; version?: number };
+  /** Joins the NCCL communicator of all ranks (collective; unique id broadcast over MPI); a reason when NCCL cannot be used. */
+  epNcclInit(): { available: boolean; reason: string; version?: number };
+  /** One row exchange of device tensors over NCCL (rows packed per peer in rank order). */
+  epNcclExchange(args: { send: NativeTensor; recv: NativeTensor; rowBytes: number; sendRows: number[]; recvRows: number[] }): void;
 }
 
 /** What an expert-parallel layer's last forward moved (native EpShard::Stats). */

@@ -11,7 +11,9 @@
 # layer and its CUDA graph, the suite's GPU test files (vitest), then the
 # timings. A phase that faults or hangs
 # costs its own limit, not the whole device budget (and the Hopper GEMM's
-# pipeline waits trap after 10 s rather than hang). The short table comes last.
+# pipeline waits trap after 10 s rather than hang). Expert parallelism's NCCL
+# exchange (scripts/ep/nccl-check.mjs under mpirun) needs 2+ GPUs: on a
+# one-GPU machine it is listed as not run. The short table comes last.
 # Environment: PHASES (a subset of the list below, in order), OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -85,4 +87,14 @@ for entry in "${plan[@]}"; do
     esac
   fi
 done
+# Expert parallelism's GPU exchange (NCCL) needs 2+ GPUs, MPI and NCCL: a
+# one-GPU machine lists it as not run.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${gpus:-0}" -ge 2 ] && command -v mpirun > /dev/null && ldconfig -p 2>/dev/null | grep -q libnccl.so.2 &&
+  { [ -f build-mpi/libmoe_mpi.so ] || bash scripts/mpi/build.sh > "$out/build-mpi.log" 2>&1; }; then
+  timeout -k 10 120 mpirun --allow-run-as-root --oversubscribe -np 2 node scripts/ep/nccl-check.mjs 2>&1 | tee -a "$out/device-check.txt"
+  echo "phase ep-nccl: $([ "${PIPESTATUS[0]}" = 0 ] && echo ok || echo FAILED)" >> "$out/phases.txt"
+else
+  echo "phase ep-nccl: not run (needs 2+ GPUs, mpirun, libnccl.so.2 and an MPI compiler; this machine has ${gpus:-0} GPU(s))" >> "$out/phases.txt"
+fi
 node scripts/device-check.mjs report 2>&1 | tee -a "$out/device-check.txt"

@@ -27,7 +27,7 @@ function cudaStatusWith(env: Record<string, string>): { available: boolean; reas
 
 describe('the CUDA backend on this machine', () => {
   it('is listed with availability and, when unavailable, the right reason — never a crash', () => {
-    expect(backends().map((b) => b.name)).toEqual(['cpu', 'cuda', 'mpi']);
+    expect(backends().map((b) => b.name)).toEqual(['cpu', 'cuda', 'mpi', 'nccl']);
     expect(backends()[0].available).toBe(true);
     if (cuda.available) {
       expect(cuda.device?.name).toBeTruthy();

@@ -101,3 +101,14 @@ export function communicatorOf(value: unknown, what: string): Communicator {
   if (typeof value === 'object' && value !== null && (value as ExpertParallel).comm instanceof Communicator) return (value as ExpertParallel).comm;
   throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected the result of initExpertParallel() or its comm, got ${describe(value)}`);
 }
+
+/**
+ * Joins the NCCL communicator of every rank for exchanges between GPUs
+ * (collective: rank 0 makes the unique id, MPI broadcasts it). Where NCCL or
+ * the CUDA plug-in is missing on any rank, every rank gets the reason
+ * (available: false).
+ */
+export function initNccl(): { available: boolean; reason: string; version?: number } {
+  if (!world) throw new MoeError('ERR_MOE_EP_TRANSPORT', 'initNccl: call initExpertParallel() first');
+  return native().epNcclInit();
+}

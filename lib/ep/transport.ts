@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { native, PACKAGE_ROOT } from '../native';
 
 export interface TransportInfo {
-  name: 'mpi';
+  name: 'mpi' | 'nccl';
   available: boolean;
   /** Why it is unavailable ('usable' when it is). */
   reason: string;
@@ -30,4 +30,18 @@ let mpi: TransportInfo | undefined;
 export function mpiTransport(): TransportInfo {
   if (!mpi) mpi = { name: 'mpi', ...native().epLoad(mpiPluginCandidates()) };
   return mpi;
+}
+
+let nccl: TransportInfo | undefined;
+
+/**
+ * NCCL, for exchanges between GPUs: found at run time (libnccl.so.2, or
+ * MOE_NCCL_LIBRARY); its communicator is made over MPI by initNccl().
+ */
+export function ncclTransport(): TransportInfo {
+  if (!nccl) {
+    const { available, reason } = native().epNcclProbe();
+    nccl = { name: 'nccl', available, reason };
+  }
+  return nccl;
 }

@@ -9,6 +9,7 @@
 #include "addon/op_runner.h"
 #include "core/moe_forward.h"
 #include "ep/mpi_transport.h"
+#include "ep/nccl_transport.h"
 
 namespace moe::addon {
 
@@ -183,6 +184,106 @@ Napi::Value EpRawAlltoallv(const Napi::CallbackInfo& info) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!status.isOk()) return throwStatus(env, status);
   return Napi::Number::New(env, elapsed / iterations);
+}
+
+namespace {
+std::mutex ncclMutex;
+std::shared_ptr<ep::NcclTransport> ncclWorld;
+}  // namespace
+
+// epNcclProbe() -> { available, reason, version? }: whether libnccl.so.2
+// loads and has what the exchange needs (no communicator is made).
+Napi::Value EpNcclProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string reason;
+  const ep::NcclLibrary* library = ep::NcclLibrary::load(&reason);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("available", library != nullptr);
+  result.Set("reason", reason);
+  if (library) result.Set("version", library->version);
+  return result;
+}
+
+// epNcclInit() -> { available, reason, version? }: joins the NCCL
+// communicator of all ranks (collective over MPI; the unique id is
+// broadcast from rank 0). Unavailable (no libnccl.so.2, no CUDA plug-in, a
+// rank without either) is a reason, not an error.
+Napi::Value EpNcclInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<ep::MpiTransport> mpi = ep::worldTransport();
+  if (!mpi) return throwStatus(env, Status(Code::kEpTransport, "expert parallelism: call initExpertParallel() first"));
+  std::lock_guard<std::mutex> lock(ncclMutex);
+  Status status;
+  if (!ncclWorld) {
+    std::lock_guard<std::mutex> serial(mpi->serial);
+    status = ep::NcclTransport::create(mpi, &ncclWorld);
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("available", status.isOk());
+  result.Set("reason", status.isOk() ? std::string("usable") : status.message());
+  if (status.isOk()) result.Set("version", ncclWorld->ncclVersion());
+  if (!status.isOk() && status.code() == Code::kEpTimeout) return throwStatus(env, status);
+  return result;
+}
+
+// epNcclExchange({ send, recv, rowBytes, sendRows, recvRows }): one row
+// exchange of device tensors over NCCL (rows packed per peer in rank order),
+// waited for. The device check's two-GPU phase moves known bytes with it.
+Napi::Value EpNcclExchange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<ep::NcclTransport> transport;
+  {
+    std::lock_guard<std::mutex> lock(ncclMutex);
+    transport = ncclWorld;
+  }
+  if (!transport) return throwStatus(env, Status(Code::kEpTransport, "epNcclExchange: NCCL is not initialized (epNcclInit)"));
+  if (info.Length() < 1 || !info[0].IsObject()) return throwStatus(env, Status(Code::kInternal, "epNcclExchange(args)"));
+  const Napi::Object args = info[0].As<Napi::Object>();
+  KeepAlive keep;
+  keep.setSynchronous(true);
+  TensorView send, recv;
+  Status status = tensorFromJs(args, "send", "epNcclExchange: send", &send, &keep);
+  if (status.isOk()) status = tensorFromJs(args, "recv", "epNcclExchange: recv", &recv, &keep);
+  if (status.isOk() && (send.device != Device::kCuda || recv.device != Device::kCuda)) {
+    status = Status(Code::kDevice, "epNcclExchange: send and recv must be CUDA tensors");
+  }
+  int64_t rowBytes = 0;
+  if (status.isOk()) status = int64FromJs(args, "rowBytes", "epNcclExchange: rowBytes", 1, 1LL << 30, &rowBytes);
+  const int size = transport->size();
+  std::vector<int64_t> sendRows(size), recvRows(size), sendOffsets(size), recvOffsets(size);
+  int64_t sendTotal = 0, recvTotal = 0;
+  for (const char* key : {"sendRows", "recvRows"}) {
+    if (!status.isOk()) break;
+    const Napi::Value list = args.Get(key);
+    if (!list.IsArray() || list.As<Napi::Array>().Length() != static_cast<uint32_t>(size)) {
+      status = Status(Code::kShape, std::string("epNcclExchange: ") + key + ": expected one row count per rank");
+      break;
+    }
+    std::vector<int64_t>& rows = std::string(key) == "sendRows" ? sendRows : recvRows;
+    std::vector<int64_t>& offsets = std::string(key) == "sendRows" ? sendOffsets : recvOffsets;
+    int64_t& total = std::string(key) == "sendRows" ? sendTotal : recvTotal;
+    for (int r = 0; r < size; ++r) {
+      const double v = list.As<Napi::Array>().Get(r).ToNumber().DoubleValue();
+      if (!(v >= 0) || v > (1LL << 31)) {
+        status = Status(Code::kRange, std::string("epNcclExchange: ") + key + ": bad row count");
+        break;
+      }
+      rows[r] = static_cast<int64_t>(v);
+      offsets[r] = total;
+      total += rows[r];
+    }
+  }
+  const auto bytesOf = [](const TensorView& t) { return t.numel() * static_cast<int64_t>(dtypeSize(t.dtype)); };
+  if (status.isOk() && (sendTotal * rowBytes > bytesOf(send) || recvTotal * rowBytes > bytesOf(recv))) {
+    status = Status(Code::kShape, "epNcclExchange: the rows do not fit the tensors");
+  }
+  if (status.isOk()) {
+    const RowExchange x{send.data, recv.data, static_cast<size_t>(rowBytes), sendRows.data(), sendOffsets.data(), recvRows.data(), recvOffsets.data()};
+    std::lock_guard<std::mutex> serial(transport->serial);
+    status = transport->alltoallv(&x, 1);
+  }
+  if (!status.isOk()) return throwStatus(env, status);
+  return env.Undefined();
 }
 
 Status epShardFromJs(const Napi::Object& args, KeepAlive* keep, EpShard** shard) {

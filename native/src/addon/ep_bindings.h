@@ -19,6 +19,9 @@ Napi::Value EpAllgather(const Napi::CallbackInfo& info);
 Napi::Value EpBarrier(const Napi::CallbackInfo& info);
 Napi::Value EpShardStats(const Napi::CallbackInfo& info);
 Napi::Value EpRawAlltoallv(const Napi::CallbackInfo& info);
+Napi::Value EpNcclProbe(const Napi::CallbackInfo& info);
+Napi::Value EpNcclInit(const Napi::CallbackInfo& info);
+Napi::Value EpNcclExchange(const Napi::CallbackInfo& info);
 
 // args.ep = { handle: External<EpShard> } (absent: a single-process forward),
 // with the holder kept alive for the call.

@@ -72,6 +72,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"epBarrier", EpBarrier},
       {"epShardStats", EpShardStats},
       {"epRawAlltoallv", EpRawAlltoallv},
+      {"epNcclProbe", EpNcclProbe},
+      {"epNcclInit", EpNcclInit},
+      {"epNcclExchange", EpNcclExchange},
   };
   for (const auto& [name, callback] : functions) exports.Set(name, Napi::Function::New(env, callback, name));
   return exports;
