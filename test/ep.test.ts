@@ -168,6 +168,19 @@ describe.skipIf(skipReason !== '')('expert parallelism over MPI', () => {
   });
 });
 
+describe.skipIf(skipReason !== '')('NCCL between GPUs, where it cannot run', () => {
+  it('initNccl() gives every rank the same reason instead of leaving one waiting', () => {
+    const nccl = backends().find((b) => b.name === 'nccl')!;
+    const run = mpirun(2, 'nccl', {});
+    const lines = run.lines.filter((l) => l.kind === 'RESULT');
+    expect(lines.length, run.output).toBe(2);
+    const results = lines.map((l) => l.nccl as { available: boolean; reason: string });
+    if (nccl.available) return; // a machine with NCCL: scripts/ep/nccl-check.mjs checks the exchange on its GPUs
+    for (const r of results) expect(r.available).toBe(false);
+    expect(results[0].reason).toMatch(/NCCL is not installed|CUDA backend is not available|cannot use NCCL/);
+  });
+});
+
 describe('the MPI transport when it is absent', () => {
   it('backends() gives the reason and initExpertParallel throws ERR_MOE_EP_TRANSPORT', () => {
     const script = `const m = require(${JSON.stringify(root)});
@@ -178,5 +191,12 @@ describe('the MPI transport when it is absent', () => {
     expect(out.info).toMatchObject({ name: 'mpi', available: false });
     expect(out.info.reason).toMatch(/not built.*npm run build:mpi/);
     expect(out.code).toMatch(/^ERR_MOE_EP_TRANSPORT: initExpertParallel: the MPI transport is not available/);
+  });
+
+  it('backends() lists NCCL with the reason it cannot be loaded', () => {
+    const script = `console.log(JSON.stringify(require(${JSON.stringify(root)}).backends().find((b) => b.name === 'nccl')))`;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, MOE_NCCL_LIBRARY: '/nonexistent/libnccl.so.2' } }));
+    expect(out).toMatchObject({ name: 'nccl', available: false });
+    expect(out.reason).toMatch(/NCCL is not installed.*\/nonexistent\/libnccl\.so\.2/);
   });
 });

@@ -181,6 +181,7 @@ async function main() {
   else if (scenario === 'bad-input') await badInput(ep);
   else if (scenario === 'stall') await stall(ep);
   else if (scenario === 'mismatch') mismatch(ep);
+  else if (scenario === 'nccl') print('RESULT', { rank: ep.rank, nccl: moe.initNccl() });
   else throw new Error(`unknown scenario ${scenario}`);
 }
 

@@ -124,6 +124,10 @@ class Backend {
   // Calls fn(user) on some thread once all work queued before it has
   // finished (or the device failed). fn must not call into the backend.
   virtual Status enqueueCompletion(void (*fn)(void* user), void* user) { fn(user); return Status::ok(); }
+  // The queue's native handle (the CUDA plug-in's cudaStream_t) for a
+  // library that enqueues on it itself: NCCL's exchanges between GPUs
+  // (ep/nccl_transport.cpp), ordered with the layer's kernels.
+  virtual Status nativeQueue(void** queue) { *queue = nullptr; return unsupported("nativeQueue"); }
 
   // Graphs: the calls made on this thread between beginCapture and
   // endCapture are recorded, not run (nothing recorded may wait for the

@@ -47,6 +47,7 @@ class CudaBackend final : public Backend {
   Status synchronize() override;
   Status pollError() override;
   Status enqueueCompletion(void (*fn)(void* user), void* user) override;
+  Status nativeQueue(void** queue) override;
   Status beginCapture() override;
   Status endCapture(Graph** graph) override;
   Status launchGraph(Graph* graph) override;

@@ -70,6 +70,8 @@ Status CudaBackend::enqueueCompletion(void (*fn)(void* user), void* user) {
   return call("CUDA", api().launchHostCallback, fn, user);
 }
 
+Status CudaBackend::nativeQueue(void** queue) { return call("nativeQueue", api().getStream, queue); }
+
 Status CudaBackend::beginCapture() { return call("graph capture", api().graphBeginCapture); }
 
 Status CudaBackend::endCapture(Graph** graph) {

@@ -64,6 +64,7 @@ void Plugin::loadOnce(const std::vector<std::string>& candidates) {
   resolve(library, "moe_cuda_copy_d2d", &api.copyD2D, &missing);
   resolve(library, "moe_cuda_synchronize", &api.synchronize, &missing);
   resolve(library, "moe_cuda_launch_host_callback", &api.launchHostCallback, &missing);
+  resolve(library, "moe_cuda_get_stream", &api.getStream, &missing);
   resolve(library, "moe_cuda_poll_error", &api.pollError, &missing);
   resolve(library, "moe_cuda_host_register", &api.hostRegister, &missing);
   resolve(library, "moe_cuda_gemm_fp8", &api.gemmFp8, &missing);

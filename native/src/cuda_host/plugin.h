@@ -24,6 +24,7 @@ struct PluginApi {
   decltype(&moe_cuda_copy_d2d) copyD2D = nullptr;
   decltype(&moe_cuda_synchronize) synchronize = nullptr;
   decltype(&moe_cuda_launch_host_callback) launchHostCallback = nullptr;
+  decltype(&moe_cuda_get_stream) getStream = nullptr;
   decltype(&moe_cuda_poll_error) pollError = nullptr;
   decltype(&moe_cuda_host_register) hostRegister = nullptr;
   decltype(&moe_cuda_gemm_fp8) gemmFp8 = nullptr;

@@ -2,12 +2,12 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 
-#include "cuda_host/plugin.h"
 
 namespace moe::ep {
 
@@ -32,7 +32,7 @@ const NcclLibrary* NcclLibrary::load(std::string* reason) {
     void* handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
       const char* error = dlerror();
-      why = std::string("NCCL is not installed (") + (error ? error : name) + "): device rows are staged through host memory over MPI";
+      why = std::string("NCCL is not installed (") + (error ? error : name) + ")";
       return;
     }
     std::string missing;
@@ -59,34 +59,15 @@ const NcclLibrary* NcclLibrary::load(std::string* reason) {
   return usable ? &library : nullptr;
 }
 
-Status PluginStream::resolve(PluginStream* out) {
-  const cuda::Plugin& plugin = cuda::Plugin::instance();
-  MOE_RETURN_IF_ERROR(plugin.expectAvailable("expert parallelism over NCCL"));
-  // The plug-in is loaded already: RTLD_NOLOAD hands back its handle.
-  void* handle = dlopen(plugin.path().c_str(), RTLD_NOW | RTLD_NOLOAD);
-  if (handle == nullptr) return Status(Code::kEpTransport, "expert parallelism over NCCL: the CUDA plug-in is not loaded");
-  using GetStream = int (*)(void**, char*, size_t);
-  auto getStream = reinterpret_cast<GetStream>(dlsym(handle, "moe_cuda_get_stream"));
-  std::string missing;
-  ep::resolve(handle, "moe_cuda_event_create", &out->eventCreate, &missing);
-  ep::resolve(handle, "moe_cuda_event_record", &out->eventRecord, &missing);
-  ep::resolve(handle, "moe_cuda_event_query", &out->eventQuery, &missing);
-  ep::resolve(handle, "moe_cuda_event_destroy", &out->eventDestroy, &missing);
-  if (getStream == nullptr || !missing.empty()) {
-    return Status(Code::kEpTransport, "expert parallelism over NCCL: the CUDA plug-in lacks its stream or event entry points");
-  }
-  char err[256] = {0};
-  MOE_RETURN_IF_ERROR(cuda::fromPlugin(getStream(&out->stream, err, sizeof err), err, "expert parallelism over NCCL"));
-  return Status::ok();
-}
-
 Status NcclTransport::create(std::shared_ptr<MpiTransport> mpi, std::shared_ptr<NcclTransport>* out) {
   std::string reason;
   const NcclLibrary* library = NcclLibrary::load(&reason);
   // Every rank learns whether every rank can use NCCL before any joins: a
   // rank without it must not leave the others in ncclCommInitRank.
-  PluginStream stream;
-  Status local = library ? PluginStream::resolve(&stream) : Status(Code::kEpTransport, reason);
+  Backend& device = backendFor(Device::kCuda);
+  void* stream = nullptr;
+  Status local = library ? device.expectAvailable("expert parallelism over NCCL") : Status(Code::kEpTransport, reason);
+  if (local.isOk()) local = device.nativeQueue(&stream);
   const int32_t ready = local.isOk() ? 1 : 0;
   std::vector<int32_t> all(mpi->size());
   MOE_RETURN_IF_ERROR(mpi->allgather(&ready, all.data(), sizeof ready));
@@ -104,7 +85,7 @@ Status NcclTransport::create(std::shared_ptr<MpiTransport> mpi, std::shared_ptr<
   if (joined != nccl::ncclSuccess) {
     return Status(Code::kEpTransport, std::string("expert parallelism over NCCL: ncclCommInitRank failed: ") + library->getErrorString(joined));
   }
-  out->reset(new NcclTransport(std::move(mpi), library, comm, stream));
+  out->reset(new NcclTransport(std::move(mpi), library, comm, device, stream));
   return Status::ok();
 }
 
@@ -121,29 +102,45 @@ Status NcclTransport::check(nccl::ncclResult_t result, const char* what) {
                                         ": " + library_->getErrorString(result));
 }
 
-// Waits for the group on the stream: an event recorded behind it is polled
-// with the MPI transport's deadline, and NCCL's asynchronous errors (a peer
-// that failed) are checked on the way. Past the deadline the communicator is
-// aborted, which also releases the kernels waiting for a dead peer.
+// Waits for the group on the queue: a completion callback enqueued behind it
+// sets a flag, polled with the MPI transport's deadline while NCCL's
+// asynchronous errors (a peer that failed) and device faults are checked.
+// Past the deadline the communicator is aborted, which also releases the
+// kernels waiting for a dead peer.
+namespace {
+struct Completion {
+  std::atomic<bool> done{false};
+  std::atomic<int> owners{2};  // the callback and the waiter: the last one frees it
+  void release() {
+    if (owners.fetch_sub(1) == 1) delete this;
+  }
+};
+}  // namespace
+
 Status NcclTransport::wait(const char* what) {
-  char err[256] = {0};
-  void* event = nullptr;
-  MOE_RETURN_IF_ERROR(cuda::fromPlugin(stream_.eventCreate(&event, err, sizeof err), err, what));
-  Status status = cuda::fromPlugin(stream_.eventRecord(event, err, sizeof err), err, what);
+  auto* completion = new Completion();
+  const Status enqueued = device_.enqueueCompletion(
+      [](void* user) {
+        auto* c = static_cast<Completion*>(user);
+        c->done.store(true, std::memory_order_release);
+        c->release();
+      },
+      completion);
+  if (!enqueued.isOk()) {
+    delete completion;
+    return enqueued;
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(mpi_->timeoutSeconds());
-  while (status.isOk()) {
-    const int state = stream_.eventQuery(event, err, sizeof err);
-    if (state == MOE_CUDA_OK) break;
-    if (state != MOE_CUDA_NOT_READY) {
-      status = cuda::fromPlugin(state, err, what);
-      break;
-    }
+  Status status;
+  while (!completion->done.load(std::memory_order_acquire)) {
     nccl::ncclResult_t async = nccl::ncclSuccess;
     library_->commGetAsyncError(comm_, &async);
     if (async != nccl::ncclSuccess && async != nccl::ncclInProgress) {
       status = check(async, what);
       break;
     }
+    status = device_.pollError();
+    if (!status.isOk()) break;
     if (std::chrono::steady_clock::now() > deadline) {
       broken_ = true;
       library_->commAbort(comm_);
@@ -153,7 +150,7 @@ Status NcclTransport::wait(const char* what) {
     }
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
-  stream_.eventDestroy(event, err, sizeof err);
+  completion->release();
   return status;
 }
 
@@ -168,11 +165,11 @@ Status NcclTransport::alltoallv(const RowExchange* exchanges, int count) {
       const size_t recvBytes = static_cast<size_t>(x.recvRows[peer]) * x.rowBytes;
       if (sendBytes) {
         const auto* src = static_cast<const uint8_t*>(x.send) + static_cast<size_t>(x.sendOffsets[peer]) * x.rowBytes;
-        status = check(library_->send(src, sendBytes, nccl::ncclUint8, peer, comm_, stream_.stream), "ncclSend");
+        status = check(library_->send(src, sendBytes, nccl::ncclUint8, peer, comm_, stream_), "ncclSend");
       }
       if (status.isOk() && recvBytes) {
         auto* dst = static_cast<uint8_t*>(x.recv) + static_cast<size_t>(x.recvOffsets[peer]) * x.rowBytes;
-        status = check(library_->recv(dst, recvBytes, nccl::ncclUint8, peer, comm_, stream_.stream), "ncclRecv");
+        status = check(library_->recv(dst, recvBytes, nccl::ncclUint8, peer, comm_, stream_), "ncclRecv");
       }
     }
   }

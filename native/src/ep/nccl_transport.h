@@ -1,7 +1,7 @@
 // Expert parallelism's exchanges between GPUs: NCCL, found at run time
 // (dlopen("libnccl.so.2"); MOE_NCCL_LIBRARY overrides), its communicator's
 // unique id broadcast over the MPI communicator. Row exchanges are grouped
-// ncclSend/ncclRecv on the CUDA plug-in's stream over device buffers; the
+// ncclSend/ncclRecv on the CUDA backend's queue over device buffers; the
 // small host records (counts, agreements) still go over MPI. Like the MPI
 // plug-in's, every exchange has a deadline: past it the NCCL communicator is
 // aborted (ncclCommAbort) and the exchange fails with kEpTimeout.
@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "core/backend.h"
 #include "core/transport.h"
 #include "ep/mpi_transport.h"
 #include "ep/nccl_api.h"
@@ -34,17 +35,6 @@ struct NcclLibrary {
   static const NcclLibrary* load(std::string* reason);
 };
 
-// The CUDA plug-in's stream and the completion query NCCL's work is waited
-// with (resolved from the loaded plug-in; the addon never links CUDA).
-struct PluginStream {
-  void* stream = nullptr;
-  int (*eventCreate)(void** event, char* err, size_t len) = nullptr;
-  int (*eventRecord)(void* event, char* err, size_t len) = nullptr;
-  int (*eventQuery)(void* event, char* err, size_t len) = nullptr;
-  int (*eventDestroy)(void* event, char* err, size_t len) = nullptr;
-  static Status resolve(PluginStream* out);
-};
-
 class NcclTransport : public Transport {
  public:
   // Collective over the MPI communicator: rank 0 makes the unique id, MPI
@@ -62,15 +52,16 @@ class NcclTransport : public Transport {
   int ncclVersion() const { return library_->version; }
 
  private:
-  NcclTransport(std::shared_ptr<MpiTransport> mpi, const NcclLibrary* library, nccl::ncclComm_t comm, PluginStream stream)
-      : mpi_(std::move(mpi)), library_(library), comm_(comm), stream_(stream) {}
+  NcclTransport(std::shared_ptr<MpiTransport> mpi, const NcclLibrary* library, nccl::ncclComm_t comm, Backend& device, void* stream)
+      : mpi_(std::move(mpi)), library_(library), comm_(comm), device_(device), stream_(stream) {}
   Status check(nccl::ncclResult_t result, const char* what);
   Status wait(const char* what);
 
   std::shared_ptr<MpiTransport> mpi_;
   const NcclLibrary* library_;
   nccl::ncclComm_t comm_;
-  PluginStream stream_;
+  Backend& device_;  // the GPU whose queue the exchanges run on
+  void* stream_;     // its native queue (cudaStream_t)
   bool broken_ = false;
 };
 
