@@ -32,12 +32,25 @@ export class MoeError extends Error {
   }
 }
 
-/** Formats a value for an error message: shapes as [a, b], strings quoted. */
+/**
+ * Formats a value for an error message: shapes as [a, b], strings quoted.
+ * Never throws: it describes hostile values too (Symbols, objects without a
+ * prototype, Proxies and getters that throw).
+ */
 export function describe(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(describe).join(', ')}]`;
-  if (typeof value === 'string') return `'${value}'`;
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as Uint8Array).length})`;
-  if (value === null) return 'null';
-  if (typeof value === 'object') return value.constructor?.name ?? 'object';
-  return String(value);
+  try {
+    if (Array.isArray(value)) return value.length > 16 ? `array(${value.length})` : `[${value.map(describe).join(', ')}]`;
+    if (typeof value === 'string') return `'${value.length > 64 ? `${value.slice(0, 64)}...` : value}'`;
+    if (typeof value === 'symbol' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
+    if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as Uint8Array).length})`;
+    if (value === null) return 'null';
+    if (typeof value === 'function') return 'function';
+    if (typeof value === 'object') {
+      const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+      return typeof name === 'string' && name !== '' ? name : 'object';
+    }
+    return String(value);
+  } catch {
+    return typeof value;
+  }
 }

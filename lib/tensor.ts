@@ -3,6 +3,7 @@
  * (zero-copy; byteOffset respected). Row-major and contiguous.
  */
 import { DType, StorageOf, STORAGE, dtypeOfStorage, isDType } from './dtype';
+import { expectFixedBuffer, expectTensor } from './validate';
 import { MoeError, describe } from './errors';
 import { decodeToFloat32 } from './numerics';
 import { native } from './native';
@@ -18,8 +19,15 @@ export class Tensor<D extends DType = DType> {
   readonly handle?: unknown;
   private readonly storage?: StorageOf[D];
 
-  /** Use `tensor()`, which validates; this constructor trusts its arguments. */
+  /**
+   * Use `tensor()` or `empty()`. The constructor checks what makes a tensor
+   * well-formed (a dtype, a shape, a device); whether the data matches them is
+   * checked where the tensor is used.
+   */
   constructor(data: StorageOf[D] | undefined, shape: readonly number[], dtype: D, device: Device = 'cpu', handle?: unknown) {
+    checkShape(shape, 'Tensor');
+    checkDType(dtype, 'Tensor');
+    checkDevice(device, 'Tensor');
     this.storage = data;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
@@ -48,9 +56,8 @@ export class Tensor<D extends DType = DType> {
    * when it is already there, else a copy.
    */
   to(device: Device = defaultDevice()): Tensor<D> {
-    if (device !== 'cpu' && device !== 'cuda') {
-      throw new MoeError('ERR_MOE_RANGE', `to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
-    }
+    checkDevice(device, 'to');
+    expectTensor(this, 'to: the tensor');
     if (device === this.device) return this;
     if (device === 'cuda') {
       requireCuda("to('cuda')");
@@ -58,7 +65,7 @@ export class Tensor<D extends DType = DType> {
       native().cudaCopyToDevice(handle, this.data);
       return new Tensor<D>(undefined, this.shape, this.dtype, 'cuda', handle);
     }
-    const host = new STORAGE[this.dtype](this.numel) as StorageOf[D];
+    const host = newStorage(this.dtype, this.numel, 'to');
     native().cudaCopyToHost(this.handle, host);
     return new Tensor(host, this.shape, this.dtype);
   }
@@ -88,6 +95,14 @@ export class Tensor<D extends DType = DType> {
 
 export function numelOf(shape: readonly number[]): number {
   return shape.reduce((product, extent) => product * extent, 1);
+}
+
+function checkDType(dtype: unknown, what: string): asserts dtype is DType {
+  if (!isDType(dtype)) throw new MoeError('ERR_MOE_DTYPE', `${what}: dtype must be one of f32, bf16, fp8_e4m3, i32, got ${describe(dtype)}`);
+}
+
+function checkDevice(device: unknown, what: string): asserts device is Device {
+  if (device !== 'cpu' && device !== 'cuda') throw new MoeError('ERR_MOE_RANGE', `${what}: device must be 'cpu' or 'cuda', got ${describe(device)}`);
 }
 
 function checkShape(shape: unknown, what: string): asserts shape is number[] {
@@ -125,6 +140,7 @@ export function tensor<D extends DType>(data: StorageOf[D], shape: readonly numb
     throw new MoeError('ERR_MOE_DTYPE', `tensor: data for dtype ${resolved ?? '?'} must be ${expected}, got ${describe(data)}`);
   }
   checkShape(shape, 'tensor');
+  expectFixedBuffer(data, 'tensor');
   const numel = numelOf(shape);
   if (data.length !== numel) {
     throw new MoeError('ERR_MOE_SHAPE', `tensor: shape ${describe(shape)} needs ${numel} elements, data has ${data.length}`);
@@ -132,14 +148,26 @@ export function tensor<D extends DType>(data: StorageOf[D], shape: readonly numb
   return new Tensor(data, shape, resolved);
 }
 
+/** A zeroed typed array; a length V8 cannot allocate is ERR_MOE_RANGE, not a RangeError. */
+function newStorage<D extends DType>(dtype: D, length: number, what: string): StorageOf[D] {
+  try {
+    return new STORAGE[dtype](length) as StorageOf[D];
+  } catch (e) {
+    throw new MoeError('ERR_MOE_RANGE', `${what}: cannot allocate ${length} ${dtype} elements (${e instanceof Error ? e.message : describe(e)})`);
+  }
+}
+
 /** A new tensor: zero-filled on the CPU, uninitialized on the GPU. */
 export function empty<D extends DType>(shape: readonly number[], dtype: D, device: Device = 'cpu'): Tensor<D> {
   checkShape(shape, 'empty');
+  checkDType(dtype, 'empty');
+  checkDevice(device, 'empty');
+  const numel = numelOf(shape);
   if (device === 'cuda') {
     requireCuda('empty');
-    return new Tensor<D>(undefined, shape, dtype, 'cuda', native().cudaAlloc(numelOf(shape) * STORAGE[dtype].BYTES_PER_ELEMENT));
+    return new Tensor<D>(undefined, shape, dtype, 'cuda', native().cudaAlloc(numel * STORAGE[dtype].BYTES_PER_ELEMENT));
   }
-  return new Tensor(new STORAGE[dtype](numelOf(shape)) as StorageOf[D], shape, dtype);
+  return new Tensor(newStorage(dtype, numel, 'empty'), shape, dtype);
 }
 
 /**
@@ -153,7 +181,7 @@ export function empty<D extends DType>(shape: readonly number[], dtype: D, devic
  * the kernel's compaction.
  */
 export function allocateLongLived<D extends DType>(dtype: D, length: number): StorageOf[D] {
-  const array = new STORAGE[dtype](length) as StorageOf[D];
+  const array = newStorage(dtype, length, 'allocate');
   native().adviseHugePages(array);
   return array;
 }

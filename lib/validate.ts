@@ -3,7 +3,7 @@
  * message names the argument, what was expected and what was given — before
  * any native code runs.
  */
-import type { DType } from './dtype';
+import { DType, STORAGE, isDType } from './dtype';
 import { MoeError, describe } from './errors';
 import { Tensor } from './tensor';
 
@@ -11,15 +11,51 @@ export function expectTensor(value: unknown, what: string): Tensor {
   if (!(value instanceof Tensor)) {
     throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected a Tensor, got ${describe(value)}`);
   }
+  // A Tensor built without tensor()/empty() (or whose fields were redefined)
+  // is checked like any other argument: the constructor trusts its callers.
+  checkTensorFields(value, what);
   if (value.device !== 'cpu') return value; // device memory: native code checks the handle
+  const data = value.data;
   // A transferred ArrayBuffer leaves a zero-length view behind.
-  if (value.data.length !== value.numel) {
-    if (value.data.buffer.byteLength === 0) {
+  if (data.length !== value.numel) {
+    if (data.buffer.byteLength === 0) {
       throw new MoeError('ERR_MOE_DETACHED', `${what}: the tensor's ArrayBuffer is detached (transferred or freed)`);
     }
-    throw new MoeError('ERR_MOE_SHAPE', `${what}: data has ${value.data.length} elements, shape needs ${value.numel}`);
+    throw new MoeError('ERR_MOE_SHAPE', `${what}: data has ${data.length} elements, shape needs ${value.numel}`);
   }
+  expectFixedBuffer(data, what);
   return value;
+}
+
+/**
+ * Resizable ArrayBuffers are refused: one shrunk while a Promise-form
+ * operation runs would leave native code reading or writing freed memory
+ * (growable SharedArrayBuffers only grow, and are accepted). README, "Buffers
+ * and concurrency".
+ */
+export function expectFixedBuffer(data: ArrayBufferView, what: string): void {
+  if ((data.buffer as { resizable?: boolean }).resizable === true) {
+    throw new MoeError('ERR_MOE_DTYPE', `${what}: the tensor's data is a view of a resizable ArrayBuffer; use a fixed-length ArrayBuffer`);
+  }
+}
+
+function checkTensorFields(t: Tensor, what: string): void {
+  const shape: unknown = t.shape;
+  if (!isDType(t.dtype)) throw new MoeError('ERR_MOE_DTYPE', `${what}: unknown dtype ${describe(t.dtype)}`);
+  if (!Array.isArray(shape) || shape.length < 1 || shape.length > 4 || !shape.every((n) => Number.isSafeInteger(n) && n >= 0)) {
+    throw new MoeError('ERR_MOE_SHAPE', `${what}: expected a shape of 1 to 4 non-negative integers, got ${describe(shape)}`);
+  }
+  if (t.device === 'cuda') return;
+  if (t.device !== 'cpu') throw new MoeError('ERR_MOE_DEVICE', `${what}: unknown device ${describe(t.device)}`);
+  let data: unknown;
+  try {
+    data = t.data;
+  } catch {
+    throw new MoeError('ERR_MOE_ARGUMENT', `${what}: a CPU tensor without data`);
+  }
+  if (!(data instanceof STORAGE[t.dtype])) {
+    throw new MoeError('ERR_MOE_DTYPE', `${what}: data for dtype ${t.dtype} must be a ${STORAGE[t.dtype].name}, got ${describe(data)}`);
+  }
 }
 
 export function expectDtype(t: Tensor, allowed: readonly DType[], what: string): void {
@@ -74,18 +110,30 @@ export function expectOneOf<T extends string>(value: unknown, allowed: readonly 
   return value as T;
 }
 
-/** Options objects are strict: an unknown key is almost always a typo. */
+/**
+ * Options objects are strict: an unknown key is almost always a typo. Only the
+ * object's own properties count (a key inherited from Object.prototype is not
+ * an option), each read once: the result is a snapshot with no prototype.
+ */
 export function expectOptions<K extends string>(value: unknown, keys: readonly K[], what: string): Partial<Record<K, unknown>> {
-  if (value === undefined) return {};
+  if (value === undefined) return Object.create(null) as Partial<Record<K, unknown>>;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new MoeError('ERR_MOE_ARGUMENT', `${what}: options must be an object, got ${describe(value)}`);
   }
-  for (const key of Object.keys(value)) {
-    if (!keys.includes(key as K)) {
-      throw new MoeError('ERR_MOE_ARGUMENT', `${what}: unknown option '${key}' (known: ${keys.join(', ')})`);
+  const snapshot = Object.create(null) as Partial<Record<K, unknown>>;
+  try {
+    for (const key of Reflect.ownKeys(value)) {
+      if (typeof key !== 'string' || !keys.includes(key as K)) {
+        throw new MoeError('ERR_MOE_ARGUMENT', `${what}: unknown option ${typeof key === 'string' ? `'${key}'` : describe(key)} (known: ${keys.join(', ')})`);
+      }
+      const property = Object.getOwnPropertyDescriptor(value, key);
+      if (property?.enumerable) snapshot[key as K] = 'value' in property ? property.value : (value as Record<string, unknown>)[key];
     }
+  } catch (e) {
+    if (e instanceof MoeError) throw e;
+    throw new MoeError('ERR_MOE_ARGUMENT', `${what}: the options object could not be read (${describe(e)})`);
   }
-  return value as Partial<Record<K, unknown>>;
+  return snapshot;
 }
 
 export function expectInteger(value: unknown, min: number, max: number, what: string): number {
@@ -93,4 +141,15 @@ export function expectInteger(value: unknown, min: number, max: number, what: st
     throw new MoeError('ERR_MOE_RANGE', `${what}: expected an integer in [${min}, ${max}], got ${describe(value)}`);
   }
   return value;
+}
+
+/** A `{ data, scales }` pair (a QuantizedTensor), read from its own properties only. */
+export function expectQuantized(value: unknown, what: string): { data: Tensor; scales: Tensor } {
+  if (typeof value !== 'object' || value === null) {
+    throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected { data, scales } tensors, got ${describe(value)}`);
+  }
+  const own = (key: string) => (Object.prototype.hasOwnProperty.call(value, key) ? (value as Record<string, unknown>)[key] : undefined);
+  expectTensor(own('data'), `${what}.data`);
+  expectTensor(own('scales'), `${what}.scales`);
+  return value as { data: Tensor; scales: Tensor }; // the caller's object: an `into` is returned as given
 }

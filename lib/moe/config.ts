@@ -3,7 +3,7 @@
  * `config.json` keys it is read from (Mixtral's and Qwen-MoE's keys map onto
  * the same fields: configFromHuggingFace).
  */
-import { MoeError } from '../errors';
+import { MoeError, describe } from '../errors';
 
 export interface MoeConfig {
   /** H: hidden_size */
@@ -44,6 +44,9 @@ export const DEEPSEEK_V3_CONFIG: Readonly<MoeConfig> = Object.freeze({
 
 /** DeepSeek-V3's routing with H and I divided by `scale` (kept multiples of 128), for small machines. */
 export function scaledDeepSeekV3(scale: number): MoeConfig {
+  if (typeof scale !== 'number' || !(scale >= 1 && scale <= 1 << 16)) {
+    throw new MoeError('ERR_MOE_RANGE', `scaledDeepSeekV3: scale must be a number in [1, 65536], got ${describe(scale)}`);
+  }
   const shrink = (n: number) => Math.max(128, Math.round(n / scale / 128) * 128);
   return { ...DEEPSEEK_V3_CONFIG, hiddenSize: shrink(DEEPSEEK_V3_CONFIG.hiddenSize), intermediateSize: shrink(DEEPSEEK_V3_CONFIG.intermediateSize) };
 }
@@ -51,9 +54,18 @@ export function scaledDeepSeekV3(scale: number): MoeConfig {
 function positiveInteger(config: Record<string, unknown>, key: string, where: string, fallback?: number): number {
   const value = config[key] ?? fallback;
   if (!Number.isSafeInteger(value) || (value as number) < 0) {
-    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: '${key}' must be a non-negative integer, got ${JSON.stringify(config[key])}`);
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: '${key}' must be a non-negative integer, got ${describe(config[key])}`);
   }
   return value as number;
+}
+
+/** A JSON boolean (the string "false" is not one: it would read as true). */
+function booleanKey(config: Record<string, unknown>, key: string, where: string, fallback: boolean): boolean {
+  const value = config[key] ?? fallback;
+  if (typeof value !== 'boolean') {
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: '${key}' must be true or false, got ${describe(config[key])}`);
+  }
+  return value;
 }
 
 /** The MoE checkpoint layouts fromSafetensors reads (checkpoint/naming.ts has their tensor names). */
@@ -82,6 +94,10 @@ export function checkpointFamily(config: Record<string, unknown>, where: string)
  * `norm_topk_prob`), with no groups, bias or scaling.
  */
 export function configFromHuggingFace(config: Record<string, unknown>, where: string): MoeConfig {
+  where = typeof where === 'string' ? where : 'configFromHuggingFace';
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: expected a config.json object, got ${describe(config)}`);
+  }
   const family = checkpointFamily(config, where);
   const result = family === 'deepseek-v3' ? deepSeekConfig(config, where) : softmaxFamilyConfig(config, family, where);
   validateConfig(result, where);
@@ -91,7 +107,7 @@ export function configFromHuggingFace(config: Record<string, unknown>, where: st
 function deepSeekConfig(config: Record<string, unknown>, where: string): MoeConfig {
   const scoring = (config.scoring_func ?? 'softmax') as string;
   if (scoring !== 'sigmoid' && scoring !== 'softmax') {
-    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: scoring_func must be 'sigmoid' or 'softmax', got ${JSON.stringify(scoring)}`);
+    throw new MoeError('ERR_MOE_CHECKPOINT', `${where}: scoring_func must be 'sigmoid' or 'softmax', got ${describe(scoring)}`);
   }
   const scaling = config.routed_scaling_factor ?? 1;
   if (typeof scaling !== 'number' || !Number.isFinite(scaling)) {
@@ -105,7 +121,7 @@ function deepSeekConfig(config: Record<string, unknown>, where: string): MoeConf
     numGroups: positiveInteger(config, 'n_group', where, 1),
     topKGroups: positiveInteger(config, 'topk_group', where, 1),
     routedScalingFactor: scaling,
-    normTopKProb: Boolean(config.norm_topk_prob ?? false),
+    normTopKProb: booleanKey(config, 'norm_topk_prob', where, false),
     scoring,
     numSharedExperts: positiveInteger(config, 'n_shared_experts', where, 0),
   };
@@ -127,13 +143,30 @@ function softmaxFamilyConfig(config: Record<string, unknown>, family: 'mixtral' 
     numGroups: 1,
     topKGroups: 1,
     routedScalingFactor: 1,
-    normTopKProb: mixtral ? true : Boolean(config.norm_topk_prob ?? false),
+    normTopKProb: mixtral ? true : booleanKey(config, 'norm_topk_prob', where, false),
     scoring: 'softmax',
     numSharedExperts: 0,
   };
 }
 
+const INTEGER_FIELDS = ['hiddenSize', 'intermediateSize', 'numExperts', 'topK', 'numGroups', 'topKGroups', 'numSharedExperts'] as const;
+
 export function validateConfig(c: MoeConfig, where: string): void {
+  if (typeof c !== 'object' || c === null) throw new MoeError('ERR_MOE_ARGUMENT', `${where}: expected a MoeConfig object, got ${describe(c)}`);
+  const own = (key: keyof MoeConfig): unknown => (Object.prototype.hasOwnProperty.call(c, key) ? c[key] : undefined);
+  for (const key of INTEGER_FIELDS) {
+    const value = own(key);
+    if (!Number.isSafeInteger(value) || (value as number) < 0 || (value as number) > 1 << 20) {
+      throw new MoeError('ERR_MOE_RANGE', `${where}: ${key} must be an integer in [0, ${1 << 20}], got ${describe(value)}`);
+    }
+  }
+  if (typeof own('routedScalingFactor') !== 'number' || !Number.isFinite(c.routedScalingFactor)) {
+    throw new MoeError('ERR_MOE_RANGE', `${where}: routedScalingFactor must be a finite number, got ${describe(own('routedScalingFactor'))}`);
+  }
+  if (typeof own('normTopKProb') !== 'boolean') throw new MoeError('ERR_MOE_RANGE', `${where}: normTopKProb must be a boolean, got ${describe(own('normTopKProb'))}`);
+  if (own('scoring') !== 'sigmoid' && own('scoring') !== 'softmax') {
+    throw new MoeError('ERR_MOE_RANGE', `${where}: scoring must be 'sigmoid' or 'softmax', got ${describe(own('scoring'))}`);
+  }
   const problems: string[] = [];
   if (c.hiddenSize <= 0 || c.hiddenSize % 16 !== 0) problems.push(`hidden size ${c.hiddenSize} must be a positive multiple of 16`);
   if (c.intermediateSize <= 0 || c.intermediateSize % 16 !== 0) problems.push(`intermediate size ${c.intermediateSize} must be a positive multiple of 16`);

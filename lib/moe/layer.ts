@@ -8,7 +8,7 @@ import { cpuInfo } from '../runtime';
 import { quantizeWeightsSync } from '../ops/quantize';
 import { Device, Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
 import { requireCuda } from '../backends';
-import { expectDtype, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
+import { expectDtype, expectInteger, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
 import { MoeConfig, validateConfig } from './config';
 import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
@@ -132,6 +132,7 @@ export class MoeLayer {
 
   constructor(config: MoeConfig, weights: MoeWeights, shard?: ExpertShard) {
     validateConfig(config, 'MoeLayer: config');
+    if (typeof weights !== 'object' || weights === null) throw new MoeError('ERR_MOE_ARGUMENT', `MoeLayer: weights: expected a MoeWeights object, got ${describe(weights)}`);
     const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
     const held = shard ? shard.numLocalExperts : e;
     expectTensor(weights.gate, 'MoeLayer: gate');
@@ -211,8 +212,17 @@ export class MoeLayer {
   }
 
   /** A layer with random weights (quantized to fp8 like a real checkpoint), reproducible from `seed`. */
-  static random(config: MoeConfig, options: RandomLayerOptions = {}): MoeLayer {
+  static random(config: MoeConfig, randomOptions?: RandomLayerOptions): MoeLayer {
     validateConfig(config, 'MoeLayer.random: config');
+    const options = expectOptions(randomOptions, ['seed', 'onProgress', 'maxShardBytes', 'device'], 'MoeLayer.random: options') as RandomLayerOptions;
+    if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) {
+      throw new MoeError('ERR_MOE_RANGE', `MoeLayer.random: options.seed must be an integer, got ${describe(options.seed)}`);
+    }
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+      throw new MoeError('ERR_MOE_ARGUMENT', `MoeLayer.random: options.onProgress must be a function, got ${describe(options.onProgress)}`);
+    }
+    if (options.maxShardBytes !== undefined) expectInteger(options.maxShardBytes, 1, Number.MAX_SAFE_INTEGER, 'MoeLayer.random: options.maxShardBytes');
+    if (options.device !== undefined) expectOneOf(options.device, ['cpu', 'cuda'] as const, 'MoeLayer.random: options.device');
     const random = seededRandom(options.seed ?? 1);
     const { hiddenSize: h, intermediateSize: i, numExperts: e, numSharedExperts: shared } = config;
     const shard = options.ep !== undefined ? expertShard(communicatorOf(options.ep, 'MoeLayer.random: options.ep'), e, 'MoeLayer.random') : undefined;
@@ -266,7 +276,11 @@ export class MoeLayer {
    * Qwen-MoE model, reading only the tensors it needs.
    */
   static async fromSafetensors(pathOrDir: string, options: LoadOptions & { device?: Device; ep?: ExpertParallel | Communicator }): Promise<MoeLayer> {
-    const { device, ep, ...load } = options ?? ({} as LoadOptions & { device?: Device; ep?: ExpertParallel | Communicator });
+    const { device, ep, ...load } = expectOptions(options, ['layer', 'onProgress', 'device', 'ep'], 'fromSafetensors: options') as LoadOptions & {
+      device?: Device;
+      ep?: ExpertParallel | Communicator;
+    };
+    if (device !== undefined) expectOneOf(device, ['cpu', 'cuda'] as const, 'fromSafetensors: options.device');
     if (ep === undefined) {
       const { config, weights } = await loadHuggingFaceLayer(pathOrDir, load as LoadOptions);
       const layer = new MoeLayer(config, weights);
@@ -381,6 +395,9 @@ export class MoeLayer {
       if (out.device !== this.device) throw new MoeError('ERR_MOE_DEVICE', `MoeLayer.forward: options.into must be on the layer's device (${this.device})`);
     } else {
       out = empty([tokens, hidden], outDtype, this.device);
+    }
+    if (opts.profile !== undefined && (typeof opts.profile !== 'object' || opts.profile === null || Object.isFrozen(opts.profile))) {
+      throw new MoeError('ERR_MOE_ARGUMENT', `MoeLayer.forward: options.profile must be a writable object to fill in, got ${describe(opts.profile)}`);
     }
     const profile = opts.profile as ForwardProfile | undefined;
     const none = { out, ws: undefined, args: undefined, report() {}, discard() {} };

@@ -14,6 +14,7 @@ import {
   expectRank,
   expectShape,
   expectTensor,
+  expectQuantized,
 } from '../validate';
 import { PreparedCall, twin } from './twin';
 
@@ -62,9 +63,7 @@ function prepareQuantize(op: 'quantizeActivations' | 'quantizeWeights', x: Tenso
   const scalesShape = [...(stacked ? [experts] : []), ceilDiv(rows, blockRows), ceilDiv(k, QUANT_GROUP)];
   let result: QuantizedTensor;
   if (opts.into !== undefined) {
-    const into = opts.into as QuantizedTensor;
-    expectTensor(into?.data, `${op}: options.into.data`);
-    expectTensor(into?.scales, `${op}: options.into.scales`);
+    const into = expectQuantized(opts.into, `${op}: options.into`) as QuantizedTensor;
     expectDtype(into.data, ['fp8_e4m3'], `${op}: options.into.data`);
     expectShape(into.data, x.shape, `${op}: options.into.data`);
     expectDtype(into.scales, ['f32'], `${op}: options.into.scales`);

@@ -6,7 +6,7 @@
 import { MoeError } from '../errors';
 import type { NativeTensor } from '../native';
 import { Device, Tensor, empty } from '../tensor';
-import { expectDtype, expectOneOf, expectShape, expectTensor } from '../validate';
+import { expectDtype, expectOneOf, expectQuantized, expectShape, expectTensor } from '../validate';
 import { QUANT_GROUP, QuantizedTensor, ScaleFormat } from './quantize';
 
 /** The same memory as [rows, cols], rows being every leading dimension flattened. */
@@ -47,9 +47,7 @@ export function rowOutput(
   if (quantize) {
     let q: QuantizedTensor;
     if (opts.into !== undefined) {
-      q = opts.into as QuantizedTensor;
-      expectTensor(q?.data, `${op}: options.into.data`);
-      expectTensor(q?.scales, `${op}: options.into.scales`);
+      q = expectQuantized(opts.into, `${op}: options.into`) as QuantizedTensor;
       expectDtype(q.data, ['fp8_e4m3'], `${op}: options.into.data`);
       expectShape(q.data, shape, `${op}: options.into.data`);
       expectDtype(q.scales, ['f32'], `${op}: options.into.scales`);
