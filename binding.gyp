@@ -62,13 +62,20 @@
         "native/cuda/include",
         "native/mpi/include"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: an error made or thrown in an
+      # environment that is being torn down (worker.terminate() during a native
+      # call) is dropped instead of being a fatal error of the whole process.
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions", "-O2"],
       "ldflags": [
         "-pthread",
         "-static-libstdc++",
         "-static-libgcc",
+        # Never unmapped: a worker thread that loaded the addon last unloads it
+        # at exit, while the process-wide thread pool's threads (and libuv's,
+        # finishing a Promise op) may still run its code.
+        "-Wl,-z,nodelete",
         "-Wl,@<(module_root_dir)/native/src/platform/glibc_compat.wrap"
       ],
       "libraries": ["-ldl"]

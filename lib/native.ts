@@ -5,6 +5,7 @@
  */
 import * as path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
+import { markAsUntransferable } from 'node:worker_threads';
 import { MoeError } from './errors';
 import type { DType, Storage } from './dtype';
 
@@ -28,7 +29,8 @@ export interface CpuInfo {
 type OpResult<Async extends boolean> = Async extends true ? Promise<void> : void;
 
 export interface NativeAddon {
-  setErrorClass(errorClass: typeof MoeError): void;
+  /** The MoeError class, and the function that pins a buffer a running op uses (markAsUntransferable). */
+  setErrorClass(errorClass: typeof MoeError, pinBuffer: (buffer: ArrayBufferLike) => void): void;
   quantizeActivations<A extends boolean>(
     args: { x: NativeTensor; q: NativeTensor; scales: NativeTensor; scaleFormat: string },
     async: A,
@@ -165,7 +167,7 @@ export function native(): NativeAddon {
         'run `npm rebuild moe-kernels` or `npm install --build-from-source`',
     );
   }
-  loaded.setErrorClass(MoeError);
+  loaded.setErrorClass(MoeError, markAsUntransferable);
   addon = loaded;
   return addon;
 }

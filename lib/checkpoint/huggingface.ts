@@ -12,8 +12,8 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MoeError } from '../errors';
-import { quantizeWeightsSync } from '../ops/quantize';
+import { MoeError, describe } from '../errors';
+import { quantizeWeights } from '../ops/quantize';
 import { Tensor, tensor } from '../tensor';
 import { bf16ToFloat } from '../numerics';
 import { MoeConfig, checkpointFamily, configFromHuggingFace } from '../moe/config';
@@ -21,6 +21,7 @@ import { ExpertMatrices, allocExperts, expertSlot } from '../moe/experts';
 import type { MoeWeights } from '../moe/layer';
 import { SafetensorsDType, SafetensorsFile, TensorInfo } from './safetensors';
 import { layerNames } from './naming';
+import { readJsonObject } from './files';
 
 export interface LoadOptions {
   /** The decoder layer whose MoE block to load. */
@@ -37,51 +38,43 @@ function fail(message: string): never {
   throw new MoeError('ERR_MOE_CHECKPOINT', message);
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    fail(`${file}: cannot read: ${(error as Error).message}`);
-  }
-  try {
-    const value = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`${file}: expected a JSON object`);
-    return value;
-  } catch (error) {
-    if (error instanceof MoeError) throw error;
-    fail(`${file}: invalid JSON: ${(error as Error).message}`);
-  }
-}
-
 /** Where each tensor lives: the index's weight_map, or every tensor of a single model.safetensors. */
 class CheckpointFiles {
   private readonly dir: string;
   private readonly weightMap: Map<string, string>;
   private readonly open = new Map<string, SafetensorsFile>();
 
-  constructor(dir: string) {
+  private constructor(dir: string, weightMap: Map<string, string>) {
     this.dir = dir;
+    this.weightMap = weightMap;
+  }
+
+  static async open(dir: string): Promise<CheckpointFiles> {
     const indexPath = path.join(dir, 'model.safetensors.index.json');
-    this.weightMap = new Map();
+    const weightMap = new Map<string, string>();
+    const files = new CheckpointFiles(dir, weightMap);
     if (fs.existsSync(indexPath)) {
-      const map = readJson(indexPath).weight_map;
-      if (typeof map !== 'object' || map === null) fail(`${indexPath}: missing 'weight_map'`);
+      const map = (await readJsonObject(indexPath)).weight_map;
+      if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(`${indexPath}: missing 'weight_map'`);
       for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
-        if (typeof file !== 'string' || file.includes('/') || file.includes('\\')) fail(`${indexPath}: bad shard name for '${name}'`);
-        this.weightMap.set(name, file);
+        // A shard is a file name in the checkpoint's directory: no path, no '.' or '..'.
+        if (typeof file !== 'string' || file === '' || file === '.' || file === '..' || file.includes('/') || file.includes('\\') || file.includes('\0')) {
+          fail(`${indexPath}: bad shard name ${describe(file)} for '${name}'`);
+        }
+        weightMap.set(name, file);
       }
     } else if (fs.existsSync(path.join(dir, 'model.safetensors'))) {
-      for (const name of this.file('model.safetensors').tensors.keys()) this.weightMap.set(name, 'model.safetensors');
+      for (const name of (await files.file('model.safetensors')).tensors.keys()) weightMap.set(name, 'model.safetensors');
     } else {
       fail(`${dir}: neither model.safetensors.index.json nor model.safetensors is there`);
     }
+    return files;
   }
 
-  private file(name: string): SafetensorsFile {
+  private async file(name: string): Promise<SafetensorsFile> {
     let file = this.open.get(name);
     if (!file) {
-      file = SafetensorsFile.open(path.join(this.dir, name));
+      file = await SafetensorsFile.load(path.join(this.dir, name));
       this.open.set(name, file);
     }
     return file;
@@ -92,10 +85,10 @@ class CheckpointFiles {
   }
 
   /** The tensor's header entry, checked against the allowed dtypes and the expected shape. */
-  locate(name: string, dtypes: readonly SafetensorsDType[], shape: readonly number[]): { file: SafetensorsFile; info: TensorInfo } {
+  async locate(name: string, dtypes: readonly SafetensorsDType[], shape: readonly number[]): Promise<{ file: SafetensorsFile; info: TensorInfo }> {
     const shard = this.weightMap.get(name);
     if (!shard) fail(`${name}: not in the checkpoint's weight map (${this.dir})`);
-    const file = this.file(shard);
+    const file = await this.file(shard);
     if (!file.tensors.has(name)) fail(`${name}: the weight map points to ${shard}, which does not hold it`);
     const info = file.info(name);
     if (!dtypes.includes(info.dtype) || info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
@@ -113,7 +106,7 @@ function asFloat32(bytes: Uint8Array, dtype: SafetensorsDType): Float32Array {
 
 /** Reads a (possibly unaligned-length) tensor into fresh, aligned memory. */
 async function readFresh(files: CheckpointFiles, name: string, dtypes: SafetensorsDType[], shape: number[]) {
-  const { file, info } = files.locate(name, dtypes, shape);
+  const { file, info } = await files.locate(name, dtypes, shape);
   return { bytes: await file.read(name), dtype: info.dtype };
 }
 
@@ -126,33 +119,46 @@ async function loadExpert(files: CheckpointFiles, m: ExpertMatrices, expert: num
   const slot = expertSlot(m, expert);
   const k = m.k;
   const scaleCols = Math.ceil(k / 128);
-  const first = files.locate(`${parts[0]}.weight`, ['F8_E4M3', 'BF16', 'F32'], [rowsPerPart, k]);
+  const first = await files.locate(`${parts[0]}.weight`, ['F8_E4M3', 'BF16', 'F32'], [rowsPerPart, k]);
   if (first.info.dtype === 'F8_E4M3') {
     if (parts.length > 1 && rowsPerPart % 128 !== 0) {
       fail(`${parts[0]}.weight: stacking fp8 experts needs 128-row blocks, but N = ${rowsPerPart}`);
     }
     for (const [i, part] of parts.entries()) {
-      const { file } = files.locate(`${part}.weight`, ['F8_E4M3'], [rowsPerPart, k]);
+      const { file } = await files.locate(`${part}.weight`, ['F8_E4M3'], [rowsPerPart, k]);
       await file.read(`${part}.weight`, slot.data.subarray(i * rowsPerPart * k, (i + 1) * rowsPerPart * k));
       const scaleRows = Math.ceil(rowsPerPart / 128);
-      const scales = files.locate(`${part}.weight_scale_inv`, ['F32'], [scaleRows, scaleCols]);
+      const scales = await files.locate(`${part}.weight_scale_inv`, ['F32'], [scaleRows, scaleCols]);
       const target = slot.scales.subarray(i * scaleRows * scaleCols, (i + 1) * scaleRows * scaleCols);
       await scales.file.read(`${part}.weight_scale_inv`, new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+      // A NaN, infinite, zero or negative scale would load silently and poison every forward.
+      const bad = target.findIndex((v) => !(v > 0 && v < Infinity));
+      if (bad >= 0) fail(`${scales.file.path}: tensor '${part}.weight_scale_inv': element ${bad} is ${target[bad]}, expected a positive finite scale`);
     }
     return;
   }
-  // Unquantized checkpoint: stack in f32, then quantize the whole expert matrix.
-  const values = new Float32Array(m.n * k); // [N, K] f32
+  // Unquantized checkpoint: the parts stacked [N, K] in their own dtype (bf16
+  // or f32, as quantizeWeights takes either), quantized 128x128 off the JS
+  // thread: no per-element conversion or quantization on the event loop.
+  const dtype = first.info.dtype;
+  const values = dtype === 'BF16' ? new Uint16Array(m.n * k) : new Float32Array(m.n * k); // [N, K]
   for (const [i, part] of parts.entries()) {
-    const { bytes, dtype } = await readFresh(files, `${part}.weight`, ['BF16', 'F32'], [rowsPerPart, k]);
-    values.set(asFloat32(bytes, dtype), i * rowsPerPart * k);
+    const { file } = await files.locate(`${part}.weight`, [dtype], [rowsPerPart, k]);
+    const rows = values.subarray(i * rowsPerPart * k, (i + 1) * rowsPerPart * k);
+    await file.read(`${part}.weight`, new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength));
   }
-  quantizeWeightsSync(tensor(values, [m.n, k]), {
-    into: {
-      data: tensor(slot.data, [m.n, k], 'fp8_e4m3'),
-      scales: tensor(slot.scales, [Math.ceil(m.n / 128), scaleCols], 'f32'),
-    },
-  });
+  const weights = dtype === 'BF16' ? tensor(values as Uint16Array, [m.n, k], 'bf16') : tensor(values as Float32Array, [m.n, k], 'f32');
+  try {
+    await quantizeWeights(weights, {
+      into: {
+        data: tensor(slot.data, [m.n, k], 'fp8_e4m3'),
+        scales: tensor(slot.scales, [Math.ceil(m.n / 128), scaleCols], 'f32'),
+      },
+    });
+  } catch (error) {
+    if (error instanceof MoeError && error.code === 'ERR_MOE_NONFINITE') fail(`${parts.join(' + ')}.weight: ${error.message}`);
+    throw error;
+  }
 }
 
 export interface LoadedLayer {
@@ -196,10 +202,10 @@ function checkpointDigest(dir: string): string {
 export async function loadHuggingFaceLayer(pathOrDir: string, options: LoadOptions): Promise<LoadedLayer> {
   const dir = fs.existsSync(pathOrDir) && fs.statSync(pathOrDir).isFile() ? path.dirname(pathOrDir) : pathOrDir;
   const configPath = path.join(dir, 'config.json');
-  const hf = readJson(configPath);
+  const hf = await readJsonObject(configPath);
   const config = configFromHuggingFace(hf, configPath);
   expectMoeLayer(hf, options.layer);
-  const files = new CheckpointFiles(dir);
+  const files = await CheckpointFiles.open(dir);
   const names = layerNames(checkpointFamily(hf, configPath), options.layer);
   const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
 

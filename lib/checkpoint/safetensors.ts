@@ -11,7 +11,8 @@
  * tensors of a large shard never reads the rest of it.
  */
 import * as fs from 'node:fs';
-import { MoeError } from '../errors';
+import { MoeError, describe } from '../errors';
+import { openRegular, openRegularSync, readFully } from './files';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -39,21 +40,31 @@ function parseEntry(file: string, name: string, value: unknown): TensorInfo {
   const entry = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (typeof value !== 'object' || value === null) fail(file, `tensor '${name}': header entry is not an object`);
   const dtype = entry.dtype as SafetensorsDType;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor '${name}': unknown dtype ${JSON.stringify(entry.dtype)}`);
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor '${name}': unknown dtype ${describe(entry.dtype)}`);
   const shape = entry.shape;
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    fail(file, `tensor '${name}': shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    fail(file, `tensor '${name}': shape must be an array of non-negative integers, got ${describe(shape)}`);
   }
   const offsets = entry.data_offsets;
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-    fail(file, `tensor '${name}': data_offsets must be two non-negative integers, got ${JSON.stringify(offsets)}`);
+    fail(file, `tensor '${name}': data_offsets must be two non-negative integers, got ${describe(offsets)}`);
   }
   const [begin, end] = offsets as number[];
   const bytes = (shape as number[]).reduce((n, d) => n * d, 1) * DTYPE_BYTES[dtype];
   if (end < begin || end - begin !== bytes) {
-    fail(file, `tensor '${name}': data_offsets [${begin}, ${end}] hold ${end - begin} bytes, ${dtype} ${JSON.stringify(shape)} needs ${bytes}`);
+    fail(file, `tensor '${name}': data_offsets [${begin}, ${end}] hold ${end - begin} bytes, ${dtype} ${describe(shape)} needs ${bytes}`);
   }
   return { name, dtype, shape: shape as number[], begin, end };
+}
+
+/** The header's length from the file's first 8 bytes, checked against the file and MAX_HEADER_BYTES. */
+function headerLength(path: string, fileSize: number, lengthBytes: Buffer): number {
+  if (fileSize < 8) fail(path, `file of ${fileSize} bytes is too short for a safetensors header`);
+  const length = lengthBytes.readBigUInt64LE(0);
+  if (length > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
+    fail(path, `header length ${length} exceeds the file (${fileSize} bytes) or the 100 MB limit`);
+  }
+  return Number(length);
 }
 
 export class SafetensorsFile {
@@ -69,55 +80,66 @@ export class SafetensorsFile {
     this.dataStart = dataStart;
   }
 
-  /** Reads and validates the header (only the header) of `path`. */
+  /** Reads and validates the header (only the header) of `path`; see load() for the asynchronous form. */
   static open(path: string): SafetensorsFile {
-    let fd: number;
+    const { fd, size } = openRegularSync(path);
     try {
-      fd = fs.openSync(path, 'r');
-    } catch (error) {
-      fail(path, `cannot open: ${(error as Error).message}`);
-    }
-    try {
-      const fileSize = fs.fstatSync(fd).size;
-      if (fileSize < 8) fail(path, `file of ${fileSize} bytes is too short for a safetensors header`);
       const lengthBytes = Buffer.alloc(8);
-      fs.readSync(fd, lengthBytes, 0, 8, 0);
-      const headerLength = lengthBytes.readBigUInt64LE(0);
-      if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
-        fail(path, `header length ${headerLength} exceeds the file (${fileSize} bytes) or the 100 MB limit`);
-      }
-      const header = Buffer.alloc(Number(headerLength));
-      fs.readSync(fd, header, 0, header.length, 8);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(header.toString('utf8'));
-      } catch (error) {
-        fail(path, `header is not valid JSON: ${(error as Error).message}`);
-      }
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(path, 'header is not a JSON object');
-      const dataStart = 8 + header.length;
-      const dataSize = fileSize - dataStart;
-      const tensors = new Map<string, TensorInfo>();
-      let metadata: Record<string, string> = {};
-      for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
-        if (name === '__metadata__') {
-          metadata = value as Record<string, string>;
-          continue;
-        }
-        tensors.set(name, parseEntry(path, name, value));
-      }
-      // The data section must be covered exactly: no gaps, no overlaps, nothing past the end.
-      const ranges = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
-      let cursor = 0;
-      for (const t of ranges) {
-        if (t.begin !== cursor) fail(path, `tensor '${t.name}' starts at byte ${t.begin}, expected ${cursor} (a gap or an overlap)`);
-        cursor = t.end;
-      }
-      if (cursor !== dataSize) fail(path, `tensors cover ${cursor} data bytes, the file holds ${dataSize} (truncated or padded)`);
-      return new SafetensorsFile(path, tensors, metadata, dataStart);
+      if (size >= 8) fs.readSync(fd, lengthBytes, 0, 8, 0);
+      const header = Buffer.alloc(headerLength(path, size, lengthBytes));
+      if (fs.readSync(fd, header, 0, header.length, 8) !== header.length) fail(path, 'the header is truncated');
+      return SafetensorsFile.parse(path, size, header);
+    } catch (error) {
+      if (error instanceof MoeError) throw error;
+      fail(path, `cannot read: ${error instanceof Error ? error.message : describe(error)}`);
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /** open() without blocking the event loop on the file system. */
+  static async load(path: string): Promise<SafetensorsFile> {
+    const { handle, size } = await openRegular(path);
+    try {
+      const lengthBytes = Buffer.alloc(8);
+      if (size >= 8) await readFully(handle, path, lengthBytes, 0, 'header length');
+      const header = Buffer.alloc(headerLength(path, size, lengthBytes));
+      await readFully(handle, path, header, 8, 'header');
+      return SafetensorsFile.parse(path, size, header);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private static parse(path: string, fileSize: number, header: Buffer): SafetensorsFile {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(header.toString('utf8'));
+    } catch (error) {
+      // (Deep nesting is a RangeError from the parser: reported here as well.)
+      fail(path, `header is not valid JSON: ${error instanceof Error ? error.message : describe(error)}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(path, 'header is not a JSON object');
+    const dataStart = 8 + header.length;
+    const dataSize = fileSize - dataStart;
+    const tensors = new Map<string, TensorInfo>();
+    let metadata: Record<string, string> = {};
+    for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
+      if (name === '__metadata__') {
+        metadata = value as Record<string, string>;
+        continue;
+      }
+      tensors.set(name, parseEntry(path, name, value));
+    }
+    // The data section must be covered exactly: no gaps, no overlaps, nothing past the end.
+    const ranges = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
+    let cursor = 0;
+    for (const t of ranges) {
+      if (t.begin !== cursor) fail(path, `tensor '${t.name}' starts at byte ${t.begin}, expected ${cursor} (a gap or an overlap)`);
+      cursor = t.end;
+    }
+    if (cursor !== dataSize) fail(path, `tensors cover ${cursor} data bytes, the file holds ${dataSize} (truncated or padded)`);
+    return new SafetensorsFile(path, tensors, metadata, dataStart);
   }
 
   info(name: string): TensorInfo {
@@ -135,16 +157,9 @@ export class SafetensorsFile {
     const length = t.end - t.begin;
     const target = into ?? new Uint8Array(length);
     if (target.byteLength !== length) fail(this.path, `tensor '${name}' has ${length} bytes, the destination ${target.byteLength}`);
-    const handle = await fs.promises.open(this.path, 'r');
+    const { handle } = await openRegular(this.path);
     try {
-      let done = 0;
-      while (done < length) {
-        // A single read moves at most 2 GiB.
-        const chunk = Math.min(length - done, 1 << 30);
-        const { bytesRead } = await handle.read(target, done, chunk, this.dataStart + t.begin + done);
-        if (bytesRead === 0) fail(this.path, `tensor '${name}': unexpected end of file (truncated?)`);
-        done += bytesRead;
-      }
+      await readFully(handle, this.path, target, this.dataStart + t.begin, `tensor '${name}'`);
     } finally {
       await handle.close();
     }

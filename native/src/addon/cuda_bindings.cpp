@@ -43,10 +43,10 @@ Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** ho
   MOE_RETURN_IF_ERROR(gpu().expectAvailable("copy"));
   if (info.Length() < 2 || !info[1].IsTypedArray()) return Status(Code::kDtype, "copy: expected (handle, typedArray)");
   MOE_RETURN_IF_ERROR(deviceBufferArg(info[0], buffer));
-  Napi::TypedArray array = info[1].As<Napi::TypedArray>();
-  if (array.ArrayBuffer().IsDetached()) return Status(Code::kDetached, "copy: the host buffer is detached");
-  *host = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-  *bytes = array.ByteLength();
+  HostArray array;
+  MOE_RETURN_IF_ERROR(hostArrayFromJs(info.Env(), info[1], "copy: the host array", &array));
+  *host = array.data;
+  *bytes = info[1].As<Napi::TypedArray>().ByteLength();
   *offset = 0;
   if (info.Length() > 2 && info[2].IsNumber()) {
     const double o = info[2].As<Napi::Number>().DoubleValue();

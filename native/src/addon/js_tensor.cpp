@@ -1,5 +1,7 @@
 #include "addon/js_tensor.h"
 
+#include "addon/errors.h"
+
 #include <string>
 
 namespace moe::addon {
@@ -84,20 +86,39 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
 
   Napi::Value dataValue = tensor.Get("data");
   if (!dataValue.IsTypedArray()) return Status(Code::kDtype, name + ": data must be a typed array");
-  Napi::TypedArray data = dataValue.As<Napi::TypedArray>();
-  if (data.TypedArrayType() != storageType(out->dtype)) {
+  HostArray data;
+  MOE_RETURN_IF_ERROR(hostArrayFromJs(args.Env(), dataValue, name, &data));
+  if (data.type != storageType(out->dtype)) {
     return Status(Code::kDtype, name + ": data's typed array does not match dtype " + dtypeName(out->dtype));
   }
-  Napi::ArrayBuffer buffer = data.ArrayBuffer();
-  if (buffer.IsDetached()) return Status(Code::kDetached, name + ": the buffer is detached");
-  if (static_cast<int64_t>(data.ElementLength()) != numel) {
-    return Status(Code::kShape, name + ": data has " + std::to_string(data.ElementLength()) +
+  if (static_cast<int64_t>(data.length) != numel) {
+    return Status(Code::kShape, name + ": data has " + std::to_string(data.length) +
                                     " elements, shape " + out->shapeString() + " needs " + std::to_string(numel));
   }
-  out->data = static_cast<uint8_t*>(buffer.Data()) + data.ByteOffset();
+  if (keep->pinBuffers()) pinArrayBuffer(args.Env(), data.arrayBuffer);
+  out->data = data.data;
   out->device = Device::kCpu;
   keep->addHost(tensor);
   keep->noteDevice(Device::kCpu);
+  return Status::ok();
+}
+
+Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, HostArray* out) {
+  size_t byteOffset = 0;
+  if (napi_get_typedarray_info(env, value, &out->type, &out->length, &out->data, &out->arrayBuffer, &byteOffset) != napi_ok) {
+    return Status(Code::kDtype, what + ": expected a typed array");
+  }
+  bool detached = false;  // (always false for a SharedArrayBuffer)
+  if (napi_is_detached_arraybuffer(env, out->arrayBuffer, &detached) != napi_ok || detached) {
+    return Status(Code::kDetached, what + ": the buffer is detached");
+  }
+  if (out->data == nullptr && out->length > 0) return Status(Code::kDetached, what + ": the buffer has no memory");
+  bool resizable = false;  // a resizable ArrayBuffer could shrink under a running op
+  napi_value flag = nullptr;
+  if (napi_get_named_property(env, out->arrayBuffer, "resizable", &flag) == napi_ok &&
+      napi_get_value_bool(env, flag, &resizable) == napi_ok && resizable) {
+    return Status(Code::kDtype, what + ": a view of a resizable ArrayBuffer (use a fixed-length one)");
+  }
   return Status::ok();
 }
 

@@ -22,7 +22,15 @@ class KeepAlive {
   void addHost(const Napi::Object& object) {
     if (!synchronous_) add(object);
   }
-  void setSynchronous(bool synchronous) { synchronous_ = synchronous; }
+  void setSynchronous(bool synchronous) {
+    synchronous_ = synchronous;
+    pinBuffers_ = !synchronous;
+  }
+  // Whether the host buffers read must be pinned (errors.h, pinArrayBuffer):
+  // their memory is used after the call returns. Async ops, and the prepared
+  // weights and workspaces that later async forwards read.
+  void setPinBuffers(bool pin) { pinBuffers_ = pin; }
+  bool pinBuffers() const { return pinBuffers_; }
 
   // The devices of the tensors read so far: an op runs where its tensors are.
   void noteDevice(Device device) { (device == Device::kCuda ? sawCuda_ : sawCpu_) = true; }
@@ -34,7 +42,19 @@ class KeepAlive {
   bool sawCpu_ = false;
   bool sawCuda_ = false;
   bool synchronous_ = false;
+  bool pinBuffers_ = true;
 };
+
+// The memory of a typed array: its elements' address (SharedArrayBuffers
+// included: their memory cannot be detached), element count and type, read
+// with checked statuses. kDetached for a detached buffer.
+struct HostArray {
+  void* data = nullptr;
+  size_t length = 0;
+  napi_typedarray_type type = napi_uint8_array;
+  napi_value arrayBuffer = nullptr;
+};
+Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, HostArray* out);
 
 // Device memory owned by a JS object (lib/'s device tensors hold one as an
 // External); freed by the finalizer when the object is collected, or at once

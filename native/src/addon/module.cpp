@@ -17,7 +17,7 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(info.Env(), "setErrorClass(MoeError)").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  setErrorClass(info[0].As<Napi::Function>());
+  setErrorClass(info[0].As<Napi::Function>(), info[1]);
   return info.Env().Undefined();
 }
 

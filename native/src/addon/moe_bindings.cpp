@@ -6,6 +6,7 @@
 
 #include "addon/binding_support.h"
 #include "addon/ep_bindings.h"
+#include "addon/errors.h"
 #include "core/backend.h"
 #include "core/moe_forward.h"
 
@@ -137,8 +138,11 @@ Status parseForward(Call& call, MoeForwardArgs* args) {
     if (array.TypedArrayType() != napi_float64_array || array.ElementLength() < kNumStages) {
       return Status(Code::kDtype, "moeForward: stageSeconds: expected a Float64Array of " + std::to_string(kNumStages));
     }
+    HostArray host;
+    MOE_RETURN_IF_ERROR(hostArrayFromJs(call.env, array, "moeForward: stageSeconds", &host));
     keep->add(array);
-    args->stageSeconds = reinterpret_cast<double*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
+    if (keep->pinBuffers()) pinArrayBuffer(call.env, host.arrayBuffer);
+    args->stageSeconds = static_cast<double*>(host.data);
   }
   const Napi::Value layout = call.args.Get("layout");
   if (layout.IsObject()) {
@@ -167,6 +171,7 @@ Napi::Value prepare(const Napi::CallbackInfo& info, const char* op, Parse parse)
   if (info.Length() < 1 || !info[0].IsObject()) return failOp(env, false, Status(Code::kInternal, std::string(op) + ": expected (args)"));
   KeepAlive devices;
   devices.setSynchronous(true);  // only the devices are wanted: lib/ holds the tensors
+  devices.setPinBuffers(true);   // but later async forwards use their memory
   auto prepared = std::make_unique<T>();
   const Status status = parse(info[0].As<Napi::Object>(), prepared.get(), &devices);
   if (!status.isOk()) return failOp(env, false, status);

@@ -2,6 +2,8 @@
 // bulk number-format conversion, and the ceilings the benchmarks measure.
 #include "addon/runtime_bindings.h"
 
+#include "addon/js_tensor.h"
+
 #include <algorithm>
 #include <string>
 
@@ -52,19 +54,17 @@ Napi::Value CastFromF32(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "castFromF32(src, dst, dtype)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  Napi::TypedArray src = info[0].As<Napi::TypedArray>();
-  Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
+  HostArray src, dst;
   const bool toFp8 = info[2].As<Napi::String>().Utf8Value() == "fp8_e4m3";
   const napi_typedarray_type dstType = toFp8 ? napi_uint8_array : napi_uint16_array;
-  if (src.TypedArrayType() != napi_float32_array || dst.TypedArrayType() != dstType ||
-      src.ElementLength() != dst.ElementLength() || src.ArrayBuffer().IsDetached() ||
-      dst.ArrayBuffer().IsDetached()) {
+  if (!hostArrayFromJs(env, info[0], "castFromF32: src", &src).isOk() || !hostArrayFromJs(env, info[1], "castFromF32: dst", &dst).isOk() ||
+      src.type != napi_float32_array || dst.type != dstType || src.length != dst.length) {
     Napi::TypeError::New(env, "castFromF32: mismatched arrays").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  const float* in = reinterpret_cast<const float*>(static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset());
-  uint8_t* out = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
-  const int64_t n = static_cast<int64_t>(src.ElementLength());
+  const float* in = static_cast<const float*>(src.data);
+  uint8_t* out = static_cast<uint8_t*>(dst.data);
+  const int64_t n = static_cast<int64_t>(src.length);
   constexpr int64_t kChunk = 1 << 16;
   cpu::ThreadPool::instance().parallelFor(ceilDiv(n, kChunk), [&](int64_t task, int) {
     const int64_t end = std::min(n, (task + 1) * kChunk);
@@ -91,11 +91,9 @@ Napi::Value onArrayMemory(const Napi::CallbackInfo& info, const char* name, Fn f
     Napi::TypeError::New(env, std::string(name) + "(array)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  Napi::TypedArray array = info[0].As<Napi::TypedArray>();
-  Napi::ArrayBuffer buffer = array.ArrayBuffer();
-  if (buffer.IsDetached()) return Napi::Boolean::New(env, false);
-  void* data = static_cast<uint8_t*>(buffer.Data()) + array.ByteOffset();
-  return Napi::Boolean::New(env, fn(data, array.ByteLength()));
+  HostArray array;
+  if (!hostArrayFromJs(env, info[0], name, &array).isOk()) return Napi::Boolean::New(env, false);
+  return Napi::Boolean::New(env, fn(array.data, info[0].As<Napi::TypedArray>().ByteLength()));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/cpu_features.h"
+#include "cpu/index_snapshot.h"
 #include "cpu/thread_pool.h"
 
 // GCC 12's AVX-512 intrinsics self-initialize their "undefined" operands,
@@ -285,7 +286,10 @@ void combineTileSimd(const CombineArgs& a, CombineRow kernel, int64_t token, int
 
 }  // namespace
 
-Status combine(const CombineArgs& args) {
+Status combine(const CombineArgs& input) {
+  CombineArgs args = input;
+  IndexSnapshot slotRow;  // validated and read from one copy (index_snapshot.h)
+  if (!slotRow.take(&args.slotRow)) return Status(Code::kInternal, "combine: out of memory for a copy of slotRow");
   MOE_RETURN_IF_ERROR(validateCombine(args));
   const int64_t tokens = args.out.dim(0), hidden = args.out.dim(1);
   const int64_t colsPerTask = std::min<int64_t>(kColsPerTask, std::max<int64_t>(hidden, 1));

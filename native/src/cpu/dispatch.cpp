@@ -10,6 +10,7 @@
 #include "core/moe_op_checks.h"
 #include "core/numerics.h"
 #include "cpu/first_failure.h"
+#include "cpu/index_snapshot.h"
 #include "cpu/quantize.h"
 #include "cpu/thread_pool.h"
 
@@ -137,7 +138,10 @@ Status quantizeOncePerToken(const DispatchArgs& args, FirstFailure& firstBad) {
 
 }  // namespace
 
-Status dispatch(const DispatchArgs& args) {
+Status dispatch(const DispatchArgs& input) {
+  DispatchArgs args = input;
+  IndexSnapshot rowToken;  // validated and read from one copy (index_snapshot.h)
+  if (!rowToken.take(&args.rowToken)) return Status(Code::kInternal, "dispatch: out of memory for a copy of rowToken");
   MOE_RETURN_IF_ERROR(validateDispatch(args));
   const int64_t rows = args.rowToken.dim(0), tokens = args.x.dim(0), hidden = args.x.dim(1);
   const bool quantize = args.scales.data != nullptr;

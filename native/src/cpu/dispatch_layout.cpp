@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/moe_op_checks.h"
+#include "cpu/index_snapshot.h"
 
 namespace moe::cpu {
 
@@ -89,10 +90,14 @@ void writeCounts(const LayoutArgs& a, const std::vector<int64_t>& counts, const 
 
 }  // namespace
 
-Status dispatchLayout(const LayoutArgs& args) {
+Status dispatchLayout(const LayoutArgs& input) {
   // The shapes, dtypes and options: core/moe_op_checks (shared with the CUDA
-  // backend); the ids are data, checked by countIds.
-  MOE_RETURN_IF_ERROR(checkDispatchLayout(args));
+  // backend); the ids are data, checked by countIds on a copy that placeRows
+  // reads again (index_snapshot.h).
+  MOE_RETURN_IF_ERROR(checkDispatchLayout(input));
+  LayoutArgs args = input;
+  IndexSnapshot ids;
+  if (!ids.take(&args.ids)) return Status(Code::kInternal, "dispatchLayout: out of memory for a copy of ids");
   try {
     std::vector<int64_t> counts(args.numExperts, 0);       // [E] rows per expert
     std::vector<int64_t> offsets(args.numExperts + 1, 0);  // [E + 1] first row per expert, then R

@@ -115,7 +115,7 @@ Status expertUp(const ExpertUpArgs& args) {
     status = forEachSegment(
         contiguousSegments(args.groupIndex.as<const int32_t>(), shape.rows, args.groupOffset),
         [&](const Segment& seg, int thread) { return runSegment(args, shape, seg, &act[static_cast<size_t>(thread)]); },
-        &perSegmentTasks);
+        &perSegmentTasks, threads);
     // Per-segment tasks share the wall time among the threads; segments run
     // one after another take theirs whole.
     double seconds = 0;

@@ -225,7 +225,7 @@ Status gemmPacked(const KernelSet& ks, const Problem& p) {
   NanFlags nan;
   pool.parallelFor(plan.mTiles * plan.nTiles, [&](int64_t tile, int thread) {
     runPackedTile(ks, p, plan, tile, scratch[static_cast<size_t>(thread)], nan);
-  });
+  }, threads);
   return finish(nan);
 }
 
@@ -275,7 +275,7 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
     const int64_t ldo = p.bf16 ? rowsPerTask : p.N;
     if (ks.streamRows(s.a.data(), p.K, p.M, p.b + n0 * p.K, p.K, rows, p.K, out, ldo)) nan.b.store(true);
     if (p.bf16) ks.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
-  });
+  }, threads);
   return finish(nan);
 }
 

@@ -6,6 +6,7 @@
 
 #include "core/op_checks.h"
 #include "cpu/gemm_fp8.h"
+#include "cpu/index_snapshot.h"
 #include "cpu/segments.h"
 
 namespace moe::cpu {
@@ -76,10 +77,16 @@ Status masked(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
 
 }  // namespace
 
-Status groupedGemmFp8(const GroupedGemmFp8Args& args) {
-  const bool isMasked = args.maskedM.data != nullptr;
+Status groupedGemmFp8(const GroupedGemmFp8Args& input) {
+  const bool isMasked = input.maskedM.data != nullptr;
   GroupedShape shape;
-  Status status = checkGroupedGemmFp8(args, &shape);
+  Status status = checkGroupedGemmFp8(input, &shape);
+  // groupIndex / maskedM: validated and read from one copy (index_snapshot.h).
+  GroupedGemmFp8Args args = input;
+  IndexSnapshot groupIndex, maskedM;
+  if (status.isOk() && !(groupIndex.take(&args.groupIndex) && maskedM.take(&args.maskedM))) {
+    status = Status(Code::kInternal, "out of memory for a copy of the group indices");
+  }
   if (status.isOk()) status = isMasked ? masked(args, shape) : contiguous(args, shape);
   if (status.isOk()) return status;
   return Status(status.code(), std::string(isMasked ? "groupedGemmFp8Masked: " : "groupedGemmFp8: ") + status.message());

@@ -40,7 +40,7 @@ double burnRound(Burn burn, int64_t iters) {
     float sink = 0.0f;
     flops[static_cast<size_t>(thread)] += burn(iters, &sink);
     g_sink.fetch_add(static_cast<uint64_t>(sink), std::memory_order_relaxed);
-  });
+  }, threads);
   const double elapsed = secondsSince(start);
   double total = 0.0;
   for (double f : flops) total += f;

@@ -237,7 +237,8 @@ Status routerLogitsAmx(const RouterLogitsArgs& args, const QuantizeArgs* quantiz
   const int64_t expertsPerTask = ceilDiv(experts / kAmxRouterExperts, expertChunks) * kAmxRouterExperts;
   expertChunks = ceilDiv(experts, expertsPerTask);
   std::atomic<bool> outOfMemory{false}, notFinite{false};
-  std::vector<double> quantizing(static_cast<size_t>(pool.numThreads()), 0.0);  // per thread: seconds
+  const int threads = pool.numThreads();
+  std::vector<double> quantizing(static_cast<size_t>(threads), 0.0);  // per thread: seconds
   pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
     // The packed token block and the tile store buffer, kept per thread (a
     // decode step would otherwise allocate and clear it on every call).
@@ -256,12 +257,12 @@ Status routerLogitsAmx(const RouterLogitsArgs& args, const QuantizeArgs* quantiz
       if (!quantizeTokenRows(*quantize, t0, count)) notFinite.store(true, std::memory_order_relaxed);
       quantizing[static_cast<size_t>(thread)] += std::chrono::duration<double>(Clock::now() - start).count();
     }
-  });
+  }, threads);
   if (outOfMemory.load()) return Status(Code::kInternal, "routerLogits: out of memory for a scratch block");
   if (quantizeSeconds != nullptr) {
     double seconds = 0;
     for (double t : quantizing) seconds += t;
-    *quantizeSeconds = seconds / pool.numThreads();
+    *quantizeSeconds = seconds / threads;
   }
   return notFinite.load() ? Status(Code::kNonFinite, "") : Status::ok();
 }
@@ -309,7 +310,7 @@ Status projectLogits(const RouterLogitsArgs& args) {
       blockDots(block.data(), count, weights + e * hidden, hidden, dots);
       for (int64_t i = 0; i < count; ++i) logits[(t0 + i) * experts + e] = dots[i];
     }
-  });
+  }, numThreads);
   return Status::ok();
 }
 

@@ -1,5 +1,7 @@
 #include "cpu/segments.h"
 
+#include <algorithm>
+
 #include "cpu/thread_pool.h"
 
 namespace moe::cpu {
@@ -21,9 +23,9 @@ std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows,
 }
 
 Status forEachSegment(const std::vector<Segment>& segments, const std::function<Status(const Segment&, int thread)>& run,
-                      bool* perSegmentTasks) {
+                      bool* perSegmentTasks, int maxThreads) {
   ThreadPool& pool = ThreadPool::instance();
-  const bool perTask = static_cast<int64_t>(segments.size()) >= 4 * pool.numThreads();
+  const bool perTask = static_cast<int64_t>(segments.size()) >= 4 * std::min(pool.numThreads(), maxThreads);
   if (perSegmentTasks != nullptr) *perSegmentTasks = perTask;
   if (!perTask) {
     for (const Segment& s : segments) MOE_RETURN_IF_ERROR(run(s, 0));
@@ -32,7 +34,7 @@ Status forEachSegment(const std::vector<Segment>& segments, const std::function<
   std::vector<Status> failures(segments.size());
   pool.parallelFor(static_cast<int64_t>(segments.size()), [&](int64_t i, int thread) {
     failures[static_cast<size_t>(i)] = run(segments[static_cast<size_t>(i)], thread);
-  });
+  }, maxThreads);
   for (const Status& status : failures) MOE_RETURN_IF_ERROR(status);
   return Status::ok();
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "core/status.h"
@@ -30,8 +31,9 @@ std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows,
 // on that thread alone (the pool runs a nested region serially): one parallel
 // region per grouped op instead of one per expert. With few segments they run
 // one after another, each free to use every thread. *perSegmentTasks (may be
-// null) says which. Returns the first failing segment's status.
+// null) says which. Returns the first failing segment's status. `thread` stays
+// below maxThreads (see ThreadPool::parallelFor).
 Status forEachSegment(const std::vector<Segment>& segments, const std::function<Status(const Segment&, int thread)>& run,
-                      bool* perSegmentTasks = nullptr);
+                      bool* perSegmentTasks = nullptr, int maxThreads = std::numeric_limits<int>::max());
 
 }  // namespace moe::cpu

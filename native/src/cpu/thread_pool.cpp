@@ -1,5 +1,6 @@
 #include "cpu/thread_pool.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace moe::cpu {
@@ -30,10 +31,11 @@ ThreadPool::ThreadPool(int n) { start(n); }
 ThreadPool::~ThreadPool() { stop(); }
 
 void ThreadPool::start(int n) {
-  numThreads_ = n < 1 ? 1 : n;
+  n = n < 1 ? 1 : n;
   stopping_ = false;
   // The calling thread is thread 0; workers are 1..n-1.
-  for (int t = 1; t < numThreads_; ++t) workers_.emplace_back([this, t] { workerLoop(t); });
+  for (int t = 1; t < n; ++t) workers_.emplace_back([this, t] { workerLoop(t); });
+  numThreads_.store(n, std::memory_order_release);
 }
 
 void ThreadPool::stop() {
@@ -48,13 +50,14 @@ void ThreadPool::stop() {
 
 void ThreadPool::setNumThreads(int n) {
   std::lock_guard<std::mutex> region(regionMutex_);
-  if (n == numThreads_) return;
+  if (n == numThreads_.load()) return;
   stop();
   start(n);
 }
 
 void ThreadPool::runTasks(int thread) {
   regionThread = thread;
+  if (thread >= jobThreads_) return;  // beyond the caller's per-thread slots
   for (;;) {
     const int64_t task = nextTask_.fetch_add(1, std::memory_order_relaxed);
     if (task >= jobTasks_) return;
@@ -81,7 +84,7 @@ void ThreadPool::workerLoop(int thread) {
   }
 }
 
-void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t, int)>& fn) {
+void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t, int)>& fn, int maxThreads) {
   if (numTasks <= 0) return;
   if (insideRegion) {
     for (int64_t task = 0; task < numTasks; ++task) fn(task, regionThread);
@@ -92,7 +95,8 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     return;
   }
   std::lock_guard<std::mutex> region(regionMutex_);
-  if (numThreads_ == 1) {
+  const int threads = numThreads_.load();  // fixed while the region lock is held
+  if (threads == 1 || maxThreads <= 1) {
     // Still a region: a nested parallelFor from a task must run serially,
     // not wait for the lock this thread holds.
     insideRegion = true;
@@ -105,8 +109,9 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;
     jobTasks_ = numTasks;
+    jobThreads_ = std::min(threads, maxThreads);
     nextTask_.store(0, std::memory_order_relaxed);
-    busyWorkers_ = numThreads_ - 1;
+    busyWorkers_ = threads - 1;
     ++generation_;
   }
   wake_.notify_all();

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -24,7 +25,9 @@ class ThreadPool {
 
   ~ThreadPool();
 
-  int numThreads() const { return numThreads_; }
+  // May change at any time (setNumThreads from another thread): a caller that
+  // sizes per-thread scratch by it passes the value it read to parallelFor.
+  int numThreads() const { return numThreads_.load(std::memory_order_acquire); }
   // Resizes the pool (n >= 1); waits for a running region to finish first.
   void setNumThreads(int n);
 
@@ -32,7 +35,12 @@ class ThreadPool {
   // dynamically; `thread` is in [0, numThreads()) and unique among the calls
   // running at one time, so it can index per-thread scratch memory. Returns
   // when all tasks are done. A call from inside a task runs serially.
-  void parallelFor(int64_t numTasks, const std::function<void(int64_t task, int thread)>& fn);
+  //
+  // `maxThreads`: the number of per-thread slots the caller sized from an
+  // earlier numThreads(); `thread` stays below it even if setNumThreads() grew
+  // the pool in between (at most that many threads then take tasks).
+  void parallelFor(int64_t numTasks, const std::function<void(int64_t task, int thread)>& fn,
+                   int maxThreads = std::numeric_limits<int>::max());
 
  private:
   explicit ThreadPool(int n);
@@ -41,7 +49,7 @@ class ThreadPool {
   void workerLoop(int thread);
   void runTasks(int thread);
 
-  int numThreads_ = 1;
+  std::atomic<int> numThreads_{1};
   std::vector<std::thread> workers_;
 
   std::mutex regionMutex_;  // one parallel region at a time
@@ -55,6 +63,7 @@ class ThreadPool {
 
   const std::function<void(int64_t, int)>* job_ = nullptr;
   int64_t jobTasks_ = 0;
+  int jobThreads_ = 0;  // threads [0, jobThreads_) take the job's tasks
   std::atomic<int64_t> nextTask_{0};
 };
 
