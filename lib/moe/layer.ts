@@ -100,6 +100,15 @@ export interface RandomLayerOptions {
 const MAX_IDLE_WORKSPACES = 4;
 
 /**
+ * Promise-form forwards of one layer that run at once (each holds a
+ * workspace); more wait their turn in call order. With the idle ones, a layer
+ * holds at most twice this many workspaces however many forwards are
+ * pending. (The CPU backend runs one parallel region at a time anyway: more
+ * concurrent forwards would only hold more memory.)
+ */
+export const MAX_CONCURRENT_FORWARDS = 4;
+
+/**
  * A GPU forward's native options (moe_bindings.cpp): the row layout, and the
  * device words its ops report bad input into (read after it completed).
  */
@@ -307,9 +316,29 @@ export class MoeLayer {
    * the JS thread. Expert-parallel layers: collective (every rank calls
    * forward with its own tokens, T may be 0), in the same order on every rank.
    */
-  async forward(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
+  forward(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
     if (this.shard) return this.shard.comm.serialize(() => this.forwardOnce(x, options));
-    return this.forwardOnce(x, options);
+    // With a slot free the forward starts now, in this call (its buffers are
+    // read and pinned before the caller's next statement); else it waits its
+    // turn in call order.
+    if (this.running < MAX_CONCURRENT_FORWARDS && this.waiting.length === 0) {
+      this.running++;
+      return this.runAndLeave(x, options);
+    }
+    return new Promise<void>((resolve) => this.waiting.push(resolve)).then(() => this.runAndLeave(x, options));
+  }
+
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  private async runAndLeave(x: Tensor, options: ForwardOptions | undefined): Promise<Tensor> {
+    try {
+      return await this.forwardOnce(x, options);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the slot passes straight to the next caller
+      else this.running--;
+    }
   }
 
   private async forwardOnce(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
