@@ -1,4 +1,5 @@
 {
+  "variables": { "sanitize%": 0 },
   "targets": [
     {
       "target_name": "moe_kernels",
@@ -70,13 +71,25 @@
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions", "-O2"],
       "ldflags": [
         "-pthread",
-        "-static-libstdc++",
-        "-static-libgcc",
         # Never unmapped: a worker thread that loaded the addon last unloads it
         # at exit, while the process-wide thread pool's threads (and libuv's,
         # finishing a Promise op) may still run its code.
-        "-Wl,-z,nodelete",
-        "-Wl,@<(module_root_dir)/native/src/platform/glibc_compat.wrap"
+        "-Wl,-z,nodelete"
+      ],
+      "conditions": [
+        # scripts/sanitize.sh: `node-gyp rebuild --sanitize=1` builds the addon
+        # with AddressSanitizer and UndefinedBehaviorSanitizer, linked against
+        # the shared runtimes (no static libstdc++, no glibc symbol pinning).
+        ["sanitize==1", {
+          "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined", "-g"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }, {
+          "ldflags": [
+            "-static-libstdc++",
+            "-static-libgcc",
+            "-Wl,@<(module_root_dir)/native/src/platform/glibc_compat.wrap"
+          ]
+        }]
       ],
       "libraries": ["-ldl"]
     }

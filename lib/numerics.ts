@@ -9,6 +9,13 @@
  * addon has the same functions in native/src/core/numerics.h.
  */
 
+import { MoeError, describe } from './errors';
+
+/** The scalar helpers take numbers only (a Symbol or BigInt would be a TypeError inside them). */
+function expectNumber(x: unknown, what: string): void {
+  if (typeof x !== 'number') throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected a number, got ${describe(x)}`);
+}
+
 const scratchF32 = new Float32Array(1);
 const scratchU32 = new Uint32Array(scratchF32.buffer);
 
@@ -26,6 +33,7 @@ export const FP8_E4M3_MAX = 448;
 export const FP8_E4M3_NAN = 0x7f;
 
 export function fp8E4m3FromFloat(x: number): number {
+  expectNumber(x, 'fp8E4m3FromFloat');
   const bits = floatBits(x);
   const sign = (bits >>> 24) & 0x80;
   const abs = bits & 0x7fffffff;
@@ -44,6 +52,7 @@ export function fp8E4m3FromFloat(x: number): number {
 }
 
 export function fp8E4m3ToFloat(v: number): number {
+  expectNumber(v, 'fp8E4m3ToFloat');
   const exponent = (v >>> 3) & 0xf;
   const mantissa = v & 7;
   let magnitude: number;
@@ -54,6 +63,7 @@ export function fp8E4m3ToFloat(v: number): number {
 }
 
 export function bf16FromFloat(x: number): number {
+  expectNumber(x, 'bf16FromFloat');
   const bits = floatBits(x);
   if ((bits & 0x7fffffff) > 0x7f800000) return ((bits >>> 16) | 0x40) & 0xffff; // quiet NaN, sign kept
   const roundingBias = 0x7fff + ((bits >>> 16) & 1);
@@ -61,6 +71,7 @@ export function bf16FromFloat(x: number): number {
 }
 
 export function bf16ToFloat(v: number): number {
+  expectNumber(v, 'bf16ToFloat');
   return floatFromBits((v & 0xffff) << 16);
 }
 

@@ -89,7 +89,9 @@ export class Tensor<D extends DType = DType> {
   }
 
   toString(): string {
-    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
+    // (Also for a Tensor made without its constructor: error messages use this.)
+    const shape = Array.isArray(this.shape) ? this.shape.map(describe).join(', ') : '?';
+    return `Tensor(${describe(this.dtype)}, [${shape}], ${describe(this.device)})`;
   }
 }
 

@@ -15,6 +15,14 @@ export function checkpointError(file: string, message: string): never {
   throw new MoeError('ERR_MOE_CHECKPOINT', `${file}: ${message}`);
 }
 
+/** A path argument: a non-empty string without NUL bytes. */
+export function expectPath(file: unknown, what: string): string {
+  if (typeof file !== 'string' || file === '' || file.includes('\0')) {
+    throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected a file or directory path, got ${describe(file)}`);
+  }
+  return file;
+}
+
 // O_NONBLOCK: opening a FIFO without a writer returns at once instead of
 // waiting for one (reads of a regular file ignore the flag).
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK;

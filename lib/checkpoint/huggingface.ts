@@ -21,7 +21,7 @@ import { ExpertMatrices, allocExperts, expertSlot } from '../moe/experts';
 import type { MoeWeights } from '../moe/layer';
 import { SafetensorsDType, SafetensorsFile, TensorInfo } from './safetensors';
 import { layerNames } from './naming';
-import { readJsonObject } from './files';
+import { expectPath, readJsonObject } from './files';
 
 export interface LoadOptions {
   /** The decoder layer whose MoE block to load. */
@@ -171,7 +171,7 @@ export interface LoadedLayer {
 
 /** Throws unless decoder layer `layer` of this model has an MoE block. */
 function expectMoeLayer(hf: Record<string, unknown>, layer: number): void {
-  if (!Number.isInteger(layer) || layer < 0) throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: options.layer must be a non-negative integer, got ${layer}`);
+  if (!Number.isInteger(layer) || layer < 0) throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: options.layer must be a non-negative integer, got ${describe(layer)}`);
   const numLayers = hf.num_hidden_layers;
   if (typeof numLayers === 'number' && layer >= numLayers) {
     throw new MoeError('ERR_MOE_RANGE', `fromSafetensors: layer ${layer} is past the model's ${numLayers} layers`);
@@ -200,6 +200,7 @@ function checkpointDigest(dir: string): string {
 }
 
 export async function loadHuggingFaceLayer(pathOrDir: string, options: LoadOptions): Promise<LoadedLayer> {
+  expectPath(pathOrDir, 'fromSafetensors: path');
   const dir = fs.existsSync(pathOrDir) && fs.statSync(pathOrDir).isFile() ? path.dirname(pathOrDir) : pathOrDir;
   const configPath = path.join(dir, 'config.json');
   const hf = await readJsonObject(configPath);

@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 import { MoeError, describe } from '../errors';
-import { openRegular, openRegularSync, readFully } from './files';
+import { expectPath, openRegular, openRegularSync, readFully } from './files';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -82,6 +82,7 @@ export class SafetensorsFile {
 
   /** Reads and validates the header (only the header) of `path`; see load() for the asynchronous form. */
   static open(path: string): SafetensorsFile {
+    expectPath(path, 'SafetensorsFile.open');
     const { fd, size } = openRegularSync(path);
     try {
       const lengthBytes = Buffer.alloc(8);
@@ -99,6 +100,7 @@ export class SafetensorsFile {
 
   /** open() without blocking the event loop on the file system. */
   static async load(path: string): Promise<SafetensorsFile> {
+    expectPath(path, 'SafetensorsFile.load');
     const { handle, size } = await openRegular(path);
     try {
       const lengthBytes = Buffer.alloc(8);
