@@ -21,7 +21,14 @@ int defaultNumThreads() {
 
 ThreadPool& ThreadPool::instance() {
   // Never destroyed: joining threads during static destruction at process exit
-  // races with Node's own teardown.
+  // races with Node's own teardown. Its threads outlive any one environment:
+  // a worker thread that exits (process.exit, terminate) with Promise-form ops
+  // in flight leaves them running here, which is safe only because the addon
+  // is never unmapped (-z nodelete, binding.gyp). Work that an op queues
+  // elsewhere (libuv's pool, a package-owned queue for the Promise forms) must
+  // either run only this library's code, or be drained and joined in an
+  // environment cleanup hook (napi_add_env_cleanup_hook) before the
+  // environment's state (its references, its instance data) is freed.
   static ThreadPool* pool = new ThreadPool(defaultNumThreads());
   return *pool;
 }
