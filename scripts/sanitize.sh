@@ -18,7 +18,7 @@ trap 'rm -rf "$work"' EXIT
 asan="$(gcc -print-file-name=libasan.so)"
 [ -e "$asan" ] || { echo "sanitize: no libasan.so for gcc (apt-get install libasan8)"; exit 1; }
 
-tar -C "$repo" --exclude=./build --exclude=./build-asan --exclude=./build-emu --exclude=./build-cuda \
+tar -C "$repo" --exclude=./build --exclude=./build-mpi --exclude=./build-asan --exclude=./build-emu --exclude=./build-cuda \
   --exclude=./node_modules --exclude=./dist --exclude=./prebuilds --exclude=./.git -cf - . | tar -C "$work" -xf -
 ln -s "$repo/node_modules" "$work/node_modules"
 cd "$work"
