@@ -75,6 +75,34 @@ if (isMainThread) {
     expectClean(r, 'errors ok');
   });
 
+  it('worker.terminate() while a native call runs, which then fails: its error is made in a terminating environment', () => {
+    const r = runScript(`
+const { Worker, isMainThread, parentPort } = require('node:worker_threads');
+if (isMainThread) {
+  (async () => {
+    for (let round = 0; round < 4; round++) {
+      const w = new Worker(__filename);
+      await new Promise((resolve) => w.once('message', resolve)); // the loop has started
+      await new Promise((resolve) => setTimeout(resolve, 5 + round * 7));
+      await w.terminate();
+    }
+    console.log('terminate during a failing call ok');
+  })().catch((e) => { console.error(e); process.exit(1); });
+} else {
+  // ~20 ms of native quantization that ends in ERR_MOE_NONFINITE (the NaN is
+  // in the last row): the termination lands while the kernel runs, and the
+  // MoeError is built after it.
+  const values = new Float32Array(256 * 4096).fill(0.5);
+  values[values.length - 1] = NaN;
+  const x = m.tensor(values, [256, 4096]);
+  parentPort.postMessage('started');
+  for (;;) {
+    try { m.quantizeActivationsSync(x); } catch (e) { if (!isMoe(e, 'ERR_MOE_NONFINITE')) throw e; }
+  }
+}`);
+    expectClean(r, 'terminate during a failing call ok');
+  });
+
   it('worker.terminate() in the middle of native calls leaves the process running', () => {
     const r = runScript(`
 const { Worker, isMainThread } = require('node:worker_threads');
