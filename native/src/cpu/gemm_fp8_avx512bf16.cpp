@@ -164,13 +164,17 @@ void micro(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const 
 
 // MR rows of A against NB rows of B over all of K, lanes along k. Per 64 B
 // bytes: one load, ~8 uops of decode shared by the MR rows, 2 VDPBF16PS per
-// row; per group and (row, B row) one promotion FMA. pfBytes: how far ahead
-// (within the task's contiguous rows) to prefetch, so that about 8 KiB of B
-// is in flight per thread whatever NB is.
+// row; per group and (row, B row) one promotion FMA.
+//
+// B's rows are contiguous, so a task reads one region in NB parallel streams.
+// Each 64-byte load prefetches the line `ahead` bytes further: with long rows
+// 8 KiB / NB further along its own row (the streams together keep ~8 KiB in
+// flight); with short rows (K < 4096: streams too short-lived for the hardware
+// prefetchers) the same place in the tile(s) far enough ahead to be 8 KiB on.
 template <int MR, int NB>
 bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, const uint8_t* b, int64_t K,
              const float* sb, float* out, int64_t ldo) {
-  constexpr int64_t kPrefetch = 8192 / NB;
+  const int64_t ahead = K >= 4096 ? 8192 / NB : NB * K * ((8192 + NB * K - 1) / (NB * K));
   __m512 fin[MR][NB];
 #pragma GCC unroll 16
   for (int x = 0; x < MR * NB; ++x) fin[x / NB][x % NB] = _mm512_setzero_ps();
@@ -184,7 +188,7 @@ bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, cons
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
         const uint8_t* row = b + j * K;
-        _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row + k + ahead), _MM_HINT_T0);
         const __m512i bytes = loadRow64(row, k, K);
         nan = trackNan64(nan, bytes);
         __m512i lo, hi;
