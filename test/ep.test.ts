@@ -21,6 +21,12 @@ function hasMpirun(): boolean {
 const skipReason = !hasMpirun() ? 'mpirun is not installed (Debian: openmpi-bin)' : !mpi.available ? `the MPI transport is unavailable: ${mpi.reason}` : '';
 if (skipReason) console.warn(`ep.test.ts: skipped: ${skipReason}`);
 
+function cudaAvailable(): boolean {
+  const cuda = backends().find((b) => b.name === 'cuda')!;
+  if (!cuda.available) console.warn(`ep.test.ts: the CUDA expert-parallel test is skipped: ${cuda.reason}`);
+  return cuda.available;
+}
+
 interface Line {
   kind: string;
   rank: number;
@@ -123,9 +129,23 @@ describe.skipIf(skipReason !== '')('expert parallelism over MPI', () => {
     }
   });
 
-  for (const kind of ['shape', 'nan']) {
-    it(`bad input on one rank (${kind}) is reported on every rank, and the next forward works`, () => {
-      const run = mpirun(4, 'bad-input', { badRank: 1, kind });
+  // A CUDA layer's exchanges are staged through host memory over MPI. Where
+  // MOE_CUDA_PLUGIN names the plug-in's CPU emulation (CI) or a GPU is
+  // there, the ranks run the GPU forward and must match the CPU's bits.
+  it.skipIf(!cudaAvailable())('the CUDA backend: the same forward, staged through host memory, matches the whole layer', () => {
+    const batches = [6, 0, 11, 3];
+    const cpu = results(4, { batches, repeats: 1 });
+    const gpu = results(4, { batches, repeats: 2, device: 'cuda' });
+    expectMatchesWholeLayer(gpu, batches);
+    for (const line of gpu) expect(line.device).toBe('cuda');
+    // The emulation's kernels are the CPU backend's: the same bits. (A GPU's
+    // own kernels agree within the tolerance above, checked per rank.)
+    if (process.env.MOE_CUDA_PLUGIN?.includes('build-emu')) expect(gpu.map((l) => l.digest)).toEqual(cpu.map((l) => l.digest));
+  });
+
+  for (const [kind, device] of [['shape', 'cpu'], ['nan', 'cpu'], ['nan', 'cuda']]) {
+    it.skipIf(device === 'cuda' && !cudaAvailable())(`bad input on one rank (${kind}, ${device}) is reported on every rank, and the next forward works`, () => {
+      const run = mpirun(4, 'bad-input', { badRank: 1, kind, device });
       const errors = run.lines.filter((l) => l.kind === 'ERROR');
       expect(errors.length, run.output).toBe(4);
       for (const e of errors) {

@@ -162,7 +162,6 @@ export class MoeLayer {
     this.weights = weights;
     this.device = weights.gate.device;
     if (shard) {
-      if (this.device !== 'cpu') throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer: expert-parallel layers run on the CPU');
       this.shard = shard;
       this.epHandle = {
         handle: native().epCreateShard({ numExperts: e, firstExpert: shard.firstExpert, numLocalExperts: shard.numLocalExperts }),
@@ -192,7 +191,6 @@ export class MoeLayer {
    */
   to(device: Device): MoeLayer {
     if (device === this.device) return this;
-    if (this.shard) throw new MoeError('ERR_MOE_UNSUPPORTED', "MoeLayer.to: expert-parallel layers run on the CPU");
     if (device !== 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', "MoeLayer.to: a CUDA layer cannot move back to the CPU; keep the CPU layer");
     requireCuda("MoeLayer.to('cuda')");
     const w = this.weights;
@@ -217,7 +215,7 @@ export class MoeLayer {
       w2: move(w.w2)!,
       sharedW13: move(w.sharedW13),
       sharedW2: move(w.sharedW2),
-    });
+    }, this.shard);  // an expert-parallel layer keeps its place (a fresh native shard, its buffers on the GPU)
   }
 
   /** A layer with random weights (quantized to fp8 like a real checkpoint), reproducible from `seed`. */
@@ -235,7 +233,6 @@ export class MoeLayer {
     const random = seededRandom(options.seed ?? 1);
     const { hiddenSize: h, intermediateSize: i, numExperts: e, numSharedExperts: shared } = config;
     const shard = options.ep !== undefined ? expertShard(communicatorOf(options.ep, 'MoeLayer.random: options.ep'), e, 'MoeLayer.random') : undefined;
-    if (shard && options.device === 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer.random: expert-parallel layers run on the CPU');
     // An expert-parallel rank draws every expert's values (the same stream as
     // the whole layer) and keeps its own.
     const first = shard ? shard.firstExpert : 0;
@@ -296,7 +293,6 @@ export class MoeLayer {
       return device === 'cuda' ? layer.to('cuda') : layer;
     }
     // Expert parallelism: only this rank's experts are read (plus the router and the shared experts).
-    if (device === 'cuda') throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer.fromSafetensors: expert-parallel layers run on the CPU');
     const comm = communicatorOf(ep, 'MoeLayer.fromSafetensors: options.ep');
     const { config, weights, checkpoint } = await loadHuggingFaceLayer(pathOrDir, {
       ...(load as LoadOptions),
@@ -308,7 +304,7 @@ export class MoeLayer {
     const shard = expertShard(comm, config.numExperts, 'MoeLayer.fromSafetensors');
     const layer = new MoeLayer(config, weights, shard);
     checkSameLayer(shard, config, { source: `checkpoint:${checkpoint}`, layer: (load as LoadOptions).layer, gate: weights.gate.dtype }, 'MoeLayer.fromSafetensors');
-    return layer;
+    return device === 'cuda' ? layer.to('cuda') : layer;
   }
 
   /**
@@ -431,13 +427,15 @@ export class MoeLayer {
     const profile = opts.profile as ForwardProfile | undefined;
     const none = { out, ws: undefined, args: undefined, report() {}, discard() {} };
     if (tokens === 0 && !this.shard) return none; // an expert-parallel rank with no tokens still takes every exchange
-    if (this.shard && x.device !== 'cpu') throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer.forward: expert-parallel layers take host tensors');
     // CUDA layers take host or device x; host x is copied to the device once.
     if (cuda && x.device !== 'cuda') x = x.to('cuda');
     if (!cuda && x.device !== 'cpu') throw new MoeError('ERR_MOE_DEVICE', 'MoeLayer.forward: x is on the GPU but the layer is on the CPU (MoeLayer.to)');
+    if (this.shard && opts.layout === 'masked') throw new MoeError('ERR_MOE_UNSUPPORTED', "MoeLayer.forward: expert-parallel layers use the contiguous layout, not 'masked'");
     const rowLayout: RowLayout = !cuda
       ? (this.shard ? 'ep' : 'cpu')
-      : expectOneOf(opts.layout ?? (tokens <= MASKED_MAX_TOKENS ? 'masked' : 'contiguous'), ['contiguous', 'masked'] as const, 'MoeLayer.forward: options.layout');
+      : this.shard
+        ? 'contiguous'
+        : expectOneOf(opts.layout ?? (tokens <= MASKED_MAX_TOKENS ? 'masked' : 'contiguous'), ['contiguous', 'masked'] as const, 'MoeLayer.forward: options.layout');
     const ws = this.acquire(tokens, rowLayout);
     const c = this.config;
     const args = {
@@ -457,7 +455,7 @@ export class MoeLayer {
       if (cuda) {
         // The forward has completed: its device error flags (NaN in x, ...) are 8 ints away.
         native().moeCheckFlags(ws.tensor('flags').to('cpu').data as Int32Array);
-        if (!profile) return;
+        if (!profile || this.shard) return;
         profile.stages = Object.fromEntries(STAGES.map((stage) => [stage, 0])) as unknown as StageTimes;
         const counts = ws.tensor('tokensPerExpert').to('cpu').data as Int32Array;
         profile.activeExperts = counts.subarray(0, c.numExperts).reduce((n, v) => n + (v > 0 ? 1 : 0), 0);

@@ -69,7 +69,7 @@ async function equality(ep) {
     layer = await moe.MoeLayer.fromSafetensors(options.checkpoint, { layer: options.layer, ep });
     whole = await moe.MoeLayer.fromSafetensors(options.checkpoint, { layer: options.layer });
   } else {
-    layer = moe.MoeLayer.random(cfg, { seed: 7, ep });
+    layer = moe.MoeLayer.random(cfg, { seed: 7, ep, device: options.device });
     whole = moe.MoeLayer.random(cfg, { seed: 7 });
   }
   if (options.skew !== undefined) {
@@ -81,7 +81,8 @@ async function equality(ep) {
   const x = moe.tensor(all.slice(first * h, (first + mine) * h), [mine, h]);
   const runs = [];
   for (let i = 0; i < (options.repeats || 3); i++) {
-    const y = options.sync ? layer.forwardSync(x) : await layer.forward(x);
+    let y = options.sync ? layer.forwardSync(x) : await layer.forward(x);
+    if (y.device !== 'cpu') y = y.to('cpu');
     runs.push(Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength));
   }
   const repeatEqual = runs.every((r) => r.equals(runs[0]));
@@ -110,6 +111,7 @@ async function equality(ep) {
     repeatEqual,
     finite: got.every(Number.isFinite),
     memoryBytes: layer.memoryBytes,
+    device: layer.device,
     wholeMemoryBytes: whole.memoryBytes,
     localExperts: layer.weights.w13.numExperts,
     sendRows: stats && stats.sendRows,
@@ -119,7 +121,7 @@ async function equality(ep) {
 }
 
 async function badInput(ep) {
-  const layer = moe.MoeLayer.random(config(), { seed: 7, ep });
+  const layer = moe.MoeLayer.random(config(), { seed: 7, ep, device: options.device });
   const h = layer.config.hiddenSize;
   let x = moe.tensor(hidden(4, h, 99 + ep.rank), [4, h]);
   if (ep.rank === options.badRank) {

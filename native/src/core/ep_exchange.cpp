@@ -38,19 +38,29 @@ double seconds() { return std::chrono::duration<double>(std::chrono::steady_cloc
 }  // namespace
 
 GrowableBuffer::~GrowableBuffer() {
-  if (!abandoned_) std::free(data_);
+  if (abandoned_ || data_ == nullptr) return;
+  if (device_) (void)device_->free(data_);
+  else std::free(data_);
 }
 
-Status GrowableBuffer::reserve(size_t bytes) {
-  if (bytes <= capacity_) return Status::ok();
+Status GrowableBuffer::reserve(size_t bytes, Backend* device) {
+  if (bytes <= capacity_ && device == device_) return Status::ok();
   if (abandoned_) return Status(Code::kEpTransport, "expert parallelism: the exchange buffers were abandoned after a failed exchange");
-  size_t grown = capacity_ ? capacity_ : 4096;
+  size_t grown = capacity_ && device == device_ ? capacity_ : 4096;
   while (grown < bytes) grown *= 2;
   void* fresh = nullptr;
-  if (posix_memalign(&fresh, 64, grown) != 0) return Status(Code::kInternal, "expert parallelism: cannot allocate " + str(static_cast<int64_t>(grown)) + " bytes");
-  std::free(data_);
+  if (device) {
+    MOE_RETURN_IF_ERROR(device->alloc(grown, &fresh));
+  } else if (posix_memalign(&fresh, 64, grown) != 0) {
+    return Status(Code::kInternal, "expert parallelism: cannot allocate " + str(static_cast<int64_t>(grown)) + " bytes");
+  }
+  if (data_) {
+    if (device_) (void)device_->free(data_);
+    else std::free(data_);
+  }
   data_ = fresh;
   capacity_ = grown;
+  device_ = device;
   return Status::ok();
 }
 
@@ -70,8 +80,11 @@ EpExchange::EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t t
       topK_(topK),
       serial_(shard.transport->serial) {}
 
+// A view of one of the received batch's workspace buffers (on the device when the layer is).
 TensorView EpExchange::tensor(GrowableBuffer& buffer, DType dtype, std::initializer_list<int64_t> dims) const {
-  return TensorView::contiguous(buffer.data(), dtype, dims);
+  TensorView t = TensorView::contiguous(buffer.data(), dtype, dims);
+  if (shard_.device) t.device = Device::kCuda;
+  return t;
 }
 
 Status EpExchange::fail(Status status) {
@@ -191,12 +204,45 @@ Status EpExchange::exchangeCounts() {
   return status;
 }
 
+Status EpExchange::deviceVerdict(const TensorView& flags) {
+  Backend* device = shard_.device;
+  if (device == nullptr) return Status::ok();
+  if (flags.data != nullptr) MOE_RETURN_IF_ERROR(device->copyToHost(shard_.flagWords, flags.data, sizeof shard_.flagWords));
+  MOE_RETURN_IF_ERROR(device->synchronize());
+  return flags.data != nullptr ? device->flagsStatus(shard_.flagWords, "MoeLayer.forward: ") : Status::ok();
+}
+
+Status EpExchange::stageTokens(const TensorView& ids, const TensorView& weights, const TensorView& xq, const TensorView& xqScales,
+                               TensorView* hIds, TensorView* hWeights, TensorView* hXq, TensorView* hXqScales) {
+  *hIds = ids, *hWeights = weights, *hXq = xq, *hXqScales = xqScales;
+  Backend* device = shard_.device;
+  if (device == nullptr || tokens_ == 0) return Status::ok();
+  const std::pair<const TensorView*, std::pair<GrowableBuffer*, TensorView*>> copies[] = {
+      {&ids, {&shard_.tokenIds, hIds}}, {&weights, {&shard_.tokenWeights, hWeights}},
+      {&xq, {&shard_.tokenXq, hXq}}, {&xqScales, {&shard_.tokenScales, hXqScales}}};
+  for (const auto& [from, to] : copies) {
+    const size_t bytes = static_cast<size_t>(from->numel()) * dtypeSize(from->dtype);
+    MOE_RETURN_IF_ERROR(to.first->reserve(bytes + 64));
+    MOE_RETURN_IF_ERROR(device->copyToHost(to.first->data(), from->data, bytes));
+    *to.second = TensorView::contiguous(to.first->data(), from->dtype, {from->dim(0), from->dim(1)});
+  }
+  return device->synchronize();
+}
+
+Status EpExchange::toDevice(GrowableBuffer& deviceBuffer, const GrowableBuffer& host, size_t bytes) {
+  MOE_RETURN_IF_ERROR(deviceBuffer.reserve(bytes + 64, shard_.device));
+  return bytes ? shard_.device->copyToDevice(deviceBuffer.data(), host.data(), bytes) : Status::ok();
+}
+
 Status EpExchange::dispatch(const Status& local, const TensorView& ids, const TensorView& weights, const TensorView& xq,
-                            const TensorView& xqScales) {
+                            const TensorView& xqScales, const TensorView& flags) {
   ++shard_.transport->forwards;
   const double start = seconds();
   Status status = local;
-  if (status.isOk()) status = plan(ids, weights, xq, xqScales);
+  if (status.isOk()) status = deviceVerdict(flags);
+  TensorView hIds, hWeights, hXq, hXqScales;  // the routed tokens on the host
+  if (status.isOk()) status = stageTokens(ids, weights, xq, xqScales, &hIds, &hWeights, &hXq, &hXqScales);
+  if (status.isOk()) status = plan(hIds, hWeights, hXq, hXqScales);
   if (!status.isOk()) {
     shard_.sendRows.assign(size_, 0);
     sent_ = 0;
@@ -239,6 +285,23 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   batch_.ids = tensor(shard_.recvIds, DType::kI32, {received_, topK_});
   batch_.weights = tensor(shard_.recvWeights, DType::kF32, {received_, topK_});
   receivedStatus_ = validateReceived();
+  if (receivedStatus_.isOk() && shard_.device) {
+    // The received rows go to the device, where this rank's experts are.
+    const size_t n = static_cast<size_t>(received_);
+    receivedStatus_ = toDevice(shard_.dRecvXq, shard_.recvXq, n * hidden_);
+    if (receivedStatus_.isOk()) receivedStatus_ = toDevice(shard_.dRecvScales, shard_.recvScales, n * sizeof(float) * groups_);
+    if (receivedStatus_.isOk()) receivedStatus_ = toDevice(shard_.dRecvIds, shard_.recvIds, n * sizeof(int32_t) * topK_);
+    if (receivedStatus_.isOk()) receivedStatus_ = toDevice(shard_.dRecvWeights, shard_.recvWeights, n * sizeof(float) * topK_);
+    const auto onDevice = [](TensorView t, void* data) {
+      t.data = data;
+      t.device = Device::kCuda;
+      return t;
+    };
+    batch_.xq = onDevice(batch_.xq, shard_.dRecvXq.data());
+    batch_.xqScales = onDevice(batch_.xqScales, shard_.dRecvScales.data());
+    batch_.ids = onDevice(batch_.ids, shard_.dRecvIds.data());
+    batch_.weights = onDevice(batch_.weights, shard_.dRecvWeights.data());
+  }
   return Status::ok();
 }
 
@@ -270,40 +333,64 @@ Status EpExchange::validateReceived() {
   return Status::ok();
 }
 
-Status EpExchange::reserveWorkspace(int64_t intermediate, bool gatherRows) {
-  const int64_t rows = received_ * topK_, el = shard_.numLocalExperts;
+Status EpExchange::reserveWorkspace(int64_t intermediate, bool gatherRows, int64_t align) {
+  // The layout's rows: R = Nr * k plus each expert's alignment padding.
+  const int64_t el = shard_.numLocalExperts, rows = received_ * topK_ + el * (align - 1);
+  Backend* d = shard_.device;
   const int64_t ig = ceilDiv(intermediate, kQuantGroup);
-  MOE_RETURN_IF_ERROR(shard_.tokensPerExpert.reserve(sizeof(int32_t) * el + 64));
-  MOE_RETURN_IF_ERROR(shard_.offsets.reserve(sizeof(int32_t) * (el + 1) + 64));
-  MOE_RETURN_IF_ERROR(shard_.rowToken.reserve(sizeof(int32_t) * rows + 64));
-  MOE_RETURN_IF_ERROR(shard_.groupIndex.reserve(sizeof(int32_t) * rows + 64));
-  MOE_RETURN_IF_ERROR(shard_.slotRow.reserve(sizeof(int32_t) * rows + 64));
+  MOE_RETURN_IF_ERROR(shard_.tokensPerExpert.reserve(sizeof(int32_t) * el + 64, d));
+  MOE_RETURN_IF_ERROR(shard_.offsets.reserve(sizeof(int32_t) * (el + 1) + 64, d));
+  MOE_RETURN_IF_ERROR(shard_.rowToken.reserve(sizeof(int32_t) * rows + 64, d));
+  MOE_RETURN_IF_ERROR(shard_.groupIndex.reserve(sizeof(int32_t) * rows + 64, d));
+  MOE_RETURN_IF_ERROR(shard_.slotRow.reserve(sizeof(int32_t) * rows + 64, d));
   if (gatherRows) {
-    MOE_RETURN_IF_ERROR(shard_.xq.reserve(rows * hidden_ + 64));
-    MOE_RETURN_IF_ERROR(shard_.xqScales.reserve(sizeof(float) * rows * groups_ + 64));
-    MOE_RETURN_IF_ERROR(shard_.h.reserve(2 * sizeof(uint16_t) * rows * intermediate + 64));
+    MOE_RETURN_IF_ERROR(shard_.xq.reserve(rows * hidden_ + 64, d));
+    MOE_RETURN_IF_ERROR(shard_.xqScales.reserve(sizeof(float) * rows * groups_ + 64, d));
+    MOE_RETURN_IF_ERROR(shard_.h.reserve(2 * sizeof(uint16_t) * rows * intermediate + 64, d));
   }
-  MOE_RETURN_IF_ERROR(shard_.hq.reserve(rows * intermediate + 64));
-  MOE_RETURN_IF_ERROR(shard_.hqScales.reserve(sizeof(float) * rows * ig + 64));
-  MOE_RETURN_IF_ERROR(shard_.y.reserve(sizeof(uint16_t) * rows * hidden_ + 64));
+  MOE_RETURN_IF_ERROR(shard_.hq.reserve(rows * intermediate + 64, d));
+  MOE_RETURN_IF_ERROR(shard_.hqScales.reserve(sizeof(float) * rows * ig + 64, d));
+  MOE_RETURN_IF_ERROR(shard_.y.reserve(sizeof(uint16_t) * rows * hidden_ + 64, d));
   MOE_RETURN_IF_ERROR(shard_.partial.reserve(sizeof(uint16_t) * received_ * hidden_ + 64));
-  return shard_.returned.reserve(sizeof(uint16_t) * sent_ * hidden_ + 64);
+  MOE_RETURN_IF_ERROR(shard_.returned.reserve(sizeof(uint16_t) * sent_ * hidden_ + 64));
+  if (d) MOE_RETURN_IF_ERROR(shard_.dPartial.reserve(sizeof(uint16_t) * received_ * hidden_ + 64, d));
+  return Status::ok();
 }
 
-TensorView EpExchange::partial() const { return TensorView::contiguous(shard_.partial.data(), DType::kBF16, {received_, hidden_}); }
-TensorView EpExchange::returned() const { return TensorView::contiguous(shard_.returned.data(), DType::kBF16, {sent_, hidden_}); }
-TensorView EpExchange::returnSlot() const { return TensorView::contiguous(shard_.returnSlot.data(), DType::kI32, {tokens_, size_}); }
-TensorView EpExchange::ones() const { return TensorView::contiguous(shard_.ones.data(), DType::kF32, {tokens_, size_}); }
+namespace {
+// A view of `buffer`, on the device when there is one.
+TensorView view(const GrowableBuffer& host, const GrowableBuffer& device, bool onDevice, DType dtype, int64_t rows, int64_t cols) {
+  TensorView t = TensorView::contiguous(onDevice ? device.data() : host.data(), dtype, {rows, cols});
+  if (onDevice) t.device = Device::kCuda;
+  return t;
+}
+}  // namespace
 
-Status EpExchange::combine(const Status& local) {
+TensorView EpExchange::partial() const { return view(shard_.partial, shard_.dPartial, shard_.device, DType::kBF16, received_, hidden_); }
+TensorView EpExchange::returned() const { return view(shard_.returned, shard_.dReturned, shard_.device, DType::kBF16, sent_, hidden_); }
+TensorView EpExchange::returnSlot() const { return view(shard_.returnSlot, shard_.dReturnSlot, shard_.device, DType::kI32, tokens_, size_); }
+TensorView EpExchange::ones() const { return view(shard_.ones, shard_.dOnes, shard_.device, DType::kF32, tokens_, size_); }
+
+Status EpExchange::combine(const Status& local, const TensorView& flags) {
   const double start = seconds();
-  MOE_RETURN_IF_ERROR(agree(local, "experts"));
+  Status status = local;
+  // A device's reduced rows (and its verdicts on the experts' ops) come back first.
+  if (status.isOk() && shard_.device && received_ > 0) {
+    status = shard_.device->copyToHost(shard_.partial.data(), shard_.dPartial.data(), sizeof(uint16_t) * received_ * hidden_);
+  }
+  if (status.isOk()) status = deviceVerdict(flags);
+  MOE_RETURN_IF_ERROR(agree(status, "experts"));
   // The reverse of dispatch: the received rows go back where they came from.
   const RowExchange back{shard_.partial.data(), shard_.returned.data(), sizeof(uint16_t) * static_cast<size_t>(hidden_),
                          shard_.recvRows.data(), shard_.recvOffsets.data(), shard_.sendRows.data(), shard_.sendOffsets.data()};
   const double exchangeStart = seconds();
   MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(&back, 1)));
   shard_.last.combineExchangeSeconds = seconds() - exchangeStart;
+  if (shard_.device && tokens_ > 0) {
+    MOE_RETURN_IF_ERROR(toDevice(shard_.dReturned, shard_.returned, sizeof(uint16_t) * sent_ * hidden_));
+    MOE_RETURN_IF_ERROR(toDevice(shard_.dReturnSlot, shard_.returnSlot, sizeof(int32_t) * tokens_ * size_));
+    MOE_RETURN_IF_ERROR(toDevice(shard_.dOnes, shard_.ones, sizeof(float) * tokens_ * size_));
+  }
   shard_.last.combineSeconds = seconds() - start;
   return Status::ok();
 }

@@ -14,14 +14,16 @@
 #include <mutex>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "core/transport.h"
 
 namespace moe {
 
-// Host memory that grows on demand and is reused: the exchange buffers are
-// sized by the first forward and grow only when a larger batch comes.
+// Memory that grows on demand and is reused: the exchange buffers are sized
+// by the first forward and grow only when a larger batch comes. Host memory,
+// or a queued device's (`device`) for what that device's kernels read.
 class GrowableBuffer {
  public:
   GrowableBuffer() = default;
@@ -29,7 +31,7 @@ class GrowableBuffer {
   GrowableBuffer& operator=(const GrowableBuffer&) = delete;
   ~GrowableBuffer();
   // At least `bytes` (64-byte aligned); contents are not kept when it grows.
-  Status reserve(size_t bytes);
+  Status reserve(size_t bytes, Backend* device = nullptr);
   void* data() const { return data_; }
   size_t capacity() const { return capacity_; }
   // After a failed exchange MPI may still write here: never freed.
@@ -39,6 +41,7 @@ class GrowableBuffer {
   void* data_ = nullptr;
   size_t capacity_ = 0;
   bool abandoned_ = false;
+  Backend* device_ = nullptr;  // where data_ was allocated (nullptr: the host)
 };
 
 // One rank's place in an expert-parallel layer and the buffers its forwards
@@ -70,6 +73,15 @@ struct EpShard {
   GrowableBuffer returned;         // [Ns, H] bf16: one row per (token, rank) sent (combine's receive)
   GrowableBuffer returnSlot;       // [T, size] i32: the row of `returned` for (token, rank), -1 where none
   GrowableBuffer ones;             // [T, size] f32: 1.0 (combine's weights for the returned rows)
+  // A queued device (a GPU) whose layer this is, else nullptr. Its tensors
+  // are staged through the host buffers above (the exchanges run on host
+  // memory over MPI): the tokens, ids and weights come back once after
+  // routing, the received rows go to the device, the reduced rows come back.
+  Backend* device = nullptr;
+  GrowableBuffer tokenXq, tokenScales, tokenIds, tokenWeights;  // [T, ...] host copies of the routed tokens
+  GrowableBuffer dRecvXq, dRecvScales, dRecvIds, dRecvWeights;  // the received rows on the device
+  GrowableBuffer dPartial, dReturned, dReturnSlot, dOnes;        // partial, returned, returnSlot, ones on the device
+  int32_t flagWords[8] = {0};                                     // a host copy of the forward's device verdicts
   std::vector<int64_t> sendRows, sendOffsets, recvRows, recvOffsets;        // [size] each, in rows
   std::vector<int64_t> combineSendRows, combineSendOffsets;                 // = recv*, the reverse direction
   std::vector<int64_t> combineRecvRows, combineRecvOffsets;                 // = send*
@@ -109,20 +121,22 @@ class EpExchange {
   // quantized once. On success `batch()` holds what this rank received, and
   // receivedStatus() says whether it passed its checks (a failure there is
   // this rank's status for combine, so that every rank still takes it).
+  // On a queued device, `flags` is the forward's verdict words: read (after
+  // the device finished) into this rank's status before anything is sent.
   Status dispatch(const Status& local, const TensorView& ids, const TensorView& weights, const TensorView& xq,
-                  const TensorView& xqScales);
+                  const TensorView& xqScales, const TensorView& flags = TensorView());
   const EpBatch& batch() const { return batch_; }
   const Status& receivedStatus() const { return receivedStatus_; }
 
   // The received batch's workspace views for `intermediate` (I) and the expert path.
-  Status reserveWorkspace(int64_t intermediate, bool gatherRows);
+  Status reserveWorkspace(int64_t intermediate, bool gatherRows, int64_t align);
   TensorView tensor(GrowableBuffer& buffer, DType dtype, std::initializer_list<int64_t> dims) const;
 
   // Step 2 (combine). `local` is this rank's status after its experts ran
   // on the batch and reduced it into partial() ([Nr, H] bf16). On success
   // returned() ([Ns, H] bf16), returnSlot() ([T, size] i32) and ones()
   // ([T, size] f32) are combine's y, slotRow and weights for the final sum.
-  Status combine(const Status& local);
+  Status combine(const Status& local, const TensorView& flags = TensorView());
   TensorView partial() const;
   TensorView returned() const;
   TensorView returnSlot() const;
@@ -137,6 +151,13 @@ class EpExchange {
   // this rank's: its own error as is, another rank's as kEpPeer.
   Status agree(const Status& local, const char* step);
   Status validateReceived();
+  // A queued device: waits for it, then its verdict words' error, if any.
+  Status deviceVerdict(const TensorView& flags);
+  // Host views of the routed tokens (copies from a queued device).
+  Status stageTokens(const TensorView& ids, const TensorView& weights, const TensorView& xq, const TensorView& xqScales,
+                     TensorView* hIds, TensorView* hWeights, TensorView* hXq, TensorView* hXqScales);
+  // Copies `bytes` of a host buffer into a device buffer (grown as needed).
+  Status toDevice(GrowableBuffer& deviceBuffer, const GrowableBuffer& host, size_t bytes);
   Status fail(Status status);
 
   EpShard& shard_;

@@ -325,9 +325,9 @@ Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a
 }
 
 // The received batch's workspace, cut from the shard's buffers.
-MoeWorkspace receivedWorkspace(EpExchange& ex, int64_t tokens, int64_t hidden, int64_t intermediate, int64_t topK) {
+MoeWorkspace receivedWorkspace(EpExchange& ex, int64_t tokens, int64_t hidden, int64_t intermediate, int64_t topK, int64_t align) {
   EpShard& s = ex.shard();
-  const int64_t r = tokens * topK, el = s.numLocalExperts;
+  const int64_t el = s.numLocalExperts, r = tokens * topK + el * (align - 1);  // as EpExchange::reserveWorkspace
   MoeWorkspace ws;
   ws.tokensPerExpert = ex.tensor(s.tokensPerExpert, DType::kI32, {el});
   ws.offsets = ex.tensor(s.offsets, DType::kI32, {el + 1});
@@ -343,13 +343,10 @@ MoeWorkspace receivedWorkspace(EpExchange& ex, int64_t tokens, int64_t hidden, i
   return ws;
 }
 
-// Expert parallelism's own conditions: host memory, the contiguous layout,
-// and a workspace whose xq holds the T tokens quantized once.
-Status validateExpertParallel(const Backend& backend, const MoeForwardArgs& args) {
-  if (backend.queued() || args.masked) {
-    return Status(Code::kUnsupported, std::string("moeForward: expert-parallel forwards run on the CPU (contiguous layout), not on the ") +
-                                          backend.name() + " backend");
-  }
+// Expert parallelism's own conditions: the contiguous layout, and a
+// workspace whose xq holds the T tokens quantized once.
+Status validateExpertParallel(const MoeForwardArgs& args) {
+  if (args.masked) return Status(Code::kUnsupported, "moeForward: expert-parallel forwards use the contiguous layout, not the masked one");
   if (args.ws.xq.ndim < 1 || args.ws.xq.dim(0) < args.x.dim(0) || args.ws.xqScales.ndim < 1 || args.ws.xqScales.dim(0) < args.x.dim(0)) {
     return Status(Code::kShape, "moeForward: ws.xq and ws.xqScales must hold the T tokens");
   }
@@ -378,7 +375,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
     MOE_RETURN_IF_ERROR(validateShards(args.sharedW2, 1, "moeForward: sharedW2"));
   }
   // The received rows of an expert-parallel forward live in the shard's buffers, not the workspace.
-  MOE_RETURN_IF_ERROR(args.ep ? validateExpertParallel(backend, args) : validateLayout(args, experts));
+  MOE_RETURN_IF_ERROR(args.ep ? validateExpertParallel(args) : validateLayout(args, experts));
   if (!args.masked && args.w13.data.size() > 1 && !backend.supportsOp(OpKind::kShardedExperts)) {
     return Status(Code::kUnsupported, std::string("moeForward: expert weights in shards do not run on the ") + backend.name() +
                                           " backend (hold each in one tensor [E, N, K])");
@@ -430,15 +427,18 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
     // sends the rows back -> the final sum below adds them in rank order.
     const int64_t hidden = args.x.dim(1), topK = args.routing.topK;
     const int64_t intermediate = args.w13.data[0].dim(1) / 2;
+    // On a GPU the exchanges are staged through host memory (core/ep_exchange.h).
+    args.ep->device = backend.queued() ? &backend : nullptr;
     ex.emplace(*args.ep, tokens, hidden, topK);
-    MOE_RETURN_IF_ERROR(ex->dispatch(routed, ws.ids, ws.weights, tokensQ, tokensQScales));
+    MOE_RETURN_IF_ERROR(ex->dispatch(routed, ws.ids, ws.weights, tokensQ, tokensQScales, ws.flags));
     clock.charge(kStageDispatch);
     const EpBatch& batch = ex->batch();
     Status local = ex->receivedStatus();
-    if (local.isOk()) local = ex->reserveWorkspace(intermediate, !fuseExperts);
+    if (local.isOk()) local = ex->reserveWorkspace(intermediate, !fuseExperts, args.align);
     if (local.isOk() && batch.tokens > 0) {
       MoeForwardArgs received = args;  // the same layer over the received batch
-      received.ws = receivedWorkspace(*ex, batch.tokens, hidden, intermediate, topK);
+      received.ws = receivedWorkspace(*ex, batch.tokens, hidden, intermediate, topK, args.align);
+      received.ws.flags = ws.flags;
       ExpertInput in;
       in.tokens = batch.tokens;
       in.numExperts = held;
@@ -456,7 +456,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
         local = backend.combine(reduce, ctx);
       }
     }
-    MOE_RETURN_IF_ERROR(ex->combine(local));
+    MOE_RETURN_IF_ERROR(ex->combine(local, ws.flags));
     clock.charge(kStageCombine);
     if (tokens == 0) return Status::ok();
     sum.y = ex->returned();
