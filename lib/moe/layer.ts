@@ -221,7 +221,7 @@ export class MoeLayer {
   /** A layer with random weights (quantized to fp8 like a real checkpoint), reproducible from `seed`. */
   static random(config: MoeConfig, randomOptions?: RandomLayerOptions): MoeLayer {
     validateConfig(config, 'MoeLayer.random: config');
-    const options = expectOptions(randomOptions, ['seed', 'onProgress', 'maxShardBytes', 'device'], 'MoeLayer.random: options') as RandomLayerOptions;
+    const options = expectOptions(randomOptions, ['seed', 'onProgress', 'maxShardBytes', 'device', 'ep'], 'MoeLayer.random: options') as RandomLayerOptions;
     if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) {
       throw new MoeError('ERR_MOE_RANGE', `MoeLayer.random: options.seed must be an integer, got ${describe(options.seed)}`);
     }
