@@ -146,6 +146,8 @@ export interface EpShardStats {
   rowsReceived: number;
   dispatchRowBytes: number;
   combineRowBytes: number;
+  /** This rank's experts that received rows (CPU layers). */
+  activeExperts: number;
   sendRows: number[];
   recvRows: number[];
 }

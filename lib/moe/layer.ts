@@ -50,9 +50,9 @@ export const STAGES: readonly (keyof StageTimes)[] = ['router', 'route', 'layout
 export interface ForwardProfile {
   /** Wall time of each stage, ms. */
   stages: StageTimes;
-  /** Experts that received at least one token. */
+  /** Experts that received at least one token (expert-parallel layers: of this rank's experts). */
   activeExperts: number;
-  /** Rows of the grouped GEMMs (token-expert pairs). */
+  /** Rows of the grouped GEMMs (token-expert pairs; expert-parallel layers: the tokens this rank received). */
   rows: number;
 }
 
@@ -465,9 +465,9 @@ export class MoeLayer {
       if (!profile) return;
       profile.stages = Object.fromEntries(STAGES.map((stage, s) => [stage, ws.stageSeconds[s] * 1e3])) as unknown as StageTimes;
       if (this.epHandle) {
-        // The routed experts ran on the received rows: their layout is the shard's (native).
+        // The routed experts ran on the rows this rank received: their layout is the shard's (native).
         const stats = native().epShardStats(this.epHandle.handle);
-        profile.activeExperts = -1;
+        profile.activeExperts = stats.activeExperts;
         profile.rows = stats.rowsReceived;
         return;
       }

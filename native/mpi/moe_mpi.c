@@ -221,10 +221,12 @@ static int barrier(double timeout_s, char* err, size_t len) {
   return code;
 }
 
-/* One exchange's counts and displacements in rows (a contiguous datatype of
- * row_bytes), each checked against MPI's int counts. */
+/* One exchange's counts and displacements: in bytes with MPI_BYTE when every
+ * one fits MPI's int (no datatype to build per call), else in rows of a
+ * contiguous row datatype. */
 typedef struct {
   MPI_Datatype row;
+  int own_type; /* row was made here and must be freed */
   int *send_counts, *send_displs, *recv_counts, *recv_displs;
 } prepared_exchange;
 
@@ -239,17 +241,33 @@ static int prepare(const moe_mpi_exchange* x, int* ints, prepared_exchange* p, c
   p->send_displs = ints + g_size;
   p->recv_counts = ints + 2 * g_size;
   p->recv_displs = ints + 3 * g_size;
-  for (int r = 0; r < g_size; ++r) {
-    if (!to_int(x->send_rows[r], &p->send_counts[r]) || !to_int(x->send_offsets[r], &p->send_displs[r]) ||
-        !to_int(x->recv_rows[r], &p->recv_counts[r]) || !to_int(x->recv_offsets[r], &p->recv_displs[r])) {
-      return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: a row count or offset for rank %d is negative or over MPI's int range", r);
-    }
-  }
+  p->own_type = 0;
   if (x->row_bytes == 0 || x->row_bytes > INT_MAX) return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: row size %zu out of range", x->row_bytes);
-  if (MPI_Type_contiguous((int)x->row_bytes, MPI_BYTE, &p->row) != MPI_SUCCESS || MPI_Type_commit(&p->row) != MPI_SUCCESS) {
-    return fail(err, len, MOE_MPI_ERR_TRANSPORT, "alltoallv: cannot make a %zu-byte row datatype", x->row_bytes);
+  const int64_t rb = (int64_t)x->row_bytes;
+  for (int pass = 0; pass < 2; ++pass) {
+    const int64_t unit = pass == 0 ? rb : 1; /* pass 0: bytes; pass 1: rows */
+    int fits = 1;
+    for (int r = 0; r < g_size && fits; ++r) {
+      if (x->send_rows[r] < 0 || x->send_offsets[r] < 0 || x->recv_rows[r] < 0 || x->recv_offsets[r] < 0) {
+        return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: a negative row count or offset for rank %d", r);
+      }
+      fits = x->send_rows[r] <= INT_MAX / unit && x->send_offsets[r] <= INT_MAX / unit && x->recv_rows[r] <= INT_MAX / unit &&
+             x->recv_offsets[r] <= INT_MAX / unit && to_int(x->send_rows[r] * unit, &p->send_counts[r]) &&
+             to_int(x->send_offsets[r] * unit, &p->send_displs[r]) && to_int(x->recv_rows[r] * unit, &p->recv_counts[r]) &&
+             to_int(x->recv_offsets[r] * unit, &p->recv_displs[r]);
+    }
+    if (!fits) continue;
+    if (pass == 0) {
+      p->row = MPI_BYTE;
+      return MOE_MPI_OK;
+    }
+    if (MPI_Type_contiguous((int)x->row_bytes, MPI_BYTE, &p->row) != MPI_SUCCESS || MPI_Type_commit(&p->row) != MPI_SUCCESS) {
+      return fail(err, len, MOE_MPI_ERR_TRANSPORT, "alltoallv: cannot make a %zu-byte row datatype", x->row_bytes);
+    }
+    p->own_type = 1;
+    return MOE_MPI_OK;
   }
-  return MOE_MPI_OK;
+  return fail(err, len, MOE_MPI_ERR_ARGUMENT, "alltoallv: a row count or offset is over MPI's int range");
 }
 
 #define MAX_EXCHANGES 8
@@ -274,7 +292,9 @@ static int alltoallv(const moe_mpi_exchange* exchanges, int count, double timeou
   }
   if (code == MOE_MPI_OK) code = wait_all(reqs, count, timeout_s, "the row exchange (MPI_Ialltoallv)", err, len);
   /* Datatypes may be freed while requests that use them are pending (MPI 3.1, 2.5.3). */
-  for (int i = 0; i < prepared && i < count; ++i) MPI_Type_free(&p[i].row);
+  for (int i = 0; i < prepared && i < count; ++i) {
+    if (p[i].own_type) MPI_Type_free(&p[i].row);
+  }
   if (code == MOE_MPI_OK || code == MOE_MPI_ERR_ARGUMENT) free(ints); /* else MPI may still read the counts: kept */
   pthread_mutex_unlock(&g_lock);
   return code;
@@ -289,7 +309,7 @@ static int alltoallv_blocking(const moe_mpi_exchange* x, char* err, size_t len) 
   if (code == MOE_MPI_OK) code = prepare(x, ints, &p, err, len);
   if (code == MOE_MPI_OK) {
     const int rc = MPI_Alltoallv(x->send, p.send_counts, p.send_displs, p.row, x->recv, p.recv_counts, p.recv_displs, p.row, g_comm);
-    MPI_Type_free(&p.row);
+    if (p.own_type) MPI_Type_free(&p.row);
     if (rc != MPI_SUCCESS) code = mpi_fail(err, len, rc, "MPI_Alltoallv");
   }
   free(ints);

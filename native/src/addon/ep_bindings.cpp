@@ -148,6 +148,7 @@ Napi::Value EpShardStats(const Napi::CallbackInfo& info) {
   o.Set("rowsReceived", static_cast<double>(s.rowsReceived));
   o.Set("dispatchRowBytes", static_cast<double>(s.dispatchRowBytes));
   o.Set("combineRowBytes", static_cast<double>(s.combineRowBytes));
+  o.Set("activeExperts", static_cast<double>(s.activeExperts));
   Napi::Array sent = Napi::Array::New(env), received = Napi::Array::New(env);
   for (size_t i = 0; i < shard->sendRows.size(); ++i) sent.Set(i, static_cast<double>(shard->sendRows[i]));
   for (size_t i = 0; i < shard->recvRows.size(); ++i) received.Set(i, static_cast<double>(shard->recvRows[i]));

@@ -279,6 +279,7 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   stats.rowsReceived = received_;
   stats.dispatchRowBytes = hidden_ + static_cast<int64_t>(sizeof(float)) * groups_ + 8 * topK_;
   stats.combineRowBytes = 2 * hidden_;
+  stats.activeExperts = 0;  // counted once the experts ran (moe_forward.cpp)
   batch_.tokens = received_;
   batch_.xq = tensor(shard_.recvXq, DType::kFP8E4M3, {received_, hidden_});
   batch_.xqScales = tensor(shard_.recvScales, DType::kF32, {received_, groups_});

@@ -95,6 +95,7 @@ struct EpShard {
     int64_t rowsSent = 0, rowsReceived = 0;  // Ns, Nr
     int64_t dispatchRowBytes = 0;        // bytes per dispatched row (fp8 row, scales, ids, weights)
     int64_t combineRowBytes = 0;         // bytes per returned row (bf16)
+    int64_t activeExperts = 0;           // this rank's experts that received rows (host layers)
   } last;
 
   // Set when an exchange failed: the buffers above may still be written by

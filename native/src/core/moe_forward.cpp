@@ -447,6 +447,12 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
       in.xqScales = batch.xqScales;
       int64_t numRows = 0;
       local = routedExperts(backend, ctx, received, in, fuseExperts, clock, &numRows);
+      if (local.isOk() && !backend.queued()) {  // (a device's counts stay there)
+        const int32_t* counts = received.ws.tokensPerExpert.as<const int32_t>();  // [El]
+        int64_t active = 0;
+        for (int64_t e = 0; e < held; ++e) active += counts[e] > 0;
+        args.ep->last.activeExperts = active;
+      }
       if (local.isOk()) {
         CombineArgs reduce;  // the token's experts on this rank, in slot order
         reduce.y = rows(received.ws.y, 0, numRows);
