@@ -14,6 +14,9 @@ export type MoeErrorCode =
   | 'ERR_MOE_UNSUPPORTED' // the backend cannot run this operation
   | 'ERR_MOE_DEVICE' // tensors on different devices, or a device that is not available
   | 'ERR_MOE_CHECKPOINT' // a checkpoint file is missing, malformed or lacks a tensor
+  | 'ERR_MOE_QUEUE_FULL' // a batcher's queue holds maxQueueTokens already: retry later (backpressure)
+  | 'ERR_MOE_DEADLINE' // a batcher request's deadline passed before its result was ready
+  | 'ERR_MOE_CLOSED' // submitted to a batcher (or a layer) that was closed or disposed
   | 'ERR_MOE_NATIVE' // the native addon could not be loaded
   | 'ERR_MOE_EP_TIMEOUT' // expert parallelism: an exchange did not complete in time (a peer died, hangs or skipped it)
   | 'ERR_MOE_EP_PEER' // expert parallelism: another rank failed this forward (its error is in the message)

@@ -50,3 +50,8 @@ export type { ExpertShard } from './ep/shard';
 export { mpiTransport, ncclTransport } from './ep/transport';
 export type { TransportInfo } from './ep/transport';
 export type { SafetensorsDType, TensorInfo } from './checkpoint/safetensors';
+export { MoeBatcher } from './serving/batcher';
+export type { BatcherOptions, SubmitOptions, BatcherStats } from './serving/batcher';
+export { BATCH_CHANNEL } from './serving/events';
+export type { BatchEvent } from './serving/events';
+export type { RowsInput, RowDType } from './serving/request-rows';

@@ -16,6 +16,7 @@ import { CUDA_ALIGN, RowLayout, Workspace } from './workspace';
 import { LoadOptions, loadHuggingFaceLayer } from '../checkpoint/huggingface';
 import { ExpertParallel, Communicator, communicatorOf } from '../ep/communicator';
 import { ExpertShard, checkSameLayer, expertShard } from '../ep/shard';
+import { BatcherOptions, MoeBatcher } from '../serving/batcher';
 
 export interface MoeWeights {
   /** [E, H] f32 or bf16: mlp.gate.weight */
@@ -392,6 +393,14 @@ export class MoeLayer {
     const w = this.weights;
     const matrices = [w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []));
     return [w.gate, w.bias, ...matrices].reduce((n, t) => n + (t ? t.byteLength : 0), 0);
+  }
+
+  /**
+   * A request batcher over this layer: concurrent submits coalesce into one
+   * forward (continuous batching, backpressure, cancellation; see MoeBatcher).
+   */
+  batcher(options?: BatcherOptions): MoeBatcher {
+    return new MoeBatcher(this, options);
   }
 
   /** Bytes of the expert weights (routed and shared). */
