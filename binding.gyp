@@ -8,6 +8,7 @@
         "native/src/addon/errors.cpp",
         "native/src/addon/js_tensor.cpp",
         "native/src/addon/op_runner.cpp",
+        "native/src/addon/package_threads.cpp",
         "native/src/addon/op_bindings.cpp",
         "native/src/addon/runtime_bindings.cpp",
         "native/src/addon/moe_bindings.cpp",

@@ -1,7 +1,7 @@
 /**
  * Every operation comes as a Promise-returning function and a ...Sync twin
  * (Node's fs convention). Both validate the same way and produce the same
- * result; the async form runs the kernel on a libuv worker thread.
+ * result; the async form runs the kernel on one of the package's own threads (never libuv's pool).
  */
 export interface PreparedCall<R> {
   /** Runs the native kernel: now, or on a worker thread behind a Promise. */

@@ -1,6 +1,7 @@
 #include "addon/op_runner.h"
 
 #include "addon/errors.h"
+#include "addon/package_threads.h"
 
 namespace moe::addon {
 
@@ -26,30 +27,6 @@ void settle(Napi::Env env, const Napi::Promise::Deferred& deferred, const Status
   if (status.isOk()) deferred.Resolve(env.Undefined());
   else deferred.Reject(toJsError(env, status).Value());
 }
-
-class OpWorker final : public Napi::AsyncWorker {
- public:
-  OpWorker(Napi::Env env, std::unique_ptr<KeepAlive> keep, Work work)
-      : Napi::AsyncWorker(env, "moe-kernels"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        keep_(std::move(keep)),
-        work_(std::move(work)) {}
-
-  Napi::Promise promise() const { return deferred_.Promise(); }
-
-  void Execute() override {
-    ExecContext ctx;  // the work is done when it returns: async changes nothing below
-    status_ = work_(ctx);
-  }
-
-  void OnOK() override { settle(Env(), deferred_, status_); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::unique_ptr<KeepAlive> keep_;
-  Work work_;
-  Status status_;
-};
 
 // The completion channel of one JS thread (the main thread, or a worker):
 // one thread-safe function that a queued backend's completion callbacks
@@ -161,9 +138,21 @@ Napi::Value runOp(Napi::Env env, bool async, Backend& backend, std::unique_ptr<K
     if (!status.isOk()) toJsError(env, status).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto* worker = new OpWorker(env, std::move(keep), std::move(work));  // deletes itself when done
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
+  // CPU work runs on the package's own threads (package_threads.h), not libuv's pool.
+  struct Pending {
+    Napi::Promise::Deferred deferred;
+    std::unique_ptr<KeepAlive> keep;
+  };
+  auto* pending = new Pending{Napi::Promise::Deferred::New(env), std::move(keep)};
+  Napi::Promise promise = pending->deferred.Promise();
+  auto run = [work = std::move(work)]() {
+    ExecContext ctx;  // the work is done when it returns: async changes nothing below
+    return work(ctx);
+  };
+  runOnPackageThreads(env, std::move(run), [pending](napi_env e, const Status& status) {
+    if (e != nullptr) settle(Napi::Env(e), pending->deferred, status);
+    delete pending;
+  });
   return promise;
 }
 

@@ -1,7 +1,7 @@
 // Runs one operation either on the JS thread (the ...Sync API) or behind a
 // Promise. On a backend whose calls finish when they return (the CPU) the
-// work runs on a libuv worker thread (Execute never touches JS values: `work`
-// sees only TensorViews). On a queued backend (a GPU) the work is only
+// work runs on one of the package's own threads (package_threads.h; never
+// libuv's pool; `work` sees only TensorViews, never JS values). On a queued backend (a GPU) the work is only
 // enqueued on the JS thread — that is cheap — and the Promise settles from
 // the backend's completion callback when the device is done, so no thread
 // waits for it. The JS objects behind the tensors are held by KeepAlive until
