@@ -61,6 +61,9 @@ export interface MoeBenchRow {
   stages: StageTimes;
   /** The larger of the ceilings measured right before and right after this row. */
   ceilings: Ceilings;
+  /** With batchInvariant: the forward's time, ms, and its ratio to `ms` (the cost of invariance). */
+  invariantMs?: number;
+  invariantCost?: number;
 }
 
 export interface MoeBenchReport {
@@ -88,6 +91,8 @@ export interface MoeBenchOptions {
    * its weights from memory, as the roofline assumes.
    */
   warmCache?: boolean;
+  /** Also time every T with batchInvariant: true (the price of pinning one kernel path per row). */
+  batchInvariant?: boolean;
   onRow?: (row: MoeBenchRow, done: number, total: number) => void;
 }
 
@@ -122,6 +127,10 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
     before = timed.after;
     probes.push(timed.after);
     const { ceilings, result: ms } = timed;
+    // Timed right after the default forward, on the same input and output.
+    const invariantMs = options.batchInvariant
+      ? await medianMs(() => layer.forwardSync(x, { into, batchInvariant: true }), { timeMs, iterations: 3, beforeEach: evict })
+      : undefined;
     const stages = Object.fromEntries(STAGES.map((s) => [s, stageSum[s] / runs])) as unknown as StageTimes;
     const stageTotal = STAGES.reduce((t, s) => t + stages[s], 0);
     const roof = rooflineMs(layerGemms(layer.config, tokens, profile.activeExperts), ceilings);
@@ -135,6 +144,7 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
       activeExperts: profile.activeExperts,
       stages,
       ceilings,
+      ...(invariantMs !== undefined ? { invariantMs, invariantCost: invariantMs / ms } : {}),
     };
     rows.push(row);
     onRow?.(row, rows.length, tokenCounts.length);
@@ -160,6 +170,7 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
 
 export function formatMoeReport(report: MoeBenchReport): string {
   const c = report.config;
+  const invariant = report.rows.some((r) => r.invariantMs !== undefined);
   const lines = [
     `MoE layer: H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts} top-${c.topK} (${c.numGroups} groups, ${c.topKGroups} kept), ` +
       `${c.numSharedExperts} shared; fp8 expert weights ${(report.weightBytes / 2 ** 20).toFixed(0)} MiB`,
@@ -169,13 +180,14 @@ export function formatMoeReport(report: MoeBenchReport): string {
       ? 'weights evicted from the caches before every timed forward: read from memory, as by each layer of a model'
       : 'warm caches: weights left in cache by the previous forward (faster than a model\'s layers see)',
     ...formatTable(
-      ['T', 'ms', 'tokens/s', 'experts hit', 'peak GFLOP/s', 'mem GB/s', 'roofline ms', 'x roofline', 'non-GEMM %', ...STAGES.map((s) => `${s} %`)],
+      ['T', 'ms', 'tokens/s', 'experts hit', 'peak GFLOP/s', 'mem GB/s', 'roofline ms', 'x roofline', 'non-GEMM %', ...STAGES.map((s) => `${s} %`), ...(invariant ? ['invariant ms', 'invariant cost'] : [])],
       report.rows.map((r) => {
         const total = STAGES.reduce((t, s) => t + r.stages[s], 0);
         return [
           String(r.tokens), r.ms.toFixed(2), r.tokensPerSecond.toFixed(1), String(r.activeExperts),
           computeCeiling(r.ceilings).gflops.toFixed(0), r.ceilings.memoryGBs.toFixed(1), r.rooflineMs.toFixed(2),
           r.rooflineRatio.toFixed(2), (100 * r.nonGemmShare).toFixed(1), ...STAGES.map((s) => ((100 * r.stages[s]) / total).toFixed(1)),
+          ...(invariant ? [r.invariantMs!.toFixed(2), `${r.invariantCost!.toFixed(2)}x`] : []),
         ];
       }),
     ),

@@ -53,8 +53,9 @@ export function registerBenchCommands(program: Command): void {
     .option('--time <ms>', 'minimum measuring time per row, ms', parsePositiveInt, 1000)
     .option('--backend <name>', "'cpu' (default) or 'cuda': the layer on the GPU at DeepSeek-V3's full shape (or --model), time vs its GEMMs", 'cpu')
     .option('--warm-cache', "cpu: don't evict the weights from the caches before each timed forward (they stay cached from the previous one)")
+    .option('--batch-invariant', 'cpu: also time each T with batchInvariant: true (columns: its ms and its cost over the default)')
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: LayerSourceOptions & { tokens?: number[]; time: number; warmCache?: boolean; json?: boolean; backend: string }) => {
+    .action(async (opts: LayerSourceOptions & { tokens?: number[]; time: number; warmCache?: boolean; batchInvariant?: boolean; json?: boolean; backend: string }) => {
       if (opts.backend !== 'cpu' && opts.backend !== 'cuda') throw new MoeError('ERR_MOE_RANGE', `bench moe: --backend must be cpu or cuda, got ${opts.backend}`);
       if (opts.backend === 'cuda') {
         // Full DeepSeek-V3 shape with random weights built on the GPU, or a checkpoint's layer moved there.
@@ -73,6 +74,7 @@ export function registerBenchCommands(program: Command): void {
         tokenCounts: opts.tokens,
         timeMs: opts.time,
         warmCache: opts.warmCache,
+        batchInvariant: opts.batchInvariant,
         onRow: (row, done, total) => progress.update(done, total, `T=${row.tokens}`),
       });
       progress.stop();

@@ -69,6 +69,14 @@ export interface ForwardOptions {
    * Default: masked for T <= 16 tokens, else contiguous.
    */
   layout?: 'contiguous' | 'masked';
+  /**
+   * A token's output bits independent of the other tokens of the call (CPU
+   * layers): every GEMM (router, experts, shared expert) runs one kernel path
+   * and reduction order per row at every batch size. Without it a token's
+   * last bits may change with its batch, within SPEC.md's tolerance.
+   * `bench moe --batch-invariant` prints its cost.
+   */
+  batchInvariant?: boolean;
 }
 
 /** CUDA layers: below this many tokens a forward uses the masked layout by default. */
@@ -410,7 +418,7 @@ export class MoeLayer {
   }
 
   private prepare(x: Tensor, options: ForwardOptions | undefined) {
-    const opts = expectOptions(options, ['out', 'into', 'profile', 'layout'], 'MoeLayer.forward: options');
+    const opts = expectOptions(options, ['out', 'into', 'profile', 'layout', 'batchInvariant'], 'MoeLayer.forward: options');
     expectTensor(x, 'MoeLayer.forward: x');
     const cuda = this.device === 'cuda';
     if (opts.layout !== undefined && !cuda) throw new MoeError('ERR_MOE_ARGUMENT', 'MoeLayer.forward: options.layout applies to CUDA layers only');
@@ -421,6 +429,13 @@ export class MoeLayer {
       throw new MoeError('ERR_MOE_SHAPE', `MoeLayer.forward: x: expected [T, ${this.config.hiddenSize}], got [${x.shape.join(', ')}]`);
     }
     const outDtype = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeLayer.forward: options.out');
+    if (opts.batchInvariant !== undefined && typeof opts.batchInvariant !== 'boolean') {
+      throw new MoeError('ERR_MOE_ARGUMENT', `MoeLayer.forward: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
+    }
+    const batchInvariant = opts.batchInvariant === true;
+    if (batchInvariant && cuda) {
+      throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer.forward: batchInvariant is supported on CPU layers only (the CUDA GEMM kernels are chosen by shape)');
+    }
     let out: Tensor;
     if (opts.into !== undefined) {
       out = expectTensor(opts.into, 'MoeLayer.forward: options.into');
@@ -459,6 +474,7 @@ export class MoeLayer {
         cuda ? { layout: { masked: rowLayout === 'masked', maxRowsPerExpert: rowLayout === 'masked' ? tokens : 0 }, flags: ws.tensor('flags') } : undefined,
       ),
       stageSeconds: ws.stageSeconds,
+      batchInvariant,
     };
     const report = () => {
       if (cuda) {

@@ -124,12 +124,14 @@ export class MoeBatcher {
       throw new MoeError('ERR_MOE_ARGUMENT', `MoeBatcher: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
     }
     this.batchInvariant = opts.batchInvariant === true;
+    if (this.batchInvariant && layer.device === 'cuda') {
+      throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeBatcher: batchInvariant is supported on CPU layers only (the CUDA GEMM kernels are chosen by shape)');
+    }
     const sizes = opts.graphBuckets ?? DEFAULT_GRAPH_BUCKETS;
     if (sizes !== false) {
       if (!Array.isArray(sizes) || sizes.length === 0) throw new MoeError('ERR_MOE_ARGUMENT', `MoeBatcher: options.graphBuckets must be a non-empty array of sizes or false, got ${describe(sizes)}`);
       sizes.forEach((s, i) => positiveInt(s, 0, `MoeBatcher: options.graphBuckets[${i}]`));
-      // Graphs replay a fixed kernel sequence: only CUDA layers have them, and batch invariance pins a path they do not record.
-      if (layer.device === 'cuda' && !this.batchInvariant) this.buckets = new GraphBuckets(layer, sizes, this.out);
+      if (layer.device === 'cuda') this.buckets = new GraphBuckets(layer, sizes, this.out);
     }
   }
 
@@ -317,8 +319,7 @@ export class MoeBatcher {
 
   /** One plain forward on the host: output [T, H] on the host. */
   private async forward(x: Tensor, profile: ForwardProfile | undefined): Promise<Tensor> {
-    const options = { out: this.out, profile, ...(this.batchInvariant ? { batchInvariant: true } : {}) };
-    const y = await this.layer.forward(x, options);
+    const y = await this.layer.forward(x, { out: this.out, profile, batchInvariant: this.batchInvariant });
     if (y.device === 'cpu') return y;
     try {
       return y.to('cpu');

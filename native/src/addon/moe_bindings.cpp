@@ -144,6 +144,9 @@ Status parseForward(Call& call, MoeForwardArgs* args) {
     if (keep->pinBuffers()) pinArrayBuffer(call.env, host.arrayBuffer);
     args->stageSeconds = static_cast<double*>(host.data);
   }
+  if (!call.args.Get("batchInvariant").IsUndefined()) {
+    MOE_RETURN_IF_ERROR(boolFromJs(call.args, "batchInvariant", "moeForward: batchInvariant", &args->batchInvariant));
+  }
   const Napi::Value layout = call.args.Get("layout");
   if (layout.IsObject()) {
     const Napi::Object options = layout.As<Napi::Object>();

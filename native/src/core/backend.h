@@ -36,6 +36,7 @@ enum class OpKind {
   kExpertUp,        // optional fusion: the layer forward runs dispatch, groupedGemmFp8 and swiglu without it
   kRouterQuantize,  // optional fusion: the layer forward runs routerLogits and quantizeActivations without it
   kShardedExperts,  // contiguous grouped GEMMs over expert weights split in shards (GroupedGemmFp8Args::groupOffset)
+  kBatchInvariant,  // the GEMMs and the router honour batchInvariant (ops.h): one path per row at every batch size
 };
 
 // What a backend says about itself and its device (cudaInfo() in lib/).

@@ -100,6 +100,7 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
       g.maskedM = rows(ws.tokensPerExpert, firstExpert, count);
       g.d = groups(d, firstExpert, count, mmax);
       g.expectedRows = ceilDiv(args.x.dim(0) * args.routing.topK, experts);  // rows per expert on average
+      g.batchInvariant = args.batchInvariant;
       MOE_RETURN_IF_ERROR(backend.groupedGemmFp8(g, ctx));
       firstExpert += count;
     }
@@ -114,6 +115,7 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
     g.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
     g.d = rows(d, row0, row1 - row0);
     g.groupOffset = firstExpert;
+    g.batchInvariant = args.batchInvariant;
     return backend.groupedGemmFp8(g, ctx);
   });
 }
@@ -121,7 +123,7 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
 // The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
 // shard. Adds the time spent in SwiGLU to *swigluSeconds.
 Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens,
-                const int32_t* offsets, double* swigluSeconds) {
+                const int32_t* offsets, double* swigluSeconds, bool batchInvariant) {
   return forEachShard(w13, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
     ExpertUpArgs up;
     up.xq = rows(ws.xq, 0, tokens);
@@ -135,6 +137,7 @@ Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, co
     up.hqScales = rows(ws.hqScales, row0, row1 - row0);
     double seconds = 0;
     up.swigluSeconds = &seconds;
+    up.batchInvariant = batchInvariant;
     MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
     *swigluSeconds += seconds;
     return Status::ok();
@@ -149,13 +152,15 @@ bool fusionAllowed() {
 }
 
 // D = A * W^T for the single expert of `w` (the shared expert's [1, N, K] weights).
-GemmFp8Args singleExpertGemm(const ExpertWeights& w, const TensorView& a, const TensorView& aScales, const TensorView& d) {
+GemmFp8Args singleExpertGemm(const ExpertWeights& w, const TensorView& a, const TensorView& aScales, const TensorView& d,
+                             bool batchInvariant) {
   GemmFp8Args gemm;
   gemm.a = a;
   gemm.aScales = aScales;
   gemm.b = rows(w.data[0], 0, w.data[0].dim(1));          // [N, K] fp8
   gemm.bScales = rows(w.scales[0], 0, w.scales[0].dim(1));  // [ceil(N/128), ceil(K/128)] f32
   gemm.d = d;
+  gemm.batchInvariant = batchInvariant;
   return gemm;
 }
 
@@ -171,13 +176,13 @@ Status sharedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a
     q.scales = xqScales = ws.sharedXqScales;
     MOE_RETURN_IF_ERROR(backend.quantizeActivations(q, ctx));
   }
-  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, xq, xqScales, ws.sharedH), ctx));
+  MOE_RETURN_IF_ERROR(backend.gemmFp8(singleExpertGemm(args.sharedW13, xq, xqScales, ws.sharedH, args.batchInvariant), ctx));
   SwigluArgs act;
   act.h = ws.sharedH;
   act.out = ws.sharedHq;
   act.scales = ws.sharedHqScales;
   MOE_RETURN_IF_ERROR(backend.swiglu(act, ctx));
-  return backend.gemmFp8(singleExpertGemm(args.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut), ctx);
+  return backend.gemmFp8(singleExpertGemm(args.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut, args.batchInvariant), ctx);
 }
 
 // The workspace must hold the layout's rows: T * k + E * (align - 1)
@@ -207,7 +212,7 @@ Status routeTokens(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
                    TensorView* tokensQ, TensorView* tokensQScales) {
   const MoeWorkspace& ws = args.ws;
   const int64_t tokens = args.x.dim(0);
-  RouterLogitsArgs project{args.x, args.gate, ws.logits};
+  RouterLogitsArgs project{args.x, args.gate, ws.logits, args.batchInvariant};
   QuantizeArgs q;
   if (quantizeOnce) {
     q.x = args.x;
@@ -281,7 +286,7 @@ Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a
     up.xq = in.xq;
     up.xqScales = in.xqScales;
     double swigluSeconds = 0;
-    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, a.w13, up, in.tokens, offsets.data(), &swigluSeconds));
+    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, a.w13, up, in.tokens, offsets.data(), &swigluSeconds, a.batchInvariant));
     clock.charge(kStageGemm1);
     clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
   } else {
@@ -376,6 +381,10 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
   }
   // The received rows of an expert-parallel forward live in the shard's buffers, not the workspace.
   MOE_RETURN_IF_ERROR(args.ep ? validateExpertParallel(args) : validateLayout(args, experts));
+  if (args.batchInvariant && !backend.supportsOp(OpKind::kBatchInvariant)) {
+    return Status(Code::kUnsupported, std::string("moeForward: batchInvariant is not supported on the ") + backend.name() +
+                                          " backend (its GEMM kernels are chosen by shape)");
+  }
   if (!args.masked && args.w13.data.size() > 1 && !backend.supportsOp(OpKind::kShardedExperts)) {
     return Status(Code::kUnsupported, std::string("moeForward: expert weights in shards do not run on the ") + backend.name() +
                                           " backend (hold each in one tensor [E, N, K])");

@@ -85,6 +85,9 @@ struct MoeForwardArgs {
   // workspace's xq then holds the T tokens quantized once; the received
   // rows' layout lives in the shard's buffers.
   EpShard* ep = nullptr;
+  // A token's output bits independent of the other tokens of the call: every
+  // GEMM (router, experts, shared) pinned to one path per row (ops.h).
+  bool batchInvariant = false;
 };
 
 // Backend::forward calls this.

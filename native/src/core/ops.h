@@ -33,6 +33,10 @@ struct GemmFp8Args {
   TensorView b;        // [N, K] fp8_e4m3, K-major
   TensorView bScales;  // [ceil(N/128), ceil(K/128)] f32
   TensorView d;        // [M, N] bf16 or f32 (output)
+  // Batch invariance (the layer's batchInvariant): one kernel path and
+  // reduction order per row at every M, so that a row's bits do not depend on
+  // the rows computed with it.
+  bool batchInvariant = false;
 };
 
 constexpr int64_t kQuantGroup = 128;  // channels per scale group (K direction)
@@ -117,6 +121,7 @@ struct GroupedGemmFp8Args {
   int64_t groupOffset = 0;
   // Masked: rows per group on average, a tile-size hint for a device (0: unknown).
   int64_t expectedRows = 0;
+  bool batchInvariant = false;  // as GemmFp8Args's
 };
 
 // The routed experts' first half, fused (a backend may lack it: see
@@ -136,6 +141,7 @@ struct ExpertUpArgs {
   // Optional output: wall-clock seconds of the call spent in SwiGLU (summed
   // over threads, divided by the threads that shared the work).
   double* swigluSeconds = nullptr;
+  bool batchInvariant = false;  // as GemmFp8Args's
 };
 
 // logits = x * w^T in f32: the router's dense projection.
@@ -143,6 +149,7 @@ struct RouterLogitsArgs {
   TensorView x;       // [T, H] f32 or bf16
   TensorView w;       // [E, H] f32 or bf16
   TensorView logits;  // [T, E] f32 (output)
+  bool batchInvariant = false;  // as GemmFp8Args's: one reduction order per token at every T
 };
 
 // routerLogits and quantizeActivations of the same x in one pass where the

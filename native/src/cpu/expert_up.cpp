@@ -90,6 +90,7 @@ Status runSegment(const ExpertUpArgs& a, const Shape& s, const Segment& seg, dou
     dense.b = rowSlice(a.w13, seg.group * s.n, s.n, s.hidden);                    // [2I, H] fp8
     dense.bScales = rowSlice(a.w13Scales, seg.group * nBlocks, nBlocks, kGroups);  // [ceil(2I/128), ceil(H/128)]
     dense.d = hView;
+    dense.batchInvariant = a.batchInvariant;
     MOE_RETURN_IF_ERROR(gemmFp8Rows(dense, a.rowToken.as<const int32_t>() + seg.row0, seg.rows));
   }
   const Clock::time_point t0 = Clock::now();

@@ -445,7 +445,12 @@ enum class GemmKernel {
 // blocking or the thread count; see gemm_fp8_kernels.h), so pinning this
 // choice for every M makes those paths batch-invariant; the switch between
 // two kernels at a threshold of M is what changes a row's bits.
-GemmKernel chooseGemmKernel(int64_t M) {
+//
+// batchInvariant (GemmFp8Args) pins one kernel for every M: the panel kernel
+// on AVX512_BF16, the streaming FMA kernel otherwise (both take any M), never
+// AMX.
+GemmKernel chooseGemmKernel(int64_t M, bool batchInvariant) {
+  if (batchInvariant) return gemmUsesAvx512Bf16() ? GemmKernel::kBf16Panel : GemmKernel::kFmaStream;
   if (gemmUsesAmx() && M >= kAmxMinM) return GemmKernel::kAmx;
   if (gemmUsesAvx512Bf16()) return M <= fp8gemm::kBf16DotMaxM ? GemmKernel::kBf16Dot : GemmKernel::kBf16Panel;
   return M <= kStreamMaxM ? GemmKernel::kFmaStream : GemmKernel::kFmaPacked;
@@ -474,7 +479,7 @@ Status gemmFp8Impl(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) 
     zeroOutput(p);
     return Status::ok();
   }
-  const GemmKernel kernel = chooseGemmKernel(p.M);
+  const GemmKernel kernel = chooseGemmKernel(p.M, args.batchInvariant);
   if (kernel == GemmKernel::kAmx) {
     p.aRows = aRows;  // the AMX packing reads the rows in place
     return gemmAmx(p);

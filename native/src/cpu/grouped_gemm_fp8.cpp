@@ -29,6 +29,7 @@ Status runGroup(const GroupedGemmFp8Args& args, int64_t group, int64_t row0, int
   dense.b = rowSlice(args.b, group * n, n, k);              // [N, K] fp8: expert `group`
   dense.bScales = rowSlice(args.bScales, group * nBlocks, nBlocks, kGroups);  // [ceil(N/128), ceil(K/128)]
   dense.d = rowSlice(args.d, row0, rows, n);                // [rows, N]
+  dense.batchInvariant = args.batchInvariant;
   return gemmFp8(dense);
 }
 

@@ -269,7 +269,9 @@ Status routerLogitsAmx(const RouterLogitsArgs& args, const QuantizeArgs* quantiz
 
 // The projection of routerLogits without the finiteness check.
 Status projectLogits(const RouterLogitsArgs& args) {
-  if (amxApplies(args)) return routerLogitsAmx(args);
+  // Batch invariance: no AMX tiles and no 8-token tree reduction; every token
+  // takes the per-row dot kernel, whose order does not depend on T.
+  if (!args.batchInvariant && amxApplies(args)) return routerLogitsAmx(args);
   const int64_t tokens = args.x.dim(0), hidden = args.x.dim(1), experts = args.w.dim(0);
   // w widened to f32 once, shared by all tasks.
   std::vector<float> w;  // [E, H] f32
@@ -301,7 +303,7 @@ Status projectLogits(const RouterLogitsArgs& args) {
     const int64_t e1 = std::min(experts, e0 + expertsPerTask);
     const int64_t count = std::min(tokens, t0 + kTokensPerTask) - t0;
     for (int64_t i = 0; i < count; ++i) widenRow(args.x, t0 + i, hidden, block.data() + i * hidden);
-    if (avx512 && count == kTokensPerTask) {
+    if (avx512 && count == kTokensPerTask && !args.batchInvariant) {
       block8Avx512(block.data(), weights, hidden, e0, e1, logits + t0 * experts, experts);
       return;
     }
@@ -356,7 +358,8 @@ Status checkFiniteInputs(const RouterLogitsArgs& args) {
 Status routerLogitsQuantize(const RouterQuantizeArgs& args) {
   MOE_RETURN_IF_ERROR(checkRouterLogits(args.router));
   const QuantizeArgs& q = args.quantize;
-  if (q.x.data == args.router.x.data && q.x.dtype == DType::kBF16 && args.router.x.dim(0) > 0 && amxApplies(args.router)) {
+  if (q.x.data == args.router.x.data && q.x.dtype == DType::kBF16 && args.router.x.dim(0) > 0 && !args.router.batchInvariant &&
+      amxApplies(args.router)) {
     const Status fused = routerLogitsAmx(args.router, &q, args.quantizeSeconds);
     if (fused.code() != Code::kNonFinite) return fused;
   } else {
