@@ -121,8 +121,14 @@ function checkShape(shape: unknown, what: string): asserts shape is number[] {
 /**
  * Wraps `data` as a tensor of `shape`. The dtype defaults to the one the typed
  * array stores (Float32Array f32, Uint16Array bf16, Uint8Array fp8_e4m3,
- * Int32Array i32); a given dtype must match the array.
+ * Int32Array i32); a given dtype must match the array, except that bytes (a
+ * Uint8Array or Buffer, e.g. a request body) take any dtype: they are read as
+ * little-endian values, in place where their offset is a multiple of the
+ * element size, else from an aligned copy.
  */
+export function tensor(data: Uint8Array, shape: readonly number[], dtype: 'f32'): Tensor<'f32'>;
+export function tensor(data: Uint8Array, shape: readonly number[], dtype: 'bf16'): Tensor<'bf16'>;
+export function tensor(data: Uint8Array, shape: readonly number[], dtype: 'i32'): Tensor<'i32'>;
 export function tensor(data: Float32Array, shape: readonly number[], dtype?: 'f32'): Tensor<'f32'>;
 export function tensor(data: Uint16Array, shape: readonly number[], dtype?: 'bf16'): Tensor<'bf16'>;
 export function tensor(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3'): Tensor<'fp8_e4m3'>;
@@ -132,10 +138,11 @@ export function tensor<D extends DType>(data: StorageOf[D], shape: readonly numb
   if (!ArrayBuffer.isView(data)) {
     throw new MoeError('ERR_MOE_DTYPE', `tensor: data must be a typed array, got ${describe(data)}`);
   }
-  const stored = dtypeOfStorage(data);
   if (dtype !== undefined && !isDType(dtype)) {
     throw new MoeError('ERR_MOE_DTYPE', `tensor: dtype must be one of f32, bf16, fp8_e4m3, i32, got ${describe(dtype)}`);
   }
+  if (data instanceof Uint8Array && dtype !== undefined && dtype !== 'fp8_e4m3') data = fromBytes(data, dtype) as StorageOf[D];
+  const stored = dtypeOfStorage(data);
   const resolved = (dtype ?? stored) as D | undefined;
   if (resolved === undefined || !(data instanceof STORAGE[resolved])) {
     const expected = resolved ? STORAGE[resolved].name : 'Float32Array, Uint16Array, Uint8Array or Int32Array';
@@ -157,6 +164,22 @@ function newStorage<D extends DType>(dtype: D, length: number, what: string): St
   } catch (e) {
     throw new MoeError('ERR_MOE_RANGE', `${what}: cannot allocate ${length} ${dtype} elements (${e instanceof Error ? e.message : describe(e)})`);
   }
+}
+
+/** Little-endian bytes (the host's order on every platform the addon runs on) as `dtype`'s typed array. */
+function fromBytes(bytes: Uint8Array, dtype: DType): StorageOf[DType] {
+  const Storage = STORAGE[dtype];
+  const size = Storage.BYTES_PER_ELEMENT;
+  if (bytes.byteLength % size !== 0) {
+    throw new MoeError('ERR_MOE_SHAPE', `tensor: ${bytes.byteLength} bytes is not a whole number of ${dtype} values (${size} bytes each)`);
+  }
+  let aligned = bytes;
+  if (bytes.byteOffset % size !== 0) {
+    aligned = new Uint8Array(bytes.byteLength);
+    aligned.set(bytes);
+  }
+  const View = Storage as unknown as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => StorageOf[DType];
+  return new View(aligned.buffer, aligned.byteOffset, aligned.byteLength / size);
 }
 
 /** A new tensor: zero-filled on the CPU, uninitialized on the GPU. */

@@ -321,6 +321,9 @@ export class MoeLayer {
    * the JS thread. Expert-parallel layers: collective (every rank calls
    * forward with its own tokens, T may be 0), in the same order on every rank.
    */
+  forward(x: Tensor, options: ForwardOptions & { out: 'f32' }): Promise<Tensor<'f32'>>;
+  forward(x: Tensor, options?: ForwardOptions & { out?: 'bf16' }): Promise<Tensor<'bf16'>>;
+  forward(x: Tensor, options?: ForwardOptions): Promise<Tensor<'bf16' | 'f32'>>;
   forward(x: Tensor, options?: ForwardOptions): Promise<Tensor> {
     if (this.shard) return this.shard.comm.serialize(() => this.forwardOnce(x, options));
     // With a slot free the forward starts now, in this call (its buffers are
@@ -361,6 +364,9 @@ export class MoeLayer {
     return call.out;
   }
 
+  forwardSync(x: Tensor, options: ForwardOptions & { out: 'f32' }): Tensor<'f32'>;
+  forwardSync(x: Tensor, options?: ForwardOptions & { out?: 'bf16' }): Tensor<'bf16'>;
+  forwardSync(x: Tensor, options?: ForwardOptions): Tensor<'bf16' | 'f32'>;
   forwardSync(x: Tensor, options?: ForwardOptions): Tensor {
     const call = this.prepareCollective(x, options);
     if (!call.args) return call.out;
@@ -407,8 +413,39 @@ export class MoeLayer {
    * A request batcher over this layer: concurrent submits coalesce into one
    * forward (continuous batching, backpressure, cancellation; see MoeBatcher).
    */
+  batcher(options: BatcherOptions & { out: 'f32' }): MoeBatcher<'f32'>;
+  batcher(options?: BatcherOptions & { out?: 'bf16' }): MoeBatcher<'bf16'>;
+  batcher(options?: BatcherOptions): MoeBatcher;
   batcher(options?: BatcherOptions): MoeBatcher {
+    this.checkLive('MoeLayer.batcher');
     return new MoeBatcher(this, options);
+  }
+
+  /**
+   * Frees what the layer holds now rather than at garbage collection: its
+   * device weights (CUDA layers), its idle workspaces and the addon's view of
+   * its weights. Later forwards fail with ERR_MOE_CLOSED. Also `using layer = ...`
+   * (Symbol.dispose).
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const ws of this.idle.splice(0)) ws.dispose();
+    this.prepared = undefined;
+    if (this.device === 'cuda') {
+      const w = this.weights;
+      for (const t of [w.gate, w.bias, ...[w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))]) t?.dispose();
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  private disposed = false;
+
+  private checkLive(what: string): void {
+    if (this.disposed) throw new MoeError('ERR_MOE_CLOSED', `${what}: the layer was disposed`);
   }
 
   /** Bytes of the expert weights (routed and shared). */
@@ -418,6 +455,7 @@ export class MoeLayer {
   }
 
   private prepare(x: Tensor, options: ForwardOptions | undefined) {
+    this.checkLive('MoeLayer.forward');
     const opts = expectOptions(options, ['out', 'into', 'profile', 'layout', 'batchInvariant'], 'MoeLayer.forward: options');
     expectTensor(x, 'MoeLayer.forward: x');
     const cuda = this.device === 'cuda';
@@ -514,6 +552,7 @@ export class MoeLayer {
    */
   capture(options: CaptureOptions): CapturedForward {
     const opts = expectOptions(options, ['maxTokens', 'dtype', 'out'], 'MoeLayer.capture: options');
+    this.checkLive('MoeLayer.capture');
     if (this.device !== 'cuda') throw new MoeError('ERR_MOE_DEVICE', "MoeLayer.capture: CUDA graphs need a CUDA layer (MoeLayer.to('cuda'))");
     const tokens = opts.maxTokens as number;
     if (!Number.isInteger(tokens) || tokens < 1 || tokens > 4096) {

@@ -9,7 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { MoeError, describe } from '../errors';
 import type { ForwardProfile, MoeLayer } from '../moe/layer';
-import { Tensor, tensor } from '../tensor';
+import { Tensor, empty, tensor } from '../tensor';
 import { expectOneOf, expectOptions } from '../validate';
 import { BatchWait } from './batch-wait';
 import { BatchEvent, batchChannel } from './events';
@@ -95,11 +95,12 @@ function abortError(signal: AbortSignal): Error {
   return error;
 }
 
-export class MoeBatcher {
+/** `O`: the output dtype of every request (options.out). */
+export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
   readonly layer: MoeLayer;
   readonly maxBatchTokens: number;
   readonly maxQueueTokens: number;
-  readonly out: 'bf16' | 'f32';
+  readonly out: O;
   readonly batchInvariant: boolean;
   private readonly hidden: number;
   private readonly wait: BatchWait;
@@ -119,7 +120,7 @@ export class MoeBatcher {
     this.maxBatchTokens = positiveInt(opts.maxBatchTokens, 256, 'MoeBatcher: options.maxBatchTokens');
     this.maxQueueTokens = positiveInt(opts.maxQueueTokens, 8 * this.maxBatchTokens, 'MoeBatcher: options.maxQueueTokens');
     this.wait = new BatchWait(nonNegative(opts.maxWaitMs, 'MoeBatcher: options.maxWaitMs'));
-    this.out = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeBatcher: options.out');
+    this.out = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeBatcher: options.out') as O;
     if (opts.batchInvariant !== undefined && typeof opts.batchInvariant !== 'boolean') {
       throw new MoeError('ERR_MOE_ARGUMENT', `MoeBatcher: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
     }
@@ -141,9 +142,9 @@ export class MoeBatcher {
    * their little-endian bytes (Uint8Array/Buffer at any offset; `dtype` says
    * f32 or bf16). Resolves with a [rows, H] tensor of exactly these rows.
    */
-  submit(x: RowsInput, options?: SubmitOptions): Promise<Tensor> {
+  submit(x: RowsInput, options?: SubmitOptions): Promise<Tensor<O>> {
     try {
-      return this.enqueue(x, options);
+      return this.enqueue(x, options) as Promise<Tensor<O>>;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -163,7 +164,7 @@ export class MoeBatcher {
     }
     if (rows.rows === 0) {
       this.counts.completed++;
-      return Promise.resolve(tensor(this.out === 'f32' ? new Float32Array(0) : new Uint16Array(0), [0, this.hidden], this.out));
+      return Promise.resolve(empty([0, this.hidden], this.out as 'bf16' | 'f32'));
     }
     if (this.queuedTokens + rows.rows > this.maxQueueTokens) {
       this.counts.rejectedQueueFull++;
@@ -335,7 +336,7 @@ export class MoeBatcher {
     let row = 0;
     for (const p of batch) {
       const rows = p.rows.rows;
-      if (!p.settled) this.settle(p, tensor(all.subarray(row * h, (row + rows) * h), [rows, h], this.out), true);
+      if (!p.settled) this.settle(p, tensor(all.subarray(row * h, (row + rows) * h), [rows, h], this.out as 'bf16' | 'f32'), true);
       row += rows;
     }
   }
