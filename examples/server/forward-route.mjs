@@ -1,0 +1,100 @@
+// POST /v1/moe/forward: one request's rows [rows, H] in, the layer's output
+// rows out.
+//   application/octet-stream: little-endian f32 (default) or bf16 values,
+//     `?dtype=bf16`; the answer is f32 bytes (`?out=bf16` for bf16) with
+//     the header x-moe-shape: rows,H.
+//   application/json: { "x": [[...H numbers], ...] } or { "x": [...H numbers] };
+//     the answer is { "shape": [rows, H], "y": [[...], ...] }.
+// Errors: 400 (bad body, wrong width, NaN), 413 (body or rows over the
+// limits), 503 (queue full: retry later; or shutting down), 504 (deadline).
+import { bf16FromFloat32, tensor } from 'moe-kernels';
+
+const STATUS = {
+  ERR_MOE_QUEUE_FULL: 503,
+  ERR_MOE_CLOSED: 503,
+  ERR_MOE_DEADLINE: 504,
+  ERR_MOE_SHAPE: 400,
+  ERR_MOE_DTYPE: 400,
+  ERR_MOE_NONFINITE: 400,
+  ERR_MOE_ARGUMENT: 400,
+  ERR_MOE_RANGE: 400,
+};
+
+class HttpError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The request's rows as a Float32Array, a Uint16Array of bf16 bits, or a Buffer with its dtype. */
+function rowsOf(request, hidden, maxRows) {
+  const body = request.body;
+  if (Buffer.isBuffer(body)) {
+    const dtype = request.query.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new HttpError(400, 'ERR_BAD_DTYPE', `dtype must be f32 or bf16, got ${dtype}`);
+    const rowBytes = hidden * (dtype === 'f32' ? 4 : 2);
+    if (body.length === 0 || body.length % rowBytes !== 0) {
+      throw new HttpError(400, 'ERR_MOE_SHAPE', `the body must hold whole rows of ${hidden} ${dtype} values (${rowBytes} bytes each), got ${body.length} bytes`);
+    }
+    const rows = body.length / rowBytes;
+    if (rows > maxRows) throw new HttpError(413, 'ERR_TOO_MANY_ROWS', `at most ${maxRows} rows per request, got ${rows}`);
+    return { input: body, dtype, rows };
+  }
+  const x = body?.x;
+  if (!Array.isArray(x) || x.length === 0) throw new HttpError(400, 'ERR_BAD_BODY', 'expected a JSON body { "x": [[...], ...] } or { "x": [...] }');
+  const matrix = Array.isArray(x[0]) ? x : [x];
+  if (matrix.length > maxRows) throw new HttpError(413, 'ERR_TOO_MANY_ROWS', `at most ${maxRows} rows per request, got ${matrix.length}`);
+  const values = new Float32Array(matrix.length * hidden);
+  matrix.forEach((row, r) => {
+    if (!Array.isArray(row) || row.length !== hidden) throw new HttpError(400, 'ERR_MOE_SHAPE', `x[${r}] must be an array of ${hidden} numbers`);
+    for (let i = 0; i < hidden; i++) {
+      if (typeof row[i] !== 'number') throw new HttpError(400, 'ERR_BAD_BODY', `x[${r}][${i}] is not a number`);
+      values[r * hidden + i] = row[i];
+    }
+  });
+  return { input: values, dtype: 'f32', rows: matrix.length };
+}
+
+/** Aborted when the client goes away before its answer: its rows leave the queue. */
+function clientSignal(request, reply) {
+  const controller = new AbortController();
+  // The response's 'close' (not the request's, which fires once the body is read).
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) controller.abort(new Error('the client closed the connection'));
+  });
+  return controller.signal;
+}
+
+export function forwardRoute({ layer, batcher, maxRows, deadlineMs, metrics }) {
+  const hidden = layer.config.hiddenSize;
+  return async function forward(request, reply) {
+    try {
+      const { input, dtype, rows } = rowsOf(request, hidden, maxRows);
+      const signal = clientSignal(request, reply);
+      let y; // Tensor<'f32'> [rows, H]
+      if (batcher) {
+        y = await batcher.submit(input, { dtype, signal, deadlineMs });
+      } else {
+        // Unbatched: one forward per request (for comparison).
+        const x = Buffer.isBuffer(input) ? tensor(input, [rows, hidden], dtype) : tensor(input, [rows, hidden]);
+        y = await layer.forward(x, { out: 'f32' });
+      }
+      metrics?.requests.inc({ status: 200 });
+      if (Buffer.isBuffer(request.body)) {
+        const data = request.query.out === 'bf16' ? bf16FromFloat32(y.data, y.shape).data : y.data;
+        const out = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+        return reply.header('content-type', 'application/octet-stream').header('x-moe-shape', `${rows},${hidden}`).send(out);
+      }
+      const matrix = [];
+      for (let r = 0; r < rows; r++) matrix.push(Array.from(y.data.subarray(r * hidden, (r + 1) * hidden)));
+      return { shape: [rows, hidden], y: matrix };
+    } catch (e) {
+      const status = e instanceof HttpError ? e.status : (STATUS[e.code] ?? (e.name === 'AbortError' ? 499 : 500));
+      metrics?.requests.inc({ status });
+      if (status === 503) reply.header('retry-after', '1');
+      return reply.code(status).send({ error: e.code ?? e.name, message: e.message });
+    }
+  };
+}
