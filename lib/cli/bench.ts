@@ -13,6 +13,7 @@ import { EP_DEFAULT_TOKENS, benchEp, formatEpReport } from '../bench/ep';
 import { initExpertParallel } from '../ep/communicator';
 import { MoeLayer } from '../moe/layer';
 import { scaledDeepSeekV3 } from '../moe/config';
+import { benchServe, formatServeReport } from '../bench/serve';
 
 export function registerBenchCommands(program: Command): void {
   const bench = program.command('bench').description('run a microbenchmark against this machine\'s measured ceilings');
@@ -97,5 +98,24 @@ export function registerBenchCommands(program: Command): void {
       const rows = await benchEp(layer, { tokenCounts: opts.tokens, timeMs: opts.time });
       if (ep.rank !== 0) return;
       console.log(opts.json ? JSON.stringify({ config: layer.config, ranks: ep.size, library: ep.comm.library, rows }, null, 2) : formatEpReport(rows, layer, ep.comm.library));
+    });
+
+  bench
+    .command('serve')
+    .description('examples/server under load on 127.0.0.1 (autocannon): batched vs unbatched req/s, tokens/s, mean batch, p50/p99, /health p99')
+    .option('--connections <list>', 'comma-separated connection counts', parseIntList, [1, 16, 64, 256])
+    .option('--duration <s>', 'seconds per run', parsePositiveInt, 5)
+    .option('--scale <n>', "the server's random layer: DeepSeek-V3's H and I divided by n", parsePositiveInt, 8)
+    .option('--seed <n>', "the random layer's seed", parsePositiveInt, 1)
+    .option('--json', 'print JSON instead of a table')
+    .action(async (opts: { connections: number[]; duration: number; scale: number; seed: number; json?: boolean }) => {
+      const report = await benchServe({
+        connections: opts.connections,
+        durationS: opts.duration,
+        scale: opts.scale,
+        seed: opts.seed,
+        onProgress: opts.json ? undefined : (what) => process.stderr.write(`${what}\n`),
+      });
+      console.log(opts.json ? JSON.stringify(report, null, 2) : formatServeReport(report));
     });
 }

@@ -1,0 +1,257 @@
+/**
+ * `bench serve`: the example HTTP server (examples/server) under load on
+ * 127.0.0.1, batched and unbatched, driven by autocannon's programmatic API
+ * with one-token binary requests; `/health` is timed under the same load.
+ * Every run is bounded by its duration. The layer's own tokens/s at the
+ * batch size the server reached (`bench moe`'s measurement) is the yardstick.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { MoeError } from '../errors';
+import { MoeLayer } from '../moe/layer';
+import { scaledDeepSeekV3 } from '../moe/config';
+import { seededRandom, fillNormal } from '../moe/random';
+import { tensor } from '../tensor';
+import { calcDiff } from './diff';
+import { benchMoe } from './moe';
+import { formatTable } from './table';
+
+export interface ServeBenchOptions {
+  /** autocannon connections per run (default 1, 16, 64, 256) */
+  connections: number[];
+  /** seconds per (connections, mode), split into rounds that alternate the two modes */
+  durationS: number;
+  /** the server's random layer: scaledDeepSeekV3(scale), seed */
+  scale: number;
+  seed: number;
+  onProgress?: (what: string) => void;
+}
+
+export interface ServeRow {
+  mode: 'batched' | 'unbatched';
+  connections: number;
+  requestsPerSecond: number;
+  tokensPerSecond: number;
+  /** rows per forward over the run (1 unbatched) */
+  meanBatch: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** GET /health's p99 latency under the same load, ms */
+  healthP99Ms: number;
+  /** answers other than 2xx, and connection errors or timeouts */
+  non2xx: number;
+  errors: number;
+}
+
+export interface ServeTarget {
+  name: string;
+  value: number;
+  target: number;
+  pass: boolean;
+}
+
+export interface ServeBenchReport {
+  hiddenSize: number;
+  rows: ServeRow[];
+  /** the layer's tokens/s measured by bench moe at each batched row's mean batch (rounded) */
+  layerTokensPerSecond: Record<number, number>;
+  targets: ServeTarget[];
+}
+
+/** The example server's folder, its dependencies installed, or a MoeError saying how to get them. */
+function exampleServer(): { dir: string; autocannon: (opts: object) => Promise<AutocannonResult> } {
+  const dir = path.resolve(__dirname, '..', '..', 'examples', 'server');
+  if (!fs.existsSync(path.join(dir, 'main.mjs'))) {
+    throw new MoeError('ERR_MOE_UNSUPPORTED', `bench serve: the example server is not here (${dir}); run it from a clone of the repository`);
+  }
+  const requireFromServer = createRequire(path.join(dir, 'package.json'));
+  try {
+    requireFromServer.resolve('fastify');
+    return { dir, autocannon: requireFromServer('autocannon') };
+  } catch {
+    throw new MoeError('ERR_MOE_UNSUPPORTED', `bench serve: the example server's dependencies are missing: run \`npm --prefix ${path.relative(process.cwd(), dir) || '.'} ci\``);
+  }
+}
+
+/** The fields of autocannon's result that the bench reads. */
+interface AutocannonResult {
+  requests: { average: number };
+  latency: { p50: number; p99: number };
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+}
+
+interface Health {
+  batches?: number;
+  batchedTokens?: number;
+}
+
+async function startServer(dir: string, args: string[]): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawn(process.execPath, [path.join(dir, 'main.mjs'), '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new MoeError('ERR_MOE_INTERNAL', `bench serve: the server did not start in 5 minutes: ${out}`)), 300_000);
+    child.once('exit', (code) => reject(new MoeError('ERR_MOE_INTERNAL', `bench serve: the server exited (${code}): ${out}`)));
+    child.stdout!.on('data', (chunk: string) => {
+      out += chunk;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+  });
+  return { child, address };
+}
+
+async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function health(address: string): Promise<Health> {
+  return (await (await fetch(`${address}/health`)).json()) as Health;
+}
+
+const MODES = ['unbatched', 'batched'] as const;
+/** Rounds per (connections, mode): each runs durationS / ROUNDS seconds. */
+const ROUNDS = 3;
+
+interface RunResult {
+  load: AutocannonResult;
+  probe: AutocannonResult;
+  batches: number;
+  tokens: number;
+}
+
+/** One bounded run: the forward load and a /health probe side by side; the batches the server ran meanwhile. */
+async function loadRun(autocannon: (opts: object) => Promise<AutocannonResult>, address: string, body: Buffer, connections: number, seconds: number): Promise<RunResult> {
+  const before = await health(address);
+  const [load, probe] = await Promise.all([
+    autocannon({ url: `${address}/v1/moe/forward`, method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, connections, duration: seconds }),
+    autocannon({ url: `${address}/health`, connections: 1, duration: seconds }),
+  ]);
+  const after = await health(address);
+  return { load, probe, batches: (after.batches ?? 0) - (before.batches ?? 0), tokens: (after.batchedTokens ?? 0) - (before.batchedTokens ?? 0) };
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
+
+/** A mode's row from its rounds: mean rates, median latencies, the worst /health p99, summed failures. */
+function summarize(mode: ServeRow['mode'], connections: number, runs: RunResult[]): ServeRow {
+  const rate = runs.reduce((n, r) => n + r.load.requests.average, 0) / runs.length;
+  const batches = runs.reduce((n, r) => n + r.batches, 0);
+  const tokens = runs.reduce((n, r) => n + r.tokens, 0);
+  return {
+    mode,
+    connections,
+    requestsPerSecond: rate,
+    tokensPerSecond: rate, // one token per request
+    meanBatch: mode === 'batched' && batches > 0 ? tokens / batches : 1,
+    p50Ms: median(runs.map((r) => r.load.latency.p50)),
+    p99Ms: median(runs.map((r) => r.load.latency.p99)),
+    healthP99Ms: Math.max(...runs.map((r) => r.probe.latency.p99)),
+    non2xx: runs.reduce((n, r) => n + r.load.non2xx, 0),
+    errors: runs.reduce((n, r) => n + r.load.errors + r.load.timeouts, 0),
+  };
+}
+
+export async function benchServe(options: ServeBenchOptions): Promise<ServeBenchReport> {
+  const { dir, autocannon } = exampleServer();
+  const progress = options.onProgress ?? (() => {});
+  const serverArgs = ['--scale', String(options.scale), '--seed', String(options.seed)];
+  // The server's layer, rebuilt here from the same seed: to check an answer and to time the layer alone.
+  progress('building the layer');
+  const layer = MoeLayer.random(scaledDeepSeekV3(options.scale), { seed: options.seed });
+  const h = layer.config.hiddenSize;
+  const x = fillNormal(new Float32Array(h), seededRandom(11), 1); // [1, H]: every request's token
+  const expected = layer.forwardSync(tensor(x, [1, h]), { out: 'f32' }).data as Float32Array;
+  const body = Buffer.from(x.buffer);
+  // Both servers run at once and the two modes alternate in short rounds, so
+  // that both see the same machine (a shared one drifts from minute to minute).
+  const servers: Partial<Record<ServeRow['mode'], { child: ChildProcess; address: string }>> = {};
+  const rows: ServeRow[] = [];
+  try {
+    for (const mode of MODES) {
+      progress(`starting the ${mode} server`);
+      const server = await startServer(dir, mode === 'unbatched' ? [...serverArgs, '--unbatched'] : serverArgs);
+      servers[mode] = server;
+      const check = await fetch(`${server.address}/v1/moe/forward`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+      const answer = new Float32Array(await check.arrayBuffer());
+      if (check.status !== 200 || answer.length !== h || !(calcDiff(answer, expected) < 1e-4)) {
+        throw new MoeError('ERR_MOE_INTERNAL', `bench serve: the ${mode} server's answer (${check.status}, ${answer.length} values) is not the layer's output`);
+      }
+    }
+    for (const connections of options.connections) {
+      const runs: Record<ServeRow['mode'], RunResult[]> = { unbatched: [], batched: [] };
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const mode of MODES) {
+          progress(`${connections} connections, ${mode}, round ${round + 1} of ${ROUNDS}`);
+          runs[mode].push(await loadRun(autocannon, servers[mode]!.address, body, connections, options.durationS / ROUNDS));
+        }
+      }
+      for (const mode of MODES) rows.push(summarize(mode, connections, runs[mode]));
+    }
+  } finally {
+    for (const server of Object.values(servers)) await stopServer(server.child);
+  }
+  // The layer alone at each mean batch the server reached, timed as bench moe times it, with the server stopped.
+  progress('timing the layer alone (bench moe)');
+  const sizes = [...new Set(rows.filter((r) => r.mode === 'batched').map((r) => Math.max(1, Math.round(r.meanBatch))))].sort((a, b) => a - b);
+  const moe = await benchMoe(layer, { tokenCounts: sizes, timeMs: 500 });
+  const layerTokensPerSecond = Object.fromEntries(moe.rows.map((r) => [r.tokens, r.tokensPerSecond]));
+  return { hiddenSize: h, rows, layerTokensPerSecond, targets: serveTargets(rows, layerTokensPerSecond) };
+}
+
+function serveTargets(rows: ServeRow[], layerTps: Record<number, number>): ServeTarget[] {
+  const find = (mode: ServeRow['mode'], connections: number) => rows.find((r) => r.mode === mode && r.connections === connections);
+  const targets: ServeTarget[] = [];
+  const add = (name: string, value: number, target: number, below = false) =>
+    targets.push({ name, value, target, pass: below ? value <= target : value >= target });
+  const b64 = find('batched', 64);
+  const u64 = find('unbatched', 64);
+  if (b64 && u64) add('batched / unbatched tokens/s at 64 connections', b64.tokensPerSecond / u64.tokensPerSecond, 5);
+  for (const r of rows.filter((row) => row.mode === 'batched' && row.connections >= 16)) {
+    const alone = layerTps[Math.max(1, Math.round(r.meanBatch))];
+    add(`batched tokens/s / the layer's (bench moe) at its mean batch ${r.meanBatch.toFixed(1)}, ${r.connections} connections`, r.tokensPerSecond / alone, 0.8);
+  }
+  const b1 = find('batched', 1);
+  const u1 = find('unbatched', 1);
+  // Separate runs on a shared machine: "no slower" is read as within 5%.
+  if (b1 && u1) add('a lone client: batched / unbatched requests/s (>= 0.95: no slower, within run-to-run noise)', b1.requestsPerSecond / u1.requestsPerSecond, 0.95);
+  add('/health p99 under load, ms (worst run)', Math.max(...rows.map((r) => r.healthP99Ms)), 50, true);
+  return targets;
+}
+
+export function formatServeReport(report: ServeBenchReport): string {
+  const lines = [
+    `examples/server on 127.0.0.1, one-token binary requests (H=${report.hiddenSize}), autocannon`,
+    ...formatTable(
+      ['mode', 'connections', 'req/s', 'tokens/s', 'mean batch', 'p50 ms', 'p99 ms', '/health p99 ms', 'non-2xx', 'errors'],
+      report.rows.map((r) => [
+        r.mode,
+        String(r.connections),
+        r.requestsPerSecond.toFixed(0),
+        r.tokensPerSecond.toFixed(0),
+        r.meanBatch.toFixed(1),
+        r.p50Ms.toFixed(1),
+        r.p99Ms.toFixed(1),
+        r.healthP99Ms.toFixed(1),
+        String(r.non2xx),
+        String(r.errors),
+      ]),
+    ),
+    `the layer alone (bench moe, weights from memory) at those batch sizes: ${Object.entries(report.layerTokensPerSecond)
+      .map(([t, tps]) => `T=${t}: ${tps.toFixed(0)} tokens/s`)
+      .join(', ')}`,
+  ];
+  for (const t of report.targets) lines.push(`${t.pass ? 'PASS' : 'MISS'}  ${t.name}: ${t.value.toFixed(2)} (target ${t.name.includes('ms') ? '<=' : '>='} ${t.target})`);
+  return lines.join('\n');
+}
