@@ -1,7 +1,5 @@
 #include "addon/package_threads.h"
 
-#include <dlfcn.h>
-
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -35,24 +33,14 @@ struct Job {
 
 class Executor {
  public:
+  // NOTE: the threads outlive any one environment (a thread that has just
+  // handed back a worker's last job still runs this library's code when that
+  // worker's teardown ends); the addon is linked -z nodelete, so Node's
+  // dlclose after the last worker that loaded it never unmaps that code.
   static Executor& instance() {
     // Never destroyed: its threads may still be parked on the queue at exit.
     static Executor* executor = new Executor(packageThreadCount());
     return *executor;
-  }
-
-  // NOTE: Node unloads (dlclose) an addon when the last worker thread that
-  // loaded it exits. The executor's threads outlive any one environment: a
-  // thread that has just handed back a worker's last job is still running
-  // this library's code when that worker's teardown ends. Marking the library
-  // RTLD_NODELETE keeps its code mapped for as long as the threads exist
-  // (the process): found as a crash at an unmapped address, 1 run in 5 of
-  // test/worker-teardown.test.ts.
-  static void pinLibrary() {
-    Dl_info info;
-    if (dladdr(reinterpret_cast<void*>(&Executor::pinLibrary), &info) != 0 && info.dli_fname != nullptr) {
-      (void)dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);  // a no-op if it cannot
-    }
   }
 
   void push(Job* job) {
@@ -65,7 +53,6 @@ class Executor {
 
  private:
   explicit Executor(int n) {
-    pinLibrary();
     for (int i = 0; i < n; ++i) std::thread([this] { loop(); }).detach();
   }
 

@@ -4,11 +4,6 @@
 __wrap___pthread_key_create:
   jmp moe_compat___pthread_key_create@PLT
   .symver moe_compat___pthread_key_create, __pthread_key_create@GLIBC_2.2.5
-  .globl __wrap_dladdr
-  .type __wrap_dladdr, @function
-__wrap_dladdr:
-  jmp moe_compat_dladdr@PLT
-  .symver moe_compat_dladdr, dladdr@GLIBC_2.2.5
   .globl __wrap_dlclose
   .type __wrap_dlclose, @function
 __wrap_dlclose:
