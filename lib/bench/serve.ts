@@ -122,7 +122,7 @@ async function health(address: string): Promise<Health> {
 
 const MODES = ['unbatched', 'batched'] as const;
 /** Rounds per (connections, mode): each runs durationS / ROUNDS seconds. */
-const ROUNDS = 3;
+const ROUNDS = 4;
 
 interface RunResult {
   load: AutocannonResult;
@@ -192,7 +192,8 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
     for (const connections of options.connections) {
       const runs: Record<ServeRow['mode'], RunResult[]> = { unbatched: [], batched: [] };
       for (let round = 0; round < ROUNDS; round++) {
-        for (const mode of MODES) {
+        // The order alternates too: neither mode always runs right after the other.
+        for (const mode of round % 2 === 0 ? MODES : [...MODES].reverse()) {
           progress(`${connections} connections, ${mode}, round ${round + 1} of ${ROUNDS}`);
           runs[mode].push(await loadRun(autocannon, servers[mode]!.address, body, connections, options.durationS / ROUNDS));
         }
