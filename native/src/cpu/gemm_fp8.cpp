@@ -1,7 +1,7 @@
-// The fp8 GEMM driver: path choice, cache blocking, threading, dispatch to the
-// per-ISA kernels (gemm_fp8_kernels.h).
-//
-// Two paths:
+// The fp8 GEMM driver: path choice (chooseGemmKernel, by M and the ISA),
+// cache blocking, threading, dispatch to the per-ISA kernels
+// (gemm_fp8_kernels.h). AMX (below) and AVX512_BF16 (gemm_fp8_bf16.cpp) have
+// paths of their own; on other CPUs the FMA kernels run one of two paths:
 //
 // * Packed (M > kStreamMaxM), GotoBLAS/BLIS style. D is cut into tiles of
 //   mc x nc, one task each, handed out dynamically over the pool. A task walks
@@ -303,7 +303,8 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
 // dev VM (1 and 2 threads, cold weights), time strips / AVX-512 streaming:
 // M = 3: 0.55-0.65, M = 4: 0.6-0.7, M = 8: 0.4-0.6, M = 16 (strips / AMX
 // blocks): 0.4-0.7. At M = 2 the two are even (both memory-bound) and at M = 1
-// AMX would waste 15/16 of each tile, so M <= 2 keeps streaming.
+// AMX would waste 15/16 of each tile, so M <= 2 keeps streaming (through the
+// AVX512_BF16 dot kernel where the CPU has it, as Sapphire Rapids does).
 constexpr int64_t kAmxMinM = 3;
 
 // Per-thread: the caller's packed A (+ transposed scales) and each pool

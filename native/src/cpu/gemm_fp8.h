@@ -8,9 +8,10 @@
 // Why hand-written: no BLAS (OpenBLAS, MKL, BLIS, oneDNN's public GEMM) takes
 // fp8 e4m3 inputs with 1x128 / 128x128 block scales, and decoding all of B to
 // f32 first would cost 4x its bytes in memory traffic and a full-size copy.
-// Here fp8 is decoded while packing (large M) or while streaming B (small M),
-// with the scales folded into the decoded values, so the inner loops are plain
-// f32 FMAs. See gemm_fp8.cpp for the blocking and threading.
+// Here fp8 is decoded while packing (large M) or while streaming B (small M):
+// to f32 with the scales folded in for the FMA kernels, or exactly to bf16 for
+// AVX512_BF16 and AMX, whose f32 sums of each 128-wide K group then take the
+// scales. See gemm_fp8.cpp for the choice of path, blocking and threading.
 #pragma once
 
 #include "core/ops.h"

@@ -1,6 +1,8 @@
-// Internal interface between the fp8 GEMM driver (gemm_fp8.cpp: blocking,
-// threading, dispatch) and its per-ISA kernels (gemm_fp8_avx512.cpp,
-// gemm_fp8_avx2.cpp, gemm_fp8_portable.cpp). Not part of the public API.
+// Internal interface between the fp8 GEMM drivers (gemm_fp8.cpp: blocking,
+// threading, dispatch; gemm_fp8_bf16.cpp: the AVX512_BF16 path) and their
+// per-ISA kernels (gemm_fp8_avx512.cpp, gemm_fp8_avx2.cpp,
+// gemm_fp8_portable.cpp, gemm_fp8_avx512bf16.cpp, gemm_fp8_amx.cpp). Not part
+// of the public API.
 //
 // Each ISA file is compiled with `#pragma GCC target(...)` and exports exactly
 // one constant-initialized KernelSet object (no code runs at load time, so
