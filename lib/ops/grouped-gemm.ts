@@ -71,7 +71,10 @@ const contiguousTwin = twin(
     checkActivations(a, [rows], k, op);
     const groupIndex = indexTensor(layout instanceof Tensor ? layout : layout?.groupIndex, rows, op, 'groupIndex');
     const d = output(op, [rows, n], opts, a.data.device);
-    const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, groupIndex, d };
+    // A layout's segments start at multiples of its align (what lets a GPU
+    // give each block of rows one expert); a bare groupIndex promises nothing.
+    const align = layout instanceof Tensor ? 1 : layout.align;
+    const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, groupIndex, d, align };
     return { run: (async) => (rows === 0 || n === 0 ? undefined : native().groupedGemmFp8(args, async)), result: d };
   },
 );

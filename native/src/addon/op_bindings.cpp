@@ -82,6 +82,9 @@ Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(
             optionalTensorFromJs(call.args, "groupIndex", "groupedGemmFp8: groupIndex", &args->groupIndex, keep));
         MOE_RETURN_IF_ERROR(optionalTensorFromJs(call.args, "maskedM", "groupedGemmFp8: maskedM", &args->maskedM, keep));
+        if (!call.args.Get("align").IsUndefined()) {
+          MOE_RETURN_IF_ERROR(int64FromJs(call.args, "align", "groupedGemmFp8: align", 1, 1 << 16, &args->segmentAlign));
+        }
         if ((args->groupIndex.data == nullptr) == (args->maskedM.data == nullptr)) {
           return Status(Code::kRange, "groupedGemmFp8: exactly one of groupIndex and maskedM must be given");
         }

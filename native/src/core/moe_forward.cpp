@@ -116,6 +116,7 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
     g.d = rows(d, row0, row1 - row0);
     g.groupOffset = firstExpert;
     g.batchInvariant = args.batchInvariant;
+    g.segmentAlign = args.align;  // a shard's first row is its first expert's, a multiple of align
     return backend.groupedGemmFp8(g, ctx);
   });
 }

@@ -80,6 +80,11 @@ Status checkRoute(const RouteArgs& a) {
   if (a.numGroups < 1 || a.numGroups > experts || experts % a.numGroups != 0) {
     return Status(Code::kRange, "route: numGroups must be >= 1 and divide E=" + str(experts) + ", got " + str(a.numGroups));
   }
+  // Group-limited selection ranks groups by DeepSeek-V3's sigmoid group scores (SPEC.md "Routing").
+  if (a.scoring == Scoring::kSoftmax && a.numGroups != 1) {
+    return Status(Code::kRange, "route: numGroups: group-limited selection needs scoring 'sigmoid', got numGroups " + str(a.numGroups) +
+                                    " with softmax");
+  }
   if (a.topKGroups < 1 || a.topKGroups > a.numGroups) {
     return Status(Code::kRange, "route: topKGroups must be in [1, numGroups=" + str(a.numGroups) + "], got " + str(a.topKGroups));
   }
@@ -88,7 +93,8 @@ Status checkRoute(const RouteArgs& a) {
   if (a.topK > keptExperts) {
     return Status(Code::kRange, "route: topK must be <= topKGroups * (E / numGroups) = " + str(keptExperts) + ", got " + str(a.topK));
   }
-  if (!std::isfinite(a.scale)) return Status(Code::kNonFinite, "route: scale must be finite, got " + std::to_string(a.scale));
+  // An option out of range (ERR_MOE_RANGE, as lib/ says it), not non-finite data.
+  if (!std::isfinite(a.scale)) return Status(Code::kRange, "route: scale must be a finite number, got " + std::to_string(a.scale));
   if (a.bias.data != nullptr) {
     if (a.scoring != Scoring::kSigmoid) return Status(Code::kRange, "route: bias is only supported with sigmoid scoring");
     MOE_RETURN_IF_ERROR(expectDtype(a.bias, DType::kF32, "route: bias"));

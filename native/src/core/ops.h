@@ -119,6 +119,10 @@ struct GroupedGemmFp8Args {
   // Contiguous: b holds groups [groupOffset, groupOffset + G) of a larger set
   // (weights over 4 GiB live in several shards); groupIndex values are global.
   int64_t groupOffset = 0;
+  // Contiguous: every group's rows start at a multiple of this many rows (the
+  // dispatch layout's align; padding rows -1), so that a device kernel may
+  // give a whole block of rows one group. 1: nothing promised.
+  int64_t segmentAlign = 1;
   // Masked: rows per group on average, a tile-size hint for a device (0: unknown).
   int64_t expectedRows = 0;
   bool batchInvariant = false;  // as GemmFp8Args's
