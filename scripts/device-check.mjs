@@ -89,13 +89,19 @@ const kernelTakes = (n, k) => forcedKernel !== 'hopper' || (k % 128 === 0 && n %
 async function checkGemms() {
   // On 132 SMs the Hopper kernel splits K for M = 1, 64, 128 and 256 here (their tiles fill under half the
   // GPU; sm90_layouts.h, choose_k_splits), not for K = 256; MOE_CUDA_SPLIT_K=0 runs them in one pass.
-  for (const [mm, n, k] of [[1, 2112, 7168], [7, 300, 1040], [129, 257, 8208], [256, 4096, 7168], [64, 7168, 2048], [200, 2112, 256], [64, 2112, 7168], [128, 1024, 16384]]) {
+  // M = 4096, N = 7168, K = 2048: 1,792 tiles, more than any GPU's SMs, so the
+  // persistent scheduler walks several tiles per CTA (the others fit one wave).
+  for (const [mm, n, k] of [[1, 2112, 7168], [7, 300, 1040], [129, 257, 8208], [256, 4096, 7168], [64, 7168, 2048], [200, 2112, 256], [64, 2112, 7168], [128, 1024, 16384], [4096, 7168, 2048]]) {
     if (!kernelTakes(n, k)) continue;
+    let a, b, cpu;  // one CPU reference for both outputs
     for (const out of ['f32', 'bf16']) {
       const name = `gemmFp8 M=${mm} N=${n} K=${k} ${out}`;
       await guarded(name, () => {
-        const a = quantized([mm, k], 1), b = quantized([n, k], 128);
-        const cpu = m.gemmFp8Sync(a, b, { out: 'f32' }).data;
+        if (!cpu) {
+          a = quantized([mm, k], 1);
+          b = quantized([n, k], 128);
+          cpu = m.gemmFp8Sync(a, b, { out: 'f32' }).data;
+        }
         const gpu = m.gemmFp8Sync(toCuda(a), toCuda(b), { out, into: poisoned([mm, n], out) }).toFloat32Array();
         const diff = calcDiff(gpu, cpu);
         check(name, diff < 1e-5 && gpu.every(Number.isFinite), `diff=${diff.toExponential(2)}`);
@@ -110,7 +116,8 @@ async function checkGemms() {
       const groupIndex = m.tensor(Int32Array.from({ length: rows }, (_, r) => (r % rowsPerGroup < rowsPerGroup - 40 ? Math.floor(r / rowsPerGroup) : -1)), [rows]);
       const a = quantized([rows, k], 1), b = quantized([g, n, k], 128);
       const cpu = m.groupedGemmFp8Sync(a, b, groupIndex, { out: 'f32' }).data;
-      const gpu = m.groupedGemmFp8Sync(toCuda(a), toCuda(b), groupIndex.to('cuda'), { out: 'f32', into: poisoned([rows, n], 'f32') }).toFloat32Array();
+      // Segments of rowsPerGroup (a multiple of 128) rows: the Hopper kernel's contract.
+      const gpu = m.groupedGemmFp8Sync(toCuda(a), toCuda(b), groupIndex.to('cuda'), { out: 'f32', into: poisoned([rows, n], 'f32'), align: 128 }).toFloat32Array();
       check(name, calcDiff(gpu, cpu) < 1e-5 && gpu.every(Number.isFinite), `diff=${calcDiff(gpu, cpu).toExponential(2)}`);
     });
   }
@@ -420,7 +427,7 @@ async function timeShapes(peakTflops, hbm) {
         const groupIndex = m.tensor(Int32Array.from({ length: rowsTotal }, (_, r) => Math.floor(r / per)), [rowsTotal]).to('cuda');
         const a = toCuda(quantized([rowsTotal, k], 1)), b = toCuda(quantized([g, n, k], 128));
         const d = m.empty([rowsTotal, n], 'bf16', 'cuda');
-        const ms = await timeMs(() => m.groupedGemmFp8(a, b, groupIndex, { into: d }));
+        const ms = await timeMs(() => m.groupedGemmFp8(a, b, groupIndex, { into: d, align: 128 }));
         record('contiguous', `${g}x${per} N=${n} K=${k}`, 2 * rowsTotal * n * k, rowsTotal * k + g * n * k + 2 * rowsTotal * n, ms, DEEPGEMM_TARGET.contiguous);
         for (const t of [groupIndex, a.data, a.scales, b.data, b.scales, d]) t.dispose();
       });
@@ -442,8 +449,53 @@ async function timeShapes(peakTflops, hbm) {
   return rows;
 }
 
+// ---- under compute-sanitizer: every sm_90a kernel once, small ----
+// (device-check.sh runs this phase under memcheck, racecheck and synccheck
+// with MOE_CUDA_GEMM_KERNEL=hopper and the pipeline-wait trap off: the tools
+// slow kernels down by orders of magnitude). Dense with and without split-K,
+// contiguous grouped, masked grouped, and the MoE ops' kernels via one small
+// layer forward; each result against the CPU backend.
+async function checkUnderSanitizer() {
+  for (const [mm, n, k] of [[64, 256, 1024], [200, 512, 256]]) {
+    const name = `sanitized gemmFp8 M=${mm} N=${n} K=${k}${mm === 64 ? ' (split-K)' : ''}`;
+    await guarded(name, () => {
+      const a = quantized([mm, k], 1), b = quantized([n, k], 128);
+      const cpu = m.gemmFp8Sync(a, b, { out: 'f32' }).data;
+      const gpu = m.gemmFp8Sync(toCuda(a), toCuda(b), { out: 'f32', into: poisoned([mm, n], 'f32') }).toFloat32Array();
+      check(name, calcDiff(gpu, cpu) < 1e-5, `diff=${calcDiff(gpu, cpu).toExponential(2)}`);
+    });
+  }
+  await guarded('sanitized groupedGemmFp8 G=2 R=256 N=256 K=256', () => {
+    const rows = 256, n = 256, k = 256;
+    const groupIndex = m.tensor(Int32Array.from({ length: rows }, (_, r) => (r % 128 < 100 ? r >> 7 : -1)), [rows]);
+    const a = quantized([rows, k], 1), b = quantized([2, n, k], 128);
+    const cpu = m.groupedGemmFp8Sync(a, b, groupIndex, { out: 'f32' }).data;
+    const gpu = m.groupedGemmFp8Sync(toCuda(a), toCuda(b), groupIndex.to('cuda'), { out: 'f32', into: poisoned([rows, n], 'f32'), align: 128 }).toFloat32Array();
+    check('sanitized groupedGemmFp8 G=2 R=256 N=256 K=256', calcDiff(gpu, cpu) < 1e-5, `diff=${calcDiff(gpu, cpu).toExponential(2)}`);
+  });
+  await guarded('sanitized groupedGemmFp8Masked G=2 Mmax=64 N=256 K=256', () => {
+    const maskedM = m.tensor(Int32Array.from([17, 64]), [2]);
+    const a = quantized([2, 64, 256], 1), b = quantized([2, 256, 256], 128);
+    const cpu = m.groupedGemmFp8MaskedSync(a, b, maskedM, { out: 'f32' }).data;
+    const gpu = m.groupedGemmFp8MaskedSync(toCuda(a), toCuda(b), maskedM.to('cuda'), { out: 'f32', into: poisoned([2, 64, 256], 'f32') }).toFloat32Array();
+    check('sanitized groupedGemmFp8Masked G=2 Mmax=64 N=256 K=256', calcDiff(gpu, cpu) < 1e-5, `diff=${calcDiff(gpu, cpu).toExponential(2)}`);
+  });
+  await guarded('sanitized layer forward T=5 (masked) and T=40 (contiguous)', async () => {
+    const config = { ...m.DEEPSEEK_V3_CONFIG, hiddenSize: 256, intermediateSize: 128, numExperts: 16 };
+    const cpuLayer = m.MoeLayer.random(config, { seed: 3 });
+    const layer = cpuLayer.to('cuda');
+    for (const t of [5, 40]) {
+      const x = m.bf16FromFloat32(Float32Array.from({ length: t * 256 }, () => Math.random() * 2 - 1), [t, 256]);
+      const want = cpuLayer.forwardSync(x, { out: 'f32' }).data;
+      const got = (await layer.forward(x, { out: 'f32' })).toFloat32Array();
+      check(`sanitized layer forward T=${t}`, calcDiff(got, want) < 1e-3, `diff=${calcDiff(got, want).toExponential(2)}`);
+    }
+  });
+}
+
 // ---- phases ----
 const PHASES = {
+  sanitize: async () => { await checkUnderSanitizer(); return {}; },
   gemm: async () => { await checkGemms(); return {}; },
   ops: async () => { await checkQuantize(); await checkMoeOps(); return {}; },
   layer: async () => { await checkLayer(); return {}; },
@@ -466,7 +518,8 @@ async function runPhase(name) {
   if (name.startsWith('time-')) env.hbm = hbmGBs();
   const started = Date.now();
   const part = await PHASES[name](env);
-  const label = variant ? `${name} (${variant})` : name;
+  const tags = [process.env.DEVICE_CHECK_LABEL, variant].filter(Boolean).join(', ');
+  const label = tags ? `${name} (${tags})` : name;
   const report = { phase: label, date: new Date().toISOString(), seconds: (Date.now() - started) / 1e3, device: env.device, hbmGBs: env.hbm, specFp8Tflops: env.peak, checks: results, ...part };
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(path.join(outDir, `phase-${label.replace(/[^a-z0-9-]+/gi, '_')}.json`), JSON.stringify(report, null, 2));

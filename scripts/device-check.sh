@@ -3,7 +3,7 @@
 # Node.js (the device tool's machine). Prepare here with
 #   bash scripts/prepare-device.sh
 # then run there with carry = [.device, dist, build/Release, node_modules/node-gyp-build]:
-#   bash scripts/device-check.sh
+#   bash scripts/device-check.sh          # fits one 10-minute call (BUDGET_S, default 570)
 # It builds the CUDA plug-in (or, if that fails, uses the one prepare-device.sh
 # built here and carried in .device/), then runs scripts/device-check.mjs one
 # phase per process, each under a time limit: the GEMMs against the CPU
@@ -27,7 +27,7 @@ export PATH="$PWD/.device/bin:$PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
 
 start=$SECONDS
-if cmake -S native/cuda -B build-cuda -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1 &&
+if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1 &&
   cmake --build build-cuda -j "$(nproc)" >> "$out/cmake.log" 2>&1; then
   echo "build: ok ($((SECONDS - start)) s)" | tee -a "$out/phases.txt"
 else
@@ -37,20 +37,36 @@ else
   echo "build: FAILED ($((SECONDS - start)) s); using the plug-in built by prepare-device.sh" | tee -a "$out/phases.txt"
 fi
 
-# phase  time limit (s)  environment (comma-separated assignments, or -)
+# phase  time limit (s)  environment (comma-separated assignments, or -).
+# Correctness first, then the sanitizers, the suite's GPU files, the timings:
+# what the 10-minute budget cuts off (see BUDGET_S below) is the least needed.
+# The sanitizer phases run the `sanitize` checks (every sm_90a kernel once,
+# small, and a small layer) under compute-sanitizer's memcheck, racecheck and
+# synccheck, with the Hopper kernels forced and their pipeline-wait trap off
+# (the tools slow kernels down by orders of magnitude).
+sanitize_env="MOE_CUDA_GEMM_KERNEL=hopper,MOE_CUDA_HANG_TRAP_S=0,MOE_CUDA_PROBE=inprocess"
 plan=(
   "gemm 120 MOE_CUDA_GEMM_KERNEL=simt"
   "gemm 120 MOE_CUDA_GEMM_KERNEL=hopper"
   "gemm 120 MOE_CUDA_GEMM_KERNEL=hopper,MOE_CUDA_SPLIT_K=0"
   "ops 120 -"
   "layer 120 -"
+  "memcheck 90 $sanitize_env"
+  "racecheck 90 $sanitize_env"
+  "synccheck 60 $sanitize_env"
   "vitest 180 -"
   "time-gemm 180 -"
   "time-gemm 120 MOE_CUDA_SPLIT_K=0"
   "time-ops 90 -"
   "time-layer 240 -"
 )
-wanted="${PHASES:-gemm ops layer vitest time-gemm time-ops time-layer}"
+wanted="${PHASES:-gemm ops layer memcheck racecheck synccheck vitest time-gemm time-ops time-layer}"
+# The whole check, build included, must fit one 10-minute call of the device
+# tool: a phase gets at most what is left of BUDGET_S (seconds since the
+# script started), and is skipped (and reported so) with under 30 s left.
+budget="${BUDGET_S:-570}"
+sanitizer="$(command -v compute-sanitizer || true)"
+[ -n "$sanitizer" ] || [ ! -x /usr/local/cuda/bin/compute-sanitizer ] || sanitizer=/usr/local/cuda/bin/compute-sanitizer
 hopper_ok=1          # the Hopper GEMM phase (split-K on) passed
 hopper_nosplit_ok=1  # the Hopper GEMM phase with MOE_CUDA_SPLIT_K=0 passed
 for entry in "${plan[@]}"; do
@@ -63,20 +79,35 @@ for entry in "${plan[@]}"; do
   if [ -z "$assignment" ] && [ "$phase" != time-gemm ] && [ $hopper_ok = 0 ]; then
     if [ $hopper_nosplit_ok = 1 ]; then assignment="MOE_CUDA_SPLIT_K=0"; else assignment="MOE_CUDA_GEMM_KERNEL=simt"; fi
   fi
+  left=$((budget - SECONDS))
+  if [ $left -lt 30 ]; then
+    echo "phase $phase ${assignment:-}: skipped (${left} s of the ${budget} s budget left)" >> "$out/phases.txt"
+    continue
+  fi
+  [ "$limit" -le $((left - 10)) ] || limit=$((left - 10))
   echo "==== $phase $assignment (limit $limit s)"
   t0=$SECONDS
-  if [ "$phase" = vitest ]; then
-    # The GPU test files of the suite (skipped on machines without a GPU).
-    command=(node node_modules/vitest/vitest.mjs run test/cuda-backend.test.ts test/moe-ops-cuda.test.ts test/moe-layer-cuda.test.ts test/checkpoint-python.test.ts test/worker-teardown.test.ts)
-  else
-    command=(node scripts/device-check.mjs "$phase")
-  fi
+  case "$phase" in
+    vitest)
+      # The GPU test files of the suite (skipped on machines without a GPU).
+      command=(node node_modules/vitest/vitest.mjs run test/native-checks.test.ts test/cuda-host-contracts.test.ts test/cuda-backend.test.ts
+        test/moe-ops-cuda.test.ts test/moe-layer-cuda.test.ts test/checkpoint-python.test.ts test/worker-teardown.test.ts) ;;
+    memcheck | racecheck | synccheck)
+      if [ -z "$sanitizer" ]; then
+        echo "phase $phase: FAILED: compute-sanitizer not found" >> "$out/phases.txt"
+        continue
+      fi
+      command=("$sanitizer" --tool "$phase" --error-exitcode 3 --print-limit 20 node scripts/device-check.mjs sanitize)
+      assignment="$assignment DEVICE_CHECK_LABEL=$phase" ;;
+    *) command=(node scripts/device-check.mjs "$phase") ;;
+  esac
   env $assignment timeout -k 10 "$limit" "${command[@]}" 2>&1 | tee -a "$out/device-check.txt"
   rc=${PIPESTATUS[0]}
   case $rc in
     0) verdict="ok" ;;
     124 | 137) verdict="TIMED OUT" ;;
     1) verdict="checks failed" ;;
+    3) verdict="FAILED: $phase reported errors" ;;
     *) verdict="died (exit $rc)" ;;
   esac
   echo "phase $phase ${assignment:-}: $verdict ($((SECONDS - t0)) s)" >> "$out/phases.txt"

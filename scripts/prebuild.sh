@@ -16,7 +16,7 @@ if [ "${1:-}" = "--if-stale" ]; then
   fresh=1
   if [ -z "$addon" ] || [ -n "$(find native/src binding.gyp -newer "$addon" -print -quit)" ]; then fresh=0; fi
   if command -v nvcc >/dev/null 2>&1 && { [ ! -f "$dir/libmoe_cuda.so" ] ||
-      [ -n "$(find native/cuda native/src/core -newer "$dir/libmoe_cuda.so" -print -quit)" ]; }; then fresh=0; fi
+      [ -n "$(find native/cuda native/src/core CMakeLists.txt -newer "$dir/libmoe_cuda.so" -print -quit)" ]; }; then fresh=0; fi
   if [ "$fresh" = 1 ]; then echo "prebuild: $dir is up to date"; ls -la "$dir"; exit 0; fi
 fi
 prebuildify --napi --strip

@@ -59,16 +59,23 @@ describe('the CUDA backend on this machine', () => {
       expect(cudaStatusWith({ MOE_CUDA_PLUGIN: garbage })).toMatchObject({ available: false, reason: expect.stringMatching(/cannot load the CUDA plug-in/) });
       const foreign = ['/lib/x86_64-linux-gnu/libm.so.6', '/usr/lib/x86_64-linux-gnu/libm.so.6'].find((p) => fs.existsSync(p));
       if (foreign) {
-        expect(cudaStatusWith({ MOE_CUDA_PLUGIN: foreign }).reason).toMatch(/lacks moe_cuda_abi_version/);
+        expect(cudaStatusWith({ MOE_CUDA_PLUGIN: foreign }).reason).toMatch(/lacks moe_cuda_get_api/);
       }
       expect(cudaStatusWith({ MOE_CUDA_PLUGIN: path.join(dir, 'missing.so') }).reason).toMatch(/not built/);
 
       // A plug-in that crashes its process on load: only the probe child dies.
       const source = path.join(dir, 'crash.c');
-      fs.writeFileSync(source, '#include <stdlib.h>\n__attribute__((constructor)) static void crash(void) { abort(); }\nunsigned moe_cuda_abi_version(void) { return 1; }\n');
+      fs.writeFileSync(source, '#include <stdlib.h>\n__attribute__((constructor)) static void crash(void) { abort(); }\nconst void* moe_cuda_get_api(unsigned v) { (void)v; return 0; }\n');
       const crashing = path.join(dir, 'libcrash.so');
       execFileSync('cc', ['-shared', '-fPIC', '-o', crashing, source]);
       expect(cudaStatusWith({ MOE_CUDA_PLUGIN: crashing }).reason).toMatch(/probing the CUDA plug-in in a child process failed \(it was killed by SIGABRT\)/);
+
+      // A plug-in of another ABI: its table is refused by version, not called.
+      const other = path.join(dir, 'other.c');
+      fs.writeFileSync(other, 'const void* moe_cuda_get_api(unsigned v) { (void)v; return 0; }\n');
+      const older = path.join(dir, 'libother.so');
+      execFileSync('cc', ['-shared', '-fPIC', '-o', older, other]);
+      expect(cudaStatusWith({ MOE_CUDA_PLUGIN: older }).reason).toMatch(/does not speak ABI \d+/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

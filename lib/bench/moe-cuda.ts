@@ -108,8 +108,8 @@ export async function layerGemmsMs(layer: MoeLayer, tokens: number): Promise<num
     const a2 = onDevice(randomQuantized(rows, i, 1));
     const d1 = empty([rows, 2 * i], 'bf16', 'cuda');
     const d2 = empty([rows, h], 'bf16', 'cuda');
-    ms += await gpuMedianMs(() => groupedGemmFp8(a1, weightsOf(w.w13), gi, { into: d1 }));
-    ms += await gpuMedianMs(() => groupedGemmFp8(a2, weightsOf(w.w2), gi, { into: d2 }));
+    ms += await gpuMedianMs(() => groupedGemmFp8(a1, weightsOf(w.w13), gi, { into: d1, align: CUDA_ALIGN }));
+    ms += await gpuMedianMs(() => groupedGemmFp8(a2, weightsOf(w.w2), gi, { into: d2, align: CUDA_ALIGN }));
   }
   const sharedW13 = w.sharedW13, sharedW2 = w.sharedW2;
   if (sharedW13 && sharedW2) {

@@ -7,7 +7,7 @@ import { MoeError } from '../errors';
 import { native } from '../native';
 import { Tensor, empty } from '../tensor';
 import { expectDtype, expectFinite, expectOneOf, expectOptions, expectShape, expectTensor } from '../validate';
-import { DispatchLayout, expectLayout } from './layout';
+import { DispatchLayout, expectLayout } from './dispatch-layout';
 import { asRows } from './rows';
 import { rowsShape } from './dispatch';
 import { PreparedCall, twin } from './twin';

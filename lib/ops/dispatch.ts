@@ -6,7 +6,7 @@ import { MoeError } from '../errors';
 import { native } from '../native';
 import { Tensor } from '../tensor';
 import { expectDtype, expectOptions, expectRank, expectTensor } from '../validate';
-import { DispatchLayout, expectLayout } from './layout';
+import { DispatchLayout, expectLayout } from './dispatch-layout';
 import { QuantizedTensor } from './quantize';
 import { Quantizing, RowOutputOptions, rowOutput } from './rows';
 import { PreparedCall, twin } from './twin';

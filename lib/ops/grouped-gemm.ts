@@ -6,8 +6,8 @@
 import { MoeError } from '../errors';
 import { native } from '../native';
 import { Tensor, empty } from '../tensor';
-import { expectDtype, expectFinite, expectInnerMultipleOf16, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
-import { DispatchLayout } from './layout';
+import { expectDtype, expectFinite, expectInnerMultipleOf16, expectInteger, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
+import { DispatchLayout } from './dispatch-layout';
 import { QUANT_GROUP, QuantizedTensor, WEIGHT_BLOCK_ROWS } from './quantize';
 import { PreparedCall, twin } from './twin';
 
@@ -15,6 +15,15 @@ export interface GroupedGemmOptions {
   /** Output dtype: 'bf16' (default) or 'f32'. */
   out?: 'bf16' | 'f32';
   into?: Tensor;
+}
+
+export interface ContiguousGemmOptions extends GroupedGemmOptions {
+  /**
+   * Every group's rows start at a multiple of this many rows (padding rows
+   * -1): the GPU's Hopper kernel then gives whole blocks of rows one group.
+   * Default: the layout's align, or 1 (nothing promised) for a bare groupIndex.
+   */
+  align?: number;
 }
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
@@ -62,9 +71,9 @@ function indexTensor(value: unknown, length: number, op: string, what: string): 
 }
 
 const contiguousTwin = twin(
-  (a: QuantizedTensor, b: QuantizedTensor, layout: DispatchLayout | Tensor, options?: GroupedGemmOptions): PreparedCall<Tensor> => {
+  (a: QuantizedTensor, b: QuantizedTensor, layout: DispatchLayout | Tensor, options?: ContiguousGemmOptions): PreparedCall<Tensor> => {
     const op = 'groupedGemmFp8';
-    const opts = expectOptions(options, ['out', 'into'], `${op}: options`);
+    const opts = expectOptions(options, ['out', 'into', 'align'], `${op}: options`);
     const [, n, k] = checkExpertWeights(b, op);
     if (typeof a !== 'object' || a === null || !(a.data instanceof Tensor)) throw new MoeError('ERR_MOE_ARGUMENT', `${op}: a: expected { data, scales }`);
     const rows = a.data.shape[0];
@@ -73,13 +82,16 @@ const contiguousTwin = twin(
     const d = output(op, [rows, n], opts, a.data.device);
     // A layout's segments start at multiples of its align (what lets a GPU
     // give each block of rows one expert); a bare groupIndex promises nothing.
-    const align = layout instanceof Tensor ? 1 : layout.align;
+    const align = expectInteger(opts.align ?? (layout instanceof Tensor ? 1 : layout.align), 1, 1 << 16, `${op}: options.align`);
     const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, groupIndex, d, align };
     return { run: (async) => (rows === 0 || n === 0 ? undefined : native().groupedGemmFp8(args, async)), result: d };
   },
 );
 
-/** D [R, N] = A [R, K] * B[groupIndex[r]]^T per row, zero where groupIndex is -1; `layout` is a contiguous DispatchLayout or groupIndex [R]. */
+/**
+ * D [R, N] = A [R, K] * B[groupIndex[r]]^T per row, zero where groupIndex is -1; `layout` is a contiguous DispatchLayout or
+ * groupIndex [R] (then `options.align` may say how its segments are aligned).
+ */
 export const groupedGemmFp8 = contiguousTwin.async;
 export const groupedGemmFp8Sync = contiguousTwin.sync;
 

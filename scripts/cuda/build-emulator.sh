@@ -10,7 +10,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out="$root/build-emu"
 lib="$out/libmoe_cuda.so"
 mkdir -p "$out/obj"
-sources=("$root"/native/cuda/test/emulator/*.cpp "$root"/native/src/cpu/*.cpp
+sources=("$root"/native/cuda/test/emulator/*.cpp "$root/native/cuda/src/api_table.cpp"
+  "$root/native/cuda/src/sm90_fp8_gemm_heuristics.cpp" "$root"/native/src/cpu/*.cpp
   "$root/native/src/core/status.cpp" "$root/native/src/core/tensor.cpp" "$root/native/src/core/numerics.cpp"
   "$root/native/src/core/op_checks.cpp" "$root/native/src/core/moe_op_checks.cpp" "$root/native/src/core/backend.cpp")
 selftest() {
@@ -21,7 +22,9 @@ selftest() {
   echo "build-emulator: self-test: $(grep -c '^  ok' "$out/emulator_selftest.log") refusals and waits as expected"
 }
 # (Newer sources, headers or this script rebuild; a fresh clone always builds.)
-if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/src/fail.h" "$root/native/cuda/test/emulator/" \
+if [ -f "$lib" ] && [ -z "$(find "$root/native/src" "$root/native/cuda/include" "$root/native/cuda/src/fail.h" "$root/native/cuda/src/api_entry.h" "$root/native/cuda/src/api_table.cpp" \
+  "$root/native/cuda/src/split_k_workspace.h" "$root/native/cuda/src/gemm_problem.h" "$root/native/cuda/src/sm90_fp8_gemm_heuristics.h" \
+  "$root/native/cuda/src/sm90_fp8_gemm_heuristics.cpp" "$root/native/cuda/test/emulator/" \
   "$root/native/cuda/test/emulator_selftest.c" "${BASH_SOURCE[0]}" -newer "$lib" -print -quit)" ]; then
   echo "build-emulator: $lib is up to date"
   selftest

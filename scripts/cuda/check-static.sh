@@ -71,25 +71,30 @@ command -v cmake >/dev/null || fail "cmake is not on PATH"
 
 # ---- 1. build ----------------------------------------------------------------
 needs_build=1
-if [ -f "$lib" ] && [ -z "$(find "$src" -type f -newer "$lib" -print -quit)" ]; then
+if [ -f "$lib" ] && [ -z "$(find "$src" "$root/CMakeLists.txt" -type f -newer "$lib" -print -quit)" ]; then
   needs_build=0
   for s in "${sm90_sources[@]}"; do
     [ -f "$logs/$s.cu.o.ptxas.log" ] && [ -f "$keep/$s.ptx" ] || needs_build=1
   done
   # the ptxas logs are a by-product of compiling the Hopper objects: force them
-  [ $needs_build -eq 1 ] && rm -f "$build"/CMakeFiles/moe_cuda_sm90.dir/src/*.o
+  [ $needs_build -eq 1 ] && rm -f "$build"/CMakeFiles/moe_cuda_sm90.dir/native/cuda/src/*.o
   for s in "${moe_sources[@]}"; do
     if [ ! -f "$moe_logs/$s.cu.o.ptxas.log" ]; then
       needs_build=1
-      rm -f "$build"/CMakeFiles/moe_cuda_moe.dir/src/*.o
+      rm -f "$build"/CMakeFiles/moe_cuda_moe.dir/native/cuda/src/*.o
     fi
   done
 fi
 if [ $needs_build -eq 1 ]; then
   start=$(date +%s)
+  # A build folder configured from another source folder (the plug-in's build
+  # used to start in native/cuda/) is configured afresh.
+  if [ -f "$build/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$root" "$build/CMakeCache.txt"; then
+    rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
+  fi
   if [ ! -f "$build/CMakeCache.txt" ]; then
     mkdir -p "$build"
-    cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build/configure.log" 2>&1 ||
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build/configure.log" 2>&1 ||
       { cat "$build/configure.log" >&2; fail "cmake configure"; }
   fi
   cmake --build "$build" -j"$jobs" >"$build/build.log" 2>&1 ||
@@ -107,12 +112,13 @@ for s in "${sm90_sources[@]}"; do
   check_ptxas_log "$s" "$log"
   kernels=$((kernels + n))
   if grep -iE 'wgmma.*serializ|serializ.*wgmma' "$log" >&2; then fail "$s: wgmma serialization"; fi
+  if grep -iE 'setmaxnreg.*ignored' "$log" >&2; then fail "$s: ptxas ignored setmaxnreg"; fi
   if grep -iE 'ptxas (warning|error)' "$log" >&2; then fail "$s: ptxas warnings"; fi
   bad=$(grep -oE 'Used [0-9]+ registers' "$log" | awk -v want=$expect_regs '$2 != want' | head -1)
   [ -z "$bad" ] || fail "$s: '$bad' but setmaxnreg assumes $expect_regs"
   [ "$(grep -c 'Used [0-9]* registers' "$log")" -eq "$n" ] || fail "$s: a kernel without a register report"
 done
-note "ptxas: $kernels sm_90a kernels, all $expect_regs registers, 0 spills, 0 stack, no wgmma serialization"
+note "ptxas: $kernels sm_90a kernels, all $expect_regs registers, 0 spills, 0 stack, no wgmma serialization, no setmaxnreg ignored"
 
 # ---- 3. PTX content ------------------------------------------------------------------
 for s in "${sm90_sources[@]}"; do
@@ -141,8 +147,9 @@ case " $needed " in
   *libcudart.so*) fail "links the shared CUDA runtime ($needed)" ;;
 esac
 nm -D --defined-only "$lib" | grep -q ' cudaMalloc' && fail "re-exports CUDA runtime symbols"
-exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | grep -c '^moe_cuda_' || true)
-note "linkage: NEEDED = $needed; $exported moe_cuda_* symbols exported"
+exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | grep '^moe_cuda_' | tr '\n' ' ' || true)
+[ "$exported" = "moe_cuda_get_api " ] || fail "exports '$exported'; the plug-in's one exported symbol is moe_cuda_get_api"
+note "linkage: NEEDED = $needed; exports moe_cuda_get_api only"
 
 # ---- 5. layout test (CPU, g++) ---------------------------------------------------------
 g++ -std=c++17 -O1 -Wall -Wextra -Werror -I"$src/include" -I"$src/src" "$src/test/layouts_test.cpp" \

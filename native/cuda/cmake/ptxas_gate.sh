@@ -46,6 +46,10 @@ grep -q 'Used [0-9]* registers' "$log" || problems+=("no ptxas -v report")
 
 if [ "$mode" = sm90 ]; then
   grep -qiE 'wgmma.*serializ|serializ.*wgmma' "$log" && problems+=("serialized wgmma")
+  # ptxas drops setmaxnreg when it cannot prove the register count at the
+  # instruction (C7515 "setmaxnreg ignored; unable to determine register
+  # count at entry"): the consumers then run with the producers' budget.
+  grep -qiE 'setmaxnreg.*ignored' "$log" && problems+=("setmaxnreg ignored")
   bad_regs=$(grep -oE 'Used [0-9]+ registers' "$log" | awk -v want="$expect_regs" '$2 != want' | head -1)
   [ -n "$bad_regs" ] && problems+=("'$bad_regs' (setmaxnreg assumes $expect_regs)")
   if [ -n "$src" ]; then

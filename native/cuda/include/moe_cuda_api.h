@@ -2,9 +2,11 @@
  * moe-kernels CUDA plug-in: the C ABI between the Node.js addon and
  * libmoe_cuda.so.
  *
- * The addon dlopen()s the plug-in, looks up moe_cuda_abi_version() and refuses
- * a library whose version differs from MOE_CUDA_ABI_VERSION, then calls
- * moe_cuda_probe(). Nothing crosses this boundary but C types: device pointers
+ * The addon dlopen()s the plug-in, looks up its one exported symbol,
+ * moe_cuda_get_api, asks it for the table of MOE_CUDA_ABI_VERSION (NULL from a
+ * library of another version: refused), then calls the table's probe.
+ * Below, each entry point is documented under its name (moe_cuda_probe is the
+ * table's `probe`, and so on). Nothing crosses this boundary but C types: device pointers
  * as void*, sizes as int64_t/size_t, enums as int32_t. No function throws;
  * each returns a moe_cuda_status and, where it takes (err, err_len), writes a
  * NUL-terminated message there on failure.
@@ -36,7 +38,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to a struct or signature below. */
-#define MOE_CUDA_ABI_VERSION 3
+#define MOE_CUDA_ABI_VERSION 4
 
 /* Status codes. The values of 1..7 equal moe::Code in native/src/core/status.h
  * (and so map 1:1 onto the package's MoeError codes). */
@@ -50,7 +52,7 @@ typedef enum moe_cuda_status {
                                  * a device flag, and the caller maps flag != 0 to this code. */
   MOE_CUDA_ERR_UNSUPPORTED = 6, /* ERR_MOE_UNSUPPORTED: no usable device / kernel */
   MOE_CUDA_ERR_INTERNAL = 7,    /* ERR_MOE_INTERNAL: a CUDA error or allocation failure */
-  MOE_CUDA_NOT_READY = 100      /* moe_cuda_event_query: work still pending (not an error) */
+  MOE_CUDA_NOT_READY = 100      /* moe_cuda_event_elapsed_ms: work still pending (not an error) */
 } moe_cuda_status;
 
 typedef enum moe_cuda_dtype {
@@ -93,9 +95,6 @@ typedef struct moe_cuda_device_info {
   char name[256];          /* the device's marketing name */
 } moe_cuda_device_info;
 
-/* Returns MOE_CUDA_ABI_VERSION as compiled into the library. */
-MOE_CUDA_API uint32_t moe_cuda_abi_version(void);
-
 /* Finds and initializes the device (ordinal from the environment variable
  * MOE_CUDA_DEVICE, default 0): creates the plug-in's stream and memory pool.
  * Idempotent. Returns MOE_CUDA_OK when the device is usable and fills `info`
@@ -105,37 +104,24 @@ MOE_CUDA_API uint32_t moe_cuda_abi_version(void);
  * Otherwise returns MOE_CUDA_ERR_UNSUPPORTED (or _INTERNAL) with a reason such
  * as "no NVIDIA driver", "no CUDA device", "NVIDIA driver too old: ...",
  * "GPU is sm_75; the CUDA backend needs sm_80 or newer". */
-MOE_CUDA_API int moe_cuda_probe(char* reason, size_t reason_len, moe_cuda_device_info* info);
 
 /* ---- stream-ordered memory ------------------------------------------------
  * Allocations come from a dedicated memory pool (cudaMallocFromPoolAsync)
  * whose release threshold keeps freed memory cached for reuse. A pointer is
  * usable by work enqueued after moe_cuda_alloc returns; moe_cuda_free
  * returns it to the pool once prior work on the stream is done. */
-MOE_CUDA_API int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len);
+
 /* Releases cached pool memory above `keep_bytes` back to the driver. */
-MOE_CUDA_API int moe_cuda_trim(size_t keep_bytes, char* err, size_t err_len);
 
 /* Asynchronous copies and fills on the plug-in stream. Host memory must stay
  * valid until the copy has completed (moe_cuda_synchronize, an event or a host
  * callback). Pageable host memory makes the CUDA driver stage the copy, so
  * d2h into pageable memory returns only once the data has arrived; pin the
  * buffer with moe_cuda_host_register for fully asynchronous copies. */
-MOE_CUDA_API int moe_cuda_copy_h2d(void* dst_device, const void* src_host, size_t bytes, char* err,
-                                   size_t err_len);
-MOE_CUDA_API int moe_cuda_copy_d2h(void* dst_host, const void* src_device, size_t bytes, char* err,
-                                   size_t err_len);
-MOE_CUDA_API int moe_cuda_copy_d2d(void* dst_device, const void* src_device, size_t bytes, char* err,
-                                   size_t err_len);
-MOE_CUDA_API int moe_cuda_memset(void* dst_device, int value, size_t bytes, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_host_register(void* host, size_t bytes, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_host_unregister(void* host, char* err, size_t err_len);
 
 /* ---- completion ----------------------------------------------------------- */
 /* Blocks until all work enqueued so far has finished; reports asynchronous
  * kernel errors (e.g. an illegal address) that happened since the last call. */
-MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len);
 
 /* Enqueues fn(user) to run on a CUDA-internal host thread once all work
  * enqueued before it has finished, or once the device has failed: it runs
@@ -144,44 +130,32 @@ MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len);
  * not call any moe_cuda_* or CUDA function; it should only signal the caller
  * (e.g. a uv_async_t / napi_threadsafe_function), which then learns the
  * outcome from moe_cuda_poll_error. Not for use during graph capture. */
-MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err,
-                                               size_t err_len);
 
 /* Never blocks: reports an asynchronous error (a kernel fault, a trap) that
  * has happened on the device so far, or MOE_CUDA_OK while all is well,
  * whether or not enqueued work is still running. */
-MOE_CUDA_API int moe_cuda_poll_error(char* err, size_t err_len);
 
-/* Events: record a point in the stream, then poll or wait for it.
- * moe_cuda_event_create makes a cheap event without timing;
- * moe_cuda_event_create_timed one that moe_cuda_event_elapsed_ms can measure
- * (both blocking-sync: waiting on them sleeps instead of spinning). */
+/* Events, for timing: moe_cuda_event_create_timed makes one that
+ * moe_cuda_event_elapsed_ms can measure; moe_cuda_event_record records it on
+ * the stream. */
 typedef struct moe_cuda_event_s* moe_cuda_event;
-MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len);
-/* MOE_CUDA_OK once the recorded work has finished, MOE_CUDA_NOT_READY before. */
-MOE_CUDA_API int moe_cuda_event_query(moe_cuda_event event, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char* err, size_t err_len);
 
 /* ---- benchmarking ------------------------------------------------------------
  * GPU time between two recorded timed events, in milliseconds (resolution
  * about 0.5 us): record `start`, enqueue the work, record `end`, then call
  * this (it does not wait: MOE_CUDA_NOT_READY while either event's work is
- * still pending; wait with moe_cuda_event_synchronize(end) first).
- * MOE_CUDA_ERR_RANGE if an event was made by moe_cuda_event_create (no
- * timing) or has never been recorded. */
-MOE_CUDA_API int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event end, float* ms, char* err,
-                                           size_t err_len);
+ * still pending; wait with moe_cuda_synchronize first).
+ * MOE_CUDA_ERR_RANGE if an event has never been recorded. */
+
 /* Enqueues a write of a device buffer twice the size of the device's L2 cache
  * (allocated on the first call and kept), so that the next kernel starts with
  * a cold L2, as in a real layer. Stream-ordered; put it before the `start`
  * event, not between the events. */
-MOE_CUDA_API int moe_cuda_flush_l2(char* err, size_t err_len);
 
 /* The plug-in's cudaStream_t, for callers that link CUDA themselves. */
-MOE_CUDA_API int moe_cuda_get_stream(void** stream, char* err, size_t err_len);
+
+/* The plug-in's cudaStream_t (as void*), for callers that link CUDA
+ * themselves (the NCCL transport enqueues its collectives on it). */
 
 /* ---- FP8 GEMMs --------------------------------------------------------------
  * All pointers are device pointers; every tensor is dense row-major.
@@ -206,12 +180,15 @@ typedef struct moe_cuda_gemm_args {
   int32_t reserved;
 } moe_cuda_gemm_args;
 
-/* Contiguous grouped layout (MoE prefill): rows of one group are contiguous
- * and each group's segment starts at a multiple of 128 rows. Row r uses
- * B[group_index[r]]; group_index[r] == -1 (or any value outside [0, G)) marks
- * a padding row whose output is zero. The Hopper kernel takes the group of a
- * whole 64/128-row block from its first row and writes zeros for rows of the
- * block whose group differs (out of contract input); SIMT honors every row. */
+/* Contiguous grouped layout (MoE prefill): rows of one group are contiguous.
+ * Row r uses B[group_index[r]]; group_index[r] == -1 (or any value outside
+ * [0, G)) marks a padding row whose output is zero. `align`: the caller's
+ * promise that every group's segment starts at a multiple of `align` rows
+ * (the dispatch layout's alignment; 1 promises nothing). The Hopper kernel
+ * takes the group of a whole 64/128-row block from its first row, so it runs
+ * only where align is a multiple of its block (64 or 128 rows); any other
+ * call runs the SIMT kernel, which honors every row (a forced
+ * MOE_CUDA_KERNEL_HOPPER is refused with MOE_CUDA_ERR_UNSUPPORTED). */
 typedef struct moe_cuda_grouped_gemm_args {
   const void* a;              /* [R, K] fp8 e4m3 */
   const float* sa;            /* [R, ceil(K/128)] f32 */
@@ -222,7 +199,7 @@ typedef struct moe_cuda_grouped_gemm_args {
   int64_t r, n, k, g;
   int32_t a_dtype, b_dtype, scale_dtype, d_dtype;
   int32_t kernel;
-  int32_t reserved;
+  int32_t align;              /* >= 1: segments start at multiples of it */
 } moe_cuda_grouped_gemm_args;
 
 /* Masked grouped layout (decode; a fixed launch, CUDA-graph capturable):
@@ -241,12 +218,6 @@ typedef struct moe_cuda_masked_gemm_args {
   int32_t kernel;
   int32_t reserved;
 } moe_cuda_masked_gemm_args;
-
-MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* args, char* err,
-                                           size_t err_len);
-MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_args* args, char* err,
-                                                  size_t err_len);
 
 /* ---- FP8 quantization (SPEC.md "Quantization") -------------------------------
  * Bit for bit the CPU backend's results (cpu/quantize.cpp). For every group
@@ -297,9 +268,6 @@ typedef struct moe_cuda_dequantize_args {
  * enqueued: MOE_CUDA_ERR_SHAPE (extents), _DTYPE, _RANGE (block_rows,
  * scale_format, an extent >= 2^31, a misaligned pointer), _INTERNAL (a null
  * device pointer). */
-MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* args, char* err, size_t err_len);
-
 
 /* ---- the MoE layer's operations (SPEC.md "Routing", "Dispatch layout,
  * dispatch, combine") ----------------------------------------------------------
@@ -404,25 +372,60 @@ typedef struct moe_cuda_combine_args {
   int32_t y_dtype, shared_dtype, out_dtype, reserved;
 } moe_cuda_combine_args;
 
-MOE_CUDA_API int moe_cuda_router_logits(const moe_cuda_router_logits_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_route(const moe_cuda_route_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_dispatch_layout(const moe_cuda_layout_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_dispatch(const moe_cuda_dispatch_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_swiglu(const moe_cuda_swiglu_args* args, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_combine(const moe_cuda_combine_args* args, char* err, size_t err_len);
-
 /* ---- CUDA graphs ---------------------------------------------------------------
- * moe_cuda_graph_begin_capture puts the plug-in's stream in capture mode
- * (cudaStreamCaptureModeThreadLocal): the ops called after it, on this thread,
- * are recorded, not run. Nothing recorded may synchronize or read back.
+ * moe_cuda_graph_begin_capture starts recording on a capture stream of the
+ * calling thread's own (cudaStreamCaptureModeThreadLocal): the ops called
+ * after it, on this thread, are recorded, not run, while other threads keep
+ * enqueueing on the plug-in's stream untouched (and unrecorded). Nothing
+ * recorded may synchronize or read back.
  * moe_cuda_graph_end_capture ends it and instantiates the graph (on failure
  * the capture is ended and discarded). moe_cuda_graph_launch enqueues one
  * replay on the stream: the same kernels with the same pointers and sizes. */
 typedef struct moe_cuda_graph_s* moe_cuda_graph;
-MOE_CUDA_API int moe_cuda_graph_begin_capture(char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t err_len);
-MOE_CUDA_API int moe_cuda_graph_destroy(moe_cuda_graph graph, char* err, size_t err_len);
+
+/* ---- the table ------------------------------------------------------------------
+ * The plug-in exports ONE symbol, moe_cuda_get_api: the addon dlopen()s the
+ * library, looks it up and asks for the table of the ABI it was built with.
+ * NULL means the library speaks another ABI (rebuild it). Each member is the
+ * entry point documented in the section above under its name. */
+typedef struct moe_cuda_api {
+  uint32_t abi_version; /* MOE_CUDA_ABI_VERSION */
+  uint32_t size;        /* sizeof(moe_cuda_api) */
+  int (*probe)(char* reason, size_t reason_len, moe_cuda_device_info* info);
+  int (*alloc)(size_t bytes, void** ptr, char* err, size_t err_len);
+  int (*free)(void* ptr, char* err, size_t err_len);
+  int (*copy_h2d)(void* dst_device, const void* src_host, size_t bytes, char* err, size_t err_len);
+  int (*copy_d2h)(void* dst_host, const void* src_device, size_t bytes, char* err, size_t err_len);
+  int (*copy_d2d)(void* dst_device, const void* src_device, size_t bytes, char* err, size_t err_len);
+  int (*memset)(void* dst_device, int value, size_t bytes, char* err, size_t err_len);
+  int (*host_register)(void* host, size_t bytes, char* err, size_t err_len);
+  int (*synchronize)(char* err, size_t err_len);
+  int (*launch_host_callback)(void (*fn)(void* user), void* user, char* err, size_t err_len);
+  int (*poll_error)(char* err, size_t err_len);
+  int (*event_create_timed)(moe_cuda_event* event, char* err, size_t err_len);
+  int (*event_record)(moe_cuda_event event, char* err, size_t err_len);
+  int (*event_elapsed_ms)(moe_cuda_event start, moe_cuda_event end, float* ms, char* err, size_t err_len);
+  int (*flush_l2)(char* err, size_t err_len);
+  int (*get_stream)(void** stream, char* err, size_t err_len);
+  int (*gemm_fp8)(const moe_cuda_gemm_args* args, char* err, size_t err_len);
+  int (*grouped_gemm_fp8)(const moe_cuda_grouped_gemm_args* args, char* err, size_t err_len);
+  int (*grouped_gemm_fp8_masked)(const moe_cuda_masked_gemm_args* args, char* err, size_t err_len);
+  int (*quantize)(const moe_cuda_quantize_args* args, char* err, size_t err_len);
+  int (*dequantize)(const moe_cuda_dequantize_args* args, char* err, size_t err_len);
+  int (*router_logits)(const moe_cuda_router_logits_args* args, char* err, size_t err_len);
+  int (*route)(const moe_cuda_route_args* args, char* err, size_t err_len);
+  int (*dispatch_layout)(const moe_cuda_layout_args* args, char* err, size_t err_len);
+  int (*dispatch)(const moe_cuda_dispatch_args* args, char* err, size_t err_len);
+  int (*swiglu)(const moe_cuda_swiglu_args* args, char* err, size_t err_len);
+  int (*combine)(const moe_cuda_combine_args* args, char* err, size_t err_len);
+  int (*graph_begin_capture)(char* err, size_t err_len);
+  int (*graph_end_capture)(moe_cuda_graph* graph, char* err, size_t err_len);
+  int (*graph_launch)(moe_cuda_graph graph, char* err, size_t err_len);
+  int (*graph_destroy)(moe_cuda_graph graph, char* err, size_t err_len);
+} moe_cuda_api;
+
+MOE_CUDA_API const moe_cuda_api* moe_cuda_get_api(uint32_t abi_version);
+typedef const moe_cuda_api* (*moe_cuda_get_api_fn)(uint32_t abi_version);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,6 +1,6 @@
 // One description of an FP8 GEMM problem shared by the SIMT and Hopper
 // kernels and the dispatch heuristics. Plain data; shapes already checked by
-// api.cpp (positive extents, K % 16 == 0, sizes < 2^31).
+// gemm_entry.cpp (positive extents, K % 16 == 0, sizes < 2^31).
 #pragma once
 
 #include <stdint.h>
@@ -27,6 +27,7 @@ struct GemmProblem {
   // groups of B: dense 1; contiguous and masked G.
   int64_t groups;
   const int32_t* group_index;  // contiguous only
+  int64_t segment_align;       // contiguous only: groups start at multiples of it (1: unknown)
   const int32_t* masked_m;     // masked only
   int64_t expected_m;          // masked only: a hint, 0 = unknown
   uint64_t hang_trap_ns;       // Hopper: a pipeline wait longer than this traps (0: never)

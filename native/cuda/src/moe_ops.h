@@ -1,5 +1,5 @@
 // The MoE layer's element-wise and routing kernels (SPEC.md "Routing",
-// "Dispatch layout, dispatch, combine"): problems and launchers. api.cpp
+// "Dispatch layout, dispatch, combine"): problems and launchers. moe_ops_entry.cpp
 // checks every argument on the host before a launcher runs; launchers only
 // enqueue on `stream` and return a moe_cuda_status. Kernels never read or
 // write out of bounds on out-of-contract data (ids, rowToken, slotRow out of
@@ -92,7 +92,7 @@ int swiglu_run(const SwigluProblem& p, cudaStream_t stream, char* err, size_t er
 int combine_run(const CombineProblem& p, cudaStream_t stream, char* err, size_t err_len);
 
 // Dynamic shared memory the route kernel needs per warp (one token), bytes;
-// api.cpp rejects problems whose one warp would not fit.
+// moe_ops_entry.cpp rejects problems whose one warp would not fit.
 size_t route_smem_per_warp(int64_t experts, int64_t groups);
 
 }  // namespace moe_cuda

@@ -1,5 +1,5 @@
 // fp8 quantize / dequantize kernels (SPEC.md "Quantization"), bit for bit the
-// CPU backend's results. Arguments are checked by api.cpp before these run.
+// CPU backend's results. Arguments are checked by quantize_entry.cpp before these run.
 #pragma once
 
 #include <cuda_runtime_api.h>

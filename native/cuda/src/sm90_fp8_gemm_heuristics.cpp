@@ -36,6 +36,12 @@ bool sm90_fp8_gemm_eligible(const GemmProblem& p, char* why, size_t len) {
   if (p.layout == GemmLayout::kContiguous && p.group_index == nullptr) {
     return say(why, len, "the contiguous layout needs group_index (got %lld)", 0);
   }
+  // The kernel gives a whole block of rows the group of its first row: only
+  // segments aligned to a block (64 rows at least) keep every row's group.
+  if (p.layout == GemmLayout::kContiguous && (p.segment_align < 1 || p.segment_align % 64 != 0)) {
+    return say(why, len, "the contiguous layout's segments are aligned to %lld rows, not to a multiple of 64",
+               static_cast<long long>(p.segment_align));
+  }
   if (p.layout == GemmLayout::kMasked && p.masked_m == nullptr) {
     return say(why, len, "the masked layout needs masked_m (got %lld)", 0);
   }
@@ -44,9 +50,9 @@ bool sm90_fp8_gemm_eligible(const GemmProblem& p, char* why, size_t len) {
 
 Sm90Choice sm90_fp8_gemm_choose(const GemmProblem& p, int sm_count) {
   if (sm_count < 1) sm_count = 1;
-  // The contiguous layout's groups are 128-row aligned: 128-row tiles never
-  // straddle groups and waste nothing but trailing padding.
-  if (p.layout == GemmLayout::kContiguous) return Sm90Choice{128};
+  // Contiguous: tiles must not straddle groups, so BLOCK_M divides the
+  // segments' alignment (eligible: a multiple of 64); 128 where it can.
+  if (p.layout == GemmLayout::kContiguous) return Sm90Choice{p.segment_align % 128 == 0 ? 128u : 64u};
   int64_t m = p.rows;
   if (p.layout == GemmLayout::kMasked && p.expected_m > 0 && p.expected_m < p.rows) m = p.expected_m;
   if (m <= 64) return Sm90Choice{64};

@@ -19,6 +19,8 @@ struct Sm90Choice {
 //   - N % 8 == 0: the TMA store's row pitch N * sizeof(out) must be a multiple
 //     of 16 bytes,
 //   - A, B, D 16-byte aligned (TMA global addresses),
+//   - contiguous: segments aligned to a multiple of 64 rows (segment_align),
+//     as a block of rows takes the group of its first row,
 //   - every extent and byte stride inside TMA's limits (dims <= 2^32,
 //     strides < 2^40) and the tile count inside int32.
 // On false writes the reason into (why, len).

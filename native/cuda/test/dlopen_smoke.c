@@ -1,6 +1,7 @@
-/* Loads libmoe_cuda.so the way the addon will (dlopen, RTLD_LOCAL), checks the
- * ABI version and the exported entry points, runs the probe and the host-side
- * argument checks. Needs no GPU: without a driver the probe must fail cleanly
+/* Loads libmoe_cuda.so the way the addon does (dlopen, RTLD_LOCAL, then its
+ * one exported symbol, moe_cuda_get_api), checks the table it returns (every
+ * entry point there, NULL for another ABI version), runs the probe and the
+ * plug-in's guards. Needs no GPU: without a driver the probe must fail cleanly
  * with a reason, never crash.
  *
  *   cc -std=c99 -Inative/cuda/include native/cuda/test/dlopen_smoke.c -ldl -o smoke
@@ -12,18 +13,6 @@
 
 #include "moe_cuda_api.h"
 
-static const char* const kSymbols[] = {
-    "moe_cuda_abi_version", "moe_cuda_probe", "moe_cuda_alloc", "moe_cuda_free", "moe_cuda_trim",
-    "moe_cuda_copy_h2d", "moe_cuda_copy_d2h", "moe_cuda_copy_d2d", "moe_cuda_memset", "moe_cuda_host_register",
-    "moe_cuda_host_unregister", "moe_cuda_synchronize", "moe_cuda_launch_host_callback", "moe_cuda_event_create",
-    "moe_cuda_event_record", "moe_cuda_event_query", "moe_cuda_event_synchronize", "moe_cuda_event_destroy",
-    "moe_cuda_get_stream", "moe_cuda_gemm_fp8", "moe_cuda_grouped_gemm_fp8", "moe_cuda_grouped_gemm_fp8_masked",
-    "moe_cuda_event_create_timed", "moe_cuda_event_elapsed_ms", "moe_cuda_flush_l2", "moe_cuda_quantize",
-    "moe_cuda_dequantize", "moe_cuda_router_logits", "moe_cuda_route", "moe_cuda_dispatch_layout", "moe_cuda_dispatch",
-    "moe_cuda_swiglu", "moe_cuda_combine", "moe_cuda_graph_begin_capture", "moe_cuda_graph_end_capture",
-    "moe_cuda_graph_launch", "moe_cuda_graph_destroy"};
-
-typedef unsigned (*version_fn)(void);
 typedef int (*probe_fn)(char*, size_t, moe_cuda_device_info*);
 typedef int (*gemm_fn)(const moe_cuda_gemm_args*, char*, size_t);
 typedef int (*quantize_fn)(const moe_cuda_quantize_args*, char*, size_t);
@@ -46,18 +35,27 @@ int main(int argc, char** argv) {
     printf("  FAIL dlopen: %s\n", dlerror());
     return 1;
   }
-  for (size_t i = 0; i < sizeof(kSymbols) / sizeof(kSymbols[0]); ++i) {
-    if (dlsym(lib, kSymbols[i]) == NULL) {
-      printf("  FAIL missing symbol %s\n", kSymbols[i]);
-      ++failures;
-    }
+  moe_cuda_get_api_fn get_api = (moe_cuda_get_api_fn)dlsym(lib, "moe_cuda_get_api");
+  if (get_api == NULL) {
+    printf("  FAIL missing symbol moe_cuda_get_api\n");
+    return 1;
   }
-  expect(failures == 0, "all C ABI entry points exported");
-  version_fn version = (version_fn)dlsym(lib, "moe_cuda_abi_version");
-  probe_fn probe = (probe_fn)dlsym(lib, "moe_cuda_probe");
-  gemm_fn gemm = (gemm_fn)dlsym(lib, "moe_cuda_gemm_fp8");
-  if (version == NULL || probe == NULL || gemm == NULL) return 1;
-  expect(version() == MOE_CUDA_ABI_VERSION, "ABI version matches the header");
+  expect(get_api(MOE_CUDA_ABI_VERSION + 1) == NULL && get_api(0) == NULL, "another ABI version gets no table");
+  const moe_cuda_api* api = get_api(MOE_CUDA_ABI_VERSION);
+  if (api == NULL) {
+    printf("  FAIL moe_cuda_get_api(%d) returned NULL\n", MOE_CUDA_ABI_VERSION);
+    return 1;
+  }
+  expect(api->abi_version == MOE_CUDA_ABI_VERSION && api->size == sizeof(moe_cuda_api), "the table says its version and size");
+  /* every member after the two header words is a function pointer */
+  const size_t entries = (sizeof(moe_cuda_api) - 2 * sizeof(uint32_t)) / sizeof(void (*)(void));
+  void (*const* fns)(void) = (void (*const*)(void))((const char*)api + 2 * sizeof(uint32_t));
+  size_t missing = 0;
+  for (size_t i = 0; i < entries; ++i) missing += fns[i] == NULL;
+  expect(missing == 0, "every entry point of the table is set");
+  expect(dlsym(lib, "moe_cuda_probe") == NULL && dlsym(lib, "moe_cuda_gemm_fp8") == NULL, "only moe_cuda_get_api is exported");
+  probe_fn probe = api->probe;
+  gemm_fn gemm = api->gemm_fp8;
 
   char reason[512] = "";
   moe_cuda_device_info info;
@@ -103,10 +101,9 @@ int main(int argc, char** argv) {
   }
 
   /* quantize / dequantize: host checks before any device work */
-  quantize_fn quantize = (quantize_fn)dlsym(lib, "moe_cuda_quantize");
-  dequantize_fn dequantize = (dequantize_fn)dlsym(lib, "moe_cuda_dequantize");
-  elapsed_fn elapsed = (elapsed_fn)dlsym(lib, "moe_cuda_event_elapsed_ms");
-  if (quantize == NULL || dequantize == NULL || elapsed == NULL) return 1;
+  quantize_fn quantize = api->quantize;
+  dequantize_fn dequantize = api->dequantize;
+  elapsed_fn elapsed = api->event_elapsed_ms;
   moe_cuda_quantize_args qa;
   memset(&qa, 0, sizeof(qa));
   qa.x = qa.q = (void*)16;

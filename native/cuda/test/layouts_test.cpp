@@ -403,7 +403,17 @@ static void test_heuristics() {
   CHECK(sm90_fp8_gemm_choose(q, 132).block_m == 64, "decode (expected_m 8): BLOCK_M 64");
   q.layout = GemmLayout::kContiguous;
   q.group_index = reinterpret_cast<const int32_t*>(buf);
-  CHECK(sm90_fp8_gemm_choose(q, 132).block_m == 128, "contiguous: BLOCK_M 128");
+  q.segment_align = 128;
+  CHECK(sm90_fp8_gemm_eligible(q, why, sizeof(why)), "contiguous, segments aligned to 128: Hopper");
+  CHECK(sm90_fp8_gemm_choose(q, 132).block_m == 128, "contiguous, align 128: BLOCK_M 128");
+  q.segment_align = 64;
+  CHECK(sm90_fp8_gemm_eligible(q, why, sizeof(why)) && sm90_fp8_gemm_choose(q, 132).block_m == 64,
+        "contiguous, align 64: BLOCK_M 64 (a 128-row block could hold two groups)");
+  for (int64_t align : {1, 7, 32, 96}) {
+    q.segment_align = align;
+    CHECK(!sm90_fp8_gemm_eligible(q, why, sizeof(why)), "contiguous, align %lld: SIMT (a block could hold two groups)",
+          static_cast<long long>(align));
+  }
 }
 
 // ===========================================================================

@@ -1,5 +1,5 @@
 // Host-only check of the SIMT kernels' per-element math
-// (src/simt_fp8_gemm_math.cuh) against an independent float64 reference of
+// (src/sm80_simt_fp8_gemm_math.cuh) against an independent float64 reference of
 // SPEC.md: dense, contiguous grouped (with -1 padding rows and an out-of-range
 // index) and masked grouped (with masked_m of 0, partial, Mmax and beyond).
 // Compiled by nvcc as host code; runs without a GPU:
@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "simt_fp8_gemm_math.cuh"
+#include "sm80_simt_fp8_gemm_math.cuh"
 
 using moe_cuda::simt::Operands;
 

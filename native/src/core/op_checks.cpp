@@ -122,6 +122,9 @@ Status checkGroupedGemmFp8(const GroupedGemmFp8Args& args, GroupedShape* shape) 
     MOE_RETURN_IF_ERROR(expectDtype(args.groupIndex, DType::kI32, "groupIndex"));
     MOE_RETURN_IF_ERROR(expectShape(args.groupIndex, {rows}, "groupIndex"));
     MOE_RETURN_IF_ERROR(expectOutput(args.d, {rows, n}));
+    if (args.segmentAlign < 1 || args.segmentAlign > (1 << 16)) {
+      return Status(Code::kRange, "align: expected an integer in [1, 65536], got " + std::to_string(args.segmentAlign));
+    }
 
     shape->rows = rows;
     return Status::ok();

@@ -34,17 +34,17 @@ class CpuBackend final : public Backend {
 
   Status quantizeActivations(const QuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args, 1, "quantizeActivations"));
-    return prefixed("quantizeActivations", quantizeBlocks(args, 1));
+    return prefixed("quantizeActivations", cpu::quantizeActivations(args));
   }
 
   Status quantizeWeights(const QuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args, kWeightBlockRows, "quantizeWeights"));
-    return prefixed("quantizeWeights", quantizeBlocks(args, kWeightBlockRows));
+    return prefixed("quantizeWeights", cpu::quantizeWeights(args));
   }
 
   Status dequantize(const DequantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkDequantize(args));
-    return prefixed("dequantize", dequantizeBlocks(args));
+    return prefixed("dequantize", cpu::dequantize(args));
   }
 
   Status gemmFp8(const GemmFp8Args& args, ExecContext&) override {

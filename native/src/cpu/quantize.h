@@ -11,6 +11,12 @@ namespace moe::cpu {
 Status quantizeBlocks(const QuantizeArgs& args, int64_t blockRows);
 Status dequantizeBlocks(const DequantizeArgs& args);
 
+// The ops by their names (lib/ops/quantize.ts, Backend::quantizeActivations /
+// quantizeWeights; on the GPU moe_cuda_quantize with block_rows 1 / 128).
+inline Status quantizeActivations(const QuantizeArgs& args) { return quantizeBlocks(args, 1); }
+inline Status quantizeWeights(const QuantizeArgs& args) { return quantizeBlocks(args, kWeightBlockRows); }
+inline Status dequantize(const DequantizeArgs& args) { return dequantizeBlocks(args); }
+
 // Quantizes one row of f32 values [cols] 1x128: q [cols] fp8 and scales
 // [ceil(cols/128)]. Bit-exact with quantizeBlocks(blockRows = 1); the fused
 // kernels (dispatch, swiglu) call it so that all paths agree. Returns false if

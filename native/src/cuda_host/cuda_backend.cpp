@@ -74,7 +74,7 @@ Status CudaBackend::closeFlag(ExecContext& ctx, FlagOp kind, const char* op, OpF
   char err[512] = {0};
   Status status = enqueued;
   if (flag->slot.index >= 0) {
-    if (status.isOk()) status = fromPlugin(api.copyD2H(flag->slot.host, flag->word, sizeof(int32_t), err, sizeof err), err, op);
+    if (status.isOk()) status = fromPlugin(api.copy_d2h(flag->slot.host, flag->word, sizeof(int32_t), err, sizeof err), err, op);
     if (status.isOk() && ctx.async) {
       ctx.deferred = std::make_unique<SlotCheck>(flag->slot, kind, op);
       return status;
@@ -86,7 +86,7 @@ Status CudaBackend::closeFlag(ExecContext& ctx, FlagOp kind, const char* op, OpF
   }
   // A word of its own (every slot in flight): wait for it, then free it.
   int32_t bits = 0;
-  if (status.isOk()) status = fromPlugin(api.copyD2H(&bits, flag->word, sizeof bits, err, sizeof err), err, op);
+  if (status.isOk()) status = fromPlugin(api.copy_d2h(&bits, flag->word, sizeof bits, err, sizeof err), err, op);
   if (status.isOk()) status = fromPlugin(api.synchronize(err, sizeof err), err, op);
   (void)api.free(flag->word, err, sizeof err);
   return status.isOk() ? statusFromFlags(kind, bits, "", op) : status;
@@ -179,7 +179,7 @@ Status CudaBackend::gemmFp8(const GemmFp8Args& args, ExecContext&) {
   g.d_dtype = pluginDtype(args.d.dtype);
   g.kernel = MOE_CUDA_KERNEL_AUTO;
   char err[512] = {0};
-  return fromPlugin(Plugin::instance().api().gemmFp8(&g, err, sizeof err), err, "gemmFp8");
+  return fromPlugin(Plugin::instance().api().gemm_fp8(&g, err, sizeof err), err, "gemmFp8");
 }
 
 Status CudaBackend::groupedGemmFp8(const GroupedGemmFp8Args& args, ExecContext&) {
@@ -210,7 +210,8 @@ Status CudaBackend::groupedGemmFp8(const GroupedGemmFp8Args& args, ExecContext&)
     g.scale_dtype = MOE_CUDA_DTYPE_F32;
     g.d_dtype = pluginDtype(args.d.dtype);
     g.kernel = MOE_CUDA_KERNEL_AUTO;
-    return fromPlugin(api.groupedGemmFp8(&g, err, sizeof err), err, op);
+    g.align = static_cast<int32_t>(args.segmentAlign);
+    return fromPlugin(api.grouped_gemm_fp8(&g, err, sizeof err), err, op);
   }
   moe_cuda_masked_gemm_args g{};
   g.a = args.a.data;
@@ -228,7 +229,7 @@ Status CudaBackend::groupedGemmFp8(const GroupedGemmFp8Args& args, ExecContext&)
   g.scale_dtype = MOE_CUDA_DTYPE_F32;
   g.d_dtype = pluginDtype(args.d.dtype);
   g.kernel = MOE_CUDA_KERNEL_AUTO;
-  return fromPlugin(api.groupedGemmFp8Masked(&g, err, sizeof err), err, op);
+  return fromPlugin(api.grouped_gemm_fp8_masked(&g, err, sizeof err), err, op);
 }
 
 Status CudaBackend::routerLogits(const RouterLogitsArgs& args, ExecContext&) {
@@ -245,7 +246,7 @@ Status CudaBackend::routerLogits(const RouterLogitsArgs& args, ExecContext&) {
   a.x_dtype = pluginDtype(args.x.dtype);
   a.w_dtype = pluginDtype(args.w.dtype);
   char err[512] = {0};
-  return fromPlugin(Plugin::instance().api().routerLogits(&a, err, sizeof err), err, op);
+  return fromPlugin(Plugin::instance().api().router_logits(&a, err, sizeof err), err, op);
 }
 
 Status CudaBackend::route(const RouteArgs& args, ExecContext& ctx) {
@@ -297,7 +298,7 @@ Status CudaBackend::dispatchLayout(const LayoutArgs& args, ExecContext& ctx) {
   a.max_rows = args.maxRowsPerExpert;
   char err[512] = {0};
   return closeFlag(ctx, FlagOp::kLayout, op, &flag,
-                   fromPlugin(Plugin::instance().api().dispatchLayout(&a, err, sizeof err), err, op));
+                   fromPlugin(Plugin::instance().api().dispatch_layout(&a, err, sizeof err), err, op));
 }
 
 // NOTE: the one host synchronization of a contiguous forward: the grouped
@@ -309,10 +310,10 @@ Status CudaBackend::layoutOffsets(const LayoutArgs& layout, ExecContext& ctx, st
   char err[512] = {0};
   offsets->assign(layout.numExperts + 1, 0);
   int32_t bits = 0;
-  MOE_RETURN_IF_ERROR(fromPlugin(api.copyD2H(offsets->data(), layout.offsets.data, offsets->size() * sizeof(int32_t), err, sizeof err), err, op));
+  MOE_RETURN_IF_ERROR(fromPlugin(api.copy_d2h(offsets->data(), layout.offsets.data, offsets->size() * sizeof(int32_t), err, sizeof err), err, op));
   if (ctx.flagWords.data != nullptr) {
     MOE_RETURN_IF_ERROR(
-        fromPlugin(api.copyD2H(&bits, ctx.flagWords.as<int32_t>() + kFlagLayout, sizeof bits, err, sizeof err), err, op));
+        fromPlugin(api.copy_d2h(&bits, ctx.flagWords.as<int32_t>() + kFlagLayout, sizeof bits, err, sizeof err), err, op));
   }
   MOE_RETURN_IF_ERROR(fromPlugin(api.synchronize(err, sizeof err), err, op));
   return statusFromFlags(FlagOp::kLayout, bits, "moeForward: ");

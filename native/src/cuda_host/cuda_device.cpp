@@ -50,43 +50,43 @@ Status CudaBackend::alloc(size_t bytes, void** ptr) { return call("alloc", api()
 Status CudaBackend::free(void* ptr) { return call("free", api().free, ptr); }
 
 Status CudaBackend::copyToDevice(void* device, const void* host, size_t bytes) {
-  return call("to('cuda')", api().copyH2D, device, host, bytes);
+  return call("to('cuda')", api().copy_h2d, device, host, bytes);
 }
 
 Status CudaBackend::copyToHost(void* host, const void* device, size_t bytes) {
-  return call("to('cpu')", api().copyD2H, host, device, bytes);
+  return call("to('cpu')", api().copy_d2h, host, device, bytes);
 }
 
 Status CudaBackend::copyOnDevice(void* dst, const void* src, size_t bytes) {
-  return call("copy on the device", api().copyD2D, dst, src, bytes);
+  return call("copy on the device", api().copy_d2d, dst, src, bytes);
 }
 
 Status CudaBackend::fill(void* device, int byte, size_t bytes) { return call("fill", api().memset, device, byte, bytes); }
 
 Status CudaBackend::synchronize() { return call("CUDA", api().synchronize); }
-Status CudaBackend::pollError() { return call("CUDA", api().pollError); }
+Status CudaBackend::pollError() { return call("CUDA", api().poll_error); }
 
 Status CudaBackend::enqueueCompletion(void (*fn)(void* user), void* user) {
-  return call("CUDA", api().launchHostCallback, fn, user);
+  return call("CUDA", api().launch_host_callback, fn, user);
 }
 
-Status CudaBackend::nativeQueue(void** queue) { return call("nativeQueue", api().getStream, queue); }
+Status CudaBackend::nativeQueue(void** queue) { return call("nativeQueue", api().get_stream, queue); }
 
-Status CudaBackend::beginCapture() { return call("graph capture", api().graphBeginCapture); }
+Status CudaBackend::beginCapture() { return call("graph capture", api().graph_begin_capture); }
 
 Status CudaBackend::endCapture(Graph** graph) {
   moe_cuda_graph g = nullptr;
-  const Status status = call("graph capture", api().graphEndCapture, &g);
+  const Status status = call("graph capture", api().graph_end_capture, &g);
   *graph = reinterpret_cast<Graph*>(g);
   return status;
 }
 
 Status CudaBackend::launchGraph(Graph* graph) {
-  return call("graph replay", api().graphLaunch, reinterpret_cast<moe_cuda_graph>(graph));
+  return call("graph replay", api().graph_launch, reinterpret_cast<moe_cuda_graph>(graph));
 }
 
 void CudaBackend::destroyGraph(Graph* graph) {
-  if (graph != nullptr) (void)call("graph destroy", api().graphDestroy, reinterpret_cast<moe_cuda_graph>(graph));
+  if (graph != nullptr) (void)call("graph destroy", api().graph_destroy, reinterpret_cast<moe_cuda_graph>(graph));
 }
 
 // Benchmarks: two timed events on the stream (one pair per process).
@@ -94,8 +94,8 @@ namespace {
 moe_cuda_event gTimer[2] = {nullptr, nullptr};
 
 Status recordTimer(int which) {
-  if (gTimer[which] == nullptr) MOE_RETURN_IF_ERROR(call("cudaTimer", api().eventCreateTimed, &gTimer[which]));
-  return call("cudaTimer", api().eventRecord, gTimer[which]);
+  if (gTimer[which] == nullptr) MOE_RETURN_IF_ERROR(call("cudaTimer", api().event_create_timed, &gTimer[which]));
+  return call("cudaTimer", api().event_record, gTimer[which]);
 }
 }  // namespace
 
@@ -104,10 +104,10 @@ Status CudaBackend::startTimer() { return recordTimer(0); }
 Status CudaBackend::stopTimer(float* ms) {
   MOE_RETURN_IF_ERROR(recordTimer(1));
   MOE_RETURN_IF_ERROR(call("cudaTimer", api().synchronize));
-  return call("cudaTimer", api().eventElapsedMs, gTimer[0], gTimer[1], ms);
+  return call("cudaTimer", api().event_elapsed_ms, gTimer[0], gTimer[1], ms);
 }
 
-Status CudaBackend::flushCaches() { return call("cudaFlushL2", api().flushL2); }
+Status CudaBackend::flushCaches() { return call("cudaFlushL2", api().flush_l2); }
 
 // The words in FlagWord order; the quantizer's word is 1 for NaN
 // (moe_cuda_quantize's convention), the others hold MOE_CUDA_FLAG_* bits.

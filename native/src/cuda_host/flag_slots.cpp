@@ -40,7 +40,7 @@ bool acquireFlagSlot(FlagSlot* slot) {
     if (api.alloc(sizeof gHostWords, &words, err, sizeof err) == MOE_CUDA_OK) {
       p.deviceWords = static_cast<int32_t*>(words);
       // Unpinned host words still work: the copy back then waits for the op.
-      (void)api.hostRegister(gHostWords, sizeof gHostWords, err, sizeof err);
+      (void)api.host_register(gHostWords, sizeof gHostWords, err, sizeof err);
       for (int i = kSlots - 1; i >= 0; --i) p.free.push_back(i);
     }
   }

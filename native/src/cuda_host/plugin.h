@@ -13,41 +13,9 @@
 
 namespace moe::cuda {
 
-// The plug-in's entry points, resolved by name.
-struct PluginApi {
-  decltype(&moe_cuda_abi_version) abiVersion = nullptr;
-  decltype(&moe_cuda_probe) probe = nullptr;
-  decltype(&moe_cuda_alloc) alloc = nullptr;
-  decltype(&moe_cuda_free) free = nullptr;
-  decltype(&moe_cuda_copy_h2d) copyH2D = nullptr;
-  decltype(&moe_cuda_copy_d2h) copyD2H = nullptr;
-  decltype(&moe_cuda_copy_d2d) copyD2D = nullptr;
-  decltype(&moe_cuda_synchronize) synchronize = nullptr;
-  decltype(&moe_cuda_launch_host_callback) launchHostCallback = nullptr;
-  decltype(&moe_cuda_get_stream) getStream = nullptr;
-  decltype(&moe_cuda_poll_error) pollError = nullptr;
-  decltype(&moe_cuda_host_register) hostRegister = nullptr;
-  decltype(&moe_cuda_gemm_fp8) gemmFp8 = nullptr;
-  decltype(&moe_cuda_grouped_gemm_fp8) groupedGemmFp8 = nullptr;
-  decltype(&moe_cuda_grouped_gemm_fp8_masked) groupedGemmFp8Masked = nullptr;
-  decltype(&moe_cuda_quantize) quantize = nullptr;
-  decltype(&moe_cuda_dequantize) dequantize = nullptr;
-  decltype(&moe_cuda_event_create_timed) eventCreateTimed = nullptr;
-  decltype(&moe_cuda_event_record) eventRecord = nullptr;
-  decltype(&moe_cuda_event_elapsed_ms) eventElapsedMs = nullptr;
-  decltype(&moe_cuda_flush_l2) flushL2 = nullptr;
-  decltype(&moe_cuda_memset) memset = nullptr;
-  decltype(&moe_cuda_router_logits) routerLogits = nullptr;
-  decltype(&moe_cuda_route) route = nullptr;
-  decltype(&moe_cuda_dispatch_layout) dispatchLayout = nullptr;
-  decltype(&moe_cuda_dispatch) dispatch = nullptr;
-  decltype(&moe_cuda_swiglu) swiglu = nullptr;
-  decltype(&moe_cuda_combine) combine = nullptr;
-  decltype(&moe_cuda_graph_begin_capture) graphBeginCapture = nullptr;
-  decltype(&moe_cuda_graph_end_capture) graphEndCapture = nullptr;
-  decltype(&moe_cuda_graph_launch) graphLaunch = nullptr;
-  decltype(&moe_cuda_graph_destroy) graphDestroy = nullptr;
-};
+// The plug-in's entry points: the table its one exported symbol,
+// moe_cuda_get_api, returns for this addon's ABI version.
+using PluginApi = moe_cuda_api;
 
 class Plugin {
  public:
@@ -57,6 +25,7 @@ class Plugin {
   // first result, concurrent ones wait for it). Never throws and never
   // crashes on a missing library, a missing symbol, an ABI mismatch, a
   // missing driver or an unsupported GPU: each becomes the reason string.
+  // Until a load succeeds, api() is a table whose entries are all null.
   void load(const std::vector<std::string>& candidates);
 
   bool loaded() const { return loaded_.load(std::memory_order_acquire); }
@@ -79,7 +48,7 @@ class Plugin {
   std::string reason_ = "the CUDA plug-in has not been looked for";
   std::string path_;
   moe_cuda_device_info device_{};
-  PluginApi api_;
+  PluginApi api_{};
 };
 
 // Turns a plug-in status and message into a Status.

@@ -49,7 +49,7 @@ bool registered(const void* p, size_t bytes) {
   return inside(e.pinned, p, bytes);
 }
 
-// The alignment the real plug-in demands of an operand (api.cpp's
+// The alignment the real plug-in demands of an operand (src/*_entry.cpp's
 // check_aligned): 16 bytes for the fp8 row kernels' vector operands, the
 // element size elsewhere. A misaligned view is MOE_CUDA_ERR_RANGE there.
 bool aligned(const char* op, const char* name, const void* p, size_t align, char* err, size_t len) {

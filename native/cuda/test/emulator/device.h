@@ -25,11 +25,14 @@
 //     (each invalidates a real capture): the capture fails with the reason.
 // Data errors (an id out of range, NaN) reach the caller as the real
 // kernels report them: as MOE_CUDA_FLAG_* bits in the op's device flag.
-// Not emulated (a bug there passes here): the plug-in's host-side argument
-// checks (api.cpp; the addon checks shapes before calling), the Hopper
-// kernels' contracts (128-row groups, eligibility), capture by other threads
-// (capture here is per thread, in CUDA per stream), and copies from
-// registered host memory (staged at call time here, read later by a GPU).
+// The Hopper kernels' host-side contracts are kept (kernels.cpp): where the
+// plug-in's rules (shared with it) would pick them, a contiguous grouped GEMM
+// reads groupIndex a block of rows at a time, and a split dense GEMM passes
+// through the one shared split-K workspace between two stream items.
+// Not emulated (a bug there passes here): the plug-in's own guards (its
+// src/*_entry.cpp; the addon checks every op before calling), capture by
+// other threads (one capture at a time here), and copies from registered
+// host memory (staged at call time here, read later by a GPU).
 //
 // Three files: device.{h,cpp} (the emulated GPU: its stream thread, memory
 // registry, capture state and operand checks), runtime.cpp (the C ABI's
@@ -161,7 +164,7 @@ int refuse_in_capture(const char* op, char* err, size_t len);
 bool in_allocation(const void* p, size_t bytes);
 // Host range [p, p + bytes) inside one moe_cuda_host_register'ed range.
 bool registered(const void* p, size_t bytes);
-// The alignment the real plug-in demands of an operand (api.cpp's
+// The alignment the real plug-in demands of an operand (src/*_entry.cpp's
 // check_aligned); false with the message written otherwise.
 bool aligned(const char* op, const char* name, const void* p, size_t align, char* err, size_t len);
 // One device operand of op `op`: inside a live allocation (and, while

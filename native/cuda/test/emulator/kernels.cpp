@@ -3,13 +3,21 @@
 // real kernels' MOE_CUDA_FLAG_* bits (device.h).
 #include <stdint.h>
 
+#include <chrono>
+#include <cstring>
+#include <thread>
 #include <string>
 #include <vector>
 
+#include "api_entry.h"
 #include "core/backend.h"
+#include "core/numerics.h"
 #include "core/ops.h"
 #include "cpu/cpu_backend.h"
 #include "emulator/device.h"
+#include "gemm_problem.h"
+#include "sm90_fp8_gemm_heuristics.h"
+#include "split_k_workspace.h"
 
 using namespace moe_emu;
 
@@ -51,6 +59,67 @@ int from_status(const Status& s, int32_t* flag, std::initializer_list<std::pair<
 }
 
 moe::Backend& cpu() { return moe::cpu::cpuBackend(); }
+
+// ---- the Hopper path's host-side contracts --------------------------------------
+// The emulated device is a Hopper GPU (132 SMs). Where the real plug-in would
+// run the sm_90a kernels (the same host rules: sm90_fp8_gemm_heuristics.h and
+// split_k_workspace.h, shared with it), the emulation keeps what those
+// kernels do differently from the CPU backend, so that host code feeding them
+// what they cannot take fails here: the contiguous grouped GEMM gives a whole
+// block of rows the group of its first row, and a split dense GEMM passes its
+// partials through the one shared workspace between two stream items.
+constexpr int kSms = 132;
+
+// MOE_CUDA_GEMM_KERNEL as the plug-in reads it (auto / simt / hopper).
+int32_t forced_kernel() {
+  const char* env = getenv("MOE_CUDA_GEMM_KERNEL");
+  if (env != nullptr && strcmp(env, "simt") == 0) return MOE_CUDA_KERNEL_SIMT;
+  if (env != nullptr && strcmp(env, "hopper") == 0) return MOE_CUDA_KERNEL_HOPPER;
+  return MOE_CUDA_KERNEL_AUTO;
+}
+
+// Whether the plug-in would run `p` on the Hopper kernels (and with which
+// BLOCK_M); a forced Hopper kernel that cannot take `p` is refused as there.
+int hopper_route(const moe_cuda::GemmProblem& p, int32_t kernel, const char* op, uint32_t* block_m, char* err, size_t len) {
+  *block_m = 0;
+  if (kernel == MOE_CUDA_KERNEL_AUTO) kernel = forced_kernel();
+  if (kernel == MOE_CUDA_KERNEL_SIMT) return MOE_CUDA_OK;
+  char why[256] = {0};
+  if (moe_cuda::sm90_fp8_gemm_eligible(p, why, sizeof why)) {
+    *block_m = moe_cuda::sm90_fp8_gemm_choose(p, kSms).block_m;
+    return MOE_CUDA_OK;
+  }
+  if (kernel == MOE_CUDA_KERNEL_HOPPER) {
+    return fail(MOE_CUDA_ERR_UNSUPPORTED, err, len, "%s: the Hopper kernels cannot take this problem: %s", op, why);
+  }
+  return MOE_CUDA_OK;
+}
+
+// The plug-in's one split-K workspace (SMs x 128 x 128 f32), kept for good.
+moe_cuda::SplitKWorkspace& split_workspace() {
+  static moe_cuda::SplitKWorkspace* w = [] {
+    auto* ws = new moe_cuda::SplitKWorkspace;
+    const char* env = getenv("MOE_CUDA_SPLIT_K");
+    if (env == nullptr || strcmp(env, "0") != 0) {
+      ws->bytes = size_t(kSms) * 128 * 128 * sizeof(float);
+      ws->data = static_cast<float*>(malloc(ws->bytes));
+    }
+    return ws;
+  }();
+  return *w;
+}
+
+// groupIndex as the Hopper contiguous kernel reads it: every row of a block of
+// `block_m` rows takes the group of the block's first row; rows of another
+// group (out of its contract) come out zero, as padding rows do.
+std::vector<int32_t> hopper_group_index(const int32_t* index, int64_t rows, uint32_t block_m) {
+  std::vector<int32_t> seen(index, index + rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t first = index[r - r % block_m];
+    if (index[r] != first) seen[size_t(r)] = -1;
+  }
+  return seen;
+}
 // The CPU backend finishes each call before it returns: one context serves all.
 moe::ExecContext& done() {
   thread_local moe::ExecContext ctx;
@@ -65,7 +134,7 @@ extern "C" {
 // fp8 NaN codes: the GPU multiplies them into NaN outputs without a report; the
 // CPU backend refuses them (kNonFinite), which is dropped here.
 
-MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* a, char* err, size_t err_len) {
+int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_gemm_fp8";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t m = a->m, n = a->n, k = a->k, kg = groups_of(k);
@@ -82,11 +151,51 @@ MOE_CUDA_API int moe_cuda_gemm_fp8(const moe_cuda_gemm_args* a, char* err, size_
   g.b = view(a->b, MOE_CUDA_DTYPE_FP8_E4M3, {n, k});
   g.bScales = view(a->sb, MOE_CUDA_DTYPE_F32, {groups_of(n), kg});
   g.d = view(a->d, a->d_dtype, {m, n});
-  return enqueue([g](char* e, size_t l) { return from_status(cpu().gemmFp8(g, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
-                 err, err_len);
+  moe_cuda::GemmProblem p{};
+  p.layout = moe_cuda::GemmLayout::kDense;
+  p.a = static_cast<const uint8_t*>(a->a);
+  p.b = static_cast<const uint8_t*>(a->b);
+  p.d = a->d;
+  p.d_f32 = a->d_dtype == MOE_CUDA_DTYPE_F32;
+  p.rows = m;
+  p.n = n;
+  p.k = k;
+  p.groups = 1;
+  uint32_t block_m = 0;
+  if (const int rc = hopper_route(p, a->kernel, op, &block_m, err, err_len)) return rc;
+  moe_cuda::SplitKWorkspace& ws = split_workspace();
+  if (block_m == 0 || moe_cuda::split_k_count(ws, p, block_m, kSms) < 2) {
+    return enqueue([g](char* e, size_t l) { return from_status(cpu().gemmFp8(g, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
+                   err, err_len);
+  }
+  // Split over K: the partials into the shared workspace, then their sum into
+  // D, two stream items enqueued under the workspace's lock (as the plug-in's
+  // run_sm90_dense does). Here the "partials" are the whole f32 product.
+  moe::GemmFp8Args partial = g;
+  partial.d = TensorView::contiguous(ws.data, DType::kF32, {m, n});
+  const bool f32 = p.d_f32;
+  void* d = a->d;
+  float* slices = ws.data;
+  std::lock_guard<std::mutex> lock(ws.lock);
+  int rc = enqueue([partial](char* e, size_t l) {
+    return from_status(cpu().gemmFp8(partial, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l);
+  }, err, err_len);
+  if (rc != MOE_CUDA_OK) return rc;
+  // The host's pause between the two launches, as long as the emulated GPU's
+  // per item: without the lock another thread's split GEMM gets in here.
+  std::this_thread::sleep_for(std::chrono::microseconds(getenv("MOE_EMU_PAUSE_US") ? atol(getenv("MOE_EMU_PAUSE_US")) : 50));
+  return enqueue([slices, d, f32, m, n](char*, size_t) {
+    const int64_t count = m * n;
+    if (f32) {
+      std::memcpy(d, slices, size_t(count) * sizeof(float));
+    } else {
+      for (int64_t i = 0; i < count; ++i) static_cast<uint16_t*>(d)[i] = moe::bf16FromFloat(slices[i]);
+    }
+    return MOE_CUDA_OK;
+  }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* a, char* err, size_t err_len) {
+int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_grouped_gemm_fp8";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t r = a->r, n = a->n, k = a->k, g = a->g, kg = groups_of(k);
@@ -105,12 +214,34 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8(const moe_cuda_grouped_gemm_args* a, 
   x.bScales = view(a->sb, MOE_CUDA_DTYPE_F32, {g, groups_of(n), kg});
   x.groupIndex = view(a->group_index, MOE_CUDA_DTYPE_I32, {r});
   x.d = view(a->d, a->d_dtype, {r, n});
+  moe_cuda::GemmProblem p{};
+  p.layout = moe_cuda::GemmLayout::kContiguous;
+  p.a = static_cast<const uint8_t*>(a->a);
+  p.b = static_cast<const uint8_t*>(a->b);
+  p.d = a->d;
+  p.d_f32 = a->d_dtype == MOE_CUDA_DTYPE_F32;
+  p.rows = r;
+  p.n = n;
+  p.k = k;
+  p.groups = g;
+  p.group_index = a->group_index;
+  p.segment_align = a->align;
+  uint32_t block_m = 0;
+  if (const int rc = hopper_route(p, a->kernel, op, &block_m, err, err_len)) return rc;
   return enqueue(
-      [x](char* e, size_t l) { return from_status(cpu().groupedGemmFp8(x, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l); },
+      [x, block_m, r](char* e, size_t l) {
+        moe::GroupedGemmFp8Args y = x;
+        std::vector<int32_t> seen;
+        if (block_m != 0) {  // the Hopper kernel's reading of groupIndex
+          seen = hopper_group_index(x.groupIndex.as<const int32_t>(), r, block_m);
+          y.groupIndex = TensorView::contiguous(seen.data(), DType::kI32, {r});
+        }
+        return from_status(cpu().groupedGemmFp8(y, done()), nullptr, {{moe::Code::kNonFinite, 0}}, e, l);
+      },
       err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_args* a, char* err, size_t err_len) {
+int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_grouped_gemm_fp8_masked";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t g = a->g, mm = a->m_max, n = a->n, k = a->k, kg = groups_of(k);
@@ -144,7 +275,7 @@ MOE_CUDA_API int moe_cuda_grouped_gemm_fp8_masked(const moe_cuda_masked_gemm_arg
 
 // ---- quantization -------------------------------------------------------------------
 
-MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* a, char* err, size_t err_len) {
+int moe_cuda_quantize(const moe_cuda_quantize_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_quantize";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   if (a->block_rows != 1 && a->block_rows != 128) return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: block_rows must be 1 or 128", op);
@@ -173,7 +304,7 @@ MOE_CUDA_API int moe_cuda_quantize(const moe_cuda_quantize_args* a, char* err, s
   }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* a, char* err, size_t err_len) {
+int moe_cuda_dequantize(const moe_cuda_dequantize_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_dequantize";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   if (a->block_rows != 1 && a->block_rows != 128) return fail(MOE_CUDA_ERR_RANGE, err, err_len, "%s: block_rows must be 1 or 128", op);
@@ -195,7 +326,7 @@ MOE_CUDA_API int moe_cuda_dequantize(const moe_cuda_dequantize_args* a, char* er
 
 // ---- the MoE layer's operations ------------------------------------------------------
 
-MOE_CUDA_API int moe_cuda_router_logits(const moe_cuda_router_logits_args* a, char* err, size_t err_len) {
+int moe_cuda_router_logits(const moe_cuda_router_logits_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_router_logits";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t t = a->tokens, h = a->hidden, e = a->experts;
@@ -214,7 +345,7 @@ MOE_CUDA_API int moe_cuda_router_logits(const moe_cuda_router_logits_args* a, ch
                  err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_route(const moe_cuda_route_args* a, char* err, size_t err_len) {
+int moe_cuda_route(const moe_cuda_route_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_route";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t t = a->tokens, e = a->experts, k = a->top_k;
@@ -243,7 +374,7 @@ MOE_CUDA_API int moe_cuda_route(const moe_cuda_route_args* a, char* err, size_t 
   }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_dispatch_layout(const moe_cuda_layout_args* a, char* err, size_t err_len) {
+int moe_cuda_dispatch_layout(const moe_cuda_layout_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_dispatch_layout";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t t = a->tokens, k = a->slots, e = a->experts, cap = a->capacity;
@@ -277,7 +408,7 @@ MOE_CUDA_API int moe_cuda_dispatch_layout(const moe_cuda_layout_args* a, char* e
   }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_dispatch(const moe_cuda_dispatch_args* a, char* err, size_t err_len) {
+int moe_cuda_dispatch(const moe_cuda_dispatch_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_dispatch";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t r = a->rows, t = a->tokens, h = a->hidden;
@@ -307,7 +438,7 @@ MOE_CUDA_API int moe_cuda_dispatch(const moe_cuda_dispatch_args* a, char* err, s
   }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_swiglu(const moe_cuda_swiglu_args* a, char* err, size_t err_len) {
+int moe_cuda_swiglu(const moe_cuda_swiglu_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_swiglu";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t r = a->rows, i = a->inter;
@@ -334,7 +465,7 @@ MOE_CUDA_API int moe_cuda_swiglu(const moe_cuda_swiglu_args* a, char* err, size_
   }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_combine(const moe_cuda_combine_args* a, char* err, size_t err_len) {
+int moe_cuda_combine(const moe_cuda_combine_args* a, char* err, size_t err_len) {
   static const char* op = "moe_cuda_combine";
   if (a == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "%s: args is null", op);
   const int64_t r = a->rows, t = a->tokens, k = a->slots, h = a->hidden;

@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "api_entry.h"
 #include "emulator/device.h"
 
 using namespace moe_emu;
@@ -27,9 +28,7 @@ struct EventRecord {
 extern "C" {
 
 
-MOE_CUDA_API uint32_t moe_cuda_abi_version(void) { return MOE_CUDA_ABI_VERSION; }
-
-MOE_CUDA_API int moe_cuda_probe(char* reason, size_t reason_len, moe_cuda_device_info* info) {
+int moe_cuda_probe(char* reason, size_t reason_len, moe_cuda_device_info* info) {
   if (info != nullptr) {
     memset(info, 0, sizeof(*info));
     info->sm_major = 9;
@@ -46,7 +45,7 @@ MOE_CUDA_API int moe_cuda_probe(char* reason, size_t reason_len, moe_cuda_device
 
 // ---- memory ----------------------------------------------------------------------
 
-MOE_CUDA_API int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_len) {
+int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_len) {
   if (ptr == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_alloc: ptr is null");
   *ptr = nullptr;
   if (bytes == 0) return MOE_CUDA_OK;
@@ -64,7 +63,7 @@ MOE_CUDA_API int moe_cuda_alloc(size_t bytes, void** ptr, char* err, size_t err_
 
 // Stream-ordered, as cudaFreeAsync: the pointer is invalid for ops submitted
 // from now on, and the memory goes once the work before it has run.
-MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len) {
+int moe_cuda_free(void* ptr, char* err, size_t err_len) {
   if (ptr == nullptr) return MOE_CUDA_OK;
   if (capturing_here()) return refuse_in_capture("moe_cuda_free", err, err_len);
   Emulator& e = emu();
@@ -83,9 +82,7 @@ MOE_CUDA_API int moe_cuda_free(void* ptr, char* err, size_t err_len) {
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_trim(size_t, char*, size_t) { return MOE_CUDA_OK; }
-
-MOE_CUDA_API int moe_cuda_copy_h2d(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
+int moe_cuda_copy_h2d(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
   if (bytes == 0) return MOE_CUDA_OK;
   if (capturing_here()) return refuse_in_capture("moe_cuda_copy_h2d (from pageable host memory)", err, err_len);
   if (src == nullptr || !operand("moe_cuda_copy_h2d", "dst", dst, bytes, err, err_len)) {
@@ -101,7 +98,7 @@ MOE_CUDA_API int moe_cuda_copy_h2d(void* dst, const void* src, size_t bytes, cha
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_copy_d2h(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
+int moe_cuda_copy_d2h(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
   if (bytes == 0) return MOE_CUDA_OK;
   if (capturing_here()) return refuse_in_capture("moe_cuda_copy_d2h (a read-back)", err, err_len);
   if (dst == nullptr || !operand("moe_cuda_copy_d2h", "src", src, bytes, err, err_len)) {
@@ -117,7 +114,7 @@ MOE_CUDA_API int moe_cuda_copy_d2h(void* dst, const void* src, size_t bytes, cha
   return emu().gpu.wait_idle(err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_copy_d2d(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
+int moe_cuda_copy_d2d(void* dst, const void* src, size_t bytes, char* err, size_t err_len) {
   if (bytes == 0) return MOE_CUDA_OK;
   if (!operand("moe_cuda_copy_d2d", "dst", dst, bytes, err, err_len) ||
       !operand("moe_cuda_copy_d2d", "src", src, bytes, err, err_len)) {
@@ -126,13 +123,13 @@ MOE_CUDA_API int moe_cuda_copy_d2d(void* dst, const void* src, size_t bytes, cha
   return enqueue([=](char*, size_t) { memmove(dst, src, bytes); return MOE_CUDA_OK; }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_memset(void* dst, int value, size_t bytes, char* err, size_t err_len) {
+int moe_cuda_memset(void* dst, int value, size_t bytes, char* err, size_t err_len) {
   if (bytes == 0) return MOE_CUDA_OK;
   if (!operand("moe_cuda_memset", "dst", dst, bytes, err, err_len)) return MOE_CUDA_ERR_INTERNAL;
   return enqueue([=](char*, size_t) { memset(dst, value, bytes); return MOE_CUDA_OK; }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_host_register(void* host, size_t bytes, char* err, size_t err_len) {
+int moe_cuda_host_register(void* host, size_t bytes, char* err, size_t err_len) {
   if (host == nullptr || bytes == 0) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_host_register: empty range");
   Emulator& e = emu();
   std::lock_guard<std::mutex> lock(e.mu);
@@ -140,23 +137,16 @@ MOE_CUDA_API int moe_cuda_host_register(void* host, size_t bytes, char* err, siz
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_host_unregister(void* host, char*, size_t) {
-  Emulator& e = emu();
-  std::lock_guard<std::mutex> lock(e.mu);
-  e.pinned.erase(reinterpret_cast<uintptr_t>(host));
-  return MOE_CUDA_OK;
-}
-
 // ---- completion ------------------------------------------------------------------
 
-MOE_CUDA_API int moe_cuda_synchronize(char* err, size_t err_len) {
+int moe_cuda_synchronize(char* err, size_t err_len) {
   if (capturing_here()) return refuse_in_capture("moe_cuda_synchronize", err, err_len);
   return emu().gpu.wait_idle(err, err_len);
 }
 
 // fn runs on the emulated GPU's thread when the stream reaches it, even
 // after an earlier item failed (cudaStreamAddCallback).
-MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err, size_t err_len) {
+int moe_cuda_launch_host_callback(void (*fn)(void* user), void* user, char* err, size_t err_len) {
   if (fn == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_launch_host_callback: fn is null");
   if (capturing_here()) return refuse_in_capture("moe_cuda_launch_host_callback", err, err_len);
   emu().gpu.submit([fn, user](char*, size_t) {
@@ -166,7 +156,7 @@ MOE_CUDA_API int moe_cuda_launch_host_callback(void (*fn)(void* user), void* use
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_poll_error(char* err, size_t err_len) { return emu().gpu.poll(err, err_len); }
+int moe_cuda_poll_error(char* err, size_t err_len) { return emu().gpu.poll(err, err_len); }
 
 struct moe_cuda_event_s {
   EventRecord r;
@@ -180,14 +170,11 @@ static int event_create(moe_cuda_event* event, bool timed, char* err, size_t err
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_event_create(moe_cuda_event* event, char* err, size_t err_len) {
-  return event_create(event, false, err, err_len);
-}
-MOE_CUDA_API int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, size_t err_len) {
+int moe_cuda_event_create_timed(moe_cuda_event* event, char* err, size_t err_len) {
   return event_create(event, true, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len) {
+int moe_cuda_event_record(moe_cuda_event event, char* err, size_t err_len) {
   if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_record: event is null");
   // Inside a capture a plain record only orders the graph's own nodes: a
   // replay leaves the event alone.
@@ -201,29 +188,9 @@ MOE_CUDA_API int moe_cuda_event_record(moe_cuda_event event, char* err, size_t e
   }, err, err_len);
 }
 
-MOE_CUDA_API int moe_cuda_event_query(moe_cuda_event event, char* err, size_t err_len) {
-  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_query: event is null");
-  return event->pending > 0 ? MOE_CUDA_NOT_READY : MOE_CUDA_OK;
-}
-
-MOE_CUDA_API int moe_cuda_event_synchronize(moe_cuda_event event, char* err, size_t err_len) {
-  if (event == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_synchronize: event is null");
-  if (capturing_here()) return refuse_in_capture("moe_cuda_event_synchronize", err, err_len);
-  return event->pending > 0 ? emu().gpu.wait_idle(err, err_len) : MOE_CUDA_OK;
-}
-
 // As cudaEventDestroy: allowed while a record is still pending; the event
 // goes once the stream has passed it.
-MOE_CUDA_API int moe_cuda_event_destroy(moe_cuda_event event, char*, size_t) {
-  if (event == nullptr) return MOE_CUDA_OK;
-  emu().gpu.submit([event](char*, size_t) {
-    delete event;
-    return MOE_CUDA_OK;
-  });
-  return MOE_CUDA_OK;
-}
-
-MOE_CUDA_API int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event end, float* ms, char* err,
+int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event end, float* ms, char* err,
                                            size_t err_len) {
   if (start == nullptr || end == nullptr || ms == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_event_elapsed_ms: null argument");
   if (start->pending > 0 || end->pending > 0) return MOE_CUDA_NOT_READY;
@@ -234,9 +201,9 @@ MOE_CUDA_API int moe_cuda_event_elapsed_ms(moe_cuda_event start, moe_cuda_event 
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_flush_l2(char*, size_t) { return MOE_CUDA_OK; }
+int moe_cuda_flush_l2(char*, size_t) { return MOE_CUDA_OK; }
 
-MOE_CUDA_API int moe_cuda_get_stream(void** stream, char* err, size_t err_len) {
+int moe_cuda_get_stream(void** stream, char* err, size_t err_len) {
   if (stream == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_get_stream: stream is null");
   *stream = nullptr;  // the default stream's handle: there is no real one
   return MOE_CUDA_OK;
@@ -249,7 +216,7 @@ struct moe_cuda_graph_s {
   std::vector<Operand> operands;
 };
 
-MOE_CUDA_API int moe_cuda_graph_begin_capture(char* err, size_t err_len) {
+int moe_cuda_graph_begin_capture(char* err, size_t err_len) {
   Emulator& e = emu();
   std::lock_guard<std::mutex> lock(e.mu);
   if (e.capturing) return fail(MOE_CUDA_ERR_INTERNAL, err, err_len, "moe_cuda_graph_begin_capture: a capture is already running");
@@ -261,7 +228,7 @@ MOE_CUDA_API int moe_cuda_graph_begin_capture(char* err, size_t err_len) {
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, size_t err_len) {
+int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, size_t err_len) {
   if (graph == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_graph_end_capture: graph is null");
   *graph = nullptr;
   Emulator& e = emu();
@@ -282,7 +249,7 @@ MOE_CUDA_API int moe_cuda_graph_end_capture(moe_cuda_graph* graph, char* err, si
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t err_len) {
+int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t err_len) {
   if (graph == nullptr) return fail(MOE_CUDA_ERR_SHAPE, err, err_len, "moe_cuda_graph_launch: graph is null");
   if (capturing_here()) return refuse_in_capture("moe_cuda_graph_launch", err, err_len);
   for (const Operand& o : graph->operands) {
@@ -292,11 +259,21 @@ MOE_CUDA_API int moe_cuda_graph_launch(moe_cuda_graph graph, char* err, size_t e
                   o.what.c_str(), o.p, o.bytes);
     }
   }
-  for (const Work& w : graph->work) emu().gpu.submit(w);
+  // One launch, one item on the stream (as cudaGraphLaunch): another
+  // thread's work cannot come between the graph's kernels.
+  std::vector<Work> work = graph->work;
+  emu().gpu.submit([work](char* e, size_t l) {
+    int first = MOE_CUDA_OK;
+    for (const Work& w : work) {
+      const int rc = w(e, l);
+      if (first == MOE_CUDA_OK) first = rc;
+    }
+    return first;
+  });
   return MOE_CUDA_OK;
 }
 
-MOE_CUDA_API int moe_cuda_graph_destroy(moe_cuda_graph graph, char*, size_t) {
+int moe_cuda_graph_destroy(moe_cuda_graph graph, char*, size_t) {
   delete graph;
   return MOE_CUDA_OK;
 }

@@ -1,5 +1,5 @@
 // The SIMT FP8 GEMMs' per-element math, callable on the host and the device:
-// the kernels in simt_fp8_gemm.cu evaluate exactly these functions, and
+// the kernels in sm80_simt_fp8_gemm.cu evaluate exactly these functions, and
 // native/cuda/test/simt_math_test.cu checks them on the CPU against an
 // independent float64 reference of SPEC.md (no GPU needed).
 #pragma once

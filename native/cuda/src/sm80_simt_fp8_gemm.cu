@@ -14,8 +14,8 @@
 #include <cuda_runtime.h>
 
 #include "common.h"
-#include "simt_fp8_gemm.h"
-#include "simt_fp8_gemm_math.cuh"
+#include "sm80_simt_fp8_gemm.h"
+#include "sm80_simt_fp8_gemm_math.cuh"
 
 namespace moe_cuda {
 namespace {
