@@ -24,6 +24,7 @@ import {
   quantizeActivationsSync,
   quantizeWeightsSync,
   tensor,
+  type QuantizedTensor,
   type Tensor,
 } from '../lib/index';
 import { randomFloats, rng } from './helpers/random';
@@ -87,8 +88,8 @@ describe.skipIf(!cuda.available)('the contiguous grouped GEMM on the GPU: segmen
   function operands(rows: number) {
     const a = quantizeActivationsSync(tensor(randomFloats(rows * k, random), [rows, k]));
     const b = quantizeWeightsSync(tensor(randomFloats(e * n * k, random, 0.05), [e * n, k]));
-    const experts = { data: tensor(b.data.data as Uint8Array, [e, n, k], 'fp8_e4m3'), scales: tensor(b.scales.data as Float32Array, [e, 2, 2], 'f32') };
-    const toCuda = <T extends { data: Tensor; scales: Tensor }>(q: T) => ({ data: q.data.to('cuda'), scales: q.scales.to('cuda') });
+    const experts: QuantizedTensor = { data: tensor(b.data.data as Uint8Array, [e, n, k], 'fp8_e4m3'), scales: tensor(b.scales.data as Float32Array, [e, 2, 2], 'f32') };
+    const toCuda = (q: QuantizedTensor): QuantizedTensor => ({ data: q.data.to('cuda'), scales: q.scales.to('cuda') }) as QuantizedTensor;
     return { a, experts, aCuda: toCuda(a), expertsCuda: toCuda(experts) };
   }
   const same = (got: Tensor, want: Tensor) => expect(Buffer.from(got.to('cpu').data!.buffer).equals(Buffer.from(want.data!.buffer))).toBe(true);

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { MoeConfig, MoeLayer, backends, bf16FromFloat32, referenceForwardToken, tensor } from '../lib/index';
+import { MoeConfig, MoeLayer, backends, bf16FromFloat32, referenceForwardToken, tensor, type ForwardProfile } from '../lib/index';
 import { calcDiff } from './helpers/reference';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
@@ -55,6 +55,21 @@ describe.skipIf(!cuda.available)('MoeLayer on the GPU', () => {
       expect(Buffer.from(again.buffer).equals(Buffer.from(g.buffer))).toBe(true);
     });
   }
+
+  it("{ profile }: the CPU layer's experts and rows; stage times are the documented capability difference (0: the forward's calls return before the GPU ran them)", async () => {
+    const tokens = 24;
+    const x = bf16FromFloat32(randomFloats(tokens * h, rng(24), 1), [tokens, h]);
+    const want: ForwardProfile = {} as ForwardProfile;
+    const got: ForwardProfile = {} as ForwardProfile;
+    cpu.forwardSync(x, { profile: want });
+    await gpu.forward(x, { profile: got, layout: 'contiguous' });
+    // (A near-tie may route one token differently on the GPU: the counts agree to a few experts.)
+    expect(Math.abs(got.activeExperts - want.activeExperts)).toBeLessThanOrEqual(2);
+    expect(got.activeExperts).toBeGreaterThan(0);
+    expect(Object.keys(got.stages).sort()).toEqual(Object.keys(want.stages).sort());
+    expect(Object.values(got.stages).every((ms) => ms === 0)).toBe(true);
+    expect(Object.values(want.stages).some((ms) => ms > 0)).toBe(true);
+  });
 
   it('reports NaN in x as ERR_MOE_NONFINITE after the forward', () => {
     const x = bf16FromFloat32(new Float32Array(2 * h).fill(NaN), [2, h]);

@@ -65,8 +65,9 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
     stride *= out->shape[d];
   }
 
-  const Napi::Value device = tensor.Get("device");
-  if (device.IsString() && device.As<Napi::String>().Utf8Value() == "cuda") {
+  const Napi::Value deviceName = tensor.Get("device");
+  Device device = Device::kCpu;
+  if (deviceName.IsString() && deviceFromName(deviceName.As<Napi::String>().Utf8Value(), &device) && device != Device::kCpu) {
     const Napi::Value handle = tensor.Get("handle");
     if (!handle.IsExternal()) return Status(Code::kDtype, name + ": a CUDA tensor without its device handle");
     const DeviceBuffer* buffer = handle.As<Napi::External<DeviceBuffer>>().Data();
@@ -78,9 +79,9 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
                                       out->shapeString());
     }
     out->data = buffer->ptr;
-    out->device = Device::kCuda;
+    out->device = device;
     keep->add(tensor);
-    keep->noteDevice(Device::kCuda);
+    keep->noteDevice(device);
     return Status::ok();
   }
 

@@ -13,6 +13,13 @@ size_t dtypeSize(DType dtype) {
   return 0;
 }
 
+bool deviceFromName(const std::string& name, Device* device) {
+  if (name == "cpu") *device = Device::kCpu;
+  else if (name == "cuda") *device = Device::kCuda;
+  else return false;
+  return true;
+}
+
 const char* dtypeName(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "f32";

@@ -20,6 +20,9 @@ enum class Device { kCpu, kCuda };
 size_t dtypeSize(DType dtype);
 const char* dtypeName(DType dtype);
 
+// lib/'s name of a device ('cpu', 'cuda'); false for any other name.
+bool deviceFromName(const std::string& name, Device* device);
+
 constexpr int kMaxDims = 4;
 
 struct TensorView {
