@@ -64,13 +64,7 @@ Status copyArgs(const Napi::CallbackInfo& info, DeviceBuffer** buffer, void** ho
 // cudaLoad(candidates: string[]) -> { available, reason, path, device? }
 Napi::Value CudaLoad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::vector<std::string> candidates;
-  if (info.Length() > 0 && info[0].IsArray()) {
-    Napi::Array list = info[0].As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      if (list.Get(i).IsString()) candidates.push_back(list.Get(i).As<Napi::String>().Utf8Value());
-    }
-  }
+  const std::vector<std::string> candidates = stringsFromJs(info[0]);
   Backend& backend = gpu();
   backend.load(candidates);
   const DeviceInfo d = backend.deviceInfo();

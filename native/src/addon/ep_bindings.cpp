@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "addon/errors.h"
+#include "addon/js_tensor.h"
 #include "addon/op_runner.h"
 #include "core/moe_forward.h"
 #include "ep/mpi_transport.h"
@@ -32,13 +33,7 @@ EpShard* shardArg(const Napi::CallbackInfo& info, size_t i) {
 // epLoad(candidates) -> { available, reason, path?, library? }
 Napi::Value EpLoad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::vector<std::string> candidates;
-  if (info.Length() > 0 && info[0].IsArray()) {
-    Napi::Array list = info[0].As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      if (list.Get(i).IsString()) candidates.push_back(list.Get(i).As<Napi::String>().Utf8Value());
-    }
-  }
+  const std::vector<std::string> candidates = stringsFromJs(info[0]);
   ep::MpiPlugin& plugin = ep::MpiPlugin::instance();
   plugin.load(candidates);
   Napi::Object result = Napi::Object::New(env);

@@ -166,4 +166,15 @@ Status stringFromJs(const Napi::Object& args, const char* key, const char* what,
   return Status::ok();
 }
 
+std::vector<std::string> stringsFromJs(const Napi::Value& list) {
+  std::vector<std::string> strings;
+  if (!list.IsArray()) return strings;
+  const Napi::Array array = list.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    const Napi::Value item = array.Get(i);
+    if (item.IsString()) strings.push_back(item.As<Napi::String>().Utf8Value());
+  }
+  return strings;
+}
+
 }  // namespace moe::addon

@@ -77,5 +77,8 @@ Status int64FromJs(const Napi::Object& args, const char* key, const char* what, 
 Status boolFromJs(const Napi::Object& args, const char* key, const char* what, bool* out);
 Status floatFromJs(const Napi::Object& args, const char* key, const char* what, float* out);
 Status stringFromJs(const Napi::Object& args, const char* key, const char* what, std::string* out);
+// The strings of an array (a plug-in's candidate paths); other elements and a non-array are skipped:
+// lib/ builds the list, and a direct caller's junk only means fewer candidates.
+std::vector<std::string> stringsFromJs(const Napi::Value& list);
 
 }  // namespace moe::addon
