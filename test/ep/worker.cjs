@@ -6,19 +6,10 @@
 'use strict';
 const path = require('node:path');
 const moe = require(path.join(__dirname, '..', '..', 'dist', 'index.js'));
+const { calcDiff } = require(path.join(__dirname, '..', '..', 'dist', 'bench', 'diff.js'));
 
 const [scenario, optionsJson] = process.argv.slice(2);
 const options = JSON.parse(optionsJson || '{}');
-
-function calcDiff(x, y) {
-  let xy = 0;
-  let xxyy = 0;
-  for (let i = 0; i < x.length; i++) {
-    xy += x[i] * y[i];
-    xxyy += x[i] * x[i] + y[i] * y[i];
-  }
-  return xxyy === 0 ? 0 : 1 - (2 * xy) / xxyy;
-}
 
 // Deterministic hidden states for the concatenated batch: token t of the
 // whole batch is the same on every rank.
