@@ -31,6 +31,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/gemm_fp8_kernels.h"
+#include "cpu/tile_plan.h"
 #include "cpu/gemm_fp8_problem.h"
 #include "cpu/thread_pool.h"
 #include "cpu/thread_scratch.h"
@@ -103,34 +104,9 @@ class FloatBuffer {
 
 // ---- packed path --------------------------------------------------------------
 
-struct TilePlan {
-  int64_t mc = 0, nc = 0;            // tile extents (nc a multiple of nr)
-  int64_t mTiles = 0, nTiles = 0;
-};
-
-// Picks the tile grid with the smallest estimated makespan on `threads`
-// threads: ceil(tiles / threads) rounds of the per-tile cost, in units of one
-// FMA lane per k: the mc x nc FMAs (nc padded to nr) plus packing, which costs
-// ~11 lane-FMAs per B element and ~5 per A element (decode, transpose, store).
-TilePlan planTiles(int64_t M, int64_t N, int64_t nr, int threads) {
-  TilePlan best;
-  double bestCost = 0.0;
-  const int64_t mMin = ceilDiv(M, kMcMax), nMin = ceilDiv(N, kNcMax);
-  for (int64_t mt = mMin; mt <= std::min(M, mMin + 8); ++mt) {
-    const int64_t mc = ceilDiv(M, mt);
-    for (int64_t want = nMin; want <= std::min(ceilDiv(N, nr), nMin + 16); ++want) {
-      const int64_t nc = ceilDiv(ceilDiv(N, want), nr) * nr;
-      const int64_t nt = ceilDiv(N, nc);
-      const double rounds = static_cast<double>(ceilDiv(ceilDiv(M, mc) * nt, threads));
-      const double cost = rounds * (static_cast<double>(mc) * nc + 11.0 * nc + 5.0 * mc + 2000.0);
-      if (best.mc == 0 || cost < bestCost * 0.999) {
-        best = TilePlan{mc, nc, ceilDiv(M, mc), nt};
-        bestCost = cost;
-      }
-    }
-  }
-  return best;
-}
+// Packing costs ~11 multiply-adds per B element and ~5 per A element
+// (decode, transpose, store).
+constexpr TileCosts kPackedTileCosts{kMcMax, kNcMax, 11.0, 5.0};
 
 struct PackedScratch {
   FloatBuffer a;  // [mc, kKc] packed A rows, row stride kKc
@@ -215,7 +191,7 @@ void runPackedTile(const KernelSet& ks, const Problem& p, const TilePlan& plan, 
 Status gemmPacked(const KernelSet& ks, const Problem& p) {
   ThreadPool& pool = ThreadPool::instance();
   const int threads = pool.numThreads();
-  const TilePlan plan = planTiles(p.M, p.N, ks.nr, threads);
+  const TilePlan plan = planTiles(p.M, p.N, ks.nr, threads, kPackedTileCosts);
   const int64_t ncPad = ceilDiv(plan.nc, ks.nr) * ks.nr;
   std::vector<PackedScratch> scratch(static_cast<size_t>(threads));
   for (auto& s : scratch) {

@@ -25,6 +25,7 @@
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "cpu/gemm_fp8_kernels.h"
+#include "cpu/tile_plan.h"
 #include "cpu/gemm_fp8_problem.h"
 #include "cpu/thread_pool.h"
 #include "cpu/thread_scratch.h"
@@ -111,34 +112,9 @@ Status runDot(const Problem& p, const PackedA& a, NanFlags& nan) {
 
 // ---- panel kernel ---------------------------------------------------------------
 
-struct TilePlan {
-  int64_t mc = 0, nc = 0;  // nc a multiple of kBf16Nr
-  int64_t mTiles = 0, nTiles = 0;
-};
-
-// The tile grid with the smallest estimated makespan on `threads` threads:
-// ceil(tiles / threads) rounds of the per-tile cost per k, in units of one
-// multiply-add: mc x nc products plus decoding nc B rows (~10 per element,
-// a panel's decode and transpose cost about 10 rows of VDPBF16PS).
-TilePlan planTiles(int64_t M, int64_t N, int threads) {
-  TilePlan best;
-  double bestCost = 0.0;
-  const int64_t mMin = ceilDiv(M, kMcMax), nMin = ceilDiv(N, kNcMax);
-  for (int64_t mt = mMin; mt <= std::min(M, mMin + 8); ++mt) {
-    const int64_t mc = ceilDiv(M, mt);
-    for (int64_t want = nMin; want <= std::min(ceilDiv(N, kBf16Nr), nMin + 16); ++want) {
-      const int64_t nc = ceilDiv(ceilDiv(N, want), kBf16Nr) * kBf16Nr;
-      const int64_t nt = ceilDiv(N, nc);
-      const double rounds = static_cast<double>(ceilDiv(ceilDiv(M, mc) * nt, threads));
-      const double cost = rounds * (static_cast<double>(mc) * nc + 10.0 * nc + 2000.0);
-      if (best.mc == 0 || cost < bestCost * 0.999) {
-        best = TilePlan{mc, nc, ceilDiv(M, mc), nt};
-        bestCost = cost;
-      }
-    }
-  }
-  return best;
-}
+// A panel's decode and transpose cost about 10 rows of VDPBF16PS per B
+// column; A rows are read in place.
+constexpr TileCosts kPanelTileCosts{kMcMax, kNcMax, 10.0, 0.0};
 
 // Where the panel of block column j (a multiple of 32) starts in the B block:
 // panels of [kc / 2, 32] dwords, one after another.
@@ -185,7 +161,7 @@ void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int6
 
 Status runPanels(const Problem& p, const PackedA& a, NanFlags& nan) {
   ThreadPool& pool = ThreadPool::instance();
-  const TilePlan plan = planTiles(p.M, p.N, pool.numThreads());
+  const TilePlan plan = planTiles(p.M, p.N, kBf16Nr, pool.numThreads(), kPanelTileCosts);
   const int64_t ncPad = ceilDiv(plan.nc, kBf16Nr) * kBf16Nr;
   const size_t bBytes = alignUp64(static_cast<size_t>(ncPad * kBf16Kc) * 2);
   const size_t cBytes = static_cast<size_t>(plan.mc * ncPad) * 4;
