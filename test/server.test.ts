@@ -1,10 +1,11 @@
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MoeLayer, bf16FromFloat32, scaledDeepSeekV3, tensor } from '../lib/index';
+import { startExampleServer } from '../lib/bench/serve';
 import { calcDiff } from './helpers/reference';
 import { randomFloats, rng, seedNote } from './helpers/random';
 
@@ -19,23 +20,8 @@ const installed = fs.existsSync(path.join(serverDir, 'node_modules/fastify'));
 const random = rng();
 
 /** Starts examples/server/main.mjs with `args`; resolves with the child and its address once it listens. */
-async function startServer(args: string[]): Promise<{ child: ChildProcess; address: string; output: () => string }> {
-  const child = spawn(process.execPath, [path.join(serverDir, 'main.mjs'), '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout!.setEncoding('utf8');
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listening line: ${out}`)), 60_000);
-    child.once('exit', (code) => reject(new Error(`the server exited (${code}): ${out}`)));
-    child.stdout!.on('data', (chunk: string) => {
-      out += chunk;
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-  });
-  return { child, address, output: () => out };
+function startServer(args: string[]): ReturnType<typeof startExampleServer> {
+  return startExampleServer(serverDir, args, 60_000);
 }
 
 async function stop(child: ChildProcess): Promise<number | null> {

@@ -90,12 +90,21 @@ interface Health {
   batchedTokens?: number;
 }
 
-async function startServer(dir: string, args: string[]): Promise<{ child: ChildProcess; address: string }> {
+/**
+ * Starts examples/server (its main.mjs in `dir`) on 127.0.0.1 at a free port;
+ * resolves once it prints its address, rejects if it exits or stays silent
+ * for `timeoutMs`. Also used by the server's tests.
+ */
+export async function startExampleServer(
+  dir: string,
+  args: string[],
+  timeoutMs = 300_000,
+): Promise<{ child: ChildProcess; address: string; output: () => string }> {
   const child = spawn(process.execPath, [path.join(dir, 'main.mjs'), '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout!.setEncoding('utf8');
   const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new MoeError('ERR_MOE_INTERNAL', `bench serve: the server did not start in 5 minutes: ${out}`)), 300_000);
+    const timer = setTimeout(() => reject(new MoeError('ERR_MOE_INTERNAL', `bench serve: the server did not start in ${timeoutMs} ms: ${out}`)), timeoutMs);
     child.once('exit', (code) => reject(new MoeError('ERR_MOE_INTERNAL', `bench serve: the server exited (${code}): ${out}`)));
     child.stdout!.on('data', (chunk: string) => {
       out += chunk;
@@ -106,7 +115,7 @@ async function startServer(dir: string, args: string[]): Promise<{ child: ChildP
       }
     });
   });
-  return { child, address };
+  return { child, address, output: () => out };
 }
 
 async function stopServer(child: ChildProcess): Promise<void> {
@@ -181,7 +190,7 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
   try {
     for (const mode of MODES) {
       progress(`starting the ${mode} server`);
-      const server = await startServer(dir, mode === 'unbatched' ? [...serverArgs, '--unbatched'] : serverArgs);
+      const server = await startExampleServer(dir, mode === 'unbatched' ? [...serverArgs, '--unbatched'] : serverArgs);
       servers[mode] = server;
       const check = await fetch(`${server.address}/v1/moe/forward`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
       const answer = new Float32Array(await check.arrayBuffer());
