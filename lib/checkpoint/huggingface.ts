@@ -20,7 +20,7 @@ import { MoeConfig, checkpointFamily, configFromHuggingFace } from '../moe/confi
 import { ExpertMatrices, allocExperts, expertSlot } from '../moe/experts';
 import type { MoeWeights } from '../moe/layer';
 import { SafetensorsDType, SafetensorsFile, TensorInfo } from './safetensors';
-import { layerNames } from './naming';
+import { layerNames, layerPrefix } from './naming';
 import { expectPath, readJsonObject } from './files';
 
 export interface LoadOptions {
@@ -42,17 +42,20 @@ function fail(message: string): never {
 class CheckpointFiles {
   private readonly dir: string;
   private readonly weightMap: Map<string, string>;
+  /** The layer's names start with this: only those entries of a shard's header are kept. */
+  private readonly prefix: string;
   private readonly open = new Map<string, SafetensorsFile>();
 
-  private constructor(dir: string, weightMap: Map<string, string>) {
+  private constructor(dir: string, weightMap: Map<string, string>, prefix: string) {
     this.dir = dir;
     this.weightMap = weightMap;
+    this.prefix = prefix;
   }
 
-  static async open(dir: string): Promise<CheckpointFiles> {
+  static async open(dir: string, prefix: string): Promise<CheckpointFiles> {
     const indexPath = path.join(dir, 'model.safetensors.index.json');
     const weightMap = new Map<string, string>();
-    const files = new CheckpointFiles(dir, weightMap);
+    const files = new CheckpointFiles(dir, weightMap, prefix);
     if (fs.existsSync(indexPath)) {
       const map = (await readJsonObject(indexPath)).weight_map;
       if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(`${indexPath}: missing 'weight_map'`);
@@ -74,7 +77,8 @@ class CheckpointFiles {
   private async file(name: string): Promise<SafetensorsFile> {
     let file = this.open.get(name);
     if (!file) {
-      file = await SafetensorsFile.load(path.join(this.dir, name));
+      // Every entry is validated (off the JS thread for a large header); only the layer's are handed back.
+      file = await SafetensorsFile.load(path.join(this.dir, name), { prefixes: [this.prefix] });
       this.open.set(name, file);
     }
     return file;
@@ -206,7 +210,7 @@ export async function loadHuggingFaceLayer(pathOrDir: string, options: LoadOptio
   const hf = await readJsonObject(configPath);
   const config = configFromHuggingFace(hf, configPath);
   expectMoeLayer(hf, options.layer);
-  const files = await CheckpointFiles.open(dir);
+  const files = await CheckpointFiles.open(dir, layerPrefix(options.layer));
   const names = layerNames(checkpointFamily(hf, configPath), options.layer);
   const { hiddenSize: h, intermediateSize: i, numExperts: e } = config;
 

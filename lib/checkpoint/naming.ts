@@ -28,17 +28,20 @@ export interface LayerNames {
   shared?: ExpertNames;
 }
 
+/** Every tensor of decoder layer `layer` is named with this prefix, in every family. */
+export const layerPrefix = (layer: number): string => `model.layers.${layer}.`;
+
 const projections = (base: string): ExpertNames => ({ gate: `${base}.gate_proj`, up: `${base}.up_proj`, down: `${base}.down_proj` });
 
 export function layerNames(family: CheckpointFamily, layer: number): LayerNames {
   if (family === 'mixtral') {
-    const prefix = `model.layers.${layer}.block_sparse_moe`;
+    const prefix = `${layerPrefix(layer)}block_sparse_moe`;
     return {
       router: `${prefix}.gate.weight`,
       expert: (e) => ({ gate: `${prefix}.experts.${e}.w1`, up: `${prefix}.experts.${e}.w3`, down: `${prefix}.experts.${e}.w2` }),
     };
   }
-  const prefix = `model.layers.${layer}.mlp`;
+  const prefix = `${layerPrefix(layer)}mlp`;
   return {
     router: `${prefix}.gate.weight`,
     bias: family === 'deepseek-v3' ? `${prefix}.gate.e_score_correction_bias` : undefined,

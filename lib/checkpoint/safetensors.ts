@@ -13,58 +13,24 @@
 import * as fs from 'node:fs';
 import { MoeError, describe } from '../errors';
 import { expectPath, openRegular, openRegularSync, readFully } from './files';
+import { ParsedHeader, SafetensorsDType, TensorInfo, headerLength, parseHeader } from './header';
+import { parseHeaderAsync } from './header-thread';
+import { expectOptions } from '../validate';
 
-export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+export type { SafetensorsDType, TensorInfo } from './header';
 
-const DTYPE_BYTES: Record<SafetensorsDType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
-};
-
-/** Header size limit (the reference implementation's is 100 MB). */
-const MAX_HEADER_BYTES = 100_000_000;
-
-export interface TensorInfo {
-  readonly name: string;
-  readonly dtype: SafetensorsDType;
-  readonly shape: readonly number[];
-  /** Byte range within the data section: [begin, end). */
-  readonly begin: number;
-  readonly end: number;
+/** Options of SafetensorsFile.load. */
+export interface SafetensorsLoadOptions {
+  /**
+   * Keep only the tensors whose names start with one of these (every entry
+   * is still validated): a caller that needs one layer of a shard with a
+   * huge header then receives a few entries instead of a million.
+   */
+  prefixes?: readonly string[];
 }
 
 function fail(file: string, message: string): never {
   throw new MoeError('ERR_MOE_CHECKPOINT', `${file}: ${message}`);
-}
-
-function parseEntry(file: string, name: string, value: unknown): TensorInfo {
-  const entry = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-  if (typeof value !== 'object' || value === null) fail(file, `tensor '${name}': header entry is not an object`);
-  const dtype = entry.dtype as SafetensorsDType;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor '${name}': unknown dtype ${describe(entry.dtype)}`);
-  const shape = entry.shape;
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    fail(file, `tensor '${name}': shape must be an array of non-negative integers, got ${describe(shape)}`);
-  }
-  const offsets = entry.data_offsets;
-  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-    fail(file, `tensor '${name}': data_offsets must be two non-negative integers, got ${describe(offsets)}`);
-  }
-  const [begin, end] = offsets as number[];
-  const bytes = (shape as number[]).reduce((n, d) => n * d, 1) * DTYPE_BYTES[dtype];
-  if (end < begin || end - begin !== bytes) {
-    fail(file, `tensor '${name}': data_offsets [${begin}, ${end}] hold ${end - begin} bytes, ${dtype} ${describe(shape)} needs ${bytes}`);
-  }
-  return { name, dtype, shape: shape as number[], begin, end };
-}
-
-/** The header's length from the file's first 8 bytes, checked against the file and MAX_HEADER_BYTES. */
-function headerLength(path: string, fileSize: number, lengthBytes: Buffer): number {
-  if (fileSize < 8) fail(path, `file of ${fileSize} bytes is too short for a safetensors header`);
-  const length = lengthBytes.readBigUInt64LE(0);
-  if (length > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
-    fail(path, `header length ${length} exceeds the file (${fileSize} bytes) or the 100 MB limit`);
-  }
-  return Number(length);
 }
 
 export class SafetensorsFile {
@@ -73,14 +39,18 @@ export class SafetensorsFile {
   readonly metadata: Readonly<Record<string, string>>;
   private readonly dataStart: number;
 
-  private constructor(path: string, tensors: Map<string, TensorInfo>, metadata: Record<string, string>, dataStart: number) {
+  private constructor(path: string, parsed: ParsedHeader) {
     this.path = path;
-    this.tensors = tensors;
-    this.metadata = metadata;
-    this.dataStart = dataStart;
+    this.tensors = parsed.tensors;
+    this.metadata = parsed.metadata;
+    this.dataStart = parsed.dataStart;
   }
 
-  /** Reads and validates the header (only the header) of `path`; see load() for the asynchronous form. */
+  /**
+   * Reads and validates the header (only the header) of `path`. Synchronous:
+   * it blocks the event loop for the reads and the parse (seconds for a
+   * header near the 100 MB limit); see load() for the asynchronous form.
+   */
   static open(path: string): SafetensorsFile {
     expectPath(path, 'SafetensorsFile.open');
     const { fd, size } = openRegularSync(path);
@@ -89,7 +59,7 @@ export class SafetensorsFile {
       if (size >= 8) fs.readSync(fd, lengthBytes, 0, 8, 0);
       const header = Buffer.alloc(headerLength(path, size, lengthBytes));
       if (fs.readSync(fd, header, 0, header.length, 8) !== header.length) fail(path, 'the header is truncated');
-      return SafetensorsFile.parse(path, size, header);
+      return new SafetensorsFile(path, parseHeader(path, size, header));
     } catch (error) {
       if (error instanceof MoeError) throw error;
       fail(path, `cannot read: ${error instanceof Error ? error.message : describe(error)}`);
@@ -98,50 +68,26 @@ export class SafetensorsFile {
     }
   }
 
-  /** open() without blocking the event loop on the file system. */
-  static async load(path: string): Promise<SafetensorsFile> {
+  /**
+   * open() without blocking the event loop: asynchronous reads, and a header
+   * over 1 MiB parsed and validated in a worker thread (header-thread.ts).
+   */
+  static async load(path: string, options?: SafetensorsLoadOptions): Promise<SafetensorsFile> {
     expectPath(path, 'SafetensorsFile.load');
+    const prefixes = expectOptions(options, ['prefixes'], 'SafetensorsFile.load').prefixes as string[] | undefined;
+    if (prefixes !== undefined && (!Array.isArray(prefixes) || !prefixes.every((p) => typeof p === 'string'))) {
+      throw new MoeError('ERR_MOE_ARGUMENT', `SafetensorsFile.load: options.prefixes must be an array of strings, got ${describe(prefixes)}`);
+    }
     const { handle, size } = await openRegular(path);
     try {
       const lengthBytes = Buffer.alloc(8);
       if (size >= 8) await readFully(handle, path, lengthBytes, 0, 'header length');
-      const header = Buffer.alloc(headerLength(path, size, lengthBytes));
+      const header = new Uint8Array(headerLength(path, size, lengthBytes));
       await readFully(handle, path, header, 8, 'header');
-      return SafetensorsFile.parse(path, size, header);
+      return new SafetensorsFile(path, await parseHeaderAsync(path, size, header, prefixes));
     } finally {
       await handle.close();
     }
-  }
-
-  private static parse(path: string, fileSize: number, header: Buffer): SafetensorsFile {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(header.toString('utf8'));
-    } catch (error) {
-      // (Deep nesting is a RangeError from the parser: reported here as well.)
-      fail(path, `header is not valid JSON: ${error instanceof Error ? error.message : describe(error)}`);
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(path, 'header is not a JSON object');
-    const dataStart = 8 + header.length;
-    const dataSize = fileSize - dataStart;
-    const tensors = new Map<string, TensorInfo>();
-    let metadata: Record<string, string> = {};
-    for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
-      if (name === '__metadata__') {
-        metadata = value as Record<string, string>;
-        continue;
-      }
-      tensors.set(name, parseEntry(path, name, value));
-    }
-    // The data section must be covered exactly: no gaps, no overlaps, nothing past the end.
-    const ranges = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
-    let cursor = 0;
-    for (const t of ranges) {
-      if (t.begin !== cursor) fail(path, `tensor '${t.name}' starts at byte ${t.begin}, expected ${cursor} (a gap or an overlap)`);
-      cursor = t.end;
-    }
-    if (cursor !== dataSize) fail(path, `tensors cover ${cursor} data bytes, the file holds ${dataSize} (truncated or padded)`);
-    return new SafetensorsFile(path, tensors, metadata, dataStart);
   }
 
   info(name: string): TensorInfo {
