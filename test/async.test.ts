@@ -17,13 +17,22 @@ describe('async operations run off the JS thread', () => {
       last = now;
       ticks++;
     }, 2);
+    // One compute thread leaves the JS thread a core on a 2-core machine (see
+    // moe-layer.test.ts): a GEMM run on the JS thread would show a gap as
+    // long as the GEMM itself.
+    const threads = getNumThreads();
+    setNumThreads(1);
     const started = performance.now();
-    await gemmFp8(a, b);
+    try {
+      await gemmFp8(a, b);
+    } finally {
+      setNumThreads(threads);
+    }
     const elapsed = performance.now() - started;
     clearInterval(timer);
     expect(elapsed).toBeGreaterThan(50);
     expect(ticks).toBeGreaterThan(5);
-    expect(worstGap).toBeLessThan(50);
+    expect(worstGap, `worst timer gap over a ${elapsed.toFixed(0)} ms GEMM`).toBeLessThan(Math.max(50, elapsed / 10));
   });
 
   it('thread count is settable', () => {

@@ -126,14 +126,24 @@ describe('MoeLayer', () => {
     const big = MoeLayer.random({ ...SMALL, hiddenSize: 1024, intermediateSize: 512, numExperts: 64 }, { seed: 5 });
     const x = tensor(randomFloats(4096 * 1024, random), [4096, 1024]); // ~100 GFLOP of expert GEMMs
     await big.forward(x); // the first call allocates the workspace; measure the steady state
+    // One compute thread, so the JS thread has a core of its own on a 2-core
+    // machine: what is measured is whether the forward runs off the JS thread
+    // (then the loop's worst delay is scheduling noise) or on it (then the
+    // delay is the whole forward), not how the OS shares a saturated CPU.
+    const threads = getNumThreads();
+    setNumThreads(1);
     const histogram = monitorEventLoopDelay({ resolution: 1 });
-    histogram.enable();
-    const started = performance.now();
-    await big.forward(x);
-    const elapsed = performance.now() - started;
-    histogram.disable();
-    expect(elapsed).toBeGreaterThan(100);
-    expect(histogram.max / 1e6, `event-loop delay max over a ${elapsed.toFixed(0)} ms forward`).toBeLessThan(20);
+    try {
+      histogram.enable();
+      const started = performance.now();
+      await big.forward(x);
+      const elapsed = performance.now() - started;
+      histogram.disable();
+      expect(elapsed).toBeGreaterThan(100);
+      expect(histogram.max / 1e6, `event-loop delay max over a ${elapsed.toFixed(0)} ms forward`).toBeLessThan(Math.max(20, elapsed / 10));
+    } finally {
+      setNumThreads(threads);
+    }
   });
 
   it('rejects bad input', async () => {
