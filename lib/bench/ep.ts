@@ -31,13 +31,16 @@ export interface EpBenchRow {
   combineBytes: number;
   /** The naive exchange: one bf16 row per (token, expert) each way. */
   naiveBytes: number;
-  /** GB/s of the whole dispatch step (packing, counts, agreement, rows), of its row exchange alone, and of MPI_Alltoallv on the same bytes. */
+  /** GB/s (best run) of the whole dispatch step (packing, counts, agreement, records, unpacking), of its record exchange alone (one MPI_Ialltoallv), and of one MPI_Alltoallv on the same bytes. */
   dispatchGBs: number;
   dispatchExchangeGBs: number;
   dispatchRawGBs: number;
   combineGBs: number;
   combineExchangeGBs: number;
   combineRawGBs: number;
+  /** rows/MPI from the median runs instead of the best (the spread on a shared machine). */
+  dispatchMedianRatio: number;
+  combineMedianRatio: number;
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -112,7 +115,13 @@ export async function benchEp(layer: MoeLayer, options: { tokenCounts: number[];
       combineGBs: gbs(combineBytes, maxOverRanks(comm, best(stats.map((s) => s.combineSeconds)))),
       combineExchangeGBs: gbs(combineBytes, maxOverRanks(comm, best(stats.map((s) => s.combineExchangeSeconds)))),
       combineRawGBs: gbs(combineBytes, maxOverRanks(comm, best(rawCombine))),
+      dispatchMedianRatio: 0,
+      combineMedianRatio: 0,
     };
+    // The same ratios from each side's median run (slowest rank's): how far the typical run is from the best.
+    const medianRatio = (exchange: number[], raw: number[]) => maxOverRanks(comm, median(raw)) / maxOverRanks(comm, median(exchange));
+    row.dispatchMedianRatio = medianRatio(stats.map((s) => s.dispatchExchangeSeconds), rawDispatch);
+    row.combineMedianRatio = medianRatio(stats.map((s) => s.combineExchangeSeconds), rawCombine);
     rows.push(row);
     options.onRow?.(row);
   }
@@ -126,11 +135,12 @@ export function formatEpReport(rows: EpBenchRow[], layer: MoeLayer, library: str
   const lines = [
     `expert parallelism over ${library}: ${shard.size} ranks, ${shard.numLocalExperts} of ${c.numExperts} experts each`,
     `layer H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts} k=${c.topK}; ${mib(layer.memoryBytes)} MiB of weights on rank ${shard.rank}`,
-    'GB/s: bytes over all ranks / the slowest rank\'s best time over the runs. "step": the whole dispatch (packing, counts, agreement, rows) or combine',
-    '(agreement, rows); "rows": its row exchange alone; "MPI": a blocking MPI_Alltoallv of the same bytes between the same ranks, same run.',
+    'GB/s: bytes over all ranks / the slowest rank\'s best time over the runs (statistic: best; "med" columns: the same ratio from the median runs).',
+    '"step": the whole dispatch (packing, counts, agreement, records, unpacking) or combine (agreement, rows); "rows": its one MPI_Ialltoallv',
+    'alone; "MPI": one blocking MPI_Alltoallv of the same bytes (same counts, same record size) between the same ranks, right after in the same run.',
     '',
   ];
-  const header = ['tokens/rank', 'tokens/s', 'ms', 'moved MiB', 'naive MiB', 'saved', 'disp step', 'disp rows', 'MPI', 'rows/MPI', 'comb step', 'comb rows', 'MPI', 'rows/MPI'];
+  const header = ['tokens/rank', 'tokens/s', 'ms', 'moved MiB', 'naive MiB', 'saved', 'disp step', 'disp rows', 'MPI', 'rows/MPI', 'med', 'comb step', 'comb rows', 'MPI', 'rows/MPI', 'med'];
   const body = rows.map((r) => [
     String(r.tokens),
     r.tokensPerSecond.toFixed(0),
@@ -142,10 +152,12 @@ export function formatEpReport(rows: EpBenchRow[], layer: MoeLayer, library: str
     r.dispatchExchangeGBs.toFixed(2),
     r.dispatchRawGBs.toFixed(2),
     (r.dispatchExchangeGBs / r.dispatchRawGBs).toFixed(2),
+    r.dispatchMedianRatio.toFixed(2),
     r.combineGBs.toFixed(2),
     r.combineExchangeGBs.toFixed(2),
     r.combineRawGBs.toFixed(2),
     (r.combineExchangeGBs / r.combineRawGBs).toFixed(2),
+    r.combineMedianRatio.toFixed(2),
   ]);
   return [...lines, ...formatTable(header, body)].join('\n');
 }

@@ -65,7 +65,7 @@ Status GrowableBuffer::reserve(size_t bytes, Backend* device) {
 }
 
 void EpShard::abandonBuffers() {
-  for (GrowableBuffer* b : {&sendXq, &sendScales, &sendIds, &sendWeights, &recvXq, &recvScales, &recvIds, &recvWeights, &partial, &returned}) {
+  for (GrowableBuffer* b : {&sendRecords, &recvRecords, &partial, &returned}) {
     b->abandon();
   }
 }
@@ -78,6 +78,7 @@ EpExchange::EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t t
       hidden_(hidden),
       groups_(ceilDiv(hidden, kQuantGroup)),
       topK_(topK),
+      record_(recordBytes(hidden, topK)),
       serial_(shard.transport->serial) {}
 
 // A view of one of the received batch's workspace buffers (on the device when the layer is).
@@ -123,17 +124,15 @@ Status EpExchange::plan(const TensorView& ids, const TensorView& weights, const 
     total += shard_.sendRows[d];
   }
   sent_ = total;
-  MOE_RETURN_IF_ERROR(shard_.sendXq.reserve(total * hidden_ + 64));
-  MOE_RETURN_IF_ERROR(shard_.sendScales.reserve(sizeof(float) * total * groups_ + 64));
-  MOE_RETURN_IF_ERROR(shard_.sendIds.reserve(sizeof(int32_t) * total * topK_ + 64));
-  MOE_RETURN_IF_ERROR(shard_.sendWeights.reserve(sizeof(float) * total * topK_ + 64));
-  uint8_t* sx = static_cast<uint8_t*>(shard_.sendXq.data());        // [Ns, H] fp8
-  float* ss = static_cast<float*>(shard_.sendScales.data());        // [Ns, G] f32
-  int32_t* si = static_cast<int32_t*>(shard_.sendIds.data());       // [Ns, k] i32
-  float* sw = static_cast<float*>(shard_.sendWeights.data());       // [Ns, k] f32
-  const uint8_t* x = tokens_ ? xq.as<const uint8_t>() : nullptr;    // [T, H] fp8
-  const float* xs = tokens_ ? xqScales.as<const float>() : nullptr; // [T, G] f32
-  const float* w = tokens_ ? weights.as<const float>() : nullptr;   // [T, k] f32
+  MOE_RETURN_IF_ERROR(shard_.sendRecords.reserve(static_cast<size_t>(total) * record_ + 64));
+  uint8_t* records = static_cast<uint8_t*>(shard_.sendRecords.data());  // [Ns, recordBytes]
+  const uint8_t* x = tokens_ ? xq.as<const uint8_t>() : nullptr;        // [T, H] fp8
+  const float* xs = tokens_ ? xqScales.as<const float>() : nullptr;     // [T, G] f32
+  const float* w = tokens_ ? weights.as<const float>() : nullptr;       // [T, k] f32
+  const size_t rowBytes = static_cast<size_t>(hidden_), scaleBytes = sizeof(float) * static_cast<size_t>(groups_);
+  const size_t slotBytes = sizeof(int32_t) * static_cast<size_t>(topK_);
+  std::vector<int32_t> recordIds(static_cast<size_t>(topK_));   // [k] one record's ids
+  std::vector<float> recordWeights(static_cast<size_t>(topK_)); // [k] one record's weights
   std::vector<int64_t> next(shard_.sendOffsets);
   for (int d = 0; d < size_; ++d) {
     const int64_t first = d * local, last = first + local;
@@ -141,14 +140,18 @@ Status EpExchange::plan(const TensorView& ids, const TensorView& weights, const 
       if (slot[t * size_ + d] < 0) continue;
       const int64_t r = next[d]++;
       slot[t * size_ + d] = static_cast<int32_t>(r);
-      std::memcpy(sx + r * hidden_, x + t * hidden_, static_cast<size_t>(hidden_));
-      std::memcpy(ss + r * groups_, xs + t * groups_, sizeof(float) * static_cast<size_t>(groups_));
       for (int64_t j = 0; j < topK_; ++j) {
         const int32_t e = id[t * topK_ + j];
         const bool mine = e >= first && e < last;
-        si[r * topK_ + j] = mine ? static_cast<int32_t>(e - first) : -1;
-        sw[r * topK_ + j] = mine ? w[t * topK_ + j] : 0.0f;
+        recordIds[j] = mine ? static_cast<int32_t>(e - first) : -1;
+        recordWeights[j] = mine ? w[t * topK_ + j] : 0.0f;
       }
+      // The record (layout: see recordBytes in ep_exchange.h); memcpy: its fields are not aligned.
+      uint8_t* out = records + static_cast<size_t>(r) * record_;
+      std::memcpy(out, x + t * hidden_, rowBytes);
+      std::memcpy(out + rowBytes, xs + t * groups_, scaleBytes);
+      std::memcpy(out + rowBytes + scaleBytes, recordIds.data(), slotBytes);
+      std::memcpy(out + rowBytes + scaleBytes + slotBytes, recordWeights.data(), slotBytes);
     }
   }
   return Status::ok();
@@ -253,7 +256,8 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   if (counts.code() == Code::kEpTimeout || counts.code() == Code::kEpTransport) return counts;
   if (status.isOk()) status = counts;
   if (status.isOk()) {
-    status = shard_.recvXq.reserve(received_ * hidden_ + 64);
+    status = shard_.recvRecords.reserve(static_cast<size_t>(received_) * record_ + 64);
+    if (status.isOk()) status = shard_.recvXq.reserve(received_ * hidden_ + 64);
     if (status.isOk()) status = shard_.recvScales.reserve(sizeof(float) * received_ * groups_ + 64);
     if (status.isOk()) status = shard_.recvIds.reserve(sizeof(int32_t) * received_ * topK_ + 64);
     if (status.isOk()) status = shard_.recvWeights.reserve(sizeof(float) * received_ * topK_ + 64);
@@ -264,20 +268,17 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   const int64_t* so = shard_.sendOffsets.data();
   const int64_t* rr = shard_.recvRows.data();
   const int64_t* ro = shard_.recvOffsets.data();
-  const RowExchange rows[] = {
-      {shard_.sendXq.data(), shard_.recvXq.data(), static_cast<size_t>(hidden_), sr, so, rr, ro},
-      {shard_.sendScales.data(), shard_.recvScales.data(), sizeof(float) * static_cast<size_t>(groups_), sr, so, rr, ro},
-      {shard_.sendIds.data(), shard_.recvIds.data(), sizeof(int32_t) * static_cast<size_t>(topK_), sr, so, rr, ro},
-      {shard_.sendWeights.data(), shard_.recvWeights.data(), sizeof(float) * static_cast<size_t>(topK_), sr, so, rr, ro},
-  };
+  // The payload in one all-to-all-v: one record per (token, destination).
+  const RowExchange records{shard_.sendRecords.data(), shard_.recvRecords.data(), record_, sr, so, rr, ro};
   const double exchangeStart = seconds();
-  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(rows, 4)));
+  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(&records, 1)));
+  const double exchangeEnd = seconds();
+  unpackReceived();
   EpShard::Stats& stats = shard_.last;
-  stats.dispatchExchangeSeconds = seconds() - exchangeStart;
-  stats.dispatchSeconds = seconds() - start;
+  stats.dispatchExchangeSeconds = exchangeEnd - exchangeStart;
   stats.rowsSent = sent_;
   stats.rowsReceived = received_;
-  stats.dispatchRowBytes = hidden_ + static_cast<int64_t>(sizeof(float)) * groups_ + 8 * topK_;
+  stats.dispatchRowBytes = static_cast<int64_t>(record_);
   stats.combineRowBytes = 2 * hidden_;
   stats.activeExperts = 0;  // counted once the experts ran (moe_forward.cpp)
   batch_.tokens = received_;
@@ -303,7 +304,27 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
     batch_.ids = onDevice(batch_.ids, shard_.dRecvIds.data());
     batch_.weights = onDevice(batch_.weights, shard_.dRecvWeights.data());
   }
+  stats.dispatchSeconds = seconds() - start;
   return Status::ok();
+}
+
+// The received records split into the batch's [Nr, ...] tensors (the layout
+// the experts read). Only copies: the checks follow in validateReceived().
+void EpExchange::unpackReceived() {
+  const uint8_t* records = static_cast<const uint8_t*>(shard_.recvRecords.data());  // [Nr, recordBytes]
+  uint8_t* rx = static_cast<uint8_t*>(shard_.recvXq.data());                        // [Nr, H] fp8
+  uint8_t* rs = static_cast<uint8_t*>(shard_.recvScales.data());                    // [Nr, G] f32
+  uint8_t* ri = static_cast<uint8_t*>(shard_.recvIds.data());                       // [Nr, k] i32
+  uint8_t* rw = static_cast<uint8_t*>(shard_.recvWeights.data());                   // [Nr, k] f32
+  const size_t rowBytes = static_cast<size_t>(hidden_), scaleBytes = sizeof(float) * static_cast<size_t>(groups_);
+  const size_t slotBytes = sizeof(int32_t) * static_cast<size_t>(topK_);
+  for (size_t r = 0; r < static_cast<size_t>(received_); ++r) {
+    const uint8_t* in = records + r * record_;
+    std::memcpy(rx + r * rowBytes, in, rowBytes);
+    std::memcpy(rs + r * scaleBytes, in + rowBytes, scaleBytes);
+    std::memcpy(ri + r * slotBytes, in + rowBytes + scaleBytes, slotBytes);
+    std::memcpy(rw + r * slotBytes, in + rowBytes + scaleBytes + slotBytes, slotBytes);
+  }
 }
 
 // The received ids and weights are data from another process: checked before

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/ops.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "core/transport.h"
@@ -52,13 +53,16 @@ struct EpShard {
   int64_t firstExpert = 0;      // this rank's experts are [firstExpert, firstExpert + numLocal)
   int64_t numLocalExperts = 0;  // E / size
 
-  // [Ns] rows sent (destination-major, token order within a destination):
-  GrowableBuffer sendXq;        // [Ns, H] fp8
-  GrowableBuffer sendScales;    // [Ns, ceil(H/128)] f32
-  GrowableBuffer sendIds;       // [Ns, k] i32: local expert ids on the destination, -1 elsewhere
-  GrowableBuffer sendWeights;   // [Ns, k] f32: the routing weights of those slots, 0 elsewhere
-  // [Nr] rows received (source-major):
-  GrowableBuffer recvXq, recvScales, recvIds, recvWeights;
+  // [Ns] records sent (destination-major, token order within a destination)
+  // and [Nr] received (source-major), one per (token, destination rank): the
+  // dispatch payload moves in a single all-to-all-v (see recordBytes).
+  GrowableBuffer sendRecords;   // [Ns, recordBytes] u8
+  GrowableBuffer recvRecords;   // [Nr, recordBytes] u8
+  // The received records unpacked (the batch the experts read):
+  GrowableBuffer recvXq;        // [Nr, H] fp8
+  GrowableBuffer recvScales;    // [Nr, ceil(H/128)] f32
+  GrowableBuffer recvIds;       // [Nr, k] i32: local expert ids on this rank, -1 elsewhere
+  GrowableBuffer recvWeights;   // [Nr, k] f32: the routing weights of those slots, 0 elsewhere
   // The received batch's workspace (R = Nr * k rows at most):
   GrowableBuffer tokensPerExpert;  // [El] i32
   GrowableBuffer offsets;          // [El + 1] i32
@@ -88,12 +92,12 @@ struct EpShard {
 
   // What the last forward moved and how long it took (benchmarks).
   struct Stats {
-    double dispatchSeconds = 0;          // packing, counts, agreement and the row exchange
-    double dispatchExchangeSeconds = 0;  // the row exchange alone
+    double dispatchSeconds = 0;          // packing, counts, agreement, the record exchange, unpacking and checks
+    double dispatchExchangeSeconds = 0;  // the record exchange alone (one all-to-all-v)
     double combineSeconds = 0;           // agreement and the row exchange back
     double combineExchangeSeconds = 0;   // the row exchange back alone
     int64_t rowsSent = 0, rowsReceived = 0;  // Ns, Nr
-    int64_t dispatchRowBytes = 0;        // bytes per dispatched row (fp8 row, scales, ids, weights)
+    int64_t dispatchRowBytes = 0;        // bytes per dispatched record (recordBytes: fp8 row, scales, ids, weights)
     int64_t combineRowBytes = 0;         // bytes per returned row (bf16)
     int64_t activeExperts = 0;           // this rank's experts that received rows (host layers)
   } last;
@@ -102,6 +106,15 @@ struct EpShard {
   // the transport, so they are never freed (GrowableBuffer::abandon).
   void abandonBuffers();
 };
+
+// One dispatch record, fixed for a layer: the token's fp8 row (H bytes), its
+// 1x128 scales (ceil(H/128) f32), the destination's local expert ids of its k
+// slots (k i32, -1 where the slot's expert is elsewhere) and their weights
+// (k f32, 0 there), packed back to back without padding.
+inline size_t recordBytes(int64_t hidden, int64_t topK) {
+  return static_cast<size_t>(hidden) + sizeof(float) * static_cast<size_t>(ceilDiv(hidden, kQuantGroup)) +
+         (sizeof(int32_t) + sizeof(float)) * static_cast<size_t>(topK);
+}
 
 // The received batch: the tokens other ranks sent here, for this rank's experts.
 struct EpBatch {
@@ -151,6 +164,7 @@ class EpExchange {
   // Every rank's status, gathered; the first failure (in rank order) becomes
   // this rank's: its own error as is, another rank's as kEpPeer.
   Status agree(const Status& local, const char* step);
+  void unpackReceived();
   Status validateReceived();
   // A queued device: waits for it, then its verdict words' error, if any.
   Status deviceVerdict(const TensorView& flags);
@@ -164,6 +178,7 @@ class EpExchange {
   EpShard& shard_;
   int rank_, size_;
   int64_t tokens_, hidden_, groups_, topK_;
+  size_t record_;  // recordBytes(H, k)
   int64_t sent_ = 0, received_ = 0;  // Ns, Nr
   std::unique_lock<std::mutex> serial_;
   EpBatch batch_;
