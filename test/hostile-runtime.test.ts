@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 const root = path.resolve(__dirname, '..');
 
@@ -26,7 +26,12 @@ const isMoe = (e, code) => e instanceof m.MoeError && (code === undefined || e.c
 const layoutFor = (tokens, k, experts) => m.dispatchLayoutSync(m.tensor(Int32Array.from({ length: tokens * k }, (_, i) => (i * 7) % experts), [tokens, k]), experts, { align: 1 });
 `;
 
-function runScript(body: string, timeout = 90_000) {
+// Under the sanitizer build (scripts/sanitize.sh sets ASAN_OPTIONS) the
+// child processes run several times slower: the stress cases get more time.
+const SANITIZED = process.env.ASAN_OPTIONS !== undefined;
+if (SANITIZED) vi.setConfig({ testTimeout: 600_000 });
+
+function runScript(body: string, timeout = SANITIZED ? 480_000 : 90_000) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-hostile-'));
   const file = path.join(dir, 'case.cjs');
   fs.writeFileSync(file, prelude + body);
