@@ -40,8 +40,13 @@ ThreadPool::~ThreadPool() { stop(); }
 void ThreadPool::start(int n) {
   n = n < 1 ? 1 : n;
   stopping_ = false;
+  // A worker started by setNumThreads() must not take the last region's
+  // generation for a new job: it would run no task yet count itself done,
+  // and the pool's count of busy workers would no longer match the region's
+  // (a region waiting forever, or ending while a task still ran).
+  const uint64_t born = generation_;
   // The calling thread is thread 0; workers are 1..n-1.
-  for (int t = 1; t < n; ++t) workers_.emplace_back([this, t] { workerLoop(t); });
+  for (int t = 1; t < n; ++t) workers_.emplace_back([this, t, born] { workerLoop(t, born); });
   numThreads_.store(n, std::memory_order_release);
 }
 
@@ -72,8 +77,7 @@ void ThreadPool::runTasks(int thread) {
   }
 }
 
-void ThreadPool::workerLoop(int thread) {
-  uint64_t seen = 0;
+void ThreadPool::workerLoop(int thread, uint64_t seen) {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);

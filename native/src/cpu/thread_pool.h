@@ -46,7 +46,7 @@ class ThreadPool {
   explicit ThreadPool(int n);
   void start(int n);
   void stop();
-  void workerLoop(int thread);
+  void workerLoop(int thread, uint64_t seen);
   void runTasks(int thread);
 
   std::atomic<int> numThreads_{1};
