@@ -6,19 +6,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MoeError, MoeLayer, SafetensorsFile } from '../lib/index';
 import { OFF_THREAD_BYTES } from '../lib/checkpoint/header-thread';
-import { layerTensors, tempDir, writeCheckpoint } from './helpers/checkpoint';
+import { layerTensors, tempDirs, writeCheckpoint } from './helpers/checkpoint';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 
-const dirs: string[] = [];
-const fresh = () => {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const fresh = tempDirs();
 
 /** Writes a safetensors file from its header text and the size of its (zero) data section. */
 function writeRaw(file: string, header: string, dataBytes: number): string {

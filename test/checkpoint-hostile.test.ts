@@ -8,22 +8,16 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MoeError, MoeLayer, SafetensorsFile, quantizeWeightsSync, tensor, writeSafetensors } from '../lib/index';
 import { expertSlot } from '../lib/moe/experts';
-import { layerTensors, softmaxFamilyCheckpoint, tempDir, writeCheckpoint } from './helpers/checkpoint';
+import { layerTensors, softmaxFamilyCheckpoint, tempDirs, writeCheckpoint } from './helpers/checkpoint';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 
 const root = path.resolve(__dirname, '..');
 const SMALL = { ...smallDeepSeekConfig(128, 128), numExperts: 8, numGroups: 4, topKGroups: 2, topK: 4 };
 const LAYER = 1;
-const dirs: string[] = [];
-const fresh = () => {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const fresh = tempDirs();
 
 const source = MoeLayer.random(SMALL, { seed: 9 });
 const checkpoint = () => writeCheckpoint(fresh(), SMALL, layerTensors(SMALL, source.weights, LAYER), 2);

@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ForwardProfile, MoeConfig, MoeError, getNumThreads, setNumThreads, MoeLayer, bf16FromFloat32, referenceForwardToken, tensor } from '../lib/index';
 import { calcDiff } from './helpers/reference';
-import { layerTensors, softmaxFamilyCheckpoint, tempDir, writeCheckpoint, writeCheckpointFiles } from './helpers/checkpoint';
+import { layerTensors, softmaxFamilyCheckpoint, tempDirs, writeCheckpoint, writeCheckpointFiles } from './helpers/checkpoint';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 
@@ -12,8 +12,6 @@ const random = rng();
 
 const SMALL: MoeConfig = smallDeepSeekConfig(256, 128);
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
 
 function referenceLayer(layer: MoeLayer, x: Float32Array, tokens: number): Float64Array {
   const h = layer.config.hiddenSize;
@@ -182,11 +180,7 @@ describe('MoeLayer', () => {
 describe('MoeLayer.fromSafetensors', () => {
   const source = MoeLayer.random(SMALL, { seed: SEED + 7 });
   const layerIndex = 3;
-  const fresh = () => {
-    const dir = tempDir();
-    dirs.push(dir);
-    return dir;
-  };
+  const fresh = tempDirs();
 
   it('loads a sharded DeepSeek-V3-format checkpoint and computes the same layer', async () => {
     const dir = writeCheckpoint(fresh(), SMALL, layerTensors(SMALL, source.weights, layerIndex), 3);

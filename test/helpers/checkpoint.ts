@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { afterAll } from 'vitest';
 import { MoeConfig, MoeWeights, SafetensorsDType, fp8E4m3ToFloat, writeSafetensors } from '../../lib/index';
 import { expertSlot } from '../../lib/moe/experts';
 import { bytesOf } from '../../lib/checkpoint/safetensors';
@@ -15,6 +16,20 @@ type Entry = { dtype: SafetensorsDType; shape: number[]; bytes: Uint8Array };
 
 export function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ckpt-'));
+}
+
+/**
+ * For a test file or describe block: a maker of fresh temporary directories,
+ * all removed after its tests (call at collection time, as it registers afterAll).
+ */
+export function tempDirs(): () => string {
+  const made: string[] = [];
+  afterAll(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+  return () => {
+    const d = tempDir();
+    made.push(d);
+    return d;
+  };
 }
 
 /** All tensors of layer `layer` under their Hugging Face names. */

@@ -182,6 +182,24 @@ Status CudaBackend::gemmFp8(const GemmFp8Args& args, ExecContext&) {
   return fromPlugin(Plugin::instance().api().gemm_fp8(&g, err, sizeof err), err, "gemmFp8");
 }
 
+// The operands both grouped forms share: the plug-in's contiguous and masked
+// argument structs name them alike (moe_cuda_api.h).
+template <typename PluginArgs>
+void setGroupedOperands(const GroupedGemmFp8Args& args, const GroupedShape& shape, PluginArgs& g) {
+  g.a = args.a.data;
+  g.sa = args.aScales.as<const float>();
+  g.b = args.b.data;
+  g.sb = args.bScales.as<const float>();
+  g.d = args.d.data;
+  g.n = shape.n;
+  g.k = shape.k;
+  g.g = shape.groups;
+  g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
+  g.scale_dtype = MOE_CUDA_DTYPE_F32;
+  g.d_dtype = pluginDtype(args.d.dtype);
+  g.kernel = MOE_CUDA_KERNEL_AUTO;
+}
+
 Status CudaBackend::groupedGemmFp8(const GroupedGemmFp8Args& args, ExecContext&) {
   GroupedShape shape;
   const char* op = args.maskedM.data ? "groupedGemmFp8Masked" : "groupedGemmFp8";
@@ -196,39 +214,17 @@ Status CudaBackend::groupedGemmFp8(const GroupedGemmFp8Args& args, ExecContext&)
   const PluginApi& api = Plugin::instance().api();
   if (!shape.masked) {
     moe_cuda_grouped_gemm_args g{};
-    g.a = args.a.data;
-    g.sa = args.aScales.as<const float>();
-    g.b = args.b.data;
-    g.sb = args.bScales.as<const float>();
+    setGroupedOperands(args, shape, g);
     g.group_index = args.groupIndex.as<const int32_t>();
-    g.d = args.d.data;
     g.r = shape.rows;
-    g.n = shape.n;
-    g.k = shape.k;
-    g.g = shape.groups;
-    g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
-    g.scale_dtype = MOE_CUDA_DTYPE_F32;
-    g.d_dtype = pluginDtype(args.d.dtype);
-    g.kernel = MOE_CUDA_KERNEL_AUTO;
     g.align = static_cast<int32_t>(args.segmentAlign);
     return fromPlugin(api.grouped_gemm_fp8(&g, err, sizeof err), err, op);
   }
   moe_cuda_masked_gemm_args g{};
-  g.a = args.a.data;
-  g.sa = args.aScales.as<const float>();
-  g.b = args.b.data;
-  g.sb = args.bScales.as<const float>();
+  setGroupedOperands(args, shape, g);
   g.masked_m = args.maskedM.as<const int32_t>();
-  g.d = args.d.data;
-  g.g = shape.groups;
   g.m_max = shape.rows;
-  g.n = shape.n;
-  g.k = shape.k;
   g.expected_m = args.expectedRows;
-  g.a_dtype = g.b_dtype = MOE_CUDA_DTYPE_FP8_E4M3;
-  g.scale_dtype = MOE_CUDA_DTYPE_F32;
-  g.d_dtype = pluginDtype(args.d.dtype);
-  g.kernel = MOE_CUDA_KERNEL_AUTO;
   return fromPlugin(api.grouped_gemm_fp8_masked(&g, err, sizeof err), err, op);
 }
 
