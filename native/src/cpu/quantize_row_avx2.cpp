@@ -111,7 +111,9 @@ inline __m256i trackAbs(__m256i acc, __m256 v) {
   return _mm256_max_epu32(acc, _mm256_and_si256(_mm256_castps_si256(v), set1(0x7FFFFFFFu)));
 }
 
-inline uint32_t reduceMaxU32(__m256i v) {
+using AbsBits = __m256i;
+
+inline uint32_t reduceMaxBits(__m256i v) {
   __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   m = _mm_max_epu32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
   m = _mm_max_epu32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -136,53 +138,7 @@ inline __m256i absMaxBits(const typename L::T* x, int64_t n, __m256i acc) {
   return _mm256_max_epu32(acc, acc1);
 }
 
-inline float scalarAbsMax(const float* x, int64_t ld, int64_t rows, int64_t cols) {
-  return scalarAbsMaxF32(x, ld, rows, cols);
-}
-inline float scalarAbsMax(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols) {
-  return scalarAbsMaxBF16(x, ld, rows, cols);
-}
-
-template <class L>
-bool quantizeTile(const typename L::T* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format,
-                  uint8_t* q, int64_t ldq, float* scaleOut) {
-  __m256i acc = _mm256_setzero_si256();
-  for (int64_t r = 0; r < rows; ++r) acc = absMaxBits<L>(x + r * ld, cols, acc);
-  uint32_t amaxBits = reduceMaxU32(acc);
-  const bool finite = amaxBits < 0x7F800000u;
-  if (amaxBits > 0x7F800000u) amaxBits = floatBits(scalarAbsMax(x, ld, rows, cols));  // a NaN: ignore it
-  float inverse = 0.0f;
-  bool multiply = false;
-  const float scale = groupScaleFromBits(amaxBits, format, &inverse, &multiply);
-  *scaleOut = scale;
-  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, finite, q + r * ldq);
-  return finite;
-}
-
-template <class L>
-bool quantizeRowT(const typename L::T* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
-  bool finite = true;
-  for (int64_t c0 = 0; c0 < cols; c0 += kQuantGroup) {
-    const int64_t n = cols - c0 < kQuantGroup ? cols - c0 : kQuantGroup;
-    finite &= quantizeTile<L>(row + c0, 0, 1, n, format, q + c0, 0, scales + c0 / kQuantGroup);
-  }
-  return finite;
-}
-
-bool quantizeRowF32(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
-  return quantizeRowT<LoadF32>(row, cols, format, q, scales);
-}
-bool quantizeRowBF16(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
-  return quantizeRowT<LoadBF16>(row, cols, format, q, scales);
-}
-bool quantizeTileF32(const float* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
-                     int64_t ldq, float* scale) {
-  return quantizeTile<LoadF32>(x, ld, rows, cols, format, q, ldq, scale);
-}
-bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
-                      int64_t ldq, float* scale) {
-  return quantizeTile<LoadBF16>(x, ld, rows, cols, format, q, ldq, scale);
-}
+#include "cpu/quantize_row_tiles.h"  // inside the namespace, after the pieces it uses
 
 // ---- SwiGLU: the operation sequence of siluMul in quantize_row_avx512.cpp ----
 inline __m256 siluMul(__m256 g, __m256 up) {
@@ -208,7 +164,7 @@ bool swigluT(const typename L::T* gate, const typename L::T* up, int64_t n, floa
     _mm256_storeu_ps(out, v);
     std::memcpy(act + i, out, static_cast<size_t>(n - i) * sizeof(float));
   }
-  return reduceMaxU32(acc) < 0x7F800000u;
+  return reduceMaxBits(acc) < 0x7F800000u;
 }
 
 bool swigluF32(const float* gate, const float* up, int64_t n, float* act) {

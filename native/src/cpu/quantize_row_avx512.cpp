@@ -161,6 +161,10 @@ inline void convert(const typename L::T* x, int64_t n, float scale, float invers
 
 // max over i < n of the bits of |x[i]| as unsigned integers: for non-NaN
 // values the same order as the floats, and >= 0x7F800000 iff some value is not finite.
+using AbsBits = __m512i;
+
+inline uint32_t reduceMaxBits(__m512i v) { return _mm512_reduce_max_epu32(v); }
+
 template <class L>
 inline __m512i absMaxBits(const typename L::T* x, int64_t n, __m512i acc) {
   const __m512i absMask = set1(0x7FFFFFFFu);
@@ -179,54 +183,7 @@ inline __m512i absMaxBits(const typename L::T* x, int64_t n, __m512i acc) {
   return _mm512_max_epu32(acc, acc1);
 }
 
-inline float scalarAbsMax(const float* x, int64_t ld, int64_t rows, int64_t cols) {
-  return scalarAbsMaxF32(x, ld, rows, cols);
-}
-inline float scalarAbsMax(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols) {
-  return scalarAbsMaxBF16(x, ld, rows, cols);
-}
-
-// One block of rows x cols (cols <= 128): scale and fp8 values; false if not finite.
-template <class L>
-bool quantizeTile(const typename L::T* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format,
-                  uint8_t* q, int64_t ldq, float* scaleOut) {
-  __m512i acc = _mm512_setzero_si512();
-  for (int64_t r = 0; r < rows; ++r) acc = absMaxBits<L>(x + r * ld, cols, acc);
-  uint32_t amaxBits = _mm512_reduce_max_epu32(acc);
-  const bool finite = amaxBits < 0x7F800000u;
-  if (amaxBits > 0x7F800000u) amaxBits = floatBits(scalarAbsMax(x, ld, rows, cols));  // a NaN: ignore it
-  float inverse = 0.0f;
-  bool multiply = false;
-  const float scale = groupScaleFromBits(amaxBits, format, &inverse, &multiply);
-  *scaleOut = scale;
-  for (int64_t r = 0; r < rows; ++r) convert<L>(x + r * ld, cols, scale, inverse, multiply, finite, q + r * ldq);
-  return finite;
-}
-
-template <class L>
-bool quantizeRowT(const typename L::T* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
-  bool finite = true;
-  for (int64_t c0 = 0; c0 < cols; c0 += kQuantGroup) {
-    const int64_t n = cols - c0 < kQuantGroup ? cols - c0 : kQuantGroup;
-    finite &= quantizeTile<L>(row + c0, 0, 1, n, format, q + c0, 0, scales + c0 / kQuantGroup);
-  }
-  return finite;
-}
-
-bool quantizeRowF32(const float* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
-  return quantizeRowT<LoadF32>(row, cols, format, q, scales);
-}
-bool quantizeRowBF16(const uint16_t* row, int64_t cols, ScaleFormat format, uint8_t* q, float* scales) {
-  return quantizeRowT<LoadBF16>(row, cols, format, q, scales);
-}
-bool quantizeTileF32(const float* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
-                     int64_t ldq, float* scale) {
-  return quantizeTile<LoadF32>(x, ld, rows, cols, format, q, ldq, scale);
-}
-bool quantizeTileBF16(const uint16_t* x, int64_t ld, int64_t rows, int64_t cols, ScaleFormat format, uint8_t* q,
-                      int64_t ldq, float* scale) {
-  return quantizeTile<LoadBF16>(x, ld, rows, cols, format, q, ldq, scale);
-}
+#include "cpu/quantize_row_tiles.h"  // inside the namespace, after the pieces it uses
 
 // ---- SwiGLU -------------------------------------------------------------------
 //
