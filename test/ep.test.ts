@@ -157,6 +157,41 @@ describe.skipIf(skipReason !== '')('expert parallelism over MPI', () => {
     });
   }
 
+  // What rank 1 receives in the second forward is overwritten after the
+  // transport delivered it (MOE_EP_TEST_CORRUPT: rank:forward:step:offset:hex
+  // bytes). The worker's layer: H = 256 (2 scale groups), k = 4; a dispatch
+  // record is [fp8 row 256 | scales 8 | local ids 16 | weights 16] bytes; a
+  // counts record is [magic 4 | 4 | forward 8 | rows 8 | tokens 8].
+  const le64 = (v: bigint) => Buffer.from(BigInt64Array.of(v).buffer).toString('hex');
+  const corruptions: [string, string, RegExp][] = [
+    ['a count over the sender\'s batch', `1:2:counts:16:${le64(1n << 40n)}`, /rank 0 announces 1099511627776 rows of a 8-token batch/],
+    ['a negative count', `1:2:counts:16:${le64(-3n)}`, /rank 0 announces -3 rows/],
+    ['a counts header', '1:2:counts:0:00000000', /counts from rank 0 have a bad header/],
+    ['a local expert id out of range', '1:2:dispatch:264:08000000', /received row 0 slot 0 holds expert 8 \(this rank holds 8\)/],
+    ['a non-finite weight', '1:2:dispatch:280:0000c07f', /received row 0 slot 0 .* or a non-finite weight/],
+    ['a zero scale', '1:2:dispatch:256:00000000', /received row 0 has a bad scale in group 0/],
+  ];
+  for (const [what, spec, message] of corruptions) {
+    it(`a corrupt record on receipt (${what}): ERR_MOE_EP_PROTOCOL there, ERR_MOE_EP_PEER elsewhere, and the next forward works`, () => {
+      process.env.MOE_EP_TEST_CORRUPT = spec;
+      let run: ReturnType<typeof mpirun>;
+      try {
+        run = mpirun(2, 'corrupt', { timeoutMs: 10_000 });
+      } finally {
+        delete process.env.MOE_EP_TEST_CORRUPT;
+      }
+      expect(run.status, run.output).toBe(0);
+      const at = (forward: number) => run.lines.filter((l) => l.forward === forward);
+      for (const forward of [1, 3]) expect(at(forward).map((l) => l.kind), run.output).toEqual(['RESULT', 'RESULT']);
+      const [peer, bad] = at(2);
+      expect(bad, run.output).toMatchObject({ kind: 'ERROR', rank: 1, code: 'ERR_MOE_EP_PROTOCOL' });
+      expect(bad.message).toMatch(message);
+      expect(peer, run.output).toMatchObject({ kind: 'ERROR', rank: 0, code: 'ERR_MOE_EP_PEER' });
+      expect(peer.message).toMatch(/rank 1 failed the (dispatch|experts) of this forward with ERR_MOE_EP_PROTOCOL/);
+      for (const line of at(2)) expect(line.ms as number).toBeLessThan(5_000);
+    });
+  }
+
   it('a rank that throws before its forward (and stays alive) makes the others fail with ERR_MOE_EP_TIMEOUT in time', () => {
     const run = mpirun(2, 'stall', { badRank: 1, kind: 'throw', timeoutMs: 1500, holdMs: 4000 });
     const error = run.lines.find((l) => l.kind === 'ERROR' && l.rank === 0);

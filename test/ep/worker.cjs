@@ -106,6 +106,8 @@ async function equality(ep) {
     wholeMemoryBytes: whole.memoryBytes,
     localExperts: layer.weights.w13.numExperts,
     sendRows: stats && stats.sendRows,
+    deviceRows: stats && stats.deviceRows,
+    nccl: ep.comm.nccl,
     recvRows: stats && stats.recvRows,
     digest: require('node:crypto').createHash('sha256').update(runs[0]).digest('hex').slice(0, 16),
   });
@@ -153,6 +155,23 @@ async function stall(ep) {
   }
 }
 
+// Three forwards; the test corrupts what rank badRank receives in the second
+// (MOE_EP_TEST_CORRUPT). One line per rank and forward.
+async function corrupt(ep) {
+  const layer = moe.MoeLayer.random(config(), { seed: 7, ep });
+  const h = layer.config.hiddenSize;
+  const x = moe.tensor(hidden(8, h, 31 + ep.rank), [8, h]);
+  for (let forward = 1; forward <= 3; forward++) {
+    const start = Date.now();
+    try {
+      await layer.forward(x);
+      print('RESULT', { rank: ep.rank, forward, ok: true });
+    } catch (e) {
+      print('ERROR', { rank: ep.rank, forward, code: e.code, message: e.message, ms: Date.now() - start });
+    }
+  }
+}
+
 function mismatch(ep) {
   const cfg = config(ep.rank === options.badRank ? { intermediateSize: 256 } : {});
   try {
@@ -174,6 +193,7 @@ async function main() {
   else if (scenario === 'bad-input') await badInput(ep);
   else if (scenario === 'stall') await stall(ep);
   else if (scenario === 'mismatch') mismatch(ep);
+  else if (scenario === 'corrupt') await corrupt(ep);
   else if (scenario === 'nccl') print('RESULT', { rank: ep.rank, nccl: moe.initNccl() });
   else throw new Error(`unknown scenario ${scenario}`);
 }

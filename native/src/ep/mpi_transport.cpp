@@ -71,7 +71,9 @@ Status fromMpi(int code, const char* message, const char* what) {
 
 Status MpiTransport::alltoall(const void* send, void* recv, size_t bytes) {
   char err[512] = {0};
-  return fromMpi(api_->alltoall(send, recv, bytes, timeout_, err, sizeof err), err, "expert parallelism");
+  MOE_RETURN_IF_ERROR(fromMpi(api_->alltoall(send, recv, bytes, timeout_, err, sizeof err), err, "expert parallelism"));
+  fault_.afterReceive(FaultInjection::Step::kCounts, forwards, recv, bytes * static_cast<size_t>(size_));
+  return Status::ok();
 }
 
 Status MpiTransport::alltoallv(const RowExchange* exchanges, int count) {
@@ -79,7 +81,13 @@ Status MpiTransport::alltoallv(const RowExchange* exchanges, int count) {
   if (count < 1 || count > 8) return Status(Code::kInternal, "alltoallv: 1..8 exchanges");
   for (int i = 0; i < count; ++i) x[i] = toPlugin(exchanges[i]);
   char err[512] = {0};
-  return fromMpi(api_->alltoallv(x, count, timeout_, err, sizeof err), err, "expert parallelism");
+  MOE_RETURN_IF_ERROR(fromMpi(api_->alltoallv(x, count, timeout_, err, sizeof err), err, "expert parallelism"));
+  if (fault_.armed()) {
+    int64_t rows = 0;
+    for (int s = 0; s < size_; ++s) rows += exchanges[0].recvRows[s];
+    fault_.afterReceive(FaultInjection::Step::kDispatch, forwards, exchanges[0].recv, static_cast<size_t>(rows) * exchanges[0].rowBytes);
+  }
+  return Status::ok();
 }
 
 Status MpiTransport::allgather(const void* send, void* recv, size_t bytes) {

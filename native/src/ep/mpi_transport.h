@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/transport.h"
+#include "ep/fault_injection.h"
 #include "moe_mpi_api.h"
 
 namespace moe::ep {
@@ -41,7 +42,7 @@ Status fromMpi(int code, const char* message, const char* what);
 class MpiTransport : public Transport {
  public:
   MpiTransport(const moe_mpi_api* api, int rank, int size, double timeoutSeconds)
-      : api_(api), rank_(rank), size_(size), timeout_(timeoutSeconds) {}
+      : api_(api), rank_(rank), size_(size), timeout_(timeoutSeconds), fault_(FaultInjection::fromEnvironment(rank)) {}
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   Status alltoall(const void* send, void* recv, size_t bytes) override;
@@ -59,6 +60,7 @@ class MpiTransport : public Transport {
   const moe_mpi_api* api_;
   int rank_, size_;
   double timeout_;
+  FaultInjection fault_;  // a test's corruption of received bytes (MOE_EP_TEST_CORRUPT), else inert
 };
 
 // The process's one communicator, once initExpertParallel ran (else nullptr).
