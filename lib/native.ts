@@ -127,7 +127,7 @@ export interface NativeAddon {
   epBarrier(): void;
   epShardStats(shard: unknown): EpShardStats;
   /** Seconds per blocking MPI_Alltoallv of the last forward's dispatch (reverse: combine) row counts. Collective. */
-  epRawAlltoallv(shard: unknown, options: { rowBytes: number; reverse: boolean; iterations: number }): number;
+  epExchangeAb(shard: unknown, options: { reverse: boolean; reps: number }): { raw: Float64Array; ours: Float64Array };
   /** Whether libnccl.so.2 loads (no communicator is made). */
   epNcclProbe(): { available: boolean; reason: string; version?: number };
   /** Joins the NCCL communicator of all ranks (collective; unique id broadcast over MPI); a reason when NCCL cannot be used. */
@@ -148,6 +148,8 @@ export interface EpShardStats {
   combineRowBytes: number;
   /** This rank's experts that received rows (CPU layers). */
   activeExperts: number;
+  /** The last forward's rows moved between devices (NCCL) rather than through the host. */
+  deviceRows: boolean;
   sendRows: number[];
   recvRows: number[];
 }

@@ -143,9 +143,41 @@ describe.skipIf(skipReason !== '')('expert parallelism over MPI', () => {
     if (process.env.MOE_CUDA_PLUGIN?.includes('build-emu')) expect(gpu.map((l) => l.digest)).toEqual(cpu.map((l) => l.digest));
   });
 
-  for (const [kind, device] of [['shape', 'cpu'], ['nan', 'cpu'], ['nan', 'cuda']]) {
-    it.skipIf(device === 'cuda' && !cudaAvailable())(`bad input on one rank (${kind}, ${device}) is reported on every rank, and the next forward works`, () => {
-      const run = mpirun(4, 'bad-input', { badRank: 1, kind, device });
+  // With the test double of libnccl.so.2 (scripts/ep/build-fake-nccl.sh:
+  // NCCL's entry points over MPI on host memory, its transfers ordered on the
+  // emulated GPU's stream), a CUDA layer's rows move between "devices" over
+  // NCCL: the gathers, the grouped ncclSend/ncclRecv and the checks of what
+  // arrived, end to end.
+  const fakeNccl = path.join(root, 'build-emu', 'libnccl.so.2');
+  const withFakeNccl = <T>(run: () => T): T => {
+    process.env.MOE_NCCL_LIBRARY = fakeNccl;
+    try {
+      return run();
+    } finally {
+      delete process.env.MOE_NCCL_LIBRARY;
+    }
+  };
+  const ncclSkip = !cudaAvailable() || !fs.existsSync(fakeNccl);
+  if (cudaAvailable() && !fs.existsSync(fakeNccl)) console.warn('ep.test.ts: the NCCL-path tests are skipped: bash scripts/ep/build-fake-nccl.sh builds the test double of libnccl.so.2');
+  it.skipIf(ncclSkip)('the CUDA backend over NCCL: rows move between devices, with the same bits as the staged forward', () => {
+    const batches = [6, 0, 11, 3];
+    const staged = results(4, { batches, repeats: 1, device: 'cuda' });
+    const nccl = withFakeNccl(() => results(4, { batches, repeats: 2, device: 'cuda' }));
+    expectMatchesWholeLayer(nccl, batches);
+    for (const line of staged) expect(line.deviceRows, JSON.stringify(line)).toBe(false);
+    for (const line of nccl) {
+      expect(line.nccl, JSON.stringify(line)).toMatchObject({ available: true, reason: 'usable' });
+      expect(line.deviceRows, JSON.stringify(line)).toBe(true);
+    }
+    expect(nccl.map((l) => l.digest)).toEqual(staged.map((l) => l.digest));
+    const two = withFakeNccl(() => results(2, { batches: [9, 4], repeats: 1, device: 'cuda' }));
+    expectMatchesWholeLayer(two, [9, 4]);
+  });
+
+  for (const [kind, device] of [['shape', 'cpu'], ['nan', 'cpu'], ['nan', 'cuda'], ['nan', 'cuda+nccl']]) {
+    it.skipIf((device === 'cuda' && !cudaAvailable()) || (device === 'cuda+nccl' && ncclSkip))(`bad input on one rank (${kind}, ${device}) is reported on every rank, and the next forward works`, () => {
+      const launch = () => mpirun(4, 'bad-input', { badRank: 1, kind, device: device.replace('+nccl', '') });
+      const run = device.endsWith('+nccl') ? withFakeNccl(launch) : launch();
       const errors = run.lines.filter((l) => l.kind === 'ERROR');
       expect(errors.length, run.output).toBe(4);
       for (const e of errors) {

@@ -2,10 +2,10 @@
  * `mpirun -np N npx moe-kernels bench ep`: the expert-parallel layer across N
  * processes. For each batch size (tokens per rank): the layer's tokens/s over
  * all ranks; dispatch's and combine's GB/s next to a blocking MPI_Alltoallv
- * of the same bytes to the same ranks, measured in the same run right after
- * (the ceiling the exchanges are held to); and the bytes the fp8, once-per-
- * rank dispatch moves against a naive bf16 exchange of one row per (token,
- * expert).
+ * of the same bytes on the same buffers (the ceiling the exchanges are held
+ * to), the two interleaved rep by rep in the same run and compared by their
+ * medians; and the bytes the fp8, once-per-rank dispatch moves against a
+ * naive bf16 exchange of one row per (token, expert).
  */
 import { MoeError } from '../errors';
 import { native } from '../native';
@@ -22,7 +22,7 @@ export interface EpBenchRow {
   /** Tokens per rank. */
   tokens: number;
   ranks: number;
-  /** Forward wall time, ms (the slowest rank's median). */
+  /** Forward wall time, ms (median over the runs of the slowest rank's time). */
   ms: number;
   /** All ranks' tokens per second. */
   tokensPerSecond: number;
@@ -31,28 +31,36 @@ export interface EpBenchRow {
   combineBytes: number;
   /** The naive exchange: one bf16 row per (token, expert) each way. */
   naiveBytes: number;
-  /** GB/s (best run) of the whole dispatch step (packing, counts, agreement, records, unpacking), of its record exchange alone (one MPI_Ialltoallv), and of one MPI_Alltoallv on the same bytes. */
+  /**
+   * GB/s: bytes over all ranks / the median over runs of the slowest rank's
+   * time. "Step": the whole dispatch (packing, counts, agreement, records,
+   * unpacking) or combine (agreement, rows) inside the forwards. "Exchange"
+   * and "raw": the same row exchange (same buffers, counts and record size)
+   * as the layer's transport does it and as one blocking MPI_Alltoallv,
+   * interleaved rep by rep.
+   */
   dispatchGBs: number;
   dispatchExchangeGBs: number;
   dispatchRawGBs: number;
   combineGBs: number;
   combineExchangeGBs: number;
   combineRawGBs: number;
-  /** rows/MPI from the median runs instead of the best (the spread on a shared machine). */
-  dispatchMedianRatio: number;
-  combineMedianRatio: number;
+  /** Reps of each exchange in the interleaved comparison. */
+  reps: number;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-// The exchanges' times: the best of the runs (on a shared machine a rank that
-// loses its core for a moment stalls every rank's exchange; the best run is
-// the transport's, not the scheduler's), the same statistic for both sides.
-const best = (values: number[]) => Math.min(...values);
+const median = (values: ArrayLike<number>) => Array.from(values).sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 /** The largest of every rank's `value` (a collective). */
 function maxOverRanks(comm: Communicator, value: number): number {
-  const all = comm.allgather(new Uint8Array(Float64Array.of(value).buffer));
-  return Math.max(...all.map((b) => new Float64Array(b.slice().buffer)[0]));
+  return maxPerRun(comm, [value])[0];
+}
+
+/** For each run i, the largest of every rank's values[i] (a collective; every rank has as many runs). */
+function maxPerRun(comm: Communicator, values: ArrayLike<number>): number[] {
+  const all = comm.allgather(new Uint8Array(Float64Array.from(values).buffer));
+  const ranks = all.map((b) => new Float64Array(b.slice().buffer));
+  return Array.from(values, (_, i) => Math.max(...ranks.map((r) => r[i])));
 }
 
 function sumOverRanks(comm: Communicator, value: number): number {
@@ -74,28 +82,26 @@ export async function benchEp(layer: MoeLayer, options: { tokenCounts: number[];
     const start = performance.now();
     await layer.forward(x, { into: out });
     const once = maxOverRanks(comm, performance.now() - start);
-    const iterations = Math.max(3, Math.min(200, Math.round(options.timeMs / Math.max(once, 1e-3))));
+    // Half the time on forwards, half on the interleaved exchanges.
+    const iterations = Math.max(5, Math.min(200, Math.round(options.timeMs / 2 / Math.max(once, 1e-3))));
     const times: number[] = [];
     const stats: EpShardStats[] = [];
-    const rawDispatch: number[] = [];
-    const rawCombine: number[] = [];
-    // Each forward is followed by MPI_Alltoallv on the same counts and bytes
-    // (each started from a barrier, as the forward is): the ceiling is
-    // measured in the same moments as the exchanges it is compared with.
     for (let i = 0; i < iterations; i++) {
       comm.barrier();
       const t0 = performance.now();
       await layer.forward(x, { into: out });
       times.push(performance.now() - t0);
-      const s = native().epShardStats(handle);
-      stats.push(s);
-      comm.barrier();
-      rawDispatch.push(native().epRawAlltoallv(handle, { rowBytes: s.dispatchRowBytes, reverse: false, iterations: 1 }));
-      comm.barrier();
-      rawCombine.push(native().epRawAlltoallv(handle, { rowBytes: s.combineRowBytes, reverse: true, iterations: 1 }));
+      stats.push(native().epShardStats(handle));
     }
     const last = stats[stats.length - 1];
-    const ms = maxOverRanks(comm, median(times));
+    // The last forward's exchanges again, ours and MPI_Alltoallv's in turn on
+    // the same buffers: as many reps as fit the other half of the time.
+    const exchangeMs = 1e3 * (median(stats.map((s) => s.dispatchExchangeSeconds)) + median(stats.map((s) => s.combineExchangeSeconds)));
+    const reps = maxOverRanks(comm, Math.max(30, Math.min(2000, Math.round(options.timeMs / 2 / (2 * exchangeMs + 0.2)))));
+    const dispatchAb = native().epExchangeAb(handle, { reverse: false, reps });
+    const combineAb = native().epExchangeAb(handle, { reverse: true, reps });
+    const slowest = (values: ArrayLike<number>) => median(maxPerRun(comm, values));
+    const ms = slowest(times);
     // Bytes over all ranks; times are the slowest rank's (an exchange ends when its last rank does).
     const dispatchBytes = sumOverRanks(comm, last.rowsSent * last.dispatchRowBytes);
     const combineBytes = sumOverRanks(comm, last.rowsSent * last.combineRowBytes);
@@ -109,19 +115,14 @@ export async function benchEp(layer: MoeLayer, options: { tokenCounts: number[];
       dispatchBytes,
       combineBytes,
       naiveBytes,
-      dispatchGBs: gbs(dispatchBytes, maxOverRanks(comm, best(stats.map((s) => s.dispatchSeconds)))),
-      dispatchExchangeGBs: gbs(dispatchBytes, maxOverRanks(comm, best(stats.map((s) => s.dispatchExchangeSeconds)))),
-      dispatchRawGBs: gbs(dispatchBytes, maxOverRanks(comm, best(rawDispatch))),
-      combineGBs: gbs(combineBytes, maxOverRanks(comm, best(stats.map((s) => s.combineSeconds)))),
-      combineExchangeGBs: gbs(combineBytes, maxOverRanks(comm, best(stats.map((s) => s.combineExchangeSeconds)))),
-      combineRawGBs: gbs(combineBytes, maxOverRanks(comm, best(rawCombine))),
-      dispatchMedianRatio: 0,
-      combineMedianRatio: 0,
+      dispatchGBs: gbs(dispatchBytes, slowest(stats.map((s) => s.dispatchSeconds))),
+      dispatchExchangeGBs: gbs(dispatchBytes, slowest(dispatchAb.ours)),
+      dispatchRawGBs: gbs(dispatchBytes, slowest(dispatchAb.raw)),
+      combineGBs: gbs(combineBytes, slowest(stats.map((s) => s.combineSeconds))),
+      combineExchangeGBs: gbs(combineBytes, slowest(combineAb.ours)),
+      combineRawGBs: gbs(combineBytes, slowest(combineAb.raw)),
+      reps,
     };
-    // The same ratios from each side's median run (slowest rank's): how far the typical run is from the best.
-    const medianRatio = (exchange: number[], raw: number[]) => maxOverRanks(comm, median(raw)) / maxOverRanks(comm, median(exchange));
-    row.dispatchMedianRatio = medianRatio(stats.map((s) => s.dispatchExchangeSeconds), rawDispatch);
-    row.combineMedianRatio = medianRatio(stats.map((s) => s.combineExchangeSeconds), rawCombine);
     rows.push(row);
     options.onRow?.(row);
   }
@@ -135,12 +136,12 @@ export function formatEpReport(rows: EpBenchRow[], layer: MoeLayer, library: str
   const lines = [
     `expert parallelism over ${library}: ${shard.size} ranks, ${shard.numLocalExperts} of ${c.numExperts} experts each`,
     `layer H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts} k=${c.topK}; ${mib(layer.memoryBytes)} MiB of weights on rank ${shard.rank}`,
-    'GB/s: bytes over all ranks / the slowest rank\'s best time over the runs (statistic: best; "med" columns: the same ratio from the median runs).',
-    '"step": the whole dispatch (packing, counts, agreement, records, unpacking) or combine (agreement, rows); "rows": its one MPI_Ialltoallv',
-    'alone; "MPI": one blocking MPI_Alltoallv of the same bytes (same counts, same record size) between the same ranks, right after in the same run.',
+    'GB/s: bytes over all ranks / the median over runs of the slowest rank\'s time. "step": the whole dispatch (packing, counts, agreement,',
+    'records, unpacking) or combine (agreement, rows) in the forwards; "xchg": the row exchange as the layer does it; "MPI": one blocking',
+    'MPI_Alltoallv of the same bytes on the same buffers; xchg and MPI interleaved rep by rep (each from a barrier), "/MPI" their ratio.',
     '',
   ];
-  const header = ['tokens/rank', 'tokens/s', 'ms', 'moved MiB', 'naive MiB', 'saved', 'disp step', 'disp rows', 'MPI', 'rows/MPI', 'med', 'comb step', 'comb rows', 'MPI', 'rows/MPI', 'med'];
+  const header = ['tokens/rank', 'tokens/s', 'ms', 'moved MiB', 'naive MiB', 'saved', 'disp step', 'disp xchg', 'MPI', '/MPI', 'comb step', 'comb xchg', 'MPI', '/MPI', 'reps'];
   const body = rows.map((r) => [
     String(r.tokens),
     r.tokensPerSecond.toFixed(0),
@@ -152,12 +153,11 @@ export function formatEpReport(rows: EpBenchRow[], layer: MoeLayer, library: str
     r.dispatchExchangeGBs.toFixed(2),
     r.dispatchRawGBs.toFixed(2),
     (r.dispatchExchangeGBs / r.dispatchRawGBs).toFixed(2),
-    r.dispatchMedianRatio.toFixed(2),
     r.combineGBs.toFixed(2),
     r.combineExchangeGBs.toFixed(2),
     r.combineRawGBs.toFixed(2),
     (r.combineExchangeGBs / r.combineRawGBs).toFixed(2),
-    r.combineMedianRatio.toFixed(2),
+    String(r.reps),
   ]);
   return [...lines, ...formatTable(header, body)].join('\n');
 }

@@ -6,11 +6,27 @@
  */
 import { MoeError, describe } from '../errors';
 import { native } from '../native';
-import { mpiTransport } from './transport';
+import { cudaBackend } from '../backends';
+import { mpiTransport, ncclTransport } from './transport';
 
 export interface ExpertParallelOptions {
   /** The longest any exchange may wait for the other ranks, ms (default MOE_EP_TIMEOUT_MS or 60000). */
   timeoutMs?: number;
+  /**
+   * Join an NCCL communicator of all ranks for device layers' exchanges
+   * (default true; collective). Where libnccl.so.2 or the CUDA plug-in is
+   * missing on any rank, device layers stage their exchanges through the host
+   * over MPI, and `comm.nccl` says why.
+   */
+  nccl?: boolean;
+}
+
+export interface NcclStatus {
+  available: boolean;
+  /** Why NCCL is not used ('usable' when it is). */
+  reason: string;
+  /** NCCL's version code (e.g. 21903 for 2.19.3), when it is used. */
+  version?: number;
 }
 
 export class Communicator {
@@ -21,6 +37,8 @@ export class Communicator {
   /** The MPI library's version line. */
   readonly library: string;
   readonly timeoutMs: number;
+  /** Whether device layers' rows move over NCCL (set by initExpertParallel). */
+  nccl: NcclStatus = { available: false, reason: 'not initialized (initExpertParallel({ nccl: false }))' };
   private queue: Promise<unknown> = Promise.resolve();
 
   /** @internal use initExpertParallel() */
@@ -82,6 +100,7 @@ export function initExpertParallel(options: ExpertParallelOptions = {}): ExpertP
   }
   const info = native().epInit({ timeoutMs });
   world = new Communicator(info, timeoutMs);
+  if (options.nccl !== false) world.nccl = joinNccl();
   // MPI_Finalize at exit (the plug-in skips it after a failed exchange, which would wait forever).
   process.once('exit', () => finalizeExpertParallel());
   return { rank: world.rank, size: world.size, comm: world };
@@ -102,13 +121,21 @@ export function communicatorOf(value: unknown, what: string): Communicator {
   throw new MoeError('ERR_MOE_ARGUMENT', `${what}: expected the result of initExpertParallel() or its comm, got ${describe(value)}`);
 }
 
+/** Collective: every rank calls epNcclInit, which tells each whether all can use NCCL. */
+function joinNccl(): NcclStatus {
+  if (ncclTransport().available) cudaBackend(); // loads the CUDA plug-in NCCL's exchanges run on (only where NCCL is there)
+  return native().epNcclInit();
+}
+
 /**
  * Joins the NCCL communicator of every rank for exchanges between GPUs
- * (collective: rank 0 makes the unique id, MPI broadcasts it). Where NCCL or
- * the CUDA plug-in is missing on any rank, every rank gets the reason
- * (available: false).
+ * (collective: rank 0 makes the unique id, MPI broadcasts it; initExpertParallel
+ * does it unless `nccl: false`). Device layers made afterwards move their rows
+ * over it. Where NCCL or the CUDA plug-in is missing on any rank, every rank
+ * gets the reason (available: false).
  */
-export function initNccl(): { available: boolean; reason: string; version?: number } {
+export function initNccl(): NcclStatus {
   if (!world) throw new MoeError('ERR_MOE_EP_TRANSPORT', 'initNccl: call initExpertParallel() first');
-  return native().epNcclInit();
+  world.nccl = joinNccl();
+  return world.nccl;
 }

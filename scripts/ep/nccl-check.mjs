@@ -4,7 +4,10 @@
 // Each rank picks GPU = its local rank, joins the NCCL communicator (unique
 // id broadcast over MPI), sends a different number of rows to every rank,
 // bytes that name (source, destination, row, byte), and checks every
-// received byte. Prints `ep-nccl: ok ...` on every rank, or the failure.
+// received byte; then runs the expert-parallel layer on the GPUs (its rows
+// over NCCL) and compares each rank's output with the whole layer run on the
+// CPU over the concatenated batch. Prints `ep-nccl: ok ...` and
+// `ep-nccl layer: ok ...` on every rank, or the failure.
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,4 +52,21 @@ for (let s = 0; s < ep.size; s++) {
   for (let r = 0; r < recvRows[s]; r++) for (let i = 0; i < rowBytes; i++) if (got[offset++] !== byte(s, ep.rank, r, i)) bad++;
 }
 console.log(`ep-nccl: rank ${ep.rank}/${ep.size} GPU ${localRank} NCCL ${nccl.version}: ${bad === 0 ? 'ok' : `${bad} WRONG bytes`} (${got.length} bytes received, ${ms.toFixed(2)} ms)`);
-process.exitCode = bad === 0 ? 0 : 1;
+
+// The layer forward with its rows over NCCL, against the whole layer on the CPU.
+const config = { ...moe.DEEPSEEK_V3_CONFIG, hiddenSize: 512, intermediateSize: 256, numExperts: 16, topK: 4, numGroups: 4, topKGroups: 2 };
+const batches = Array.from({ length: ep.size }, (_, r) => 5 + 7 * r);
+const h = config.hiddenSize;
+const all = new Float32Array(total(batches) * h);
+for (let i = 0, s = 12345; i < all.length; i++) all[i] = ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 2;
+const first = total(batches.slice(0, ep.rank));
+const layer = moe.MoeLayer.random(config, { seed: 7, ep, device: 'cuda' });
+const whole = moe.MoeLayer.random(config, { seed: 7, device: 'cpu' });
+const y = (await layer.forward(moe.tensor(all.slice(first * h, (first + batches[ep.rank]) * h), [batches[ep.rank], h]))).to('cpu').toFloat32Array();
+const want = whole.forwardSync(moe.tensor(all, [total(batches), h])).toFloat32Array().subarray(first * h, (first + batches[ep.rank]) * h);
+const { calcDiff } = createRequire(import.meta.url)(path.join(root, 'dist', 'bench', 'diff.js'));
+const diff = calcDiff(y, want);
+const { deviceRows } = native().epShardStats(layer.epHandle.handle);
+const layerOk = diff < 2e-3 && deviceRows && y.every(Number.isFinite);
+console.log(`ep-nccl layer: rank ${ep.rank}: ${layerOk ? 'ok' : 'FAILED'} (${batches[ep.rank]} tokens, diff ${diff.toExponential(2)} against the whole layer, rows over NCCL: ${deviceRows})`);
+process.exitCode = bad === 0 && layerOk ? 0 : 1;

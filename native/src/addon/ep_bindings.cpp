@@ -23,6 +23,10 @@ double number(const Napi::Object& o, const char* key, double fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
 }
 
+// The NCCL communicator of all ranks, once epNcclInit made one.
+std::mutex ncclMutex;
+std::shared_ptr<ep::NcclTransport> ncclWorld;
+
 EpShard* shardArg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || !info[i].IsExternal()) return nullptr;
   return info[i].As<Napi::External<EpShard>>().Data();
@@ -76,6 +80,11 @@ Napi::Value EpCreateShard(const Napi::CallbackInfo& info) {
   shard->numExperts = static_cast<int64_t>(number(o, "numExperts", 0));
   shard->firstExpert = static_cast<int64_t>(number(o, "firstExpert", 0));
   shard->numLocalExperts = static_cast<int64_t>(number(o, "numLocalExperts", 0));
+  {
+    // A device layer's rows move over NCCL where every rank joined it.
+    std::lock_guard<std::mutex> lock(ncclMutex);
+    shard->deviceTransport = ncclWorld;
+  }
   if (shard->numLocalExperts < 1 || shard->numLocalExperts * transport->size() != shard->numExperts ||
       shard->firstExpert != shard->numLocalExperts * transport->rank()) {
     delete shard;
@@ -144,6 +153,7 @@ Napi::Value EpShardStats(const Napi::CallbackInfo& info) {
   o.Set("dispatchRowBytes", static_cast<double>(s.dispatchRowBytes));
   o.Set("combineRowBytes", static_cast<double>(s.combineRowBytes));
   o.Set("activeExperts", static_cast<double>(s.activeExperts));
+  o.Set("deviceRows", s.deviceRows);
   Napi::Array sent = Napi::Array::New(env), received = Napi::Array::New(env);
   for (size_t i = 0; i < shard->sendRows.size(); ++i) sent.Set(i, static_cast<double>(shard->sendRows[i]));
   for (size_t i = 0; i < shard->recvRows.size(); ++i) received.Set(i, static_cast<double>(shard->recvRows[i]));
@@ -152,40 +162,54 @@ Napi::Value EpShardStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// epRawAlltoallv(shard, { rowBytes, reverse, iterations }) -> seconds per
-// call of a blocking MPI_Alltoallv moving the last forward's dispatch
-// (reverse: combine) row counts with `rowBytes` per row: the ceiling the
-// benchmark puts next to the forward's exchanges. Collective.
-Napi::Value EpRawAlltoallv(const Napi::CallbackInfo& info) {
+// epExchangeAb(shard, { reverse, reps }) -> { raw: Float64Array, ours: Float64Array }
+// [reps] seconds each: the last forward's dispatch (reverse: combine) row
+// exchange timed as a blocking MPI_Alltoallv (the ceiling) and as the
+// transport's own exchange, interleaved (A B, then B A, ...) on the same
+// buffers (the shard's, as the forward left them) with the same counts and
+// record size, each started from a barrier. Collective. The benchmark takes
+// the slowest rank's time per rep and the median over reps.
+Napi::Value EpExchangeAb(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EpShard* shard = shardArg(info, 0);
-  if (!shard || info.Length() < 2 || !info[1].IsObject()) return throwStatus(env, Status(Code::kInternal, "epRawAlltoallv(shard, options)"));
+  if (!shard || info.Length() < 2 || !info[1].IsObject()) return throwStatus(env, Status(Code::kInternal, "epExchangeAb(shard, options)"));
   const Napi::Object o = info[1].As<Napi::Object>();
-  const size_t rowBytes = static_cast<size_t>(number(o, "rowBytes", 1));
   const bool reverse = o.Get("reverse").ToBoolean().Value();
-  const int iterations = static_cast<int>(number(o, "iterations", 1));
+  const int reps = static_cast<int>(number(o, "reps", 1));
+  if (reps < 1 || reps > 100000) return throwStatus(env, Status(Code::kRange, "epExchangeAb: reps must be 1..100000"));
   auto* transport = static_cast<ep::MpiTransport*>(shard->transport.get());
-  const std::vector<int64_t>& sr = reverse ? shard->recvRows : shard->sendRows;
-  const std::vector<int64_t>& so = reverse ? shard->recvOffsets : shard->sendOffsets;
-  const std::vector<int64_t>& rr = reverse ? shard->sendRows : shard->recvRows;
-  const std::vector<int64_t>& ro = reverse ? shard->sendOffsets : shard->recvOffsets;
-  int64_t sendTotal = 0, recvTotal = 0;
-  for (size_t i = 0; i < sr.size(); ++i) sendTotal += sr[i], recvTotal += rr[i];
-  std::vector<uint8_t> send(sendTotal * rowBytes + 1, 1), recv(recvTotal * rowBytes + 1, 0);
-  const RowExchange x{send.data(), recv.data(), rowBytes, sr.data(), so.data(), rr.data(), ro.data()};
+  if (shard->last.deviceRows || shard->last.dispatchRowBytes <= 0) {
+    return throwStatus(env, Status(Code::kEpTransport, "epExchangeAb: needs a host layer that ran a forward"));
+  }
+  // Exactly what the forward's exchange moved: records out of sendRecords
+  // into recvRecords, or rows back from partial into returned.
+  const size_t rowBytes = static_cast<size_t>(reverse ? shard->last.combineRowBytes : shard->last.dispatchRowBytes);
+  const RowExchange x = reverse ? RowExchange{shard->partial.data(), shard->returned.data(), rowBytes, shard->recvRows.data(),
+                                              shard->recvOffsets.data(), shard->sendRows.data(), shard->sendOffsets.data()}
+                                : RowExchange{shard->sendRecords.data(), shard->recvRecords.data(), rowBytes, shard->sendRows.data(),
+                                              shard->sendOffsets.data(), shard->recvRows.data(), shard->recvOffsets.data()};
+  Napi::Float64Array raw = Napi::Float64Array::New(env, reps), ours = Napi::Float64Array::New(env, reps);
   std::lock_guard<std::mutex> lock(transport->serial);
-  Status status = transport->alltoallvBlocking(x);  // warm-up
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iterations && status.isOk(); ++i) status = transport->alltoallvBlocking(x);
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto now = [] { return std::chrono::steady_clock::now(); };
+  const auto since = [](std::chrono::steady_clock::time_point t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
+  Status status = transport->alltoallvBlocking(x);  // both paths warmed once
+  if (status.isOk()) status = transport->alltoallv(&x, 1);
+  for (int i = 0; i < reps && status.isOk(); ++i) {
+    for (int half = 0; half < 2 && status.isOk(); ++half) {
+      const bool rawTurn = (half == 0) == (i % 2 == 0);
+      status = transport->barrier();
+      if (!status.isOk()) break;
+      const auto t0 = now();
+      status = rawTurn ? transport->alltoallvBlocking(x) : transport->alltoallv(&x, 1);
+      (rawTurn ? raw : ours)[i] = since(t0);
+    }
+  }
   if (!status.isOk()) return throwStatus(env, status);
-  return Napi::Number::New(env, elapsed / iterations);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("raw", raw);
+  result.Set("ours", ours);
+  return result;
 }
-
-namespace {
-std::mutex ncclMutex;
-std::shared_ptr<ep::NcclTransport> ncclWorld;
-}  // namespace
 
 // epNcclProbe() -> { available, reason, version? }: whether libnccl.so.2
 // loads and has what the exchange needs (no communicator is made).

@@ -18,7 +18,7 @@ Napi::Value EpFailForward(const Napi::CallbackInfo& info);
 Napi::Value EpAllgather(const Napi::CallbackInfo& info);
 Napi::Value EpBarrier(const Napi::CallbackInfo& info);
 Napi::Value EpShardStats(const Napi::CallbackInfo& info);
-Napi::Value EpRawAlltoallv(const Napi::CallbackInfo& info);
+Napi::Value EpExchangeAb(const Napi::CallbackInfo& info);
 Napi::Value EpNcclProbe(const Napi::CallbackInfo& info);
 Napi::Value EpNcclInit(const Napi::CallbackInfo& info);
 Napi::Value EpNcclExchange(const Napi::CallbackInfo& info);

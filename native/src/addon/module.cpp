@@ -71,7 +71,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"epAllgather", EpAllgather},
       {"epBarrier", EpBarrier},
       {"epShardStats", EpShardStats},
-      {"epRawAlltoallv", EpRawAlltoallv},
+      {"epExchangeAb", EpExchangeAb},
       {"epNcclProbe", EpNcclProbe},
       {"epNcclInit", EpNcclInit},
       {"epNcclExchange", EpNcclExchange},

@@ -65,13 +65,16 @@ Status GrowableBuffer::reserve(size_t bytes, Backend* device) {
 }
 
 void EpShard::abandonBuffers() {
-  for (GrowableBuffer* b : {&sendRecords, &recvRecords, &partial, &returned}) {
+  for (GrowableBuffer* b : {&sendRecords, &recvRecords, &partial, &returned, &dSendXq, &dSendScales, &dSendIds, &dSendWeights, &dRecvXq,
+                            &dRecvScales, &dRecvIds, &dRecvWeights, &dPartial, &dReturned}) {
     b->abandon();
   }
 }
 
-EpExchange::EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t topK)
+EpExchange::EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t topK, ExecContext* ctx)
     : shard_(shard),
+      ctx_(ctx),
+      deviceRows_(shard.device != nullptr && shard.deviceTransport != nullptr && ctx != nullptr),
       rank_(shard.transport->rank()),
       size_(shard.transport->size()),
       tokens_(tokens),
@@ -124,7 +127,13 @@ Status EpExchange::plan(const TensorView& ids, const TensorView& weights, const 
     total += shard_.sendRows[d];
   }
   sent_ = total;
-  MOE_RETURN_IF_ERROR(shard_.sendRecords.reserve(static_cast<size_t>(total) * record_ + 64));
+  if (deviceRows_) {  // the rows are gathered on the device: here only which token each is, and its slots
+    MOE_RETURN_IF_ERROR(shard_.sendToken.reserve(sizeof(int32_t) * total + 64));
+    MOE_RETURN_IF_ERROR(shard_.sendIds.reserve(sizeof(int32_t) * total * topK_ + 64));
+    MOE_RETURN_IF_ERROR(shard_.sendWeights.reserve(sizeof(float) * total * topK_ + 64));
+  } else {
+    MOE_RETURN_IF_ERROR(shard_.sendRecords.reserve(static_cast<size_t>(total) * record_ + 64));
+  }
   uint8_t* records = static_cast<uint8_t*>(shard_.sendRecords.data());  // [Ns, recordBytes]
   const uint8_t* x = tokens_ ? xq.as<const uint8_t>() : nullptr;        // [T, H] fp8
   const float* xs = tokens_ ? xqScales.as<const float>() : nullptr;     // [T, G] f32
@@ -145,6 +154,12 @@ Status EpExchange::plan(const TensorView& ids, const TensorView& weights, const 
         const bool mine = e >= first && e < last;
         recordIds[j] = mine ? static_cast<int32_t>(e - first) : -1;
         recordWeights[j] = mine ? w[t * topK_ + j] : 0.0f;
+      }
+      if (deviceRows_) {
+        static_cast<int32_t*>(shard_.sendToken.data())[r] = static_cast<int32_t>(t);                             // [Ns]
+        std::memcpy(static_cast<int32_t*>(shard_.sendIds.data()) + r * topK_, recordIds.data(), slotBytes);      // [Ns, k]
+        std::memcpy(static_cast<float*>(shard_.sendWeights.data()) + r * topK_, recordWeights.data(), slotBytes); // [Ns, k]
+        continue;
       }
       // The record (layout: see recordBytes in ep_exchange.h); memcpy: its fields are not aligned.
       uint8_t* out = records + static_cast<size_t>(r) * record_;
@@ -224,6 +239,7 @@ Status EpExchange::stageTokens(const TensorView& ids, const TensorView& weights,
       {&ids, {&shard_.tokenIds, hIds}}, {&weights, {&shard_.tokenWeights, hWeights}},
       {&xq, {&shard_.tokenXq, hXq}}, {&xqScales, {&shard_.tokenScales, hXqScales}}};
   for (const auto& [from, to] : copies) {
+    if (deviceRows_ && from == &xq) break;  // the rows stay on the device (exchangeOnDevice)
     const size_t bytes = static_cast<size_t>(from->numel()) * dtypeSize(from->dtype);
     MOE_RETURN_IF_ERROR(to.first->reserve(bytes + 64));
     MOE_RETURN_IF_ERROR(device->copyToHost(to.first->data(), from->data, bytes));
@@ -255,27 +271,40 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   const Status counts = exchangeCounts();
   if (counts.code() == Code::kEpTimeout || counts.code() == Code::kEpTransport) return counts;
   if (status.isOk()) status = counts;
-  if (status.isOk()) {
+  if (status.isOk() && deviceRows_) {
+    Backend* d = shard_.device;
+    status = shard_.dRecvXq.reserve(received_ * hidden_ + 64, d);
+    if (status.isOk()) status = shard_.dRecvScales.reserve(sizeof(float) * received_ * groups_ + 64, d);
+    if (status.isOk()) status = shard_.dRecvIds.reserve(sizeof(int32_t) * received_ * topK_ + 64, d);
+    if (status.isOk()) status = shard_.dRecvWeights.reserve(sizeof(float) * received_ * topK_ + 64, d);
+  } else if (status.isOk()) {
     status = shard_.recvRecords.reserve(static_cast<size_t>(received_) * record_ + 64);
     if (status.isOk()) status = shard_.recvXq.reserve(received_ * hidden_ + 64);
-    if (status.isOk()) status = shard_.recvScales.reserve(sizeof(float) * received_ * groups_ + 64);
+  }
+  if (status.isOk()) {
+    status = shard_.recvScales.reserve(sizeof(float) * received_ * groups_ + 64);
     if (status.isOk()) status = shard_.recvIds.reserve(sizeof(int32_t) * received_ * topK_ + 64);
     if (status.isOk()) status = shard_.recvWeights.reserve(sizeof(float) * received_ * topK_ + 64);
   }
   MOE_RETURN_IF_ERROR(agree(status, "dispatch"));
 
-  const int64_t* sr = shard_.sendRows.data();
-  const int64_t* so = shard_.sendOffsets.data();
-  const int64_t* rr = shard_.recvRows.data();
-  const int64_t* ro = shard_.recvOffsets.data();
-  // The payload in one all-to-all-v: one record per (token, destination).
-  const RowExchange records{shard_.sendRecords.data(), shard_.recvRecords.data(), record_, sr, so, rr, ro};
-  const double exchangeStart = seconds();
-  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(&records, 1)));
-  const double exchangeEnd = seconds();
-  unpackReceived();
   EpShard::Stats& stats = shard_.last;
-  stats.dispatchExchangeSeconds = exchangeEnd - exchangeStart;
+  stats.deviceRows = deviceRows_;
+  if (deviceRows_) {
+    tokenXq_ = xq, tokenScales_ = xqScales;
+    MOE_RETURN_IF_ERROR(fail(exchangeOnDevice()));
+  } else {
+    const int64_t* sr = shard_.sendRows.data();
+    const int64_t* so = shard_.sendOffsets.data();
+    const int64_t* rr = shard_.recvRows.data();
+    const int64_t* ro = shard_.recvOffsets.data();
+    // The payload in one all-to-all-v: one record per (token, destination).
+    const RowExchange records{shard_.sendRecords.data(), shard_.recvRecords.data(), record_, sr, so, rr, ro};
+    const double exchangeStart = seconds();
+    MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(&records, 1)));
+    stats.dispatchExchangeSeconds = seconds() - exchangeStart;
+    unpackReceived();
+  }
   stats.rowsSent = sent_;
   stats.rowsReceived = received_;
   stats.dispatchRowBytes = static_cast<int64_t>(record_);
@@ -286,14 +315,14 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   batch_.xqScales = tensor(shard_.recvScales, DType::kF32, {received_, groups_});
   batch_.ids = tensor(shard_.recvIds, DType::kI32, {received_, topK_});
   batch_.weights = tensor(shard_.recvWeights, DType::kF32, {received_, topK_});
-  receivedStatus_ = validateReceived();
+  receivedStatus_ = deviceRows_ ? checkOnHost() : validateReceived();
   if (receivedStatus_.isOk() && shard_.device) {
-    // The received rows go to the device, where this rank's experts are.
+    // The received rows go to the device, where this rank's experts are (or are there already).
     const size_t n = static_cast<size_t>(received_);
-    receivedStatus_ = toDevice(shard_.dRecvXq, shard_.recvXq, n * hidden_);
-    if (receivedStatus_.isOk()) receivedStatus_ = toDevice(shard_.dRecvScales, shard_.recvScales, n * sizeof(float) * groups_);
-    if (receivedStatus_.isOk()) receivedStatus_ = toDevice(shard_.dRecvIds, shard_.recvIds, n * sizeof(int32_t) * topK_);
-    if (receivedStatus_.isOk()) receivedStatus_ = toDevice(shard_.dRecvWeights, shard_.recvWeights, n * sizeof(float) * topK_);
+    if (!deviceRows_) receivedStatus_ = toDevice(shard_.dRecvXq, shard_.recvXq, n * hidden_);
+    if (receivedStatus_.isOk() && !deviceRows_) receivedStatus_ = toDevice(shard_.dRecvScales, shard_.recvScales, n * sizeof(float) * groups_);
+    if (receivedStatus_.isOk() && !deviceRows_) receivedStatus_ = toDevice(shard_.dRecvIds, shard_.recvIds, n * sizeof(int32_t) * topK_);
+    if (receivedStatus_.isOk() && !deviceRows_) receivedStatus_ = toDevice(shard_.dRecvWeights, shard_.recvWeights, n * sizeof(float) * topK_);
     const auto onDevice = [](TensorView t, void* data) {
       t.data = data;
       t.device = Device::kCuda;
@@ -306,6 +335,62 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   }
   stats.dispatchSeconds = seconds() - start;
   return Status::ok();
+}
+
+// The device path's dispatch: the rows for each destination gathered from
+// the quantized tokens on the device (in send order), then rows, scales,
+// slot ids and slot weights exchanged between devices in one group, landing
+// where this rank's experts read them.
+Status EpExchange::exchangeOnDevice() {
+  Backend& device = *shard_.device;
+  const int64_t n = sent_;
+  MOE_RETURN_IF_ERROR(toDevice(shard_.dSendToken, shard_.sendToken, sizeof(int32_t) * n));
+  MOE_RETURN_IF_ERROR(toDevice(shard_.dSendIds, shard_.sendIds, sizeof(int32_t) * n * topK_));
+  MOE_RETURN_IF_ERROR(toDevice(shard_.dSendWeights, shard_.sendWeights, sizeof(float) * n * topK_));
+  MOE_RETURN_IF_ERROR(shard_.dSendXq.reserve(n * hidden_ + 64, &device));
+  MOE_RETURN_IF_ERROR(shard_.dSendScales.reserve(sizeof(float) * n * groups_ + 64, &device));
+  if (n > 0) {
+    // Unquantized dispatch copies rows bit for bit: the fp8 rows go as bf16
+    // pairs (H is a multiple of 16), the scales as f32 rows.
+    DispatchArgs gather;
+    gather.rowToken = tensor(shard_.dSendToken, DType::kI32, {n});
+    gather.x = TensorView::contiguous(tokenXq_.data, DType::kBF16, {tokens_, hidden_ / 2});
+    gather.x.device = Device::kCuda;
+    gather.out = tensor(shard_.dSendXq, DType::kBF16, {n, hidden_ / 2});
+    MOE_RETURN_IF_ERROR(device.dispatch(gather, *ctx_));
+    gather.x = tokenScales_;
+    gather.out = tensor(shard_.dSendScales, DType::kF32, {n, groups_});
+    MOE_RETURN_IF_ERROR(device.dispatch(gather, *ctx_));
+  }
+  const int64_t* sr = shard_.sendRows.data();
+  const int64_t* so = shard_.sendOffsets.data();
+  const int64_t* rr = shard_.recvRows.data();
+  const int64_t* ro = shard_.recvOffsets.data();
+  const size_t slotBytes = sizeof(int32_t) * static_cast<size_t>(topK_);
+  const RowExchange rows[4] = {
+      {shard_.dSendXq.data(), shard_.dRecvXq.data(), static_cast<size_t>(hidden_), sr, so, rr, ro},
+      {shard_.dSendScales.data(), shard_.dRecvScales.data(), sizeof(float) * static_cast<size_t>(groups_), sr, so, rr, ro},
+      {shard_.dSendIds.data(), shard_.dRecvIds.data(), slotBytes, sr, so, rr, ro},
+      {shard_.dSendWeights.data(), shard_.dRecvWeights.data(), slotBytes, sr, so, rr, ro},
+  };
+  const double start = seconds();
+  MOE_RETURN_IF_ERROR(shard_.deviceTransport->alltoallv(rows, 4));
+  shard_.last.dispatchExchangeSeconds = seconds() - start;
+  return Status::ok();
+}
+
+// The device path's received ids, weights and scales, copied to the host and
+// checked there (validateReceived) before any kernel indexes with them.
+Status EpExchange::checkOnHost() {
+  Backend& device = *shard_.device;
+  const size_t n = static_cast<size_t>(received_);
+  if (n > 0) {
+    MOE_RETURN_IF_ERROR(device.copyToHost(shard_.recvIds.data(), shard_.dRecvIds.data(), n * sizeof(int32_t) * topK_));
+    MOE_RETURN_IF_ERROR(device.copyToHost(shard_.recvWeights.data(), shard_.dRecvWeights.data(), n * sizeof(float) * topK_));
+    MOE_RETURN_IF_ERROR(device.copyToHost(shard_.recvScales.data(), shard_.dRecvScales.data(), n * sizeof(float) * groups_));
+    MOE_RETURN_IF_ERROR(device.synchronize());
+  }
+  return validateReceived();
 }
 
 // The received records split into the batch's [Nr, ...] tensors (the layout
@@ -376,6 +461,7 @@ Status EpExchange::reserveWorkspace(int64_t intermediate, bool gatherRows, int64
   MOE_RETURN_IF_ERROR(shard_.partial.reserve(sizeof(uint16_t) * received_ * hidden_ + 64));
   MOE_RETURN_IF_ERROR(shard_.returned.reserve(sizeof(uint16_t) * sent_ * hidden_ + 64));
   if (d) MOE_RETURN_IF_ERROR(shard_.dPartial.reserve(sizeof(uint16_t) * received_ * hidden_ + 64, d));
+  if (deviceRows_) MOE_RETURN_IF_ERROR(shard_.dReturned.reserve(sizeof(uint16_t) * sent_ * hidden_ + 64, d));
   return Status::ok();
 }
 
@@ -397,19 +483,21 @@ Status EpExchange::combine(const Status& local, const TensorView& flags) {
   const double start = seconds();
   Status status = local;
   // A device's reduced rows (and its verdicts on the experts' ops) come back first.
-  if (status.isOk() && shard_.device && received_ > 0) {
+  if (status.isOk() && shard_.device && !deviceRows_ && received_ > 0) {
     status = shard_.device->copyToHost(shard_.partial.data(), shard_.dPartial.data(), sizeof(uint16_t) * received_ * hidden_);
   }
   if (status.isOk()) status = deviceVerdict(flags);
   MOE_RETURN_IF_ERROR(agree(status, "experts"));
   // The reverse of dispatch: the received rows go back where they came from.
-  const RowExchange back{shard_.partial.data(), shard_.returned.data(), sizeof(uint16_t) * static_cast<size_t>(hidden_),
+  // (On the device path, from the device's partial rows into its returned rows.)
+  const RowExchange back{deviceRows_ ? shard_.dPartial.data() : shard_.partial.data(),
+                         deviceRows_ ? shard_.dReturned.data() : shard_.returned.data(), sizeof(uint16_t) * static_cast<size_t>(hidden_),
                          shard_.recvRows.data(), shard_.recvOffsets.data(), shard_.sendRows.data(), shard_.sendOffsets.data()};
   const double exchangeStart = seconds();
-  MOE_RETURN_IF_ERROR(fail(shard_.transport->alltoallv(&back, 1)));
+  MOE_RETURN_IF_ERROR(fail((deviceRows_ ? shard_.deviceTransport : shard_.transport)->alltoallv(&back, 1)));
   shard_.last.combineExchangeSeconds = seconds() - exchangeStart;
   if (shard_.device && tokens_ > 0) {
-    MOE_RETURN_IF_ERROR(toDevice(shard_.dReturned, shard_.returned, sizeof(uint16_t) * sent_ * hidden_));
+    if (!deviceRows_) MOE_RETURN_IF_ERROR(toDevice(shard_.dReturned, shard_.returned, sizeof(uint16_t) * sent_ * hidden_));
     MOE_RETURN_IF_ERROR(toDevice(shard_.dReturnSlot, shard_.returnSlot, sizeof(int32_t) * tokens_ * size_));
     MOE_RETURN_IF_ERROR(toDevice(shard_.dOnes, shard_.ones, sizeof(float) * tokens_ * size_));
   }

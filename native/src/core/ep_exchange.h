@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/exec_context.h"
 #include "core/ops.h"
 #include "core/status.h"
 #include "core/tensor.h"
@@ -77,11 +78,20 @@ struct EpShard {
   GrowableBuffer returned;         // [Ns, H] bf16: one row per (token, rank) sent (combine's receive)
   GrowableBuffer returnSlot;       // [T, size] i32: the row of `returned` for (token, rank), -1 where none
   GrowableBuffer ones;             // [T, size] f32: 1.0 (combine's weights for the returned rows)
-  // A queued device (a GPU) whose layer this is, else nullptr. Its tensors
-  // are staged through the host buffers above (the exchanges run on host
-  // memory over MPI): the tokens, ids and weights come back once after
-  // routing, the received rows go to the device, the reduced rows come back.
+  // A queued device (a GPU) whose layer this is, else nullptr. Without a
+  // device transport its tensors are staged through the host buffers above
+  // (the exchanges run on host memory over MPI): the tokens, ids and weights
+  // come back once after routing, the received rows go to the device, the
+  // reduced rows come back.
   Backend* device = nullptr;
+  // Exchanges between devices (NCCL; ep/nccl_transport.h), when every rank
+  // could join one at initExpertParallel: then a device layer's rows move
+  // from device buffers to device buffers. Only the routing (ids, weights)
+  // comes to the host, to plan the exchange; the received ids, weights and
+  // scales are copied back to be checked before any kernel reads them.
+  std::shared_ptr<Transport> deviceTransport;
+  GrowableBuffer sendToken, sendIds, sendWeights;               // [Ns] i32, [Ns, k] i32, [Ns, k] f32 (host, device path)
+  GrowableBuffer dSendToken, dSendXq, dSendScales, dSendIds, dSendWeights;  // the same and the gathered [Ns, H] fp8, [Ns, G] f32 on the device
   GrowableBuffer tokenXq, tokenScales, tokenIds, tokenWeights;  // [T, ...] host copies of the routed tokens
   GrowableBuffer dRecvXq, dRecvScales, dRecvIds, dRecvWeights;  // the received rows on the device
   GrowableBuffer dPartial, dReturned, dReturnSlot, dOnes;        // partial, returned, returnSlot, ones on the device
@@ -100,6 +110,7 @@ struct EpShard {
     int64_t dispatchRowBytes = 0;        // bytes per dispatched record (recordBytes: fp8 row, scales, ids, weights)
     int64_t combineRowBytes = 0;         // bytes per returned row (bf16)
     int64_t activeExperts = 0;           // this rank's experts that received rows (host layers)
+    bool deviceRows = false;             // the rows moved between devices (NCCL), not through the host
   } last;
 
   // Set when an exchange failed: the buffers above may still be written by
@@ -126,7 +137,9 @@ struct EpBatch {
 // The exchange steps of one forward, in the order the forward takes them.
 class EpExchange {
  public:
-  EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t topK);
+  // `ctx`: the forward's, for the device path's row gathers (may be null
+  // where there is no device).
+  EpExchange(EpShard& shard, int64_t tokens, int64_t hidden, int64_t topK, ExecContext* ctx = nullptr);
 
   // Step 1 (dispatch). `local` is this rank's status so far (routing,
   // quantization); on failure the rank sends nothing and every rank returns
@@ -174,8 +187,14 @@ class EpExchange {
   // Copies `bytes` of a host buffer into a device buffer (grown as needed).
   Status toDevice(GrowableBuffer& deviceBuffer, const GrowableBuffer& host, size_t bytes);
   Status fail(Status status);
+  // The device path (deviceRows_): the rows for each destination gathered on
+  // the device, and the exchange of rows, scales, ids and weights.
+  Status exchangeOnDevice();
+  Status checkOnHost();
 
   EpShard& shard_;
+  ExecContext* ctx_;
+  bool deviceRows_;  // shard_.device and shard_.deviceTransport
   int rank_, size_;
   int64_t tokens_, hidden_, groups_, topK_;
   size_t record_;  // recordBytes(H, k)
@@ -183,6 +202,7 @@ class EpExchange {
   std::unique_lock<std::mutex> serial_;
   EpBatch batch_;
   Status receivedStatus_;
+  TensorView tokenXq_, tokenScales_;  // the device path: the quantized tokens on the device, [T, H] fp8, [T, G] f32
 };
 
 }  // namespace moe

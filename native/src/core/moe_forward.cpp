@@ -437,9 +437,10 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
     // sends the rows back -> the final sum below adds them in rank order.
     const int64_t hidden = args.x.dim(1), topK = args.routing.topK;
     const int64_t intermediate = args.w13.data[0].dim(1) / 2;
-    // On a GPU the exchanges are staged through host memory (core/ep_exchange.h).
+    // On a GPU the rows move between devices where the shard has a device
+    // transport (NCCL), else through host memory (core/ep_exchange.h).
     args.ep->device = backend.queued() ? &backend : nullptr;
-    ex.emplace(*args.ep, tokens, hidden, topK);
+    ex.emplace(*args.ep, tokens, hidden, topK, &ctx);
     MOE_RETURN_IF_ERROR(ex->dispatch(routed, ws.ids, ws.weights, tokensQ, tokensQScales, ws.flags));
     clock.charge(kStageDispatch);
     const EpBatch& batch = ex->batch();
