@@ -111,6 +111,12 @@ export interface NativeAddon {
   adviseHugePages(array: ArrayBufferView): boolean;
   /** Writes back and drops the array's cache lines at every level (benchmarks); false where the CPU cannot. */
   evictFromCaches(array: ArrayBufferView): boolean;
+  /**
+   * Maps bytes [offset, offset + length) of a file whose size must still be
+   * fileSize, copy-on-write (native/src/platform/mapped_file.h); the buffer
+   * unmaps them when collected.
+   */
+  mapFileRange(path: string, offset: number, length: number, fileSize: number): ArrayBuffer;
   measureFmaPeak(seconds: number): number;
   measureMemoryBandwidth(seconds: number): number;
   measureMatrixPeak(seconds: number): number;

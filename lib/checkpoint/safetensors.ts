@@ -37,10 +37,13 @@ export class SafetensorsFile {
   readonly path: string;
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   readonly metadata: Readonly<Record<string, string>>;
+  /** The file's size when its header was validated against it. */
+  readonly size: number;
   private readonly dataStart: number;
 
-  private constructor(path: string, parsed: ParsedHeader) {
+  private constructor(path: string, size: number, parsed: ParsedHeader) {
     this.path = path;
+    this.size = size;
     this.tensors = parsed.tensors;
     this.metadata = parsed.metadata;
     this.dataStart = parsed.dataStart;
@@ -59,7 +62,7 @@ export class SafetensorsFile {
       if (size >= 8) fs.readSync(fd, lengthBytes, 0, 8, 0);
       const header = Buffer.alloc(headerLength(path, size, lengthBytes));
       if (fs.readSync(fd, header, 0, header.length, 8) !== header.length) fail(path, 'the header is truncated');
-      return new SafetensorsFile(path, parseHeader(path, size, header));
+      return new SafetensorsFile(path, size, parseHeader(path, size, header));
     } catch (error) {
       if (error instanceof MoeError) throw error;
       fail(path, `cannot read: ${error instanceof Error ? error.message : describe(error)}`);
@@ -84,7 +87,7 @@ export class SafetensorsFile {
       if (size >= 8) await readFully(handle, path, lengthBytes, 0, 'header length');
       const header = new Uint8Array(headerLength(path, size, lengthBytes));
       await readFully(handle, path, header, 8, 'header');
-      return new SafetensorsFile(path, await parseHeaderAsync(path, size, header, prefixes));
+      return new SafetensorsFile(path, size, await parseHeaderAsync(path, size, header, prefixes));
     } finally {
       await handle.close();
     }
@@ -94,6 +97,12 @@ export class SafetensorsFile {
     const t = this.tensors.get(name);
     if (!t) fail(this.path, `tensor '${name}' is missing`);
     return t;
+  }
+
+  /** Where tensor `name`'s bytes are in the file: [offset, offset + length). */
+  byteRange(name: string): { offset: number; length: number } {
+    const t = this.info(name);
+    return { offset: this.dataStart + t.begin, length: t.end - t.begin };
   }
 
   /**

@@ -14,6 +14,7 @@ import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
 import { CUDA_ALIGN, RowLayout, Workspace } from './workspace';
 import { LoadOptions, loadHuggingFaceLayer } from '../checkpoint/huggingface';
+import { isMapped } from '../checkpoint/mapped';
 import { ExpertParallel, Communicator, communicatorOf } from '../ep/communicator';
 import { ExpertShard, checkSameLayer, expertShard } from '../ep/shard';
 import { BatcherOptions, MoeBatcher } from '../serving/batcher';
@@ -291,11 +292,16 @@ export class MoeLayer {
    * Qwen-MoE model, reading only the tensors it needs.
    */
   static async fromSafetensors(pathOrDir: string, options: LoadOptions & { device?: Device; ep?: ExpertParallel | Communicator }): Promise<MoeLayer> {
-    const { device, ep, ...load } = expectOptions(options, ['layer', 'onProgress', 'device', 'ep'], 'fromSafetensors: options') as LoadOptions & {
+    const { device, ep, ...load } = expectOptions(options, ['layer', 'onProgress', 'device', 'ep', 'mmap'], 'fromSafetensors: options') as LoadOptions & {
       device?: Device;
       ep?: ExpertParallel | Communicator;
     };
     if (device !== undefined) expectOneOf(device, ['cpu', 'cuda'] as const, 'fromSafetensors: options.device');
+    if (load.mmap !== undefined && typeof load.mmap !== 'boolean') {
+      throw new MoeError('ERR_MOE_ARGUMENT', `fromSafetensors: options.mmap must be a boolean, got ${describe(load.mmap)}`);
+    }
+    // A CUDA layer copies its weights to the device once: mapping them would only page the files in through faults.
+    load.mmap ??= device !== 'cuda';
     if (ep === undefined) {
       const { config, weights } = await loadHuggingFaceLayer(pathOrDir, load as LoadOptions);
       const layer = new MoeLayer(config, weights);
@@ -402,11 +408,22 @@ export class MoeLayer {
   /**
    * Host memory this layer's weights take on this rank: the routed experts
    * it holds (fp8 and scales), the shared experts, the router and its bias.
+   * Of these, `mappedBytes` are mapped from checkpoint files (shared with
+   * every process that maps them); the rest are the process's own.
    */
   get memoryBytes(): number {
+    return this.weightTensors().reduce((n, t) => n + t.byteLength, 0);
+  }
+
+  /** The part of memoryBytes mapped from checkpoint files (fromSafetensors with mmap): page cache, not private memory. */
+  get mappedBytes(): number {
+    return this.weightTensors().reduce((n, t) => n + (t.device === 'cpu' && isMapped(t.data) ? t.byteLength : 0), 0);
+  }
+
+  private weightTensors(): Tensor[] {
     const w = this.weights;
     const matrices = [w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []));
-    return [w.gate, w.bias, ...matrices].reduce((n, t) => n + (t ? t.byteLength : 0), 0);
+    return [w.gate, w.bias, ...matrices].filter((t): t is Tensor => t !== undefined);
   }
 
   /**

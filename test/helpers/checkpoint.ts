@@ -148,3 +148,15 @@ export function writeCheckpointFiles(dir: string, configJson: Record<string, unk
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
   return dir;
 }
+
+/**
+ * The tensors in the order the safetensors reference writer (Python's
+ * `safetensors`, which wrote the published checkpoints) stores them: by
+ * dtype, widest first, then by name. An expert's fp8 gate_proj and up_proj
+ * then lie back to back, which is what lets a loader map w13 in place.
+ */
+export function inReferenceWriterOrder(tensors: Record<string, Entry>): Record<string, Entry> {
+  const width: Record<string, number> = { F64: 8, I64: 8, F32: 4, I32: 4, BF16: 2, F16: 2, I16: 2, F8_E4M3: 1, F8_E5M2: 1, I8: 1, U8: 1, BOOL: 1 };
+  const names = Object.keys(tensors).sort((a, b) => width[tensors[b].dtype] - width[tensors[a].dtype] || (a < b ? -1 : a > b ? 1 : 0));
+  return Object.fromEntries(names.map((n) => [n, tensors[n]]));
+}

@@ -4,6 +4,7 @@
 #include "addon/cuda_bindings.h"
 #include "addon/ep_bindings.h"
 #include "addon/errors.h"
+#include "addon/mapped_file_bindings.h"
 #include "addon/moe_bindings.h"
 #include "addon/op_bindings.h"
 #include "addon/runtime_bindings.h"
@@ -59,6 +60,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"castFromF32", CastFromF32},
       {"adviseHugePages", AdviseHugePages},
       {"evictFromCaches", EvictFromCaches},
+      {"mapFileRange", MapFileRange},
       {"measureFmaPeak", MeasureFmaPeak},
       {"measureMemoryBandwidth", MeasureMemoryBandwidth},
       {"measureBf16DotPeak", MeasureBf16DotPeak},
