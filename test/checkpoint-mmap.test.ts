@@ -48,6 +48,13 @@ describe('fromSafetensors maps fp8 expert weights', () => {
     expect(mapped.memoryBytes).toBe(read.memoryBytes);
     expect(outputsOf(mapped, x).equals(outputsOf(read, x))).toBe(true);
     expect(outputsOf(mapped, x).equals(outputsOf(source, x))).toBe(true);
+    // The unfused expert path (grouped GEMM for w13, then SwiGLU) over the one-expert shards.
+    process.env.MOE_FUSED_EXPERTS = '0';
+    try {
+      expect(outputsOf(mapped, x).equals(outputsOf(read, x))).toBe(true);
+    } finally {
+      delete process.env.MOE_FUSED_EXPERTS;
+    }
     // Promise form and the batch-invariant path read the same mapped bytes.
     const viaPromise = await mapped.forward(x, { out: 'f32', batchInvariant: true });
     const readPromise = await read.forward(x, { out: 'f32', batchInvariant: true });

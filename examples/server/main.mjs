@@ -2,8 +2,11 @@
 // The MoE layer as an HTTP service. See README.md in this folder.
 //   node main.mjs [--model DIR --layer N | --scale 8 --seed 1] [--port 3000] [--host 127.0.0.1] [--unbatched]
 //                 [--max-batch-tokens 256] [--max-rows 64] [--max-wait-ms N] [--deadline-ms N] [--device cuda] [--log]
+//                 [--workers N] [--no-mmap]
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { buildServer } from './app.mjs';
+import { reportListening, runPrimary } from './cluster.mjs';
 import { loadLayer } from './layer.mjs';
 
 const { values: args } = parseArgs({
@@ -21,6 +24,8 @@ const { values: args } = parseArgs({
     'max-wait-ms': { type: 'string' },
     'deadline-ms': { type: 'string' },
     log: { type: 'boolean', default: false },
+    workers: { type: 'string', default: '0' },
+    'no-mmap': { type: 'boolean', default: false },
   },
 });
 
@@ -30,29 +35,38 @@ const int = (name) => {
   return n;
 };
 
-const layer = await loadLayer({ model: args.model, layer: int('layer'), scale: int('scale'), seed: int('seed'), device: args.device });
-const app = buildServer({
-  layer,
-  batched: !args.unbatched,
-  maxBatchTokens: int('max-batch-tokens'),
-  maxRows: int('max-rows'),
-  maxWaitMs: args['max-wait-ms'] === undefined ? undefined : int('max-wait-ms'),
-  deadlineMs: args['deadline-ms'] === undefined ? undefined : int('deadline-ms'),
-  logger: args.log,
-});
-const address = await app.listen({ port: int('port'), host: args.host });
-const c = layer.config;
-// One line on stdout that tools (bench serve) wait for.
-console.log(`moe-server listening on ${address} (H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts}, ${args.unbatched ? 'unbatched' : 'batched'})`);
+if (int('workers') > 0 && cluster.isPrimary) {
+  runPrimary(int('workers'));
+} else {
+  await serve();
+}
 
-let stopping = false;
-for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, async () => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`moe-server: ${signal}: draining`);
-    await app.drain();
-    console.log('moe-server: drained, exiting');
-    process.exit(0);
+async function serve() {
+  const layer = await loadLayer({ model: args.model, layer: int('layer'), scale: int('scale'), seed: int('seed'), device: args.device, mmap: !args['no-mmap'] });
+  const app = buildServer({
+    layer,
+    batched: !args.unbatched,
+    maxBatchTokens: int('max-batch-tokens'),
+    maxRows: int('max-rows'),
+    maxWaitMs: args['max-wait-ms'] === undefined ? undefined : int('max-wait-ms'),
+    deadlineMs: args['deadline-ms'] === undefined ? undefined : int('deadline-ms'),
+    logger: args.log,
   });
+  const address = await app.listen({ port: int('port'), host: args.host });
+  const c = layer.config;
+  // One line on stdout that tools (bench serve) wait for.
+  console.log(`moe-server listening on ${address} (H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts}, ${args.unbatched ? 'unbatched' : 'batched'})`);
+  reportListening(address);
+
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.on(signal, async () => {
+      if (stopping) return;
+      stopping = true;
+      console.log(`moe-server: ${signal}: draining`);
+      await app.drain();
+      console.log('moe-server: drained, exiting');
+      process.exit(0);
+    });
+  }
 }

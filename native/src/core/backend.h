@@ -37,6 +37,7 @@ enum class OpKind {
   kRouterQuantize,  // optional fusion: the layer forward runs routerLogits and quantizeActivations without it
   kShardedExperts,  // contiguous grouped GEMMs over expert weights split in shards (GroupedGemmFp8Args::groupOffset)
   kBatchInvariant,  // the GEMMs and the router honour batchInvariant (ops.h): one path per row at every batch size
+  kGroupTable,      // groupedGemmFp8 (contiguous) and expertUp take each group's weights from a GroupTable (ops.h)
 };
 
 // What a backend says about itself and its device (cudaInfo() in lib/).

@@ -80,6 +80,36 @@ Status forEachShard(const ExpertWeights& w, const int32_t* offsets, Run run) {
   return Status::ok();
 }
 
+// Expert weights in several shards on a backend that takes a group table:
+// each expert's weights and scales by address, so that one call runs them
+// all. Else (one shard, or a backend without it) null: one call per shard.
+struct ShardTable {
+  GroupTable table;
+  TensorView first, firstScales;  // expert 0's [1, N, K] and [1, ceil(N/128), ceil(K/128)], for the shapes
+  bool use = false;
+};
+
+ShardTable shardTable(Backend& backend, const ExpertWeights& w) {
+  ShardTable t;
+  if (w.data.size() <= 1 || !backend.supportsOp(OpKind::kGroupTable)) return t;
+  for (size_t s = 0; s < w.data.size(); ++s) {
+    const TensorView& data = w.data[s];    // [Gs, N, K] fp8
+    const TensorView& scales = w.scales[s];  // [Gs, ceil(N/128), ceil(K/128)] f32
+    const int64_t expertBytes = data.dim(1) * data.dim(2);
+    const int64_t expertScales = scales.dim(1) * scales.dim(2);
+    for (int64_t e = 0; e < data.dim(0); ++e) {
+      t.table.b.push_back(data.as<const uint8_t>() + e * expertBytes);
+      t.table.bScales.push_back(scales.as<const float>() + e * expertScales);
+    }
+  }
+  const TensorView& data = w.data[0];
+  const TensorView& scales = w.scales[0];
+  t.first = TensorView::contiguous(data.data, data.dtype, {1, data.dim(1), data.dim(2)});
+  t.firstScales = TensorView::contiguous(scales.data, scales.dtype, {1, scales.dim(1), scales.dim(2)});
+  t.use = true;
+  return t;
+}
+
 // The grouped GEMM over all experts of `w`, one call per shard: contiguous
 // rows (a shard's experts own the rows [offsets[e0], offsets[e0 + Gs])), or
 // masked groups (a shard's experts own the groups [e0, e0 + Gs)).
@@ -106,6 +136,21 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
     }
     return Status::ok();
   }
+  const ShardTable t = shardTable(backend, w);
+  if (t.use) {
+    const int64_t allRows = offsets[t.table.b.size()];
+    GroupedGemmFp8Args g;
+    g.a = rows(a, 0, allRows);
+    g.aScales = rows(aScales, 0, allRows);
+    g.b = t.first;
+    g.bScales = t.firstScales;
+    g.groupTable = &t.table;
+    g.groupIndex = rows(ws.groupIndex, 0, allRows);
+    g.d = rows(d, 0, allRows);
+    g.batchInvariant = args.batchInvariant;
+    g.segmentAlign = args.align;
+    return backend.groupedGemmFp8(g, ctx);
+  }
   return forEachShard(w, offsets.data(), [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
     GroupedGemmFp8Args g;
     g.a = rows(a, row0, row1 - row0);
@@ -125,6 +170,26 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
 // shard. Adds the time spent in SwiGLU to *swigluSeconds.
 Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens,
                 const int32_t* offsets, double* swigluSeconds, bool batchInvariant) {
+  const ShardTable t = shardTable(backend, w13);
+  if (t.use) {
+    const int64_t allRows = offsets[t.table.b.size()];
+    ExpertUpArgs up;
+    up.xq = rows(ws.xq, 0, tokens);
+    up.xqScales = rows(ws.xqScales, 0, tokens);
+    up.rowToken = rows(ws.rowToken, 0, allRows);
+    up.groupIndex = rows(ws.groupIndex, 0, allRows);
+    up.w13 = t.first;
+    up.w13Scales = t.firstScales;
+    up.groupTable = &t.table;
+    up.hq = rows(ws.hq, 0, allRows);
+    up.hqScales = rows(ws.hqScales, 0, allRows);
+    double seconds = 0;
+    up.swigluSeconds = &seconds;
+    up.batchInvariant = batchInvariant;
+    MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
+    *swigluSeconds += seconds;
+    return Status::ok();
+  }
   return forEachShard(w13, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
     ExpertUpArgs up;
     up.xq = rows(ws.xq, 0, tokens);

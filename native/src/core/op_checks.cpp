@@ -45,10 +45,22 @@ Status validateWeights(const GroupedGemmFp8Args& args, int64_t* g, int64_t* n, i
   MOE_RETURN_IF_ERROR(expectDtype(args.bScales, DType::kF32, "b.scales"));
   MOE_RETURN_IF_ERROR(
       expectShape(args.bScales, {*g, ceilDiv(*n, kWeightBlockRows), ceilDiv(*k, kQuantGroup)}, "b.scales"));
-  return expectContiguous(args.bScales, "b.scales");
+  MOE_RETURN_IF_ERROR(expectContiguous(args.bScales, "b.scales"));
+  return groupTableGroups(args.groupTable, args.b, g);
 }
 
 }  // namespace
+
+Status groupTableGroups(const GroupTable* table, const TensorView& first, int64_t* groups) {
+  if (table == nullptr) return Status::ok();
+  if (first.dim(0) != 1) return Status(Code::kShape, "with a group table the weights tensor is group 0's, [1, N, K], got " + first.shapeString());
+  if (table->b.empty() || table->b.size() != table->bScales.size()) return Status(Code::kShape, "the group table's weights and scales differ in count");
+  for (size_t i = 0; i < table->b.size(); ++i) {
+    if (table->b[i] == nullptr || table->bScales[i] == nullptr) return Status(Code::kInternal, "the group table has a null entry");
+  }
+  *groups = static_cast<int64_t>(table->b.size());
+  return Status::ok();
+}
 
 Status checkQuantize(const QuantizeArgs& args, int64_t blockRows, const char* op) {
   const std::string name(op);

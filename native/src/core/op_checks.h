@@ -25,6 +25,10 @@ struct GroupedShape {
   bool masked = false;
 };
 
+// With a group table (ops.h): `first` (b or w13) must be [1, ...] and
+// *groups becomes the table's count; without one, *groups is unchanged.
+Status groupTableGroups(const GroupTable* table, const TensorView& first, int64_t* groups);
+
 // Both layouts (maskedM set: masked). Messages are not prefixed with the op name.
 Status checkGroupedGemmFp8(const GroupedGemmFp8Args& args, GroupedShape* shape);
 

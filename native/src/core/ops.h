@@ -3,6 +3,8 @@
 // backend (and, before that, by the TypeScript layer).
 #pragma once
 
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace moe {
@@ -108,6 +110,17 @@ struct CombineArgs {
 
 // Grouped GEMMs. Contiguous: D[r] = A[r] * B[groupIndex[r]]^T, zero where groupIndex[r] == -1.
 // Masked: D[g, m] = A[g, m] * B[g]^T for m < maskedM[g], zero beyond.
+// Where each group's weights are when they do not lie in one [G, N, K]
+// tensor: expert weights mapped from a checkpoint sit one expert per shard,
+// and one call over all of them instead of one per shard saves a parallel
+// region per expert (a decode step at E = 256 ran ~2x slower without it).
+// The call's b and bScales (w13, w13Scales) are then group 0's, [1, N, K]
+// and [1, ceil(N/128), ceil(K/128)], for the shapes; group g's are here.
+struct GroupTable {
+  std::vector<const uint8_t*> b;      // [G]: group g's [N, K] fp8_e4m3
+  std::vector<const float*> bScales;  // [G]: group g's [ceil(N/128), ceil(K/128)] f32
+};
+
 struct GroupedGemmFp8Args {
   TensorView a;           // contiguous: [R, K]; masked: [G, Mmax, K]; fp8_e4m3
   TensorView aScales;     // contiguous: [R, ceil(K/128)]; masked: [G, Mmax, ceil(K/128)]; f32
@@ -126,6 +139,8 @@ struct GroupedGemmFp8Args {
   // Masked: rows per group on average, a tile-size hint for a device (0: unknown).
   int64_t expectedRows = 0;
   bool batchInvariant = false;  // as GemmFp8Args's
+  // Contiguous layout, backends with OpKind::kGroupTable: the groups' weights (see GroupTable).
+  const GroupTable* groupTable = nullptr;
 };
 
 // The routed experts' first half, fused (a backend may lack it: see
@@ -146,6 +161,8 @@ struct ExpertUpArgs {
   // over threads, divided by the threads that shared the work).
   double* swigluSeconds = nullptr;
   bool batchInvariant = false;  // as GemmFp8Args's
+  // Backends with OpKind::kGroupTable: the groups' weights (see GroupTable).
+  const GroupTable* groupTable = nullptr;
 };
 
 // logits = x * w^T in f32: the router's dense projection.

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/op_checks.h"
 #include "cpu/gemm_fp8.h"
 #include "cpu/segments.h"
 #include "cpu/swiglu.h"
@@ -29,7 +30,8 @@ Status validate(const ExpertUpArgs& a, Shape* shape) {
   if (a.w13.ndim != 3 || a.w13.dim(2) != hidden || a.w13.dim(1) % 2 != 0) {
     return Status(Code::kShape, "w13: expected [G, 2I, " + str(hidden) + "], got " + a.w13.shapeString());
   }
-  const int64_t groups = a.w13.dim(0), n = a.w13.dim(1), inter = n / 2;
+  int64_t groups = a.w13.dim(0);
+  const int64_t n = a.w13.dim(1), inter = n / 2;
   if (inter % 16 != 0 || hidden % 16 != 0) return Status(Code::kShape, "I and H must be multiples of 16, got I = " + str(inter) + ", H = " + str(hidden));
   MOE_RETURN_IF_ERROR(expectDtype(a.rowToken, DType::kI32, "rowToken"));
   if (a.rowToken.ndim != 1) return Status(Code::kShape, "rowToken: expected [R], got " + a.rowToken.shapeString());
@@ -40,6 +42,7 @@ Status validate(const ExpertUpArgs& a, Shape* shape) {
   MOE_RETURN_IF_ERROR(expectShape(a.xqScales, {tokens, ceilDiv(hidden, kQuantGroup)}, "xqScales"));
   MOE_RETURN_IF_ERROR(expectDtype(a.w13Scales, DType::kF32, "w13Scales"));
   MOE_RETURN_IF_ERROR(expectShape(a.w13Scales, {groups, ceilDiv(n, kWeightBlockRows), ceilDiv(hidden, kQuantGroup)}, "w13Scales"));
+  MOE_RETURN_IF_ERROR(groupTableGroups(a.groupTable, a.w13, &groups));
   MOE_RETURN_IF_ERROR(expectDtype(a.hq, DType::kFP8E4M3, "hq"));
   MOE_RETURN_IF_ERROR(expectShape(a.hq, {rows, inter}, "hq"));
   MOE_RETURN_IF_ERROR(expectDtype(a.hqScales, DType::kF32, "hqScales"));
@@ -87,8 +90,13 @@ Status runSegment(const ExpertUpArgs& a, const Shape& s, const Segment& seg, dou
     GemmFp8Args dense;
     dense.a = a.xq;                                                               // [T, H] fp8
     dense.aScales = a.xqScales;                                                   // [T, ceil(H/128)] f32
-    dense.b = rowSlice(a.w13, seg.group * s.n, s.n, s.hidden);                    // [2I, H] fp8
-    dense.bScales = rowSlice(a.w13Scales, seg.group * nBlocks, nBlocks, kGroups);  // [ceil(2I/128), ceil(H/128)]
+    if (a.groupTable != nullptr) {
+      dense.b = TensorView::contiguous(const_cast<uint8_t*>(a.groupTable->b[seg.group]), DType::kFP8E4M3, {s.n, s.hidden});
+      dense.bScales = TensorView::contiguous(const_cast<float*>(a.groupTable->bScales[seg.group]), DType::kF32, {nBlocks, kGroups});
+    } else {
+      dense.b = rowSlice(a.w13, seg.group * s.n, s.n, s.hidden);                    // [2I, H] fp8
+      dense.bScales = rowSlice(a.w13Scales, seg.group * nBlocks, nBlocks, kGroups);  // [ceil(2I/128), ceil(H/128)]
+    }
     dense.d = hView;
     dense.batchInvariant = a.batchInvariant;
     MOE_RETURN_IF_ERROR(gemmFp8Rows(dense, a.rowToken.as<const int32_t>() + seg.row0, seg.rows));

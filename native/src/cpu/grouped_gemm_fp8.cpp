@@ -26,8 +26,13 @@ Status runGroup(const GroupedGemmFp8Args& args, int64_t group, int64_t row0, int
   GemmFp8Args dense;
   dense.a = rowSlice(args.a, row0, rows, k);                // [rows, K] fp8
   dense.aScales = rowSlice(args.aScales, row0, rows, kGroups);  // [rows, ceil(K/128)] f32
-  dense.b = rowSlice(args.b, group * n, n, k);              // [N, K] fp8: expert `group`
-  dense.bScales = rowSlice(args.bScales, group * nBlocks, nBlocks, kGroups);  // [ceil(N/128), ceil(K/128)]
+  if (args.groupTable != nullptr) {
+    dense.b = TensorView::contiguous(const_cast<uint8_t*>(args.groupTable->b[group]), DType::kFP8E4M3, {n, k});  // [N, K] fp8
+    dense.bScales = TensorView::contiguous(const_cast<float*>(args.groupTable->bScales[group]), DType::kF32, {nBlocks, kGroups});
+  } else {
+    dense.b = rowSlice(args.b, group * n, n, k);              // [N, K] fp8: expert `group`
+    dense.bScales = rowSlice(args.bScales, group * nBlocks, nBlocks, kGroups);  // [ceil(N/128), ceil(K/128)]
+  }
   dense.d = rowSlice(args.d, row0, rows, n);                // [rows, N]
   dense.batchInvariant = args.batchInvariant;
   return gemmFp8(dense);
