@@ -43,6 +43,7 @@
         "native/src/cpu/grouped_gemm_fp8.cpp",
         "native/src/cpu/route.cpp",
         "native/src/cpu/router_logits.cpp",
+        "native/src/cpu/router_dots.cpp",
         "native/src/cpu/dispatch_layout.cpp",
         "native/src/cpu/dispatch.cpp",
         "native/src/cpu/swiglu.cpp",

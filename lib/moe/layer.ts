@@ -4,7 +4,6 @@
  */
 import { MoeError, describe } from '../errors';
 import { native } from '../native';
-import { cpuInfo } from '../runtime';
 import { quantizeWeightsSync } from '../ops/quantize';
 import { Device, Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
 import { requireCuda } from '../backends';
@@ -140,12 +139,6 @@ export class MoeLayer {
   readonly shard?: ExpertShard;
   private epHandle?: { handle: unknown };
   private readonly idle: Workspace[] = [];
-  /**
-   * [E, H]: the router weight. CPU: bf16 as given where the router runs on
-   * AMX tiles (exact bf16 products), else widened to f32 once so that no
-   * forward converts it again. CUDA: as given.
-   */
-  private readonly routerWeight: Tensor;
   /** Where the weights live: every forward runs there. */
   readonly device: Device;
 
@@ -185,10 +178,6 @@ export class MoeLayer {
       for (const m of [weights.w13, weights.w2]) {
         if (m.data.length !== 1) throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer: CUDA expert weights must be one [E, N, K] device tensor each (MoeLayer.to builds them)');
       }
-      this.routerWeight = weights.gate;
-    } else {
-      const keepBf16 = weights.gate.dtype === 'bf16' && cpuInfo().gemmIsa === 'amx';
-      this.routerWeight = weights.gate.dtype === 'f32' || keepBf16 ? weights.gate : tensor(weights.gate.toFloat32Array(), [e, h], 'f32');
     }
   }
 
@@ -613,7 +602,7 @@ export class MoeLayer {
     const w = this.weights;
     const shards = (m: ExpertMatrices | undefined) => (m ? { data: m.data, scales: m.scales } : undefined);
     const args = {
-      gate: this.routerWeight,
+      gate: w.gate,  // as given: the CPU kernels read bf16 in place
       bias: w.bias,
       routing: {
         scoring: c.scoring,
@@ -637,7 +626,7 @@ export class MoeLayer {
   /** The host tensors a forward reads as weights: the router's, the bias, the experts' data and scales. */
   hostWeights(): Tensor[] {
     const w = this.weights;
-    const all = [this.routerWeight, w.bias, ...[w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
+    const all = [w.gate, w.bias, ...[w.w13, w.w2, w.sharedW13, w.sharedW2].flatMap((m) => (m ? [...m.data, ...m.scales] : []))];
     return all.filter((t): t is Tensor => t !== undefined && t.device === 'cpu');
   }
 

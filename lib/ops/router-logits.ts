@@ -1,8 +1,10 @@
 /**
  * routerLogits (SPEC.md, "The MoE layer"): the router's projection
  * logits = x * w^T with f32 accumulation, the input of `route`. On CPUs with
- * AMX and bf16 x and w it runs on bf16 tiles (exact products, f32 sums);
- * elsewhere as f32 dot products.
+ * AMX and bf16 x and w it runs on bf16 tiles (exact products, f32 sums); with
+ * AVX512_BF16 and bf16 x and w on VDPBF16PS (the same); elsewhere as f32
+ * dot products, bf16 widened in registers. Off the AMX tiles a token's logits
+ * are the same bits in any batch.
  */
 import { MoeError } from '../errors';
 import { native } from '../native';
