@@ -37,7 +37,7 @@ export function layerGemms(c: MoeConfig, tokens: number, activeExperts: number):
   if (is > 0) {
     gemms.push(
       { name: 'shared w13', flops: 2 * tokens * 2 * is * h, bytes: 2 * is * h + tokens * h + tokens * 2 * is * 2 },
-      { name: 'shared w2', flops: 2 * tokens * h * is, bytes: h * is + tokens * is + tokens * h * 4 },
+      { name: 'shared w2', flops: 2 * tokens * h * is, bytes: h * is + tokens * is + tokens * h * 2 },  // out: bf16, as the routed experts' y
     );
   }
   return gemms;
