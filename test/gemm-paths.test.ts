@@ -1,8 +1,10 @@
 // Every fp8 GEMM path (AMX, AVX512_BF16, AVX-512, AVX2 and portable, each
 // forced through MOE_CPU_ISA in a child process) on the same seeded inputs at
 // ragged shapes: M = 1 .. 130 (every kernel's row blocking and each switch of
-// kernel by M), N and K off multiples of 128, dense and grouped (one segment
-// per expert, segments of 1 .. 37 rows). Each path's output must match the
+// kernel by M: 8/9 and, on AVX2, 4/5 and 32/33), N and K off multiples of 128
+// (a second dense K spans several of the AVX2 streaming kernel's 512-wide K
+// chunks; both have K % 32 = 16), dense and grouped (one segment per expert,
+// segments of 1 .. 37 rows). Each path's output must match the
 // float64 reference (SPEC: diff < 1e-5) and the portable path's output; the
 // outputs are poisoned with NaN before every call. A path the CPU lacks is
 // skipped with a message.
@@ -14,8 +16,10 @@ import { SEED, seedNote } from './helpers/random';
 
 const DIST = resolve(__dirname, '../dist/index.js');
 
-const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 31, 64, 97, 130];
+const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 31, 32, 33, 64, 97, 130];
 const [N, K] = [161, 400];
+const [N2, K2] = [140, 1168];  // dense only
+const MS2 = [1, 5, 13, 32, 33];
 const SEGMENTS = [1, 5, 37, 2, 9, 0, 17];  // rows per expert (one expert gets none)
 
 /** Runs in a child process: the inputs (seeded) and each GEMM's f32 output, base64. */
@@ -37,6 +41,30 @@ for (const M of ${JSON.stringify(MS)}) {
   const d = m.gemmFp8Sync(a, b, { out: 'f32', into: poisoned([M, N]) });
   out.inputs['a' + M] = [b64(a.data.data), b64(a.scales.data)];
   out.dense[M] = b64(d.data);
+}
+// An fp8 NaN code in b (0x7F / 0xFF), in a row's 32-byte body or its 16-byte
+// K tail, must be reported by every kernel (streamed, decoded, packed).
+out.nanMissed = [];
+for (const M of [1, 5, 33]) {
+  const a = m.quantizeActivationsSync(m.tensor(floats(M * K, 1), [M, K]));
+  for (const code of [0x7f, 0xff]) {
+    for (const at of [150 * K + 37, 150 * K + K - 5]) {
+      const data = b.data.data.slice();
+      data[at] = code;
+      const bad = { data: m.tensor(data, [N, K], 'fp8_e4m3'), scales: b.scales };
+      let caught = '';
+      try { m.gemmFp8Sync(a, bad, { out: 'f32' }); } catch (e) { caught = e.code + ' ' + e.message; }
+      if (!/ERR_MOE_NONFINITE .*b contains an fp8 NaN/.test(caught)) out.nanMissed.push({ M, code, at, caught });
+    }
+  }
+}
+const b2 = m.quantizeWeightsSync(m.tensor(floats(${N2} * ${K2}, 0.05), [${N2}, ${K2}]));
+out.inputs.b2 = [b64(b2.data.data), b64(b2.scales.data)];
+out.dense2 = {};
+for (const M of ${JSON.stringify(MS2)}) {
+  const a = m.quantizeActivationsSync(m.tensor(floats(M * ${K2}, 1), [M, ${K2}]));
+  out.inputs['a2_' + M] = [b64(a.data.data), b64(a.scales.data)];
+  out.dense2[M] = b64(m.gemmFp8Sync(a, b2, { out: 'f32', into: poisoned([M, ${N2}]) }).data);
 }
 const segments = ${JSON.stringify(SEGMENTS)};
 const G = segments.length, R = segments.reduce((s, r) => s + r, 0);
@@ -62,6 +90,8 @@ process.stdout.write(JSON.stringify(out));
 interface PathRun {
   isa: string;
   dense: Record<string, string>;
+  dense2: Record<string, string>;
+  nanMissed: unknown[];
   grouped: string;
   inputs: Record<string, string[]>;
 }
@@ -78,12 +108,18 @@ const bytes = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 const floats = (s: string) => new Float32Array(bytes(s).buffer);
 
 /** The float64 reference of every output of a run, from the inputs it printed (the same for every path: seeded). */
-function references(ref: PathRun): { dense: Record<string, Float64Array>; grouped: Float64Array } {
+function references(ref: PathRun): { dense: Record<string, Float64Array>; dense2: Record<string, Float64Array>; grouped: Float64Array } {
   const [bq, bs] = ref.inputs.b;
   const dense: Record<string, Float64Array> = {};
   for (const m of MS) {
     const [aq, as] = ref.inputs[`a${m}`];
     dense[m] = referenceGemm(bytes(aq), floats(as), bytes(bq), floats(bs), m, N, K);
+  }
+  const [b2q, b2s] = ref.inputs.b2;
+  const dense2: Record<string, Float64Array> = {};
+  for (const m of MS2) {
+    const [aq, as] = ref.inputs[`a2_${m}`];
+    dense2[m] = referenceGemm(bytes(aq), floats(as), bytes(b2q), floats(b2s), m, N2, K2);
   }
   const [aq, as, gq, gs, gi] = ref.inputs.grouped;
   const a = bytes(aq), sa = floats(as), b = bytes(gq), sb = floats(gs);
@@ -98,7 +134,7 @@ function references(ref: PathRun): { dense: Record<string, Float64Array>; groupe
       b.subarray(g * N * K, (g + 1) * N * K), sb.subarray(g * nBlocks * groups, (g + 1) * nBlocks * groups), 1, N, K);
     grouped.set(row, r * N);
   }
-  return { dense, grouped };
+  return { dense, dense2, grouped };
 }
 
 describe('fp8 GEMM paths against the float64 reference and the portable path', () => {
@@ -107,7 +143,9 @@ describe('fp8 GEMM paths against the float64 reference and the portable path', (
 
   it(`the portable path matches the reference ${seedNote}`, () => {
     expect(portable.isa).toBe('portable');
+    expect(portable.nanMissed, 'fp8 NaN codes in b reported').toEqual([]);
     for (const m of MS) expect(calcDiff(floats(portable.dense[m]), reference.dense[m]), `M=${m}`).toBeLessThan(1e-5);
+    for (const m of MS2) expect(calcDiff(floats(portable.dense2[m]), reference.dense2[m]), `K=${K2} M=${m}`).toBeLessThan(1e-5);
     expect(calcDiff(floats(portable.grouped), reference.grouped), 'grouped').toBeLessThan(1e-5);
   });
 
@@ -121,6 +159,13 @@ describe('fp8 GEMM paths against the float64 reference and the portable path', (
         expect(calcDiff(d, reference.dense[m]), `M=${m} vs float64 ${seedNote}`).toBeLessThan(1e-5);
         expect(calcDiff(d, floats(portable.dense[m])), `M=${m} vs portable ${seedNote}`).toBeLessThan(1e-5);
       }
+      for (const m of MS2) {
+        const d = floats(forced.dense2[m]);
+        expect(d.every(Number.isFinite), `K=${K2} M=${m}: every element written ${seedNote}`).toBe(true);
+        expect(calcDiff(d, reference.dense2[m]), `K=${K2} M=${m} vs float64 ${seedNote}`).toBeLessThan(1e-5);
+        expect(calcDiff(d, floats(portable.dense2[m])), `K=${K2} M=${m} vs portable ${seedNote}`).toBeLessThan(1e-5);
+      }
+      expect(forced.nanMissed, `fp8 NaN codes in b reported ${seedNote}`).toEqual([]);
       const g = floats(forced.grouped);
       expect(g.every(Number.isFinite), `grouped: every element written ${seedNote}`).toBe(true);
       expect(Array.from(g.subarray(3 * N, 4 * N)).every((v) => v === 0), 'grouped: the padding row is zero').toBe(true);

@@ -3,9 +3,9 @@
 // (gemm_fp8_kernels.h). AMX (below) and AVX512_BF16 (gemm_fp8_bf16.cpp) have
 // paths of their own; on other CPUs the FMA kernels run one of two paths:
 //
-// * Packed (M > kStreamMaxM), GotoBLAS/BLIS style. D is cut into tiles of
-//   mc x nc, one task each, handed out dynamically over the pool. A task walks
-//   K in blocks of kKc = 256: it decodes + scales its A block into
+// * Packed (M > KernelSet::streamMaxM), GotoBLAS/BLIS style. D is cut into
+//   tiles of mc x nc, one task each, handed out dynamically over the pool. A
+//   task walks K in blocks of kKc = 256: it decodes + scales its A block into
 //   [mc, kKc] f32 (~mc KiB, L2) and its B block into nc/nr panels of
 //   [kKc, nr] f32 (<= 1.5 MiB, L2), then runs the register-blocked microkernel
 //   over every (<= mr rows) x (nr columns) micro-tile, accumulating in a
@@ -13,12 +13,13 @@
 //   Packing cost is ~1/mc (B) and ~1/nc (A) of the FMA work, so tiles are kept
 //   large and their shape is chosen to balance the threads (planTiles).
 //
-// * Streaming (M <= kStreamMaxM): A is small and B is read once. A is decoded
-//   and scaled once ([M, K] f32); each task takes a run of B rows inside one
-//   128-row scale block, folds that block's scales into a private copy of A,
-//   and streams the fp8 rows straight from memory through the decode + FMA
-//   kernel. No B packing: at M = 1 the run time is B's bytes over the memory
-//   bandwidth.
+// * Streaming (M <= KernelSet::streamMaxM: 8 rows, 32 on AVX2): A is small
+//   and B is read once. A is decoded and scaled once ([M, K] f32); each task
+//   takes a run of B rows inside one 128-row scale block, folds that block's
+//   scales into a private copy of A, and streams the fp8 rows straight from
+//   memory through the ISA's decode + FMA kernel (streamRows). No B packing:
+//   at M = 1 the run time is B's bytes over the memory bandwidth, or the
+//   decode's cost where that is higher.
 #include "cpu/gemm_fp8.h"
 
 #include <algorithm>
@@ -59,14 +60,6 @@ using fp8gemm::kKc;
 using fp8gemm::NanFlags;
 using fp8gemm::outOfMemory;
 using fp8gemm::Problem;
-
-// Streaming decodes each B element once per block of <= 8 A rows (~8 uops per
-// 32 elements) and skips packing; the packed path pays ~0.7 uops per B element
-// for decode + transpose once, then 1/16 uop per row per element in FMAs.
-// Measured on Sapphire Rapids (2 threads, N x K = 7168 x 2048 / 2112 x 7168):
-// M = 8: streaming 106-124 GFLOP/s vs packed 66-77; M = 9 (two row blocks):
-// 78-92 vs 71-76; M = 12: 80-84 vs 90-92; M = 16: 74-94 vs 102-106.
-constexpr int64_t kStreamMaxM = 8;
 
 // Tile limits of the packed path. A block [mc, kKc] f32 = mc KiB and a B block
 // [nc, kKc] f32 = nc KiB live in L2 (4 MiB here, 1-2 MiB on older parts; the
@@ -409,7 +402,7 @@ Status gemmAmx(const Problem& p) {
 // ---- the choice of kernel ------------------------------------------------------
 
 enum class GemmKernel {
-  kFmaStream,  // FMA kernels (AVX-512 / AVX2 / portable), B streamed: M <= kStreamMaxM
+  kFmaStream,  // FMA kernels (AVX-512 / AVX2 / portable), B streamed: M <= KernelSet::streamMaxM
   kFmaPacked,  // FMA kernels, B packed to f32 panels
   kBf16Dot,    // AVX512_BF16, B streamed: M <= kBf16DotMaxM (GEMV and small batches)
   kBf16Panel,  // AVX512_BF16, B decoded to bf16 panels once per K block
@@ -430,7 +423,7 @@ GemmKernel chooseGemmKernel(int64_t M, bool batchInvariant) {
   if (batchInvariant) return gemmUsesAvx512Bf16() ? GemmKernel::kBf16Panel : GemmKernel::kFmaStream;
   if (gemmUsesAmx() && M >= kAmxMinM) return GemmKernel::kAmx;
   if (gemmUsesAvx512Bf16()) return M <= fp8gemm::kBf16DotMaxM ? GemmKernel::kBf16Dot : GemmKernel::kBf16Panel;
-  return M <= kStreamMaxM ? GemmKernel::kFmaStream : GemmKernel::kFmaPacked;
+  return M <= fp8gemm::selectedKernels().streamMaxM ? GemmKernel::kFmaStream : GemmKernel::kFmaPacked;
 }
 
 void zeroOutput(const Problem& p) {

@@ -6,6 +6,7 @@
 // baseline target. Everything below has internal linkage except the KernelSet.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu/gemm_fp8_kernels.h"
@@ -35,13 +36,7 @@ inline __m256 highHalfToFloat(__m256i h) { return _mm256_cvtph_ps(_mm256_extract
 inline __m128i trackNan(__m128i acc, __m128i bytes) {
   return _mm_max_epu8(acc, _mm_or_si128(bytes, _mm_set1_epi8(static_cast<char>(0x80))));
 }
-inline __m256i trackNan(__m256i acc, __m256i bytes) {
-  return _mm256_max_epu8(acc, _mm256_or_si256(bytes, _mm256_set1_epi8(static_cast<char>(0x80))));
-}
 inline bool sawNan(__m128i acc) { return _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_set1_epi8(-1))) != 0; }
-inline bool sawNan(__m256i acc) {
-  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(acc, _mm256_set1_epi8(-1))) != 0;
-}
 
 // ---- packing ----------------------------------------------------------------
 
@@ -172,80 +167,247 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// MR rows of A against NB rows of B over all of K, lanes along k (summed at
-// the end); 16 k per step.
+// Every streaming kernel below computes out[m, j] the same way: lane l of one
+// 8-float accumulator sums a[m, k] * fp8(b[j, k]) over k = l, l + 8, l + 16, ...
+// in increasing k (one FMA each), then the 8 lanes are summed by hsum. So a
+// row's bits depend on K alone, not on which kernel, row block or K chunk ran
+// it (batch invariance, gemm_fp8.cpp).
+
+// Software prefetch 1 KiB ahead in every B row being streamed: the hardware
+// prefetchers stop at 4 KiB page boundaries (a caller's weights need not sit
+// on huge pages), so each row's next page is requested, and its TLB walk
+// done, before the loads reach it (+5-10% at M = 1).
+constexpr int64_t kPrefetchBytes = 1024;
+
+inline void prefetchB(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
+
+// NaN codes over 32 bytes in two operations: 0x7F is the largest signed
+// byte, 0xFF the largest unsigned one.
+struct NanTracker32 {
+  __m256i signedMax, unsignedMax;
+  NanTracker32() : signedMax(_mm256_set1_epi8(-128)), unsignedMax(_mm256_setzero_si256()) {}
+  void add(__m256i bytes) {
+    signedMax = _mm256_max_epi8(signedMax, bytes);
+    unsignedMax = _mm256_max_epu8(unsignedMax, bytes);
+  }
+  bool saw() const {
+    const __m256i nan = _mm256_or_si256(_mm256_cmpeq_epi8(signedMax, _mm256_set1_epi8(0x7F)),
+                                        _mm256_cmpeq_epi8(unsignedMax, _mm256_set1_epi8(-1)));
+    return _mm256_movemask_epi8(nan) != 0;
+  }
+};
+
+// 16 fp8 bytes -> acc += a[0..7] * lo + a[8..15] * hi (in this order).
+inline __m256 fma16(const uint8_t* b, const float* a, __m256 acc) {
+  const __m256i h = halfBitsFromFp8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+  acc = _mm256_fmadd_ps(_mm256_loadu_ps(a), lowHalfToFloat(h), acc);
+  return _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), highHalfToFloat(h), acc);
+}
+
+// Direct form (few rows of A): MR rows of A against NB rows of B over all of
+// K, B decoded in registers, 32 k per step (16 in a last step when K % 32 is
+// 16). Measured with 2 threads streaming 117 MB (CPU time, so the noise of
+// a shared machine drops out), 1 row of A: 23.5-24 GB/s with 16 k per step,
+// NaN check per 16 bytes and no prefetch; 26.4-27.2 GB/s like this. The
+// rest is the F16C conversion: with it replaced by a plain move the same
+// loop streams 39 GB/s.
 template <int MR, int NB>
 bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo) {
   __m256 acc[MR][NB];
 #pragma GCC unroll 32
   for (int i = 0; i < MR * NB; ++i) acc[i / NB][i % NB] = _mm256_setzero_ps();
-  __m128i nan = _mm_setzero_si128();
-  for (int64_t k = 0; k < K; k += 16) {
+  NanTracker32 nan;
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j * ldb + k));
-      nan = trackNan(nan, bytes);
-      const __m256i h = halfBitsFromFp8(bytes);
-      const __m256 lo = lowHalfToFloat(h);
-      const __m256 hi = highHalfToFloat(h);
+      const uint8_t* row = b + j * ldb + k;
+      if ((k & 63) == 0) prefetchB(row + kPrefetchBytes);
+      nan.add(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)));
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
-        acc[i][j] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i * lda + k), lo, acc[i][j]);
-        acc[i][j] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i * lda + k + 8), hi, acc[i][j]);
+        acc[i][j] = fma16(row, a + i * lda + k, acc[i][j]);
+        acc[i][j] = fma16(row + 16, a + i * lda + k + 16, acc[i][j]);
       }
     }
   }
+  bool tailNan = false;
+  if (k < K) {  // K % 32 == 16
+    __m128i tail = _mm_setzero_si128();
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) {
+      const uint8_t* row = b + j * ldb + k;
+      tail = trackNan(tail, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) acc[i][j] = fma16(row, a + i * lda + k, acc[i][j]);
+    }
+    tailNan = sawNan(tail);
+  }
 #pragma GCC unroll 32
   for (int i = 0; i < MR * NB; ++i) out[(i / NB) * ldo + i % NB] = hsum(acc[i / NB][i % NB]);
-  return sawNan(nan);
+  return nan.saw() || tailNan;
 }
 
-// MR x NB accumulators + NB decoded... within 16 ymm registers.
-constexpr int nbFor(int mr) { return mr == 1 ? 4 : mr == 2 ? 3 : 2; }
-constexpr int kStreamMr = 4;
+// MR x NB accumulators + 2 decoded vectors + temporaries within 16 ymm
+// registers; one row alone takes 8 rows of B (8 independent FMA chains hide
+// the FMA latency, and 8 streams keep enough loads in flight).
+constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 4 : mr == 3 ? 3 : 2; }
+constexpr int kDirectMaxRows = 4;  // more rows of A: the decoded form below
 
 using StreamTileFn = bool (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
 
-template <int MR>
-StreamTileFn streamTileFn(int nb) {
-  switch (nb) {
-    case 1: return streamTile<MR, 1>;
-    case 2: return streamTile<MR, (nbFor(MR) >= 2 ? 2 : 1)>;
-    case 3: return streamTile<MR, (nbFor(MR) >= 3 ? 3 : 1)>;
-    default: return streamTile<MR, (nbFor(MR) >= 4 ? 4 : 1)>;
+template <int MR, int NB>
+StreamTileFn streamTileOrSmaller(int nb) {
+  if constexpr (NB == 1) {
+    return streamTile<MR, 1>;
+  } else {
+    return nb >= NB ? streamTile<MR, NB> : streamTileOrSmaller<MR, NB - 1>(nb);
   }
 }
 
 StreamTileFn pickStreamTile(int mr, int nb) {
   switch (mr) {
-    case 1: return streamTileFn<1>(nb);
-    case 2: return streamTileFn<2>(nb);
-    case 3: return streamTileFn<3>(nb);
-    default: return streamTileFn<4>(nb);
+    case 1: return streamTileOrSmaller<1, nbFor(1)>(nb);
+    case 2: return streamTileOrSmaller<2, nbFor(2)>(nb);
+    case 3: return streamTileOrSmaller<3, nbFor(3)>(nb);
+    default: return streamTileOrSmaller<4, nbFor(4)>(nb);
   }
 }
 
-bool streamRows(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
-                int64_t K, float* out, int64_t ldo) {
+// rows <= kDirectMaxRows: B streamed once, decoded in registers.
+bool streamRowsDirect(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
+                      int64_t K, float* out, int64_t ldo) {
   bool nan = false;
-  const int64_t mBlocks = (rows + kStreamMr - 1) / kStreamMr;  // near-equal blocks of <= kStreamMr rows
+  const int mr = static_cast<int>(rows);
   for (int64_t jb = 0; jb < nRows;) {
-    // One block of B rows for all A blocks, sized by the smallest NB, so the
-    // rows decoded for the first A block are still in L1 for the others.
-    int64_t nb = nRows - jb;
-    for (int64_t ib = 0; ib < mBlocks; ++ib) {
-      const int mr = static_cast<int>(rows * (ib + 1) / mBlocks - rows * ib / mBlocks);
-      if (nbFor(mr) < nb) nb = nbFor(mr);
-    }
-    for (int64_t ib = 0; ib < mBlocks; ++ib) {
-      const int64_t i0 = rows * ib / mBlocks;
-      const int mr = static_cast<int>(rows * (ib + 1) / mBlocks - i0);
-      nan |= pickStreamTile(mr, static_cast<int>(nb))(a + i0 * lda, lda, b + jb * ldb, ldb, K,
-                                                       out + i0 * ldo + jb, ldo);
-    }
+    const int nb = static_cast<int>(std::min<int64_t>(nbFor(mr), nRows - jb));
+    nan |= pickStreamTile(mr, nb)(a, lda, b + jb * ldb, ldb, K, out + jb, ldo);
     jb += nb;
   }
   return nan;
+}
+
+// Decoded form (more rows of A): a panel of B rows is decoded once per K chunk
+// into an L1/L2 buffer and reused by every row of A, so decoding costs once
+// per B element instead of once per block of rows. Register tile 4 x 3: 12
+// accumulators, 3 B vectors and one A vector; per 8 k: 7 loads, 12 FMAs.
+constexpr int kDotMr = 4;
+constexpr int kDotNb = 3;
+// Both buffers live on the stack (48 KiB together). Per chunk and row block
+// the A rows [4, 512] (8 KiB) stay in L1 across the panel's 4 column groups.
+constexpr int64_t kDotKc = 512;        // K per chunk: a multiple of 16
+constexpr int64_t kDotPanelRows = 12;  // B rows decoded together: [12, 512] f32 = 24 KiB
+constexpr int64_t kDotRowPanel = 64;   // A rows per pass over B: accumulators [64, 12] x 8 f32 = 24 KiB
+
+// dec[j, k] = fp8(b[j, k0 + k]) / 256 for j < nb, k < kc.   dec: [nb, kDotKc].
+bool decodePanel(const uint8_t* b, int64_t ldb, int64_t nb, int64_t k0, int64_t kc, float* dec) {
+  NanTracker32 nan;
+  __m128i tail = _mm_setzero_si128();
+  for (int64_t j = 0; j < nb; ++j) {
+    const uint8_t* src = b + j * ldb + k0;
+    float* dst = dec + j * kDotKc;
+    int64_t k = 0;
+    for (; k + 32 <= kc; k += 32) {
+      if ((k & 63) == 0) prefetchB(src + k + kPrefetchBytes);
+      nan.add(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k)));
+      for (int64_t u = k; u < k + 32; u += 16) {
+        const __m256i h = halfBitsFromFp8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + u)));
+        _mm256_store_ps(dst + u, lowHalfToFloat(h));
+        _mm256_store_ps(dst + u + 8, highHalfToFloat(h));
+      }
+    }
+    if (k < kc) {  // kc % 32 == 16
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k));
+      tail = trackNan(tail, bytes);
+      const __m256i h = halfBitsFromFp8(bytes);
+      _mm256_store_ps(dst + k, lowHalfToFloat(h));
+      _mm256_store_ps(dst + k + 8, highHalfToFloat(h));
+    }
+  }
+  return nan.saw() || sawNan(tail);
+}
+
+// acc[i, j] (8 lanes) += a[i, k] * dec[j, k] over k < kc, lane by lane.
+//   a: [MR, lda] f32 at the chunk; dec: [NB, kDotKc]; acc: [MR, ldacc] x 8 f32.
+template <int MR, int NB>
+void dotTile(const float* a, int64_t lda, const float* dec, int64_t kc, float* acc, int64_t ldacc) {
+  __m256 c[MR][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR * NB; ++i) c[i / NB][i % NB] = _mm256_load_ps(acc + ((i / NB) * ldacc + i % NB) * 8);
+  for (int64_t k = 0; k < kc; k += 8) {
+    __m256 bv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) bv[j] = _mm256_load_ps(dec + j * kDotKc + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_loadu_ps(a + i * lda + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) c[i][j] = _mm256_fmadd_ps(av, bv[j], c[i][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR * NB; ++i) _mm256_store_ps(acc + ((i / NB) * ldacc + i % NB) * 8, c[i / NB][i % NB]);
+}
+
+using DotTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t);
+
+template <int MR>
+DotTileFn dotTileFn(int nb) {
+  return nb == 1 ? dotTile<MR, 1> : nb == 2 ? dotTile<MR, 2> : dotTile<MR, 3>;
+}
+
+DotTileFn pickDotTile(int mr, int nb) {
+  switch (mr) {
+    case 1: return dotTileFn<1>(nb);
+    case 2: return dotTileFn<2>(nb);
+    case 3: return dotTileFn<3>(nb);
+    default: return dotTileFn<4>(nb);
+  }
+}
+
+bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
+                       int64_t K, float* out, int64_t ldo) {
+  alignas(64) float dec[kDotPanelRows * kDotKc];         // [panel rows, kDotKc]
+  alignas(64) float acc[kDotRowPanel * kDotPanelRows * 8];  // [row panel, panel rows] x 8 lanes
+  bool nan = false;
+  for (int64_t r0 = 0; r0 < rows; r0 += kDotRowPanel) {
+    const int64_t rp = std::min(kDotRowPanel, rows - r0);
+    const int64_t rowBlocks = (rp + kDotMr - 1) / kDotMr;  // near-equal blocks of <= kDotMr rows
+    for (int64_t j0 = 0; j0 < nRows; j0 += kDotPanelRows) {
+      const int64_t np = std::min(kDotPanelRows, nRows - j0);
+      for (int64_t i = 0; i < rp * kDotPanelRows * 8; i += 8) _mm256_store_ps(acc + i, _mm256_setzero_ps());
+      for (int64_t k0 = 0; k0 < K; k0 += kDotKc) {
+        const int64_t kc = std::min(kDotKc, K - k0);
+        nan |= decodePanel(b + j0 * ldb, ldb, np, k0, kc, dec);
+        for (int64_t ib = 0; ib < rowBlocks; ++ib) {
+          const int64_t i0 = rp * ib / rowBlocks;
+          const int mr = static_cast<int>(rp * (ib + 1) / rowBlocks - i0);
+          for (int64_t jg = 0; jg < np; jg += kDotNb) {
+            const int nb = static_cast<int>(std::min<int64_t>(kDotNb, np - jg));
+            pickDotTile(mr, nb)(a + (r0 + i0) * lda + k0, lda, dec + jg * kDotKc, kc,
+                                acc + (i0 * kDotPanelRows + jg) * 8, kDotPanelRows);
+          }
+        }
+      }
+      for (int64_t i = 0; i < rp; ++i)
+        for (int64_t j = 0; j < np; ++j)
+          out[(r0 + i) * ldo + j0 + j] = hsum(_mm256_load_ps(acc + (i * kDotPanelRows + j) * 8));
+    }
+  }
+  return nan;
+}
+
+// The streaming path's reach (KernelSet::streamMaxM). Measured against the
+// packed path (2 threads, CPU time per call so that a shared machine's noise
+// drops out, the six benchmark shapes), GFLOP/s decoded streaming vs packed:
+// M = 16: 122-143 vs 105-125; M = 32: 136-156 vs 97-141 (5 of 6 shapes
+// ahead); M = 64: 133-169 vs 143-157 (4 of 6 behind).
+constexpr int kStreamMaxM = 32;
+
+bool streamRows(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
+                int64_t K, float* out, int64_t ldo) {
+  return rows <= kDirectMaxRows ? streamRowsDirect(a, lda, rows, b, ldb, nRows, K, out, ldo)
+                                : streamRowsDecoded(a, lda, rows, b, ldb, nRows, K, out, ldo);
 }
 
 // ---- output -----------------------------------------------------------------
@@ -312,6 +474,7 @@ extern const KernelSet kAvx2Kernels = {
     "avx2",
     kMr,
     kNr,
+    kStreamMaxM,
     packA,
     packB,
     {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>, nullptr, nullptr, nullptr, nullptr,

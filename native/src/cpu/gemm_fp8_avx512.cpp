@@ -367,6 +367,7 @@ extern const KernelSet kAvx512Kernels = {
     "avx512",
     kMr,
     kNr,
+    8,  // streamMaxM: streaming decodes B once per 8 rows of A (gemm_fp8.cpp)
     packA,
     packB,
     {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>, micro<7>, micro<8>, micro<9>,

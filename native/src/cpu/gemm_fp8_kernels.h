@@ -48,6 +48,10 @@ struct KernelSet {
   const char* name;
   int mr;  // most rows of a micro-tile (a tile may have fewer: micro[1..mr])
   int nr;  // columns of a micro-tile = width of one packed B panel; divides 128
+  // The streaming path (scaleForStream + streamRows) takes M <= streamMaxM,
+  // the packed path (packA, packB, micro) larger M: where each ISA's
+  // measured crossover lies (see its file).
+  int streamMaxM;
 
   // dst[r, k] = fp8(src[r, k0 + k]) * scales[r, (k0 + k) / 128] for r < rows,
   // k < kc.   src: [rows, lds] fp8; scales: [rows, ldScales]; dst: [rows, ldd].
@@ -69,8 +73,10 @@ struct KernelSet {
   void (*scaleForStream)(const float* src, int64_t rows, int64_t K, int64_t ld,
                          const float* scaleRow, float* dst);
 
-  // out[m, j] = sum_k a[m, k] * fp8(b[j, k]) for m < rows, j < nRows, with a
-  // prepared by scaleForStream. Streams each B row once per block of A rows.
+  // out[m, j] = sum_k a[m, k] * fp8(b[j, k]) for m < rows (any count: under
+  // batchInvariant every M streams), j < nRows, with a prepared by
+  // scaleForStream. Reads each B row from memory once per call (or per block
+  // of A rows). A row's bits depend on K only, not on `rows` or nRows.
   //   a: [rows, lda] f32; b: [nRows, ldb] fp8; out: [rows, ldo] f32.
   bool (*streamRows)(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb,
                      int64_t nRows, int64_t K, float* out, int64_t ldo);

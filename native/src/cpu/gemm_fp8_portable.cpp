@@ -141,6 +141,7 @@ extern const KernelSet kPortableKernels = {
     "portable",
     kMr,
     kNr,
+    8,  // streamMaxM
     packA,
     packB,
     {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
