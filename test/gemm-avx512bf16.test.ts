@@ -8,9 +8,11 @@ const { randomActivations, randomFloats, rng, seedNote } = await import('./helpe
 
 gemmSuite('avx512bf16');
 
-// Within one kernel (dot: M <= 8; panels: M > 8) a row's K reduction order is
-// fixed by K alone (gemm_fp8_kernels.h): the same row must give the same bits
-// whatever other rows share its call, and wherever it sits among them.
+// Within one kernel (dot: M <= 4; blocked dot: M <= 32; panels: M > 32) a
+// row's K reduction order is fixed by K alone (gemm_fp8_kernels.h): the same
+// row must give the same bits whatever other rows share its call, and wherever
+// it sits among them. The two dot kernels do the same operations in the same
+// order, so a row's bits also survive the switch between them.
 const ran = cpuInfo().gemmIsa === 'avx512bf16';
 describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a row's bits do not depend on its batch${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
   const random = rng();
@@ -20,9 +22,13 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a row's bits do not depend on 
   const rows = (from: number, count: number) => gemmFp8Sync(quantizeActivationsSync(tensor(x.subarray(from * k, (from + count) * k), [count, k])), b, { out: 'f32' }).data as Float32Array;
 
   for (const [label, full, from, count] of [
-    ['dot kernel', 8, 2, 1],
-    ['dot kernel', 8, 3, 5],
-    ['panel kernel', 130, 7, 9],
+    ['dot kernel', 4, 2, 1],
+    ['dot kernel', 4, 1, 3],
+    ['blocked dot kernel', 32, 3, 5],
+    ['blocked dot kernel', 32, 6, 26],
+    ['dot kernel and blocked dot kernel', 32, 2, 1],
+    ['dot kernel and blocked dot kernel', 9, 5, 4],
+    ['panel kernel', 130, 7, 33],
     ['panel kernel', 130, 60, 70],
   ] as Array<[string, number, number, number]>) {
     it(`${label}: rows ${from}..${from + count - 1} alone and inside M=${full}`, () => {
@@ -31,6 +37,21 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a row's bits do not depend on 
       const same = Buffer.compare(Buffer.from(part.buffer, part.byteOffset, part.byteLength),
         Buffer.from(all.buffer, all.byteOffset + from * n * 4, count * n * 4));
       expect(same, `rows ${from}.. of M=${full} ${seedNote}`).toBe(0);
+    });
+  }
+});
+
+// Each kernel finds an fp8 NaN code in B while it decodes, wherever it sits:
+// the last byte of the last row (ragged K and N tails).
+describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a NaN code in b${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
+  const random = rng();
+  const [n, k] = [139, 400];
+  for (const m of [1, 4, 5, 32, 33]) {
+    it(`M=${m}: ERR_MOE_NONFINITE`, () => {
+      const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
+      b.data.data[n * k - 1] = 0xff;
+      const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
+      expect(() => gemmFp8Sync(a, b)).toThrow(expect.objectContaining({ code: 'ERR_MOE_NONFINITE' }));
     });
   }
 });

@@ -217,7 +217,7 @@ bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, cons
 // B rows per tile for MR rows of A: MR x NB partial + MR x NB promoted
 // accumulators, two decoded vectors and the decode's five constants within
 // the 32 zmm registers; NB > 1 also keeps NB independent load streams.
-constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 4 : mr == 3 ? 3 : mr == 4 ? 2 : 1; }
+constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 4 : mr == 3 ? 3 : 2; }
 
 using DotTileFn = bool (*)(const uint16_t*, int64_t, const float*, int64_t, const uint8_t*, int64_t, const float*,
                            float*, int64_t);
@@ -241,15 +241,11 @@ DotTileFn pickDotTile(int mr, int nb) {
     case 1: return dotTileFn<1>(nb);
     case 2: return dotTileFn<2>(nb);
     case 3: return dotTileFn<3>(nb);
-    case 4: return dotTileFn<4>(nb);
-    case 5: return dotTileFn<5>(nb);
-    case 6: return dotTileFn<6>(nb);
-    case 7: return dotTileFn<7>(nb);
-    default: return dotTileFn<8>(nb);
+    default: return dotTileFn<4>(nb);
   }
 }
 
-static_assert(kBf16DotMaxM == 8, "pickDotTile instantiates MR = 1 .. 8");
+static_assert(kBf16DotMaxM == 4, "pickDotTile instantiates MR = 1 .. 4");
 
 bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b, int64_t K,
              int64_t nRows, const float* sb, float* out, int64_t ldo) {
@@ -261,6 +257,124 @@ bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int6
     j += nb;
   }
   return nan;
+}
+
+// ---- blocked dot kernel (mid M) ------------------------------------------------
+
+// Lanes along k as in dotTile, but B's rows are decoded once per block of
+// kBf16DotSub rows x kBf16Kc into bf16 in L1 and reused by every row of A.
+// Decoding 64 bytes costs about as much as 5 VDPBF16PS: the streaming kernel
+// decodes once per MR <= 4 rows, the panel kernel also transposes, so from a
+// few rows up to a few dozen this kernel does the least work per product.
+//
+// An MR x NB register tile per 32-pair chunk: MR + NB loads and MR x NB
+// VDPBF16PS into the group's partial sums (24 independent chains cover the
+// instruction's latency of ~12 at 2 per cycle). At each group's end the
+// partials are promoted into fin, which stays in memory ([rows][kBf16DotSub]
+// [16] f32, in L1): one load + FMA + store per 4 x MR x NB products, the cost
+// of lanes along k (the panel kernel promotes once per 64 k-pairs) and what
+// keeps it from the larger M.
+//
+// Per output element the operations and their order are dotTile's (chunks of
+// 32 k in order, promotion per group, one horizontal sum at the end).
+constexpr int kBlockMr = 4, kBlockNb = 6;  // 24 partials + 4 A + 1 B of the 32 zmm
+
+template <int MR, int NB>
+void dotBlockTile(int64_t kc, const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, const uint16_t* b,
+                  const float* sb, float* fin, bool first) {
+  for (int64_t g = 0; g < kc / kBf16Group; ++g) {
+    __m512 par[MR][NB];
+#pragma GCC unroll 32
+    for (int x = 0; x < MR * NB; ++x) par[x / NB][x % NB] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int64_t k = g * kBf16Group; k < (g + 1) * kBf16Group; k += 32) {
+      __m512bh av[MR];
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) av[i] = asBf16(_mm512_load_si512(a + i * lda + k));
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) {
+        const __m512bh bv = asBf16(_mm512_load_si512(b + j * kc + k));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) par[i][j] = _mm512_dpbf16_ps(par[i][j], av[i], bv);
+      }
+    }
+    const __m512 sbv = _mm512_set1_ps(sb[g]);
+    const bool zero = first && g == 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[i * ldsa + g]), sbv);
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) {
+        float* f = fin + (i * kBf16DotSub + j) * 16;
+        _mm512_store_ps(f, _mm512_fmadd_ps(par[i][j], s, zero ? _mm512_setzero_ps() : _mm512_load_ps(f)));
+      }
+    }
+  }
+}
+
+using DotBlockTileFn = void (*)(int64_t, const uint16_t*, int64_t, const float*, int64_t, const uint16_t*, const float*,
+                                float*, bool);
+
+template <int MR>
+DotBlockTileFn dotBlockTileFn(int nb) {
+  switch (nb) {
+    case 1: return dotBlockTile<MR, 1>;
+    case 2: return dotBlockTile<MR, 2>;
+    case 3: return dotBlockTile<MR, 3>;
+    case 4: return dotBlockTile<MR, 4>;
+    case 5: return dotBlockTile<MR, 5>;
+    default: return dotBlockTile<MR, 6>;
+  }
+}
+
+DotBlockTileFn pickDotBlockTile(int mr, int nb) {
+  return mr == 1 ? dotBlockTileFn<1>(nb) : mr == 2 ? dotBlockTileFn<2>(nb) : mr == 3 ? dotBlockTileFn<3>(nb)
+                                                                                      : dotBlockTileFn<4>(nb);
+}
+
+
+static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR = 1 .. 4, NB = 1 .. 6");
+static_assert(kBf16DotSub % kBlockNb == 0, "a full block of B rows is whole NB tiles");
+
+bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
+                int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+  __m512i nan = _mm512_setzero_si512();
+  auto* bb = static_cast<uint16_t*>(scratch);                    // [kBf16DotSub, kc] bf16
+  float* fin = static_cast<float*>(scratch) + kBf16DotSub * kBf16Kc / 2;  // [rows, kBf16DotSub, 16] f32
+  for (int64_t s0 = 0; s0 < nRows; s0 += kBf16DotSub) {
+    const int64_t ns = nRows - s0 < kBf16DotSub ? nRows - s0 : kBf16DotSub;
+    for (int64_t k0 = 0; k0 < lda; k0 += kBf16Kc) {
+      const int64_t kc = lda - k0 < kBf16Kc ? lda - k0 : kBf16Kc;
+      // Each line decoded prefetches its counterpart in the next block (the
+      // same rows' next K block, or the next rows' first): the block's
+      // compute hides the memory latency.
+      const bool lastK = k0 + kc >= lda;
+      for (int64_t r = 0; r < ns; ++r) {
+        const uint8_t* row = b + (s0 + r) * K;
+        const int64_t nextRow = lastK ? s0 + kBf16DotSub + r : s0 + r;
+        const uint8_t* next = nextRow < nRows ? b + nextRow * K + (lastK ? 0 : k0 + kc) : nullptr;
+        const int64_t nextLen = next == nullptr ? 0 : (lastK ? K : K - k0 - kc);
+        for (int64_t k = 0; k < kc; k += 64) {
+          if (k < nextLen) _mm_prefetch(reinterpret_cast<const char*>(next + k), _MM_HINT_T0);
+          const __m512i bytes = loadRow64(row, k0 + k, K);
+          nan = trackNan64(nan, bytes);
+          bf16FromFp8x64(bytes, bb + r * kc + k);
+        }
+      }
+      for (int64_t i0 = 0; i0 < rows; i0 += kBlockMr) {
+        const int mr = static_cast<int>(rows - i0 < kBlockMr ? rows - i0 : kBlockMr);
+        for (int64_t j0 = 0; j0 < ns; j0 += kBlockNb) {
+          const int nb = static_cast<int>(ns - j0 < kBlockNb ? ns - j0 : kBlockNb);
+          pickDotBlockTile(mr, nb)(kc, a + i0 * lda + k0, lda, sa + i0 * ldsa + k0 / kBf16Group, ldsa, bb + j0 * kc,
+                                   sb + k0 / kBf16Group, fin + (i0 * kBf16DotSub + j0) * 16, k0 == 0);
+        }
+      }
+    }
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < ns; ++j)
+        out[i * ldo + s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(fin + (i * kBf16DotSub + j) * 16));
+  }
+  return sawNan64(nan);
 }
 
 // ---- peak probe -------------------------------------------------------------
@@ -289,6 +403,7 @@ extern const Bf16KernelSet kAvx512Bf16Kernels = {
     packB,
     {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>},
     dotRows,
+    dotBlocked,
     dotBurn,
 };
 

@@ -1,15 +1,18 @@
 // The AVX512_BF16 path of the fp8 GEMM: blocking and threading around the
 // kernels of gemm_fp8_avx512bf16.cpp (see gemm_fp8_kernels.h for the scale
-// promotion and the two kernels).
+// promotion and the three kernels).
 //
-// Both kernels start from A packed once per call: [M, Kp] bf16 (Kp = K padded
+// All kernels start from A packed once per call: [M, Kp] bf16 (Kp = K padded
 // to whole 128-groups with zeros), its rows gathered through aRows on the way
 // (the MoE layer's tokens are read in place), with sa gathered beside it.
 //
-// * Dot (M <= kBf16DotMaxM): tasks are runs of B rows inside one 128-row scale
-//   block; each streams its fp8 rows once from memory through the decode and
-//   the dot products with all M rows. No B packing: at M = 1..8 the run time
-//   is B's bytes over the memory bandwidth.
+// * Dot (M <= kBf16DotBlockedMaxM): tasks are runs of B rows inside one
+//   128-row scale block; each streams its fp8 rows once from memory. At
+//   M <= kBf16DotMaxM they go through the decode and the dot products with all
+//   M rows in registers (no B packing: the run time is B's bytes over the
+//   memory bandwidth); above, kBf16DotSub rows at a time are decoded into a
+//   bf16 block in L1 that all M rows reuse (the blocked kernel), each block
+//   prefetching the next.
 //
 // * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
@@ -84,27 +87,33 @@ int64_t dotRowsPerTask(int64_t N, int threads) {
   return rows;
 }
 
-Status runDot(const Problem& p, const PackedA& a, NanFlags& nan) {
+Status runDot(const Problem& p, const PackedA& a, bool blocked, NanFlags& nan) {
   ThreadPool& pool = ThreadPool::instance();
   const int64_t rowsPerTask = dotRowsPerTask(p.N, pool.numThreads());
+  const size_t outBytes = p.bf16 ? alignUp64(static_cast<size_t>(p.M * rowsPerTask) * 4) : 0;
+  const size_t scratchBytes = outBytes + (blocked ? kBf16DotScratchBytes(p.M) : 0);
   std::atomic<bool> oom{false};
   pool.parallelFor(ceilDiv(p.N, rowsPerTask), [&](int64_t task, int) {
     if (nan.any() || oom.load(std::memory_order_relaxed)) return;
     const int64_t n0 = task * rowsPerTask, rows = std::min(rowsPerTask, p.N - n0);
     // f32 output goes straight to D; bf16 is rounded from a small f32 tile [M, rowsPerTask].
+    char* scratch = nullptr;
+    if (scratchBytes > 0 && (scratch = static_cast<char*>(t_task.get(scratchBytes))) == nullptr) {
+      oom.store(true);
+      return;
+    }
     float* out = reinterpret_cast<float*>(p.dAt(0, n0));
     int64_t ldo = p.N;
     if (p.bf16) {
-      out = static_cast<float*>(t_task.get(static_cast<size_t>(p.M * rowsPerTask) * 4));
+      out = reinterpret_cast<float*>(scratch);
       ldo = rowsPerTask;
-      if (out == nullptr) {
-        oom.store(true);
-        return;
-      }
     }
-    if (kAvx512Bf16Kernels.dotRows(a.a, a.lda, p.M, a.sa, p.groups, p.b + n0 * p.K, p.K, rows,
-                                   p.sb + (n0 / kWeightBlock) * p.groups, out, ldo))
-      nan.b.store(true);
+    const Bf16KernelSet& ks = kAvx512Bf16Kernels;
+    const uint8_t* b = p.b + n0 * p.K;
+    const float* sb = p.sb + (n0 / kWeightBlock) * p.groups;
+    const bool sawNan = blocked ? ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo, scratch + outBytes)
+                                : ks.dotRows(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo);
+    if (sawNan) nan.b.store(true);
     if (p.bf16) kAvx512Kernels.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
   });
   return oom.load() ? outOfMemory() : Status::ok();
@@ -180,12 +189,13 @@ Status runPanels(const Problem& p, const PackedA& a, NanFlags& nan) {
 
 }  // namespace
 
-Status gemmBf16(const Problem& p, bool dot) {
+Status gemmBf16(const Problem& p, Bf16Kernel kernel) {
   NanFlags nan;
   PackedA a{};
   if (!packA(p, &a, nan)) return outOfMemory();
   Status status = Status::ok();
-  if (!nan.any()) status = dot ? runDot(p, a, nan) : runPanels(p, a, nan);
+  if (!nan.any())
+    status = kernel == Bf16Kernel::kPanel ? runPanels(p, a, nan) : runDot(p, a, kernel == Bf16Kernel::kDotBlocked, nan);
   t_packedA.trim();
   t_task.trim();
   if (!status.isOk()) return status;

@@ -108,19 +108,22 @@ const KernelSet& selectedKernels();
 // acc += partial * sa[m, g] * sb[n / 128, g] (f32 FMA), as DeepGEMM does.
 // K is padded with zeros to whole groups (Kp = 128 * ceil(K/128)).
 //
-// Two kernels (gemm_fp8_bf16.cpp picks one by M and threads them):
-// - panel (M > kBf16DotMaxM): B decoded once per K block into bf16 panels of
+// Three kernels (gemm_fp8.cpp picks one by M, gemm_fp8_bf16.cpp threads them):
+// - dot (M <= kBf16DotMaxM, GEMV and the smallest batches): B's fp8 rows
+//   streamed straight from memory, decoded in registers and dotted with all M
+//   rows of A along K (lanes along k, summed at the end): no packing at all.
+// - blocked dot (M <= kBf16DotBlockedMaxM): lanes along k too, but B decoded
+//   once per block of rows into L1 and shared by every row of A through an
+//   MR x NB register tile; no transpose.
+// - panel (larger M): B decoded once per K block into bf16 panels of
 //   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
 //   of A; a 6 x 32 register tile of VDPBF16PS with A's bf16 pairs broadcast.
-// - dot (M <= kBf16DotMaxM, GEMV and small batches): B's fp8 rows streamed
-//   straight from memory, decoded in registers and dotted with all M rows of
-//   A along K (lanes along k, summed at the end): no packing at all.
 //
-// Batch invariance: in both kernels an output element's K reduction order is
+// Batch invariance: in each kernel an output element's K reduction order is
 // fixed by K alone (groups in order; inside a group the same lanes, pairs and
 // K blocks whatever the M or N blocking and thread count), so a row's bits do
 // not depend on which or how many other rows share its call, as long as the
-// same kernel (panel or dot) runs.
+// same kernel runs.
 
 constexpr int64_t kBf16Group = 128;  // K per scale group (= per promotion)
 constexpr int kBf16Mr = 6;           // rows of a panel micro-tile: 12 partial + 12 promoted zmm
@@ -128,7 +131,18 @@ constexpr int kBf16Nr = 32;          // columns of a panel (two zmm of 16 f32 la
 // K block of the panel kernel (a multiple of kBf16Group): a B panel [kc/2][32]
 // dwords is 32 KiB (L1), a block of nc columns nc KiB (L2).
 constexpr int64_t kBf16Kc = 512;
-constexpr int kBf16DotMaxM = 8;      // the dot kernel takes M <= this
+// Where the kernels switch, measured on Zen 4 (bench gemm): streaming wins
+// while it decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the
+// blocked kernel from there to M = 32 (M = 16: ~1.4x the panel kernel), the
+// panel kernel from M = 64 on (its promotions are 16x rarer).
+constexpr int kBf16DotMaxM = 4;          // the dot kernel takes M <= this
+constexpr int kBf16DotBlockedMaxM = 32;  // the blocked dot kernel M <= this
+constexpr int kBf16DotSub = 12;          // B rows the blocked dot kernel decodes at a time
+// Scratch of the blocked dot kernel for `rows` rows of A: a decoded B block
+// [kBf16DotSub, kBf16Kc] bf16 and the promoted sums [rows, kBf16DotSub, 16] f32.
+constexpr size_t kBf16DotScratchBytes(int64_t rows) {
+  return static_cast<size_t>(kBf16DotSub * kBf16Kc * 2 + rows * kBf16DotSub * 64);
+}
 
 // tile = A[mr, kc] * B[kc, 32] over kc / 128 whole groups, each promoted with
 // its scales (+ c when accumulate), written to c (kAccumulator) or to d:
@@ -159,6 +173,12 @@ struct Bf16KernelSet {
   //   sb: [ceil(K/128)] f32; out: [rows, ldo] f32.
   bool (*dotRows)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
                   int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo);
+
+  // The same product for any number of rows (the blocked dot kernel), B
+  // decoded once per kBf16DotSub rows and K block into scratch
+  // (kBf16DotScratchBytes(rows) bytes, 64-byte aligned).
+  bool (*dotBlocked)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
+                     int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
 
   // Machine-peak probe: `iters` rounds of independent VDPBF16PS chains (zmm).
   // Returns the flops done (4 per f32 lane: two multiply-adds).

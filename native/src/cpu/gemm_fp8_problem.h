@@ -40,8 +40,9 @@ inline Status finish(const NanFlags& nan) {
 
 inline Status outOfMemory() { return Status(Code::kInternal, "gemmFp8: out of memory for scratch buffers"); }
 
-// The AVX512_BF16 path (gemm_fp8_bf16.cpp; only when gemmUsesAvx512Bf16()):
-// the dot kernel when `dot` (M <= kBf16DotMaxM), else the panel kernel.
-Status gemmBf16(const Problem& p, bool dot);
+// The AVX512_BF16 path (gemm_fp8_bf16.cpp; only when gemmUsesAvx512Bf16())
+// with the kernel chooseGemmKernel picked (gemm_fp8_kernels.h describes them).
+enum class Bf16Kernel { kDot, kDotBlocked, kPanel };
+Status gemmBf16(const Problem& p, Bf16Kernel kernel);
 
 }  // namespace moe::cpu::fp8gemm
