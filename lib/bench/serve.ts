@@ -130,6 +130,15 @@ async function health(address: string): Promise<Health> {
 }
 
 const MODES = ['unbatched', 'batched'] as const;
+/**
+ * Unmeasured load on each fresh server before the runs, one second per
+ * connection count: a server's first seconds run at a fraction of its later
+ * rate (V8 compiling its request path, first use of its threads and
+ * buffers; a lone client saw 25-50% of its later rate in its first 2 s
+ * here), and the first rows measured (a lone client) would otherwise time
+ * whichever server warmed up faster.
+ */
+const WARMUP = [{ connections: 1, seconds: 1 }, { connections: 16, seconds: 1 }];
 /** Rounds per (connections, mode): each runs durationS / ROUNDS seconds. */
 const ROUNDS = 4;
 
@@ -196,6 +205,12 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
       const answer = new Float32Array(await check.arrayBuffer());
       if (check.status !== 200 || answer.length !== h || !(calcDiff(answer, expected) < 1e-4)) {
         throw new MoeError('ERR_MOE_INTERNAL', `bench serve: the ${mode} server's answer (${check.status}, ${answer.length} values) is not the layer's output`);
+      }
+    }
+    for (const mode of MODES) {
+      progress(`warming up the ${mode} server`);
+      for (const { connections, seconds } of WARMUP) {
+        await autocannon({ url: `${servers[mode]!.address}/v1/moe/forward`, method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, connections, duration: seconds });
       }
     }
     for (const connections of options.connections) {
