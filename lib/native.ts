@@ -146,6 +146,8 @@ export interface NativeAddon {
 export interface EpShardStats {
   dispatchSeconds: number;
   dispatchExchangeSeconds: number;
+  /** The counts exchange and the agreement before the records (with the wait for the last rank to arrive). */
+  dispatchSyncSeconds: number;
   combineSeconds: number;
   combineExchangeSeconds: number;
   rowsSent: number;

@@ -40,6 +40,11 @@ export interface EpBenchRow {
    * interleaved rep by rep.
    */
   dispatchGBs: number;
+  /** Of the dispatch step: ms in the counts exchange and agreement (waiting for the last rank included). */
+  dispatchSyncMs: number;
+  /** The row exchanges inside the forwards (after the experts' pass over their weights). */
+  dispatchInForwardGBs: number;
+  combineInForwardGBs: number;
   dispatchExchangeGBs: number;
   dispatchRawGBs: number;
   combineGBs: number;
@@ -95,9 +100,13 @@ export async function benchEp(layer: MoeLayer, options: { tokenCounts: number[];
     }
     const last = stats[stats.length - 1];
     // The last forward's exchanges again, ours and MPI_Alltoallv's in turn on
-    // the same buffers: as many reps as fit the other half of the time.
-    const exchangeMs = 1e3 * (median(stats.map((s) => s.dispatchExchangeSeconds)) + median(stats.map((s) => s.combineExchangeSeconds)));
-    const reps = maxOverRanks(comm, Math.max(30, Math.min(2000, Math.round(options.timeMs / 2 / (2 * exchangeMs + 0.2)))));
+    // the same buffers: as many reps as fit the other half of the time (at
+    // least 100: oversubscribed ranks make single reps vary 10x).
+    const calibration = performance.now();
+    native().epExchangeAb(handle, { reverse: false, reps: 3 });
+    native().epExchangeAb(handle, { reverse: true, reps: 3 });
+    const repMs = maxOverRanks(comm, (performance.now() - calibration) / 3);
+    const reps = maxOverRanks(comm, Math.max(100, Math.min(2000, Math.round(options.timeMs / 2 / repMs))));
     const dispatchAb = native().epExchangeAb(handle, { reverse: false, reps });
     const combineAb = native().epExchangeAb(handle, { reverse: true, reps });
     const slowest = (values: ArrayLike<number>) => median(maxPerRun(comm, values));
@@ -116,6 +125,9 @@ export async function benchEp(layer: MoeLayer, options: { tokenCounts: number[];
       combineBytes,
       naiveBytes,
       dispatchGBs: gbs(dispatchBytes, slowest(stats.map((s) => s.dispatchSeconds))),
+      dispatchSyncMs: 1e3 * slowest(stats.map((s) => s.dispatchSyncSeconds)),
+      dispatchInForwardGBs: gbs(dispatchBytes, slowest(stats.map((s) => s.dispatchExchangeSeconds))),
+      combineInForwardGBs: gbs(combineBytes, slowest(stats.map((s) => s.combineExchangeSeconds))),
       dispatchExchangeGBs: gbs(dispatchBytes, slowest(dispatchAb.ours)),
       dispatchRawGBs: gbs(dispatchBytes, slowest(dispatchAb.raw)),
       combineGBs: gbs(combineBytes, slowest(stats.map((s) => s.combineSeconds))),
@@ -137,11 +149,12 @@ export function formatEpReport(rows: EpBenchRow[], layer: MoeLayer, library: str
     `expert parallelism over ${library}: ${shard.size} ranks, ${shard.numLocalExperts} of ${c.numExperts} experts each`,
     `layer H=${c.hiddenSize} I=${c.intermediateSize} E=${c.numExperts} k=${c.topK}; ${mib(layer.memoryBytes)} MiB of weights on rank ${shard.rank}`,
     'GB/s: bytes over all ranks / the median over runs of the slowest rank\'s time. "step": the whole dispatch (packing, counts, agreement,',
-    'records, unpacking) or combine (agreement, rows) in the forwards; "xchg": the row exchange as the layer does it; "MPI": one blocking',
-    'MPI_Alltoallv of the same bytes on the same buffers; xchg and MPI interleaved rep by rep (each from a barrier), "/MPI" their ratio.',
+    'records, unpacking) or combine (agreement, rows) in the forwards, "sync": the dispatch\'s counts exchange and agreement (ms, with the',
+    'wait for the last rank), "fwd": the row exchange inside the forwards; "xchg": the same exchange as the layer does it and "MPI": one',
+    'blocking MPI_Alltoallv of the same bytes on the same buffers, interleaved rep by rep (each from a barrier); "/MPI": xchg over MPI.',
     '',
   ];
-  const header = ['tokens/rank', 'tokens/s', 'ms', 'moved MiB', 'naive MiB', 'saved', 'disp step', 'disp xchg', 'MPI', '/MPI', 'comb step', 'comb xchg', 'MPI', '/MPI', 'reps'];
+  const header = ['tokens/rank', 'tokens/s', 'ms', 'moved MiB', 'naive MiB', 'saved', 'disp step', 'sync', 'fwd', 'xchg', 'MPI', '/MPI', 'comb step', 'fwd', 'xchg', 'MPI', '/MPI', 'reps'];
   const body = rows.map((r) => [
     String(r.tokens),
     r.tokensPerSecond.toFixed(0),
@@ -150,10 +163,13 @@ export function formatEpReport(rows: EpBenchRow[], layer: MoeLayer, library: str
     mib(2 * r.naiveBytes),
     `${(100 * (1 - (r.dispatchBytes + r.combineBytes) / (2 * r.naiveBytes))).toFixed(0)}%`,
     r.dispatchGBs.toFixed(2),
+    r.dispatchSyncMs.toFixed(3),
+    r.dispatchInForwardGBs.toFixed(2),
     r.dispatchExchangeGBs.toFixed(2),
     r.dispatchRawGBs.toFixed(2),
     (r.dispatchExchangeGBs / r.dispatchRawGBs).toFixed(2),
     r.combineGBs.toFixed(2),
+    r.combineInForwardGBs.toFixed(2),
     r.combineExchangeGBs.toFixed(2),
     r.combineRawGBs.toFixed(2),
     (r.combineExchangeGBs / r.combineRawGBs).toFixed(2),

@@ -146,6 +146,7 @@ Napi::Value EpShardStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("dispatchSeconds", s.dispatchSeconds);
   o.Set("dispatchExchangeSeconds", s.dispatchExchangeSeconds);
+  o.Set("dispatchSyncSeconds", s.dispatchSyncSeconds);
   o.Set("combineSeconds", s.combineSeconds);
   o.Set("combineExchangeSeconds", s.combineExchangeSeconds);
   o.Set("rowsSent", static_cast<double>(s.rowsSent));

@@ -268,6 +268,7 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   }
   // The counts go out even from a failed rank (it sends nothing): the
   // agreement that follows tells every rank about the failure.
+  const double syncStart = seconds();
   const Status counts = exchangeCounts();
   if (counts.code() == Code::kEpTimeout || counts.code() == Code::kEpTransport) return counts;
   if (status.isOk()) status = counts;
@@ -289,6 +290,7 @@ Status EpExchange::dispatch(const Status& local, const TensorView& ids, const Te
   MOE_RETURN_IF_ERROR(agree(status, "dispatch"));
 
   EpShard::Stats& stats = shard_.last;
+  stats.dispatchSyncSeconds = seconds() - syncStart;
   stats.deviceRows = deviceRows_;
   if (deviceRows_) {
     tokenXq_ = xq, tokenScales_ = xqScales;

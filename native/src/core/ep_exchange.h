@@ -104,6 +104,7 @@ struct EpShard {
   struct Stats {
     double dispatchSeconds = 0;          // packing, counts, agreement, the record exchange, unpacking and checks
     double dispatchExchangeSeconds = 0;  // the record exchange alone (one all-to-all-v)
+    double dispatchSyncSeconds = 0;      // the counts exchange and the agreement (includes waiting for the last rank to arrive)
     double combineSeconds = 0;           // agreement and the row exchange back
     double combineExchangeSeconds = 0;   // the row exchange back alone
     int64_t rowsSent = 0, rowsReceived = 0;  // Ns, Nr
