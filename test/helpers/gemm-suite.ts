@@ -9,7 +9,7 @@ import { randomActivations, randomFloats, rng, seedNote } from './random';
 
 // Ragged shapes: M = 1, 7, 129 and a large-M one; N off multiples of 16 and
 // 128; K = 16 x odd, and K > 8192. M = 8 / 9 sit on both sides of the
-// streaming kernels' limit (4 / 5 and 32 / 33 of the AVX512_BF16 dot
+// streaming kernels' limit (4 / 5 and 16 / 17 of the AVX512_BF16 dot
 // kernels'), M = 13 and 130 leave ragged register tiles.
 export const GEMM_SHAPES: Array<[number, number, number]> = [
   [1, 257, 8208],
@@ -20,7 +20,8 @@ export const GEMM_SHAPES: Array<[number, number, number]> = [
   [9, 161, 400],
   [4, 139, 912],
   [5, 139, 912],
-  [32, 139, 912],
+  [16, 139, 912],
+  [17, 139, 912],
   [13, 47, 1168],
   [33, 200, 528],
   [129, 300, 144],

@@ -265,7 +265,7 @@ bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int6
 // kBf16DotSub rows x kBf16Kc into bf16 in L1 and reused by every row of A.
 // Decoding 64 bytes costs about as much as 5 VDPBF16PS: the streaming kernel
 // decodes once per MR <= 4 rows, the panel kernel also transposes, so from a
-// few rows up to a few dozen this kernel does the least work per product.
+// few rows up to ~16 this kernel does the least work per product.
 //
 // An MR x NB register tile per 32-pair chunk: MR + NB loads and MR x NB
 // VDPBF16PS into the group's partial sums (24 independent chains cover the

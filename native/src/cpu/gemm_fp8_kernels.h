@@ -131,12 +131,15 @@ constexpr int kBf16Nr = 32;          // columns of a panel (two zmm of 16 f32 la
 // K block of the panel kernel (a multiple of kBf16Group): a B panel [kc/2][32]
 // dwords is 32 KiB (L1), a block of nc columns nc KiB (L2).
 constexpr int64_t kBf16Kc = 512;
-// Where the kernels switch, measured on Zen 4 (bench gemm): streaming wins
-// while it decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the
-// blocked kernel from there to M = 32 (M = 16: ~1.4x the panel kernel), the
-// panel kernel from M = 64 on (its promotions are 16x rarer).
+// Where the kernels switch, measured on this AMD EPYC (Zen 4 class) with the
+// old and new code interleaved in one process: streaming wins while it
+// decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the blocked
+// kernel at M = 5..16 (0.61-0.99x the time at M = 8, 0.69-0.93x at M = 16 on
+// most shapes); from M = 24 its per-group promotions and final horizontal
+// sums cost more than the panel kernel's transposes at small K (1.08-1.11x
+// at K = 512, 1792), a tie at large K by M = 32.
 constexpr int kBf16DotMaxM = 4;          // the dot kernel takes M <= this
-constexpr int kBf16DotBlockedMaxM = 32;  // the blocked dot kernel M <= this
+constexpr int kBf16DotBlockedMaxM = 16;  // the blocked dot kernel M <= this
 constexpr int kBf16DotSub = 12;          // B rows the blocked dot kernel decodes at a time
 // Scratch of the blocked dot kernel for `rows` rows of A: a decoded B block
 // [kBf16DotSub, kBf16Kc] bf16 and the promoted sums [rows, kBf16DotSub, 16] f32.
