@@ -2,7 +2,7 @@
 import { randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import { QuantizedTensor, QUANT_GROUP, WEIGHT_BLOCK_ROWS } from '../ops/quantize';
-import { tensor } from '../tensor';
+import { allocateLongLived, tensor } from '../tensor';
 
 export function randomFp8Codes(count: number): Uint8Array {
   const codes = randomFillSync(new Uint8Array(count));
@@ -44,17 +44,21 @@ export function lastLevelCacheBytes(): number {
 /**
  * Copies of one weight operand [n, k] whose total exceeds twice the
  * last-level cache: cycling through them makes every run stream its weights
- * from memory, as an MoE layer whose experts do not fit in cache does.
+ * from memory, as an MoE layer whose experts do not fit in cache does. Each
+ * copy's fp8 codes are allocated as a layer's weights are (allocateLongLived:
+ * 2 MiB pages where the kernel grants them), so the GEMM streams them as it
+ * would in the layer, and as the bandwidth ceiling's buffer is read.
  */
 export function coldWeightCopies(n: number, k: number): QuantizedTensor[] {
-  const first = randomQuantized(n, k, WEIGHT_BLOCK_ROWS);
+  const codes = randomFp8Codes(n * k);
+  const scales = randomScales(Math.ceil(n / WEIGHT_BLOCK_ROWS) * Math.ceil(k / QUANT_GROUP));
+  const scaleShape = [Math.ceil(n / WEIGHT_BLOCK_ROWS), Math.ceil(k / QUANT_GROUP)];
   const copies = Math.min(256, Math.max(2, Math.ceil((2 * lastLevelCacheBytes()) / (n * k))));
-  const all = [first];
-  for (let i = 1; i < copies; i++) {
-    all.push({
-      data: tensor(first.data.data.slice(), first.data.shape, 'fp8_e4m3'),
-      scales: tensor(first.scales.data.slice(), first.scales.shape, 'f32'),
-    });
+  const all: QuantizedTensor[] = [];
+  for (let i = 0; i < copies; i++) {
+    const data = allocateLongLived('fp8_e4m3', n * k);
+    data.set(codes);
+    all.push({ data: tensor(data, [n, k], 'fp8_e4m3'), scales: tensor(scales.slice(), scaleShape, 'f32') });
   }
   return all;
 }
