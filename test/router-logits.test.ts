@@ -1,37 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { bf16FromFloat32, cpuInfo, routerLogits, routerLogitsSync, tensor, Tensor } from '../lib/index';
-import { randomActivations, randomFloats, rng, seedNote } from './helpers/random';
+import { bf16FromFloat32, cpuInfo, routerLogits, routerLogitsSync, tensor } from '../lib/index';
+import { randomFloats, rng } from './helpers/random';
 import { expectMoeError } from './helpers/errors';
+import { expectLogitsNearReference, routerOperand } from './helpers/router-suite';
 
 const random = rng();
 
 /** x [T, H] and w [E, H] in the dtype asked for, with their exact values as float64. */
-function operand(rows: number, cols: number, dtype: 'f32' | 'bf16', scale: number): { t: Tensor; values: Float64Array } {
-  const raw = rows === 0 ? new Float32Array(0) : randomActivations(rows, cols, random).map((v) => v * scale);
-  const t = dtype === 'bf16' ? bf16FromFloat32(raw, [rows, cols]) : tensor(raw, [rows, cols]);
-  return { t, values: Float64Array.from(t.toFloat32Array()) };
-}
-
-/** Every logit within f32 accumulation error of the float64 dot product. */
-function expectLogits(got: Float32Array, x: Float64Array, w: Float64Array, tokens: number, experts: number, hidden: number, label: string): void {
-  expect(got.length).toBe(tokens * experts);
-  for (let t = 0; t < tokens; t++) {
-    for (let e = 0; e < experts; e++) {
-      let dot = 0;
-      let magnitude = 0;
-      for (let k = 0; k < hidden; k++) {
-        const p = x[t * hidden + k] * w[e * hidden + k];
-        dot += p;
-        magnitude += Math.abs(p);
-      }
-      const tolerance = 2 ** -24 * Math.sqrt(hidden) * 4 * magnitude + 1e-30;
-      const value = got[t * experts + e];
-      if (!(Math.abs(value - dot) <= tolerance)) {
-        expect.fail(`${label}: logits[${t}, ${e}] = ${value}, want ${dot} (tolerance ${tolerance}) ${seedNote}`);
-      }
-    }
-  }
-}
+const operand = (rows: number, cols: number, dtype: 'f32' | 'bf16', scale: number) => routerOperand(rows, cols, dtype, scale, random);
+const expectLogits = expectLogitsNearReference;
 
 describe('routerLogits', () => {
   const amx = cpuInfo().gemmIsa === 'amx';

@@ -13,14 +13,15 @@ import { randomActivations, rng, seedNote } from './random';
 type Dtype = 'f32' | 'bf16';
 
 /** [rows, cols] in the dtype asked for, with its exact values as float64. */
-function operand(rows: number, cols: number, dtype: Dtype, scale: number, random: () => number): { t: Tensor; values: Float64Array } {
-  const raw = randomActivations(rows, cols, random).map((v) => v * scale);
+export function routerOperand(rows: number, cols: number, dtype: Dtype, scale: number, random: () => number): { t: Tensor; values: Float64Array } {
+  const raw = rows === 0 ? new Float32Array(0) : randomActivations(rows, cols, random).map((v) => v * scale);
   const t = dtype === 'bf16' ? bf16FromFloat32(raw, [rows, cols]) : tensor(raw, [rows, cols]);
   return { t, values: Float64Array.from(t.toFloat32Array()) };
 }
 
-/** Every logit within f32 accumulation error of the float64 dot product. */
-function expectNearReference(got: Float32Array, x: Float64Array, w: Float64Array, tokens: number, experts: number, hidden: number, label: string): void {
+/** Every logit (logits [tokens, experts]) within f32 accumulation error of the float64 dot product. */
+export function expectLogitsNearReference(got: Float32Array, x: Float64Array, w: Float64Array, tokens: number, experts: number, hidden: number, label: string): void {
+  expect(got.length).toBe(tokens * experts);
   for (let t = 0; t < tokens; t++) {
     for (let e = 0; e < experts; e++) {
       let dot = 0;
@@ -75,11 +76,11 @@ export function routerSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable'):
     for (const [tokens, experts, hidden] of SHAPES) {
       for (const [xd, wd] of DTYPES) {
         it(`T=${tokens} E=${experts} H=${hidden}, x ${xd}, w ${wd}: float64 reference, every logit written`, () => {
-          const x = operand(tokens, hidden, xd, 1, random);
-          const w = operand(experts, hidden, wd, 1 / Math.sqrt(hidden), random);
+          const x = routerOperand(tokens, hidden, xd, 1, random);
+          const w = routerOperand(experts, hidden, wd, 1 / Math.sqrt(hidden), random);
           const into = tensor(new Float32Array(tokens * experts).fill(NaN), [tokens, experts]);  // poison
           routerLogitsSync(x.t, w.t, { into });
-          expectNearReference(into.data as Float32Array, x.values, w.values, tokens, experts, hidden, `x ${xd}, w ${wd}`);
+          expectLogitsNearReference(into.data as Float32Array, x.values, w.values, tokens, experts, hidden, `x ${xd}, w ${wd}`);
         });
       }
     }
@@ -93,8 +94,8 @@ export function routerSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable'):
       it(`x ${xd}, w ${wd}: each token of batches of 1..20 and 64 has the bits it has alone ${seedNote}`, () => {
         const hidden = 200;
         const experts = 37;
-        const w = operand(experts, hidden, wd, 1 / Math.sqrt(hidden), random).t;
-        const x = operand(64, hidden, xd, 1, random).t;
+        const w = routerOperand(experts, hidden, wd, 1 / Math.sqrt(hidden), random).t;
+        const x = routerOperand(64, hidden, xd, 1, random).t;
         const row = (t: number) => (xd === 'bf16' ? tensor((x.data as Uint16Array).slice(t * hidden, (t + 1) * hidden), [1, hidden], 'bf16') : tensor((x.data as Float32Array).slice(t * hidden, (t + 1) * hidden), [1, hidden]));
         const alone = Array.from({ length: 64 }, (_, t) => routerLogitsSync(row(t), w).data as Float32Array);
         for (const tokens of [...Array.from({ length: 20 }, (_, i) => i + 1), 64]) {
