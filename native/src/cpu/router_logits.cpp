@@ -49,6 +49,39 @@ bool quantizeTokenRows(const QuantizeArgs& q, int64_t t0, int64_t count) {
 
 using Clock = std::chrono::steady_clock;
 
+// x's 1x128 quantization folded into the router's tasks (both kernels): each
+// token block is quantized by the task that covers its first experts, right
+// after the projection has read its rows; time is kept per pool thread.
+class FusedQuantize {
+ public:
+  FusedQuantize(const QuantizeArgs* quantize, int threads)
+      : quantize_(quantize), seconds_(static_cast<size_t>(threads), 0.0) {}
+
+  // After the task over tokens [t0, t0 + count) and experts from e0, on pool thread `thread`.
+  void afterTask(int64_t t0, int64_t count, int64_t e0, int thread) {
+    if (quantize_ == nullptr || e0 != 0) return;
+    const Clock::time_point start = Clock::now();
+    if (!quantizeTokenRows(*quantize_, t0, count)) notFinite_.store(true, std::memory_order_relaxed);
+    seconds_[static_cast<size_t>(thread)] += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+
+  // *quantizeSeconds (optional): the per-thread time summed over the threads,
+  // over their count. kNonFinite (no message) if a quantized row was not finite.
+  Status finish(double* quantizeSeconds) const {
+    if (quantizeSeconds != nullptr) {
+      double seconds = 0;
+      for (double t : seconds_) seconds += t;
+      *quantizeSeconds = seconds / static_cast<double>(seconds_.size());
+    }
+    return notFinite_.load() ? Status(Code::kNonFinite, "") : Status::ok();
+  }
+
+ private:
+  const QuantizeArgs* quantize_;
+  std::vector<double> seconds_;  // per pool thread
+  std::atomic<bool> notFinite_{false};
+};
+
 // `quantize` (optional): also quantize x, each token block by the task that
 // covers its first experts; *quantizeSeconds gets the time, per thread summed
 // over the threads. Returns kNonFinite (without a message) if a quantized row
@@ -67,9 +100,9 @@ Status routerLogitsAmx(const RouterLogitsArgs& args, const QuantizeArgs* quantiz
   }
   const int64_t expertsPerTask = ceilDiv(experts / kAmxRouterExperts, expertChunks) * kAmxRouterExperts;
   expertChunks = ceilDiv(experts, expertsPerTask);
-  std::atomic<bool> outOfMemory{false}, notFinite{false};
+  std::atomic<bool> outOfMemory{false};
   const int threads = pool.numThreads();
-  std::vector<double> quantizing(static_cast<size_t>(threads), 0.0);  // per thread: seconds
+  FusedQuantize fused(quantize, threads);
   pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
     // The packed token block and the tile store buffer, kept per thread (a
     // decode step would otherwise allocate and clear it on every call).
@@ -83,19 +116,10 @@ Status routerLogitsAmx(const RouterLogitsArgs& args, const QuantizeArgs* quantiz
     const int64_t e1 = std::min(experts, e0 + expertsPerTask);
     const int64_t count = std::min(tokens - t0, kAmxRouterTokens);
     amxRouterBlock(x + t0 * hidden, count, w, e0, e1, hidden, logits + t0 * experts, experts, scratch);
-    if (quantize != nullptr && e0 == 0) {
-      const Clock::time_point start = Clock::now();
-      if (!quantizeTokenRows(*quantize, t0, count)) notFinite.store(true, std::memory_order_relaxed);
-      quantizing[static_cast<size_t>(thread)] += std::chrono::duration<double>(Clock::now() - start).count();
-    }
+    fused.afterTask(t0, count, e0, thread);
   }, threads);
   if (outOfMemory.load()) return Status(Code::kInternal, "routerLogits: out of memory for a scratch block");
-  if (quantizeSeconds != nullptr) {
-    double seconds = 0;
-    for (double t : quantizing) seconds += t;
-    *quantizeSeconds = seconds / threads;
-  }
-  return notFinite.load() ? Status(Code::kNonFinite, "") : Status::ok();
+  return fused.finish(quantizeSeconds);
 }
 
 // Experts per task when a step has too few token blocks to keep every thread
@@ -130,8 +154,8 @@ Status routerLogitsVector(const RouterLogitsArgs& args, const QuantizeArgs* quan
   }
   const int64_t expertsPerTask = ceilDiv(ceilDiv(experts, expertChunks), 4) * 4;
   expertChunks = ceilDiv(experts, expertsPerTask);
-  std::atomic<bool> outOfMemory{false}, notFinite{false};
-  std::vector<double> quantizing(static_cast<size_t>(threads), 0.0);  // per thread: seconds
+  std::atomic<bool> outOfMemory{false};
+  FusedQuantize fused(quantize, threads);
   pool.parallelFor(tokenBlocks * expertChunks, [&](int64_t task, int thread) {
     const int64_t t0 = (task / expertChunks) * kRouterBlockTokens;
     const int64_t e0 = (task % expertChunks) * expertsPerTask;
@@ -156,19 +180,10 @@ Status routerLogitsVector(const RouterLogitsArgs& args, const QuantizeArgs* quan
       block.rows = rows;
     }
     kernel.run(block, e0, e1);
-    if (quantize != nullptr && e0 == 0) {
-      const Clock::time_point start = Clock::now();
-      if (!quantizeTokenRows(*quantize, t0, count)) notFinite.store(true, std::memory_order_relaxed);
-      quantizing[static_cast<size_t>(thread)] += std::chrono::duration<double>(Clock::now() - start).count();
-    }
+    fused.afterTask(t0, count, e0, thread);
   }, threads);
   if (outOfMemory.load()) return Status(Code::kInternal, "routerLogits: out of memory for a block of rows");
-  if (quantizeSeconds != nullptr) {
-    double seconds = 0;
-    for (double t : quantizing) seconds += t;
-    *quantizeSeconds = seconds / threads;
-  }
-  return notFinite.load() ? Status(Code::kNonFinite, "") : Status::ok();
+  return fused.finish(quantizeSeconds);
 }
 
 // The projection of routerLogits without the finiteness check (and with the
