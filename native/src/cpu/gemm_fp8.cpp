@@ -6,10 +6,11 @@
 // * Packed (M > KernelSet::streamMaxM), GotoBLAS/BLIS style. D is cut into
 //   tiles of mc x nc, one task each, handed out dynamically over the pool. A
 //   task walks K in blocks of kKc = 256: it decodes + scales its A block into
-//   [mc, kKc] f32 (~mc KiB, L2) and its B block into nc/nr panels of
-//   [kKc, nr] f32 (<= 1.5 MiB, L2), then runs the register-blocked microkernel
-//   over every (<= mr rows) x (nr columns) micro-tile, accumulating in a
-//   private f32 tile [mc, nc]; the last K block writes D (f32 or bf16).
+//   [mc, kKc] f32 (~mc KiB, L2), then for each of its nc/nr B panels decodes
+//   + scales the panel into [kKc, nr] f32 (16-32 KiB, L1) and runs the
+//   register-blocked microkernel over every (<= mr rows) x (nr columns)
+//   micro-tile of that panel while it is in L1, accumulating in a private f32
+//   tile [mc, nc]; the last K block writes D (f32 or bf16).
 //   Packing cost is ~1/mc (B) and ~1/nc (A) of the FMA work, so tiles are kept
 //   large and their shape is chosen to balance the threads (planTiles).
 //
@@ -61,12 +62,13 @@ using fp8gemm::NanFlags;
 using fp8gemm::outOfMemory;
 using fp8gemm::Problem;
 
-// Tile limits of the packed path. A block [mc, kKc] f32 = mc KiB and a B block
-// [nc, kKc] f32 = nc KiB live in L2 (4 MiB here, 1-2 MiB on older parts; the
-// B block then comes from L3, still ~9 B/cycle of need); the C tile
-// [mc, nc] f32 is touched once per K block and prefetched by the microkernel.
-// (kKc, mc, nc) = (256, 512, 1536), (512, 256, 768) and (384, 384, 1024)
-// measured within noise of each other; the first packs least.
+// Tile limits of the packed path. The A block [mc, kKc] f32 = mc KiB lives in
+// L2 (1 MiB per core on Zen 4/5); B is used one L1-resident panel at a time,
+// so nc bounds only the C tile [mc, nc] f32, which is touched once per K
+// block and prefetched by the microkernel. (With the whole B block packed
+// first, nc KiB had to fit in L2 too: on this Zen 5 it did not, and every A
+// micro-panel streamed it from L3; packing per panel made M = 64..1024 run
+// in 0.88-0.97x the time.)
 constexpr int64_t kMcMax = 512;
 constexpr int64_t kNcMax = 1536;
 
@@ -101,100 +103,96 @@ class FloatBuffer {
 // (decode, transpose, store).
 constexpr TileCosts kPackedTileCosts{kMcMax, kNcMax, 11.0, 5.0};
 
-struct PackedScratch {
-  FloatBuffer a;  // [mc, kKc] packed A rows, row stride kKc
-  FloatBuffer b;  // [nc / nr, kKc, nr] packed B panels, nr-interleaved
-  FloatBuffer c;  // [mc, nc] f32 accumulator tile
+// Per thread, kept between calls (the layer calls once per expert):
+// [mc, kKc] packed A rows | one [kKc, nr] B panel | the [mc, ncPad] C tile.
+thread_local ThreadScratch t_packed;
+
+struct PackedBuffers {
+  float* a;       // [mc, kKc] packed A rows, row stride kKc
+  float* bPanel;  // [kc, nr] one packed B panel, nr-interleaved
+  float* c;       // [mc, ldc] f32 accumulator tile
 };
 
-// Packs nPanels B panels of the block (n0.., k0..k0+kc) into bPacked.
-bool packBBlock(const KernelSet& ks, const Problem& p, int64_t n0, int64_t nEff, int64_t k0, int64_t kc,
-                float* bPacked /* [ceil(nEff/nr), kc, nr] */) {
-  bool nan = false;
-  for (int64_t j = 0; j < nEff; j += ks.nr) {
-    const int64_t n = n0 + j;
-    const float* scaleRow = p.sb + (n / kWeightBlock) * p.groups;  // a panel never crosses a 128-row block
-    nan |= ks.packB(p.b + n * p.K, p.K, scaleRow, std::min<int64_t>(ks.nr, nEff - j), k0, kc,
-                    bPacked + (j / ks.nr) * kc * ks.nr);
+// Asks for the fp8 bytes B[n .. n + rows) x [k0, k0 + kc) to be brought into
+// L2. A panel's rows are K bytes apart and each contributes only kc bytes
+// per K block: too short a stream for the hardware prefetchers to pick up.
+void prefetchBPanel(const Problem& p, int64_t n, int64_t rows, int64_t k0, int64_t kc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* first = p.b + (n + r) * p.K + k0;
+    for (const uint8_t* line = first; line < first + kc; line += 64) __builtin_prefetch(line, 0, 2);
+    __builtin_prefetch(first + kc - 1, 0, 2);  // a row not starting on a line ends on one more
   }
-  return nan;
 }
 
-// Runs every micro-tile of one packed (A block, B block) pair. Rows are cut
-// into near-equal micro-panels of <= mr rows (so M = 16 runs as 8 + 8, not
-// 14 + 2); the A micro-panel stays in L1 while the B panels stream from L2.
+// One tile D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K. Per K block
+// the A block is packed once ([mEff, kKc] f32, L2); then each B panel is
+// packed into an L1 buffer and every micro-panel of A (near-equal runs of <=
+// mr rows, so that no run is left with a row or two) multiplies it while it
+// is hot. The A micro-panels stream from L2 (mr floats per k against the
+// 2 x nr of B), and the packed B block never has to sit in L2 at all.
+// The next panel's fp8 bytes are prefetched while this one is multiplied.
 // On the last K block, full-width panels write D directly; a ragged last
 // panel (N tail) still goes to the C tile, for storeTile to clip.
-struct BlockJob {
-  int64_t mEff, nEff, nPanels, kc;
-  bool accumulate, lastK;
-  const float* aPacked;  // [mEff, kKc]
-  const float* bPacked;  // [nPanels, kc, nr]
-  float* c;              // [mEff, ldc] accumulator tile
-  int64_t ldc;
-  char* d;               // D at the tile's origin, row stride p.N
-};
-
-void multiplyBlock(const KernelSet& ks, const Problem& p, const BlockJob& job) {
-  const int64_t microPanels = ceilDiv(job.mEff, ks.mr);
-  const fp8gemm::TileOut direct = p.bf16 ? fp8gemm::TileOut::kBf16 : fp8gemm::TileOut::kF32;
-  for (int64_t ip = 0; ip < microPanels; ++ip) {
-    const int64_t i0 = job.mEff * ip / microPanels;
-    const int64_t h = job.mEff * (ip + 1) / microPanels - i0;
-    const fp8gemm::MicroKernel kernel = ks.micro[h];
-    for (int64_t jp = 0; jp < job.nPanels; ++jp) {
-      const int64_t j0 = jp * ks.nr;
-      const bool toD = job.lastK && j0 + ks.nr <= job.nEff;
-      kernel(job.kc, job.aPacked + i0 * kKc, job.bPacked + jp * job.kc * ks.nr, job.c + i0 * job.ldc + j0,
-             job.ldc, job.accumulate, toD ? direct : fp8gemm::TileOut::kAccumulator,
-             job.d + (i0 * p.N + j0) * p.dElemSize(), p.N);
-    }
-  }
-}
-
 void runPackedTile(const KernelSet& ks, const Problem& p, const TilePlan& plan, int64_t tile,
-                   PackedScratch& scratch, NanFlags& nan) {
+                   const PackedBuffers& buf, NanFlags& nan) {
   const int64_t m0 = (tile / plan.nTiles) * plan.mc;
   const int64_t n0 = (tile % plan.nTiles) * plan.nc;
-  BlockJob job;
-  job.mEff = std::min(plan.mc, p.M - m0);
-  job.nEff = std::min(plan.nc, p.N - n0);
-  job.nPanels = ceilDiv(job.nEff, ks.nr);
-  job.aPacked = scratch.a.data();
-  job.bPacked = scratch.b.data();
-  job.c = scratch.c.data();
-  job.ldc = job.nPanels * ks.nr;
-  job.d = p.dAt(m0, n0);
+  const int64_t mEff = std::min(plan.mc, p.M - m0);
+  const int64_t nEff = std::min(plan.nc, p.N - n0);
+  const int64_t nPanels = ceilDiv(nEff, ks.nr);
+  const int64_t ldc = nPanels * ks.nr;
+  const int64_t microPanels = ceilDiv(mEff, ks.mr);
+  const fp8gemm::TileOut direct = p.bf16 ? fp8gemm::TileOut::kBf16 : fp8gemm::TileOut::kF32;
   for (int64_t k0 = 0; k0 < p.K; k0 += kKc) {
     if (nan.any()) return;
-    job.kc = std::min(kKc, p.K - k0);
-    job.accumulate = k0 > 0;
-    job.lastK = k0 + job.kc == p.K;
-    if (packBBlock(ks, p, n0, job.nEff, k0, job.kc, scratch.b.data())) nan.b.store(true);
-    if (ks.packA(p.a + m0 * p.K, p.K, p.sa + m0 * p.groups, p.groups, job.mEff, k0, job.kc, scratch.a.data(),
-                 kKc))
-      nan.a.store(true);
-    multiplyBlock(ks, p, job);
+    const int64_t kc = std::min(kKc, p.K - k0);
+    const bool lastK = k0 + kc == p.K;
+    if (ks.packA(p.a + m0 * p.K, p.K, p.sa + m0 * p.groups, p.groups, mEff, k0, kc, buf.a, kKc)) nan.a.store(true);
+    for (int64_t jp = 0; jp < nPanels; ++jp) {
+      const int64_t j0 = jp * ks.nr;
+      const int64_t cols = std::min<int64_t>(ks.nr, nEff - j0);
+      if (jp + 1 < nPanels) {
+        prefetchBPanel(p, n0 + j0 + ks.nr, std::min<int64_t>(ks.nr, nEff - j0 - ks.nr), k0, kc);
+      } else if (!lastK) {
+        prefetchBPanel(p, n0, std::min<int64_t>(ks.nr, nEff), k0 + kc, std::min(kKc, p.K - k0 - kc));
+      }
+      const float* scaleRow = p.sb + ((n0 + j0) / kWeightBlock) * p.groups;  // a panel never crosses a 128-row block
+      if (ks.packB(p.b + (n0 + j0) * p.K, p.K, scaleRow, cols, k0, kc, buf.bPanel)) nan.b.store(true);
+      const fp8gemm::TileOut out = lastK && cols == ks.nr ? direct : fp8gemm::TileOut::kAccumulator;
+      for (int64_t ip = 0; ip < microPanels; ++ip) {
+        const int64_t i0 = mEff * ip / microPanels;
+        const int64_t h = mEff * (ip + 1) / microPanels - i0;
+        ks.micro[h](kc, buf.a + i0 * kKc, buf.bPanel, buf.c + i0 * ldc + j0, ldc, k0 > 0, out,
+                    p.dAt(m0 + i0, n0 + j0), p.N);
+      }
+    }
   }
-  const int64_t fullCols = job.nEff / ks.nr * ks.nr;  // written by the microkernels already
-  if (fullCols < job.nEff)
-    ks.storeTile(job.c + fullCols, job.ldc, job.mEff, job.nEff - fullCols, p.dAt(m0, n0 + fullCols), p.N, p.bf16);
+  const int64_t fullCols = nEff / ks.nr * ks.nr;  // written by the microkernels already
+  if (fullCols < nEff)
+    ks.storeTile(buf.c + fullCols, ldc, mEff, nEff - fullCols, p.dAt(m0, n0 + fullCols), p.N, p.bf16);
 }
 
 Status gemmPacked(const KernelSet& ks, const Problem& p) {
   ThreadPool& pool = ThreadPool::instance();
-  const int threads = pool.numThreads();
+  // Inside a region (the layer runs one expert per task) the tiles run on
+  // this thread alone: plan for one thread, i.e. the fewest, largest tiles.
+  const int threads = ThreadPool::insideRegion() ? 1 : pool.numThreads();
   const TilePlan plan = planTiles(p.M, p.N, ks.nr, threads, kPackedTileCosts);
   const int64_t ncPad = ceilDiv(plan.nc, ks.nr) * ks.nr;
-  std::vector<PackedScratch> scratch(static_cast<size_t>(threads));
-  for (auto& s : scratch) {
-    if (!s.a.allocate(plan.mc * kKc) || !s.b.allocate(ncPad * kKc) || !s.c.allocate(plan.mc * ncPad))
-      return outOfMemory();
-  }
+  const int64_t aFloats = plan.mc * kKc, bFloats = kKc * ks.nr;  // both keep 64-byte alignment
+  const size_t bytes = static_cast<size_t>(aFloats + bFloats + plan.mc * ncPad) * sizeof(float);
   NanFlags nan;
-  pool.parallelFor(plan.mTiles * plan.nTiles, [&](int64_t tile, int thread) {
-    runPackedTile(ks, p, plan, tile, scratch[static_cast<size_t>(thread)], nan);
+  std::atomic<bool> oom{false};
+  pool.parallelFor(plan.mTiles * plan.nTiles, [&](int64_t tile, int) {
+    if (oom.load(std::memory_order_relaxed)) return;
+    auto* scratch = static_cast<float*>(t_packed.get(bytes));
+    if (scratch == nullptr) {
+      oom.store(true);
+      return;
+    }
+    runPackedTile(ks, p, plan, tile, PackedBuffers{scratch, scratch + aFloats, scratch + aFloats + bFloats}, nan);
   }, threads);
+  if (oom.load()) return outOfMemory();
   return finish(nan);
 }
 

@@ -116,7 +116,13 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
            void* d, int64_t ldd) {
   __m256 c0[MR], c1[MR];
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = c1[i] = _mm256_setzero_ps();
+    // The C tile is cold (L2/L3 between K blocks): start fetching this
+    // tile's rows (one line each) now so they have arrived when the kc FMAs
+    // are done.
+    if (accumulate || out == TileOut::kAccumulator) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+  }
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(b + k * kNr);
     const __m256 b1 = _mm256_load_ps(b + k * kNr + 8);

@@ -6,7 +6,7 @@
 namespace moe::cpu {
 
 namespace {
-thread_local bool insideRegion = false;
+thread_local bool t_insideRegion = false;
 thread_local int regionThread = 0;  // the pool thread index while inside a region
 }
 
@@ -85,9 +85,9 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
       if (stopping_) return;
       seen = generation_;
     }
-    insideRegion = true;
+    t_insideRegion = true;
     runTasks(thread);
-    insideRegion = false;
+    t_insideRegion = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--busyWorkers_ == 0) done_.notify_one();
@@ -95,9 +95,11 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
   }
 }
 
+bool ThreadPool::insideRegion() { return t_insideRegion; }
+
 void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t, int)>& fn, int maxThreads) {
   if (numTasks <= 0) return;
-  if (insideRegion) {
+  if (t_insideRegion) {
     for (int64_t task = 0; task < numTasks; ++task) fn(task, regionThread);
     return;
   }
@@ -110,10 +112,10 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
   if (threads == 1 || maxThreads <= 1) {
     // Still a region: a nested parallelFor from a task must run serially,
     // not wait for the lock this thread holds.
-    insideRegion = true;
+    t_insideRegion = true;
     regionThread = 0;
     for (int64_t task = 0; task < numTasks; ++task) fn(task, 0);
-    insideRegion = false;
+    t_insideRegion = false;
     return;
   }
   {
@@ -126,9 +128,9 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     ++generation_;
   }
   wake_.notify_all();
-  insideRegion = true;
+  t_insideRegion = true;
   runTasks(0);
-  insideRegion = false;
+  t_insideRegion = false;
   std::unique_lock<std::mutex> lock(mutex_);
   done_.wait(lock, [&] { return busyWorkers_ == 0; });
   job_ = nullptr;

@@ -42,6 +42,10 @@ class ThreadPool {
   void parallelFor(int64_t numTasks, const std::function<void(int64_t task, int thread)>& fn,
                    int maxThreads = std::numeric_limits<int>::max());
 
+  // True while this thread runs a region's task: a parallelFor from here
+  // runs serially on this thread alone.
+  static bool insideRegion();
+
  private:
   explicit ThreadPool(int n);
   void start(int n);
