@@ -69,7 +69,6 @@ void ThreadPool::setNumThreads(int n) {
 
 void ThreadPool::runTasks(int thread) {
   regionThread = thread;
-  if (thread >= jobThreads_) return;  // beyond the caller's per-thread slots
   for (;;) {
     const int64_t task = nextTask_.fetch_add(1, std::memory_order_relaxed);
     if (task >= jobTasks_) return;
@@ -84,13 +83,17 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
       wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
       if (stopping_) return;
       seen = generation_;
+      // A worker that wakes after the caller closed the region (every task
+      // taken) or beyond the caller's per-thread slots has nothing to do.
+      if (!open_ || thread >= jobThreads_) continue;
+      ++activeWorkers_;
     }
     t_insideRegion = true;
     runTasks(thread);
     t_insideRegion = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--busyWorkers_ == 0) done_.notify_one();
+      if (--activeWorkers_ == 0) done_.notify_one();
     }
   }
 }
@@ -124,15 +127,21 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     jobTasks_ = numTasks;
     jobThreads_ = std::min(threads, maxThreads);
     nextTask_.store(0, std::memory_order_relaxed);
-    busyWorkers_ = threads - 1;
+    open_ = true;
+    activeWorkers_ = 0;
     ++generation_;
   }
   wake_.notify_all();
   t_insideRegion = true;
   runTasks(0);
   t_insideRegion = false;
+  // Every task is taken: wait only for the workers that joined and still run
+  // theirs. One that has not woken yet (a vCPU idle in the hypervisor takes
+  // 20-150 us to come back) no longer holds the region open; the caller has
+  // done its share of the work meanwhile.
   std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return busyWorkers_ == 0; });
+  open_ = false;
+  done_.wait(lock, [&] { return activeWorkers_ == 0; });
   job_ = nullptr;
 }
 

@@ -32,7 +32,8 @@ class ThreadPool {
   void setNumThreads(int n);
 
   // Runs fn(task, thread) for every task in [0, numTasks), handing tasks out
-  // dynamically; `thread` is in [0, numThreads()) and unique among the calls
+  // dynamically (a worker that wakes late joins while tasks remain, else
+  // sits the region out); `thread` is in [0, numThreads()) and unique among the calls
   // running at one time, so it can index per-thread scratch memory. Returns
   // when all tasks are done. A call from inside a task runs serially.
   //
@@ -63,7 +64,8 @@ class ThreadPool {
   std::condition_variable done_;
   uint64_t generation_ = 0;
   bool stopping_ = false;
-  int busyWorkers_ = 0;
+  bool open_ = false;      // a region's tasks are still being handed out: workers may join it
+  int activeWorkers_ = 0;  // workers that joined the region and have not finished
 
   const std::function<void(int64_t, int)>* job_ = nullptr;
   int64_t jobTasks_ = 0;
