@@ -68,6 +68,31 @@ describe('MoeLayer', () => {
     }
   });
 
+  // The fused path runs the shared expert as one more expert of expertUp and
+  // the w2 grouped GEMM (its token rows cut into runs of <= 256 from T = 257
+  // on), and cuts experts of <= 16 rows into runs of 128 columns of I and H:
+  // I = 384 (3 runs), H = 592 (4 whole runs and a ragged one of 80).
+  it('gives the same bits with the shared expert and column runs inside the experts\' tasks as with the separate ops', () => {
+    const config: MoeConfig = smallDeepSeekConfig(592, 384);
+    const wide = MoeLayer.random(config, { seed: SEED });
+    const sharded = MoeLayer.random(config, { seed: SEED, maxShardBytes: 5 * 2 * config.intermediateSize * config.hiddenSize });
+    for (const tokens of [1, 2, 5, 17, 300, 600]) {
+      const x = bf16FromFloat32(randomFloats(tokens * config.hiddenSize, random), [tokens, config.hiddenSize]);
+      for (const batchInvariant of [false, true]) {
+        const fused = wide.forwardSync(x, { out: 'f32', batchInvariant }).data;
+        expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(sharded.forwardSync(x, { out: 'f32', batchInvariant }).data.buffer))).toBe(0);
+        process.env.MOE_FUSED_EXPERTS = '0';
+        let separate: Float32Array;
+        try {
+          separate = wide.forwardSync(x, { out: 'f32', batchInvariant }).data as Float32Array;
+        } finally {
+          delete process.env.MOE_FUSED_EXPERTS;
+        }
+        expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(separate.buffer)), `T=${tokens} batchInvariant=${batchInvariant} ${seedNote}`).toBe(0);
+      }
+    }
+  });
+
   it('softmax routing without groups or shared experts (Mixtral/Qwen style)', () => {
     const config: MoeConfig = { ...SMALL, scoring: 'softmax', numGroups: 1, topKGroups: 1, topK: 2, numSharedExperts: 0, routedScalingFactor: 1, normTopKProb: true };
     const mixtral = MoeLayer.random(config, { seed: SEED + 1 });

@@ -38,6 +38,7 @@ enum class OpKind {
   kShardedExperts,  // contiguous grouped GEMMs over expert weights split in shards (GroupedGemmFp8Args::groupOffset)
   kBatchInvariant,  // the GEMMs and the router honour batchInvariant (ops.h): one path per row at every batch size
   kGroupTable,      // groupedGemmFp8 (contiguous) and expertUp take each group's weights from a GroupTable (ops.h)
+  kSharedExpert,    // groupedGemmFp8 (contiguous) and expertUp run the shared expert's product in the same call (ops.h)
 };
 
 // What a backend says about itself and its device (cudaInfo() in lib/).

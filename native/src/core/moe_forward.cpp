@@ -110,11 +110,34 @@ ShardTable shardTable(Backend& backend, const ExpertWeights& w) {
   return t;
 }
 
+// The shared expert's [N, K] weights and [ceil(N/128), ceil(K/128)] scales.
+void sharedWeights(const ExpertWeights& w, TensorView* data, TensorView* scales) {
+  *data = rows(w.data[0], 0, w.data[0].dim(1));
+  *scales = rows(w.scales[0], 0, w.scales[0].dim(1));
+}
+
+// Where the shared expert's products run inside the routed experts' ops
+// (OpKind::kSharedExpert): its second GEMM's operands, or none.
+struct SharedProduct {
+  const ExpertWeights* w = nullptr;  // null: the shared expert runs on its own
+  TensorView a, aScales, d;          // [T, K] fp8, [T, ceil(K/128)] f32, [T, N]
+};
+
+void foldShared(const SharedProduct& shared, GroupedGemmFp8Args* g) {
+  if (shared.w == nullptr) return;
+  g->sharedA = shared.a;
+  g->sharedAScales = shared.aScales;
+  sharedWeights(*shared.w, &g->sharedB, &g->sharedBScales);
+  g->sharedD = shared.d;
+}
+
 // The grouped GEMM over all experts of `w`, one call per shard: contiguous
 // rows (a shard's experts own the rows [offsets[e0], offsets[e0 + Gs])), or
 // masked groups (a shard's experts own the groups [e0, e0 + Gs)).
+// `shared` (contiguous, one call): the shared expert's product in that call.
 Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& args, const ExpertWeights& w, const TensorView& a,
-                   const TensorView& aScales, const std::vector<int32_t>& offsets, const TensorView& d) {
+                   const TensorView& aScales, const std::vector<int32_t>& offsets, const TensorView& d,
+                   const SharedProduct& shared = {}) {
   const MoeWorkspace& ws = args.ws;
   if (args.masked) {
     const int64_t mmax = args.maxRowsPerExpert;
@@ -149,6 +172,7 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
     g.d = rows(d, 0, allRows);
     g.batchInvariant = args.batchInvariant;
     g.segmentAlign = args.align;
+    foldShared(shared, &g);
     return backend.groupedGemmFp8(g, ctx);
   }
   return forEachShard(w, offsets.data(), [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
@@ -162,14 +186,23 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
     g.groupOffset = firstExpert;
     g.batchInvariant = args.batchInvariant;
     g.segmentAlign = args.align;  // a shard's first row is its first expert's, a multiple of align
+    foldShared(shared, &g);       // (one shard: one call)
     return backend.groupedGemmFp8(g, ctx);
   });
 }
 
 // The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
-// shard. Adds the time spent in SwiGLU to *swigluSeconds.
+// shard. Adds the time spent in SwiGLU to *swigluSeconds. `sharedW13`
+// (non-null: one call): the shared expert's first half in that call, into
+// ws.sharedHq.
 Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens,
-                const int32_t* offsets, double* swigluSeconds, bool batchInvariant) {
+                const int32_t* offsets, double* swigluSeconds, bool batchInvariant, const ExpertWeights* sharedW13) {
+  const auto foldShared = [&](ExpertUpArgs* up) {
+    if (sharedW13 == nullptr) return;
+    sharedWeights(*sharedW13, &up->sharedW13, &up->sharedW13Scales);
+    up->sharedHq = ws.sharedHq;
+    up->sharedHqScales = ws.sharedHqScales;
+  };
   const ShardTable t = shardTable(backend, w13);
   if (t.use) {
     const int64_t allRows = offsets[t.table.b.size()];
@@ -186,6 +219,7 @@ Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, co
     double seconds = 0;
     up.swigluSeconds = &seconds;
     up.batchInvariant = batchInvariant;
+    foldShared(&up);
     MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
     *swigluSeconds += seconds;
     return Status::ok();
@@ -204,6 +238,7 @@ Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, co
     double seconds = 0;
     up.swigluSeconds = &seconds;
     up.batchInvariant = batchInvariant;
+    foldShared(&up);  // (one shard: one call)
     MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
     *swigluSeconds += seconds;
     return Status::ok();
@@ -322,8 +357,11 @@ struct ExpertInput {
 // layout -> dispatch -> grouped GEMM w13 -> swiglu (or the fused expertUp)
 // -> grouped GEMM w2, over `a.ws`: its y holds one row per (token, slot) and
 // its slotRow where. *numRows: the rows the experts' stages ran over.
-Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a, const ExpertInput& in, bool fuseExperts, StageClock& clock,
-                     int64_t* numRows) {
+// `withShared` (fused experts, one call per op): the shared expert's two
+// products run inside expertUp and the w2 grouped GEMM, into ws.sharedHq and
+// ws.sharedOut, as one more expert whose rows are the tokens.
+Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a, const ExpertInput& in, bool fuseExperts, bool withShared,
+                     StageClock& clock, int64_t* numRows) {
   const MoeWorkspace& ws = a.ws;
   LayoutArgs layout;
   layout.ids = in.ids;
@@ -352,7 +390,8 @@ Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a
     up.xq = in.xq;
     up.xqScales = in.xqScales;
     double swigluSeconds = 0;
-    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, a.w13, up, in.tokens, offsets.data(), &swigluSeconds, a.batchInvariant));
+    MOE_RETURN_IF_ERROR(expertUp(backend, ctx, a.w13, up, in.tokens, offsets.data(), &swigluSeconds, a.batchInvariant,
+                                 withShared ? &a.sharedW13 : nullptr));
     clock.charge(kStageGemm1);
     clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
   } else {
@@ -390,7 +429,9 @@ Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a
     clock.charge(kStageSwiglu);
   }
 
-  MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, a, a.w2, ws.hq, ws.hqScales, offsets, ws.y));
+  SharedProduct shared;
+  if (withShared) shared = SharedProduct{&a.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut};
+  MOE_RETURN_IF_ERROR(groupedGemm(backend, ctx, a, a.w2, ws.hq, ws.hqScales, offsets, ws.y, shared));
   clock.charge(kStageGemm2);
   return Status::ok();
 }
@@ -480,6 +521,11 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
   // A rank with no tokens still takes every exchange step.
   const Status routed = tokens > 0 ? routeTokens(backend, ctx, args, quantizeOnce, clock, &tokensQ, &tokensQScales) : Status::ok();
 
+  // The shared expert inside the routed experts' parallel work (one region
+  // each for the two halves, not two more of its own), where the backend
+  // runs it so and the experts' ops are one call each.
+  bool sharedFolded = hasShared && args.ep == nullptr && fuseExperts && backend.supportsOp(OpKind::kSharedExpert) &&
+                      (args.w13.data.size() == 1 || backend.supportsOp(OpKind::kGroupTable));
   CombineArgs sum;
   sum.out = args.out;
   std::optional<EpExchange> ex;  // held to the end: the final sum reads its buffers
@@ -492,7 +538,8 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
     in.xq = tokensQ;  // the fused experts' (else none: dispatch quantizes x)
     in.xqScales = tokensQScales;
     int64_t numRows = 0;
-    MOE_RETURN_IF_ERROR(routedExperts(backend, ctx, args, in, fuseExperts, clock, &numRows));
+    MOE_RETURN_IF_ERROR(routedExperts(backend, ctx, args, in, fuseExperts, sharedFolded, clock, &numRows));
+    sharedFolded = sharedFolded && numRows > 0;  // (a one-shard call with no rows does not run)
     sum.y = rows(ws.y, 0, numRows);
     sum.slotRow = ws.slotRow;
     sum.weights = ws.weights;
@@ -522,7 +569,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
       in.xq = batch.xq;
       in.xqScales = batch.xqScales;
       int64_t numRows = 0;
-      local = routedExperts(backend, ctx, received, in, fuseExperts, clock, &numRows);
+      local = routedExperts(backend, ctx, received, in, fuseExperts, false, clock, &numRows);
       if (local.isOk() && !backend.queued()) {  // (a device's counts stay there)
         const int32_t* counts = received.ws.tokensPerExpert.as<const int32_t>();  // [El]
         int64_t active = 0;
@@ -546,7 +593,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
     sum.weights = ex->ones();  // 1 * row is exact: the rows are added as they came, in rank order
   }
 
-  if (hasShared) MOE_RETURN_IF_ERROR(sharedExperts(backend, ctx, args, tokensQ, tokensQScales));
+  if (hasShared && !sharedFolded) MOE_RETURN_IF_ERROR(sharedExperts(backend, ctx, args, tokensQ, tokensQScales));
   clock.charge(kStageShared);
 
   if (hasShared) sum.shared = ws.sharedOut;

@@ -115,6 +115,32 @@ Status checkGemmFp8(const GemmFp8Args& args) {
   return Status::ok();
 }
 
+namespace {
+
+// The optional shared expert's product (GroupedGemmFp8Args::sharedA..sharedD).
+Status checkSharedProduct(const GroupedGemmFp8Args& args, int64_t n, int64_t k) {
+  if (args.sharedA.data == nullptr) return Status::ok();
+  if (args.sharedA.ndim != 2) return Status(Code::kShape, "shared.a: expected [S, K], got " + args.sharedA.shapeString());
+  const int64_t rows = args.sharedA.dim(0);
+  MOE_RETURN_IF_ERROR(expectDtype(args.sharedA, DType::kFP8E4M3, "shared.a"));
+  MOE_RETURN_IF_ERROR(expectShape(args.sharedA, {rows, k}, "shared.a"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.sharedAScales, DType::kF32, "shared.aScales"));
+  MOE_RETURN_IF_ERROR(expectShape(args.sharedAScales, {rows, ceilDiv(k, kQuantGroup)}, "shared.aScales"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.sharedB, DType::kFP8E4M3, "shared.b"));
+  MOE_RETURN_IF_ERROR(expectShape(args.sharedB, {n, k}, "shared.b"));
+  MOE_RETURN_IF_ERROR(expectDtype(args.sharedBScales, DType::kF32, "shared.bScales"));
+  MOE_RETURN_IF_ERROR(expectShape(args.sharedBScales, {ceilDiv(n, kWeightBlockRows), ceilDiv(k, kQuantGroup)}, "shared.bScales"));
+  if (args.sharedD.dtype != args.d.dtype) return Status(Code::kDtype, "shared.d: expected the dtype of d");
+  MOE_RETURN_IF_ERROR(expectShape(args.sharedD, {rows, n}, "shared.d"));
+  for (const auto& [t, what] : {std::pair{&args.sharedA, "shared.a"}, {&args.sharedAScales, "shared.aScales"},
+                                {&args.sharedB, "shared.b"}, {&args.sharedBScales, "shared.bScales"}, {&args.sharedD, "shared.d"}}) {
+    MOE_RETURN_IF_ERROR(expectContiguous(*t, what));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Status checkGroupedGemmFp8(const GroupedGemmFp8Args& args, GroupedShape* shape) {
   int64_t groups = 0, n = 0, k = 0;
   MOE_RETURN_IF_ERROR(validateWeights(args, &groups, &n, &k));
@@ -139,8 +165,9 @@ Status checkGroupedGemmFp8(const GroupedGemmFp8Args& args, GroupedShape* shape) 
     }
 
     shape->rows = rows;
-    return Status::ok();
+    return checkSharedProduct(args, n, k);
   }
+  if (args.sharedA.data != nullptr) return Status(Code::kUnsupported, "shared: the masked layout takes no shared expert");
   if (args.a.ndim != 3) return Status(Code::kShape, "a.data: expected [G, Mmax, K], got " + args.a.shapeString());
   const int64_t maxRows = args.a.dim(1);
   MOE_RETURN_IF_ERROR(expectDtype(args.a, DType::kFP8E4M3, "a.data"));

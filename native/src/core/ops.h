@@ -141,6 +141,13 @@ struct GroupedGemmFp8Args {
   bool batchInvariant = false;  // as GemmFp8Args's
   // Contiguous layout, backends with OpKind::kGroupTable: the groups' weights (see GroupTable).
   const GroupTable* groupTable = nullptr;
+  // Contiguous layout, backends with OpKind::kSharedExpert, optional: one
+  // more product in the same call, sharedD = sharedA * sharedB^T (the shared
+  // expert's, as a dense gemmFp8 gives it), so that its weights stream in
+  // the same parallel work as the groups'. sharedA.data == nullptr: none.
+  TensorView sharedA, sharedAScales;  // [S, K] fp8_e4m3, [S, ceil(K/128)] f32
+  TensorView sharedB, sharedBScales;  // [N, K] fp8_e4m3, [ceil(N/128), ceil(K/128)] f32
+  TensorView sharedD;                 // [S, N], d's dtype (output)
 };
 
 // The routed experts' first half, fused (a backend may lack it: see
@@ -163,6 +170,12 @@ struct ExpertUpArgs {
   bool batchInvariant = false;  // as GemmFp8Args's
   // Backends with OpKind::kGroupTable: the groups' weights (see GroupTable).
   const GroupTable* groupTable = nullptr;
+  // Backends with OpKind::kSharedExpert, optional: the shared expert as one
+  // more group whose rows are the T tokens, sharedHq = fp8 1x128 of
+  // swiglu(xq * sharedW13^T), bit-identical to gemmFp8 and swiglu on xq.
+  // sharedW13.data == nullptr: none.
+  TensorView sharedW13, sharedW13Scales;  // [2I, H] fp8_e4m3, [ceil(2I/128), ceil(H/128)] f32
+  TensorView sharedHq, sharedHqScales;    // [T, I] fp8_e4m3, [T, ceil(I/128)] f32 (output)
 };
 
 // logits = x * w^T in f32: the router's dense projection.

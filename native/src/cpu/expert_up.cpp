@@ -52,6 +52,21 @@ Status validate(const ExpertUpArgs& a, Shape* shape) {
                                 {&a.hq, "hq"}, {&a.hqScales, "hqScales"}}) {
     MOE_RETURN_IF_ERROR(expectContiguous(*t, what));
   }
+  if (a.sharedW13.data != nullptr) {
+    const int64_t nBlocks = ceilDiv(n, kWeightBlockRows), kGroups = ceilDiv(hidden, kQuantGroup);
+    MOE_RETURN_IF_ERROR(expectDtype(a.sharedW13, DType::kFP8E4M3, "sharedW13"));
+    MOE_RETURN_IF_ERROR(expectShape(a.sharedW13, {n, hidden}, "sharedW13"));
+    MOE_RETURN_IF_ERROR(expectDtype(a.sharedW13Scales, DType::kF32, "sharedW13Scales"));
+    MOE_RETURN_IF_ERROR(expectShape(a.sharedW13Scales, {nBlocks, kGroups}, "sharedW13Scales"));
+    MOE_RETURN_IF_ERROR(expectDtype(a.sharedHq, DType::kFP8E4M3, "sharedHq"));
+    MOE_RETURN_IF_ERROR(expectShape(a.sharedHq, {tokens, inter}, "sharedHq"));
+    MOE_RETURN_IF_ERROR(expectDtype(a.sharedHqScales, DType::kF32, "sharedHqScales"));
+    MOE_RETURN_IF_ERROR(expectShape(a.sharedHqScales, {tokens, ceilDiv(inter, kQuantGroup)}, "sharedHqScales"));
+    for (const auto& [t, what] : {std::pair{&a.sharedW13, "sharedW13"}, {&a.sharedW13Scales, "sharedW13Scales"},
+                                  {&a.sharedHq, "sharedHq"}, {&a.sharedHqScales, "sharedHqScales"}}) {
+      MOE_RETURN_IF_ERROR(expectContiguous(*t, what));
+    }
+  }
   const int32_t* rowToken = a.rowToken.as<const int32_t>();
   const int32_t* groupIndex = a.groupIndex.as<const int32_t>();
   const int64_t first = a.groupOffset, last = a.groupOffset + groups;
@@ -69,47 +84,98 @@ Status validate(const ExpertUpArgs& a, Shape* shape) {
   return Status::ok();
 }
 
-// Per thread: one expert's h (bf16).
+// Per thread: one task's h (bf16), its gate and up halves, and its hq block.
 thread_local ThreadScratch t_h;
+thread_local ThreadScratch t_block;
 
 using Clock = std::chrono::steady_clock;
 
-// One segment: h = xq[rowToken rows] * w13[group]^T (the rows read in place
-// by the GEMM's A packing), then SwiGLU quantized into the segment's rows of
-// hq. Padding rows (group -1) take h = 0, as the separate ops give them.
-// Adds the SwiGLU time to *swigluSeconds.
-Status runSegment(const ExpertUpArgs& a, const Shape& s, const Segment& seg, double* swigluSeconds) {
-  const int64_t kGroups = ceilDiv(s.hidden, kQuantGroup);
-  auto* h = static_cast<uint16_t*>(t_h.get(static_cast<size_t>(seg.rows * s.n) * 2));
-  if (h == nullptr) return Status(Code::kInternal, "out of memory for an expert's h rows");
-  const TensorView hView = TensorView::contiguous(h, DType::kBF16, {seg.rows, s.n});  // [rows, 2I] bf16
-  if (seg.group < 0) {
-    std::memset(h, 0, static_cast<size_t>(seg.rows * s.n) * 2);
+// Copies rows x [bytes] of a packed block into a [*, stride]-byte tensor at (row0, byte col0).
+void copyBlock(const uint8_t* block, int64_t rows, int64_t bytes, uint8_t* dst, int64_t row0, int64_t col0, int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + (row0 + r) * stride + col0, block + r * bytes, static_cast<size_t>(bytes));
+}
+
+// One task: rows of one group (or the shared expert's token rows) against the
+// I-columns [col0, col0 + cols). h = the rows of xq * the task's gate and up
+// rows of the weights (read in place by the GEMM's A packing), then SwiGLU
+// quantized into the rows' hq columns (a run of whole 128-wide groups).
+// Padding rows (group -1) take h = 0, as the separate ops give them. Adds
+// the SwiGLU time to *swigluSeconds.
+Status runTask(const ExpertUpArgs& a, const Shape& s, const ExpertTask& t, double* swigluSeconds) {
+  const int64_t kGroups = ceilDiv(s.hidden, kQuantGroup), inter = s.n / 2;
+  const bool shared = t.group == kSharedGroup, whole = t.cols == inter;
+  const int64_t hBytes = t.rows * 2 * t.cols * 2;                               // [rows, 2 cols] bf16
+  const int64_t halfBytes = whole || t.rows == 1 ? 0 : t.rows * t.cols * 2;     // gate, up: [rows, cols] bf16 each
+  const int64_t outBytes = whole ? 0 : t.rows * t.cols + t.rows * ceilDiv(t.cols, kQuantGroup) * 4;  // hq, scales block
+  auto* h = static_cast<uint16_t*>(t_h.get(static_cast<size_t>(hBytes + 2 * halfBytes)));
+  auto* out = static_cast<uint8_t*>(t_block.get(static_cast<size_t>(outBytes)));
+  if (h == nullptr || out == nullptr) return Status(Code::kInternal, "out of memory for an expert's h rows");
+  const TensorView hView = TensorView::contiguous(h, DType::kBF16, {t.rows, 2 * t.cols});  // [rows, 2 cols] bf16: gate | up
+  if (t.group == -1) {
+    std::memset(h, 0, static_cast<size_t>(hBytes));
   } else {
     const int64_t nBlocks = ceilDiv(s.n, kWeightBlockRows);
-    GemmFp8Args dense;
-    dense.a = a.xq;                                                               // [T, H] fp8
-    dense.aScales = a.xqScales;                                                   // [T, ceil(H/128)] f32
-    if (a.groupTable != nullptr) {
-      dense.b = TensorView::contiguous(const_cast<uint8_t*>(a.groupTable->b[seg.group]), DType::kFP8E4M3, {s.n, s.hidden});
-      dense.bScales = TensorView::contiguous(const_cast<float*>(a.groupTable->bScales[seg.group]), DType::kF32, {nBlocks, kGroups});
+    TensorView w, wScales;  // [2I, H] fp8, [ceil(2I/128), ceil(H/128)] f32: the group's w13
+    if (shared) {
+      w = a.sharedW13;
+      wScales = a.sharedW13Scales;
+    } else if (a.groupTable != nullptr) {
+      w = TensorView::contiguous(const_cast<uint8_t*>(a.groupTable->b[t.group]), DType::kFP8E4M3, {s.n, s.hidden});
+      wScales = TensorView::contiguous(const_cast<float*>(a.groupTable->bScales[t.group]), DType::kF32, {nBlocks, kGroups});
     } else {
-      dense.b = rowSlice(a.w13, seg.group * s.n, s.n, s.hidden);                    // [2I, H] fp8
-      dense.bScales = rowSlice(a.w13Scales, seg.group * nBlocks, nBlocks, kGroups);  // [ceil(2I/128), ceil(H/128)]
+      w = rowSlice(a.w13, t.group * s.n, s.n, s.hidden);
+      wScales = rowSlice(a.w13Scales, t.group * nBlocks, nBlocks, kGroups);
     }
-    dense.d = hView;
+    GemmFp8Args dense;
+    dense.a = shared ? rowSlice(a.xq, t.row0, t.rows, s.hidden) : a.xq;                           // [*, H] fp8
+    dense.aScales = shared ? rowSlice(a.xqScales, t.row0, t.rows, kGroups) : a.xqScales;          // [*, ceil(H/128)] f32
     dense.batchInvariant = a.batchInvariant;
-    MOE_RETURN_IF_ERROR(gemmFp8Rows(dense, a.rowToken.as<const int32_t>() + seg.row0, seg.rows));
+    const int32_t* aRows = shared ? nullptr : a.rowToken.as<const int32_t>() + t.row0;
+    const auto product = [&](int64_t wRow0, int64_t count, void* d) {  // d [rows, count] = A * w[wRow0 .. + count)^T
+      dense.b = rowSlice(w, wRow0, count, s.hidden);
+      dense.bScales = rowSlice(wScales, wRow0 / kWeightBlockRows, ceilDiv(count, kWeightBlockRows), kGroups);
+      dense.d = TensorView::contiguous(d, DType::kBF16, {t.rows, count});
+      return aRows != nullptr ? gemmFp8Rows(dense, aRows, t.rows) : gemmFp8(dense);
+    };
+    if (whole) {
+      MOE_RETURN_IF_ERROR(product(0, s.n, h));
+    } else if (t.rows == 1) {  // gate | up land side by side in h's one row
+      MOE_RETURN_IF_ERROR(product(t.col0, t.cols, h));
+      MOE_RETURN_IF_ERROR(product(inter + t.col0, t.cols, h + t.cols));
+    } else {
+      uint16_t* gate = h + t.rows * 2 * t.cols;
+      uint16_t* up = gate + t.rows * t.cols;
+      MOE_RETURN_IF_ERROR(product(t.col0, t.cols, gate));
+      MOE_RETURN_IF_ERROR(product(inter + t.col0, t.cols, up));
+      for (int64_t r = 0; r < t.rows; ++r) {
+        std::memcpy(h + r * 2 * t.cols, gate + r * t.cols, static_cast<size_t>(t.cols) * 2);
+        std::memcpy(h + r * 2 * t.cols + t.cols, up + r * t.cols, static_cast<size_t>(t.cols) * 2);
+      }
+    }
   }
   const Clock::time_point t0 = Clock::now();
+  const TensorView& hq = shared ? a.sharedHq : a.hq;                    // [*, I] fp8
+  const TensorView& hqScales = shared ? a.sharedHqScales : a.hqScales;  // [*, ceil(I/128)] f32
+  const int64_t scaleCols = ceilDiv(t.cols, kQuantGroup), scaleStride = ceilDiv(inter, kQuantGroup);
   SwigluArgs act;
   act.h = hView;
-  act.out = rowSlice(a.hq, seg.row0, seg.rows, s.n / 2);
-  act.scales = rowSlice(a.hqScales, seg.row0, seg.rows, ceilDiv(s.n / 2, kQuantGroup));
-  const Status status = swiglu(act);
+  if (whole) {
+    act.out = rowSlice(hq, t.row0, t.rows, inter);
+    act.scales = rowSlice(hqScales, t.row0, t.rows, scaleStride);
+  } else {
+    act.out = TensorView::contiguous(out, DType::kFP8E4M3, {t.rows, t.cols});
+    act.scales = TensorView::contiguous(out + t.rows * t.cols, DType::kF32, {t.rows, scaleCols});
+  }
+  Status status = swiglu(act);
+  if (status.isOk() && !whole) {
+    copyBlock(out, t.rows, t.cols, hq.as<uint8_t>(), t.row0, t.col0, inter);
+    copyBlock(out + t.rows * t.cols, t.rows, scaleCols * 4, hqScales.as<uint8_t>(), t.row0, t.col0 / kQuantGroup * 4, scaleStride * 4);
+  }
   *swigluSeconds += std::chrono::duration<double>(Clock::now() - t0).count();
   if (status.isOk()) return status;
-  return Status(status.code(), "rows " + str(seg.row0) + ".." + str(seg.row0 + seg.rows - 1) + ": " + status.message());
+  // swiglu names rows of the task's block: name them as the caller knows them.
+  return Status(status.code(), std::string(shared ? "shared expert, tokens " : "rows ") + str(t.row0) + ".." +
+                                   str(t.row0 + t.rows - 1) + ": " + status.message());
 }
 
 }  // namespace
@@ -117,13 +183,19 @@ Status runSegment(const ExpertUpArgs& a, const Shape& s, const Segment& seg, dou
 Status expertUp(const ExpertUpArgs& args) {
   Shape shape;
   Status status = validate(args, &shape);
-  if (status.isOk() && shape.rows > 0) {
+  if (status.isOk() && (shape.rows > 0 || (args.sharedW13.data != nullptr && shape.tokens > 0))) {
     const int threads = ThreadPool::instance().numThreads();
     std::vector<double> act(static_cast<size_t>(threads), 0.0);  // per thread: seconds in SwiGLU
     bool perSegmentTasks = false;
-    status = forEachSegment(
-        contiguousSegments(args.groupIndex.as<const int32_t>(), shape.rows, args.groupOffset),
-        [&](const Segment& seg, int thread) { return runSegment(args, shape, seg, &act[static_cast<size_t>(thread)]); },
+    // The tasks cut I into 128-column runs where each run's gate and up rows
+    // start on a 128-row scale block (I a multiple of 128).
+    const int64_t inter = shape.n / 2;
+    const std::vector<ExpertTask> tasks =
+        planExpertTasks(contiguousSegments(args.groupIndex.as<const int32_t>(), shape.rows, args.groupOffset),
+                        args.sharedW13.data != nullptr ? shape.tokens : 0, inter,
+                        inter % kWeightBlockRows == 0 ? kWeightBlockRows : inter, threads);
+    status = forEachExpertTask(
+        tasks, [&](const ExpertTask& t, int thread) { return runTask(args, shape, t, &act[static_cast<size_t>(thread)]); },
         &perSegmentTasks, threads);
     // Per-segment tasks share the wall time among the threads; segments run
     // one after another take theirs whole.

@@ -8,6 +8,8 @@
 #include "cpu/gemm_fp8.h"
 #include "cpu/index_snapshot.h"
 #include "cpu/segments.h"
+#include "cpu/thread_pool.h"
+#include "cpu/thread_scratch.h"
 
 namespace moe::cpu {
 
@@ -19,35 +21,68 @@ void zeroRows(const TensorView& d, int64_t row0, int64_t rows, int64_t cols) {
   std::memset(static_cast<uint8_t*>(d.data) + row0 * rowBytes, 0, static_cast<size_t>(rows * rowBytes));
 }
 
-// D rows [row0, row0 + rows) = A rows * B[group]^T.
-Status runGroup(const GroupedGemmFp8Args& args, int64_t group, int64_t row0, int64_t rows, int64_t n, int64_t k) {
-  const int64_t kGroups = ceilDiv(k, kQuantGroup);
-  const int64_t nBlocks = ceilDiv(n, kWeightBlockRows);
-  GemmFp8Args dense;
-  dense.a = rowSlice(args.a, row0, rows, k);                // [rows, K] fp8
-  dense.aScales = rowSlice(args.aScales, row0, rows, kGroups);  // [rows, ceil(K/128)] f32
-  if (args.groupTable != nullptr) {
-    dense.b = TensorView::contiguous(const_cast<uint8_t*>(args.groupTable->b[group]), DType::kFP8E4M3, {n, k});  // [N, K] fp8
-    dense.bScales = TensorView::contiguous(const_cast<float*>(args.groupTable->bScales[group]), DType::kF32, {nBlocks, kGroups});
+// Group `group`'s weights: [N, K] fp8 and [ceil(N/128), ceil(K/128)] f32.
+void groupWeights(const GroupedGemmFp8Args& args, int64_t group, int64_t n, int64_t k, TensorView* b, TensorView* bScales) {
+  const int64_t kGroups = ceilDiv(k, kQuantGroup), nBlocks = ceilDiv(n, kWeightBlockRows);
+  if (group == kSharedGroup) {
+    *b = args.sharedB;
+    *bScales = args.sharedBScales;
+  } else if (args.groupTable != nullptr) {
+    *b = TensorView::contiguous(const_cast<uint8_t*>(args.groupTable->b[group]), DType::kFP8E4M3, {n, k});
+    *bScales = TensorView::contiguous(const_cast<float*>(args.groupTable->bScales[group]), DType::kF32, {nBlocks, kGroups});
   } else {
-    dense.b = rowSlice(args.b, group * n, n, k);              // [N, K] fp8: expert `group`
-    dense.bScales = rowSlice(args.bScales, group * nBlocks, nBlocks, kGroups);  // [ceil(N/128), ceil(K/128)]
+    *b = rowSlice(args.b, group * n, n, k);                              // expert `group`
+    *bScales = rowSlice(args.bScales, group * nBlocks, nBlocks, kGroups);
   }
-  dense.d = rowSlice(args.d, row0, rows, n);                // [rows, N]
-  dense.batchInvariant = args.batchInvariant;
-  return gemmFp8(dense);
 }
 
-// Runs the segments: a group's rows as one dense GEMM, padding rows (and a
-// masked group's unused rows) as zeros.
+// Per thread: a task's block of D when it covers part of N.
+thread_local ThreadScratch t_block;
+
+// One task: D rows = A rows * B[group]^T over the output columns [col0,
+// col0 + cols) (a run of 128-row blocks of B); padding rows are zeros.
+Status runTask(const GroupedGemmFp8Args& args, const ExpertTask& t, int64_t n, int64_t k) {
+  const bool shared = t.group == kSharedGroup;
+  const TensorView& a = shared ? args.sharedA : args.a;              // [*, K] fp8
+  const TensorView& aScales = shared ? args.sharedAScales : args.aScales;  // [*, ceil(K/128)] f32
+  const TensorView& d = shared ? args.sharedD : args.d;              // [*, N]
+  if (t.group == -1) {
+    zeroRows(d, t.row0, t.rows, n);
+    return Status::ok();
+  }
+  const int64_t kGroups = ceilDiv(k, kQuantGroup);
+  TensorView b, bScales;
+  groupWeights(args, t.group, n, k, &b, &bScales);
+  GemmFp8Args dense;
+  dense.a = rowSlice(a, t.row0, t.rows, k);
+  dense.aScales = rowSlice(aScales, t.row0, t.rows, kGroups);
+  dense.b = rowSlice(b, t.col0, t.cols, k);                                                          // [cols, K] fp8
+  dense.bScales = rowSlice(bScales, t.col0 / kWeightBlockRows, ceilDiv(t.cols, kWeightBlockRows), kGroups);
+  dense.batchInvariant = args.batchInvariant;
+  const size_t elem = dtypeSize(d.dtype);
+  if (t.cols == n || t.rows == 1) {  // D's block is contiguous
+    dense.d = TensorView::contiguous(static_cast<uint8_t*>(d.data) + (t.row0 * n + t.col0) * static_cast<int64_t>(elem), d.dtype,
+                                     {t.rows, t.cols});
+    return gemmFp8(dense);
+  }
+  auto* block = static_cast<uint8_t*>(t_block.get(static_cast<size_t>(t.rows * t.cols) * elem));
+  if (block == nullptr) return Status(Code::kInternal, "out of memory for a block of d");
+  dense.d = TensorView::contiguous(block, d.dtype, {t.rows, t.cols});
+  MOE_RETURN_IF_ERROR(gemmFp8(dense));
+  const size_t rowBytes = static_cast<size_t>(t.cols) * elem;
+  for (int64_t r = 0; r < t.rows; ++r)
+    std::memcpy(static_cast<uint8_t*>(d.data) + ((t.row0 + r) * n + t.col0) * static_cast<int64_t>(elem), block + r * rowBytes, rowBytes);
+  return Status::ok();
+}
+
+// Runs the segments (and the shared expert's rows): a group's rows as dense
+// GEMMs against that group's weights, padding rows (and a masked group's
+// unused rows) as zeros.
 Status runSegments(const GroupedGemmFp8Args& args, const std::vector<Segment>& segments, int64_t n, int64_t k) {
-  return forEachSegment(segments, [&](const Segment& s, int) {
-    if (s.group < 0) {
-      zeroRows(args.d, s.row0, s.rows, n);
-      return Status::ok();
-    }
-    return runGroup(args, s.group, s.row0, s.rows, n, k);
-  });
+  const int threads = ThreadPool::instance().numThreads();
+  const int64_t sharedRows = args.sharedA.data != nullptr ? args.sharedA.dim(0) : 0;
+  return forEachExpertTask(planExpertTasks(segments, sharedRows, n, kWeightBlockRows, threads),
+                           [&](const ExpertTask& t, int) { return runTask(args, t, n, k); }, nullptr, threads);
 }
 
 Status contiguous(const GroupedGemmFp8Args& args, const GroupedShape& shape) {

@@ -22,19 +22,49 @@ std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows,
   return segments;
 }
 
-Status forEachSegment(const std::vector<Segment>& segments, const std::function<Status(const Segment&, int thread)>& run,
-                      bool* perSegmentTasks, int maxThreads) {
-  ThreadPool& pool = ThreadPool::instance();
-  const bool perTask = static_cast<int64_t>(segments.size()) >= 4 * std::min(pool.numThreads(), maxThreads);
-  if (perSegmentTasks != nullptr) *perSegmentTasks = perTask;
-  if (!perTask) {
-    for (const Segment& s : segments) MOE_RETURN_IF_ERROR(run(s, 0));
+namespace {
+
+constexpr int64_t kSharedChunkRows = 256;
+constexpr int64_t kSplitMaxRows = 16;
+constexpr int64_t kTasksPerThread = 8;
+
+}  // namespace
+
+std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, int64_t sharedRows, int64_t cols, int64_t colBlock,
+                                        int threads) {
+  std::vector<Segment> items;
+  const int64_t sharedChunks = ceilDiv(sharedRows, kSharedChunkRows);
+  for (int64_t c = 0; c < sharedChunks; ++c) {
+    const int64_t r0 = sharedRows * c / sharedChunks, r1 = sharedRows * (c + 1) / sharedChunks;
+    items.push_back({kSharedGroup, r0, r1 - r0});
+  }
+  items.insert(items.end(), segments.begin(), segments.end());
+  const int64_t blocks = std::max<int64_t>(1, ceilDiv(cols, colBlock));
+  const int64_t want = kTasksPerThread * std::max(threads, 1);
+  const int64_t parts = std::clamp<int64_t>(ceilDiv(want, std::max<int64_t>(1, static_cast<int64_t>(items.size()))), 1, blocks);
+  std::vector<ExpertTask> tasks;
+  for (const Segment& s : items) {
+    const int64_t n = s.group != -1 && s.rows <= kSplitMaxRows ? parts : 1;
+    for (int64_t p = 0; p < n; ++p) {
+      const int64_t c0 = std::min(cols, blocks * p / n * colBlock), c1 = std::min(cols, blocks * (p + 1) / n * colBlock);
+      tasks.push_back({s.group, s.row0, s.rows, c0, c1 - c0});
+    }
+  }
+  return tasks;
+}
+
+Status forEachExpertTask(const std::vector<ExpertTask>& tasks, const std::function<Status(const ExpertTask&, int thread)>& run,
+                         bool* perTask, int threads) {
+  const bool parallel = static_cast<int64_t>(tasks.size()) >= 4 * threads && threads > 1;
+  if (perTask != nullptr) *perTask = parallel;
+  if (!parallel) {
+    for (const ExpertTask& t : tasks) MOE_RETURN_IF_ERROR(run(t, 0));
     return Status::ok();
   }
-  std::vector<Status> failures(segments.size());
-  pool.parallelFor(static_cast<int64_t>(segments.size()), [&](int64_t i, int thread) {
-    failures[static_cast<size_t>(i)] = run(segments[static_cast<size_t>(i)], thread);
-  }, maxThreads);
+  std::vector<Status> failures(tasks.size());
+  ThreadPool::instance().parallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t i, int thread) {
+    failures[static_cast<size_t>(i)] = run(tasks[static_cast<size_t>(i)], thread);
+  }, threads);
   for (const Status& status : failures) MOE_RETURN_IF_ERROR(status);
   return Status::ok();
 }

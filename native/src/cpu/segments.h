@@ -26,14 +26,33 @@ TensorView rowSlice(const TensorView& t, int64_t row0, int64_t rows, int64_t col
 //   groupIndex: [rows] i32, already range-checked.
 std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows, int64_t groupOffset);
 
-// Calls run(segment, thread) for every segment. With many segments (MoE: one
-// per expert hit) each one is a task of the pool and whatever it calls runs
-// on that thread alone (the pool runs a nested region serially): one parallel
-// region per grouped op instead of one per expert. With few segments they run
-// one after another, each free to use every thread. *perSegmentTasks (may be
-// null) says which. Returns the first failing segment's status. `thread` stays
-// below maxThreads (see ThreadPool::parallelFor).
-Status forEachSegment(const std::vector<Segment>& segments, const std::function<Status(const Segment&, int thread)>& run,
-                      bool* perSegmentTasks = nullptr, int maxThreads = std::numeric_limits<int>::max());
+// One task of an experts op (expertUp, the contiguous grouped GEMM): rows of
+// one group against a run of the op's output columns. Decode steps give each
+// expert 1-4 rows, so an expert's whole GEMM is a few microseconds of
+// streaming its weights; cut into column runs, 2 threads get ~16 tasks each
+// and finish together, and the shared expert joins the same parallel region.
+struct ExpertTask {
+  int64_t group;       // local group, -1 for padding rows, or kSharedGroup
+  int64_t row0, rows;  // layout rows (a group) or token rows (the shared expert)
+  int64_t col0, cols;  // output columns [col0, col0 + cols) of the op's N
+};
+constexpr int64_t kSharedGroup = -2;
+
+// The tasks of an op over `segments` plus, when sharedRows > 0, the shared
+// expert's token rows [0, sharedRows) (first: at large T its rows are the
+// largest block of work; cut into runs of <= 256 rows, which keep the kernel
+// that its full row count would pick). A segment of few rows (<= 16, where
+// repacking its A rows per run costs little next to streaming the weights)
+// is cut into runs of whole `colBlock`-column blocks of [0, cols) until
+// there are ~8 tasks per thread; padding segments stay whole.
+std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, int64_t sharedRows, int64_t cols, int64_t colBlock,
+                                        int threads);
+
+// Calls run(task, thread) for every task: one pool task each where there
+// are >= 4 per thread (a GEMM inside then runs on that thread alone), else
+// one after another, each free to use every thread. *perTask (may be null)
+// says which. Returns the first failing task's status.
+Status forEachExpertTask(const std::vector<ExpertTask>& tasks, const std::function<Status(const ExpertTask&, int thread)>& run,
+                         bool* perTask, int threads);
 
 }  // namespace moe::cpu
