@@ -38,10 +38,10 @@ export interface StageTimes {
   route: number; // scoring and top-k selection
   layout: number;
   dispatch: number; // gather + fp8 quantization
-  gemm1: number; // grouped GEMM with w13
+  gemm1: number; // grouped GEMM with w13 (on the CPU also the shared experts' first GEMM, run in the same tasks)
   swiglu: number; // SwiGLU + fp8 quantization
-  gemm2: number; // grouped GEMM with w2
-  shared: number; // the shared experts
+  gemm2: number; // grouped GEMM with w2 (on the CPU also the shared experts' second GEMM)
+  shared: number; // the shared experts where they run on their own (GPU, expert parallelism, MOE_FUSED_EXPERTS=0)
   combine: number;
 }
 
