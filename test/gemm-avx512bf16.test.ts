@@ -8,11 +8,12 @@ const { randomActivations, randomFloats, rng, seedNote } = await import('./helpe
 
 gemmSuite('avx512bf16');
 
-// Within one kernel (dot: M <= 4; blocked dot: M <= 16; panels: M > 16) a
-// row's K reduction order is fixed by K alone (gemm_fp8_kernels.h): the same
-// row must give the same bits whatever other rows share its call, and wherever
-// it sits among them. The two dot kernels do the same operations in the same
-// order, so a row's bits also survive the switch between them.
+// Within one kernel (dot: M <= 4; blocked dot: M <= 11; row lanes: M <= 16;
+// panels: M > 16) a row's K reduction order is fixed by K alone
+// (gemm_fp8_kernels.h): the same row must give the same bits whatever other
+// rows share its call, and wherever it sits among them. The two dot kernels do
+// the same operations in the same order, so a row's bits also survive the
+// switch between them.
 const ran = cpuInfo().gemmIsa === 'avx512bf16';
 describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a row's bits do not depend on its batch${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
   const random = rng();
@@ -24,10 +25,13 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a row's bits do not depend on 
   for (const [label, full, from, count] of [
     ['dot kernel', 4, 2, 1],
     ['dot kernel', 4, 1, 3],
-    ['blocked dot kernel', 16, 3, 5],
-    ['blocked dot kernel', 16, 6, 10],
-    ['dot kernel and blocked dot kernel', 16, 2, 1],
+    ['blocked dot kernel', 11, 3, 5],
+    ['blocked dot kernel', 11, 1, 10],
+    ['dot kernel and blocked dot kernel', 11, 2, 1],
     ['dot kernel and blocked dot kernel', 9, 5, 4],
+    ['row-lane kernel', 16, 0, 12],
+    ['row-lane kernel', 16, 2, 14],
+    ['row-lane kernel', 13, 1, 12],
     ['panel kernel', 130, 7, 17],
     ['panel kernel', 130, 60, 70],
   ] as Array<[string, number, number, number]>) {
@@ -46,7 +50,7 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a row's bits do not depend on 
 describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a NaN code in b${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
   const random = rng();
   const [n, k] = [139, 400];
-  for (const m of [1, 4, 5, 16, 17]) {
+  for (const m of [1, 4, 5, 11, 12, 16, 17]) {
     it(`M=${m}: ERR_MOE_NONFINITE`, () => {
       const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
       b.data.data[n * k - 1] = 0xff;

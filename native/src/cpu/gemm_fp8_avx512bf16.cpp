@@ -265,7 +265,8 @@ bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int6
 // kBf16DotSub rows x kBf16Kc into bf16 in L1 and reused by every row of A.
 // Decoding 64 bytes costs about as much as 5 VDPBF16PS: the streaming kernel
 // decodes once per MR <= 4 rows, the panel kernel also transposes, so from a
-// few rows up to ~16 this kernel does the least work per product.
+// few rows up to ~11 this kernel does the least work per product (the
+// row-lane kernel, below, from there).
 //
 // An MR x NB register tile per 32-pair chunk: MR + NB loads and MR x NB
 // VDPBF16PS into the group's partial sums (24 independent chains cover the
@@ -377,6 +378,185 @@ bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, i
   return sawNan64(nan);
 }
 
+// ---- row-lane kernel (mid M) -------------------------------------------------
+
+// D^T = B * A^T with A's rows in the lanes: each VDPBF16PS takes A's pair
+// (k, k + 1) of 16 rows and one B row's pair broadcast from its decoded
+// block in L1, so B needs no transpose (the natural-order decode costs
+// ~1.1 ns per 64 bytes on one core here, the panel kernel's transposing
+// packB ~2.1) and the sums need no horizontal reduction. Measured on one
+// core at M = 16 from L2: 390 GFLOP/s for the tile alone (the panel
+// microkernel 383, the VDPBF16PS probe 440-450), ~355 with the decode
+// spread over the products, ~300-325 with B streamed from memory (the
+// blocked dot kernel: 220-250).
+
+// dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 (rows >= `rows` as zeros),
+// p < lda / 2: A's rows across the 16 lanes, one k-pair per dword. A 16 x 16
+// dword transpose per 32 k.
+void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst) {
+  for (int64_t k = 0; k < lda; k += 32) {
+    __m512 x[16];
+    for (int r = 0; r < 16; ++r)
+      x[r] = r < rows ? _mm512_load_ps(reinterpret_cast<const float*>(a + r * lda + k)) : _mm512_setzero_ps();
+    transpose16x16(x);  // x[q]: pair k / 2 + q of the 16 rows
+    for (int q = 0; q < 16; ++q) _mm512_store_ps(reinterpret_cast<float*>(dst + (k / 2 + q) * 16), x[q]);
+  }
+}
+
+// acc += the 16 dwords of a (bf16 pairs) times the pair at *b broadcast to
+// every lane ({1to16}: the broadcast rides on the load, no shuffle).
+inline __m512 dotBroadcast(__m512 acc, __m512bh a, const uint16_t* b) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const uint32_t*>(b)));
+  return acc;
+}
+
+// The row-lane kernel walks its B rows in blocks of kBf16LaneNb rows x
+// kBf16LaneKc, in order: row block by row block, K blocks inside each.
+struct LaneBlock {
+  int64_t s0, ns;  // rows [s0, s0 + ns) of the run, ns <= kBf16LaneNb
+  int64_t k0, kc;  // K [k0, k0 + kc) of the padded K
+};
+
+struct LaneBlocks {
+  int64_t nRows, lda, kBlocks;
+  int64_t count() const { return (nRows + kBf16LaneNb - 1) / kBf16LaneNb * kBlocks; }
+  LaneBlock at(int64_t i) const {
+    const int64_t s0 = i / kBlocks * kBf16LaneNb, k0 = i % kBlocks * kBf16LaneKc;
+    return {s0, nRows - s0 < kBf16LaneNb ? nRows - s0 : kBf16LaneNb, k0, lda - k0 < kBf16LaneKc ? lda - k0 : kBf16LaneKc};
+  }
+};
+
+// Decodes one block's fp8 rows into bf16 [kBf16LaneNb, kBf16LaneKc] (the
+// first kc of each row; rows >= ns as zeros), 64 bytes per step, so that the
+// steps can be spread over the previous block's products: the decode's
+// shuffles then share the cycles of the VDPBF16PS instead of following them
+// (355 against 313 GFLOP/s on one core from L2). Each line decoded prefetches
+// its counterpart in the block after (ahead: one block of compute).
+class LaneDecoder {
+ public:
+  LaneDecoder(const uint8_t* b, int64_t K, const LaneBlock& block, const LaneBlock* after, uint16_t* dst)
+      : b_(b), K_(K), block_(block), dst_(dst), chunksPerRow_(block.kc / 64) {
+    if (after != nullptr) {
+      next_ = b + after->s0 * K + after->k0;
+      nextRows_ = after->ns;
+      nextLen_ = K - after->k0 < after->kc ? K - after->k0 : after->kc;
+    }
+  }
+  bool done() const { return r_ == kBf16LaneNb || chunksPerRow_ == 0; }
+
+  inline void step() {
+    const int64_t k = c_ * 64;
+    uint16_t* out = dst_ + r_ * kBf16LaneKc + k;
+    if (r_ < block_.ns) {
+      if (r_ < nextRows_ && k < nextLen_) _mm_prefetch(reinterpret_cast<const char*>(next_ + r_ * K_ + k), _MM_HINT_T0);
+      const __m512i bytes = loadRow64(b_ + (block_.s0 + r_) * K_, block_.k0 + k, K_);
+      nan_ = trackNan64(nan_, bytes);
+      bf16FromFp8x64(bytes, out);
+    } else {
+      _mm512_store_si512(out, _mm512_setzero_si512());
+      _mm512_store_si512(out + 32, _mm512_setzero_si512());
+    }
+    if (++c_ == chunksPerRow_) {
+      c_ = 0;
+      ++r_;
+    }
+  }
+  void finish() {
+    while (!done()) step();
+  }
+  __m512i nan() const { return nan_; }
+
+ private:
+  const uint8_t* b_;
+  int64_t K_;
+  LaneBlock block_;
+  uint16_t* dst_;
+  int64_t chunksPerRow_;
+  const uint8_t* next_ = nullptr;
+  int64_t nextRows_ = 0, nextLen_ = 0;
+  int64_t r_ = 0, c_ = 0;
+  __m512i nan_ = _mm512_setzero_si512();
+};
+
+// 16 rows of A (lanes) x kBf16LaneNb B columns over one K block of kc: per
+// k-pair one load of A's 16 pairs and 16 VDPBF16PS, each broadcasting one of
+// the decoded B rows' pairs; the partial sums are promoted once per group
+// (1 FMA per 64 VDPBF16PS, no horizontal sums) into fin ([kBf16LaneNb][16]
+// f32, L1), zeroed by the first K block. Every second k-pair also runs one
+// step of the next block's decode (kc / 2 pairs, kBf16LaneNb * kc / 64 steps
+// of a block as long: whatever is left runs after).
+// (The decoder is copied in and out so that its state lives in registers.)
+//   a: [kc / 2, 16] dwords; saT: [kc / 128, 16] f32; b: [kBf16LaneNb, kBf16LaneKc] bf16 (the first kc
+//   of each row; a constant stride, so that the 16 broadcasts address off one register); sb: [kc / 128] f32.
+void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b, const float* sb, float* fin,
+              bool first, LaneDecoder* nextBlock) {
+  constexpr int NB = kBf16LaneNb;
+  LaneDecoder next = *nextBlock;
+  for (int64_t g = 0; g < kc / kBf16Group; ++g) {
+    __m512 par[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) par[j] = _mm512_setzero_ps();
+    for (int64_t p = g * kPairsPerGroup; p < (g + 1) * kPairsPerGroup; p += 2) {
+      if (!next.done()) next.step();
+#pragma GCC unroll 2
+      for (int64_t q = p; q < p + 2; ++q) {
+        const __m512bh av = asBf16(_mm512_load_si512(a + q * 16));
+#pragma GCC unroll 16
+        for (int j = 0; j < NB; ++j) par[j] = dotBroadcast(par[j], av, b + j * kBf16LaneKc + 2 * q);
+      }
+    }
+    const __m512 s = _mm512_mul_ps(_mm512_load_ps(saT + g * 16), _mm512_set1_ps(sb[g]));
+    const bool zero = first && g == 0;
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) {
+      float* f = fin + j * 16;
+      _mm512_store_ps(f, _mm512_fmadd_ps(par[j], s, zero ? _mm512_setzero_ps() : _mm512_load_ps(f)));
+    }
+  }
+  next.finish();
+  *nextBlock = next;
+}
+
+bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
+              int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+  constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block
+  uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [NB, kc] bf16 each
+  float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, 16] f32
+  const LaneBlocks blocks{nRows, lda, (lda + kBf16LaneKc - 1) / kBf16LaneKc};
+  const int64_t count = blocks.count();
+  __m512i nan = _mm512_setzero_si512();
+  LaneBlock block = blocks.at(0);
+  {
+    const LaneBlock after = count > 1 ? blocks.at(1) : LaneBlock{};
+    LaneDecoder first(b, K, block, count > 1 ? &after : nullptr, buf[0]);
+    first.finish();
+    nan = first.nan();
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const bool hasNext = i + 1 < count;
+    const LaneBlock next = hasNext ? blocks.at(i + 1) : LaneBlock{};
+    const LaneBlock after = i + 2 < count ? blocks.at(i + 2) : LaneBlock{};
+    // Past the last block: a decoder with nothing to do (no rows, no steps).
+    LaneDecoder decoder(b, K, hasNext ? next : LaneBlock{0, 0, 0, 0}, i + 2 < count ? &after : nullptr,
+                        buf[(i + 1) % 2]);
+    laneTile(block.kc, a + block.k0 / 2 * 16, saT + block.k0 / kBf16Group * 16, buf[i % 2], sb + block.k0 / kBf16Group,
+             fin, block.k0 == 0, &decoder);
+    nan = _mm512_max_epu8(nan, decoder.nan());  // trackNan64 keeps byte maxima
+    if (block.k0 + block.kc == lda) {
+      // fin holds D^T (column j of the block in fin[j], rows in lanes): back to rows.
+      __m512 x[16];
+      for (int j = 0; j < 16; ++j) x[j] = _mm512_load_ps(fin + j * 16);
+      transpose16x16(x);
+      const __mmask16 cols = static_cast<__mmask16>((1u << block.ns) - 1);
+      for (int64_t m = 0; m < rows; ++m) _mm512_mask_storeu_ps(out + m * ldo + block.s0, cols, x[m]);
+    }
+    block = next;
+  }
+  return sawNan64(nan);
+}
+
+static_assert(kBf16LaneNb == 16, "laneRows transposes fin as one 16 x 16 block");
+
 // ---- peak probe -------------------------------------------------------------
 
 // 24 independent chains (latency ~6 cycles x 2 ports needs >= 12).
@@ -404,6 +584,8 @@ extern const Bf16KernelSet kAvx512Bf16Kernels = {
     {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>},
     dotRows,
     dotBlocked,
+    packRowLanes,
+    laneRows,
     dotBurn,
 };
 

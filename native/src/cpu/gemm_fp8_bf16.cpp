@@ -6,13 +6,16 @@
 // to whole 128-groups with zeros), its rows gathered through aRows on the way
 // (the MoE layer's tokens are read in place), with sa gathered beside it.
 //
-// * Dot (M <= kBf16DotBlockedMaxM): tasks are runs of B rows inside one
-//   128-row scale block; each streams its fp8 rows once from memory. At
+// * Dot (M <= kBf16LaneMaxM): tasks are runs of B rows inside one 128-row
+//   scale block; each streams its fp8 rows once from memory. At
 //   M <= kBf16DotMaxM they go through the decode and the dot products with all
 //   M rows in registers (no B packing: the run time is B's bytes over the
 //   memory bandwidth); above, kBf16DotSub rows at a time are decoded into a
 //   bf16 block in L1 that all M rows reuse (the blocked kernel), each block
-//   prefetching the next.
+//   prefetching the next; from kBf16DotBlockedMaxM + 1 rows, A is turned
+//   once into pairs across 16 lanes (packRowLanes) and the row-lane kernel
+//   decodes kBf16LaneNb B rows at a time, the next block's decode spread
+//   over the current block's products.
 //
 // * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
@@ -47,6 +50,7 @@ constexpr int64_t kNcMax = 512;
 // The caller's packed A and gathered sa; each pool thread's task scratch.
 // Separate objects, as the caller is pool thread 0.
 thread_local ThreadScratch t_packedA;
+thread_local ThreadScratch t_laneA;
 thread_local ThreadScratch t_task;
 
 size_t alignUp64(size_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -55,6 +59,10 @@ struct PackedA {
   const uint16_t* a;  // [M, lda] bf16
   int64_t lda;        // Kp
   const float* sa;    // [M, groups] f32
+  // The row-lane kernel's form (else null): A's rows across 16 lanes
+  // (packRowLanes) and sa transposed beside it, 0 past M.
+  const uint32_t* lanes;  // [lda / 2, 16] bf16 pairs
+  const float* saT;       // [groups, 16] f32
 };
 
 // Packs all of A (parallel over row chunks) and gathers its scales.
@@ -73,7 +81,24 @@ bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
     for (int64_t m = m0; m < m0 + rows; ++m)
       std::copy_n(p.sa + p.aRow(m) * p.groups, p.groups, sa + m * p.groups);
   });
-  *out = PackedA{a, lda, sa};
+  *out = PackedA{a, lda, sa, nullptr, nullptr};
+  return true;
+}
+
+// The row-lane form of a packed A (M <= kBf16LaneMaxM), from its row form:
+// one 16 x 16 transpose per 32 k, on the calling thread (M x K is small
+// next to B's N x K).
+bool packRowLanes(const Problem& p, PackedA* a) {
+  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * 16) * 4;
+  char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * 16) * 4));
+  if (scratch == nullptr) return false;
+  auto* lanes = reinterpret_cast<uint32_t*>(scratch);
+  auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);
+  kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, p.M, lanes);
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t m = 0; m < 16; ++m) saT[g * 16 + m] = m < p.M ? a->sa[m * p.groups + g] : 0.0f;
+  a->lanes = lanes;
+  a->saT = saT;
   return true;
 }
 
@@ -87,11 +112,14 @@ int64_t dotRowsPerTask(int64_t N, int threads) {
   return rows;
 }
 
-Status runDot(const Problem& p, const PackedA& a, bool blocked, NanFlags& nan) {
+Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& nan) {
   ThreadPool& pool = ThreadPool::instance();
   const int64_t rowsPerTask = dotRowsPerTask(p.N, pool.numThreads());
   const size_t outBytes = p.bf16 ? alignUp64(static_cast<size_t>(p.M * rowsPerTask) * 4) : 0;
-  const size_t scratchBytes = outBytes + (blocked ? kBf16DotScratchBytes(p.M) : 0);
+  const size_t kernelBytes = kernel == Bf16Kernel::kDotBlocked ? kBf16DotScratchBytes(p.M)
+                             : kernel == Bf16Kernel::kRowLanes  ? kBf16LaneScratchBytes
+                                                                : 0;
+  const size_t scratchBytes = outBytes + kernelBytes;
   std::atomic<bool> oom{false};
   pool.parallelFor(ceilDiv(p.N, rowsPerTask), [&](int64_t task, int) {
     if (nan.any() || oom.load(std::memory_order_relaxed)) return;
@@ -111,8 +139,13 @@ Status runDot(const Problem& p, const PackedA& a, bool blocked, NanFlags& nan) {
     const Bf16KernelSet& ks = kAvx512Bf16Kernels;
     const uint8_t* b = p.b + n0 * p.K;
     const float* sb = p.sb + (n0 / kWeightBlock) * p.groups;
-    const bool sawNan = blocked ? ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo, scratch + outBytes)
-                                : ks.dotRows(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo);
+    bool sawNan;
+    if (kernel == Bf16Kernel::kRowLanes)
+      sawNan = ks.laneRows(a.lanes, a.saT, a.lda, p.M, b, p.K, rows, sb, out, ldo, scratch + outBytes);
+    else if (kernel == Bf16Kernel::kDotBlocked)
+      sawNan = ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo, scratch + outBytes);
+    else
+      sawNan = ks.dotRows(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo);
     if (sawNan) nan.b.store(true);
     if (p.bf16) kAvx512Kernels.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
   });
@@ -192,11 +225,11 @@ Status runPanels(const Problem& p, const PackedA& a, NanFlags& nan) {
 Status gemmBf16(const Problem& p, Bf16Kernel kernel) {
   NanFlags nan;
   PackedA a{};
-  if (!packA(p, &a, nan)) return outOfMemory();
+  if (!packA(p, &a, nan) || (kernel == Bf16Kernel::kRowLanes && !packRowLanes(p, &a))) return outOfMemory();
   Status status = Status::ok();
-  if (!nan.any())
-    status = kernel == Bf16Kernel::kPanel ? runPanels(p, a, nan) : runDot(p, a, kernel == Bf16Kernel::kDotBlocked, nan);
+  if (!nan.any()) status = kernel == Bf16Kernel::kPanel ? runPanels(p, a, nan) : runDot(p, a, kernel, nan);
   t_packedA.trim();
+  t_laneA.trim();
   t_task.trim();
   if (!status.isOk()) return status;
   return finish(nan);

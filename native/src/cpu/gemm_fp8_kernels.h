@@ -108,13 +108,18 @@ const KernelSet& selectedKernels();
 // acc += partial * sa[m, g] * sb[n / 128, g] (f32 FMA), as DeepGEMM does.
 // K is padded with zeros to whole groups (Kp = 128 * ceil(K/128)).
 //
-// Three kernels (gemm_fp8.cpp picks one by M, gemm_fp8_bf16.cpp threads them):
+// Four kernels (gemm_fp8.cpp picks one by M, gemm_fp8_bf16.cpp threads them):
 // - dot (M <= kBf16DotMaxM, GEMV and the smallest batches): B's fp8 rows
 //   streamed straight from memory, decoded in registers and dotted with all M
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
 // - blocked dot (M <= kBf16DotBlockedMaxM): lanes along k too, but B decoded
 //   once per block of rows into L1 and shared by every row of A through an
 //   MR x NB register tile; no transpose.
+// - row lanes (M <= kBf16LaneMaxM): the rows of A in the 16 lanes of one zmm
+//   (D^T is computed), B decoded per block of rows into L1 in its natural
+//   order (no transpose) and broadcast pair by pair from memory ({1to16});
+//   one promotion per 64 k-pairs and no horizontal sums, but a zmm of 16 rows
+//   costs the same whatever M, so it pays from about 12 rows.
 // - panel (larger M): B decoded once per K block into bf16 panels of
 //   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
 //   of A; a 6 x 32 register tile of VDPBF16PS with A's bf16 pairs broadcast.
@@ -131,21 +136,32 @@ constexpr int kBf16Nr = 32;          // columns of a panel (two zmm of 16 f32 la
 // K block of the panel kernel (a multiple of kBf16Group): a B panel [kc/2][32]
 // dwords is 32 KiB (L1), a block of nc columns nc KiB (L2).
 constexpr int64_t kBf16Kc = 512;
-// Where the kernels switch, measured on this AMD EPYC (Zen 4 class) with the
-// old and new code interleaved in one process: streaming wins while it
-// decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the blocked
-// kernel at M = 5..16 (0.61-0.99x the time at M = 8, 0.69-0.93x at M = 16 on
-// most shapes); from M = 24 its per-group promotions and final horizontal
-// sums cost more than the panel kernel's transposes at small K (1.08-1.11x
-// at K = 512, 1792), a tie at large K by M = 32.
+// Where the kernels switch, measured on this AMD EPYC (Zen 5, 2026-12-07)
+// with the old and new code interleaved in one process: streaming wins while
+// it decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the blocked
+// kernel at M = 5..11 (0.61-0.99x the panel kernel's time at M = 8); the
+// row-lane kernel from M = 12 (0.85-1.0x the blocked kernel's time at M = 12,
+// 0.71-0.96x at 13, 0.64-0.79x at 16; 1.1-1.6x at M = 5..8, where it still
+// does a whole zmm of rows); at M = 17 it would take a second zmm of rows
+// (two thirds wasted), so the panel kernel takes over.
 constexpr int kBf16DotMaxM = 4;          // the dot kernel takes M <= this
-constexpr int kBf16DotBlockedMaxM = 16;  // the blocked dot kernel M <= this
+constexpr int kBf16DotBlockedMaxM = 11;  // the blocked dot kernel M <= this
 constexpr int kBf16DotSub = 12;          // B rows the blocked dot kernel decodes at a time
 // Scratch of the blocked dot kernel for `rows` rows of A: a decoded B block
 // [kBf16DotSub, kBf16Kc] bf16 and the promoted sums [rows, kBf16DotSub, 16] f32.
 constexpr size_t kBf16DotScratchBytes(int64_t rows) {
   return static_cast<size_t>(kBf16DotSub * kBf16Kc * 2 + rows * kBf16DotSub * 64);
 }
+
+constexpr int kBf16LaneMaxM = 16;  // the row-lane kernel M <= this (one zmm of rows)
+constexpr int kBf16LaneNb = 16;    // B rows the row-lane kernel decodes at a time (its register tile)
+// K block of the row-lane kernel (a multiple of 128): its A block [kc / 2, 16]
+// dwords and two decoded B blocks [kBf16LaneNb, kc] bf16 (one in use, the
+// next being decoded) take 24 KiB of L1.
+constexpr int64_t kBf16LaneKc = 256;
+// Scratch of the row-lane kernel: the two decoded B blocks and the promoted
+// sums [kBf16LaneNb, 16] f32.
+constexpr size_t kBf16LaneScratchBytes = static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2 + kBf16LaneNb * 64);
 
 // tile = A[mr, kc] * B[kc, 32] over kc / 128 whole groups, each promoted with
 // its scales (+ c when accumulate), written to c (kAccumulator) or to d:
@@ -182,6 +198,18 @@ struct Bf16KernelSet {
   // (kBf16DotScratchBytes(rows) bytes, 64-byte aligned).
   bool (*dotBlocked)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
                      int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
+
+  // The row-lane kernel's A operand: dst[p, r] = the bf16 pair (a[r, 2p],
+  // a[r, 2p + 1]) for r < kBf16LaneMaxM (rows >= `rows` as zeros), p < lda / 2.
+  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2, 16] uint32, 64-byte aligned.
+  void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst);
+
+  // The same product as dotRows for rows <= kBf16LaneMaxM, the rows of A in
+  // the lanes of one zmm: B decoded once per kBf16LaneNb rows and K block
+  // into scratch (kBf16LaneScratchBytes, 64-byte aligned).
+  //   a: [lda / 2, 16] from packRowLanes; saT: [lda / 128, 16] f32 (sa transposed, 0 past rows).
+  bool (*laneRows)(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
+                   int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
 
   // Machine-peak probe: `iters` rounds of independent VDPBF16PS chains (zmm).
   // Returns the flops done (4 per f32 lane: two multiply-adds).
