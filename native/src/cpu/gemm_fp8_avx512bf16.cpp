@@ -98,64 +98,74 @@ bool packB(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, ui
 
 // ---- panel microkernel ----------------------------------------------------------
 
-// MR x 32 tile: per k-pair 2 panel loads, MR broadcasts of A's pair and
-// 2 x MR VDPBF16PS into the group's partial sums p0/p1; at each group's end
-// the partials are promoted into f0/f1 with sa[i, g] * sb[g].
-template <int MR>
+// MR x (16 NV) tile over NV / 2 adjacent panels (b, then b + kc / 2 * 32):
+// per k-pair NV panel loads, MR broadcasts of A's pair and MR x NV
+// VDPBF16PS into the group's partial sums p; at each group's end the
+// partials are promoted into f with sa[i, g] * sb (sb0 for the first panel,
+// sb1 for the second: a 64-column tile may straddle two 128-row scale
+// blocks). At MR = 4, NV = 4: 16 independent chains (the instruction's
+// latency x 2 per cycle needs >= 12; 6 x 2 had exactly 12) and 8 loads per
+// 16 VDPBF16PS; f (16 zmm more) lives in L1, touched once per group.
+template <int MR, int NV>
 void micro(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const float* sa, int64_t ldsa,
-           const float* sb, float* c, int64_t ldc, bool accumulate, TileOut out, void* d, int64_t ldd) {
-  __m512 f0[MR], f1[MR];
+           const float* sb0, const float* sb1, float* c, int64_t ldc, bool accumulate, TileOut out, void* d,
+           int64_t ldd) {
+  static_assert(NV == 2 || NV == 4, "one or two panels of 32 columns");
+  alignas(64) float f[MR][NV * 16];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-    f0[i] = f1[i] = _mm512_setzero_ps();
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v += 2) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v + 16), _MM_HINT_T0);
+    }
   }
+  const uint32_t* panel[2] = {b, b + kc / 2 * kBf16Nr};
   const int64_t groups = kc / kBf16Group;
   for (int64_t g = 0; g < groups; ++g) {
-    __m512 p0[MR], p1[MR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) p0[i] = p1[i] = _mm512_setzero_ps();
-    const uint32_t* bg = b + g * kPairsPerGroup * kBf16Nr;
+    __m512 p[MR][NV];
+#pragma GCC unroll 16
+    for (int x = 0; x < MR * NV; ++x) p[x / NV][x % NV] = _mm512_setzero_ps();
     const uint16_t* ag = a + g * kBf16Group;
-    for (int64_t kp = 0; kp < kPairsPerGroup; ++kp) {
-      const __m512bh b0 = asBf16(_mm512_load_si512(bg + kp * kBf16Nr));
-      const __m512bh b1 = asBf16(_mm512_load_si512(bg + kp * kBf16Nr + 16));
+#pragma GCC unroll 2
+    for (int64_t kp = g * kPairsPerGroup; kp < (g + 1) * kPairsPerGroup; ++kp) {
+      __m512bh bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = asBf16(_mm512_load_si512(panel[v / 2] + kp * kBf16Nr + 16 * (v % 2)));
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         int32_t pair;
-        std::memcpy(&pair, ag + i * lda + 2 * kp, 4);
+        std::memcpy(&pair, ag + i * lda + 2 * (kp - g * kPairsPerGroup), 4);
         const __m512bh av = asBf16(_mm512_set1_epi32(pair));
-        p0[i] = _mm512_dpbf16_ps(p0[i], av, b0);
-        p1[i] = _mm512_dpbf16_ps(p1[i], av, b1);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) p[i][v] = _mm512_dpbf16_ps(p[i][v], av, bv[v]);
       }
     }
-    const __m512 sbv = _mm512_set1_ps(sb[g]);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[i * ldsa + g]), sbv);
-      f0[i] = _mm512_fmadd_ps(p0[i], s, f0[i]);
-      f1[i] = _mm512_fmadd_ps(p1[i], s, f1[i]);
+      const float sai = sa[i * ldsa + g];
+      const __m512 s[2] = {_mm512_set1_ps(sai * sb0[g]), _mm512_set1_ps(sai * sb1[g])};
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        float* fv = f[i] + 16 * v;
+        _mm512_store_ps(fv, _mm512_fmadd_ps(p[i][v], s[v / 2], g == 0 ? _mm512_setzero_ps() : _mm512_load_ps(fv)));
+      }
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     float* row = c + i * ldc;
-    if (accumulate) {
-      f0[i] = _mm512_add_ps(f0[i], _mm512_loadu_ps(row));
-      f1[i] = _mm512_add_ps(f1[i], _mm512_loadu_ps(row + 16));
-    }
-    if (out == TileOut::kAccumulator) {
-      _mm512_storeu_ps(row, f0[i]);
-      _mm512_storeu_ps(row + 16, f1[i]);
-    } else if (out == TileOut::kF32) {
-      float* dRow = static_cast<float*>(d) + i * ldd;
-      _mm512_storeu_ps(dRow, f0[i]);
-      _mm512_storeu_ps(dRow + 16, f1[i]);
-    } else {
-      uint16_t* dRow = static_cast<uint16_t*>(d) + i * ldd;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dRow), bf16FromFloat16(f0[i]));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dRow + 16), bf16FromFloat16(f1[i]));
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512 x = _mm512_load_ps(f[i] + 16 * v);
+      if (accumulate) x = _mm512_add_ps(x, _mm512_loadu_ps(row + 16 * v));
+      if (out == TileOut::kAccumulator) {
+        _mm512_storeu_ps(row + 16 * v, x);
+      } else if (out == TileOut::kF32) {
+        _mm512_storeu_ps(static_cast<float*>(d) + i * ldd + 16 * v, x);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(d) + i * ldd + 16 * v), bf16FromFloat16(x));
+      }
     }
   }
 }
@@ -581,7 +591,8 @@ double dotBurn(int64_t iters, float* sink) {
 extern const Bf16KernelSet kAvx512Bf16Kernels = {
     packA,
     packB,
-    {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>},
+    {nullptr, micro<1, 4>, micro<2, 4>, micro<3, 4>, micro<4, 4>},
+    {nullptr, micro<1, 2>, micro<2, 2>, micro<3, 2>, micro<4, 2>},
     dotRows,
     dotBlocked,
     packRowLanes,
@@ -589,6 +600,6 @@ extern const Bf16KernelSet kAvx512Bf16Kernels = {
     dotBurn,
 };
 
-static_assert(kBf16Mr == 6, "kAvx512Bf16Kernels.micro lists MR = 1 .. 6");
+static_assert(kBf16Mr == 4, "kAvx512Bf16Kernels.micro and micro32 list MR = 1 .. 4");
 
 }  // namespace moe::cpu::fp8gemm

@@ -19,7 +19,7 @@
 //
 // * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
-//   block (every row of the tile reuses them) and runs the 6 x 32 microkernel
+//   block (every row of the tile reuses them) and runs the 4 x 64 microkernel
 //   over the tile, accumulating in an f32 tile [mc, nc]; the last K block
 //   writes D directly. Decoding a panel costs about as much as 10 rows of
 //   products, so with M <= mc (every expert segment of a decode step) B is
@@ -43,7 +43,7 @@ namespace {
 constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
 
 // Tile limits of the panel path: a B block [nc, kBf16Kc] bf16 = nc KiB and an
-// A micro-panel (6 rows, 6 KiB) stay in L2 / L1; larger mc only saves B decodes.
+// A micro-panel (4 rows, 4 KiB) stay in L2 / L1; larger mc only saves B decodes.
 constexpr int64_t kMcMax = 384;
 constexpr int64_t kNcMax = 512;
 
@@ -163,9 +163,11 @@ constexpr TileCosts kPanelTileCosts{kMcMax, kNcMax, 10.0, 0.0};
 int64_t panelOffset(int64_t j, int64_t kc) { return (j / kBf16Nr) * (kc / 2) * kBf16Nr; }
 
 // One tile D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K. Rows are cut
-// into near-equal micro-panels of <= kBf16Mr rows; the A micro-panel stays in
-// L1 while the block's B panels stream from L2. On the last K block full
-// panels write D directly; a ragged last panel (N tail) goes through c.
+// into near-equal micro-panels of <= kBf16Mr rows, columns into pairs of
+// panels (64 columns; an odd last panel alone); the A micro-panel stays in
+// L1 while the block's B panels stream from L2. On the last K block the
+// microkernels write D directly, except a last micro-tile that is ragged
+// (N tail): it goes through c.
 void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int64_t tile, uint32_t* bBlock, float* c,
                   NanFlags& nan) {
   const Bf16KernelSet& ks = kAvx512Bf16Kernels;
@@ -174,6 +176,8 @@ void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int6
   const int64_t nPanels = ceilDiv(nEff, kBf16Nr), ldc = nPanels * kBf16Nr;
   const int64_t microPanels = ceilDiv(mEff, kBf16Mr);
   const TileOut direct = p.bf16 ? TileOut::kBf16 : TileOut::kF32;
+  const int64_t lastJ0 = (nPanels - 1) / 2 * 2 * kBf16Nr;  // the last micro-tile's first column
+  const int64_t directCols = ldc > nEff ? lastJ0 : nEff;     // columns the microkernels write to D
   for (int64_t k0 = 0; k0 < a.lda; k0 += kBf16Kc) {
     if (nan.any()) return;
     const int64_t kc = std::min(kBf16Kc, a.lda - k0), g0 = k0 / kBf16Group;
@@ -184,21 +188,23 @@ void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int6
     }
     for (int64_t ip = 0; ip < microPanels; ++ip) {
       const int64_t i0 = mEff * ip / microPanels, h = mEff * (ip + 1) / microPanels - i0;
-      const Bf16MicroKernel kernel = ks.micro[h];
       const uint16_t* aPanel = a.a + (m0 + i0) * a.lda + k0;
       const float* saPanel = a.sa + (m0 + i0) * p.groups + g0;
-      for (int64_t jp = 0; jp < nPanels; ++jp) {
+      for (int64_t jp = 0; jp < nPanels; jp += 2) {
         const int64_t j0 = jp * kBf16Nr;
-        const bool toD = lastK && j0 + kBf16Nr <= nEff;
-        const float* sb = p.sb + ((n0 + j0) / kWeightBlock) * p.groups + g0;  // a panel never crosses a 128-row block
-        kernel(kc, aPanel, a.lda, bBlock + panelOffset(j0, kc), saPanel, p.groups, sb, c + i0 * ldc + j0, ldc, accumulate,
-               toD ? direct : TileOut::kAccumulator, p.dAt(m0 + i0, n0 + j0), p.N);
+        const bool pair = jp + 1 < nPanels;
+        const bool toD = lastK && j0 < directCols;
+        // A panel never crosses a 128-row scale block; the two of a pair may.
+        const float* sb0 = p.sb + ((n0 + j0) / kWeightBlock) * p.groups + g0;
+        const float* sb1 = pair ? p.sb + ((n0 + j0 + kBf16Nr) / kWeightBlock) * p.groups + g0 : sb0;
+        (pair ? ks.micro : ks.micro32)[h](kc, aPanel, a.lda, bBlock + panelOffset(j0, kc), saPanel, p.groups, sb0, sb1,
+                                          c + i0 * ldc + j0, ldc, accumulate, toD ? direct : TileOut::kAccumulator,
+                                          p.dAt(m0 + i0, n0 + j0), p.N);
       }
     }
   }
-  const int64_t fullCols = nEff / kBf16Nr * kBf16Nr;  // written by the microkernels already
-  if (fullCols < nEff)
-    kAvx512Kernels.storeTile(c + fullCols, ldc, mEff, nEff - fullCols, p.dAt(m0, n0 + fullCols), p.N, p.bf16);
+  if (directCols < nEff)
+    kAvx512Kernels.storeTile(c + directCols, ldc, mEff, nEff - directCols, p.dAt(m0, n0 + directCols), p.N, p.bf16);
 }
 
 Status runPanels(const Problem& p, const PackedA& a, NanFlags& nan) {

@@ -122,7 +122,7 @@ const KernelSet& selectedKernels();
 //   costs the same whatever M, so it pays from about 12 rows.
 // - panel (larger M): B decoded once per K block into bf16 panels of
 //   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
-//   of A; a 6 x 32 register tile of VDPBF16PS with A's bf16 pairs broadcast.
+//   of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs broadcast.
 //
 // Batch invariance: in each kernel an output element's K reduction order is
 // fixed by K alone (groups in order; inside a group the same lanes, pairs and
@@ -131,7 +131,7 @@ const KernelSet& selectedKernels();
 // same kernel runs.
 
 constexpr int64_t kBf16Group = 128;  // K per scale group (= per promotion)
-constexpr int kBf16Mr = 6;           // rows of a panel micro-tile: 12 partial + 12 promoted zmm
+constexpr int kBf16Mr = 4;           // rows of a panel micro-tile (4 x 64: 16 partial zmm)
 constexpr int kBf16Nr = 32;          // columns of a panel (two zmm of 16 f32 lanes)
 // K block of the panel kernel (a multiple of kBf16Group): a B panel [kc/2][32]
 // dwords is 32 KiB (L1), a block of nc columns nc KiB (L2).
@@ -163,15 +163,17 @@ constexpr int64_t kBf16LaneKc = 256;
 // sums [kBf16LaneNb, 16] f32.
 constexpr size_t kBf16LaneScratchBytes = static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2 + kBf16LaneNb * 64);
 
-// tile = A[mr, kc] * B[kc, 32] over kc / 128 whole groups, each promoted with
-// its scales (+ c when accumulate), written to c (kAccumulator) or to d:
+// tile = A[mr, kc] * B[kc, 64] (micro) or B[kc, 32] (micro32) over kc / 128
+// whole groups, each promoted with its scales (+ c when accumulate), written
+// to c (kAccumulator) or to d:
 //   a: [mr, lda] bf16 (natural K order, at the block's first k)
-//   b: [kc / 2, 32] dwords of bf16 pairs (bf16PackB)
-//   sa: [mr, ldsa] f32 at the block's first group; sb: [kc / 128] f32 (the panel's scale row)
+//   b: [kc / 2, 32] dwords of bf16 pairs (bf16PackB), the second panel (micro) right after it
+//   sa: [mr, ldsa] f32 at the block's first group; sb0, sb1: [kc / 128] f32 (the two panels' scale rows)
 //   c: [mr, ldc] f32; d: [mr, ldd] f32 or bf16
+// Per output element the operations and their order are the same in both.
 using Bf16MicroKernel = void (*)(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const float* sa,
-                                 int64_t ldsa, const float* sb, float* c, int64_t ldc, bool accumulate, TileOut out,
-                                 void* d, int64_t ldd);
+                                 int64_t ldsa, const float* sb0, const float* sb1, float* c, int64_t ldc,
+                                 bool accumulate, TileOut out, void* d, int64_t ldd);
 
 struct Bf16KernelSet {
   // dst[r, k] = bf16(fp8(A row aRows[m0 + r] (or m0 + r), k)) for r < rows,
@@ -184,7 +186,8 @@ struct Bf16KernelSet {
   //   b: [rows, K] fp8 (the panel's first row); dst: [kc / 2, 32] uint32, 64-byte aligned.
   bool (*packB)(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, uint32_t* dst);
 
-  Bf16MicroKernel micro[kBf16Mr + 1];  // micro[h] computes h rows, 1 <= h <= kBf16Mr
+  Bf16MicroKernel micro[kBf16Mr + 1];    // micro[h]: h rows x 64 columns, 1 <= h <= kBf16Mr
+  Bf16MicroKernel micro32[kBf16Mr + 1];  // micro32[h]: h rows x 32 columns (a tile's odd last panel)
 
   // out[m, j] = sum_g sa[m, g] * sb[g] * sum_{k in g} A[m, k] * fp8(b[j, k])
   // for m < rows (<= kBf16DotMaxM), j < nRows (all inside one 128-row scale block).
