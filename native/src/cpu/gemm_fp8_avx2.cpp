@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C kernels of the fp8 GEMM (see gemm_fp8_kernels.h for the
-// contracts, gemm_fp8_avx512.cpp for the fp8 decode trick, which is the same
-// here with 256-bit vectors).
+// contracts). The packed path decodes fp8 as gemm_fp8_avx512.cpp does (via
+// f16 bits and F16C, with 256-bit vectors); the streaming kernels (small M)
+// build the f32 bits with integer operations (see "small-M streaming").
 //
 // Headers first, then the target pragma: header-defined functions keep the
 // baseline target. Everything below has internal linkage except the KernelSet.
@@ -156,12 +157,104 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
 }
 
 // ---- small-M streaming --------------------------------------------------------
+//
+// The streaming kernels decode fp8 to f32 with integer operations only: the
+// byte s.eeee.mmm moved to the top of a dword, shifted right arithmetically by
+// 4 and masked is the f32 s | eeee << 23 | mmm << 20, that is fp8 * 2^-120
+// exactly: exponent field e for e4m3 exponent e - 7, and the subnormal codes
+// (e = 0) become f32 subnormals with the same mantissa (-0 stays -0; the NaN
+// codes decode to a finite value and are caught on the bytes). F16C's
+// conversion, one per 8 weights, is what bound the previous decode (31.8 GB/s
+// from L2 against 51.7 with a plain move in its place); this one is 9 ALU
+// operations per 32 weights and no shuffle.
+//
+// The factor 2^-120 is split: scaleForStream multiplies A by 2^64
+// (kStreamAUnit) and streamRows multiplies each output by 2^56 (kStreamOutUnit),
+// both exact, so a product is computed as fp8 * a * 2^-56. Results are the
+// exact-rounding ones as long as |a * sb| < 2^64 and the products stay above
+// 2^-70 (f32 subnormals below that), far outside what block-scaled fp8 holds.
+//
+// K order: 32 k at a time, the bytes are loaded as 8 dwords and dword q gives
+// lane q of four vectors, v[j] = k 4q + j. scaleForStream stores A in that
+// order (a[32c + 8j + q] = A[32c + 4q + j]), so each chunk is four FMAs,
+// v[0] .. v[3], into one 8-lane accumulator. A K tail of 16 (K % 32 == 16)
+// uses 4 dwords, lanes 0..3 (a[32c + 4j + q] = A[32c + 4q + j], q < 4), and
+// leaves lanes 4..7 alone. Then the 8 lanes are summed by hsum. Every
+// streaming kernel below does exactly these operations per output, so a row's
+// bits depend on K alone, not on which kernel, row block or K chunk ran it
+// (batch invariance, gemm_fp8.cpp).
 
+constexpr float kStreamAUnit = 0x1p64f;
+constexpr float kStreamOutUnit = 0x1p56f;
+static_assert(kStreamAUnit * kStreamOutUnit == 0x1p120f, "the two factors undo the decode's 2^-120");
+
+// f32 bits of the byte at the top of each word of w, times 2^-120, in the top
+// half of each dword: sign, 4 exponent and 3 mantissa bits shifted right by 4
+// (arithmetically, so that bit 31 keeps the sign) and masked.
+constexpr int kF32Mask = static_cast<int>(0x87F00000u);
+
+// v[j] lane q = fp8(byte 4q + j of d) * 2^-120: 5 shifts and 4 ANDs.
+inline void decode32(__m256i d, __m256 v[4]) {
+  const __m256i mask = _mm256_set1_epi32(kF32Mask);
+  const __m256i odd = _mm256_srai_epi16(d, 4);                           // bytes 1, 3 at the top of their words
+  const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(d, 8), 4);    // bytes 0, 2
+  v[0] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(even, 16), mask));
+  v[1] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(odd, 16), mask));
+  v[2] = _mm256_castsi256_ps(_mm256_and_si256(even, mask));
+  v[3] = _mm256_castsi256_ps(_mm256_and_si256(odd, mask));
+}
+
+// The same for 16 bytes (4 dwords): the K tail.
+inline void decode16(__m128i d, __m128 v[4]) {
+  const __m128i mask = _mm_set1_epi32(kF32Mask);
+  const __m128i odd = _mm_srai_epi16(d, 4);
+  const __m128i even = _mm_srai_epi16(_mm_slli_epi16(d, 8), 4);
+  v[0] = _mm_castsi128_ps(_mm_and_si128(_mm_slli_epi32(even, 16), mask));
+  v[1] = _mm_castsi128_ps(_mm_and_si128(_mm_slli_epi32(odd, 16), mask));
+  v[2] = _mm_castsi128_ps(_mm_and_si128(even, mask));
+  v[3] = _mm_castsi128_ps(_mm_and_si128(odd, mask));
+}
+
+// In-lane 4 x 4 transpose of four vectors (each 128-bit lane on its own).
+inline void transpose4(__m256& r0, __m256& r1, __m256& r2, __m256& r3) {
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  r0 = _mm256_shuffle_ps(t0, t2, 0x44);
+  r1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  r2 = _mm256_shuffle_ps(t1, t3, 0x44);
+  r3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+// dst = src * scaleRow[k / 128] * kStreamAUnit, each row put in the decode's K
+// order (see above).
 void scaleForStream(const float* src, int64_t rows, int64_t K, int64_t ld, const float* scaleRow, float* dst) {
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t k = 0; k < K; k += 8) {  // 8 | 128
-      const __m256 scale = _mm256_set1_ps(scaleRow[k >> 7] * kHalfUnit);
-      _mm256_storeu_ps(dst + r * ld + k, _mm256_mul_ps(_mm256_loadu_ps(src + r * ld + k), scale));
+    const float* in = src + r * ld;
+    float* out = dst + r * ld;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {  // 32 | 128: one scale per chunk
+      const __m256 scale = _mm256_set1_ps(scaleRow[k >> 7] * kStreamAUnit);
+      // x[h] = A[k + 8h .. k + 8h + 7] = rows q = 2h, 2h + 1 of the chunk's [8 q][4 j].
+      const __m256 x0 = _mm256_loadu_ps(in + k), x1 = _mm256_loadu_ps(in + k + 8);
+      const __m256 x2 = _mm256_loadu_ps(in + k + 16), x3 = _mm256_loadu_ps(in + k + 24);
+      // y[h]: row q = h in the low lane, q = h + 4 in the high one; transposed in lane, y[j] = column j.
+      __m256 y0 = _mm256_permute2f128_ps(x0, x2, 0x20), y1 = _mm256_permute2f128_ps(x0, x2, 0x31);
+      __m256 y2 = _mm256_permute2f128_ps(x1, x3, 0x20), y3 = _mm256_permute2f128_ps(x1, x3, 0x31);
+      transpose4(y0, y1, y2, y3);
+      _mm256_storeu_ps(out + k, _mm256_mul_ps(y0, scale));
+      _mm256_storeu_ps(out + k + 8, _mm256_mul_ps(y1, scale));
+      _mm256_storeu_ps(out + k + 16, _mm256_mul_ps(y2, scale));
+      _mm256_storeu_ps(out + k + 24, _mm256_mul_ps(y3, scale));
+    }
+    if (k < K) {  // K % 32 == 16: rows q < 4 only
+      const __m128 scale = _mm_set1_ps(scaleRow[k >> 7] * kStreamAUnit);
+      __m128 x0 = _mm_loadu_ps(in + k), x1 = _mm_loadu_ps(in + k + 4);
+      __m128 x2 = _mm_loadu_ps(in + k + 8), x3 = _mm_loadu_ps(in + k + 12);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      _mm_storeu_ps(out + k, _mm_mul_ps(x0, scale));
+      _mm_storeu_ps(out + k + 4, _mm_mul_ps(x1, scale));
+      _mm_storeu_ps(out + k + 8, _mm_mul_ps(x2, scale));
+      _mm_storeu_ps(out + k + 12, _mm_mul_ps(x3, scale));
     }
   }
 }
@@ -173,17 +266,42 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Every streaming kernel below computes out[m, j] the same way: lane l of one
-// 8-float accumulator sums a[m, k] * fp8(b[j, k]) over k = l, l + 8, l + 16, ...
-// in increasing k (one FMA each), then the 8 lanes are summed by hsum. So a
-// row's bits depend on K alone, not on which kernel, row block or K chunk ran
-// it (batch invariance, gemm_fp8.cpp).
+// An output from its accumulator: the lanes summed, the decode's factor undone.
+inline float finalSum(__m256 acc) { return hsum(acc) * kStreamOutUnit; }
 
-// Software prefetch 1 KiB ahead in every B row being streamed: the hardware
+// acc += a[0..31] * v[0..3] (32 k of one chunk, in order).
+inline __m256 fmaChunk(const float* a, const __m256 v[4], __m256 acc) {
+  acc = _mm256_fmadd_ps(_mm256_loadu_ps(a), v[0], acc);
+  acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), v[1], acc);
+  acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + 16), v[2], acc);
+  return _mm256_fmadd_ps(_mm256_loadu_ps(a + 24), v[3], acc);
+}
+
+// The K tail: lanes 0..3 of acc += a[0..15] * v[0..3]; lanes 4..7 unchanged.
+inline __m256 fmaTail(const float* a, const __m128 v[4], __m256 acc) {
+  __m128 lo = _mm256_castps256_ps128(acc);
+  lo = _mm_fmadd_ps(_mm_loadu_ps(a), v[0], lo);
+  lo = _mm_fmadd_ps(_mm_loadu_ps(a + 4), v[1], lo);
+  lo = _mm_fmadd_ps(_mm_loadu_ps(a + 8), v[2], lo);
+  lo = _mm_fmadd_ps(_mm_loadu_ps(a + 12), v[3], lo);
+  return _mm256_insertf128_ps(acc, lo, 0);
+}
+
+// Software prefetch ahead of every B row being streamed, one line per 64
+// bytes. Long rows (K >= 4096): 1 KiB further along the row; the hardware
 // prefetchers stop at 4 KiB page boundaries (a caller's weights need not sit
 // on huge pages), so each row's next page is requested, and its TLB walk
-// done, before the loads reach it (+5-10% at M = 1).
+// done, before the loads reach it (+5-10% at M = 1). Shorter rows: the same
+// place in the tile(s) >= 4 KiB further on (B's rows are contiguous, a tile
+// is NB of them), as a 1 KiB distance would land inside the tile itself;
+// at K = 512..2048 that streamed 1.15-1.4x the bytes per CPU second.
 constexpr int64_t kPrefetchBytes = 1024;
+constexpr int64_t kPrefetchTileBytes = 4096;
+
+inline int64_t prefetchDistance(int64_t rowBytes, int nb) {
+  if (rowBytes >= 4096) return kPrefetchBytes;
+  return nb * rowBytes * ((kPrefetchTileBytes + nb * rowBytes - 1) / (nb * rowBytes));
+}
 
 inline void prefetchB(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
@@ -203,38 +321,28 @@ struct NanTracker32 {
   }
 };
 
-// 16 fp8 bytes -> acc += a[0..7] * lo + a[8..15] * hi (in this order).
-inline __m256 fma16(const uint8_t* b, const float* a, __m256 acc) {
-  const __m256i h = halfBitsFromFp8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
-  acc = _mm256_fmadd_ps(_mm256_loadu_ps(a), lowHalfToFloat(h), acc);
-  return _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), highHalfToFloat(h), acc);
-}
-
 // Direct form (few rows of A): MR rows of A against NB rows of B over all of
-// K, B decoded in registers, 32 k per step (16 in a last step when K % 32 is
-// 16). Measured with 2 threads streaming 117 MB (CPU time, so the noise of
-// a shared machine drops out), 1 row of A: 23.5-24 GB/s with 16 k per step,
-// NaN check per 16 bytes and no prefetch; 26.4-27.2 GB/s like this. The
-// rest is the F16C conversion: with it replaced by a plain move the same
-// loop streams 39 GB/s.
+// K, B decoded in registers, 32 k per step. Per 32 bytes of B: one load, 2
+// NaN-tracking and 9 decode operations shared by the MR rows, 4 FMAs per row.
 template <int MR, int NB>
 bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo) {
   __m256 acc[MR][NB];
 #pragma GCC unroll 32
   for (int i = 0; i < MR * NB; ++i) acc[i / NB][i % NB] = _mm256_setzero_ps();
   NanTracker32 nan;
+  const int64_t ahead = prefetchDistance(ldb, NB);
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       const uint8_t* row = b + j * ldb + k;
-      if ((k & 63) == 0) prefetchB(row + kPrefetchBytes);
-      nan.add(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)));
+      if ((k & 63) == 0) prefetchB(row + ahead);
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+      nan.add(bytes);
+      __m256 v[4];
+      decode32(bytes, v);
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) {
-        acc[i][j] = fma16(row, a + i * lda + k, acc[i][j]);
-        acc[i][j] = fma16(row + 16, a + i * lda + k + 16, acc[i][j]);
-      }
+      for (int i = 0; i < MR; ++i) acc[i][j] = fmaChunk(a + i * lda + k, v, acc[i][j]);
     }
   }
   bool tailNan = false;
@@ -242,19 +350,21 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
     __m128i tail = _mm_setzero_si128();
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      const uint8_t* row = b + j * ldb + k;
-      tail = trackNan(tail, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j * ldb + k));
+      tail = trackNan(tail, bytes);
+      __m128 v[4];
+      decode16(bytes, v);
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) acc[i][j] = fma16(row, a + i * lda + k, acc[i][j]);
+      for (int i = 0; i < MR; ++i) acc[i][j] = fmaTail(a + i * lda + k, v, acc[i][j]);
     }
     tailNan = sawNan(tail);
   }
 #pragma GCC unroll 32
-  for (int i = 0; i < MR * NB; ++i) out[(i / NB) * ldo + i % NB] = hsum(acc[i / NB][i % NB]);
+  for (int i = 0; i < MR * NB; ++i) out[(i / NB) * ldo + i % NB] = finalSum(acc[i / NB][i % NB]);
   return nan.saw() || tailNan;
 }
 
-// MR x NB accumulators + 2 decoded vectors + temporaries within 16 ymm
+// MR x NB accumulators + 4 decoded vectors + temporaries within 16 ymm
 // registers; one row alone takes 8 rows of B (8 independent FMA chains hide
 // the FMA latency, and 8 streams keep enough loads in flight).
 constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 4 : mr == 3 ? 3 : 2; }
@@ -301,11 +411,13 @@ constexpr int kDotMr = 4;
 constexpr int kDotNb = 3;
 // Both buffers live on the stack (48 KiB together). Per chunk and row block
 // the A rows [4, 512] (8 KiB) stay in L1 across the panel's 4 column groups.
-constexpr int64_t kDotKc = 512;        // K per chunk: a multiple of 16
+constexpr int64_t kDotKc = 512;        // K per chunk: a multiple of 32
 constexpr int64_t kDotPanelRows = 12;  // B rows decoded together: [12, 512] f32 = 24 KiB
 constexpr int64_t kDotRowPanel = 64;   // A rows per pass over B: accumulators [64, 12] x 8 f32 = 24 KiB
 
-// dec[j, k] = fp8(b[j, k0 + k]) / 256 for j < nb, k < kc.   dec: [nb, kDotKc].
+// dec[j, k] = fp8(b[j, k0 + k]) * 2^-120 for j < nb, k < kc, in the decode's
+// K order (32-k chunks of v[0..3], a 16-k tail of four 4-lane vectors).
+//   dec: [nb, kDotKc].
 bool decodePanel(const uint8_t* b, int64_t ldb, int64_t nb, int64_t k0, int64_t kc, float* dec) {
   NanTracker32 nan;
   __m128i tail = _mm_setzero_si128();
@@ -315,32 +427,33 @@ bool decodePanel(const uint8_t* b, int64_t ldb, int64_t nb, int64_t k0, int64_t 
     int64_t k = 0;
     for (; k + 32 <= kc; k += 32) {
       if ((k & 63) == 0) prefetchB(src + k + kPrefetchBytes);
-      nan.add(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k)));
-      for (int64_t u = k; u < k + 32; u += 16) {
-        const __m256i h = halfBitsFromFp8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + u)));
-        _mm256_store_ps(dst + u, lowHalfToFloat(h));
-        _mm256_store_ps(dst + u + 8, highHalfToFloat(h));
-      }
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k));
+      nan.add(bytes);
+      __m256 v[4];
+      decode32(bytes, v);
+      for (int q = 0; q < 4; ++q) _mm256_store_ps(dst + k + 8 * q, v[q]);
     }
     if (k < kc) {  // kc % 32 == 16
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k));
       tail = trackNan(tail, bytes);
-      const __m256i h = halfBitsFromFp8(bytes);
-      _mm256_store_ps(dst + k, lowHalfToFloat(h));
-      _mm256_store_ps(dst + k + 8, highHalfToFloat(h));
+      __m128 v[4];
+      decode16(bytes, v);
+      for (int q = 0; q < 4; ++q) _mm_store_ps(dst + k + 4 * q, v[q]);
     }
   }
   return nan.saw() || sawNan(tail);
 }
 
-// acc[i, j] (8 lanes) += a[i, k] * dec[j, k] over k < kc, lane by lane.
+// acc[i, j] (8 lanes) += a[i, k] * dec[j, k] over k < kc, lane by lane, with
+// the K tail (kc % 32 == 16) in lanes 0..3 as streamTile does it.
 //   a: [MR, lda] f32 at the chunk; dec: [NB, kDotKc]; acc: [MR, ldacc] x 8 f32.
 template <int MR, int NB>
 void dotTile(const float* a, int64_t lda, const float* dec, int64_t kc, float* acc, int64_t ldacc) {
   __m256 c[MR][NB];
 #pragma GCC unroll 16
   for (int i = 0; i < MR * NB; ++i) c[i / NB][i % NB] = _mm256_load_ps(acc + ((i / NB) * ldacc + i % NB) * 8);
-  for (int64_t k = 0; k < kc; k += 8) {
+  const int64_t body = kc / 32 * 32;
+  for (int64_t k = 0; k < body; k += 8) {
     __m256 bv[NB];
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) bv[j] = _mm256_load_ps(dec + j * kDotKc + k);
@@ -349,6 +462,15 @@ void dotTile(const float* a, int64_t lda, const float* dec, int64_t kc, float* a
       const __m256 av = _mm256_loadu_ps(a + i * lda + k);
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) c[i][j] = _mm256_fmadd_ps(av, bv[j], c[i][j]);
+    }
+  }
+  if (body < kc) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      __m128 bv[4];
+      for (int q = 0; q < 4; ++q) bv[q] = _mm_load_ps(dec + j * kDotKc + body + 4 * q);
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) c[i][j] = fmaTail(a + i * lda + body, bv, c[i][j]);
     }
   }
 #pragma GCC unroll 16
@@ -397,7 +519,7 @@ bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t*
       }
       for (int64_t i = 0; i < rp; ++i)
         for (int64_t j = 0; j < np; ++j)
-          out[(r0 + i) * ldo + j0 + j] = hsum(_mm256_load_ps(acc + (i * kDotPanelRows + j) * 8));
+          out[(r0 + i) * ldo + j0 + j] = finalSum(_mm256_load_ps(acc + (i * kDotPanelRows + j) * 8));
     }
   }
   return nan;
