@@ -28,9 +28,9 @@ std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows,
 
 // One task of an experts op (expertUp, the contiguous grouped GEMM): rows of
 // one group against a run of the op's output columns. Decode steps give each
-// expert 1-4 rows, so an expert's whole GEMM is a few microseconds of
-// streaming its weights; cut into column runs, 2 threads get ~16 tasks each
-// and finish together, and the shared expert joins the same parallel region.
+// expert 1-4 rows: where few experts are hit for the threads, column runs
+// give every thread a share. The shared expert is one more such group, so
+// that its weights stream in the same parallel region as the routed ones'.
 struct ExpertTask {
   int64_t group;       // local group, -1 for padding rows, or kSharedGroup
   int64_t row0, rows;  // layout rows (a group) or token rows (the shared expert)
@@ -44,7 +44,7 @@ constexpr int64_t kSharedGroup = -2;
 // that its full row count would pick). A segment of few rows (<= 16, where
 // repacking its A rows per run costs little next to streaming the weights)
 // is cut into runs of whole `colBlock`-column blocks of [0, cols) until
-// there are ~8 tasks per thread; padding segments stay whole.
+// there are >= 4 tasks per thread; padding segments stay whole.
 std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, int64_t sharedRows, int64_t cols, int64_t colBlock,
                                         int threads);
 
