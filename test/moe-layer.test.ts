@@ -70,26 +70,33 @@ describe('MoeLayer', () => {
 
   // The fused path runs the shared expert as one more expert of expertUp and
   // the w2 grouped GEMM (its token rows cut into runs of <= 256 from T = 257
-  // on), and cuts experts of <= 16 rows into runs of 128 columns of I and H:
-  // I = 384 (3 runs), H = 592 (4 whole runs and a ragged one of 80).
+  // on), and with few tasks per thread (8 threads here) cuts experts of <= 16
+  // rows into runs of 128 columns of I and H: I = 384 (3 runs), H = 592 (4
+  // whole runs and a ragged one of 80).
   it('gives the same bits with the shared expert and column runs inside the experts\' tasks as with the separate ops', () => {
     const config: MoeConfig = smallDeepSeekConfig(592, 384);
     const wide = MoeLayer.random(config, { seed: SEED });
     const sharded = MoeLayer.random(config, { seed: SEED, maxShardBytes: 5 * 2 * config.intermediateSize * config.hiddenSize });
-    for (const tokens of [1, 2, 5, 17, 300, 600]) {
-      const x = bf16FromFloat32(randomFloats(tokens * config.hiddenSize, random), [tokens, config.hiddenSize]);
-      for (const batchInvariant of [false, true]) {
-        const fused = wide.forwardSync(x, { out: 'f32', batchInvariant }).data;
-        expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(sharded.forwardSync(x, { out: 'f32', batchInvariant }).data.buffer))).toBe(0);
-        process.env.MOE_FUSED_EXPERTS = '0';
-        let separate: Float32Array;
-        try {
-          separate = wide.forwardSync(x, { out: 'f32', batchInvariant }).data as Float32Array;
-        } finally {
-          delete process.env.MOE_FUSED_EXPERTS;
+    const threads = getNumThreads();
+    try {
+      for (const [tokens, pool] of [[1, 8], [2, 8], [5, 8], [17, 8], [1, threads], [300, threads], [600, threads]]) {
+        setNumThreads(pool);
+        const x = bf16FromFloat32(randomFloats(tokens * config.hiddenSize, random), [tokens, config.hiddenSize]);
+        for (const batchInvariant of [false, true]) {
+          const fused = wide.forwardSync(x, { out: 'f32', batchInvariant }).data;
+          expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(sharded.forwardSync(x, { out: 'f32', batchInvariant }).data.buffer))).toBe(0);
+          process.env.MOE_FUSED_EXPERTS = '0';
+          let separate: Float32Array;
+          try {
+            separate = wide.forwardSync(x, { out: 'f32', batchInvariant }).data as Float32Array;
+          } finally {
+            delete process.env.MOE_FUSED_EXPERTS;
+          }
+          expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(separate.buffer)), `T=${tokens} threads=${pool} batchInvariant=${batchInvariant} ${seedNote}`).toBe(0);
         }
-        expect(Buffer.compare(Buffer.from(fused.buffer), Buffer.from(separate.buffer)), `T=${tokens} batchInvariant=${batchInvariant} ${seedNote}`).toBe(0);
       }
+    } finally {
+      setNumThreads(threads);
     }
   });
 
