@@ -39,6 +39,22 @@ inline __m128i trackNan(__m128i acc, __m128i bytes) {
 }
 inline bool sawNan(__m128i acc) { return _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_set1_epi8(-1))) != 0; }
 
+// NaN codes over 32 bytes in two operations: 0x7F is the largest signed
+// byte, 0xFF the largest unsigned one.
+struct NanTracker32 {
+  __m256i signedMax, unsignedMax;
+  NanTracker32() : signedMax(_mm256_set1_epi8(-128)), unsignedMax(_mm256_setzero_si256()) {}
+  void add(__m256i bytes) {
+    signedMax = _mm256_max_epi8(signedMax, bytes);
+    unsignedMax = _mm256_max_epu8(unsignedMax, bytes);
+  }
+  bool saw() const {
+    const __m256i nan = _mm256_or_si256(_mm256_cmpeq_epi8(signedMax, _mm256_set1_epi8(0x7F)),
+                                        _mm256_cmpeq_epi8(unsignedMax, _mm256_set1_epi8(-1)));
+    return _mm256_movemask_epi8(nan) != 0;
+  }
+};
+
 // ---- packing ----------------------------------------------------------------
 
 bool packA(const uint8_t* src, int64_t lds, const float* scales, int64_t ldScales, int64_t rows,
@@ -60,52 +76,67 @@ bool packA(const uint8_t* src, int64_t lds, const float* scales, int64_t ldScale
   return sawNan(nan);
 }
 
-// 16x16 byte transpose: on return x[j] holds byte j of the 16 input rows.
-// Four rounds of unpacks (8, 16, 32, 64 bits), 64 shuffles for 256 bytes.
-inline void transpose16x16Bytes(__m128i x[16]) {
-  __m128i a[16], b[16], c[16];
+// Two 16x16 byte transposes at once, one per 128-bit lane: on return lane h
+// of x[j] holds byte j of lane h of the 16 input rows. Four rounds of
+// unpacks (8, 16, 32, 64 bits), 64 shuffles for 512 bytes.
+inline void transpose16x16BytesPerLane(__m256i x[16]) {
+  __m256i a[16], b[16], c[16];
   for (int p = 0; p < 8; ++p) {  // a[2p + h]: rows 2p, 2p+1; bytes 8h .. 8h+7
-    a[2 * p] = _mm_unpacklo_epi8(x[2 * p], x[2 * p + 1]);
-    a[2 * p + 1] = _mm_unpackhi_epi8(x[2 * p], x[2 * p + 1]);
+    a[2 * p] = _mm256_unpacklo_epi8(x[2 * p], x[2 * p + 1]);
+    a[2 * p + 1] = _mm256_unpackhi_epi8(x[2 * p], x[2 * p + 1]);
   }
   for (int q = 0; q < 4; ++q) {  // b[4q + s]: rows 4q .. 4q+3; bytes 4s .. 4s+3
     for (int h = 0; h < 2; ++h) {
-      b[4 * q + 2 * h] = _mm_unpacklo_epi16(a[4 * q + h], a[4 * q + 2 + h]);
-      b[4 * q + 2 * h + 1] = _mm_unpackhi_epi16(a[4 * q + h], a[4 * q + 2 + h]);
+      b[4 * q + 2 * h] = _mm256_unpacklo_epi16(a[4 * q + h], a[4 * q + 2 + h]);
+      b[4 * q + 2 * h + 1] = _mm256_unpackhi_epi16(a[4 * q + h], a[4 * q + 2 + h]);
     }
   }
   for (int u = 0; u < 2; ++u) {  // c[8u + t]: rows 8u .. 8u+7; bytes 2t, 2t+1
     for (int s = 0; s < 4; ++s) {
-      c[8 * u + 2 * s] = _mm_unpacklo_epi32(b[8 * u + s], b[8 * u + 4 + s]);
-      c[8 * u + 2 * s + 1] = _mm_unpackhi_epi32(b[8 * u + s], b[8 * u + 4 + s]);
+      c[8 * u + 2 * s] = _mm256_unpacklo_epi32(b[8 * u + s], b[8 * u + 4 + s]);
+      c[8 * u + 2 * s + 1] = _mm256_unpackhi_epi32(b[8 * u + s], b[8 * u + 4 + s]);
     }
   }
   for (int t = 0; t < 8; ++t) {
-    x[2 * t] = _mm_unpacklo_epi64(c[t], c[8 + t]);
-    x[2 * t + 1] = _mm_unpackhi_epi64(c[t], c[8 + t]);
+    x[2 * t] = _mm256_unpacklo_epi64(c[t], c[8 + t]);
+    x[2 * t + 1] = _mm256_unpackhi_epi64(c[t], c[8 + t]);
   }
 }
 
+// One k of a panel: 16 fp8 codes (one per column) -> 16 scaled floats.
+inline void storePanelRow(__m128i bytes, __m256 scale, float* out) {
+  const __m256i h = halfBitsFromFp8(bytes);
+  _mm256_store_ps(out, _mm256_mul_ps(lowHalfToFloat(h), scale));
+  _mm256_store_ps(out + 8, _mm256_mul_ps(highHalfToFloat(h), scale));
+}
+
+// 32 k per step: each row's 32 bytes in one load, k .. k+15 in the low lane
+// and k+16 .. k+31 in the high one, transposed lane by lane (0.87-0.92x the
+// time of one 16 x 16 transpose per 16 k with 128-bit vectors). k and k+31
+// share a scale group (32 | 128). A last step of 16 k (kc % 32 == 16) leaves
+// the high lane zero and unstored.
 bool packB(const uint8_t* src, int64_t lds, const float* scaleRow, int64_t rows, int64_t k0, int64_t kc,
            float* dst) {
-  __m128i nan = _mm_setzero_si128();
-  for (int64_t k = 0; k < kc; k += 16) {
-    __m128i x[16];
+  NanTracker32 nan;
+  for (int64_t k = 0; k < kc; k += 32) {
+    const bool full = k + 32 <= kc;
+    __m256i x[16];
     for (int r = 0; r < 16; ++r) {
-      x[r] = r < rows ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + r * lds + k0 + k))
-                      : _mm_setzero_si128();
-      nan = trackNan(nan, x[r]);
+      const uint8_t* row = src + r * lds + k0 + k;
+      x[r] = r >= rows ? _mm256_setzero_si256()
+             : full    ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row))
+                       : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+      nan.add(x[r]);
     }
-    transpose16x16Bytes(x);
+    transpose16x16BytesPerLane(x);
     const __m256 scale = _mm256_set1_ps(scaleRow[(k0 + k) >> 7] * kHalfUnit);
     float* out = dst + k * kNr;
-    for (int j = 0; j < 16; ++j) {
-      const __m256i h = halfBitsFromFp8(x[j]);
-      _mm256_store_ps(out + j * kNr, _mm256_mul_ps(lowHalfToFloat(h), scale));
-      _mm256_store_ps(out + j * kNr + 8, _mm256_mul_ps(highHalfToFloat(h), scale));
+    for (int j = 0; j < 16; ++j) storePanelRow(_mm256_castsi256_si128(x[j]), scale, out + j * kNr);
+    if (full) {
+      for (int j = 0; j < 16; ++j) storePanelRow(_mm256_extracti128_si256(x[j], 1), scale, out + (16 + j) * kNr);
     }
   }
-  return sawNan(nan);
+  return nan.saw();
 }
 
 // ---- microkernel ------------------------------------------------------------
@@ -305,21 +336,6 @@ inline int64_t prefetchDistance(int64_t rowBytes, int nb) {
 
 inline void prefetchB(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
-// NaN codes over 32 bytes in two operations: 0x7F is the largest signed
-// byte, 0xFF the largest unsigned one.
-struct NanTracker32 {
-  __m256i signedMax, unsignedMax;
-  NanTracker32() : signedMax(_mm256_set1_epi8(-128)), unsignedMax(_mm256_setzero_si256()) {}
-  void add(__m256i bytes) {
-    signedMax = _mm256_max_epi8(signedMax, bytes);
-    unsignedMax = _mm256_max_epu8(unsignedMax, bytes);
-  }
-  bool saw() const {
-    const __m256i nan = _mm256_or_si256(_mm256_cmpeq_epi8(signedMax, _mm256_set1_epi8(0x7F)),
-                                        _mm256_cmpeq_epi8(unsignedMax, _mm256_set1_epi8(-1)));
-    return _mm256_movemask_epi8(nan) != 0;
-  }
-};
 
 // Direct form (few rows of A): MR rows of A against NB rows of B over all of
 // K, B decoded in registers, 32 k per step. Per 32 bytes of B: one load, 2
