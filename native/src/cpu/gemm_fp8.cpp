@@ -199,10 +199,12 @@ Status gemmPacked(const KernelSet& ks, const Problem& p) {
 // ---- streaming path ---------------------------------------------------------
 
 // Rows of B per task: a divisor of 128 (a task stays inside one scale block),
-// as large as possible while leaving >= 8 tasks per thread for balance.
+// as large as possible while leaving >= 16 tasks per thread for balance (the
+// pool hands tasks out one at a time: with 8, N = 2112 made 17 tasks of 128
+// rows for 2 threads, one thread streaming the last alone).
 int64_t streamRowsPerTask(int64_t N, int threads) {
   int64_t rows = kWeightBlock;
-  while (rows > 16 && ceilDiv(N, rows) < 8 * threads) rows /= 2;
+  while (rows > 16 && ceilDiv(N, rows) < 16 * threads) rows /= 2;
   return rows;
 }
 

@@ -8,6 +8,7 @@
 // when gemmUsesAvx512Bf16().
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -177,14 +178,24 @@ void micro(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const 
 // row; per group and (row, B row) one promotion FMA.
 //
 // B's rows are contiguous, so a task reads one region in NB parallel streams.
-// Each 64-byte load prefetches the line `ahead` bytes further: with long rows
-// 8 KiB / NB further along its own row (the streams together keep ~8 KiB in
-// flight); with short rows (K < 4096: streams too short-lived for the hardware
-// prefetchers) the same place in the tile(s) far enough ahead to be 8 KiB on.
+// Each 64-byte load prefetches the line `ahead` bytes further (dotAhead):
+// with long rows 8 KiB / NB further along its own row (the streams together
+// keep ~8 KiB in flight), and within `ahead` of the row's end the same row of
+// the next tile, so that a tile starts warm; with short rows (K < 4096:
+// streams too short-lived for the hardware prefetchers) the same place in the
+// tile(s) far enough ahead to be 8 KiB on.
+constexpr int64_t kDotAheadBytes = 8192;
+constexpr int64_t kDotLongRow = 4096;
+
+inline int64_t dotAhead(int64_t K, int nb) {
+  return K >= kDotLongRow ? kDotAheadBytes / nb : nb * K * ((kDotAheadBytes + nb * K - 1) / (nb * K));
+}
+
 template <int MR, int NB>
 bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, const uint8_t* b, int64_t K,
              const float* sb, float* out, int64_t ldo) {
-  const int64_t ahead = K >= 4096 ? 8192 / NB : NB * K * ((8192 + NB * K - 1) / (NB * K));
+  const int64_t ahead = dotAhead(K, NB);
+  const int64_t wrap = K >= kDotLongRow ? (NB - 1) * K : 0;  // row j + ahead past its end -> row j + NB
   __m512 fin[MR][NB];
 #pragma GCC unroll 16
   for (int x = 0; x < MR * NB; ++x) fin[x / NB][x % NB] = _mm512_setzero_ps();
@@ -198,7 +209,7 @@ bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, cons
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
         const uint8_t* row = b + j * K;
-        _mm_prefetch(reinterpret_cast<const char*>(row + k + ahead), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row + k + ahead + (k + ahead >= K ? wrap : 0)), _MM_HINT_T0);
         const __m512i bytes = loadRow64(row, k, K);
         nan = trackNan64(nan, bytes);
         __m512i lo, hi;
@@ -257,10 +268,22 @@ DotTileFn pickDotTile(int mr, int nb) {
 
 static_assert(kBf16DotMaxM == 4, "pickDotTile instantiates MR = 1 .. 4");
 
+// A task's first lines are not prefetched by an earlier tile (the tile before
+// them belongs to a task another thread may be running): the first tile
+// requests its first `ahead` bytes of every row (short rows: of the region)
+// together before it starts.
+void warmFirstTile(const uint8_t* b, int64_t K, int64_t nRows, int nb) {
+  const int64_t ahead = dotAhead(K, nb);
+  const int64_t streams = K >= kDotLongRow ? nb : 1, bytes = K >= kDotLongRow ? ahead : std::min(ahead, nRows * K);
+  for (int64_t j = 0; j < streams; ++j)
+    for (int64_t x = 0; x < bytes; x += 64) _mm_prefetch(reinterpret_cast<const char*>(b + j * K + x), _MM_HINT_T0);
+}
+
 bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b, int64_t K,
              int64_t nRows, const float* sb, float* out, int64_t ldo) {
   bool nan = false;
   const int mr = static_cast<int>(rows);
+  warmFirstTile(b, K, nRows, static_cast<int>(nRows < nbFor(mr) ? nRows : nbFor(mr)));
   for (int64_t j = 0; j < nRows;) {
     const int nb = static_cast<int>(nRows - j < nbFor(mr) ? nRows - j : nbFor(mr));
     nan |= pickDotTile(mr, nb)(a, lda, sa, ldsa, b + j * K, K, sb, out + j, ldo);
