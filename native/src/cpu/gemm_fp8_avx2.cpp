@@ -19,6 +19,11 @@ namespace {
 
 // Micro-tile 6 x 16: 12 ymm accumulators + 2 B vectors + 1 broadcast of 16
 // registers. Per k: 12 FMAs (6 cycles on 2 ports) against 2 + 6 loads.
+// Measured on this Zen 5 (thread CPU time): alone, with its B panel in L1
+// and A in L2, 97-100% of fmaBurn; inside the GEMM (one core, M >= 128)
+// 88-95%, the rest mostly packing B (~0.1 ns per weight: ~10% of the time at
+// M = 64, ~5% at M = 128). nr = 24 (4 x 24, one load fewer per 12 FMAs) is
+// ruled out: a panel must not cross a 128-row scale block, so nr divides 128.
 constexpr int kMr = 6;
 constexpr int kNr = 16;
 
@@ -560,7 +565,12 @@ bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t*
 // packed path (2 threads, CPU time per call so that a shared machine's noise
 // drops out, the six benchmark shapes), GFLOP/s decoded streaming vs packed:
 // M = 16: 122-143 vs 105-125; M = 32: 136-156 vs 97-141 (5 of 6 shapes
-// ahead); M = 64: 133-169 vs 143-157 (4 of 6 behind).
+// ahead); M = 64: 133-169 vs 143-157 (4 of 6 behind). Again after the packed
+// path packed its B panels into L1 (and the streaming kernels dropped F16C),
+// same method, four shapes, time packed / streaming: M = 12-20: 0.98-1.12;
+// M = 24: 0.93-1.04; M = 28-32: 0.96-1.07; M = 40-64: 0.92-1.00 (one run's
+// first shape, disturbed by the load, left out). The crossover still lies
+// near 32.
 constexpr int kStreamMaxM = 32;
 
 bool streamRows(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
