@@ -7,6 +7,7 @@ import { calcDiff } from './helpers/reference';
 import { layerTensors, softmaxFamilyCheckpoint, tempDirs, writeCheckpoint, writeCheckpointFiles } from './helpers/checkpoint';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
+import { PREPARED_SIZES, Workspace } from '../lib/moe/workspace';
 
 const random = rng();
 
@@ -138,6 +139,31 @@ describe('MoeLayer', () => {
       expect(Buffer.compare(Buffer.from(single.buffer), Buffer.from(both.buffer))).toBe(0);
     } finally {
       setNumThreads(threads);
+    }
+  });
+
+  it(`keeps the views of the last ${PREPARED_SIZES} token counts, and every count gets its own rows ${seedNote}`, async () => {
+    const ws = new Workspace(SMALL, 100);
+    const kept = Array.from({ length: PREPARED_SIZES }, (_, i) => ws.prepared(i + 1));
+    expect(ws.prepared(1)).toBe(kept[0]); // a hit makes 1 the most recent: 2 goes next
+    ws.prepared(PREPARED_SIZES + 1);
+    expect(ws.prepared(1)).toBe(kept[0]);
+    expect(ws.prepared(3)).toBe(kept[2]);
+    expect(ws.prepared(2)).not.toBe(kept[1]);
+    for (const [t, p] of [[1, kept[0]], [2, ws.prepared(2)]] as const) {
+      const views = (p as { views: Record<string, { shape: number[] }> }).views;
+      expect(views.ids.shape).toEqual([t, SMALL.topK]);
+    }
+    // Forwards over more sizes than are kept, then the first again: each matches a fresh layer's rows.
+    const layer = MoeLayer.random(SMALL, { seed: SEED });
+    const fresh = MoeLayer.random(SMALL, { seed: SEED });
+    const h = SMALL.hiddenSize;
+    const x = randomFloats((PREPARED_SIZES + 8) * h, random);
+    for (const t of [3, ...Array.from({ length: PREPARED_SIZES + 8 }, (_, i) => i + 1), 3, 17]) {
+      const xt = tensor(x.subarray(0, t * h), [t, h]);
+      const y = (await layer.forward(xt, { out: 'f32' })).data;
+      const expected = fresh.forwardSync(xt, { out: 'f32' }).data;
+      expect(Buffer.compare(Buffer.from(y.buffer, y.byteOffset, y.byteLength), Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength)), `T=${t}`).toBe(0);
     }
   });
 
