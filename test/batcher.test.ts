@@ -111,6 +111,33 @@ describe('MoeBatcher', () => {
     await batcher.close();
   });
 
+  it('asks the layer for a profile only while someone listens on the channel', async () => {
+    const profiles: unknown[] = [];
+    const forward = layer.forward.bind(layer);
+    const spied = Object.assign(Object.create(layer) as MoeLayer, {
+      forward: (x: Tensor, options?: Parameters<MoeLayer['forward']>[1]) => {
+        profiles.push(options?.profile);
+        return forward(x, options);
+      },
+    });
+    const batcher = new MoeBatcher(spied, { out: 'f32' });
+    made.push(batcher);
+    await batcher.submit(rows(2));
+    expect(profiles).toHaveLength(1);
+    expect(profiles[0]).toBeTypeOf('object');
+    expect(events).toHaveLength(1);
+    diagnosticsChannel.unsubscribe(BATCH_CHANNEL, onBatch);
+    try {
+      const x = rows(3);
+      expectOwnRows(await batcher.submit(x), x, 3);
+      expect(profiles).toHaveLength(2);
+      expect(profiles[1]).toBeUndefined();
+      expect(events).toHaveLength(1);
+    } finally {
+      diagnosticsChannel.subscribe(BATCH_CHANNEL, onBatch);
+    }
+  });
+
   it('defaults to bf16 output and takes [H] and bf16-byte requests', async () => {
     const batcher = batcherOf();
     const x = rows(1);

@@ -274,7 +274,8 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     }
     const x = tensor(data, [tokens, h], dtype);
     const bucket = this.buckets?.bucketFor(tokens);
-    const profile = {} as ForwardProfile;
+    // Filled in only for the batch event (expertsHit): with nobody listening the forward reports nothing.
+    const profile = batchChannel.hasSubscribers ? ({} as ForwardProfile) : undefined;
     let failed = false;
     try {
       const y = bucket !== undefined ? await this.buckets!.run(x, bucket) : await this.forward(x, profile);
@@ -304,7 +305,7 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
         tokens,
         paddedTokens: bucket ?? tokens,
         requests: batch.length,
-        expertsHit: profile.activeExperts ?? -1,
+        expertsHit: profile?.activeExperts ?? -1,
         queueMs: waits.reduce((a, b) => a + b, 0) / waits.length,
         maxQueueMs: Math.max(...waits),
         computeMs,
