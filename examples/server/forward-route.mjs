@@ -72,12 +72,12 @@ export function forwardRoute({ layer, batcher, maxRows, deadlineMs, metrics }) {
   return async function forward(request, reply) {
     try {
       const { input, dtype, rows } = rowsOf(request, hidden, maxRows);
-      const signal = clientSignal(request, reply);
       let y; // Tensor<'f32'> [rows, H]
       if (batcher) {
-        y = await batcher.submit(input, { dtype, signal, deadlineMs });
+        y = await batcher.submit(input, { dtype, signal: clientSignal(request, reply), deadlineMs });
       } else {
-        // Unbatched: one forward per request (for comparison).
+        // Unbatched: one forward per request (for comparison). A running
+        // forward cannot be called off, so no signal is made for it.
         const x = Buffer.isBuffer(input) ? tensor(input, [rows, hidden], dtype) : tensor(input, [rows, hidden]);
         y = await layer.forward(x, { out: 'f32' });
       }
