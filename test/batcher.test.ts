@@ -138,6 +138,30 @@ describe('MoeBatcher', () => {
     }
   });
 
+  it(`copies every batch into one reused input buffer per dtype, grown as batches grow ${seedNote}`, async () => {
+    const inputs: ArrayBufferLike[] = [];
+    const forward = layer.forward.bind(layer);
+    const spied = Object.assign(Object.create(layer) as MoeLayer, {
+      forward: (x: Tensor, options?: Parameters<MoeLayer['forward']>[1]) => {
+        inputs.push(x.data.buffer);
+        return forward(x, options);
+      },
+    });
+    const batcher = new MoeBatcher(spied, { out: 'f32', maxBatchTokens: 32 });
+    made.push(batcher);
+    for (const sizes of [[1], [1], [2, 1], [4, 4, 3], [1], [20, 12], [2]]) {
+      const xs = sizes.map(rows);
+      const ys = await Promise.all(xs.map((x) => batcher.submit(x)));
+      ys.forEach((y, i) => expectOwnRows(y, xs[i], sizes[i], `sizes ${sizes}`));
+    }
+    const b = bf16FromFloat32(rows(2), [2, H]);
+    expect(calcDiff((await batcher.submit(b.data)).data as Float32Array, alone(b.data, 2))).toBeLessThan(1e-4);
+    const distinct = [...new Set(inputs)];
+    // f32: 2 rows, then 4, 8, 16, 32 as batches grew; bf16: its own.
+    expect(distinct.length).toBeLessThanOrEqual(6);
+    expect(inputs.length).toBeGreaterThan(distinct.length);
+  });
+
   it('defaults to bf16 output and takes [H] and bf16-byte requests', async () => {
     const batcher = batcherOf();
     const x = rows(1);

@@ -215,7 +215,7 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     }
   }
 
-  /** Starts batches while the engine has room and the wait policy allows. */
+  /** Starts the next batch when none is running (one at a time: see staging) and the wait policy allows. */
   private pump(): void {
     if (this.inFlight > 0 || this.queue.length === 0) return;
     if (!this.closed && this.queuedTokens < this.maxBatchTokens) {
@@ -266,7 +266,7 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     const h = this.hidden;
     const dtype = batch[0].rows.dtype;
     const tokens = batch.reduce((n, p) => n + p.rows.rows, 0);
-    const data = dtype === 'f32' ? new Float32Array(tokens * h) : new Uint16Array(tokens * h); // [T, H]
+    const data = this.staging(dtype, tokens); // [T, H]
     let row = 0;
     for (const p of batch) {
       data.set(p.rows.data, row * h);
@@ -318,6 +318,27 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     this.pump();
     this.checkDrained();
   }
+
+  /**
+   * The batch's input rows [tokens, H]: a prefix of one buffer per dtype,
+   * reused by every batch (one forward runs at a time, and it has finished
+   * reading its input when it settles), grown by doubling up to
+   * maxBatchTokens rows (a larger lone request gets its own size). A new
+   * buffer per batch was an ArrayBuffer allocation, its zeroing and its
+   * sweep for every batch: per request for a lone client.
+   */
+  private staging(dtype: RowDType, tokens: number): Float32Array | Uint16Array {
+    const h = this.hidden;
+    let buffer = this.stagingBuffers[dtype];
+    if (!buffer || buffer.length < tokens * h) {
+      const rows = Math.max(tokens, Math.min(this.maxBatchTokens, 2 * (buffer ? buffer.length / h : 1)));
+      buffer = dtype === 'f32' ? new Float32Array(rows * h) : new Uint16Array(rows * h);
+      this.stagingBuffers[dtype] = buffer;
+    }
+    return buffer.subarray(0, tokens * h);
+  }
+
+  private readonly stagingBuffers: Partial<Record<RowDType, Float32Array | Uint16Array>> = {};
 
   /** One plain forward on the host: output [T, H] on the host. */
   private async forward(x: Tensor, profile: ForwardProfile | undefined): Promise<Tensor> {
