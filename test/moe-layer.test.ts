@@ -150,10 +150,7 @@ describe('MoeLayer', () => {
     expect(ws.prepared(1)).toBe(kept[0]);
     expect(ws.prepared(3)).toBe(kept[2]);
     expect(ws.prepared(2)).not.toBe(kept[1]);
-    for (const [t, p] of [[1, kept[0]], [2, ws.prepared(2)]] as const) {
-      const views = (p as { views: Record<string, { shape: number[] }> }).views;
-      expect(views.ids.shape).toEqual([t, SMALL.topK]);
-    }
+    for (const [t, p] of [[1, kept[0]], [2, ws.prepared(2)]] as const) expect(p.views.ids.shape).toEqual([t, SMALL.topK]);
     // Forwards over more sizes than are kept, then the first again: each matches a fresh layer's rows.
     const layer = MoeLayer.random(SMALL, { seed: SEED });
     const fresh = MoeLayer.random(SMALL, { seed: SEED });
