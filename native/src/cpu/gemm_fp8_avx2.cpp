@@ -202,7 +202,9 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
 // codes decode to a finite value and are caught on the bytes). F16C's
 // conversion, one per 8 weights, is what bound the previous decode (31.8 GB/s
 // from L2 against 51.7 with a plain move in its place); this one is 9 ALU
-// operations per 32 weights and no shuffle.
+// operations per 32 weights and no shuffle. M = 1, one thread, weights in
+// L1/L2: 16.2 -> 24.6-26.3 GB/s; 2 threads from memory: 49-60% of the
+// bandwidth, was 38-45% (bench/RESULTS.md, 2026-12-07).
 //
 // The factor 2^-120 is split: scaleForStream multiplies A by 2^64
 // (kStreamAUnit) and streamRows multiplies each output by 2^56 (kStreamOutUnit),

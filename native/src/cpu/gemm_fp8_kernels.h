@@ -69,7 +69,9 @@ struct KernelSet {
 
   // Small-M path. Prepares A for streamRows against one 128-row block of B:
   // dst[m, k] = src[m, k] * scaleRow[k / 128] * (the factor streamRows' own
-  // fp8 decode leaves out).   src, dst: [rows, ld] f32; scaleRow: [ceil(K/128)].
+  // fp8 decode leaves out), each row's k permuted within 32-k chunks where
+  // the kernel's decode lays B out that way (AVX2).
+  //   src, dst: [rows, ld] f32; scaleRow: [ceil(K/128)].
   void (*scaleForStream)(const float* src, int64_t rows, int64_t K, int64_t ld,
                          const float* scaleRow, float* dst);
 
