@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "cpu/float_environment.h"
+
 namespace moe::cpu {
 
 namespace {
@@ -77,6 +79,7 @@ void ThreadPool::runTasks(int thread) {
 }
 
 void ThreadPool::workerLoop(int thread, uint64_t seen) {
+  const DefaultFloatEnvironment fpEnvironment;  // for the worker's lifetime
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -106,6 +109,7 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     for (int64_t task = 0; task < numTasks; ++task) fn(task, regionThread);
     return;
   }
+  const DefaultFloatEnvironment fpEnvironment;  // the caller's own settings come back on return
   if (numTasks == 1) {
     for (int64_t task = 0; task < numTasks; ++task) fn(task, 0);
     return;

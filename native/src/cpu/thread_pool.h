@@ -34,8 +34,9 @@ class ThreadPool {
   // Runs fn(task, thread) for every task in [0, numTasks), handing tasks out
   // dynamically (a worker that wakes late joins while tasks remain, else
   // sits the region out); `thread` is in [0, numThreads()) and unique among the calls
-  // running at one time, so it can index per-thread scratch memory. Returns
-  // when all tasks are done. A call from inside a task runs serially.
+  // running at one time, so it can index per-thread scratch memory. Tasks
+  // run in the default floating-point environment (float_environment.h).
+  // Returns when all tasks are done. A call from inside a task runs serially.
   //
   // `maxThreads`: the number of per-thread slots the caller sized from an
   // earlier numThreads(); `thread` stays below it even if setNumThreads() grew
