@@ -46,7 +46,7 @@ process.stdout.write(JSON.stringify({ flushed, y: Buffer.from(y.buffer, y.byteOf
 `;
 
 function run(isa: string, preload?: string): { flushed: boolean; y: string } {
-  const env = { ...process.env, MOE_CPU_ISA: isa };
+  const env: NodeJS.ProcessEnv = { ...process.env, MOE_CPU_ISA: isa };
   if (preload) env.LD_PRELOAD = preload;
   else delete env.LD_PRELOAD;
   const child = spawnSync(process.execPath, ['-e', script, '2'], { encoding: 'utf8', env, timeout: 60_000 });
