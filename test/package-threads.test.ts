@@ -13,7 +13,9 @@ describe('the Promise forms run on threads the package owns', () => {
   it('leave fs.readFile as fast behind 8 forwards in flight as when idle (within 20 ms)', async () => {
     const config = smallDeepSeekConfig(1024, 512);
     const layer = MoeLayer.random(config, { seed: 1 });
-    const tokens = 128;
+    // Enough work that 8 forwards outlast the 9 reads by far, however fast the
+    // kernels get (at 128 tokens one forward settled during the reads).
+    const tokens = 512;
     const x = tensor(randomFloats(tokens * config.hiddenSize, rng()), [tokens, config.hiddenSize]);
     await layer.forward(x); // workspaces and weights prepared
     const read = async () => {
