@@ -141,6 +141,45 @@ describe.skipIf(!installed)('examples/server', () => {
   }, 90_000);
 });
 
+describe.skipIf(!installed)('examples/server: a client that goes away', () => {
+  it('takes its queued request out of the queue; its connection\'s earlier answers are unaffected', async () => {
+    // A fixed 60 s wait for company: a lone request stays queued until its client leaves.
+    const { child, address } = await startServer([...SERVER_ARGS, '--max-wait-ms', '60000', '--max-batch-tokens', '2']);
+    try {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const x = Buffer.from(randomFloats(H, random).buffer);
+      const send = (rows: Buffer) =>
+        new Promise<{ req: http.ClientRequest; status: Promise<number> }>((resolve) => {
+          const req = http.request(`${address}/v1/moe/forward`, { method: 'POST', agent, headers: { 'content-type': 'application/octet-stream' } });
+          const status = new Promise<number>((ok, fail) => {
+            req.on('response', (res) => {
+              res.resume();
+              res.on('end', () => ok(res.statusCode!));
+            });
+            req.on('error', fail);
+          });
+          req.end(rows, () => resolve({ req, status }));
+        });
+      const health = async () => ((await (await fetch(`${address}/health`)).json()) as { queuedRequests: number }).queuedRequests;
+      // Two rows fill a batch: answered at once, on the connection used next.
+      expect(await (await send(Buffer.concat([x, x]))).status).toBe(200);
+      const { req, status } = await send(x);
+      status.catch(() => {});
+      /** Polls /health until `n` requests are queued; false after 10 s (the wait for company is 60 s). */
+      const queued = async (n: number) => {
+        for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if ((await health()) === n) return true;
+        return false;
+      };
+      expect(await queued(1)).toBe(true);
+      req.destroy();
+      expect(await queued(0)).toBe(true);
+      agent.destroy();
+    } finally {
+      expect(await stop(child)).toBe(0);
+    }
+  }, 90_000);
+});
+
 describe.skipIf(installed)('examples/server (skipped)', () => {
   it.skip('needs `npm --prefix examples/server ci` (CI installs it)', () => {});
 });

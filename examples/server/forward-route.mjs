@@ -7,6 +7,7 @@
 //     the answer is { "shape": [rows, H], "y": [[...], ...] }.
 // Errors: 400 (bad body, wrong width, NaN), 413 (body or rows over the
 // limits), 503 (queue full: retry later; or shutting down), 504 (deadline).
+import { setMaxListeners } from 'node:events';
 import { bf16FromFloat32, tensor } from 'moe-kernels';
 
 const STATUS = {
@@ -57,14 +58,26 @@ function rowsOf(request, hidden, maxRows) {
   return { input: values, dtype: 'f32', rows: matrix.length };
 }
 
+// One signal per connection, aborted when it closes: a request still
+// unanswered then leaves the queue (or its batch); answered ones have let go
+// of the signal. Made once per connection, not per request: an
+// AbortController and a 'close' listener per request were a lone client's
+// cost on every request.
+const connectionSignals = new WeakMap();
+
 /** Aborted when the client goes away before its answer: its rows leave the queue. */
-function clientSignal(request, reply) {
-  const controller = new AbortController();
-  // The response's 'close' (not the request's, which fires once the body is read).
-  reply.raw.on('close', () => {
-    if (!reply.raw.writableFinished) controller.abort(new Error('the client closed the connection'));
-  });
-  return controller.signal;
+function clientSignal(request) {
+  const socket = request.raw.socket;
+  let signal = connectionSignals.get(socket);
+  if (!signal) {
+    const controller = new AbortController();
+    signal = controller.signal;
+    // Pipelined requests on one connection each listen while they wait.
+    setMaxListeners(0, signal);
+    socket.once('close', () => controller.abort(new Error('the client closed the connection')));
+    connectionSignals.set(socket, signal);
+  }
+  return signal;
 }
 
 export function forwardRoute({ layer, batcher, maxRows, deadlineMs, metrics }) {
@@ -74,7 +87,7 @@ export function forwardRoute({ layer, batcher, maxRows, deadlineMs, metrics }) {
       const { input, dtype, rows } = rowsOf(request, hidden, maxRows);
       let y; // Tensor<'f32'> [rows, H]
       if (batcher) {
-        y = await batcher.submit(input, { dtype, signal: clientSignal(request, reply), deadlineMs });
+        y = await batcher.submit(input, { dtype, signal: clientSignal(request), deadlineMs });
       } else {
         // Unbatched: one forward per request (for comparison). A running
         // forward cannot be called off, so no signal is made for it.

@@ -174,19 +174,25 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     this.wait.arrived(now);
     return new Promise<Tensor>((resolve, reject) => {
       const p: Pending = { rows, enqueuedAt: now, resolve, reject, settled: false, queued: true };
+      this.queue.push(p);
+      this.queuedTokens += rows.rows;
+      // An idle batcher starts the forward in this call: a lone request's
+      // forward starts before its abort listener and deadline timer are made
+      // (no event can fire in between; a forward that failed at once has
+      // settled it already, and then there is nothing to watch).
+      this.pump();
+      if (p.settled || (signal === undefined && deadlineMs === undefined)) return;
       let timer: NodeJS.Timeout | undefined;
       const onAbort = () => this.drop(p, abortError(signal!), 'aborted');
       if (deadlineMs !== undefined) {
         timer = setTimeout(() => this.drop(p, new MoeError('ERR_MOE_DEADLINE', `MoeBatcher.submit: the request's deadline of ${deadlineMs} ms passed`), 'deadlineExceeded'), deadlineMs);
       }
-      signal?.addEventListener('abort', onAbort, { once: true });
+      // Not { once: true }: cleanup removes the listener whatever settles the request, and drop() ignores a settled one.
+      signal?.addEventListener('abort', onAbort);
       p.cleanup = () => {
         if (timer) clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
       };
-      this.queue.push(p);
-      this.queuedTokens += rows.rows;
-      this.pump();
     });
   }
 
@@ -265,7 +271,8 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     const start = performance.now();
     const h = this.hidden;
     const dtype = batch[0].rows.dtype;
-    const tokens = batch.reduce((n, p) => n + p.rows.rows, 0);
+    let tokens = 0;
+    for (const p of batch) tokens += p.rows.rows;
     const data = this.staging(dtype, tokens); // [T, H]
     let row = 0;
     for (const p of batch) {
@@ -300,14 +307,20 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     this.counts.batches++;
     this.counts.batchedTokens += tokens;
     if (batchChannel.hasSubscribers) {
-      const waits = batch.map((p) => start - p.enqueuedAt);
+      let sumWait = 0;
+      let maxWait = 0;
+      for (const p of batch) {
+        const wait = start - p.enqueuedAt;
+        sumWait += wait;
+        maxWait = Math.max(maxWait, wait);
+      }
       const event: BatchEvent = {
         tokens,
         paddedTokens: bucket ?? tokens,
         requests: batch.length,
         expertsHit: profile?.activeExperts ?? -1,
-        queueMs: waits.reduce((a, b) => a + b, 0) / waits.length,
-        maxQueueMs: Math.max(...waits),
+        queueMs: sumWait / batch.length,
+        maxQueueMs: maxWait,
         computeMs,
         graph: bucket !== undefined,
         failed,
@@ -340,15 +353,21 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
 
   private readonly stagingBuffers: Partial<Record<RowDType, Float32Array | Uint16Array>> = {};
 
-  /** One plain forward on the host: output [T, H] on the host. */
-  private async forward(x: Tensor, profile: ForwardProfile | undefined): Promise<Tensor> {
-    const y = await this.layer.forward(x, { out: this.out, profile, batchInvariant: this.batchInvariant });
-    if (y.device === 'cpu') return y;
-    try {
-      return y.to('cpu');
-    } finally {
-      y.dispose();
-    }
+  /**
+   * One plain forward on the host: output [T, H] on the host. A CPU layer's
+   * own promise is handed back as it is: a lone client pays every promise
+   * turn between its rows and the forward on each request.
+   */
+  private forward(x: Tensor, profile: ForwardProfile | undefined): Promise<Tensor> {
+    const pending = this.layer.forward(x, { out: this.out, profile, batchInvariant: this.batchInvariant });
+    if (this.layer.device === 'cpu') return pending;
+    return pending.then((y) => {
+      try {
+        return y.to('cpu');
+      } finally {
+        y.dispose();
+      }
+    });
   }
 
   /** Each request gets a [rows, H] view of its own rows of the batch's output (no copy). */
