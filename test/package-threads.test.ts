@@ -10,12 +10,10 @@ import { randomFloats, rng } from './helpers/random';
 // queue behind forwards in flight. On libuv's pool, 8 forwards of ~250 ms
 // held a read for ~300 ms.
 describe('the Promise forms run on threads the package owns', () => {
-  it('leave fs.readFile as fast behind 8 forwards in flight as when idle (within 20 ms)', async () => {
+  it('leave fs.readFile as fast behind 8 or more forwards in flight as when idle (within 20 ms)', async () => {
     const config = smallDeepSeekConfig(1024, 512);
     const layer = MoeLayer.random(config, { seed: 1 });
-    // Enough work that 8 forwards outlast the 9 reads by far, however fast the
-    // kernels get (at 128 tokens one forward settled during the reads).
-    const tokens = 512;
+    const tokens = 256;
     const x = tensor(randomFloats(tokens * config.hiddenSize, rng()), [tokens, config.hiddenSize]);
     await layer.forward(x); // workspaces and weights prepared
     const read = async () => {
@@ -26,13 +24,16 @@ describe('the Promise forms run on threads the package owns', () => {
     const median = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
     const idle: number[] = [];
     for (let i = 0; i < 9; i++) idle.push(await read());
+    // 16 forwards queued, so that 8 or more are still in flight when the last
+    // read ends, however fast the kernels are and however long the reads wait
+    // for the JS thread (a loaded 2-vCPU machine: ~5-15 ms per read).
     let settled = 0;
-    const forwards = Array.from({ length: 8 }, () => layer.forward(x).then(() => settled++));
+    const forwards = Array.from({ length: 16 }, () => layer.forward(x).then(() => settled++));
     const busy: number[] = [];
     for (let i = 0; i < 9; i++) busy.push(await read());
     const settledDuringReads = settled;
     await Promise.all(forwards);
-    expect(settledDuringReads, 'the reads must run while all 8 forwards are in flight').toBe(0);
+    expect(settledDuringReads, 'the reads must run while 8 or more forwards are in flight').toBeLessThanOrEqual(8);
     expect(median(busy), `idle reads ${idle.map((t) => t.toFixed(2)).join(', ')} ms; busy ${busy.map((t) => t.toFixed(2)).join(', ')} ms`).toBeLessThan(median(idle) + 20);
   });
 });
