@@ -8,7 +8,9 @@ const { randomActivations, randomFloats, rng } = await import('./helpers/random'
 
 gemmSuite('avx512bf16');
 
-// Kernels: dot M <= 4; blocked dot M <= 11; row lanes M <= 16; panels M > 16.
+// Kernels: dot M <= 4; blocked dot M <= 11; row lanes M <= 64 (one zmm of
+// rows to M = 16, up to four to 64, each lane's operations the same); panels
+// M > 64.
 // The two dot kernels do the same operations in the same order, so a row's
 // bits also survive the switch between them.
 rowBitsSuite('avx512bf16', [
@@ -21,7 +23,10 @@ rowBitsSuite('avx512bf16', [
   ['row-lane kernel', 16, 0, 12],
   ['row-lane kernel', 16, 2, 14],
   ['row-lane kernel', 13, 1, 12],
-  ['panel kernel', 130, 7, 17],
+  ['row-lane kernel, one and two zmm of rows', 17, 1, 16],
+  ['row-lane kernel, two and four zmm of rows', 64, 7, 17],
+  ['row-lane kernel, three and four zmm of rows', 64, 20, 40],
+  ['panel kernel', 130, 7, 65],
   ['panel kernel', 130, 60, 70],
 ]);
 
@@ -32,7 +37,7 @@ const ran = cpuInfo().gemmIsa === 'avx512bf16';
 describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a NaN code in b${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
   const random = rng();
   const [n, k] = [139, 400];
-  for (const m of [1, 4, 5, 11, 12, 16, 17]) {
+  for (const m of [1, 4, 5, 11, 12, 16, 17, 33, 49, 64, 65]) {
     it(`M=${m}: ERR_MOE_NONFINITE`, () => {
       const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
       b.data.data[n * k - 1] = 0xff;

@@ -446,16 +446,20 @@ bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, i
 // spread over the products, ~300-325 with B streamed from memory (the
 // blocked dot kernel: 220-250).
 
-// dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 (rows >= `rows` as zeros),
-// p < lda / 2: A's rows across the 16 lanes, one k-pair per dword. A 16 x 16
-// dword transpose per 32 k.
+// dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 z (z = ceil(rows / 16)
+// zmm of rows; rows >= `rows` as zeros), p < lda / 2: A's rows across the
+// lanes of z zmm, one k-pair per dword. A 16 x 16 dword transpose per 16
+// rows and 32 k.
 void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst) {
-  for (int64_t k = 0; k < lda; k += 32) {
-    __m512 x[16];
-    for (int r = 0; r < 16; ++r)
-      x[r] = r < rows ? _mm512_load_ps(reinterpret_cast<const float*>(a + r * lda + k)) : _mm512_setzero_ps();
-    transpose16x16(x);  // x[q]: pair k / 2 + q of the 16 rows
-    for (int q = 0; q < 16; ++q) _mm512_store_ps(reinterpret_cast<float*>(dst + (k / 2 + q) * 16), x[q]);
+  const int64_t lanes = (rows + 15) / 16 * 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    for (int64_t k = 0; k < lda; k += 32) {
+      __m512 x[16];
+      for (int r = 0; r < 16; ++r)
+        x[r] = r0 + r < rows ? _mm512_load_ps(reinterpret_cast<const float*>(a + (r0 + r) * lda + k)) : _mm512_setzero_ps();
+      transpose16x16(x);  // x[q]: pair k / 2 + q of the 16 rows
+      for (int q = 0; q < 16; ++q) _mm512_store_ps(reinterpret_cast<float*>(dst + (k / 2 + q) * lanes + r0), x[q]);
+    }
   }
 }
 
@@ -466,19 +470,19 @@ inline __m512 dotBroadcast(__m512 acc, __m512bh a, const uint16_t* b) {
   return acc;
 }
 
-// The row-lane kernel walks its B rows in blocks of kBf16LaneNb rows x
+// The row-lane kernel walks its B rows in blocks of nb rows x
 // kBf16LaneKc, in order: row block by row block, K blocks inside each.
 struct LaneBlock {
-  int64_t s0, ns;  // rows [s0, s0 + ns) of the run, ns <= kBf16LaneNb
+  int64_t s0, ns;  // rows [s0, s0 + ns) of the run, ns <= nb
   int64_t k0, kc;  // K [k0, k0 + kc) of the padded K
 };
 
 struct LaneBlocks {
-  int64_t nRows, lda, kBlocks;
-  int64_t count() const { return (nRows + kBf16LaneNb - 1) / kBf16LaneNb * kBlocks; }
+  int64_t nRows, lda, kBlocks, nb;  // nb: B rows per block (<= kBf16LaneNb)
+  int64_t count() const { return (nRows + nb - 1) / nb * kBlocks; }
   LaneBlock at(int64_t i) const {
-    const int64_t s0 = i / kBlocks * kBf16LaneNb, k0 = i % kBlocks * kBf16LaneKc;
-    return {s0, nRows - s0 < kBf16LaneNb ? nRows - s0 : kBf16LaneNb, k0, lda - k0 < kBf16LaneKc ? lda - k0 : kBf16LaneKc};
+    const int64_t s0 = i / kBlocks * nb, k0 = i % kBlocks * kBf16LaneKc;
+    return {s0, nRows - s0 < nb ? nRows - s0 : nb, k0, lda - k0 < kBf16LaneKc ? lda - k0 : kBf16LaneKc};
   }
 };
 
@@ -500,7 +504,7 @@ void prefetchLaneBlock(const uint8_t* b, int64_t K, const LaneBlock& block) {
     for (int64_t k = 0; k < len; k += 64) _mm_prefetch(reinterpret_cast<const char*>(b + (block.s0 + r) * K + block.k0 + k), _MM_HINT_T0);
 }
 
-// Decodes one block's fp8 rows into bf16 [kBf16LaneNb, kBf16LaneKc] (the
+// Decodes one block's fp8 rows into bf16 [nb, kBf16LaneKc] (the
 // first kc of each row; rows >= ns as zeros), 64 bytes per step, so that the
 // steps can be spread over the previous block's products: the decode's
 // shuffles then share the cycles of the VDPBF16PS instead of following them
@@ -508,15 +512,15 @@ void prefetchLaneBlock(const uint8_t* b, int64_t K, const LaneBlock& block) {
 // its counterpart in the block after (ahead: one block of compute).
 class LaneDecoder {
  public:
-  LaneDecoder(const uint8_t* b, int64_t K, const LaneBlock& block, const LaneBlock* after, uint16_t* dst)
-      : b_(b), K_(K), block_(block), dst_(dst), chunksPerRow_(block.kc / 64) {
+  LaneDecoder(const uint8_t* b, int64_t K, const LaneBlock& block, const LaneBlock* after, uint16_t* dst, int64_t nb)
+      : b_(b), K_(K), block_(block), dst_(dst), chunksPerRow_(block.kc / 64), nb_(nb) {
     if (after != nullptr) {
       next_ = b + after->s0 * K + after->k0;
       nextRows_ = after->ns;
       nextLen_ = K - after->k0 < after->kc ? K - after->k0 : after->kc;
     }
   }
-  bool done() const { return r_ == kBf16LaneNb || chunksPerRow_ == 0; }
+  bool done() const { return r_ == nb_ || chunksPerRow_ == 0; }
 
   inline void step() {
     const int64_t k = c_ * 64;
@@ -546,57 +550,81 @@ class LaneDecoder {
   LaneBlock block_;
   uint16_t* dst_;
   int64_t chunksPerRow_;
+  int64_t nb_;  // rows of the decoded block (rows >= block_.ns as zeros)
   const uint8_t* next_ = nullptr;
   int64_t nextRows_ = 0, nextLen_ = 0;
   int64_t r_ = 0, c_ = 0;
   __m512i nan_ = _mm512_setzero_si512();
 };
 
-// 16 rows of A (lanes) x kBf16LaneNb B columns over one K block of kc: per
-// k-pair one load of A's 16 pairs and 16 VDPBF16PS, each broadcasting one of
-// the decoded B rows' pairs; the partial sums are promoted once per group
-// (1 FMA per 64 VDPBF16PS, no horizontal sums) into fin ([kBf16LaneNb][16]
+// MZ x 16 rows of A (lanes of MZ zmm) x NB B columns over one K block of kc:
+// per k-pair MZ loads of A's pairs and MZ x NB VDPBF16PS, each B row's pair
+// broadcast once (at MZ = 1 straight from memory, {1to16}; else into a
+// register shared by the MZ products); the partial sums are promoted once per
+// group (1 FMA per 64 VDPBF16PS, no horizontal sums) into fin ([NB][MZ * 16]
 // f32, L1), zeroed by the first K block. Every second k-pair also runs one
-// step of the next block's decode (kc / 2 pairs, kBf16LaneNb * kc / 64 steps
-// of a block as long: whatever is left runs after).
+// step of the next block's decode (kc / 2 pairs, NB * kc / 64 steps of a
+// block as long: whatever is left runs after). MZ x NB partial sums, MZ A
+// vectors and a broadcast fit the 32 zmm: NB = 16, 12, 8, 6 for MZ = 1..4.
 // (The decoder is copied in and out so that its state lives in registers.)
-//   a: [kc / 2, 16] dwords; saT: [kc / 128, 16] f32; b: [kBf16LaneNb, kBf16LaneKc] bf16 (the first kc
-//   of each row; a constant stride, so that the 16 broadcasts address off one register); sb: [kc / 128] f32.
+//   a: [kc / 2, MZ * 16] dwords; saT: [kc / 128, MZ * 16] f32; b: [NB, kBf16LaneKc] bf16 (the first kc
+//   of each row; a constant stride, so that the broadcasts address off one register); sb: [kc / 128] f32.
+template <int MZ, int NB>
 void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b, const float* sb, float* fin,
               bool first, LaneDecoder* nextBlock) {
-  constexpr int NB = kBf16LaneNb;
+  constexpr int L = MZ * 16;  // lanes: rows of A
   LaneDecoder next = *nextBlock;
   for (int64_t g = 0; g < kc / kBf16Group; ++g) {
-    __m512 par[NB];
-#pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) par[j] = _mm512_setzero_ps();
+    __m512 par[MZ][NB];
+#pragma GCC unroll 32
+    for (int x = 0; x < MZ * NB; ++x) par[x / NB][x % NB] = _mm512_setzero_ps();
     for (int64_t p = g * kPairsPerGroup; p < (g + 1) * kPairsPerGroup; p += 2) {
       if (!next.done()) next.step();
 #pragma GCC unroll 2
       for (int64_t q = p; q < p + 2; ++q) {
-        const __m512bh av = asBf16(_mm512_load_si512(a + q * 16));
+        __m512bh av[MZ];
+#pragma GCC unroll 4
+        for (int z = 0; z < MZ; ++z) av[z] = asBf16(_mm512_load_si512(a + q * L + 16 * z));
 #pragma GCC unroll 16
-        for (int j = 0; j < NB; ++j) par[j] = dotBroadcast(par[j], av, b + j * kBf16LaneKc + 2 * q);
+        for (int j = 0; j < NB; ++j) {
+          const uint16_t* bj = b + j * kBf16LaneKc + 2 * q;
+          if constexpr (MZ == 1) {
+            par[0][j] = dotBroadcast(par[0][j], av[0], bj);
+          } else {
+            int32_t pair;
+            std::memcpy(&pair, bj, 4);
+            const __m512bh bv = asBf16(_mm512_set1_epi32(pair));
+#pragma GCC unroll 4
+            for (int z = 0; z < MZ; ++z) par[z][j] = _mm512_dpbf16_ps(par[z][j], av[z], bv);
+          }
+        }
       }
     }
-    const __m512 s = _mm512_mul_ps(_mm512_load_ps(saT + g * 16), _mm512_set1_ps(sb[g]));
+    const __m512 sbg = _mm512_set1_ps(sb[g]);
     const bool zero = first && g == 0;
+#pragma GCC unroll 4
+    for (int z = 0; z < MZ; ++z) {
+      const __m512 s = _mm512_mul_ps(_mm512_load_ps(saT + g * L + 16 * z), sbg);
 #pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) {
-      float* f = fin + j * 16;
-      _mm512_store_ps(f, _mm512_fmadd_ps(par[j], s, zero ? _mm512_setzero_ps() : _mm512_load_ps(f)));
+      for (int j = 0; j < NB; ++j) {
+        float* f = fin + j * L + 16 * z;
+        _mm512_store_ps(f, _mm512_fmadd_ps(par[z][j], s, zero ? _mm512_setzero_ps() : _mm512_load_ps(f)));
+      }
     }
   }
   next.finish();
   *nextBlock = next;
 }
 
-bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-              int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
-  constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block
+template <int MZ, int NB>
+bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
+                   int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+  static_assert(NB <= kBf16LaneNb && MZ * NB * 64 <= kBf16LaneFinBytes, "the block and fin fit the scratch");
+  constexpr int L = MZ * 16;
+  constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block (room for kBf16LaneNb rows)
   uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [NB, kc] bf16 each
-  float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, 16] f32
-  const LaneBlocks blocks{nRows, lda, (lda + kBf16LaneKc - 1) / kBf16LaneKc};
+  float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, L] f32
+  const LaneBlocks blocks{nRows, lda, (lda + kBf16LaneKc - 1) / kBf16LaneKc, NB};
   const int64_t count = blocks.count();
   __m512i nan = _mm512_setzero_si512();
   LaneBlock block = blocks.at(0);
@@ -606,7 +634,7 @@ bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, co
   for (int64_t j = 1; j < ahead && j < count; ++j) prefetchLaneBlock(b, K, blocks.at(j));
   {
     const LaneBlock after = ahead < count ? blocks.at(ahead) : LaneBlock{};
-    LaneDecoder first(b, K, block, ahead < count ? &after : nullptr, buf[0]);
+    LaneDecoder first(b, K, block, ahead < count ? &after : nullptr, buf[0], NB);
     first.finish();
     nan = first.nan();
   }
@@ -617,24 +645,39 @@ bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, co
     const LaneBlock after = hasAfter ? blocks.at(i + 1 + ahead) : LaneBlock{};
     // Past the last block: a decoder with nothing to do (no rows, no steps).
     LaneDecoder decoder(b, K, hasNext ? next : LaneBlock{0, 0, 0, 0}, hasAfter ? &after : nullptr,
-                        buf[(i + 1) % 2]);
-    laneTile(block.kc, a + block.k0 / 2 * 16, saT + block.k0 / kBf16Group * 16, buf[i % 2], sb + block.k0 / kBf16Group,
-             fin, block.k0 == 0, &decoder);
+                        buf[(i + 1) % 2], NB);
+    laneTile<MZ, NB>(block.kc, a + block.k0 / 2 * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
+                     sb + block.k0 / kBf16Group, fin, block.k0 == 0, &decoder);
     nan = _mm512_max_epu8(nan, decoder.nan());  // trackNan64 keeps byte maxima
     if (block.k0 + block.kc == lda) {
-      // fin holds D^T (column j of the block in fin[j], rows in lanes): back to rows.
-      __m512 x[16];
-      for (int j = 0; j < 16; ++j) x[j] = _mm512_load_ps(fin + j * 16);
-      transpose16x16(x);
+      // fin holds D^T (column j of the block in fin[j], rows in lanes): back
+      // to rows, 16 at a time.
       const __mmask16 cols = static_cast<__mmask16>((1u << block.ns) - 1);
-      for (int64_t m = 0; m < rows; ++m) _mm512_mask_storeu_ps(out + m * ldo + block.s0, cols, x[m]);
+      for (int z = 0; z < MZ && 16 * z < rows; ++z) {
+        __m512 x[16];
+        for (int j = 0; j < 16; ++j) x[j] = j < NB ? _mm512_load_ps(fin + j * L + 16 * z) : _mm512_setzero_ps();
+        transpose16x16(x);
+        for (int64_t m = 16 * z; m < rows && m < 16 * z + 16; ++m)
+          _mm512_mask_storeu_ps(out + m * ldo + block.s0, cols, x[m - 16 * z]);
+      }
     }
     block = next;
   }
   return sawNan64(nan);
 }
 
-static_assert(kBf16LaneNb == 16, "laneRows transposes fin as one 16 x 16 block");
+bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
+              int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+  switch ((rows + 15) / 16) {
+    case 1: return laneRowsTiled<1, 16>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
+    case 2: return laneRowsTiled<2, 12>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
+    case 3: return laneRowsTiled<3, 8>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
+    default: return laneRowsTiled<4, 6>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
+  }
+}
+
+static_assert(kBf16LaneMaxM <= 64, "laneRows instantiates 1 .. 4 zmm of rows");
+
 
 // ---- peak probe -------------------------------------------------------------
 

@@ -13,9 +13,10 @@
 //   memory bandwidth); above, kBf16DotSub rows at a time are decoded into a
 //   bf16 block in L1 that all M rows reuse (the blocked kernel), each block
 //   prefetching the next; from kBf16DotBlockedMaxM + 1 rows, A is turned
-//   once into pairs across 16 lanes (packRowLanes) and the row-lane kernel
-//   decodes kBf16LaneNb B rows at a time, the next block's decode spread
-//   over the current block's products.
+//   once into pairs across the 16 lanes of one to four zmm (packRowLanes) and
+//   the row-lane kernel decodes 16 to 6 B rows at a time (fewer the more zmm
+//   of rows: its register tile), the next block's decode spread over the
+//   current block's products.
 //
 // * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
@@ -59,10 +60,11 @@ struct PackedA {
   const uint16_t* a;  // [M, lda] bf16
   int64_t lda;        // Kp
   const float* sa;    // [M, groups] f32
-  // The row-lane kernel's form (else null): A's rows across 16 lanes
-  // (packRowLanes) and sa transposed beside it, 0 past M.
-  const uint32_t* lanes;  // [lda / 2, 16] bf16 pairs
-  const float* saT;       // [groups, 16] f32
+  // The row-lane kernel's form (else null): A's rows across the lanes of
+  // L / 16 zmm (packRowLanes; L = 16 ceil(M / 16)) and sa transposed beside
+  // it, 0 past M.
+  const uint32_t* lanes;  // [lda / 2, L] bf16 pairs
+  const float* saT;       // [groups, L] f32
 };
 
 // Packs all of A (parallel over row chunks) and gathers its scales.
@@ -86,17 +88,18 @@ bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
 }
 
 // The row-lane form of a packed A (M <= kBf16LaneMaxM), from its row form:
-// one 16 x 16 transpose per 32 k, on the calling thread (M x K is small
-// next to B's N x K).
+// one 16 x 16 transpose per 16 rows and 32 k, on the calling thread (M x K
+// is small next to B's N x K).
 bool packRowLanes(const Problem& p, PackedA* a) {
-  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * 16) * 4;
-  char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * 16) * 4));
+  const int64_t width = ceilDiv(p.M, 16) * 16;  // rows of A in whole zmm
+  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * width) * 4;
+  char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * width) * 4));
   if (scratch == nullptr) return false;
   auto* lanes = reinterpret_cast<uint32_t*>(scratch);
   auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);
   kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, p.M, lanes);
   for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t m = 0; m < 16; ++m) saT[g * 16 + m] = m < p.M ? a->sa[m * p.groups + g] : 0.0f;
+    for (int64_t m = 0; m < width; ++m) saT[g * width + m] = m < p.M ? a->sa[m * p.groups + g] : 0.0f;
   a->lanes = lanes;
   a->saT = saT;
   return true;

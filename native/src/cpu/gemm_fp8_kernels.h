@@ -117,11 +117,11 @@ const KernelSet& selectedKernels();
 // - blocked dot (M <= kBf16DotBlockedMaxM): lanes along k too, but B decoded
 //   once per block of rows into L1 and shared by every row of A through an
 //   MR x NB register tile; no transpose.
-// - row lanes (M <= kBf16LaneMaxM): the rows of A in the 16 lanes of one zmm
-//   (D^T is computed), B decoded per block of rows into L1 in its natural
-//   order (no transpose) and broadcast pair by pair from memory ({1to16});
-//   one promotion per 64 k-pairs and no horizontal sums, but a zmm of 16 rows
-//   costs the same whatever M, so it pays from about 12 rows.
+// - row lanes (M <= kBf16LaneMaxM): the rows of A in the 16 lanes of one to
+//   four zmm (D^T is computed), B decoded per block of rows into L1 in its
+//   natural order (no transpose) and broadcast pair by pair; one promotion
+//   per 64 k-pairs and no horizontal sums, but a zmm of 16 rows costs the
+//   same whatever rows it holds, so it pays from about 12 rows.
 // - panel (larger M): B decoded once per K block into bf16 panels of
 //   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
 //   of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs broadcast.
@@ -144,8 +144,7 @@ constexpr int64_t kBf16Kc = 512;
 // kernel at M = 5..11 (0.61-0.99x the panel kernel's time at M = 8); the
 // row-lane kernel from M = 12 (0.85-1.0x the blocked kernel's time at M = 12,
 // 0.71-0.96x at 13, 0.64-0.79x at 16; 1.1-1.6x at M = 5..8, where it still
-// does a whole zmm of rows); at M = 17 it would take a second zmm of rows
-// (two thirds wasted), so the panel kernel takes over.
+// does a whole zmm of rows) up to kBf16LaneMaxM; the panel kernel above.
 constexpr int kBf16DotMaxM = 4;          // the dot kernel takes M <= this
 constexpr int kBf16DotBlockedMaxM = 11;  // the blocked dot kernel M <= this
 constexpr int kBf16DotSub = 12;          // B rows the blocked dot kernel decodes at a time
@@ -155,15 +154,22 @@ constexpr size_t kBf16DotScratchBytes(int64_t rows) {
   return static_cast<size_t>(kBf16DotSub * kBf16Kc * 2 + rows * kBf16DotSub * 64);
 }
 
-constexpr int kBf16LaneMaxM = 16;  // the row-lane kernel M <= this (one zmm of rows)
-constexpr int kBf16LaneNb = 16;    // B rows the row-lane kernel decodes at a time (its register tile)
-// K block of the row-lane kernel (a multiple of 128): its A block [kc / 2, 16]
-// dwords and two decoded B blocks [kBf16LaneNb, kc] bf16 (one in use, the
-// next being decoded) take 24 KiB of L1.
+// The row-lane kernel takes M <= this (up to 4 zmm of rows). Against the
+// panel kernel at M = 20..64 (2 threads, weights from memory, four
+// DeepSeek-V3 shapes, interleaved in one process): 0.61-0.90x the time, the
+// panel's transposing pack of B costing more than the lanes it leaves empty
+// (M = 20 fills 20 of 32).
+constexpr int kBf16LaneMaxM = 64;
+constexpr int kBf16LaneNb = 16;    // most B rows the row-lane kernel decodes at a time (its register tile)
+// K block of the row-lane kernel (a multiple of 128): its A block [kc / 2,
+// 16 MZ] dwords (MZ = ceil(M / 16) zmm of rows: 8 to 32 KiB) and two decoded
+// B blocks [NB, kc] bf16 (one in use, the next being decoded; NB <=
+// kBf16LaneNb) stay in L1.
 constexpr int64_t kBf16LaneKc = 256;
-// Scratch of the row-lane kernel: the two decoded B blocks and the promoted
-// sums [kBf16LaneNb, 16] f32.
-constexpr size_t kBf16LaneScratchBytes = static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2 + kBf16LaneNb * 64);
+// Scratch of the row-lane kernel: room for two decoded B blocks of
+// kBf16LaneNb rows and the promoted sums [NB][16 MZ] f32 (MZ x NB <= 24).
+constexpr size_t kBf16LaneFinBytes = 24 * 64;
+constexpr size_t kBf16LaneScratchBytes = static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2) + kBf16LaneFinBytes;
 
 // tile = A[mr, kc] * B[kc, 64] (micro) or B[kc, 32] (micro32) over kc / 128
 // whole groups, each promoted with its scales (+ c when accumulate), written
@@ -205,14 +211,17 @@ struct Bf16KernelSet {
                      int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
 
   // The row-lane kernel's A operand: dst[p, r] = the bf16 pair (a[r, 2p],
-  // a[r, 2p + 1]) for r < kBf16LaneMaxM (rows >= `rows` as zeros), p < lda / 2.
-  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2, 16] uint32, 64-byte aligned.
+  // a[r, 2p + 1]) for r < L = 16 ceil(rows / 16) (rows >= `rows` as zeros),
+  // p < lda / 2; rows <= kBf16LaneMaxM.
+  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2, L] uint32, 64-byte aligned.
   void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst);
 
   // The same product as dotRows for rows <= kBf16LaneMaxM, the rows of A in
-  // the lanes of one zmm: B decoded once per kBf16LaneNb rows and K block
-  // into scratch (kBf16LaneScratchBytes, 64-byte aligned).
-  //   a: [lda / 2, 16] from packRowLanes; saT: [lda / 128, 16] f32 (sa transposed, 0 past rows).
+  // the lanes of L / 16 zmm: B decoded once per block of rows (16, 12, 8, 6
+  // for 1..4 zmm) and K block into scratch (kBf16LaneScratchBytes, 64-byte
+  // aligned).
+  //   a: [lda / 2, L] from packRowLanes; saT: [lda / 128, L] f32 (sa transposed, 0 past rows);
+  //   L = 16 ceil(rows / 16).
   bool (*laneRows)(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
                    int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
 
