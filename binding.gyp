@@ -47,6 +47,7 @@
         "native/src/cpu/dispatch_layout.cpp",
         "native/src/cpu/dispatch.cpp",
         "native/src/cpu/swiglu.cpp",
+        "native/src/cpu/expert_chain.cpp",
         "native/src/cpu/expert_up.cpp",
         "native/src/cpu/segments.cpp",
         "native/src/cpu/combine.cpp",

@@ -39,6 +39,7 @@ enum class OpKind {
   kBatchInvariant,  // the GEMMs and the router honour batchInvariant (ops.h): one path per row at every batch size
   kGroupTable,      // groupedGemmFp8 (contiguous) and expertUp take each group's weights from a GroupTable (ops.h)
   kSharedExpert,    // groupedGemmFp8 (contiguous) and expertUp run the shared expert's product in the same call (ops.h)
+  kExpertChain,     // optional fusion: the layer forward runs expertUp and groupedGemmFp8 without it
 };
 
 // What a backend says about itself and its device (cudaInfo() in lib/).
@@ -84,6 +85,7 @@ class Backend {
   // supportsOp and callers run the separate operations instead.
   virtual Status expertUp(const ExpertUpArgs&, ExecContext&) { return unsupported("expertUp"); }
   virtual Status routerLogitsQuantize(const RouterQuantizeArgs&, ExecContext&) { return unsupported("routerLogitsQuantize"); }
+  virtual Status expertChain(const ExpertChainArgs&, ExecContext&) { return unsupported("expertChain"); }
 
   // The whole MoE layer (core/moe_forward.h), one sequence of the operations
   // above, the same on every backend.

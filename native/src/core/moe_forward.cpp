@@ -131,6 +131,33 @@ void foldShared(const SharedProduct& shared, GroupedGemmFp8Args* g) {
   g->sharedD = shared.d;
 }
 
+// The contiguous grouped GEMM's arguments over the rows [row0, row1) of the
+// experts of shard `s` of `w` (from expert firstExpert on), or, where `t` is
+// in use, over every expert through its group table (s, firstExpert unused).
+// `shared`: the shared expert's product in the same call.
+GroupedGemmFp8Args contiguousGemmArgs(const MoeForwardArgs& args, const ExpertWeights& w, const ShardTable& t, size_t s,
+                                      int64_t firstExpert, int64_t row0, int64_t row1, const TensorView& a,
+                                      const TensorView& aScales, const TensorView& d, const SharedProduct& shared) {
+  GroupedGemmFp8Args g;
+  g.a = rows(a, row0, row1 - row0);
+  g.aScales = rows(aScales, row0, row1 - row0);
+  if (t.use) {
+    g.b = t.first;
+    g.bScales = t.firstScales;
+    g.groupTable = &t.table;
+  } else {
+    g.b = w.data[s];
+    g.bScales = w.scales[s];
+    g.groupOffset = firstExpert;
+  }
+  g.groupIndex = rows(args.ws.groupIndex, row0, row1 - row0);
+  g.d = rows(d, row0, row1 - row0);
+  g.batchInvariant = args.batchInvariant;
+  g.segmentAlign = args.align;  // a shard's first row is its first expert's, a multiple of align
+  foldShared(shared, &g);       // (one call: one shard or the group table)
+  return g;
+}
+
 // The grouped GEMM over all experts of `w`, one call per shard: contiguous
 // rows (a shard's experts own the rows [offsets[e0], offsets[e0 + Gs])), or
 // masked groups (a shard's experts own the groups [e0, e0 + Gs)).
@@ -161,34 +188,45 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
   }
   const ShardTable t = shardTable(backend, w);
   if (t.use) {
-    const int64_t allRows = offsets[t.table.b.size()];
-    GroupedGemmFp8Args g;
-    g.a = rows(a, 0, allRows);
-    g.aScales = rows(aScales, 0, allRows);
-    g.b = t.first;
-    g.bScales = t.firstScales;
-    g.groupTable = &t.table;
-    g.groupIndex = rows(ws.groupIndex, 0, allRows);
-    g.d = rows(d, 0, allRows);
-    g.batchInvariant = args.batchInvariant;
-    g.segmentAlign = args.align;
-    foldShared(shared, &g);
-    return backend.groupedGemmFp8(g, ctx);
+    return backend.groupedGemmFp8(contiguousGemmArgs(args, w, t, 0, 0, 0, offsets[t.table.b.size()], a, aScales, d, shared), ctx);
   }
   return forEachShard(w, offsets.data(), [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
-    GroupedGemmFp8Args g;
-    g.a = rows(a, row0, row1 - row0);
-    g.aScales = rows(aScales, row0, row1 - row0);
-    g.b = w.data[s];
-    g.bScales = w.scales[s];
-    g.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
-    g.d = rows(d, row0, row1 - row0);
-    g.groupOffset = firstExpert;
-    g.batchInvariant = args.batchInvariant;
-    g.segmentAlign = args.align;  // a shard's first row is its first expert's, a multiple of align
-    foldShared(shared, &g);       // (one shard: one call)
-    return backend.groupedGemmFp8(g, ctx);
+    return backend.groupedGemmFp8(contiguousGemmArgs(args, w, t, s, firstExpert, row0, row1, a, aScales, d, shared), ctx);
   });
+}
+
+// The fused first half's arguments (ExpertUpArgs) over the rows [row0, row1)
+// of the experts of shard `s` of `w13` (from expert firstExpert on), or,
+// where `t` is in use, over every expert through its group table.
+// `sharedW13` (non-null: one call): the shared expert's first half in that
+// call, into ws.sharedHq. *swigluSeconds receives the call's SwiGLU time.
+ExpertUpArgs expertUpArgs(const ExpertWeights& w13, const ShardTable& t, size_t s, int64_t firstExpert, int64_t row0, int64_t row1,
+                          const MoeWorkspace& ws, int64_t tokens, bool batchInvariant, const ExpertWeights* sharedW13,
+                          double* swigluSeconds) {
+  ExpertUpArgs up;
+  up.xq = rows(ws.xq, 0, tokens);
+  up.xqScales = rows(ws.xqScales, 0, tokens);
+  up.rowToken = rows(ws.rowToken, row0, row1 - row0);
+  up.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
+  if (t.use) {
+    up.w13 = t.first;
+    up.w13Scales = t.firstScales;
+    up.groupTable = &t.table;
+  } else {
+    up.w13 = w13.data[s];
+    up.w13Scales = w13.scales[s];
+    up.groupOffset = firstExpert;
+  }
+  up.hq = rows(ws.hq, row0, row1 - row0);
+  up.hqScales = rows(ws.hqScales, row0, row1 - row0);
+  up.swigluSeconds = swigluSeconds;
+  up.batchInvariant = batchInvariant;
+  if (sharedW13 != nullptr) {
+    sharedWeights(*sharedW13, &up.sharedW13, &up.sharedW13Scales);
+    up.sharedHq = ws.sharedHq;
+    up.sharedHqScales = ws.sharedHqScales;
+  }
+  return up;
 }
 
 // The fused first half (ExpertUpArgs) over all experts of `w13`, one call per
@@ -197,52 +235,43 @@ Status groupedGemm(Backend& backend, ExecContext& ctx, const MoeForwardArgs& arg
 // ws.sharedHq.
 Status expertUp(Backend& backend, ExecContext& ctx, const ExpertWeights& w13, const MoeWorkspace& ws, int64_t tokens,
                 const int32_t* offsets, double* swigluSeconds, bool batchInvariant, const ExpertWeights* sharedW13) {
-  const auto foldShared = [&](ExpertUpArgs* up) {
-    if (sharedW13 == nullptr) return;
-    sharedWeights(*sharedW13, &up->sharedW13, &up->sharedW13Scales);
-    up->sharedHq = ws.sharedHq;
-    up->sharedHqScales = ws.sharedHqScales;
-  };
   const ShardTable t = shardTable(backend, w13);
-  if (t.use) {
-    const int64_t allRows = offsets[t.table.b.size()];
-    ExpertUpArgs up;
-    up.xq = rows(ws.xq, 0, tokens);
-    up.xqScales = rows(ws.xqScales, 0, tokens);
-    up.rowToken = rows(ws.rowToken, 0, allRows);
-    up.groupIndex = rows(ws.groupIndex, 0, allRows);
-    up.w13 = t.first;
-    up.w13Scales = t.firstScales;
-    up.groupTable = &t.table;
-    up.hq = rows(ws.hq, 0, allRows);
-    up.hqScales = rows(ws.hqScales, 0, allRows);
+  const auto run = [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
     double seconds = 0;
-    up.swigluSeconds = &seconds;
-    up.batchInvariant = batchInvariant;
-    foldShared(&up);
-    MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
+    MOE_RETURN_IF_ERROR(backend.expertUp(
+        expertUpArgs(w13, t, s, firstExpert, row0, row1, ws, tokens, batchInvariant, sharedW13, &seconds), ctx));
     *swigluSeconds += seconds;
     return Status::ok();
-  }
-  return forEachShard(w13, offsets, [&](size_t s, int64_t firstExpert, int64_t row0, int64_t row1) {
-    ExpertUpArgs up;
-    up.xq = rows(ws.xq, 0, tokens);
-    up.xqScales = rows(ws.xqScales, 0, tokens);
-    up.rowToken = rows(ws.rowToken, row0, row1 - row0);
-    up.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
-    up.w13 = w13.data[s];
-    up.w13Scales = w13.scales[s];
-    up.groupOffset = firstExpert;
-    up.hq = rows(ws.hq, row0, row1 - row0);
-    up.hqScales = rows(ws.hqScales, row0, row1 - row0);
-    double seconds = 0;
-    up.swigluSeconds = &seconds;
-    up.batchInvariant = batchInvariant;
-    foldShared(&up);  // (one shard: one call)
-    MOE_RETURN_IF_ERROR(backend.expertUp(up, ctx));
-    *swigluSeconds += seconds;
-    return Status::ok();
-  });
+  };
+  if (t.use) return run(0, 0, 0, offsets[t.table.b.size()]);
+  return forEachShard(w13, offsets, run);
+}
+
+// Both halves of the routed experts (and of the shared expert, with
+// `withShared`) as one expertChain call, where the backend has it and each
+// half is one call (one shard, or a group table): *ran says whether it did.
+// Adds the SwiGLU and second-GEMM times to *swigluSeconds, *gemm2Seconds.
+Status expertChain(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a, const MoeWorkspace& up, int64_t tokens,
+                   const std::vector<int32_t>& offsets, bool withShared, double* swigluSeconds, double* gemm2Seconds, bool* ran) {
+  *ran = false;
+  if (!backend.supportsOp(OpKind::kExpertChain)) return Status::ok();
+  const ShardTable t13 = shardTable(backend, a.w13), t2 = shardTable(backend, a.w2);
+  if (t13.use != t2.use || (!t13.use && (a.w13.data.size() != 1 || a.w2.data.size() != 1))) return Status::ok();
+  const int64_t allRows = offsets.back();
+  if (allRows == 0) return Status::ok();  // (the two calls: no rows, no work)
+  const MoeWorkspace& ws = a.ws;
+  double swiglu = 0, gemm2 = 0;
+  ExpertChainArgs chain;
+  chain.up = expertUpArgs(a.w13, t13, 0, 0, 0, allRows, up, tokens, a.batchInvariant, withShared ? &a.sharedW13 : nullptr, &swiglu);
+  SharedProduct shared;
+  if (withShared) shared = SharedProduct{&a.sharedW2, ws.sharedHq, ws.sharedHqScales, ws.sharedOut};
+  chain.down = contiguousGemmArgs(a, a.w2, t2, 0, 0, 0, allRows, ws.hq, ws.hqScales, ws.y, shared);
+  chain.downSeconds = &gemm2;
+  MOE_RETURN_IF_ERROR(backend.expertChain(chain, ctx));
+  *swigluSeconds += swiglu;
+  *gemm2Seconds += gemm2;
+  *ran = true;
+  return Status::ok();
 }
 
 // MOE_FUSED_EXPERTS=0 runs the separate ops even where the backend has the
@@ -389,7 +418,15 @@ Status routedExperts(Backend& backend, ExecContext& ctx, const MoeForwardArgs& a
     MoeWorkspace up = ws;  // expertUp reads the tokens' rows in place
     up.xq = in.xq;
     up.xqScales = in.xqScales;
-    double swigluSeconds = 0;
+    double swigluSeconds = 0, gemm2Seconds = 0;
+    bool chained = false;
+    MOE_RETURN_IF_ERROR(expertChain(backend, ctx, a, up, in.tokens, offsets, withShared, &swigluSeconds, &gemm2Seconds, &chained));
+    if (chained) {
+      clock.charge(kStageGemm1);
+      clock.move(kStageGemm1, kStageSwiglu, swigluSeconds);
+      clock.move(kStageGemm1, kStageGemm2, gemm2Seconds);
+      return Status::ok();
+    }
     MOE_RETURN_IF_ERROR(expertUp(backend, ctx, a.w13, up, in.tokens, offsets.data(), &swigluSeconds, a.batchInvariant,
                                  withShared ? &a.sharedW13 : nullptr));
     clock.charge(kStageGemm1);

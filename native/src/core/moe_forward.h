@@ -16,7 +16,8 @@
 // (Backend::flagsStatus).
 //
 // Capabilities that differ (supportsOp): the CPU fuses the experts' first
-// half (kExpertUp, kRouterQuantize) and runs sharded expert weights
+// half (kExpertUp, kRouterQuantize), chains both halves in one parallel
+// region (kExpertChain) and runs sharded expert weights
 // (kShardedExperts); `stageSeconds` is host wall time, measured where the
 // backend is not queued (a queued backend's calls return before the work is
 // done: the stages are left at zero).

@@ -178,6 +178,21 @@ struct ExpertUpArgs {
   TensorView sharedHq, sharedHqScales;    // [T, I] fp8_e4m3, [T, ceil(I/128)] f32 (output)
 };
 
+// The routed experts' two halves as one operation where a backend can
+// (OpKind::kExpertChain): expertUp, then the contiguous groupedGemmFp8 of
+// its output by w2, bit-identical to the two calls, with each expert's
+// second GEMM free to start once its own first half is done.
+struct ExpertChainArgs {
+  ExpertUpArgs up;
+  // Contiguous layout over up's rows: a, aScales = up.hq, up.hqScales, the
+  // same groupIndex, groupOffset and groupTable; with up's shared expert,
+  // sharedA, sharedAScales = up.sharedHq, up.sharedHqScales.
+  GroupedGemmFp8Args down;
+  // Optional output: wall-clock seconds of the call spent in the second
+  // GEMM (summed over threads, divided by the threads that shared the work).
+  double* downSeconds = nullptr;
+};
+
 // logits = x * w^T in f32: the router's dense projection.
 struct RouterLogitsArgs {
   TensorView x;       // [T, H] f32 or bf16

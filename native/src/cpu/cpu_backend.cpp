@@ -6,6 +6,7 @@
 #include "cpu/combine.h"
 #include "cpu/dispatch.h"
 #include "cpu/dispatch_layout.h"
+#include "cpu/expert_chain.h"
 #include "cpu/expert_up.h"
 #include "cpu/gemm_fp8.h"
 #include "cpu/grouped_gemm_fp8.h"
@@ -61,6 +62,7 @@ class CpuBackend final : public Backend {
   Status swiglu(const SwigluArgs& args, ExecContext&) override { return cpu::swiglu(args); }
   Status combine(const CombineArgs& args, ExecContext&) override { return cpu::combine(args); }
   Status expertUp(const ExpertUpArgs& args, ExecContext&) override { return cpu::expertUp(args); }
+  Status expertChain(const ExpertChainArgs& args, ExecContext&) override { return cpu::expertChain(args); }
   Status routerLogitsQuantize(const RouterQuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args.quantize, 1, "quantizeActivations"));
     return cpu::routerLogitsQuantize(args);

@@ -18,9 +18,7 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-struct Shape {
-  int64_t tokens, hidden, rows, groups, n;  // n = 2I
-};
+using Shape = ExpertUpJob::Shape;
 
 Status validate(const ExpertUpArgs& a, Shape* shape) {
   MOE_RETURN_IF_ERROR(expectDtype(a.xq, DType::kFP8E4M3, "xq"));
@@ -180,29 +178,42 @@ Status runTask(const ExpertUpArgs& a, const Shape& s, const ExpertTask& t, doubl
 
 }  // namespace
 
+Status ExpertUpJob::prepare(const ExpertUpArgs& args, int threads) {
+  args_ = &args;
+  tasks_.clear();
+  swiglu_.assign(static_cast<size_t>(threads), 0.0);
+  const Status status = validate(args, &shape_);
+  if (!status.isOk()) return Status(status.code(), "expertUp: " + status.message());
+  if (shape_.rows == 0 && (args.sharedW13.data == nullptr || shape_.tokens == 0)) return status;
+  // The tasks cut I into 128-column runs where each run's gate and up rows
+  // start on a 128-row scale block (I a multiple of 128).
+  const int64_t inter = shape_.n / 2;
+  tasks_ = planExpertTasks(contiguousSegments(args.groupIndex.as<const int32_t>(), shape_.rows, args.groupOffset),
+                           args.sharedW13.data != nullptr ? shape_.tokens : 0, inter,
+                           inter % kWeightBlockRows == 0 ? kWeightBlockRows : inter, threads);
+  return status;
+}
+
+Status ExpertUpJob::run(const ExpertTask& task, int thread) {
+  return runTask(*args_, shape_, task, &swiglu_[static_cast<size_t>(thread)]);
+}
+
+double ExpertUpJob::swigluSeconds(bool perTask) const {
+  double seconds = 0;
+  for (double t : swiglu_) seconds += t;
+  // Per-segment tasks share the wall time among the threads; segments run
+  // one after another take theirs whole.
+  return perTask ? seconds / static_cast<double>(swiglu_.size()) : seconds;
+}
+
 Status expertUp(const ExpertUpArgs& args) {
-  Shape shape;
-  Status status = validate(args, &shape);
-  if (status.isOk() && (shape.rows > 0 || (args.sharedW13.data != nullptr && shape.tokens > 0))) {
-    const int threads = ThreadPool::instance().numThreads();
-    std::vector<double> act(static_cast<size_t>(threads), 0.0);  // per thread: seconds in SwiGLU
-    bool perSegmentTasks = false;
-    // The tasks cut I into 128-column runs where each run's gate and up rows
-    // start on a 128-row scale block (I a multiple of 128).
-    const int64_t inter = shape.n / 2;
-    const std::vector<ExpertTask> tasks =
-        planExpertTasks(contiguousSegments(args.groupIndex.as<const int32_t>(), shape.rows, args.groupOffset),
-                        args.sharedW13.data != nullptr ? shape.tokens : 0, inter,
-                        inter % kWeightBlockRows == 0 ? kWeightBlockRows : inter, threads);
-    status = forEachExpertTask(
-        tasks, [&](const ExpertTask& t, int thread) { return runTask(args, shape, t, &act[static_cast<size_t>(thread)]); },
-        &perSegmentTasks, threads);
-    // Per-segment tasks share the wall time among the threads; segments run
-    // one after another take theirs whole.
-    double seconds = 0;
-    for (double t : act) seconds += t;
-    if (args.swigluSeconds) *args.swigluSeconds = perSegmentTasks ? seconds / threads : seconds;
-  }
+  ExpertUpJob job;
+  const int threads = ThreadPool::instance().numThreads();
+  MOE_RETURN_IF_ERROR(job.prepare(args, threads));
+  bool perTask = false;
+  const Status status =
+      forEachExpertTask(job.tasks(), [&](const ExpertTask& t, int thread) { return job.run(t, thread); }, &perTask, threads);
+  if (args.swigluSeconds) *args.swigluSeconds = job.swigluSeconds(perTask);
   if (status.isOk()) return status;
   return Status(status.code(), "expertUp: " + status.message());
 }

@@ -75,27 +75,36 @@ Status runTask(const GroupedGemmFp8Args& args, const ExpertTask& t, int64_t n, i
   return Status::ok();
 }
 
-// Runs the segments (and the shared expert's rows): a group's rows as dense
-// GEMMs against that group's weights, padding rows (and a masked group's
-// unused rows) as zeros.
-Status runSegments(const GroupedGemmFp8Args& args, const std::vector<Segment>& segments, int64_t n, int64_t k) {
-  const int threads = ThreadPool::instance().numThreads();
+// The tasks over the segments (and the shared expert's rows): a group's rows
+// as dense GEMMs against that group's weights, padding rows (and a masked
+// group's unused rows) as zeros.
+std::vector<ExpertTask> segmentTasks(const GroupedGemmFp8Args& args, const std::vector<Segment>& segments, int64_t n, int threads) {
   const int64_t sharedRows = args.sharedA.data != nullptr ? args.sharedA.dim(0) : 0;
-  return forEachExpertTask(planExpertTasks(segments, sharedRows, n, kWeightBlockRows, threads),
-                           [&](const ExpertTask& t, int) { return runTask(args, t, n, k); }, nullptr, threads);
+  return planExpertTasks(segments, sharedRows, n, kWeightBlockRows, threads);
 }
 
-Status contiguous(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
-  const int64_t groups = shape.groups, n = shape.n, k = shape.k, rows = shape.rows;
+Status runSegments(const GroupedGemmFp8Args& args, const std::vector<Segment>& segments, int64_t n, int64_t k) {
+  const int threads = ThreadPool::instance().numThreads();
+  return forEachExpertTask(segmentTasks(args, segments, n, threads), [&](const ExpertTask& t, int) { return runTask(args, t, n, k); },
+                           nullptr, threads);
+}
+
+// The contiguous layout's groupIndex: -1 or a group of this call's weights.
+Status checkGroupIndex(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
   const int32_t* groupIndex = args.groupIndex.as<const int32_t>();  // [R] i32: -1 or a group of this shard
-  const int64_t first = args.groupOffset, last = args.groupOffset + groups;
-  for (int64_t r = 0; r < rows; ++r) {
+  const int64_t first = args.groupOffset, last = args.groupOffset + shape.groups;
+  for (int64_t r = 0; r < shape.rows; ++r) {
     if (groupIndex[r] != -1 && (groupIndex[r] < first || groupIndex[r] >= last)) {
       return Status(Code::kRange, "groupIndex[" + std::to_string(r) + "] = " + std::to_string(groupIndex[r]) +
                                       " is not -1 and not in [" + std::to_string(first) + ", " + std::to_string(last) + ")");
     }
   }
-  return runSegments(args, contiguousSegments(groupIndex, rows, first), n, k);
+  return Status::ok();
+}
+
+Status contiguous(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
+  MOE_RETURN_IF_ERROR(checkGroupIndex(args, shape));
+  return runSegments(args, contiguousSegments(args.groupIndex.as<const int32_t>(), shape.rows, args.groupOffset), shape.n, shape.k);
 }
 
 Status masked(const GroupedGemmFp8Args& args, const GroupedShape& shape) {
@@ -130,7 +139,24 @@ Status groupedGemmFp8(const GroupedGemmFp8Args& input) {
   }
   if (status.isOk()) status = isMasked ? masked(args, shape) : contiguous(args, shape);
   if (status.isOk()) return status;
-  return Status(status.code(), std::string(isMasked ? "groupedGemmFp8Masked: " : "groupedGemmFp8: ") + status.message());
+  return Status(status.code(), std::string(isMasked ? "groupedGemmFp8Masked: " : kGroupedGemmPrefix) + status.message());
 }
+
+Status GroupedGemmJob::prepare(const GroupedGemmFp8Args& args, int threads) {
+  args_ = args;
+  tasks_.clear();
+  GroupedShape shape;
+  Status status = args.maskedM.data != nullptr ? Status(Code::kInternal, "the masked layout runs as groupedGemmFp8")
+                                               : checkGroupedGemmFp8(args, &shape);
+  if (status.isOk() && !groupIndex_.take(&args_.groupIndex)) status = Status(Code::kInternal, "out of memory for a copy of the group indices");
+  if (status.isOk()) status = checkGroupIndex(args_, shape);
+  if (!status.isOk()) return Status(status.code(), kGroupedGemmPrefix + status.message());
+  n_ = shape.n;
+  k_ = shape.k;
+  tasks_ = segmentTasks(args_, contiguousSegments(args_.groupIndex.as<const int32_t>(), shape.rows, args_.groupOffset), n_, threads);
+  return status;
+}
+
+Status GroupedGemmJob::run(const ExpertTask& task) const { return runTask(args_, task, n_, k_); }
 
 }  // namespace moe::cpu

@@ -1,6 +1,12 @@
 #include "cpu/segments.h"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#include <thread>
 
 #include "cpu/thread_pool.h"
 
@@ -46,11 +52,12 @@ std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, in
   const int64_t want = kTasksPerThread * std::max(threads, 1);
   const int64_t parts = std::clamp<int64_t>(ceilDiv(want, std::max<int64_t>(1, static_cast<int64_t>(items.size()))), 1, blocks);
   std::vector<ExpertTask> tasks;
-  for (const Segment& s : items) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Segment& s = items[i];
     const int64_t n = s.group != -1 && s.rows <= kSplitMaxRows ? parts : 1;
     for (int64_t p = 0; p < n; ++p) {
       const int64_t c0 = std::min(cols, blocks * p / n * colBlock), c1 = std::min(cols, blocks * (p + 1) / n * colBlock);
-      tasks.push_back({s.group, s.row0, s.rows, c0, c1 - c0});
+      tasks.push_back({s.group, s.row0, s.rows, c0, c1 - c0, static_cast<int64_t>(i)});
     }
   }
   return tasks;
@@ -70,6 +77,57 @@ Status forEachExpertTask(const std::vector<ExpertTask>& tasks, const std::functi
   }, threads);
   for (const Status& status : failures) MOE_RETURN_IF_ERROR(status);
   return Status::ok();
+}
+
+bool chainable(const std::vector<ExpertTask>& first, const std::vector<ExpertTask>& second, int threads) {
+  const auto perTask = [&](const std::vector<ExpertTask>& tasks) { return static_cast<int64_t>(tasks.size()) >= 4 * threads; };
+  return threads > 1 && perTask(first) && perTask(second);
+}
+
+void forEachChainedTask(const std::vector<ExpertTask>& first, const std::vector<ExpertTask>& second,
+                        const std::function<Status(const ExpertTask&, int thread)>& runFirst,
+                        const std::function<Status(const ExpertTask&, int thread)>& runSecond, int threads, Status* firstStatus,
+                        Status* secondStatus) {
+  int64_t items = 0;
+  for (const ExpertTask& t : first) items = std::max(items, t.item + 1);
+  for (const ExpertTask& t : second) items = std::max(items, t.item + 1);
+  // Per item: its `first` tasks not yet done, and whether one failed.
+  std::unique_ptr<std::atomic<int32_t>[]> pending(new std::atomic<int32_t>[static_cast<size_t>(items)]);
+  std::unique_ptr<std::atomic<bool>[]> failed(new std::atomic<bool>[static_cast<size_t>(items)]);
+  for (int64_t i = 0; i < items; ++i) {
+    pending[i].store(0, std::memory_order_relaxed);
+    failed[i].store(false, std::memory_order_relaxed);
+  }
+  for (const ExpertTask& t : first) pending[t.item].fetch_add(1, std::memory_order_relaxed);
+  std::vector<Status> failures(first.size() + second.size());
+  const int64_t numFirst = static_cast<int64_t>(first.size());
+  ThreadPool::instance().parallelFor(numFirst + static_cast<int64_t>(second.size()), [&](int64_t i, int thread) {
+    if (i < numFirst) {
+      const ExpertTask& t = first[static_cast<size_t>(i)];
+      Status status = runFirst(t, thread);
+      if (!status.isOk()) failed[t.item].store(true, std::memory_order_relaxed);
+      failures[static_cast<size_t>(i)] = std::move(status);
+      pending[t.item].fetch_sub(1, std::memory_order_release);  // publishes the task's output with it
+      return;
+    }
+    const ExpertTask& t = second[static_cast<size_t>(i - numFirst)];
+    // Usually long done: the item's first tasks were handed out a whole
+    // round of tasks earlier. Else the thread running one is near its end.
+    for (int spins = 0; pending[t.item].load(std::memory_order_acquire) != 0; ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+      _mm_pause();
+#endif
+      if (spins >= 4096) std::this_thread::yield();  // its thread may share this vCPU
+    }
+    if (failed[t.item].load(std::memory_order_relaxed)) return;
+    failures[static_cast<size_t>(i)] = runSecond(t, thread);
+  }, threads);
+  *firstStatus = Status::ok();
+  *secondStatus = Status::ok();
+  for (int64_t i = 0; i < static_cast<int64_t>(failures.size()); ++i) {
+    Status* out = i < numFirst ? firstStatus : secondStatus;
+    if (out->isOk() && !failures[static_cast<size_t>(i)].isOk()) *out = failures[static_cast<size_t>(i)];
+  }
 }
 
 }  // namespace moe::cpu

@@ -35,6 +35,7 @@ struct ExpertTask {
   int64_t group;       // local group, -1 for padding rows, or kSharedGroup
   int64_t row0, rows;  // layout rows (a group) or token rows (the shared expert)
   int64_t col0, cols;  // output columns [col0, col0 + cols) of the op's N
+  int64_t item;        // the run of rows (shared expert chunk or segment) in plan order, the same in every op's plan
 };
 constexpr int64_t kSharedGroup = -2;
 
@@ -54,5 +55,24 @@ std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, in
 // says which. Returns the first failing task's status.
 Status forEachExpertTask(const std::vector<ExpertTask>& tasks, const std::function<Status(const ExpertTask&, int thread)>& run,
                          bool* perTask, int threads);
+
+// Whether two ops' tasks run as one chain (forEachChainedTask): both would
+// run one pool task each (forEachExpertTask's rule).
+bool chainable(const std::vector<ExpertTask>& first, const std::vector<ExpertTask>& second, int threads);
+
+// Two ops of which the second reads what the first wrote for the same rows
+// (the experts' first half, then their second GEMM), as one parallel region:
+// every `first` task, then every `second` task, handed out in that order; a
+// `second` task waits until each `first` task of its item is done (they were
+// all handed out before it, to running threads, so the wait ends). Against
+// two regions, a decode step saves waking the threads again and the idle
+// tail of the first region (9 experts' weights over 2 threads: one thread
+// streams the last expert alone). A `second` task whose item failed in
+// `first` is skipped. *firstStatus, *secondStatus: the first failing task of
+// each op, in task order.
+void forEachChainedTask(const std::vector<ExpertTask>& first, const std::vector<ExpertTask>& second,
+                        const std::function<Status(const ExpertTask&, int thread)>& runFirst,
+                        const std::function<Status(const ExpertTask&, int thread)>& runSecond, int threads, Status* firstStatus,
+                        Status* secondStatus);
 
 }  // namespace moe::cpu

@@ -1,7 +1,11 @@
 #include "cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/float_environment.h"
 
@@ -21,6 +25,40 @@ int defaultNumThreads() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
+namespace {
+
+int spinMicrosFromEnv() {
+  if (const char* env = std::getenv("MOE_CPU_SPIN_US")) {
+    char* end = nullptr;
+    const long us = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && us >= 0 && us <= 10000) return static_cast<int>(us);
+  }
+  return ThreadPool::kSpinMicros;
+}
+
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+}  // namespace
+
+template <class Ready>
+bool ThreadPool::watch(Ready ready) const {
+  if (ready()) return true;
+  if (spinMicros_ == 0) return false;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point end = Clock::now() + std::chrono::microseconds(spinMicros_);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {  // ~2-5 us of pauses between looks at the clock
+      cpuRelax();
+      if (ready()) return true;
+    }
+    if (Clock::now() >= end) return ready();
+  }
+}
+
 ThreadPool& ThreadPool::instance() {
   // Never destroyed: joining threads during static destruction at process exit
   // races with Node's own teardown. Its threads outlive any one environment:
@@ -35,18 +73,18 @@ ThreadPool& ThreadPool::instance() {
   return *pool;
 }
 
-ThreadPool::ThreadPool(int n) { start(n); }
+ThreadPool::ThreadPool(int n) : spinMicros_(spinMicrosFromEnv()) { start(n); }
 
 ThreadPool::~ThreadPool() { stop(); }
 
 void ThreadPool::start(int n) {
   n = n < 1 ? 1 : n;
-  stopping_ = false;
+  stopping_.store(false);
   // A worker started by setNumThreads() must not take the last region's
   // generation for a new job: it would run no task yet count itself done,
   // and the pool's count of busy workers would no longer match the region's
   // (a region waiting forever, or ending while a task still ran).
-  const uint64_t born = generation_;
+  const uint64_t born = generation_.load();
   // The calling thread is thread 0; workers are 1..n-1.
   for (int t = 1; t < n; ++t) workers_.emplace_back([this, t, born] { workerLoop(t, born); });
   numThreads_.store(n, std::memory_order_release);
@@ -55,7 +93,7 @@ void ThreadPool::start(int n) {
 void ThreadPool::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
+    stopping_.store(true);
   }
   wake_.notify_all();
   for (auto& worker : workers_) worker.join();
@@ -81,22 +119,29 @@ void ThreadPool::runTasks(int thread) {
 void ThreadPool::workerLoop(int thread, uint64_t seen) {
   const DefaultFloatEnvironment fpEnvironment;  // for the worker's lifetime
   for (;;) {
+    // Watch for the next region (or the pool's end), then sleep until it.
+    watch([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); });
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (!(stopping_ || generation_ != seen)) {
+        ++sleepingWorkers_;
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        --sleepingWorkers_;
+      }
       if (stopping_) return;
       seen = generation_;
       // A worker that wakes after the caller closed the region (every task
       // taken) or beyond the caller's per-thread slots has nothing to do.
       if (!open_ || thread >= jobThreads_) continue;
-      ++activeWorkers_;
+      activeWorkers_.fetch_add(1, std::memory_order_relaxed);
     }
     t_insideRegion = true;
     runTasks(thread);
     t_insideRegion = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--activeWorkers_ == 0) done_.notify_one();
+      // Release: the caller that sees 0 without the lock sees the tasks' writes.
+      if (activeWorkers_.fetch_sub(1, std::memory_order_release) == 1 && callerSleeping_) done_.notify_one();
     }
   }
 }
@@ -125,6 +170,7 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     t_insideRegion = false;
     return;
   }
+  bool wakeSleepers = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;
@@ -132,10 +178,11 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     jobThreads_ = std::min(threads, maxThreads);
     nextTask_.store(0, std::memory_order_relaxed);
     open_ = true;
-    activeWorkers_ = 0;
-    ++generation_;
+    activeWorkers_.store(0, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    wakeSleepers = sleepingWorkers_ > 0;  // workers still watching see the new generation themselves
   }
-  wake_.notify_all();
+  if (wakeSleepers) wake_.notify_all();
   t_insideRegion = true;
   runTasks(0);
   t_insideRegion = false;
@@ -143,9 +190,18 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
   // theirs. One that has not woken yet (a vCPU idle in the hypervisor takes
   // 20-150 us to come back) no longer holds the region open; the caller has
   // done its share of the work meanwhile.
-  std::unique_lock<std::mutex> lock(mutex_);
-  open_ = false;
-  done_.wait(lock, [&] { return activeWorkers_ == 0; });
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = false;
+  }
+  const auto finished = [&] { return activeWorkers_.load(std::memory_order_acquire) == 0; };
+  if (!watch(finished)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    callerSleeping_ = true;
+    done_.wait(lock, finished);
+    callerSleeping_ = false;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
   job_ = nullptr;
 }
 
