@@ -56,6 +56,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"cudaSetDataChecks", CudaSetDataChecks},
       {"getNumThreads", GetNumThreads},
       {"setNumThreads", SetNumThreads},
+      {"wakeThreads", WakeThreads},
       {"cpuInfo", CpuInfo},
       {"castFromF32", CastFromF32},
       {"adviseHugePages", AdviseHugePages},

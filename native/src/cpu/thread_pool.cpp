@@ -148,6 +148,19 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
 
 bool ThreadPool::insideRegion() { return t_insideRegion; }
 
+void ThreadPool::wakeWorkers() {
+  std::unique_lock<std::mutex> region(regionMutex_, std::try_to_lock);
+  if (!region.owns_lock()) return;  // a region runs (or the pool resizes): its workers are awake
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (sleepingWorkers_ == 0) return;
+    // A generation without a job (open_ is false between regions): each
+    // worker wakes, finds nothing to join and watches for the next one.
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  wake_.notify_all();
+}
+
 void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t, int)>& fn, int maxThreads) {
   if (numTasks <= 0) return;
   if (t_insideRegion) {

@@ -51,6 +51,12 @@ class ThreadPool {
   void parallelFor(int64_t numTasks, const std::function<void(int64_t task, int thread)>& fn,
                    int maxThreads = std::numeric_limits<int>::max());
 
+  // Work is coming (a layer forward about to start): sleeping workers wake
+  // now and watch for its first region, so that their wake-up overlaps the
+  // caller's preparation instead of the region. Costs the caller the notify
+  // where a worker sleeps, nothing else; does nothing while a region runs.
+  void wakeWorkers();
+
   // True while this thread runs a region's task: a parallelFor from here
   // runs serially on this thread alone.
   static bool insideRegion();
