@@ -5,7 +5,7 @@
 // those of the separate ops either way.
 import { describe, expect, it } from 'vitest';
 import { MoeConfig, MoeError, MoeLayer, bf16FromFloat32, getNumThreads, setNumThreads } from '../lib/index';
-import { smallDeepSeekConfig } from './helpers/moe-config';
+import { separateOps as separate, smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 
 const random = rng();
@@ -15,15 +15,6 @@ const random = rng();
 // whole experts, 3 and 4 threads chain runs of 2 column blocks (18 tasks
 // per half), 8 threads run the halves apart (27 first-half tasks < 32).
 const CONFIG: MoeConfig = smallDeepSeekConfig(592, 384);
-
-function separate<T>(run: () => T): T {
-  process.env.MOE_FUSED_EXPERTS = '0';
-  try {
-    return run();
-  } finally {
-    delete process.env.MOE_FUSED_EXPERTS;
-  }
-}
 
 function withThreads<T>(threads: number, run: () => T): T {
   const before = getNumThreads();

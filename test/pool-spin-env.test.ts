@@ -3,7 +3,7 @@
 process.env.MOE_CPU_SPIN_US = '0';
 process.env.MOE_NUM_THREADS = '2';
 const { MoeLayer, bf16FromFloat32 } = await import('../lib/index');
-const { smallDeepSeekConfig } = await import('./helpers/moe-config');
+const { separateOps, smallDeepSeekConfig } = await import('./helpers/moe-config');
 const { randomFloats, rng, seedNote, SEED } = await import('./helpers/random');
 const { expect, it } = await import('vitest');
 
@@ -13,13 +13,7 @@ it('MOE_CPU_SPIN_US=0: the chained experts give the separate ops\' bits with sle
   const random = rng();
   for (const tokens of [1, 5, 64]) {
     const x = bf16FromFloat32(randomFloats(tokens * config.hiddenSize, random), [tokens, config.hiddenSize]);
-    process.env.MOE_FUSED_EXPERTS = '0';
-    let want: Float32Array;
-    try {
-      want = layer.forwardSync(x, { out: 'f32' }).data as Float32Array;
-    } finally {
-      delete process.env.MOE_FUSED_EXPERTS;
-    }
+    const want = separateOps(() => layer.forwardSync(x, { out: 'f32' }).data as Float32Array);
     for (let rep = 0; rep < 5; rep++) {
       const got = layer.forwardSync(x, { out: 'f32' }).data as Float32Array;
       expect(Buffer.compare(Buffer.from(got.buffer), Buffer.from(want.buffer)), `T=${tokens} rep=${rep} ${seedNote}`).toBe(0);

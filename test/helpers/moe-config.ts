@@ -7,3 +7,13 @@ import { DEEPSEEK_V3_CONFIG, MoeConfig } from '../../lib/index';
 export function smallDeepSeekConfig(hiddenSize: number, intermediateSize: number): MoeConfig {
   return { ...DEEPSEEK_V3_CONFIG, hiddenSize, intermediateSize, numExperts: 32 };
 }
+
+/** Runs `run` with MOE_FUSED_EXPERTS=0: the layer's separate ops, each its own parallel region (the bits the fused paths must give). */
+export function separateOps<T>(run: () => T): T {
+  process.env.MOE_FUSED_EXPERTS = '0';
+  try {
+    return run();
+  } finally {
+    delete process.env.MOE_FUSED_EXPERTS;
+  }
+}

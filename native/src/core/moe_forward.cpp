@@ -131,6 +131,20 @@ void foldShared(const SharedProduct& shared, GroupedGemmFp8Args* g) {
   g->sharedD = shared.d;
 }
 
+// The expert weights one call of an experts op reads: shard `s` of `w`
+// (its experts from firstExpert on), or, where `t` is in use, every expert
+// through the group table (`data`, `scales`: expert 0's, for the shapes).
+struct CallWeights {
+  TensorView data, scales;  // [G, N, K] fp8, [G, ceil(N/128), ceil(K/128)] f32
+  const GroupTable* table = nullptr;
+  int64_t groupOffset = 0;
+};
+
+CallWeights callWeights(const ExpertWeights& w, const ShardTable& t, size_t s, int64_t firstExpert) {
+  if (t.use) return CallWeights{t.first, t.firstScales, &t.table, 0};
+  return CallWeights{w.data[s], w.scales[s], nullptr, firstExpert};
+}
+
 // The contiguous grouped GEMM's arguments over the rows [row0, row1) of the
 // experts of shard `s` of `w` (from expert firstExpert on), or, where `t` is
 // in use, over every expert through its group table (s, firstExpert unused).
@@ -141,15 +155,11 @@ GroupedGemmFp8Args contiguousGemmArgs(const MoeForwardArgs& args, const ExpertWe
   GroupedGemmFp8Args g;
   g.a = rows(a, row0, row1 - row0);
   g.aScales = rows(aScales, row0, row1 - row0);
-  if (t.use) {
-    g.b = t.first;
-    g.bScales = t.firstScales;
-    g.groupTable = &t.table;
-  } else {
-    g.b = w.data[s];
-    g.bScales = w.scales[s];
-    g.groupOffset = firstExpert;
-  }
+  const CallWeights cw = callWeights(w, t, s, firstExpert);
+  g.b = cw.data;
+  g.bScales = cw.scales;
+  g.groupTable = cw.table;
+  g.groupOffset = cw.groupOffset;
   g.groupIndex = rows(args.ws.groupIndex, row0, row1 - row0);
   g.d = rows(d, row0, row1 - row0);
   g.batchInvariant = args.batchInvariant;
@@ -208,15 +218,11 @@ ExpertUpArgs expertUpArgs(const ExpertWeights& w13, const ShardTable& t, size_t 
   up.xqScales = rows(ws.xqScales, 0, tokens);
   up.rowToken = rows(ws.rowToken, row0, row1 - row0);
   up.groupIndex = rows(ws.groupIndex, row0, row1 - row0);
-  if (t.use) {
-    up.w13 = t.first;
-    up.w13Scales = t.firstScales;
-    up.groupTable = &t.table;
-  } else {
-    up.w13 = w13.data[s];
-    up.w13Scales = w13.scales[s];
-    up.groupOffset = firstExpert;
-  }
+  const CallWeights cw = callWeights(w13, t, s, firstExpert);
+  up.w13 = cw.data;
+  up.w13Scales = cw.scales;
+  up.groupTable = cw.table;
+  up.groupOffset = cw.groupOffset;
   up.hq = rows(ws.hq, row0, row1 - row0);
   up.hqScales = rows(ws.hqScales, row0, row1 - row0);
   up.swigluSeconds = swigluSeconds;
