@@ -16,7 +16,8 @@
 //
 // * Streaming (M <= KernelSet::streamMaxM: 8 rows, 32 on AVX2): A is small
 //   and B is read once. A is decoded and scaled once ([M, K] f32); each task
-//   takes a run of B rows inside one 128-row scale block, folds that block's
+//   takes a run of B rows inside one 128-row scale block (each thread a
+//   contiguous share of the tasks in order: parallelForInRuns), folds that block's
 //   scales into a private copy of A, and streams the fp8 rows straight from
 //   memory through the ISA's decode + FMA kernel (streamRows). No B packing:
 //   at M = 1 the run time is B's bytes over the memory bandwidth, or the
@@ -35,6 +36,7 @@
 #include "cpu/gemm_fp8_kernels.h"
 #include "cpu/tile_plan.h"
 #include "cpu/gemm_fp8_problem.h"
+#include "cpu/task_runs.h"
 #include "cpu/thread_pool.h"
 #include "cpu/thread_scratch.h"
 
@@ -229,7 +231,7 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
   for (auto& s : scratch)
     if (!s.a.allocate(p.M * p.K) || !s.out.allocate(p.M * rowsPerTask)) return outOfMemory();
 
-  pool.parallelFor(ceilDiv(p.N, rowsPerTask), [&](int64_t task, int thread) {
+  parallelForInRuns(ceilDiv(p.N, rowsPerTask), threads, [&](int64_t task, int thread) {
     if (nan.any()) return;
     StreamScratch& s = scratch[static_cast<size_t>(thread)];
     const int64_t n0 = task * rowsPerTask;
@@ -244,7 +246,7 @@ Status gemmStreaming(const KernelSet& ks, const Problem& p) {
     const int64_t ldo = p.bf16 ? rowsPerTask : p.N;
     if (ks.streamRows(s.a.data(), p.K, p.M, p.b + n0 * p.K, p.K, rows, p.K, out, ldo)) nan.b.store(true);
     if (p.bf16) ks.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
-  }, threads);
+  });
   return finish(nan);
 }
 

@@ -7,7 +7,8 @@
 // (the MoE layer's tokens are read in place), with sa gathered beside it.
 //
 // * Dot (M <= kBf16LaneMaxM): tasks are runs of B rows inside one 128-row
-//   scale block; each streams its fp8 rows once from memory. At
+//   scale block, each thread taking a contiguous share of them in order
+//   (parallelForInRuns); each streams its fp8 rows once from memory. At
 //   M <= kBf16DotMaxM they go through the decode and the dot products with all
 //   M rows in registers (no B packing: the run time is B's bytes over the
 //   memory bandwidth); above, kBf16DotSub rows at a time are decoded into a
@@ -34,6 +35,7 @@
 #include "cpu/gemm_fp8_kernels.h"
 #include "cpu/tile_plan.h"
 #include "cpu/gemm_fp8_problem.h"
+#include "cpu/task_runs.h"
 #include "cpu/thread_pool.h"
 #include "cpu/thread_scratch.h"
 
@@ -118,15 +120,15 @@ int64_t dotRowsPerTask(int64_t N, int threads) {
 }
 
 Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& nan) {
-  ThreadPool& pool = ThreadPool::instance();
-  const int64_t rowsPerTask = dotRowsPerTask(p.N, pool.numThreads());
+  const int threads = ThreadPool::instance().numThreads();
+  const int64_t rowsPerTask = dotRowsPerTask(p.N, threads);
   const size_t outBytes = p.bf16 ? alignUp64(static_cast<size_t>(p.M * rowsPerTask) * 4) : 0;
   const size_t kernelBytes = kernel == Bf16Kernel::kDotBlocked ? kBf16DotScratchBytes(p.M)
                              : kernel == Bf16Kernel::kRowLanes  ? kBf16LaneScratchBytes
                                                                 : 0;
   const size_t scratchBytes = outBytes + kernelBytes;
   std::atomic<bool> oom{false};
-  pool.parallelFor(ceilDiv(p.N, rowsPerTask), [&](int64_t task, int) {
+  parallelForInRuns(ceilDiv(p.N, rowsPerTask), threads, [&](int64_t task, int) {
     if (nan.any() || oom.load(std::memory_order_relaxed)) return;
     const int64_t n0 = task * rowsPerTask, rows = std::min(rowsPerTask, p.N - n0);
     // f32 output goes straight to D; bf16 is rounded from a small f32 tile [M, rowsPerTask].
