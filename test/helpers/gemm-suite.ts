@@ -10,7 +10,8 @@ import { randomActivations, randomFloats, rng, seedNote } from './random';
 // Ragged shapes: M = 1, 7, 129 and a large-M one; N off multiples of 16 and
 // 128; K = 16 x odd, and K > 8192. M = 8 / 9 sit on both sides of the
 // streaming kernels' limit (4 / 5 and 16 / 17 of the AVX512_BF16 dot
-// kernels'), M = 13 and 130 leave ragged register tiles.
+// kernels'), M = 3, 13 and 130 leave ragged register tiles (M = 3: 5 B rows
+// per AVX512_BF16 dot tile, 3 on AVX2; N = 141 ends each on a short tile).
 export const GEMM_SHAPES: Array<[number, number, number]> = [
   [1, 257, 8208],
   [1, 1, 16],
@@ -18,6 +19,7 @@ export const GEMM_SHAPES: Array<[number, number, number]> = [
   [2, 17, 48],
   [8, 161, 400],
   [9, 161, 400],
+  [3, 141, 1040],
   [4, 139, 912],
   [5, 139, 912],
   [16, 139, 912],
