@@ -117,7 +117,7 @@ void forEachChainedTask(const std::vector<ExpertTask>& first, const std::vector<
 #if defined(__x86_64__) || defined(__i386__)
       _mm_pause();
 #endif
-      if (spins >= 4096) std::this_thread::yield();  // its thread may share this vCPU
+      if (spins >= 64) std::this_thread::yield();  // its thread may be queued on this vCPU
     }
     if (failed[t.item].load(std::memory_order_relaxed)) return;
     failures[static_cast<size_t>(i)] = runSecond(t, thread);

@@ -56,6 +56,9 @@ bool ThreadPool::watch(Ready ready) const {
       if (ready()) return true;
     }
     if (Clock::now() >= end) return ready();
+    // On an oversubscribed machine the thread this one waits for may be
+    // queued on this vCPU: let it run (returns at once when nothing waits).
+    std::this_thread::yield();
   }
 }
 
