@@ -49,6 +49,17 @@ constexpr struct UnpackOrder {
   }
 } kUnpackOrder;
 
+// The decode's constants, loaded once by a loop that decodes many times (a
+// kernel whose other registers leave room keeps them there).
+struct Fp8Bf16Tables {
+  __m512i hi0, hi1, lo0, lo1, order, sign;
+  static Fp8Bf16Tables load() {
+    return {_mm512_load_si512(kBf16Bytes.hi), _mm512_load_si512(kBf16Bytes.hi + 64),
+            _mm512_load_si512(kBf16Bytes.lo), _mm512_load_si512(kBf16Bytes.lo + 64),
+            _mm512_loadu_si512(kUnpackOrder.idx), _mm512_set1_epi8(static_cast<char>(0x80))};
+  }
+};
+
 // The 64 bytes as 64 bf16 in two vectors: lo = k 0..31, hi = k 32..63.
 // Five shuffle-port uops per 64 values (a shift-and-fix decode takes three
 // per 32 plus four ALU uops).
@@ -56,14 +67,21 @@ constexpr struct UnpackOrder {
 // lo word 8L + t (L < 4 the 128-bit lane, t < 8) is bf16(x byte 16L + t) and
 // hi word 8L + t is bf16(x byte 16L + 8 + t). With kUnpackOrder that is k
 // order; a caller with another layout in mind passes its own permutation.
-inline void bf16FromPermutedFp8x64(__m512i x, __m512i& lo, __m512i& hi) {
-  const __m512i tHi0 = _mm512_load_si512(kBf16Bytes.hi), tHi1 = _mm512_load_si512(kBf16Bytes.hi + 64);
-  const __m512i tLo0 = _mm512_load_si512(kBf16Bytes.lo), tLo1 = _mm512_load_si512(kBf16Bytes.lo + 64);
-  __m512i high = _mm512_permutex2var_epi8(tHi0, x, tHi1);
-  const __m512i low = _mm512_permutex2var_epi8(tLo0, x, tLo1);
-  high = _mm512_ternarylogic_epi32(high, x, _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);  // high | (x & 0x80): the sign
+// nanHigh tracks NaN codes off the table's high byte, 0x7F only for the NaN
+// magnitude (every other one <= 0x43): the byte maxima, one op (see
+// sawNanHigh64; callers that track the raw bytes instead drop it).
+inline void bf16FromPermutedFp8x64(const Fp8Bf16Tables& t, __m512i x, __m512i& lo, __m512i& hi, __m512i& nanHigh) {
+  __m512i high = _mm512_permutex2var_epi8(t.hi0, x, t.hi1);
+  const __m512i low = _mm512_permutex2var_epi8(t.lo0, x, t.lo1);
+  nanHigh = _mm512_max_epu8(nanHigh, high);
+  high = _mm512_ternarylogic_epi32(high, x, t.sign, 0xF8);  // high | (x & 0x80): the sign
   lo = _mm512_unpacklo_epi8(low, high);
   hi = _mm512_unpackhi_epi8(low, high);
+}
+
+inline void bf16FromPermutedFp8x64(__m512i x, __m512i& lo, __m512i& hi) {
+  __m512i unused = _mm512_setzero_si512();
+  bf16FromPermutedFp8x64(Fp8Bf16Tables::load(), x, lo, hi, unused);
 }
 
 inline void bf16FromFp8x64(__m512i bytes, __m512i& lo, __m512i& hi) {
@@ -76,6 +94,18 @@ inline void bf16FromFp8x64(__m512i bytes, uint16_t* out) {
   bf16FromFp8x64(bytes, lo, hi);
   _mm512_store_si512(out, lo);
   _mm512_store_si512(out + 32, hi);
+}
+
+// The same with the constants at hand and NaN codes tracked in nanHigh.
+inline void bf16FromFp8x64(const Fp8Bf16Tables& t, __m512i bytes, uint16_t* out, __m512i& nanHigh) {
+  __m512i lo, hi;
+  bf16FromPermutedFp8x64(t, _mm512_permutexvar_epi8(t.order, bytes), lo, hi, nanHigh);
+  _mm512_store_si512(out, lo);
+  _mm512_store_si512(out + 32, hi);
+}
+
+inline bool sawNanHigh64(__m512i nanHigh) {
+  return _mm512_cmpeq_epi8_mask(nanHigh, _mm512_set1_epi8(0x7F)) != 0;
 }
 
 inline bool sawNan64(__m512i acc) {

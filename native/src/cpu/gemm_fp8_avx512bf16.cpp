@@ -513,47 +513,56 @@ void prefetchLaneBlock(const uint8_t* b, int64_t K, const LaneBlock& block) {
 class LaneDecoder {
  public:
   LaneDecoder(const uint8_t* b, int64_t K, const LaneBlock& block, const LaneBlock* after, uint16_t* dst, int64_t nb)
-      : b_(b), K_(K), block_(block), dst_(dst), chunksPerRow_(block.kc / 64), nb_(nb) {
+      : src_(b + block.s0 * K + block.k0), out_(dst), len_(block.ns > 0 ? std::min(K - block.k0, block.kc) : 0),
+        left_(nb * (block.kc / 64)), K_(K), kc_(block.kc), rowsLeft_(block.ns) {
     if (after != nullptr) {
-      next_ = b + after->s0 * K + after->k0;
-      nextRows_ = after->ns;
-      nextLen_ = K - after->k0 < after->kc ? K - after->k0 : after->kc;
+      // The block after's rows lie a constant distance from this block's.
+      preDelta_ = (after->s0 - block.s0) * K + (after->k0 - block.k0);
+      preLen_ = after->ns > 0 ? std::min(K - after->k0, after->kc) : 0;
+      preRowsLeft_ = after->ns;
     }
   }
-  bool done() const { return r_ == nb_ || chunksPerRow_ == 0; }
+  bool done() const { return left_ == 0; }
 
-  inline void step() {
-    const int64_t k = c_ * 64;
-    uint16_t* out = dst_ + r_ * kBf16LaneKc + k;
-    if (r_ < block_.ns) {
-      if (r_ < nextRows_ && k < nextLen_) _mm_prefetch(reinterpret_cast<const char*>(next_ + r_ * K_ + k), _MM_HINT_T0);
-      const __m512i bytes = loadRow64(b_ + (block_.s0 + r_) * K_, block_.k0 + k, K_);
-      nan_ = trackNan64(nan_, bytes);
-      bf16FromFp8x64(bytes, out);
+  // One 64-byte step: row r of the block, bytes [k_, k_ + 64) of its K
+  // block (bytes at or past K, and rows >= ns, as zeros). The state is a
+  // few pointers and counts, advanced without multiplies, so that it stays
+  // in registers beside the tile's.
+  inline void step(const Fp8Bf16Tables& t) {
+    if (k_ < preLen_) _mm_prefetch(reinterpret_cast<const char*>(src_ + preDelta_ + k_), _MM_HINT_T0);
+    if (k_ < len_) {
+      const __m512i bytes = k_ + 64 <= len_ ? _mm512_loadu_si512(src_ + k_)
+                                           : _mm512_maskz_loadu_epi8((__mmask64(1) << (len_ - k_)) - 1, src_ + k_);
+      bf16FromFp8x64(t, bytes, out_ + k_, nan_);
     } else {
-      _mm512_store_si512(out, _mm512_setzero_si512());
-      _mm512_store_si512(out + 32, _mm512_setzero_si512());
+      _mm512_store_si512(out_ + k_, _mm512_setzero_si512());
+      _mm512_store_si512(out_ + k_ + 32, _mm512_setzero_si512());
     }
-    if (++c_ == chunksPerRow_) {
-      c_ = 0;
-      ++r_;
-    }
+    --left_;
+    if ((k_ += 64) == kc_) nextRow();
   }
-  void finish() {
-    while (!done()) step();
+  void finish(const Fp8Bf16Tables& t) {
+    while (!done()) step(t);
   }
-  __m512i nan() const { return nan_; }
+  __m512i nan() const { return nan_; }  // byte maxima of the decoded high bytes (see sawNanHigh64)
 
  private:
-  const uint8_t* b_;
-  int64_t K_;
-  LaneBlock block_;
-  uint16_t* dst_;
-  int64_t chunksPerRow_;
-  int64_t nb_;  // rows of the decoded block (rows >= block_.ns as zeros)
-  const uint8_t* next_ = nullptr;
-  int64_t nextRows_ = 0, nextLen_ = 0;
-  int64_t r_ = 0, c_ = 0;
+  void nextRow() {
+    k_ = 0;
+    src_ += K_;
+    out_ += kBf16LaneKc;
+    if (--rowsLeft_ == 0) len_ = 0;        // rows >= ns: zeros
+    if (--preRowsLeft_ == 0) preLen_ = 0;  // the block after has no such row
+  }
+
+  const uint8_t* src_;  // row r's first byte of the K block
+  uint16_t* out_;       // row r of the decoded block [nb, kBf16LaneKc] bf16
+  int64_t len_;         // bytes of row r inside K (0 from row ns on)
+  int64_t left_;        // steps left
+  int64_t K_, kc_;
+  int64_t rowsLeft_;
+  int64_t preDelta_ = 0, preLen_ = 0, preRowsLeft_ = 0;  // the block after (ahead) to request
+  int64_t k_ = 0;
   __m512i nan_ = _mm512_setzero_si512();
 };
 
@@ -574,12 +583,13 @@ void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b
               bool first, LaneDecoder* nextBlock) {
   constexpr int L = MZ * 16;  // lanes: rows of A
   LaneDecoder next = *nextBlock;
+  const Fp8Bf16Tables t = Fp8Bf16Tables::load();
   for (int64_t g = 0; g < kc / kBf16Group; ++g) {
     __m512 par[MZ][NB];
 #pragma GCC unroll 32
     for (int x = 0; x < MZ * NB; ++x) par[x / NB][x % NB] = _mm512_setzero_ps();
     for (int64_t p = g * kPairsPerGroup; p < (g + 1) * kPairsPerGroup; p += 2) {
-      if (!next.done()) next.step();
+      if (!next.done()) next.step(t);
 #pragma GCC unroll 2
       for (int64_t q = p; q < p + 2; ++q) {
         __m512bh av[MZ];
@@ -612,7 +622,7 @@ void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b
       }
     }
   }
-  next.finish();
+  next.finish(t);
   *nextBlock = next;
 }
 
@@ -635,7 +645,7 @@ bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t row
   {
     const LaneBlock after = ahead < count ? blocks.at(ahead) : LaneBlock{};
     LaneDecoder first(b, K, block, ahead < count ? &after : nullptr, buf[0], NB);
-    first.finish();
+    first.finish(Fp8Bf16Tables::load());
     nan = first.nan();
   }
   for (int64_t i = 0; i < count; ++i) {
@@ -648,7 +658,7 @@ bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t row
                         buf[(i + 1) % 2], NB);
     laneTile<MZ, NB>(block.kc, a + block.k0 / 2 * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
                      sb + block.k0 / kBf16Group, fin, block.k0 == 0, &decoder);
-    nan = _mm512_max_epu8(nan, decoder.nan());  // trackNan64 keeps byte maxima
+    nan = _mm512_max_epu8(nan, decoder.nan());
     if (block.k0 + block.kc == lda) {
       // fin holds D^T (column j of the block in fin[j], rows in lanes): back
       // to rows, 16 at a time.
@@ -663,7 +673,7 @@ bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t row
     }
     block = next;
   }
-  return sawNan64(nan);
+  return sawNanHigh64(nan);
 }
 
 bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
