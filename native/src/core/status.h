@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace moe {
@@ -43,6 +44,13 @@ class Status {
   Code code_ = Code::kOk;
   std::string message_;
 };
+
+// A failed status with `prefix` (an op's name and ": ") before its message, so
+// an error says which op of a forward failed; ok passes through unchanged.
+inline Status prefixed(std::string_view prefix, Status status) {
+  if (status.isOk()) return status;
+  return Status(status.code(), std::string(prefix) + status.message());
+}
 
 // Propagates a failed Status to the caller.
 #define MOE_RETURN_IF_ERROR(expr)      \

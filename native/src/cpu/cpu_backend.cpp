@@ -19,11 +19,6 @@ namespace moe::cpu {
 
 namespace {
 
-Status prefixed(const char* op, Status status) {
-  if (status.isOk()) return status;
-  return Status(status.code(), std::string(op) + ": " + status.message());
-}
-
 // Native code checks what it is handed even though TypeScript validated it
 // first: a caller of the addon that skips lib/ must get an error, not a crash.
 // Every call is done when it returns, so the ExecContext changes nothing here.
@@ -35,17 +30,17 @@ class CpuBackend final : public Backend {
 
   Status quantizeActivations(const QuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args, 1, "quantizeActivations"));
-    return prefixed("quantizeActivations", cpu::quantizeActivations(args));
+    return prefixed("quantizeActivations: ", cpu::quantizeActivations(args));
   }
 
   Status quantizeWeights(const QuantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkQuantize(args, kWeightBlockRows, "quantizeWeights"));
-    return prefixed("quantizeWeights", cpu::quantizeWeights(args));
+    return prefixed("quantizeWeights: ", cpu::quantizeWeights(args));
   }
 
   Status dequantize(const DequantizeArgs& args, ExecContext&) override {
     MOE_RETURN_IF_ERROR(checkDequantize(args));
-    return prefixed("dequantize", cpu::dequantize(args));
+    return prefixed("dequantize: ", cpu::dequantize(args));
   }
 
   Status gemmFp8(const GemmFp8Args& args, ExecContext&) override {

@@ -1,7 +1,6 @@
 #include "cpu/expert_chain.h"
 
 #include <chrono>
-#include <string>
 #include <vector>
 
 #include "cpu/expert_up.h"
@@ -29,11 +28,6 @@ bool sameItems(const std::vector<ExpertTask>& first, const std::vector<ExpertTas
     if (u == nullptr || u->group != t.group || u->row0 != t.row0 || u->rows != t.rows) return false;
   }
   return true;
-}
-
-Status prefixed(const char* op, const Status& status) {
-  if (status.isOk()) return status;
-  return Status(status.code(), std::string(op) + status.message());
 }
 
 }  // namespace

@@ -183,7 +183,7 @@ Status ExpertUpJob::prepare(const ExpertUpArgs& args, int threads) {
   tasks_.clear();
   swiglu_.assign(static_cast<size_t>(threads), 0.0);
   const Status status = validate(args, &shape_);
-  if (!status.isOk()) return Status(status.code(), "expertUp: " + status.message());
+  if (!status.isOk()) return prefixed("expertUp: ", status);
   if (shape_.rows == 0 && (args.sharedW13.data == nullptr || shape_.tokens == 0)) return status;
   // The tasks cut I into 128-column runs where each run's gate and up rows
   // start on a 128-row scale block (I a multiple of 128).
@@ -214,8 +214,7 @@ Status expertUp(const ExpertUpArgs& args) {
   const Status status =
       forEachExpertTask(job.tasks(), [&](const ExpertTask& t, int thread) { return job.run(t, thread); }, &perTask, threads);
   if (args.swigluSeconds) *args.swigluSeconds = job.swigluSeconds(perTask);
-  if (status.isOk()) return status;
-  return Status(status.code(), "expertUp: " + status.message());
+  return prefixed("expertUp: ", status);
 }
 
 }  // namespace moe::cpu

@@ -138,8 +138,7 @@ Status groupedGemmFp8(const GroupedGemmFp8Args& input) {
     status = Status(Code::kInternal, "out of memory for a copy of the group indices");
   }
   if (status.isOk()) status = isMasked ? masked(args, shape) : contiguous(args, shape);
-  if (status.isOk()) return status;
-  return Status(status.code(), std::string(isMasked ? "groupedGemmFp8Masked: " : kGroupedGemmPrefix) + status.message());
+  return prefixed(isMasked ? "groupedGemmFp8Masked: " : kGroupedGemmPrefix, status);
 }
 
 Status GroupedGemmJob::prepare(const GroupedGemmFp8Args& args, int threads) {
@@ -150,7 +149,7 @@ Status GroupedGemmJob::prepare(const GroupedGemmFp8Args& args, int threads) {
                                                : checkGroupedGemmFp8(args, &shape);
   if (status.isOk() && !groupIndex_.take(&args_.groupIndex)) status = Status(Code::kInternal, "out of memory for a copy of the group indices");
   if (status.isOk()) status = checkGroupIndex(args_, shape);
-  if (!status.isOk()) return Status(status.code(), kGroupedGemmPrefix + status.message());
+  if (!status.isOk()) return prefixed(kGroupedGemmPrefix, status);
   n_ = shape.n;
   k_ = shape.k;
   tasks_ = segmentTasks(args_, contiguousSegments(args_.groupIndex.as<const int32_t>(), shape.rows, args_.groupOffset), n_, threads);

@@ -249,8 +249,7 @@ Status routerLogitsQuantize(const RouterQuantizeArgs& args) {
   const Clock::time_point start = Clock::now();
   Status status = quantizeBlocks(q, 1);
   if (args.quantizeSeconds != nullptr) *args.quantizeSeconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (status.isOk()) return status;
-  return Status(status.code(), "quantizeActivations: " + status.message());
+  return prefixed("quantizeActivations: ", status);
 }
 
 Status routerLogits(const RouterLogitsArgs& args) {
