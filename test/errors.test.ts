@@ -9,7 +9,9 @@ import {
   quantizeActivations,
   quantizeActivationsSync,
   quantizeWeightsSync,
+  routeSync,
   setNumThreads,
+  swigluSync,
   tensor,
 } from '../lib/index';
 import { native } from '../lib/native';
@@ -116,6 +118,17 @@ describe('gemmFp8 rejects bad input', () => {
     expectMoeError(() => addon.gemmFp8({} as never, false), 'ERR_MOE_DTYPE');
     expectMoeError(() => addon.quantizeActivations({ x: f32([2, 32]), q: fp8([2, 32]), scales: f32([2, 1]), scaleFormat: 'x' } as never, false), 'ERR_MOE_RANGE');
     expectMoeError(() => addon.dequantize({ q: fp8([2, 32]), scales: f32([2, 1]), blockRows: 7, out: f32([2, 32]) } as never, false), 'ERR_MOE_RANGE');
+  });
+});
+
+describe('option values that cannot become strings', () => {
+  // An object without a prototype (or with a throwing toString) in an option
+  // must still give a MoeError that names it, not the TypeError of `${value}`.
+  it('are described in the MoeError, not converted', () => {
+    const bare = Object.create(null);
+    expectMoeError(() => swigluSync(tensor(randomFloats(2 * 256, random), [2, 256]), { out: bare }), 'ERR_MOE_RANGE', /options\.out: .* got object/);
+    const logits = tensor(randomFloats(2 * 8, random), [2, 8]);
+    expectMoeError(() => routeSync(logits, { topK: 2, scale: bare }), 'ERR_MOE_RANGE', /options\.scale: .* got object/);
   });
 });
 

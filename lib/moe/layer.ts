@@ -579,7 +579,7 @@ export class MoeLayer {
     if (this.device !== 'cuda') throw new MoeError('ERR_MOE_DEVICE', "MoeLayer.capture: CUDA graphs need a CUDA layer (MoeLayer.to('cuda'))");
     const tokens = opts.maxTokens as number;
     if (!Number.isInteger(tokens) || tokens < 1 || tokens > 4096) {
-      throw new MoeError('ERR_MOE_RANGE', `MoeLayer.capture: options.maxTokens must be an integer in [1, 4096], got ${String(tokens)}`);
+      throw new MoeError('ERR_MOE_RANGE', `MoeLayer.capture: options.maxTokens must be an integer in [1, 4096], got ${describe(tokens)}`);
     }
     const dtype = expectOneOf(opts.dtype ?? 'bf16', ['bf16', 'f32'] as const, 'MoeLayer.capture: options.dtype');
     const out = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeLayer.capture: options.out');

@@ -2,7 +2,7 @@
  * Top-k expert routing (SPEC.md, "Routing"): softmax top-k (Mixtral, Qwen)
  * and DeepSeek-V3's grouped sigmoid routing with a score-correction bias.
  */
-import { MoeError } from '../errors';
+import { MoeError, describe } from '../errors';
 import { native } from '../native';
 import { Tensor, empty } from '../tensor';
 import { expectDtype, expectInteger, expectOneOf, expectOptions, expectRank, expectShape, expectTensor, expectFinite } from '../validate';
@@ -76,7 +76,7 @@ function prepareRoute(logits: Tensor, options: RouteOptions): PreparedCall<Routi
   if (typeof renormalize !== 'boolean') throw new MoeError('ERR_MOE_RANGE', 'route: options.renormalize: expected a boolean');
   const scale = opts.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new MoeError('ERR_MOE_RANGE', `route: options.scale: expected a finite number, got ${String(scale)}`);
+    throw new MoeError('ERR_MOE_RANGE', `route: options.scale: expected a finite number, got ${describe(scale)}`);
   }
   const result: Routing = { ids: empty([tokens, topK], 'i32', logits.device), weights: empty([tokens, topK], 'f32', logits.device) };
   const args = { logits, bias, ids: result.ids, weights: result.weights, scoring, topK, numGroups, topKGroups, renormalize, scale };

@@ -2,7 +2,7 @@
  * swiglu (SPEC.md): h [..., 2I] holds gate then up (the fused w13 = [w1; w3]
  * weight's output); out = silu(gate) * up in f32, optionally quantized 1x128.
  */
-import { MoeError } from '../errors';
+import { MoeError, describe } from '../errors';
 import { native } from '../native';
 import { Tensor } from '../tensor';
 import { expectDtype, expectOptions, expectTensor } from '../validate';
@@ -24,7 +24,7 @@ const swigluTwin = twin((h: Tensor, options?: SwigluOptions): PreparedCall<Tenso
   }
   if (opts.quantize && opts.out !== undefined) throw new MoeError('ERR_MOE_ARGUMENT', "swiglu: options.out and quantize: 'fp8' exclude each other");
   if (opts.out !== undefined && opts.out !== 'f32' && opts.out !== 'bf16') {
-    throw new MoeError('ERR_MOE_RANGE', `swiglu: options.out: expected 'f32' or 'bf16', got ${String(opts.out)}`);
+    throw new MoeError('ERR_MOE_RANGE', `swiglu: options.out: expected 'f32' or 'bf16', got ${describe(opts.out)}`);
   }
   const shape = [...h.shape.slice(0, -1), width / 2];
   const output = rowOutput('swiglu', shape, opts.out ?? (h.dtype as 'f32' | 'bf16'), opts, h.device);
