@@ -394,7 +394,7 @@ static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR 
 static_assert(kBf16DotSub % kBlockNb == 0, "a full block of B rows is whole NB tiles");
 
 bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
-                int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+                int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch) {
   __m512i nan = _mm512_setzero_si512();
   auto* bb = static_cast<uint16_t*>(scratch);                    // [kBf16DotSub, kc] bf16
   float* fin = static_cast<float*>(scratch) + kBf16DotSub * kBf16Kc / 2;  // [rows, kBf16DotSub, 16] f32
@@ -403,13 +403,14 @@ bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, i
     for (int64_t k0 = 0; k0 < lda; k0 += kBf16Kc) {
       const int64_t kc = lda - k0 < kBf16Kc ? lda - k0 : kBf16Kc;
       // Each line decoded prefetches its counterpart in the next block (the
-      // same rows' next K block, or the next rows' first): the block's
+      // same rows' next K block, or the next rows' first, the last block's
+      // in the rows after nRows that the caller runs next): the block's
       // compute hides the memory latency.
       const bool lastK = k0 + kc >= lda;
       for (int64_t r = 0; r < ns; ++r) {
         const uint8_t* row = b + (s0 + r) * K;
         const int64_t nextRow = lastK ? s0 + kBf16DotSub + r : s0 + r;
-        const uint8_t* next = nextRow < nRows ? b + nextRow * K + (lastK ? 0 : k0 + kc) : nullptr;
+        const uint8_t* next = nextRow < nRows + nRowsAfter ? b + nextRow * K + (lastK ? 0 : k0 + kc) : nullptr;
         const int64_t nextLen = next == nullptr ? 0 : (lastK ? K : K - k0 - kc);
         for (int64_t k = 0; k < kc; k += 64) {
           if (k < nextLen) _mm_prefetch(reinterpret_cast<const char*>(next + k), _MM_HINT_T0);
@@ -483,6 +484,21 @@ struct LaneBlocks {
   LaneBlock at(int64_t i) const {
     const int64_t s0 = i / kBlocks * nb, k0 = i % kBlocks * kBf16LaneKc;
     return {s0, nRows - s0 < nb ? nRows - s0 : nb, k0, lda - k0 < kBf16LaneKc ? lda - k0 : kBf16LaneKc};
+  }
+};
+
+// The blocks whose lines a call requests: its own (i < own.count()), then
+// those of the rows after its last one (`following`, the caller's next
+// task on this thread), so that the next task's first blocks arrive while
+// this one's last blocks are computed instead of after it starts.
+struct RequestedBlocks {
+  LaneBlocks own, following;
+  int64_t count() const { return own.count() + following.count(); }
+  LaneBlock at(int64_t i) const {
+    if (i < own.count()) return own.at(i);
+    LaneBlock block = following.at(i - own.count());
+    block.s0 += own.nRows;  // rows of the same b
+    return block;
   }
 };
 
@@ -628,14 +644,16 @@ void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b
 
 template <int MZ, int NB>
 bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-                   int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+                   int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch) {
   static_assert(NB <= kBf16LaneNb && MZ * NB * 64 <= kBf16LaneFinBytes, "the block and fin fit the scratch");
   constexpr int L = MZ * 16;
   constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block (room for kBf16LaneNb rows)
   uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [NB, kc] bf16 each
   float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, L] f32
-  const LaneBlocks blocks{nRows, lda, (lda + kBf16LaneKc - 1) / kBf16LaneKc, NB};
-  const int64_t count = blocks.count();
+  const int64_t kBlocks = (lda + kBf16LaneKc - 1) / kBf16LaneKc;
+  const LaneBlocks blocks{nRows, lda, kBlocks, NB};
+  const RequestedBlocks requested{blocks, {nRowsAfter, lda, kBlocks, NB}};
+  const int64_t count = blocks.count(), requestable = requested.count();
   __m512i nan = _mm512_setzero_si512();
   LaneBlock block = blocks.at(0);
   // Blocks 1 .. ahead - 1 are requested up front; from then on the decode
@@ -643,16 +661,16 @@ bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t row
   const int64_t ahead = laneAhead(K);
   for (int64_t j = 1; j < ahead && j < count; ++j) prefetchLaneBlock(b, K, blocks.at(j));
   {
-    const LaneBlock after = ahead < count ? blocks.at(ahead) : LaneBlock{};
-    LaneDecoder first(b, K, block, ahead < count ? &after : nullptr, buf[0], NB);
+    const LaneBlock after = ahead < requestable ? requested.at(ahead) : LaneBlock{};
+    LaneDecoder first(b, K, block, ahead < requestable ? &after : nullptr, buf[0], NB);
     first.finish(Fp8Bf16Tables::load());
     nan = first.nan();
   }
   for (int64_t i = 0; i < count; ++i) {
     const bool hasNext = i + 1 < count;
     const LaneBlock next = hasNext ? blocks.at(i + 1) : LaneBlock{};
-    const bool hasAfter = i + 1 + ahead < count;
-    const LaneBlock after = hasAfter ? blocks.at(i + 1 + ahead) : LaneBlock{};
+    const bool hasAfter = hasNext && i + 1 + ahead < requestable;
+    const LaneBlock after = hasAfter ? requested.at(i + 1 + ahead) : LaneBlock{};
     // Past the last block: a decoder with nothing to do (no rows, no steps).
     LaneDecoder decoder(b, K, hasNext ? next : LaneBlock{0, 0, 0, 0}, hasAfter ? &after : nullptr,
                         buf[(i + 1) % 2], NB);
@@ -677,12 +695,12 @@ bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t row
 }
 
 bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-              int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch) {
+              int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch) {
   switch ((rows + 15) / 16) {
-    case 1: return laneRowsTiled<1, 16>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
-    case 2: return laneRowsTiled<2, 12>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
-    case 3: return laneRowsTiled<3, 8>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
-    default: return laneRowsTiled<4, 6>(a, saT, lda, rows, b, K, nRows, sb, out, ldo, scratch);
+    case 1: return laneRowsTiled<1, 16>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
+    case 2: return laneRowsTiled<2, 12>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
+    case 3: return laneRowsTiled<3, 8>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
+    default: return laneRowsTiled<4, 6>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
   }
 }
 

@@ -146,11 +146,13 @@ Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& n
     const Bf16KernelSet& ks = kAvx512Bf16Kernels;
     const uint8_t* b = p.b + n0 * p.K;
     const float* sb = p.sb + (n0 / kWeightBlock) * p.groups;
+    // The rows after the task's: in a run, the task this thread takes next.
+    const int64_t rowsAfter = p.N - n0 - rows;
     bool sawNan;
     if (kernel == Bf16Kernel::kRowLanes)
-      sawNan = ks.laneRows(a.lanes, a.saT, a.lda, p.M, b, p.K, rows, sb, out, ldo, scratch + outBytes);
+      sawNan = ks.laneRows(a.lanes, a.saT, a.lda, p.M, b, p.K, rows, rowsAfter, sb, out, ldo, scratch + outBytes);
     else if (kernel == Bf16Kernel::kDotBlocked)
-      sawNan = ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo, scratch + outBytes);
+      sawNan = ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, rowsAfter, sb, out, ldo, scratch + outBytes);
     else
       sawNan = ks.dotRows(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo);
     if (sawNan) nan.b.store(true);

@@ -206,9 +206,12 @@ struct Bf16KernelSet {
 
   // The same product for any number of rows (the blocked dot kernel), B
   // decoded once per kBf16DotSub rows and K block into scratch
-  // (kBf16DotScratchBytes(rows) bytes, 64-byte aligned).
+  // (kBf16DotScratchBytes(rows) bytes, 64-byte aligned). The nRowsAfter
+  // rows of b after its nRows (the caller's next task on this thread; 0 at
+  // B's end) may be requested, never read.
   bool (*dotBlocked)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
-                     int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
+                     int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo,
+                     void* scratch);
 
   // The row-lane kernel's A operand: dst[p, r] = the bf16 pair (a[r, 2p],
   // a[r, 2p + 1]) for r < L = 16 ceil(rows / 16) (rows >= `rows` as zeros),
@@ -219,11 +222,11 @@ struct Bf16KernelSet {
   // The same product as dotRows for rows <= kBf16LaneMaxM, the rows of A in
   // the lanes of L / 16 zmm: B decoded once per block of rows (16, 12, 8, 6
   // for 1..4 zmm) and K block into scratch (kBf16LaneScratchBytes, 64-byte
-  // aligned).
+  // aligned); nRowsAfter as for dotBlocked.
   //   a: [lda / 2, L] from packRowLanes; saT: [lda / 128, L] f32 (sa transposed, 0 past rows);
   //   L = 16 ceil(rows / 16).
   bool (*laneRows)(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-                   int64_t nRows, const float* sb, float* out, int64_t ldo, void* scratch);
+                   int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch);
 
   // Machine-peak probe: `iters` rounds of independent VDPBF16PS chains (zmm).
   // Returns the flops done (4 per f32 lane: two multiply-adds).
