@@ -23,6 +23,10 @@ export interface NativeTensor {
 export interface CpuInfo {
   gemmIsa: 'amx' | 'avx512bf16' | 'avx512' | 'avx2' | 'portable';
   threads: number;
+  /** How long a pool thread watches for the next parallel region before it sleeps (MOE_CPU_SPIN_US). */
+  spinMicros: number;
+  /** The same once a forward announced itself (MoeLayer's forwards wake the pool as they start); 0 where spinMicros is. */
+  wakeSpinMicros: number;
   features: { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bw: boolean; avx512bf16: boolean; amx: boolean };
 }
 

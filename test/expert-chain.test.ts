@@ -4,7 +4,8 @@
 // rule), else the two halves run one region after the other; the bits are
 // those of the separate ops either way.
 import { describe, expect, it } from 'vitest';
-import { MoeConfig, MoeError, MoeLayer, bf16FromFloat32, getNumThreads, setNumThreads } from '../lib/index';
+import { MoeConfig, MoeError, MoeLayer, bf16FromFloat32, cpuInfo, getNumThreads, setNumThreads } from '../lib/index';
+import { native } from '../lib/native';
 import { separateOps as separate, smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng, seedNote, SEED } from './helpers/random';
 
@@ -96,6 +97,36 @@ describe('the experts chained in one parallel region', () => {
       const used = process.cpuUsage(before);
       const cpuMs = (used.user + used.system) / 1e3;
       // A worker that kept watching would use ~300 ms of CPU here.
+      expect(cpuMs, `${cpuMs.toFixed(1)} ms of CPU over ${(performance.now() - start).toFixed(0)} ms idle`).toBeLessThan(60);
+    } finally {
+      setNumThreads(threads);
+    }
+  });
+
+  it('has a forward\'s wake-up watch longer than between regions, bounded too: wakes that no forward follows leave the process idle', async () => {
+    const { spinMicros, wakeSpinMicros } = cpuInfo();
+    expect(spinMicros).toBe(100); // the defaults (MOE_CPU_SPIN_US unset)
+    expect(wakeSpinMicros).toBe(500);
+    const x = bf16FromFloat32(randomFloats(CONFIG.hiddenSize, random), [1, CONFIG.hiddenSize]);
+    const threads = getNumThreads();
+    setNumThreads(2);
+    try {
+      const want = separate(() => layer.forwardSync(x, { out: 'f32' }).data as Float32Array);
+      // Announced regions that never come, while the worker sleeps and while it still watches.
+      for (let i = 0; i < 10; i++) {
+        native().wakeThreads();
+        native().wakeThreads();
+        await new Promise((resolve) => setTimeout(resolve, i % 2 ? 0 : 5));
+      }
+      native().wakeThreads();
+      expect(same(layer.forwardSync(x, { out: 'f32' }).data as Float32Array, want), seedNote).toBe(true);
+      native().wakeThreads();
+      await new Promise((resolve) => setTimeout(resolve, 20)); // past the watch (500 us)
+      const before = process.cpuUsage();
+      const start = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const used = process.cpuUsage(before);
+      const cpuMs = (used.user + used.system) / 1e3;
       expect(cpuMs, `${cpuMs.toFixed(1)} ms of CPU over ${(performance.now() - start).toFixed(0)} ms idle`).toBeLessThan(60);
     } finally {
       setNumThreads(threads);

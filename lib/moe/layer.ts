@@ -380,10 +380,11 @@ export class MoeLayer {
   }
 
   /**
-   * A CPU layer's forward starts its first parallel region ~60 us from here
-   * (the argument checks here and in the addon): the pool threads that sleep
-   * wake now and are up by then (waking a thread takes 40-80 us on a
-   * virtual machine), instead of joining the router's region late.
+   * A CPU layer's forward starts its first parallel region 60-260 us from
+   * here (the argument checks here and in the addon): the pool threads that
+   * sleep wake now and are up by then (waking a thread takes 40-80 us on a
+   * virtual machine), and watch for it (cpuInfo().wakeSpinMicros), instead
+   * of joining the router's region late.
    */
   private wakeThreads(): void {
     if (this.device !== 'cuda') native().wakeThreads();

@@ -40,6 +40,8 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   result.Set("gemmIsa", cpu::gemmIsaName());
   result.Set("threads", cpu::ThreadPool::instance().numThreads());
+  result.Set("spinMicros", cpu::ThreadPool::instance().spinMicros());
+  result.Set("wakeSpinMicros", cpu::ThreadPool::instance().wakeWatchMicros());
   Napi::Object flags = Napi::Object::New(env);
   flags.Set("avx2", features.avx2);
   flags.Set("fma", features.fma);

@@ -45,11 +45,11 @@ inline void cpuRelax() {
 }  // namespace
 
 template <class Ready>
-bool ThreadPool::watch(Ready ready) const {
+bool ThreadPool::watch(Ready ready, int micros) const {
   if (ready()) return true;
-  if (spinMicros_ == 0) return false;
+  if (micros == 0) return false;
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point end = Clock::now() + std::chrono::microseconds(spinMicros_);
+  const Clock::time_point end = Clock::now() + std::chrono::microseconds(micros);
   for (;;) {
     for (int i = 0; i < 64; ++i) {  // ~2-5 us of pauses between looks at the clock
       cpuRelax();
@@ -76,7 +76,10 @@ ThreadPool& ThreadPool::instance() {
   return *pool;
 }
 
-ThreadPool::ThreadPool(int n) : spinMicros_(spinMicrosFromEnv()) { start(n); }
+ThreadPool::ThreadPool(int n)
+    : spinMicros_(spinMicrosFromEnv()), wakeWatchMicros_(spinMicros_ == 0 ? 0 : std::max(spinMicros_, kWakeWatchMicros)) {
+  start(n);
+}
 
 ThreadPool::~ThreadPool() { stop(); }
 
@@ -121,9 +124,10 @@ void ThreadPool::runTasks(int thread) {
 
 void ThreadPool::workerLoop(int thread, uint64_t seen) {
   const DefaultFloatEnvironment fpEnvironment;  // for the worker's lifetime
+  int micros = spinMicros_;
   for (;;) {
     // Watch for the next region (or the pool's end), then sleep until it.
-    watch([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); });
+    watch([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); }, micros);
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (!(stopping_ || generation_ != seen)) {
@@ -133,6 +137,7 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
       }
       if (stopping_) return;
       seen = generation_;
+      micros = announced_ ? wakeWatchMicros_ : spinMicros_;
       // A worker that wakes after the caller closed the region (every task
       // taken) or beyond the caller's per-thread slots has nothing to do.
       if (!open_ || thread >= jobThreads_) continue;
@@ -154,14 +159,18 @@ bool ThreadPool::insideRegion() { return t_insideRegion; }
 void ThreadPool::wakeWorkers() {
   std::unique_lock<std::mutex> region(regionMutex_, std::try_to_lock);
   if (!region.owns_lock()) return;  // a region runs (or the pool resizes): its workers are awake
+  if (workers_.empty()) return;
+  bool wakeSleepers = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (sleepingWorkers_ == 0) return;
     // A generation without a job (open_ is false between regions): each
-    // worker wakes, finds nothing to join and watches for the next one.
+    // worker, asleep or still watching after the last region, finds nothing
+    // to join and watches for the announced region (kWakeWatchMicros).
+    announced_ = true;
     generation_.fetch_add(1, std::memory_order_release);
+    wakeSleepers = sleepingWorkers_ > 0;
   }
-  wake_.notify_all();
+  if (wakeSleepers) wake_.notify_all();
 }
 
 void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t, int)>& fn, int maxThreads) {
@@ -194,6 +203,7 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     jobThreads_ = std::min(threads, maxThreads);
     nextTask_.store(0, std::memory_order_relaxed);
     open_ = true;
+    announced_ = false;
     activeWorkers_.store(0, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
     wakeSleepers = sleepingWorkers_ > 0;  // workers still watching see the new generation themselves
@@ -211,7 +221,7 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     open_ = false;
   }
   const auto finished = [&] { return activeWorkers_.load(std::memory_order_acquire) == 0; };
-  if (!watch(finished)) {
+  if (!watch(finished, spinMicros_)) {
     std::unique_lock<std::mutex> lock(mutex_);
     callerSleeping_ = true;
     done_.wait(lock, finished);

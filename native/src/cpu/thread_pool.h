@@ -52,9 +52,10 @@ class ThreadPool {
                    int maxThreads = std::numeric_limits<int>::max());
 
   // Work is coming (a layer forward about to start): sleeping workers wake
-  // now and watch for its first region, so that their wake-up overlaps the
-  // caller's preparation instead of the region. Costs the caller the notify
-  // where a worker sleeps, nothing else; does nothing while a region runs.
+  // now and watch for its first region (for kWakeWatchMicros), so that their
+  // wake-up overlaps the caller's preparation instead of the region. Costs
+  // the caller the notify where a worker sleeps, nothing else; does nothing
+  // while a region runs.
   void wakeWorkers();
 
   // True while this thread runs a region's task: a parallelFor from here
@@ -66,6 +67,14 @@ class ThreadPool {
   // watches, at most 10000).
   static constexpr int kSpinMicros = 100;
   int spinMicros() const { return spinMicros_; }
+  // How long a worker woken by wakeWorkers() watches for the region it
+  // announced: a decode forward's first region starts 60-260 us after the
+  // wake (the argument checks in JS and in the addon; the longer times right
+  // after the caches were flushed), past kSpinMicros, and a worker asleep
+  // again by then costs the region its 40-80 us wake-up a second time.
+  // Bounded as the watch is (0 where MOE_CPU_SPIN_US is 0).
+  static constexpr int kWakeWatchMicros = 500;
+  int wakeWatchMicros() const { return wakeWatchMicros_; }
 
  private:
   explicit ThreadPool(int n);
@@ -75,10 +84,11 @@ class ThreadPool {
   void runTasks(int thread);
   // Watches `ready` for up to spinMicros_; true once it holds.
   template <class Ready>
-  bool watch(Ready ready) const;
+  bool watch(Ready ready, int micros) const;
 
   std::atomic<int> numThreads_{1};
   int spinMicros_ = kSpinMicros;
+  int wakeWatchMicros_ = kWakeWatchMicros;
   std::vector<std::thread> workers_;
 
   std::mutex regionMutex_;  // one parallel region at a time
@@ -91,6 +101,7 @@ class ThreadPool {
   std::atomic<bool> stopping_{false};
   std::atomic<int> activeWorkers_{0};  // workers that joined the region and have not finished
   bool open_ = false;           // a region's tasks are still being handed out: workers may join it
+  bool announced_ = false;      // the current generation is wakeWorkers()'s: a region is on its way
   int sleepingWorkers_ = 0;     // workers blocked on wake_: a new region notifies only these
   bool callerSleeping_ = false;  // the caller blocks on done_: the last worker out notifies it
 
