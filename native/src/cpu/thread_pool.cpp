@@ -157,6 +157,13 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
 bool ThreadPool::insideRegion() { return t_insideRegion; }
 
 void ThreadPool::wakeWorkers() {
+  // A woken worker that does not watch (MOE_CPU_SPIN_US=0) would find no
+  // region yet and sleep again at once: the wake would cost the caller its
+  // notify and the woken thread its round trip through the kernel, and still
+  // leave the first region to wake it. Measured with a lone caller of a 1-
+  // and a 30-token forward (H = 896): 16 and 35 us less of the caller's CPU
+  // per forward without it, the forward's wall time no longer (within 1-5%).
+  if (wakeWatchMicros_ == 0) return;
   std::unique_lock<std::mutex> region(regionMutex_, std::try_to_lock);
   if (!region.owns_lock()) return;  // a region runs (or the pool resizes): its workers are awake
   if (workers_.empty()) return;

@@ -55,7 +55,8 @@ class ThreadPool {
   // now and watch for its first region (for kWakeWatchMicros), so that their
   // wake-up overlaps the caller's preparation instead of the region. Costs
   // the caller the notify where a worker sleeps, nothing else; does nothing
-  // while a region runs.
+  // while a region runs, or where a woken worker would not watch
+  // (MOE_CPU_SPIN_US=0).
   void wakeWorkers();
 
   // True while this thread runs a region's task: a parallelFor from here
