@@ -244,6 +244,23 @@ describe('MoeBatcher', () => {
     expect(events[0].tokens).toBe(2);
   });
 
+  it('aborts every unsettled request of a signal shared by requests of two batchers, and none settled before', async () => {
+    const controller = new AbortController();
+    const first = batcherOf({ out: 'f32' });
+    const x = rows(1);
+    expectOwnRows(await first.submit(x, { signal: controller.signal }), x, 1); // settled: the abort must not reach it
+    const held = heldBatcher();
+    const aborted = [held.submit(rows(1), { signal: controller.signal }), held.submit(rows(2), { signal: controller.signal })];
+    const kept = rows(1);
+    const other = held.submit(kept);
+    controller.abort(new Error('shutting down'));
+    for (const p of aborted) await expect(p).rejects.toMatchObject({ name: 'AbortError', cause: { message: 'shutting down' } });
+    expect(held.stats()).toMatchObject({ queuedRequests: 1, queuedTokens: 1, aborted: 2 });
+    expect(first.stats()).toMatchObject({ completed: 1, aborted: 0 });
+    await held.close();
+    expectOwnRows(await other, kept, 1);
+  });
+
   it('fails a queued request whose deadline passes with ERR_MOE_DEADLINE, leaving the others', async () => {
     const batcher = heldBatcher();
     const x = rows(1);
