@@ -3,8 +3,9 @@
 process.env.MOE_CPU_ISA = 'avx512bf16';
 const { gemmSuite, rowBitsSuite } = await import('./helpers/gemm-suite');
 const { describe, expect, it } = await import('vitest');
-const { cpuInfo, gemmFp8Sync, quantizeActivationsSync, quantizeWeightsSync, tensor } = await import('../lib/index');
-const { randomActivations, randomFloats, rng } = await import('./helpers/random');
+const { cpuInfo, empty, gemmFp8Sync, quantizeActivationsSync, quantizeWeightsSync, tensor } = await import('../lib/index');
+const { randomActivations, randomFloats, rng, seedNote } = await import('./helpers/random');
+const { calcDiff, referenceGemm } = await import('./helpers/reference');
 
 gemmSuite('avx512bf16');
 
@@ -43,6 +44,40 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a NaN code in b${ran ? '' : ` 
       b.data.data[n * k - 1] = 0xff;
       const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
       expect(() => gemmFp8Sync(a, b)).toThrow(expect.objectContaining({ code: 'ERR_MOE_NONFINITE' }));
+    });
+  }
+});
+
+// The panel kernel runs a tile's odd last panel (32 columns) for two
+// micro-panels of rows at a time: an even and an odd count of micro-panels
+// (the last one then alone), rows cut 3 and 4, the odd panel written to D
+// directly (N a multiple of 32) or through the accumulator tile (N tail),
+// one and several K blocks of 512. Every 32-column slab is checked on its
+// own against the float64 reference, so a wrong or missing panel shows.
+describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the panel kernel's odd last panel${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
+  const random = rng();
+  const shapes: Array<[number, number, number]> = [
+    [72, 96, 1040],
+    [69, 160, 400],
+    [131, 95, 656],
+    [77, 352, 2064],
+  ];
+  for (const [m, n, k] of shapes) {
+    it(`M=${m} N=${n} K=${k}: every 32-column slab matches the float64 reference`, () => {
+      const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
+      const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
+      const exact = referenceGemm(a.data.data, a.scales.data, b.data.data, b.scales.data, m, n, k);
+      const into = empty([m, n], 'f32');
+      into.data.fill(NaN); // poison: every element must be written
+      const d = gemmFp8Sync(a, b, { out: 'f32', into }).data as Float32Array;
+      const dBf16 = gemmFp8Sync(a, b).toFloat32Array();
+      expect(d.every(Number.isFinite)).toBe(true);
+      for (let j0 = 0; j0 < n; j0 += 32) {
+        const cols = Math.min(32, n - j0);
+        const slab = (x: ArrayLike<number>) => Array.from({ length: m * cols }, (_, e) => x[Math.floor(e / cols) * n + j0 + (e % cols)]);
+        expect(calcDiff(slab(d), slab(exact)), `columns ${j0}.. (f32 out) ${seedNote}`).toBeLessThan(1e-5);
+        expect(calcDiff(slab(dBf16), slab(exact)), `columns ${j0}.. (bf16 out) ${seedNote}`).toBeLessThan(1e-5);
+      }
     });
   }
 });

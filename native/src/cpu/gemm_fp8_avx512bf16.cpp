@@ -106,7 +106,8 @@ bool packB(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, ui
 // sb1 for the second: a 64-column tile may straddle two 128-row scale
 // blocks). At MR = 4, NV = 4: 16 independent chains (the instruction's
 // latency x 2 per cycle needs >= 12; 6 x 2 had exactly 12) and 8 loads per
-// 16 VDPBF16PS; f (16 zmm more) lives in L1, touched once per group.
+// 16 VDPBF16PS; f (16 zmm more) lives in L1, touched once per group. A
+// single panel (NV = 2) takes up to 8 rows for the same 16 chains.
 template <int MR, int NV>
 void micro(int64_t kc, const uint16_t* a, int64_t lda, const uint32_t* b, const float* sa, int64_t ldsa,
            const float* sb0, const float* sb1, float* c, int64_t ldc, bool accumulate, TileOut out, void* d,
@@ -732,7 +733,7 @@ extern const Bf16KernelSet kAvx512Bf16Kernels = {
     packA,
     packB,
     {nullptr, micro<1, 4>, micro<2, 4>, micro<3, 4>, micro<4, 4>},
-    {nullptr, micro<1, 2>, micro<2, 2>, micro<3, 2>, micro<4, 2>},
+    {nullptr, micro<1, 2>, micro<2, 2>, micro<3, 2>, micro<4, 2>, micro<5, 2>, micro<6, 2>, micro<7, 2>, micro<8, 2>},
     dotRows,
     dotBlocked,
     packRowLanes,
@@ -740,6 +741,6 @@ extern const Bf16KernelSet kAvx512Bf16Kernels = {
     dotBurn,
 };
 
-static_assert(kBf16Mr == 4, "kAvx512Bf16Kernels.micro and micro32 list MR = 1 .. 4");
+static_assert(kBf16Mr == 4, "kAvx512Bf16Kernels.micro lists MR = 1 .. 4, micro32 MR = 1 .. 8");
 
 }  // namespace moe::cpu::fp8gemm

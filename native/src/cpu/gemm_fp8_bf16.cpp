@@ -173,10 +173,11 @@ int64_t panelOffset(int64_t j, int64_t kc) { return (j / kBf16Nr) * (kc / 2) * k
 
 // One tile D[m0 .. m0 + mEff, n0 .. n0 + nEff) over all of K. Rows are cut
 // into near-equal micro-panels of <= kBf16Mr rows, columns into pairs of
-// panels (64 columns; an odd last panel alone); the A micro-panel stays in
-// L1 while the block's B panels stream from L2. On the last K block the
-// microkernels write D directly, except a last micro-tile that is ragged
-// (N tail): it goes through c.
+// panels (64 columns); the A micro-panel stays in L1 while the block's B
+// panels stream from L2. An odd last panel is run for two micro-panels at a
+// time (micro32 takes up to 2 kBf16Mr rows), as soon as the second of them
+// is reached. On the last K block the microkernels write D directly, except a
+// last micro-tile that is ragged (N tail): it goes through c.
 void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int64_t tile, uint32_t* bBlock, float* c,
                   NanFlags& nan) {
   const Bf16KernelSet& ks = kAvx512Bf16Kernels;
@@ -187,6 +188,8 @@ void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int6
   const TileOut direct = p.bf16 ? TileOut::kBf16 : TileOut::kF32;
   const int64_t lastJ0 = (nPanels - 1) / 2 * 2 * kBf16Nr;  // the last micro-tile's first column
   const int64_t directCols = ldc > nEff ? lastJ0 : nEff;     // columns the microkernels write to D
+  const int64_t pairs = nPanels / 2;                          // micro-tiles of two panels per micro-panel
+  const int64_t oddJ0 = nPanels % 2 == 1 ? pairs * 2 * kBf16Nr : -1;  // the odd last panel's first column
   for (int64_t k0 = 0; k0 < a.lda; k0 += kBf16Kc) {
     if (nan.any()) return;
     const int64_t kc = std::min(kBf16Kc, a.lda - k0), g0 = k0 / kBf16Group;
@@ -195,20 +198,23 @@ void runPanelTile(const Problem& p, const PackedA& a, const TilePlan& plan, int6
       if (ks.packB(p.b + (n0 + j) * p.K, p.K, std::min<int64_t>(kBf16Nr, nEff - j), k0, kc, bBlock + panelOffset(j, kc)))
         nan.b.store(true);
     }
+    // Rows [i0, i0 + h) against the panels from column j0 (one or two of them).
+    const auto run = [&](int64_t i0, int64_t h, int64_t j0, bool pair) {
+      const bool toD = lastK && j0 < directCols;
+      // A panel never crosses a 128-row scale block; the two of a pair may.
+      const float* sb0 = p.sb + ((n0 + j0) / kWeightBlock) * p.groups + g0;
+      const float* sb1 = pair ? p.sb + ((n0 + j0 + kBf16Nr) / kWeightBlock) * p.groups + g0 : sb0;
+      (pair ? ks.micro : ks.micro32)[h](kc, a.a + (m0 + i0) * a.lda + k0, a.lda, bBlock + panelOffset(j0, kc),
+                                        a.sa + (m0 + i0) * p.groups + g0, p.groups, sb0, sb1, c + i0 * ldc + j0, ldc,
+                                        accumulate, toD ? direct : TileOut::kAccumulator, p.dAt(m0 + i0, n0 + j0), p.N);
+    };
+    int64_t oddFrom = 0;  // the first row the odd panel has not yet covered
     for (int64_t ip = 0; ip < microPanels; ++ip) {
-      const int64_t i0 = mEff * ip / microPanels, h = mEff * (ip + 1) / microPanels - i0;
-      const uint16_t* aPanel = a.a + (m0 + i0) * a.lda + k0;
-      const float* saPanel = a.sa + (m0 + i0) * p.groups + g0;
-      for (int64_t jp = 0; jp < nPanels; jp += 2) {
-        const int64_t j0 = jp * kBf16Nr;
-        const bool pair = jp + 1 < nPanels;
-        const bool toD = lastK && j0 < directCols;
-        // A panel never crosses a 128-row scale block; the two of a pair may.
-        const float* sb0 = p.sb + ((n0 + j0) / kWeightBlock) * p.groups + g0;
-        const float* sb1 = pair ? p.sb + ((n0 + j0 + kBf16Nr) / kWeightBlock) * p.groups + g0 : sb0;
-        (pair ? ks.micro : ks.micro32)[h](kc, aPanel, a.lda, bBlock + panelOffset(j0, kc), saPanel, p.groups, sb0, sb1,
-                                          c + i0 * ldc + j0, ldc, accumulate, toD ? direct : TileOut::kAccumulator,
-                                          p.dAt(m0 + i0, n0 + j0), p.N);
+      const int64_t i0 = mEff * ip / microPanels, i1 = mEff * (ip + 1) / microPanels;
+      for (int64_t jp = 0; jp < pairs; ++jp) run(i0, i1 - i0, jp * 2 * kBf16Nr, true);
+      if (oddJ0 >= 0 && (ip % 2 == 1 || ip + 1 == microPanels)) {
+        run(oddFrom, i1 - oddFrom, oddJ0, false);
+        oddFrom = i1;
       }
     }
   }
