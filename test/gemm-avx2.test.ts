@@ -20,4 +20,14 @@ rowBitsSuite('avx2', [
   ['in-register and panel forms', 32, 27, 4],
 ]);
 
+// K = 400 (<= 512, one K chunk, with the 16-k tail): the panel form decodes
+// the next panel of B while it multiplies this one (two buffers taking
+// turns), which must not move a bit either. N = 300 runs in tasks of 16 B
+// rows: a panel of 12, then one of 4.
+rowBitsSuite('avx2', [
+  ['panel form, next panel decoded alongside', 16, 3, 13],
+  ['in-register and panel forms, next panel decoded alongside', 16, 12, 4],
+  ['in-register and panel forms, next panel decoded alongside', 5, 0, 1],
+], 400);
+
 export {}; // a module: top-level await

@@ -127,14 +127,14 @@ export function gemmSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable' | '
  * (gemm_fp8_kernels.h): the same row must give the same bits whatever other
  * rows share its call, and wherever it sits among them. Each case is
  * [label, M of the full call, first row, rows]: rows from..from+count-1 run
- * alone and inside the full call. Skips with a message where this CPU runs
- * another path than `isa`.
+ * alone and inside the full call, with N = 300 and K = k. Skips with a
+ * message where this CPU runs another path than `isa`.
  */
-export function rowBitsSuite(isa: string, cases: Array<[string, number, number, number]>): void {
+export function rowBitsSuite(isa: string, cases: Array<[string, number, number, number]>, k = 1040): void {
   const ran = cpuInfo().gemmIsa === isa;
-  describe.skipIf(!ran)(`gemmFp8 (${isa} path): a row's bits do not depend on its batch${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
+  describe.skipIf(!ran)(`gemmFp8 (${isa} path, K=${k}): a row's bits do not depend on its batch${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
     const random = rng();
-    const [n, k] = [300, 1040];
+    const n = 300;
     const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
     const x = randomActivations(Math.max(...cases.map(([, full]) => full)), k, random);
     const rows = (from: number, count: number) => gemmFp8Sync(quantizeActivationsSync(tensor(x.subarray(from * k, (from + count) * k), [count, k])), b, { out: 'f32' }).data as Float32Array;
