@@ -307,6 +307,34 @@ inline float hsum(__m256 v) {
 // An output from its accumulator: the lanes summed, the decode's factor undone.
 inline float finalSum(__m256 acc) { return hsum(acc) * kStreamOutUnit; }
 
+// Per half, lanes 0, 1 of p plus its lanes 2, 3, then the same of q:
+// [p0 + p2, p1 + p3, q0 + q2, q1 + q3 | the same of the high halves].
+inline __m256 addLanePairs(__m256 p, __m256 q) {
+  return _mm256_add_ps(_mm256_shuffle_ps(p, q, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(p, q, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// finalSum of eight accumulators at once, lane t from x[t], bit for bit: the
+// same additions as hsum's, (l0 + l4 + (l2 + l6)) + (l1 + l5 + (l3 + l7)),
+// done for eight with 21 shuffles and adds instead of 40.
+inline __m256 finalSums8(const __m256 x[8]) {
+  // s(x) = x's low half + its high half: [s(x_t) | s(x_t+4)] for t < 4.
+  __m256 s[4];
+  for (int t = 0; t < 4; ++t)
+    s[t] = _mm256_add_ps(_mm256_permute2f128_ps(x[t], x[t + 4], 0x20), _mm256_permute2f128_ps(x[t], x[t + 4], 0x31));
+  // u0 = [x0: s0 + s2, s1 + s3; x1: the same | x4; x5], u1 the same of x2, x3 | x6, x7.
+  const __m256 u0 = addLanePairs(s[0], s[1]), u1 = addLanePairs(s[2], s[3]);
+  const __m256 sums = _mm256_add_ps(_mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm256_mul_ps(sums, _mm256_set1_ps(kStreamOutUnit));
+}
+
+// out[j] = finalSum(x[j]) for j < count.
+inline void storeFinalSums(const __m256* x, int64_t count, float* out) {
+  int64_t j = 0;
+  for (; j + 8 <= count; j += 8) _mm256_storeu_ps(out + j, finalSums8(x + j));
+  for (; j < count; ++j) out[j] = finalSum(x[j]);
+}
+
 // acc += a[0..31] * v[0..3] (32 k of one chunk, in order).
 inline __m256 fmaChunk(const float* a, const __m256 v[4], __m256 acc) {
   acc = _mm256_fmadd_ps(_mm256_loadu_ps(a), v[0], acc);
@@ -386,8 +414,14 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
     }
     tailNan = sawNan(tail);
   }
+  if constexpr (MR == 1) {
+    storeFinalSums(acc[0], NB, out);
+  } else {
+    alignas(32) float sums[MR * NB];
+    storeFinalSums(&acc[0][0], MR * NB, sums);
 #pragma GCC unroll 32
-  for (int i = 0; i < MR * NB; ++i) out[(i / NB) * ldo + i % NB] = finalSum(acc[i / NB][i % NB]);
+    for (int i = 0; i < MR * NB; ++i) out[(i / NB) * ldo + i % NB] = sums[i];
+  }
   return nan.saw() || tailNan;
 }
 
@@ -579,8 +613,7 @@ bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t*
       }
       if (overlap) cur ^= 1;
       for (int64_t i = 0; i < rp; ++i)
-        for (int64_t j = 0; j < np; ++j)
-          out[(r0 + i) * ldo + j0 + j] = finalSum(_mm256_load_ps(acc + (i * kDotPanelRows + j) * 8));
+        storeFinalSums(reinterpret_cast<const __m256*>(acc + i * kDotPanelRows * 8), np, out + (r0 + i) * ldo + j0);
     }
   }
   return nan;
