@@ -201,10 +201,12 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
 // (e = 0) become f32 subnormals with the same mantissa (-0 stays -0; the NaN
 // codes decode to a finite value and are caught on the bytes). F16C's
 // conversion, one per 8 weights, is what bound the previous decode (31.8 GB/s
-// from L2 against 51.7 with a plain move in its place); this one is 9 ALU
+// from L2 against 51.7 with a plain move in its place); this one is 8
 // operations per 32 weights and no shuffle. M = 1, one thread, weights in
 // L1/L2: 16.2 -> 24.6-26.3 GB/s; 2 threads from memory: 49-60% of the
-// bandwidth, was 38-45% (bench/RESULTS.md, 2026-12-07).
+// bandwidth, was 38-45% (bench/RESULTS.md, 2026-12-07). The kernel is bound
+// by its vector operations (the NaN tracking's 2 of 15 per 32 weights, left
+// out, ran 1.12x as fast from cache), so each one counts.
 //
 // The factor 2^-120 is split: scaleForStream multiplies A by 2^64
 // (kStreamAUnit) and streamRows multiplies each output by 2^56 (kStreamOutUnit),
@@ -231,11 +233,19 @@ static_assert(kStreamAUnit * kStreamOutUnit == 0x1p120f, "the two factors undo t
 // (arithmetically, so that bit 31 keeps the sign) and masked.
 constexpr int kF32Mask = static_cast<int>(0x87F00000u);
 
-// v[j] lane q = fp8(byte 4q + j of d) * 2^-120: 5 shifts and 4 ANDs.
+// Words of 16 * (signed) byte 0 or byte 1 of each word of d, by VPMADDUBSW
+// with the other byte's factor 0: what the mask keeps of the byte at the top
+// of its word shifted right by 4, in one operation where bytes 0 and 2 took
+// two (a shift up by 8, then down by 4), and on the multiply pipes rather
+// than the shift pipes.
+constexpr short kByte0Times16 = 0x0010;  // unsigned factor bytes (16, 0) of each word
+constexpr short kByte1Times16 = 0x1000;  // (0, 16)
+
+// v[j] lane q = fp8(byte 4q + j of d) * 2^-120: 2 multiply-adds, 2 shifts and 4 ANDs.
 inline void decode32(__m256i d, __m256 v[4]) {
   const __m256i mask = _mm256_set1_epi32(kF32Mask);
-  const __m256i odd = _mm256_srai_epi16(d, 4);                           // bytes 1, 3 at the top of their words
-  const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(d, 8), 4);    // bytes 0, 2
+  const __m256i odd = _mm256_maddubs_epi16(_mm256_set1_epi16(kByte1Times16), d);   // bytes 1, 3, times 16
+  const __m256i even = _mm256_maddubs_epi16(_mm256_set1_epi16(kByte0Times16), d);  // bytes 0, 2, times 16
   v[0] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(even, 16), mask));
   v[1] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(odd, 16), mask));
   v[2] = _mm256_castsi256_ps(_mm256_and_si256(even, mask));
@@ -245,8 +255,8 @@ inline void decode32(__m256i d, __m256 v[4]) {
 // The same for 16 bytes (4 dwords): the K tail.
 inline void decode16(__m128i d, __m128 v[4]) {
   const __m128i mask = _mm_set1_epi32(kF32Mask);
-  const __m128i odd = _mm_srai_epi16(d, 4);
-  const __m128i even = _mm_srai_epi16(_mm_slli_epi16(d, 8), 4);
+  const __m128i odd = _mm_maddubs_epi16(_mm_set1_epi16(kByte1Times16), d);
+  const __m128i even = _mm_maddubs_epi16(_mm_set1_epi16(kByte0Times16), d);
   v[0] = _mm_castsi128_ps(_mm_and_si128(_mm_slli_epi32(even, 16), mask));
   v[1] = _mm_castsi128_ps(_mm_and_si128(_mm_slli_epi32(odd, 16), mask));
   v[2] = _mm_castsi128_ps(_mm_and_si128(even, mask));
@@ -377,7 +387,7 @@ inline void prefetchB(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const ch
 
 // Direct form (few rows of A): MR rows of A against NB rows of B over all of
 // K, B decoded in registers, 32 k per step. Per 32 bytes of B: one load, 2
-// NaN-tracking and 9 decode operations shared by the MR rows, 4 FMAs per row.
+// NaN-tracking and 8 decode operations shared by the MR rows, 4 FMAs per row.
 template <int MR, int NB>
 bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo) {
   __m256 acc[MR][NB];
