@@ -528,13 +528,16 @@ bool decodePanel(const uint8_t* b, int64_t ldb, int64_t nb, int64_t k0, int64_t 
 }
 
 // acc[i, j] (8 lanes) += a[i, k] * dec[j, k] over k < kc, lane by lane, with
-// the K tail (kc % 32 == 16) in lanes 0..3 as streamTile does it.
+// the K tail (kc % 32 == 16) in lanes 0..3 as streamTile does it; on a
+// panel's first chunk (`first`) acc is written, not read (the same bits as
+// adding to zeros, without zeroing acc first).
 //   a: [MR, lda] f32 at the chunk; dec: [NB, kDotKc]; acc: [MR, ldacc] x 8 f32.
 template <int MR, int NB>
-void dotTile(const float* a, int64_t lda, const float* dec, int64_t kc, float* acc, int64_t ldacc) {
+void dotTile(const float* a, int64_t lda, const float* dec, int64_t kc, bool first, float* acc, int64_t ldacc) {
   __m256 c[MR][NB];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR * NB; ++i) c[i / NB][i % NB] = _mm256_load_ps(acc + ((i / NB) * ldacc + i % NB) * 8);
+  for (int i = 0; i < MR * NB; ++i)
+    c[i / NB][i % NB] = first ? _mm256_setzero_ps() : _mm256_load_ps(acc + ((i / NB) * ldacc + i % NB) * 8);
   const int64_t body = kc / 32 * 32;
   for (int64_t k = 0; k < body; k += 8) {
     __m256 bv[NB];
@@ -560,7 +563,7 @@ void dotTile(const float* a, int64_t lda, const float* dec, int64_t kc, float* a
   for (int i = 0; i < MR * NB; ++i) _mm256_store_ps(acc + ((i / NB) * ldacc + i % NB) * 8, c[i / NB][i % NB]);
 }
 
-using DotTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t);
+using DotTileFn = void (*)(const float*, int64_t, const float*, int64_t, bool, float*, int64_t);
 
 template <int MR>
 DotTileFn dotTileFn(int nb) {
@@ -600,7 +603,6 @@ bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t*
     for (int64_t j0 = 0; j0 < nRows; j0 += kDotPanelRows) {
       const int64_t np = std::min(kDotPanelRows, nRows - j0);
       const int64_t jn = j0 + kDotPanelRows, nn = overlap ? std::max<int64_t>(0, std::min(kDotPanelRows, nRows - jn)) : 0;
-      for (int64_t i = 0; i < rp * kDotPanelRows * 8; i += 8) _mm256_store_ps(acc + i, _mm256_setzero_ps());
       for (int64_t k0 = 0; k0 < K; k0 += kDotKc) {
         const int64_t kc = std::min(kDotKc, K - k0);
         if (!overlap) nan |= decodePanel(b + j0 * ldb, ldb, np, k0, kc, dec[cur]);
@@ -616,7 +618,7 @@ bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t*
               nan |= decodePanel(b + (jn + decoded) * ldb, ldb, upTo - decoded, 0, K, dec[cur ^ 1] + decoded * kDotKc);
               decoded = upTo;
             }
-            pickDotTile(mr, nb)(a + (r0 + i0) * lda + k0, lda, dec[cur] + jg * kDotKc, kc,
+            pickDotTile(mr, nb)(a + (r0 + i0) * lda + k0, lda, dec[cur] + jg * kDotKc, kc, k0 == 0,
                                 acc + (i0 * kDotPanelRows + jg) * 8, kDotPanelRows);
           }
         }
