@@ -71,30 +71,31 @@ constexpr struct PairSplitOrder {
 // 16 rows x 64 k per step: a 16 x 16 dword transpose of the raw fp8 bytes
 // (dword q of every row: k 4q .. 4q + 3) and one decode per dword column,
 // whose byte permutation also separates its two k-pairs: half the shuffles
-// of transposing after the decode (bf16 is twice the bytes).
+// of transposing after the decode (bf16 is twice the bytes). NaN codes are
+// caught off the decode's high bytes (one op per 64 values, not two per
+// row loaded).
 bool packB(const uint8_t* b, int64_t K, int64_t rows, int64_t k0, int64_t kc, uint32_t* dst) {
-  __m512i nan = _mm512_setzero_si512();
+  const Fp8Bf16Tables t = Fp8Bf16Tables::load();
+  __m512i nanHigh = _mm512_setzero_si512();
   const __m512i order = _mm512_loadu_si512(kPairSplitOrder.idx);
   for (int h = 0; h < 2; ++h) {
     for (int64_t k = 0; k < kc; k += 64) {
       __m512 x[16];
       for (int r = 0; r < 16; ++r) {
         const int64_t row = 16 * h + r;
-        const __m512i bytes = row < rows ? loadRow64(b + row * K, k0 + k, K) : _mm512_setzero_si512();
-        nan = trackNan64(nan, bytes);
-        x[r] = _mm512_castsi512_ps(bytes);
+        x[r] = _mm512_castsi512_ps(row < rows ? loadRow64(b + row * K, k0 + k, K) : _mm512_setzero_si512());
       }
       transpose16x16(x);  // x[q]: k 4q .. 4q + 3 of the 16 rows
       uint32_t* out = dst + (k / 2) * kBf16Nr + 16 * h;
       for (int q = 0; q < 16; ++q) {
         __m512i first, second;
-        bf16FromPermutedFp8x64(_mm512_permutexvar_epi8(order, _mm512_castps_si512(x[q])), first, second);
+        bf16FromPermutedFp8x64(t, _mm512_permutexvar_epi8(order, _mm512_castps_si512(x[q])), first, second, nanHigh);
         _mm512_store_si512(out + (2 * q) * kBf16Nr, first);
         _mm512_store_si512(out + (2 * q + 1) * kBf16Nr, second);
       }
     }
   }
-  return sawNan64(nan);
+  return sawNanHigh64(nanHigh);
 }
 
 // ---- panel microkernel ----------------------------------------------------------
