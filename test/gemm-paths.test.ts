@@ -2,7 +2,8 @@
 // forced through MOE_CPU_ISA in a child process) on the same seeded inputs at
 // ragged shapes: M = 1 .. 130 (every kernel's row blocking and each switch of
 // kernel by M: 8/9, on AVX512_BF16 4/5, 11/12 and 64/65 (and the row-lane
-// kernel's 1..4 zmm of rows: 16/17, 32/33, 48/49), on AVX2 4/5 and 32/33), N and K off multiples of 128
+// kernel's 1..4 zmm of rows and the tail past them: 16/17, 24/25, 32/33,
+// 40/41, 48/49, 56/57), on AVX2 4/5 and 32/33), N and K off multiples of 128
 // (a second dense K spans several of the AVX2 streaming kernel's 512-wide K
 // chunks; both have K % 32 = 16), dense and grouped (one segment per expert,
 // segments of 1 .. 70 rows, one per AVX512_BF16 kernel). Each path's output must match the
@@ -17,11 +18,11 @@ import { SEED, seedNote } from './helpers/random';
 
 const DIST = resolve(__dirname, '../dist/index.js');
 
-const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 31, 32, 33, 48, 49, 64, 65, 97, 130];
+const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 24, 25, 31, 32, 33, 40, 41, 48, 49, 56, 57, 64, 65, 97, 130];
 const [N, K] = [161, 400];
 const [N2, K2] = [140, 1168];  // dense only
-const MS2 = [1, 5, 12, 13, 32, 33, 64, 65];
-const SEGMENTS = [1, 5, 37, 2, 9, 0, 17, 14, 64, 70];  // rows per expert (one expert gets none)
+const MS2 = [1, 5, 12, 13, 20, 32, 33, 40, 64, 65];
+const SEGMENTS = [1, 5, 37, 2, 9, 0, 17, 14, 64, 70, 22];  // rows per expert (one expert gets none)
 
 /** Runs in a child process: the inputs (seeded) and each GEMM's f32 output, base64. */
 const SCRIPT = `

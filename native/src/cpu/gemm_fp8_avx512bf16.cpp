@@ -338,9 +338,13 @@ bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int6
 // 32 k in order, promotion per group, one horizontal sum at the end).
 constexpr int kBlockMr = 4, kBlockNb = 6;  // 24 partials + 4 A + 1 B of the 32 zmm
 
+// MR x NB sums over one K block of kc (whole groups), promoted into fin:
+//   a: [MR, lda] bf16 at the block's first k; sa: [MR, ldsa] f32 at its first group;
+//   b: [NB, ldb] decoded bf16 rows (their first kc); sb: [kc / 128] f32;
+//   fin: [MR][ldf][16] f32 (row i, B row j at (i * ldf + j) * 16), zeroed first when `first`.
 template <int MR, int NB>
 void dotBlockTile(int64_t kc, const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, const uint16_t* b,
-                  const float* sb, float* fin, bool first) {
+                  int64_t ldb, const float* sb, float* fin, int64_t ldf, bool first) {
   for (int64_t g = 0; g < kc / kBf16Group; ++g) {
     __m512 par[MR][NB];
 #pragma GCC unroll 32
@@ -352,7 +356,7 @@ void dotBlockTile(int64_t kc, const uint16_t* a, int64_t lda, const float* sa, i
       for (int i = 0; i < MR; ++i) av[i] = asBf16(_mm512_load_si512(a + i * lda + k));
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        const __m512bh bv = asBf16(_mm512_load_si512(b + j * kc + k));
+        const __m512bh bv = asBf16(_mm512_load_si512(b + j * ldb + k));
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) par[i][j] = _mm512_dpbf16_ps(par[i][j], av[i], bv);
       }
@@ -364,15 +368,15 @@ void dotBlockTile(int64_t kc, const uint16_t* a, int64_t lda, const float* sa, i
       const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[i * ldsa + g]), sbv);
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        float* f = fin + (i * kBf16DotSub + j) * 16;
+        float* f = fin + (i * ldf + j) * 16;
         _mm512_store_ps(f, _mm512_fmadd_ps(par[i][j], s, zero ? _mm512_setzero_ps() : _mm512_load_ps(f)));
       }
     }
   }
 }
 
-using DotBlockTileFn = void (*)(int64_t, const uint16_t*, int64_t, const float*, int64_t, const uint16_t*, const float*,
-                                float*, bool);
+using DotBlockTileFn = void (*)(int64_t, const uint16_t*, int64_t, const float*, int64_t, const uint16_t*, int64_t,
+                                const float*, float*, int64_t, bool);
 
 template <int MR>
 DotBlockTileFn dotBlockTileFn(int nb) {
@@ -425,8 +429,8 @@ bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, i
         const int mr = static_cast<int>(rows - i0 < kBlockMr ? rows - i0 : kBlockMr);
         for (int64_t j0 = 0; j0 < ns; j0 += kBlockNb) {
           const int nb = static_cast<int>(ns - j0 < kBlockNb ? ns - j0 : kBlockNb);
-          pickDotBlockTile(mr, nb)(kc, a + i0 * lda + k0, lda, sa + i0 * ldsa + k0 / kBf16Group, ldsa, bb + j0 * kc,
-                                   sb + k0 / kBf16Group, fin + (i0 * kBf16DotSub + j0) * 16, k0 == 0);
+          pickDotBlockTile(mr, nb)(kc, a + i0 * lda + k0, lda, sa + i0 * ldsa + k0 / kBf16Group, ldsa, bb + j0 * kc, kc,
+                                   sb + k0 / kBf16Group, fin + (i0 * kBf16DotSub + j0) * 16, kBf16DotSub, k0 == 0);
         }
       }
     }
@@ -644,14 +648,35 @@ void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b
   *nextBlock = next;
 }
 
+// The tail rows (past the lanes' whole zmm) against one decoded block, as
+// dotBlocked runs them: tiles of <= kBlockMr rows x kBlockNb B rows.
+//   a: [tail, lda] bf16 at its first row; sa: [tail, ldsa] f32; decoded: [NB, kBf16LaneKc] bf16 (block);
+//   sb: [lda / 128] f32 (all groups); fin: [tail][nb][16] f32.
+void laneTailBlock(const LaneBlock& block, const uint16_t* decoded, const uint16_t* a, int64_t lda, const float* sa,
+                   int64_t ldsa, int64_t tail, const float* sb, float* fin, int64_t nb) {
+  const int64_t g0 = block.k0 / kBf16Group;
+  for (int64_t i0 = 0; i0 < tail; i0 += kBlockMr) {
+    const int mr = static_cast<int>(tail - i0 < kBlockMr ? tail - i0 : kBlockMr);
+    for (int64_t j0 = 0; j0 < block.ns; j0 += kBlockNb) {
+      const int nbTile = static_cast<int>(block.ns - j0 < kBlockNb ? block.ns - j0 : kBlockNb);
+      pickDotBlockTile(mr, nbTile)(block.kc, a + i0 * lda + block.k0, lda, sa + i0 * ldsa + g0, ldsa,
+                                   decoded + j0 * kBf16LaneKc, kBf16LaneKc, sb + g0, fin + (i0 * nb + j0) * 16, nb,
+                                   block.k0 == 0);
+    }
+  }
+}
+
 template <int MZ, int NB>
-bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-                   int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch) {
+bool laneRowsTiled(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa,
+                   int64_t lda, int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter,
+                   const float* sb, float* out, int64_t ldo, void* scratch) {
   static_assert(NB <= kBf16LaneNb && MZ * NB * 64 <= kBf16LaneFinBytes, "the block and fin fit the scratch");
   constexpr int L = MZ * 16;
+  const int64_t laneRowCount = rows < L ? rows : L, tail = rows - laneRowCount;  // tail <= kBf16LaneTailMax
   constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block (room for kBf16LaneNb rows)
   uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [NB, kc] bf16 each
   float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, L] f32
+  float* tailFin = fin + kBf16LaneFinBytes / 4;                                                          // [tail][NB][16] f32
   const int64_t kBlocks = (lda + kBf16LaneKc - 1) / kBf16LaneKc;
   const LaneBlocks blocks{nRows, lda, kBlocks, NB};
   const RequestedBlocks requested{blocks, {nRowsAfter, lda, kBlocks, NB}};
@@ -676,33 +701,39 @@ bool laneRowsTiled(const uint32_t* a, const float* saT, int64_t lda, int64_t row
     // Past the last block: a decoder with nothing to do (no rows, no steps).
     LaneDecoder decoder(b, K, hasNext ? next : LaneBlock{0, 0, 0, 0}, hasAfter ? &after : nullptr,
                         buf[(i + 1) % 2], NB);
-    laneTile<MZ, NB>(block.kc, a + block.k0 / 2 * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
+    laneTile<MZ, NB>(block.kc, lanes + block.k0 / 2 * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
                      sb + block.k0 / kBf16Group, fin, block.k0 == 0, &decoder);
     nan = _mm512_max_epu8(nan, decoder.nan());
+    if (tail > 0) laneTailBlock(block, buf[i % 2], a + L * lda, lda, sa + L * ldsa, ldsa, tail, sb, tailFin, NB);
     if (block.k0 + block.kc == lda) {
       // fin holds D^T (column j of the block in fin[j], rows in lanes): back
       // to rows, 16 at a time.
       const __mmask16 cols = static_cast<__mmask16>((1u << block.ns) - 1);
-      for (int z = 0; z < MZ && 16 * z < rows; ++z) {
+      for (int z = 0; z < MZ && 16 * z < laneRowCount; ++z) {
         __m512 x[16];
         for (int j = 0; j < 16; ++j) x[j] = j < NB ? _mm512_load_ps(fin + j * L + 16 * z) : _mm512_setzero_ps();
         transpose16x16(x);
-        for (int64_t m = 16 * z; m < rows && m < 16 * z + 16; ++m)
+        for (int64_t m = 16 * z; m < laneRowCount && m < 16 * z + 16; ++m)
           _mm512_mask_storeu_ps(out + m * ldo + block.s0, cols, x[m - 16 * z]);
       }
+      for (int64_t i = 0; i < tail; ++i)
+        for (int64_t j = 0; j < block.ns; ++j)
+          out[(L + i) * ldo + block.s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(tailFin + (i * NB + j) * 16));
     }
     block = next;
   }
   return sawNanHigh64(nan);
 }
 
-bool laneRows(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-              int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch) {
-  switch ((rows + 15) / 16) {
-    case 1: return laneRowsTiled<1, 16>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
-    case 2: return laneRowsTiled<2, 12>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
-    case 3: return laneRowsTiled<3, 8>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
-    default: return laneRowsTiled<4, 6>(a, saT, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch);
+bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa, int64_t lda,
+              int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out,
+              int64_t ldo, void* scratch) {
+  const auto run = [&](auto tiled) { return tiled(lanes, saT, a, sa, ldsa, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch); };
+  switch (bf16LaneWidth(rows) / 16) {
+    case 1: return run(laneRowsTiled<1, 16>);
+    case 2: return run(laneRowsTiled<2, 12>);
+    case 3: return run(laneRowsTiled<3, 8>);
+    default: return run(laneRowsTiled<4, 6>);
   }
 }
 

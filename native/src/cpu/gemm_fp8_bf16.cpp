@@ -17,7 +17,8 @@
 //   once into pairs across the 16 lanes of one to four zmm (packRowLanes) and
 //   the row-lane kernel decodes 16 to 6 B rows at a time (fewer the more zmm
 //   of rows: its register tile), the next block's decode spread over the
-//   current block's products.
+//   current block's products; up to kBf16LaneTailMax rows past the last whole
+//   zmm stay in row form and are dotted against the same decoded blocks.
 //
 // * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
@@ -62,11 +63,12 @@ struct PackedA {
   const uint16_t* a;  // [M, lda] bf16
   int64_t lda;        // Kp
   const float* sa;    // [M, groups] f32
-  // The row-lane kernel's form (else null): A's rows across the lanes of
-  // L / 16 zmm (packRowLanes; L = 16 ceil(M / 16)) and sa transposed beside
-  // it, 0 past M.
-  const uint32_t* lanes;  // [lda / 2, L] bf16 pairs
-  const float* saT;       // [groups, L] f32
+  // The row-lane kernel's form (else null): A's first min(M, W) rows across
+  // the lanes of W / 16 zmm (packRowLanes; W = bf16LaneWidth(M)) and their
+  // sa transposed beside it, 0 past M. Rows W .. M - 1 (the tail) stay in
+  // the row form.
+  const uint32_t* lanes;  // [lda / 2, W] bf16 pairs
+  const float* saT;       // [groups, W] f32
 };
 
 // Packs all of A (parallel over row chunks) and gathers its scales.
@@ -93,15 +95,16 @@ bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
 // one 16 x 16 transpose per 16 rows and 32 k, on the calling thread (M x K
 // is small next to B's N x K).
 bool packRowLanes(const Problem& p, PackedA* a) {
-  const int64_t width = ceilDiv(p.M, 16) * 16;  // rows of A in whole zmm
+  const int64_t width = bf16LaneWidth(p.M);  // rows of A in whole zmm
+  const int64_t laneRows = std::min(p.M, width);
   const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * width) * 4;
   char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * width) * 4));
   if (scratch == nullptr) return false;
   auto* lanes = reinterpret_cast<uint32_t*>(scratch);
   auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);
-  kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, p.M, lanes);
+  kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, laneRows, lanes);
   for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t m = 0; m < width; ++m) saT[g * width + m] = m < p.M ? a->sa[m * p.groups + g] : 0.0f;
+    for (int64_t m = 0; m < width; ++m) saT[g * width + m] = m < laneRows ? a->sa[m * p.groups + g] : 0.0f;
   a->lanes = lanes;
   a->saT = saT;
   return true;
@@ -150,7 +153,8 @@ Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& n
     const int64_t rowsAfter = p.N - n0 - rows;
     bool sawNan;
     if (kernel == Bf16Kernel::kRowLanes)
-      sawNan = ks.laneRows(a.lanes, a.saT, a.lda, p.M, b, p.K, rows, rowsAfter, sb, out, ldo, scratch + outBytes);
+      sawNan = ks.laneRows(a.lanes, a.saT, a.a, a.sa, p.groups, a.lda, p.M, b, p.K, rows, rowsAfter, sb, out, ldo,
+                           scratch + outBytes);
     else if (kernel == Bf16Kernel::kDotBlocked)
       sawNan = ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, rowsAfter, sb, out, ldo, scratch + outBytes);
     else

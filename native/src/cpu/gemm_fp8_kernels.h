@@ -121,7 +121,8 @@ const KernelSet& selectedKernels();
 //   four zmm (D^T is computed), B decoded per block of rows into L1 in its
 //   natural order (no transpose) and broadcast pair by pair; one promotion
 //   per 64 k-pairs and no horizontal sums, but a zmm of 16 rows costs the
-//   same whatever rows it holds, so it pays from about 12 rows.
+//   same whatever rows it holds, so it pays from about 12 rows; a few rows
+//   past whole zmm (the tail) are dotted along k as in the blocked kernel.
 // - panel (larger M): B decoded once per K block into bf16 panels of
 //   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
 //   of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs broadcast.
@@ -130,7 +131,8 @@ const KernelSet& selectedKernels();
 // fixed by K alone (groups in order; inside a group the same lanes, pairs and
 // K blocks whatever the M or N blocking and thread count), so a row's bits do
 // not depend on which or how many other rows share its call, as long as the
-// same kernel runs.
+// same kernel runs (the row-lane kernel's tail rows count as the dot
+// kernels': they do those kernels' operations in the same order).
 
 constexpr int64_t kBf16Group = 128;  // K per scale group (= per promotion)
 constexpr int kBf16Mr = 4;           // rows of a panel micro-tile (4 x 64: 16 partial zmm)
@@ -166,10 +168,30 @@ constexpr int kBf16LaneNb = 16;    // most B rows the row-lane kernel decodes at
 // B blocks [NB, kc] bf16 (one in use, the next being decoded; NB <=
 // kBf16LaneNb) stay in L1.
 constexpr int64_t kBf16LaneKc = 256;
+// Rows past the last whole zmm of rows (the tail) that the row-lane kernel
+// computes as the blocked dot kernel does, from the B block it decoded for
+// the lanes, instead of in one more zmm of mostly empty lanes: a tail row
+// costs ~1/16 of a zmm's products and a promotion per 4 of them (lanes along
+// k), ~6% of the zmm's time. Grouped GEMM, 128 experts of M rows each,
+// weights from memory, 2 threads, against one more zmm (alternating): at
+// DeepSeek-V3's expert shapes 1024 x 1792 and 1792 x 512, M = 17 0.52-0.70x
+// the time, 18 0.72-0.74x, 20 0.78x, 22 0.86-0.89x, 24 0.88x and 1.00x
+// (where the two cost the same).
+constexpr int kBf16LaneTailMax = 8;
+// Rows of A that the row-lane kernel holds in zmm lanes for `rows` rows
+// (<= kBf16LaneMaxM): whole zmm, the last one padded with zero rows unless
+// its rows fit the tail.
+constexpr int64_t bf16LaneWidth(int64_t rows) {
+  const int64_t whole = rows / 16 * 16;
+  return whole > 0 && rows - whole <= kBf16LaneTailMax ? whole : whole + 16;
+}
 // Scratch of the row-lane kernel: room for two decoded B blocks of
-// kBf16LaneNb rows and the promoted sums [NB][16 MZ] f32 (MZ x NB <= 24).
+// kBf16LaneNb rows, the promoted sums [NB][16 MZ] f32 (MZ x NB <= 24) and
+// the tail's [kBf16LaneTailMax][NB][16] f32.
 constexpr size_t kBf16LaneFinBytes = 24 * 64;
-constexpr size_t kBf16LaneScratchBytes = static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2) + kBf16LaneFinBytes;
+constexpr size_t kBf16LaneTailFinBytes = static_cast<size_t>(kBf16LaneTailMax * kBf16LaneNb * 64);
+constexpr size_t kBf16LaneScratchBytes =
+    static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2) + kBf16LaneFinBytes + kBf16LaneTailFinBytes;
 
 // tile = A[mr, kc] * B[kc, 64] (micro) or B[kc, 32] (micro32) over kc / 128
 // whole groups, each promoted with its scales (+ c when accumulate), written
@@ -222,14 +244,18 @@ struct Bf16KernelSet {
   //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2, L] uint32, 64-byte aligned.
   void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst);
 
-  // The same product as dotRows for rows <= kBf16LaneMaxM, the rows of A in
-  // the lanes of L / 16 zmm: B decoded once per block of rows (16, 12, 8, 6
-  // for 1..4 zmm) and K block into scratch (kBf16LaneScratchBytes, 64-byte
-  // aligned); nRowsAfter as for dotBlocked.
-  //   a: [lda / 2, L] from packRowLanes; saT: [lda / 128, L] f32 (sa transposed, 0 past rows);
-  //   L = 16 ceil(rows / 16).
-  bool (*laneRows)(const uint32_t* a, const float* saT, int64_t lda, int64_t rows, const uint8_t* b, int64_t K,
-                   int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch);
+  // The same product as dotRows for rows <= kBf16LaneMaxM: rows below
+  // W = bf16LaneWidth(rows) in the lanes of W / 16 zmm, the tail rows W ..
+  // rows - 1 as dotBlocked computes them (the same operations in the same
+  // order); B decoded once per block of rows (16, 12, 8, 6 for 1..4 zmm)
+  // and K block into scratch (kBf16LaneScratchBytes, 64-byte aligned);
+  // nRowsAfter as for dotBlocked.
+  //   lanes: [lda / 2, W] from packRowLanes of A's first min(rows, W) rows;
+  //   saT: [lda / 128, W] f32 (their sa transposed, 0 past rows);
+  //   a: [rows, lda] bf16 from packA; sa: [rows, ldsa] f32 (the tail's operands).
+  bool (*laneRows)(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa,
+                   int64_t lda, int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter,
+                   const float* sb, float* out, int64_t ldo, void* scratch);
 
   // Machine-peak probe: `iters` rounds of independent VDPBF16PS chains (zmm).
   // Returns the flops done (4 per f32 lane: two multiply-adds).
