@@ -9,30 +9,28 @@ const { calcDiff, referenceGemm } = await import('./helpers/reference');
 
 gemmSuite('avx512bf16');
 
-// Kernels: dot M <= 4; blocked dot M <= 11; row lanes M <= 64 (one zmm of
-// rows to M = 16, up to four to 64, each lane's operations the same; up to
-// 8 rows past the last whole zmm, the tail, as the blocked dot kernel
-// computes them: M = 17..24 is one zmm and a tail, 25..32 two zmm); panels
-// M > 64.
-// The two dot kernels, and the row-lane kernel's tail rows, do the same
-// operations in the same order, so a row's bits also survive the switches
-// between them.
+// Kernels: dot M <= 4; row lanes M <= 64 (8 rows of two k-pairs in one zmm
+// to M = 11, then one zmm of rows to M = 16, up to four to 64, each lane's
+// operations the same; up to 8 rows past the last whole zmm, the tail, as
+// the dot kernel computes them: M = 9..11 is 8 rows and a tail, 17..24 one
+// zmm and a tail, 25..32 two zmm); panels M > 64.
+// The row-lane kernel's tail rows do the dot kernel's operations in the same
+// order, so a row's bits also survive the switch between them.
 rowBitsSuite('avx512bf16', [
   ['dot kernel', 4, 2, 1],
   ['dot kernel', 4, 1, 3],
-  ['blocked dot kernel', 11, 3, 5],
-  ['blocked dot kernel', 11, 1, 10],
-  ['dot kernel and blocked dot kernel', 11, 2, 1],
-  ['dot kernel and blocked dot kernel', 9, 5, 4],
+  ['row-lane kernel, 8 rows in one zmm', 8, 3, 5],
+  ['row-lane kernel, 8 rows in one zmm with and without a tail', 11, 0, 8],
+  ['row-lane kernel\'s tail past 8 rows and the dot kernel', 11, 8, 3],
   ['row-lane kernel', 16, 0, 12],
   ['row-lane kernel', 16, 2, 14],
   ['row-lane kernel', 13, 1, 12],
   ['row-lane kernel, one zmm of rows with and without a tail', 20, 0, 16],
   ['row-lane kernel\'s tail and the dot kernel', 20, 16, 4],
-  ['row-lane kernel\'s tail and the blocked dot kernel', 24, 16, 8],
+  ['row-lane kernel\'s tail and the dot kernel', 21, 17, 4],
   ['row-lane kernel, one and two zmm of rows', 25, 1, 16],
   ['row-lane kernel, two zmm of rows with and without a tail', 40, 0, 32],
-  ['row-lane kernel\'s tail past two zmm and the blocked dot kernel', 40, 32, 8],
+  ['row-lane kernel\'s tail past two zmm and the dot kernel', 36, 32, 4],
   ['row-lane kernel, two and four zmm of rows', 64, 7, 25],
   ['row-lane kernel, three and four zmm of rows', 64, 20, 41],
   ['row-lane kernel\'s tail past three zmm and the dot kernel', 51, 48, 3],
@@ -59,8 +57,8 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a NaN code in b${ran ? '' : ` 
 
 // The row-lane kernel's tail (rows past its last whole zmm of rows, up to
 // 8, dotted against the B block decoded for the lanes): every tail length
-// around one, two and three zmm, next to the counts that take one more zmm
-// instead; K with a last lane K block of 128 (1040) and of 256 (400); N with
+// around 8 rows of two k-pairs per zmm and one, two and three zmm of 16,
+// next to the counts that take one more zmm instead; K with a last lane K block of 128 (1040) and of 256 (400); N with
 // a last block of B rows short of the kernel's (139). Checked against the
 // float64 reference, lanes and tail on their own, f32 and bf16 out, the
 // outputs poisoned first.
@@ -69,7 +67,7 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the row-lane kernel's tail row
   const n = 139;
   for (const k of [1040, 400]) {
     const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
-    for (const m of [17, 18, 23, 24, 25, 33, 40, 41, 49, 56, 57]) {
+    for (const m of [5, 8, 9, 11, 12, 17, 18, 23, 24, 25, 33, 40, 41, 49, 56, 57]) {
       it(`M=${m} N=${n} K=${k}: lanes and tail match the float64 reference`, () => {
         const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
         const exact = referenceGemm(a.data.data, a.scales.data, b.data.data, b.scales.data, m, n, k);
@@ -78,8 +76,8 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the row-lane kernel's tail row
         const d = gemmFp8Sync(a, b, { out: 'f32', into }).data as Float32Array;
         const dBf16 = gemmFp8Sync(a, b).toFloat32Array();
         expect(d.every(Number.isFinite)).toBe(true);
-        const lanes = Math.floor(m / 16) * 16;
-        for (const [from, to] of [[0, lanes], [lanes, m]]) {
+        const lanes = m <= 11 ? Math.min(m, 8) : Math.floor(m / 16) * 16;
+        for (const [from, to] of [[0, lanes], [lanes, m]].filter(([from, to]) => to > from)) {
           const part = (x: ArrayLike<number>) => Array.prototype.slice.call(x, from * n, to * n) as number[];
           expect(calcDiff(part(d), part(exact)), `rows ${from}..${to - 1} (f32 out) ${seedNote}`).toBeLessThan(1e-5);
           expect(calcDiff(part(dBf16), part(exact)), `rows ${from}..${to - 1} (bf16 out) ${seedNote}`).toBeLessThan(1e-5);

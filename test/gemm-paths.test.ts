@@ -1,9 +1,10 @@
 // Every fp8 GEMM path (AMX, AVX512_BF16, AVX-512, AVX2 and portable, each
 // forced through MOE_CPU_ISA in a child process) on the same seeded inputs at
 // ragged shapes: M = 1 .. 130 (every kernel's row blocking and each switch of
-// kernel by M: 8/9, on AVX512_BF16 4/5, 11/12 and 64/65 (and the row-lane
-// kernel's 1..4 zmm of rows and the tail past them: 16/17, 24/25, 32/33,
-// 40/41, 48/49, 56/57), on AVX2 4/5 and 32/33), N and K off multiples of 128
+// kernel by M: 8/9, on AVX512_BF16 4/5 and 64/65 (and the row-lane
+// kernel's 8 rows of two k-pairs per zmm, 1..4 zmm of 16 and the tail past
+// them: 8/9, 11/12, 16/17, 24/25, 32/33, 40/41, 48/49, 56/57), on AVX2 4/5
+// and 32/33), N and K off multiples of 128
 // (a second dense K spans several of the AVX2 streaming kernel's 512-wide K
 // chunks; both have K % 32 = 16), dense and grouped (one segment per expert,
 // segments of 1 .. 70 rows, one per AVX512_BF16 kernel). Each path's output must match the

@@ -407,7 +407,6 @@ enum class GemmKernel {
   kFmaStream,  // FMA kernels (AVX-512 / AVX2 / portable), B streamed: M <= KernelSet::streamMaxM
   kFmaPacked,  // FMA kernels, B packed to f32 panels
   kBf16Dot,    // AVX512_BF16, B streamed: M <= kBf16DotMaxM (GEMV and small batches)
-  kBf16DotBlocked,  // AVX512_BF16, B decoded per block of rows into L1: M <= kBf16DotBlockedMaxM
   kBf16RowLanes,    // AVX512_BF16, A's rows in the lanes, B decoded per block of rows: M <= kBf16LaneMaxM
   kBf16Panel,  // AVX512_BF16, B decoded to bf16 panels once per K block
   kAmx,        // AMX tiles: M >= kAmxMinM
@@ -428,7 +427,6 @@ GemmKernel chooseGemmKernel(int64_t M, bool batchInvariant) {
   if (gemmUsesAmx() && M >= kAmxMinM) return GemmKernel::kAmx;
   if (gemmUsesAvx512Bf16()) {
     if (M <= fp8gemm::kBf16DotMaxM) return GemmKernel::kBf16Dot;
-    if (M <= fp8gemm::kBf16DotBlockedMaxM) return GemmKernel::kBf16DotBlocked;
     return M <= fp8gemm::kBf16LaneMaxM ? GemmKernel::kBf16RowLanes : GemmKernel::kBf16Panel;
   }
   return M <= fp8gemm::selectedKernels().streamMaxM ? GemmKernel::kFmaStream : GemmKernel::kFmaPacked;
@@ -462,12 +460,10 @@ Status gemmFp8Impl(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) 
     p.aRows = aRows;  // the AMX packing reads the rows in place
     return gemmAmx(p);
   }
-  if (kernel == GemmKernel::kBf16Dot || kernel == GemmKernel::kBf16DotBlocked || kernel == GemmKernel::kBf16RowLanes ||
-      kernel == GemmKernel::kBf16Panel) {
+  if (kernel == GemmKernel::kBf16Dot || kernel == GemmKernel::kBf16RowLanes || kernel == GemmKernel::kBf16Panel) {
     p.aRows = aRows;  // so does the AVX512_BF16 packing
     using fp8gemm::Bf16Kernel;
     return fp8gemm::gemmBf16(p, kernel == GemmKernel::kBf16Dot          ? Bf16Kernel::kDot
-                                : kernel == GemmKernel::kBf16DotBlocked ? Bf16Kernel::kDotBlocked
                                 : kernel == GemmKernel::kBf16RowLanes   ? Bf16Kernel::kRowLanes
                                                                         : Bf16Kernel::kPanel);
   }

@@ -317,22 +317,18 @@ bool dotRows(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int6
   return nan;
 }
 
-// ---- blocked dot kernel (mid M) ------------------------------------------------
+// ---- dot tile on decoded rows (the row-lane kernel's tail) --------------------
 
-// Lanes along k as in dotTile, but B's rows are decoded once per block of
-// kBf16DotSub rows x kBf16Kc into bf16 in L1 and reused by every row of A.
-// Decoding 64 bytes costs about as much as 5 VDPBF16PS: the streaming kernel
-// decodes once per MR <= 4 rows, the panel kernel also transposes, so from a
-// few rows up to ~11 this kernel does the least work per product (the
-// row-lane kernel, below, from there).
+// Lanes along k as in dotTile, but against B rows already decoded to bf16 in
+// L1 (by the row-lane kernel, for its lanes): a few rows of A past the
+// lanes' whole zmm cost ~1/16 of a zmm's products each this way.
 //
 // An MR x NB register tile per 32-pair chunk: MR + NB loads and MR x NB
 // VDPBF16PS into the group's partial sums (24 independent chains cover the
 // instruction's latency of ~12 at 2 per cycle). At each group's end the
-// partials are promoted into fin, which stays in memory ([rows][kBf16DotSub]
-// [16] f32, in L1): one load + FMA + store per 4 x MR x NB products, the cost
-// of lanes along k (the panel kernel promotes once per 64 k-pairs) and what
-// keeps it from the larger M.
+// partials are promoted into fin, which stays in memory ([rows][nb][16] f32,
+// in L1): one load + FMA + store per 4 x MR x NB products, the cost of lanes
+// along k (the row-lane kernel promotes once per 64 k-pairs).
 //
 // Per output element the operations and their order are dotTile's (chunks of
 // 32 k in order, promotion per group, one horizontal sum at the end).
@@ -395,51 +391,7 @@ DotBlockTileFn pickDotBlockTile(int mr, int nb) {
                                                                                       : dotBlockTileFn<4>(nb);
 }
 
-
 static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR = 1 .. 4, NB = 1 .. 6");
-static_assert(kBf16DotSub % kBlockNb == 0, "a full block of B rows is whole NB tiles");
-
-bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
-                int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo, void* scratch) {
-  __m512i nan = _mm512_setzero_si512();
-  auto* bb = static_cast<uint16_t*>(scratch);                    // [kBf16DotSub, kc] bf16
-  float* fin = static_cast<float*>(scratch) + kBf16DotSub * kBf16Kc / 2;  // [rows, kBf16DotSub, 16] f32
-  for (int64_t s0 = 0; s0 < nRows; s0 += kBf16DotSub) {
-    const int64_t ns = nRows - s0 < kBf16DotSub ? nRows - s0 : kBf16DotSub;
-    for (int64_t k0 = 0; k0 < lda; k0 += kBf16Kc) {
-      const int64_t kc = lda - k0 < kBf16Kc ? lda - k0 : kBf16Kc;
-      // Each line decoded prefetches its counterpart in the next block (the
-      // same rows' next K block, or the next rows' first, the last block's
-      // in the rows after nRows that the caller runs next): the block's
-      // compute hides the memory latency.
-      const bool lastK = k0 + kc >= lda;
-      for (int64_t r = 0; r < ns; ++r) {
-        const uint8_t* row = b + (s0 + r) * K;
-        const int64_t nextRow = lastK ? s0 + kBf16DotSub + r : s0 + r;
-        const uint8_t* next = nextRow < nRows + nRowsAfter ? b + nextRow * K + (lastK ? 0 : k0 + kc) : nullptr;
-        const int64_t nextLen = next == nullptr ? 0 : (lastK ? K : K - k0 - kc);
-        for (int64_t k = 0; k < kc; k += 64) {
-          if (k < nextLen) _mm_prefetch(reinterpret_cast<const char*>(next + k), _MM_HINT_T0);
-          const __m512i bytes = loadRow64(row, k0 + k, K);
-          nan = trackNan64(nan, bytes);
-          bf16FromFp8x64(bytes, bb + r * kc + k);
-        }
-      }
-      for (int64_t i0 = 0; i0 < rows; i0 += kBlockMr) {
-        const int mr = static_cast<int>(rows - i0 < kBlockMr ? rows - i0 : kBlockMr);
-        for (int64_t j0 = 0; j0 < ns; j0 += kBlockNb) {
-          const int nb = static_cast<int>(ns - j0 < kBlockNb ? ns - j0 : kBlockNb);
-          pickDotBlockTile(mr, nb)(kc, a + i0 * lda + k0, lda, sa + i0 * ldsa + k0 / kBf16Group, ldsa, bb + j0 * kc, kc,
-                                   sb + k0 / kBf16Group, fin + (i0 * kBf16DotSub + j0) * 16, kBf16DotSub, k0 == 0);
-        }
-      }
-    }
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < ns; ++j)
-        out[i * ldo + s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(fin + (i * kBf16DotSub + j) * 16));
-  }
-  return sawNan64(nan);
-}
 
 // ---- row-lane kernel (mid M) -------------------------------------------------
 
@@ -450,15 +402,27 @@ bool dotBlocked(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, i
 // packB ~2.1) and the sums need no horizontal reduction. Measured on one
 // core at M = 16 from L2: 390 GFLOP/s for the tile alone (the panel
 // microkernel 383, the VDPBF16PS probe 440-450), ~355 with the decode
-// spread over the products, ~300-325 with B streamed from memory (the
-// blocked dot kernel: 220-250).
+// spread over the products, ~300-325 with B streamed from memory (lanes
+// along k with B decoded per block: 220-250).
 
-// dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 z (z = ceil(rows / 16)
-// zmm of rows; rows >= `rows` as zeros), p < lda / 2: A's rows across the
-// lanes of z zmm, one k-pair per dword. A 16 x 16 dword transpose per 16
-// rows and 32 k.
-void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst) {
-  const int64_t lanes = (rows + 15) / 16 * 16;
+// P = 1: dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 z (z = ceil(rows
+// / 16) zmm of rows; rows >= `rows` as zeros), p < lda / 2: A's rows across
+// the lanes of z zmm, one k-pair per dword. A 16 x 16 dword transpose per 16
+// rows and 32 k. P = 2 (a few rows): lane l of step s takes pair 2 s + l % 2
+// of row l / 2, one dword at a time.
+void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, int phases, uint32_t* dst) {
+  const int64_t lanes = (rows * phases + 15) / 16 * 16;
+  if (phases != 1) {
+    for (int64_t s = 0; s < lda / 2 / phases; ++s) {
+      for (int64_t l = 0; l < lanes; ++l) {
+        const int64_t m = l / phases, pair = phases * s + l % phases;
+        uint32_t v = 0;
+        if (m < rows) std::memcpy(&v, a + m * lda + 2 * pair, 4);
+        dst[s * lanes + l] = v;
+      }
+    }
+    return;
+  }
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     for (int64_t k = 0; k < lda; k += 32) {
       __m512 x[16];
@@ -515,8 +479,12 @@ struct RequestedBlocks {
 // follow); with long rows each of the 16 rows is a stream of its own that
 // advances 256 bytes per block, and two blocks ahead ran M = 16 in 0.91-0.94x
 // the time at K = 7168 (one and two threads, weights from memory), 0.97x at
-// K = 1536, 1.0x at 2048 and 1.05-1.07x at 512 (so: not there).
-constexpr int64_t kLaneLongRow = 4096;
+// K = 1536, 1.0x at 2048 and 1.05-1.07x at 512 (so: not there). At K = 1792
+// (DeepSeek-V3's experts at H = 1792, 128 of them, one thread) 0.79x at
+// M = 8 (two k-pairs per lane), 0.90-0.94x at M = 16, 0.96x at M = 32; a
+// whole block row ahead, or into L2 only, was no better there (and into L2
+// 1.05-1.15x at K = 512).
+constexpr int64_t kLaneLongRow = 1024;
 inline int64_t laneAhead(int64_t K) { return K >= kLaneLongRow ? 2 : 1; }
 
 // Requests every fp8 line of a block (its rows' bytes in its K block).
@@ -588,22 +556,24 @@ class LaneDecoder {
   __m512i nan_ = _mm512_setzero_si512();
 };
 
-// MZ x 16 rows of A (lanes of MZ zmm) x NB B columns over one K block of kc:
-// per k-pair MZ loads of A's pairs and MZ x NB VDPBF16PS, each B row's pair
-// broadcast once (at MZ = 1 straight from memory, {1to16}; else into a
-// register shared by the MZ products); the partial sums are promoted once per
-// group (1 FMA per 64 VDPBF16PS, no horizontal sums) into fin ([NB][MZ * 16]
-// f32, L1), zeroed by the first K block. Every second k-pair also runs one
-// step of the next block's decode (kc / 2 pairs, NB * kc / 64 steps of a
-// block as long: whatever is left runs after). MZ x NB partial sums, MZ A
-// vectors and a broadcast fit the 32 zmm: NB = 16, 12, 8, 6 for MZ = 1..4.
-// (The decoder is copied in and out so that its state lives in registers.)
-//   a: [kc / 2, MZ * 16] dwords; saT: [kc / 128, MZ * 16] f32; b: [NB, kBf16LaneKc] bf16 (the first kc
+// MZ zmm of A's rows (16 / P each) x NB B columns over one K block of kc:
+// per step of P k-pairs MZ loads of A's pairs and MZ x NB VDPBF16PS, each B
+// row's P pairs broadcast once (P = 1 at MZ = 1 straight from memory,
+// {1to16}; else into a register shared by the MZ products); the partial sums
+// are promoted once per group (1 FMA per 64 / P VDPBF16PS, no horizontal
+// sums) into fin ([NB][MZ * 16] f32, L1), zeroed by the first K block. Every
+// second k-pair also runs one step of the next block's decode (kc / 2 pairs,
+// NB * kc / 64 steps of a block as long: whatever is left runs after). MZ x
+// NB partial sums, MZ A vectors and a broadcast fit the 32 zmm: NB = 16, 12,
+// 8, 6 for MZ = 1..4. (The decoder is copied in and out so that its state
+// lives in registers.)
+//   a: [kc / 2P, MZ * 16] dwords; saT: [kc / 128, MZ * 16] f32; b: [NB, kBf16LaneKc] bf16 (the first kc
 //   of each row; a constant stride, so that the broadcasts address off one register); sb: [kc / 128] f32.
-template <int MZ, int NB>
+template <int MZ, int NB, int P>
 void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b, const float* sb, float* fin,
               bool first, LaneDecoder* nextBlock) {
-  constexpr int L = MZ * 16;  // lanes: rows of A
+  static_assert(P == 1 || P == 2, "one or two k-pairs per row and zmm");
+  constexpr int L = MZ * 16;  // lanes
   LaneDecoder next = *nextBlock;
   const Fp8Bf16Tables t = Fp8Bf16Tables::load();
   for (int64_t g = 0; g < kc / kBf16Group; ++g) {
@@ -613,14 +583,23 @@ void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b
     for (int64_t p = g * kPairsPerGroup; p < (g + 1) * kPairsPerGroup; p += 2) {
       if (!next.done()) next.step(t);
 #pragma GCC unroll 2
-      for (int64_t q = p; q < p + 2; ++q) {
+      for (int64_t q = p; q < p + 2; q += P) {
         __m512bh av[MZ];
 #pragma GCC unroll 4
-        for (int z = 0; z < MZ; ++z) av[z] = asBf16(_mm512_load_si512(a + q * L + 16 * z));
+        for (int z = 0; z < MZ; ++z) av[z] = asBf16(_mm512_load_si512(a + q / P * L + 16 * z));
 #pragma GCC unroll 16
         for (int j = 0; j < NB; ++j) {
           const uint16_t* bj = b + j * kBf16LaneKc + 2 * q;
-          if constexpr (MZ == 1) {
+          if constexpr (P == 2) {
+            // pairs q, q + 1 of B row j to every two lanes: one qword broadcast
+            // from memory, a load alone (from a register it is a shuffle
+            // beside every product, and ran at about half the rate)
+            __m512i pairs;
+            asm("vpbroadcastq %1, %0" : "=v"(pairs) : "m"(*reinterpret_cast<const uint64_t*>(bj)));
+            const __m512bh bv = asBf16(pairs);
+#pragma GCC unroll 4
+            for (int z = 0; z < MZ; ++z) par[z][j] = _mm512_dpbf16_ps(par[z][j], av[z], bv);
+          } else if constexpr (MZ == 1) {
             par[0][j] = dotBroadcast(par[0][j], av[0], bj);
           } else {
             int32_t pair;
@@ -648,8 +627,8 @@ void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b
   *nextBlock = next;
 }
 
-// The tail rows (past the lanes' whole zmm) against one decoded block, as
-// dotBlocked runs them: tiles of <= kBlockMr rows x kBlockNb B rows.
+// The tail rows (past the lanes' whole zmm) against one decoded block:
+// tiles of <= kBlockMr rows x kBlockNb B rows.
 //   a: [tail, lda] bf16 at its first row; sa: [tail, ldsa] f32; decoded: [NB, kBf16LaneKc] bf16 (block);
 //   sb: [lda / 128] f32 (all groups); fin: [tail][nb][16] f32.
 void laneTailBlock(const LaneBlock& block, const uint16_t* decoded, const uint16_t* a, int64_t lda, const float* sa,
@@ -666,13 +645,13 @@ void laneTailBlock(const LaneBlock& block, const uint16_t* decoded, const uint16
   }
 }
 
-template <int MZ, int NB>
+template <int MZ, int NB, int P>
 bool laneRowsTiled(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa,
                    int64_t lda, int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter,
                    const float* sb, float* out, int64_t ldo, void* scratch) {
   static_assert(NB <= kBf16LaneNb && MZ * NB * 64 <= kBf16LaneFinBytes, "the block and fin fit the scratch");
-  constexpr int L = MZ * 16;
-  const int64_t laneRowCount = rows < L ? rows : L, tail = rows - laneRowCount;  // tail <= kBf16LaneTailMax
+  constexpr int L = MZ * 16, W = L / P;  // lanes; rows in them
+  const int64_t laneRowCount = rows < W ? rows : W, tail = rows - laneRowCount;  // tail <= kBf16LaneTailMax
   constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block (room for kBf16LaneNb rows)
   uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [NB, kc] bf16 each
   float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, L] f32
@@ -701,24 +680,26 @@ bool laneRowsTiled(const uint32_t* lanes, const float* saT, const uint16_t* a, c
     // Past the last block: a decoder with nothing to do (no rows, no steps).
     LaneDecoder decoder(b, K, hasNext ? next : LaneBlock{0, 0, 0, 0}, hasAfter ? &after : nullptr,
                         buf[(i + 1) % 2], NB);
-    laneTile<MZ, NB>(block.kc, lanes + block.k0 / 2 * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
-                     sb + block.k0 / kBf16Group, fin, block.k0 == 0, &decoder);
+    laneTile<MZ, NB, P>(block.kc, lanes + block.k0 / 2 / P * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
+                        sb + block.k0 / kBf16Group, fin, block.k0 == 0, &decoder);
     nan = _mm512_max_epu8(nan, decoder.nan());
-    if (tail > 0) laneTailBlock(block, buf[i % 2], a + L * lda, lda, sa + L * ldsa, ldsa, tail, sb, tailFin, NB);
+    if (tail > 0) laneTailBlock(block, buf[i % 2], a + W * lda, lda, sa + W * ldsa, ldsa, tail, sb, tailFin, NB);
     if (block.k0 + block.kc == lda) {
       // fin holds D^T (column j of the block in fin[j], rows in lanes): back
-      // to rows, 16 at a time.
+      // to rows, 16 lanes at a time, a row's P lanes added.
       const __mmask16 cols = static_cast<__mmask16>((1u << block.ns) - 1);
-      for (int z = 0; z < MZ && 16 * z < laneRowCount; ++z) {
+      for (int z = 0; z < MZ && 16 / P * z < laneRowCount; ++z) {
         __m512 x[16];
         for (int j = 0; j < 16; ++j) x[j] = j < NB ? _mm512_load_ps(fin + j * L + 16 * z) : _mm512_setzero_ps();
-        transpose16x16(x);
-        for (int64_t m = 16 * z; m < laneRowCount && m < 16 * z + 16; ++m)
-          _mm512_mask_storeu_ps(out + m * ldo + block.s0, cols, x[m - 16 * z]);
+        transpose16x16(x);  // x[l]: lane l's sums over the block's columns
+        for (int64_t r = 0; r < 16 / P && 16 / P * z + r < laneRowCount; ++r) {
+          const __m512 sum = P == 1 ? x[r] : _mm512_add_ps(x[P * r], x[P * r + 1]);
+          _mm512_mask_storeu_ps(out + (16 / P * z + r) * ldo + block.s0, cols, sum);
+        }
       }
       for (int64_t i = 0; i < tail; ++i)
         for (int64_t j = 0; j < block.ns; ++j)
-          out[(L + i) * ldo + block.s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(tailFin + (i * NB + j) * 16));
+          out[(W + i) * ldo + block.s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(tailFin + (i * NB + j) * 16));
     }
     block = next;
   }
@@ -729,11 +710,13 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
               int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out,
               int64_t ldo, void* scratch) {
   const auto run = [&](auto tiled) { return tiled(lanes, saT, a, sa, ldsa, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch); };
-  switch (bf16LaneWidth(rows) / 16) {
-    case 1: return run(laneRowsTiled<1, 16>);
-    case 2: return run(laneRowsTiled<2, 12>);
-    case 3: return run(laneRowsTiled<3, 8>);
-    default: return run(laneRowsTiled<4, 6>);
+  const Bf16LaneShape shape = bf16LaneShape(rows);
+  if (shape.phases == 2) return run(laneRowsTiled<1, 16, 2>);
+  switch (shape.width / 16) {
+    case 1: return run(laneRowsTiled<1, 16, 1>);
+    case 2: return run(laneRowsTiled<2, 12, 1>);
+    case 3: return run(laneRowsTiled<3, 8, 1>);
+    default: return run(laneRowsTiled<4, 6, 1>);
   }
 }
 
@@ -767,7 +750,6 @@ extern const Bf16KernelSet kAvx512Bf16Kernels = {
     {nullptr, micro<1, 4>, micro<2, 4>, micro<3, 4>, micro<4, 4>},
     {nullptr, micro<1, 2>, micro<2, 2>, micro<3, 2>, micro<4, 2>, micro<5, 2>, micro<6, 2>, micro<7, 2>, micro<8, 2>},
     dotRows,
-    dotBlocked,
     packRowLanes,
     laneRows,
     dotBurn,

@@ -11,14 +11,13 @@
 //   (parallelForInRuns); each streams its fp8 rows once from memory. At
 //   M <= kBf16DotMaxM they go through the decode and the dot products with all
 //   M rows in registers (no B packing: the run time is B's bytes over the
-//   memory bandwidth); above, kBf16DotSub rows at a time are decoded into a
-//   bf16 block in L1 that all M rows reuse (the blocked kernel), each block
-//   prefetching the next; from kBf16DotBlockedMaxM + 1 rows, A is turned
-//   once into pairs across the 16 lanes of one to four zmm (packRowLanes) and
-//   the row-lane kernel decodes 16 to 6 B rows at a time (fewer the more zmm
-//   of rows: its register tile), the next block's decode spread over the
-//   current block's products; up to kBf16LaneTailMax rows past the last whole
-//   zmm stay in row form and are dotted against the same decoded blocks.
+//   memory bandwidth); above, A is turned once into pairs across the 16
+//   lanes of one to four zmm (packRowLanes; up to kBf16HalfLaneMaxM rows, 8
+//   rows of two pairs in one zmm) and the row-lane kernel decodes 16 to 6 B
+//   rows at a time (fewer the more zmm of rows: its register tile) into a
+//   bf16 block in L1, the next block's decode spread over the current
+//   block's products; up to kBf16LaneTailMax rows past the last whole zmm
+//   stay in row form and are dotted against the same decoded blocks.
 //
 // * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
@@ -64,11 +63,11 @@ struct PackedA {
   int64_t lda;        // Kp
   const float* sa;    // [M, groups] f32
   // The row-lane kernel's form (else null): A's first min(M, W) rows across
-  // the lanes of W / 16 zmm (packRowLanes; W = bf16LaneWidth(M)) and their
-  // sa transposed beside it, 0 past M. Rows W .. M - 1 (the tail) stay in
-  // the row form.
-  const uint32_t* lanes;  // [lda / 2, W] bf16 pairs
-  const float* saT;       // [groups, W] f32
+  // the L = P W lanes of L / 16 zmm (packRowLanes; (P, W) =
+  // bf16LaneShape(M)) and their sa transposed beside it, 0 past M. Rows
+  // W .. M - 1 (the tail) stay in the row form.
+  const uint32_t* lanes;  // [lda / 2P, L] bf16 pairs
+  const float* saT;       // [groups, L] f32
 };
 
 // Packs all of A (parallel over row chunks) and gathers its scales.
@@ -95,16 +94,21 @@ bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
 // one 16 x 16 transpose per 16 rows and 32 k, on the calling thread (M x K
 // is small next to B's N x K).
 bool packRowLanes(const Problem& p, PackedA* a) {
-  const int64_t width = bf16LaneWidth(p.M);  // rows of A in whole zmm
-  const int64_t laneRows = std::min(p.M, width);
-  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * width) * 4;
+  const Bf16LaneShape shape = bf16LaneShape(p.M);
+  const int64_t laneRows = std::min(p.M, shape.width);
+  const int64_t width = shape.width * shape.phases;  // lanes, in whole zmm
+  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 / shape.phases * width) * 4;
   char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * width) * 4));
   if (scratch == nullptr) return false;
   auto* lanes = reinterpret_cast<uint32_t*>(scratch);
   auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);
-  kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, laneRows, lanes);
-  for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t m = 0; m < width; ++m) saT[g * width + m] = m < laneRows ? a->sa[m * p.groups + g] : 0.0f;
+  kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, laneRows, shape.phases, lanes);
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t l = 0; l < width; ++l) {
+      const int64_t m = l / shape.phases;
+      saT[g * width + l] = m < laneRows ? a->sa[m * p.groups + g] : 0.0f;
+    }
+  }
   a->lanes = lanes;
   a->saT = saT;
   return true;
@@ -126,9 +130,7 @@ Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& n
   const int threads = ThreadPool::instance().numThreads();
   const int64_t rowsPerTask = dotRowsPerTask(p.N, threads);
   const size_t outBytes = p.bf16 ? alignUp64(static_cast<size_t>(p.M * rowsPerTask) * 4) : 0;
-  const size_t kernelBytes = kernel == Bf16Kernel::kDotBlocked ? kBf16DotScratchBytes(p.M)
-                             : kernel == Bf16Kernel::kRowLanes  ? kBf16LaneScratchBytes
-                                                                : 0;
+  const size_t kernelBytes = kernel == Bf16Kernel::kRowLanes ? kBf16LaneScratchBytes : 0;
   const size_t scratchBytes = outBytes + kernelBytes;
   std::atomic<bool> oom{false};
   parallelForInRuns(ceilDiv(p.N, rowsPerTask), threads, [&](int64_t task, int) {
@@ -155,8 +157,6 @@ Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& n
     if (kernel == Bf16Kernel::kRowLanes)
       sawNan = ks.laneRows(a.lanes, a.saT, a.a, a.sa, p.groups, a.lda, p.M, b, p.K, rows, rowsAfter, sb, out, ldo,
                            scratch + outBytes);
-    else if (kernel == Bf16Kernel::kDotBlocked)
-      sawNan = ks.dotBlocked(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, rowsAfter, sb, out, ldo, scratch + outBytes);
     else
       sawNan = ks.dotRows(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo);
     if (sawNan) nan.b.store(true);

@@ -110,19 +110,17 @@ const KernelSet& selectedKernels();
 // acc += partial * sa[m, g] * sb[n / 128, g] (f32 FMA), as DeepGEMM does.
 // K is padded with zeros to whole groups (Kp = 128 * ceil(K/128)).
 //
-// Four kernels (gemm_fp8.cpp picks one by M, gemm_fp8_bf16.cpp threads them):
+// Three kernels (gemm_fp8.cpp picks one by M, gemm_fp8_bf16.cpp threads them):
 // - dot (M <= kBf16DotMaxM, GEMV and the smallest batches): B's fp8 rows
 //   streamed straight from memory, decoded in registers and dotted with all M
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
-// - blocked dot (M <= kBf16DotBlockedMaxM): lanes along k too, but B decoded
-//   once per block of rows into L1 and shared by every row of A through an
-//   MR x NB register tile; no transpose.
 // - row lanes (M <= kBf16LaneMaxM): the rows of A in the 16 lanes of one to
-//   four zmm (D^T is computed), B decoded per block of rows into L1 in its
+//   four zmm (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two
+//   k-pairs each in one zmm), B decoded per block of rows into L1 in its
 //   natural order (no transpose) and broadcast pair by pair; one promotion
-//   per 64 k-pairs and no horizontal sums, but a zmm of 16 rows costs the
-//   same whatever rows it holds, so it pays from about 12 rows; a few rows
-//   past whole zmm (the tail) are dotted along k as in the blocked kernel.
+//   per 64 k-pairs and no horizontal sums, but a zmm costs the same whatever
+//   rows it holds; a few rows past whole zmm (the tail) are dotted along k
+//   against the same decoded rows, as the dot kernel dots them.
 // - panel (larger M): B decoded once per K block into bf16 panels of
 //   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
 //   of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs broadcast.
@@ -132,7 +130,8 @@ const KernelSet& selectedKernels();
 // K blocks whatever the M or N blocking and thread count), so a row's bits do
 // not depend on which or how many other rows share its call, as long as the
 // same kernel runs (the row-lane kernel's tail rows count as the dot
-// kernels': they do those kernels' operations in the same order).
+// kernel's: they do its operations in the same order; 8 rows of two k-pairs
+// per zmm are a kernel of their own).
 
 constexpr int64_t kBf16Group = 128;  // K per scale group (= per promotion)
 constexpr int kBf16Mr = 4;           // rows of a panel micro-tile (4 x 64: 16 partial zmm)
@@ -142,19 +141,9 @@ constexpr int kBf16Nr = 32;          // columns of a panel (two zmm of 16 f32 la
 constexpr int64_t kBf16Kc = 512;
 // Where the kernels switch, measured on this AMD EPYC (Zen 5, 2026-12-07)
 // with the old and new code interleaved in one process: streaming wins while
-// it decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the blocked
-// kernel at M = 5..11 (0.61-0.99x the panel kernel's time at M = 8); the
-// row-lane kernel from M = 12 (0.85-1.0x the blocked kernel's time at M = 12,
-// 0.71-0.96x at 13, 0.64-0.79x at 16; 1.1-1.6x at M = 5..8, where it still
-// does a whole zmm of rows) up to kBf16LaneMaxM; the panel kernel above.
-constexpr int kBf16DotMaxM = 4;          // the dot kernel takes M <= this
-constexpr int kBf16DotBlockedMaxM = 11;  // the blocked dot kernel M <= this
-constexpr int kBf16DotSub = 12;          // B rows the blocked dot kernel decodes at a time
-// Scratch of the blocked dot kernel for `rows` rows of A: a decoded B block
-// [kBf16DotSub, kBf16Kc] bf16 and the promoted sums [rows, kBf16DotSub, 16] f32.
-constexpr size_t kBf16DotScratchBytes(int64_t rows) {
-  return static_cast<size_t>(kBf16DotSub * kBf16Kc * 2 + rows * kBf16DotSub * 64);
-}
+// it decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the
+// row-lane kernel from M = 5 up to kBf16LaneMaxM; the panel kernel above.
+constexpr int kBf16DotMaxM = 4;  // the dot kernel takes M <= this
 
 // The row-lane kernel takes M <= this (up to 4 zmm of rows). Against the
 // panel kernel at M = 20..64 (2 threads, weights from memory, four
@@ -169,7 +158,7 @@ constexpr int kBf16LaneNb = 16;    // most B rows the row-lane kernel decodes at
 // kBf16LaneNb) stay in L1.
 constexpr int64_t kBf16LaneKc = 256;
 // Rows past the last whole zmm of rows (the tail) that the row-lane kernel
-// computes as the blocked dot kernel does, from the B block it decoded for
+// dots along k, as the dot kernel does, against the B block it decoded for
 // the lanes, instead of in one more zmm of mostly empty lanes: a tail row
 // costs ~1/16 of a zmm's products and a promotion per 4 of them (lanes along
 // k), ~6% of the zmm's time. Grouped GEMM, 128 experts of M rows each,
@@ -178,12 +167,26 @@ constexpr int64_t kBf16LaneKc = 256;
 // the time, 18 0.72-0.74x, 20 0.78x, 22 0.86-0.89x, 24 0.88x and 1.00x
 // (where the two cost the same).
 constexpr int kBf16LaneTailMax = 8;
-// Rows of A that the row-lane kernel holds in zmm lanes for `rows` rows
-// (<= kBf16LaneMaxM): whole zmm, the last one padded with zero rows unless
-// its rows fit the tail.
-constexpr int64_t bf16LaneWidth(int64_t rows) {
+// A zmm of the row-lane kernel holds 16 / P rows of A, P consecutive k-pairs
+// of each (lane P r + q: row r, pair P s + q at step s), against P pairs of
+// a B row broadcast to every group of P lanes; each row's P lane sums are
+// added at the end. P = 2 halves the products of a call of up to 8 rows
+// (against 16 lanes of which half stay empty). Against the blocked dot
+// kernel it replaced at M = 5..11 (B decoded per 12 rows, lanes along k,
+// a promotion per 4 products), 128 experts of M rows, weights from memory,
+// one thread, alternating: at 1024 x 1792 M = 5 0.91x the time, 6 0.89x,
+// 8 0.73x, 11 0.98x; at 1792 x 512 1.07x, 0.98x, 0.80x, 0.92x.
+constexpr int kBf16HalfLaneMaxM = 11;  // P = 2 (8 rows in one zmm, and a tail) up to this M
+struct Bf16LaneShape {
+  int phases;     // P: k-pairs per row in a zmm (1 or 2)
+  int64_t width;  // rows held in lanes (16 / P per zmm); rows past it are the tail
+};
+// The row-lane kernel's shape for `rows` rows (<= kBf16LaneMaxM): whole zmm,
+// the last one padded with zero rows unless its rows fit the tail.
+constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
+  if (rows <= kBf16HalfLaneMaxM) return {2, 8};
   const int64_t whole = rows / 16 * 16;
-  return whole > 0 && rows - whole <= kBf16LaneTailMax ? whole : whole + 16;
+  return {1, whole > 0 && rows - whole <= kBf16LaneTailMax ? whole : whole + 16};
 }
 // Scratch of the row-lane kernel: room for two decoded B blocks of
 // kBf16LaneNb rows, the promoted sums [NB][16 MZ] f32 (MZ x NB <= 24) and
@@ -229,29 +232,22 @@ struct Bf16KernelSet {
   bool (*dotRows)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
                   int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo);
 
-  // The same product for any number of rows (the blocked dot kernel), B
-  // decoded once per kBf16DotSub rows and K block into scratch
-  // (kBf16DotScratchBytes(rows) bytes, 64-byte aligned). The nRowsAfter
-  // rows of b after its nRows (the caller's next task on this thread; 0 at
-  // B's end) may be requested, never read.
-  bool (*dotBlocked)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
-                     int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out, int64_t ldo,
-                     void* scratch);
+  // The row-lane kernel's A operand with P = `phases` pairs per row and zmm:
+  // dst[s, z, P r + q] = the bf16 pair (a[m, 2p], a[m, 2p + 1]) of row
+  // m = 16 z / P + r, pair p = P s + q, for the L = 16 ceil(P rows / 16)
+  // lanes (rows >= `rows` as zeros), s < lda / 2P; rows <= kBf16LaneMaxM.
+  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2P, L] uint32, 64-byte aligned.
+  void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, int phases, uint32_t* dst);
 
-  // The row-lane kernel's A operand: dst[p, r] = the bf16 pair (a[r, 2p],
-  // a[r, 2p + 1]) for r < L = 16 ceil(rows / 16) (rows >= `rows` as zeros),
-  // p < lda / 2; rows <= kBf16LaneMaxM.
-  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2, L] uint32, 64-byte aligned.
-  void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, uint32_t* dst);
-
-  // The same product as dotRows for rows <= kBf16LaneMaxM: rows below
-  // W = bf16LaneWidth(rows) in the lanes of W / 16 zmm, the tail rows W ..
-  // rows - 1 as dotBlocked computes them (the same operations in the same
-  // order); B decoded once per block of rows (16, 12, 8, 6 for 1..4 zmm)
-  // and K block into scratch (kBf16LaneScratchBytes, 64-byte aligned);
-  // nRowsAfter as for dotBlocked.
-  //   lanes: [lda / 2, W] from packRowLanes of A's first min(rows, W) rows;
-  //   saT: [lda / 128, W] f32 (their sa transposed, 0 past rows);
+  // The same product as dotRows for rows <= kBf16LaneMaxM, in the shape
+  // bf16LaneShape(rows) (P, W): rows below W in the L = P W lanes of L / 16
+  // zmm, the tail rows W .. rows - 1 as dotRows computes them (the same
+  // operations in the same order); B decoded once per block of rows (16,
+  // 12, 8, 6 for 1..4 zmm) and K block into scratch (kBf16LaneScratchBytes,
+  // 64-byte aligned). The nRowsAfter rows of b after its nRows (the caller's
+  // next task on this thread; 0 at B's end) may be requested, never read.
+  //   lanes: [lda / 2P, L] from packRowLanes of A's first min(rows, W) rows;
+  //   saT: [lda / 128, L] f32 (lane l: sa of row l / P, 0 past rows);
   //   a: [rows, lda] bf16 from packA; sa: [rows, ldsa] f32 (the tail's operands).
   bool (*laneRows)(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa,
                    int64_t lda, int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter,

@@ -42,7 +42,7 @@ inline Status outOfMemory() { return Status(Code::kInternal, "gemmFp8: out of me
 
 // The AVX512_BF16 path (gemm_fp8_bf16.cpp; only when gemmUsesAvx512Bf16())
 // with the kernel chooseGemmKernel picked (gemm_fp8_kernels.h describes them).
-enum class Bf16Kernel { kDot, kDotBlocked, kRowLanes, kPanel };
+enum class Bf16Kernel { kDot, kRowLanes, kPanel };
 Status gemmBf16(const Problem& p, Bf16Kernel kernel);
 
 }  // namespace moe::cpu::fp8gemm
