@@ -96,7 +96,9 @@ export class Tensor<D extends DType = DType> {
 }
 
 export function numelOf(shape: readonly number[]): number {
-  return shape.reduce((product, extent) => product * extent, 1);
+  let product = 1;
+  for (let i = 0; i < shape.length; i++) product *= shape[i];
+  return product;
 }
 
 function checkDType(dtype: unknown, what: string): asserts dtype is DType {
