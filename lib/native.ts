@@ -109,8 +109,11 @@ export interface NativeAddon {
   cudaSetDataChecks(enabled: boolean): void;
   getNumThreads(): number;
   setNumThreads(n: number): void;
-  /** A CPU forward is about to start: sleeping pool threads wake and watch for its first parallel region. */
-  wakeThreads(): void;
+  /**
+   * A CPU forward is about to start: sleeping pool threads wake and watch for its first parallel region;
+   * with the layer's moePrepareWeights handle they first read the weights the forward reads first into the caches.
+   */
+  wakeThreads(weights?: unknown): void;
   cpuInfo(): CpuInfo;
   castFromF32(src: Float32Array, dst: Uint8Array | Uint16Array, dtype: 'fp8_e4m3' | 'bf16'): void;
   /** Offers a fresh large array's memory to the kernel for 2 MiB pages; whether the advice was given. */

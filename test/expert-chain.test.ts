@@ -108,7 +108,7 @@ describe('the experts chained in one parallel region', () => {
     }
   });
 
-  it('has a forward\'s wake-up watch longer than between regions, bounded too: wakes that no forward follows leave the process idle', async () => {
+  it('has a forward\'s wake-up watch longer than between regions, bounded too: wakes that no forward follows (with the first reads or without) leave the process idle', async () => {
     const { spinMicros, wakeSpinMicros } = cpuInfo();
     expect(spinMicros).toBe(100); // the defaults (MOE_CPU_SPIN_US unset)
     expect(wakeSpinMicros).toBe(500);
@@ -117,15 +117,17 @@ describe('the experts chained in one parallel region', () => {
     setNumThreads(2);
     try {
       const want = separate(() => layer.forwardSync(x, { out: 'f32' }).data as Float32Array);
-      // Announced regions that never come, while the worker sleeps and while it still watches.
+      // The layer's prepared weights: the woken worker reads the forward's first weights into the caches.
+      const weights = (layer as unknown as { prepared: { handle: unknown } }).prepared.handle;
+      // Announced regions that never come, while the worker sleeps and while it still watches or reads.
       for (let i = 0; i < 10; i++) {
-        native().wakeThreads();
-        native().wakeThreads();
+        native().wakeThreads(i % 4 < 2 ? weights : undefined);
+        native().wakeThreads(weights);
         await new Promise((resolve) => setTimeout(resolve, i % 2 ? 0 : 5));
       }
-      native().wakeThreads();
+      native().wakeThreads(weights);
       expect(same(layer.forwardSync(x, { out: 'f32' }).data as Float32Array, want), seedNote).toBe(true);
-      native().wakeThreads();
+      native().wakeThreads(weights);
       await expectIdle();
     } finally {
       setNumThreads(threads);

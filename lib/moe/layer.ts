@@ -400,10 +400,12 @@ export class MoeLayer {
    * here (the argument checks here and in the addon): the pool threads that
    * sleep wake now and are up by then (waking a thread takes 40-80 us on a
    * virtual machine), and watch for it (cpuInfo().wakeSpinMicros), instead
-   * of joining the router's region late.
+   * of joining the router's region late. Meanwhile they read the weights the
+   * forward reads first (the router's, the shared experts') into the caches:
+   * the checks leave the memory bus idle.
    */
   private wakeThreads(): void {
-    if (this.device !== 'cuda') native().wakeThreads();
+    if (this.device !== 'cuda') native().wakeThreads(this.prepared?.handle);
   }
 
   /**

@@ -9,6 +9,7 @@
 #include "addon/errors.h"
 #include "core/backend.h"
 #include "core/moe_forward.h"
+#include "cpu/thread_pool.h"
 
 namespace moe::addon {
 
@@ -72,6 +73,9 @@ struct PreparedWeights {
   RouteArgs routing;
   ExpertWeights w13, w2, sharedW13, sharedW2;
   bool cpu = false, cuda = false;  // the devices of the tensors
+  // Host weights: what a forward reads first (moeForwardFirstReads), for
+  // the pool threads that a forward's start wakes (wakeThreads).
+  std::vector<cpu::ThreadPool::CacheRange> firstReads;
 };
 
 struct PreparedWorkspace {
@@ -185,7 +189,29 @@ Napi::Value prepare(const Napi::CallbackInfo& info, const char* op, Parse parse)
 }
 
 Napi::Value MoePrepareWeights(const Napi::CallbackInfo& info) {
-  return prepare<PreparedWeights>(info, "moePrepareWeights", parseWeights);
+  return prepare<PreparedWeights>(info, "moePrepareWeights", [](const Napi::Object& args, PreparedWeights* w, KeepAlive* keep) {
+    MOE_RETURN_IF_ERROR(parseWeights(args, w, keep));
+    if (keep->device() != Device::kCpu) return Status::ok();
+    for (const TensorView& t : moeForwardFirstReads(w->gate, w->bias, w->sharedW13, w->sharedW2)) {
+      if (t.data != nullptr && static_cast<int>(w->firstReads.size()) < cpu::ThreadPool::kMaxCacheRanges) {
+        w->firstReads.push_back({t.data, static_cast<size_t>(t.numel()) * dtypeSize(t.dtype)});
+      }
+    }
+    return Status::ok();
+  });
+}
+
+// wakeThreads(weights?): a CPU forward is about to start (ThreadPool::wakeWorkers);
+// `weights`, the layer's moePrepareWeights handle: the woken threads read
+// the weights the forward reads first into the caches meanwhile.
+Napi::Value WakeThreads(const Napi::CallbackInfo& info) {
+  const PreparedWeights* weights = info.Length() > 0 && info[0].IsExternal() ? info[0].As<Napi::External<PreparedWeights>>().Data() : nullptr;
+  if (weights == nullptr) {
+    cpu::ThreadPool::instance().wakeWorkers();
+  } else {
+    cpu::ThreadPool::instance().wakeWorkers(weights->firstReads.data(), static_cast<int>(weights->firstReads.size()));
+  }
+  return info.Env().Undefined();
 }
 
 Napi::Value MoePrepareWorkspace(const Napi::CallbackInfo& info) {

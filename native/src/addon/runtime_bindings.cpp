@@ -28,12 +28,6 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// wakeThreads(): a CPU forward is about to start (ThreadPool::wakeWorkers).
-Napi::Value WakeThreads(const Napi::CallbackInfo& info) {
-  cpu::ThreadPool::instance().wakeWorkers();
-  return info.Env().Undefined();
-}
-
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const cpu::CpuFeatures& features = cpu::cpuFeatures();

@@ -6,7 +6,6 @@ namespace moe::addon {
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
-Napi::Value WakeThreads(const Napi::CallbackInfo& info);
 Napi::Value CpuInfo(const Napi::CallbackInfo& info);
 Napi::Value CastFromF32(const Napi::CallbackInfo& info);
 Napi::Value AdviseHugePages(const Napi::CallbackInfo& info);

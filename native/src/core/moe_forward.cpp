@@ -645,6 +645,15 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
   return Status::ok();
 }
 
+std::vector<TensorView> moeForwardFirstReads(const TensorView& gate, const TensorView& bias, const ExpertWeights& sharedW13,
+                                             const ExpertWeights& sharedW2) {
+  std::vector<TensorView> reads = {gate, bias};
+  for (const ExpertWeights* w : {&sharedW13, &sharedW2}) {
+    for (size_t s = 0; s < w->data.size(); ++s) reads.insert(reads.end(), {w->data[s], w->scales[s]});
+  }
+  return reads;
+}
+
 Status epFailForward(EpShard& shard, const Status& error, int64_t hidden, int64_t topK) {
   EpExchange ex(shard, 0, hidden, topK);
   const TensorView none;

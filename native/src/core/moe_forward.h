@@ -94,6 +94,14 @@ struct MoeForwardArgs {
 // Backend::forward calls this.
 Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx);
 
+// The weights a forward reads before the router has chosen the routed
+// experts, in the order it reads them: the router's gate and bias, then the
+// shared experts' (which the CPU's experts region runs first). Known before
+// the forward's arguments are checked, so a backend can start their memory
+// stream early.
+std::vector<TensorView> moeForwardFirstReads(const TensorView& gate, const TensorView& bias, const ExpertWeights& sharedW13,
+                                             const ExpertWeights& sharedW2);
+
 // The expert-parallel forward's first collective step taken by a rank that
 // failed before it could start one (bad input found in TypeScript): the
 // other ranks fail this forward with kEpPeer naming `error`, and this rank

@@ -122,12 +122,35 @@ void ThreadPool::runTasks(int thread) {
   }
 }
 
+void ThreadPool::warmCaches(int thread, uint64_t seen, const CacheRange* ranges, int count, int workers) const {
+  constexpr size_t kLine = 64, kStep = 4096;  // a region's start is looked for every kStep bytes
+  size_t total = 0;
+  for (int r = 0; r < count; ++r) total += ranges[r].bytes;
+  // Worker `thread` (1..workers) reads bytes [begin, end) of the ranges laid end to end.
+  const size_t share = total / static_cast<size_t>(workers);
+  const size_t begin = share * static_cast<size_t>(thread - 1), end = thread == workers ? total : begin + share;
+  size_t offset = 0;  // of range r in the ranges laid end to end
+  for (int r = 0; r < count && offset < end; offset += ranges[r].bytes, ++r) {
+    const size_t lo = std::max(begin, offset), hi = std::min(end, offset + ranges[r].bytes);
+    if (lo >= hi) continue;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(ranges[r].data) - offset;
+    for (uintptr_t at = (base + lo) & ~uintptr_t{kLine - 1}; at < base + hi; at += kStep) {
+      if (generation_.load(std::memory_order_relaxed) != seen || stopping_.load(std::memory_order_relaxed)) return;
+      const uintptr_t stop = std::min<uintptr_t>(at + kStep, base + hi);
+      for (uintptr_t line = at; line < stop; line += kLine) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+    }
+  }
+}
+
 void ThreadPool::workerLoop(int thread, uint64_t seen) {
   const DefaultFloatEnvironment fpEnvironment;  // for the worker's lifetime
   int micros = spinMicros_;
   for (;;) {
     // Watch for the next region (or the pool's end), then sleep until it.
     watch([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); }, micros);
+    bool join = false;
+    CacheRange warm[kMaxCacheRanges];
+    int warmCount = 0, warmWorkers = 0;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (!(stopping_ || generation_ != seen)) {
@@ -139,9 +162,26 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
       seen = generation_;
       micros = announced_ ? wakeWatchMicros_ : spinMicros_;
       // A worker that wakes after the caller closed the region (every task
-      // taken) or beyond the caller's per-thread slots has nothing to do.
-      if (!open_ || thread >= jobThreads_) continue;
-      activeWorkers_.fetch_add(1, std::memory_order_relaxed);
+      // taken) or beyond the caller's per-thread slots has nothing to do
+      // (but an announced region's first reads).
+      join = open_ && thread < jobThreads_;
+      if (join) {
+        activeWorkers_.fetch_add(1, std::memory_order_relaxed);
+      } else if (announced_ && thread <= warmWorkers_) {
+        warmCount = warmCount_;
+        warmWorkers = warmWorkers_;
+        std::copy(warm_, warm_ + warmCount, warm);
+      }
+    }
+    if (!join) {
+      if (warmCount > 0) {
+        const auto start = std::chrono::steady_clock::now();
+        warmCaches(thread, seen, warm, warmCount, warmWorkers);
+        // The watch that follows is what the reads left of it.
+        const auto spent = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+        micros = static_cast<int>(std::max<int64_t>(spinMicros_, micros - spent));
+      }
+      continue;
     }
     t_insideRegion = true;
     runTasks(thread);
@@ -156,7 +196,7 @@ void ThreadPool::workerLoop(int thread, uint64_t seen) {
 
 bool ThreadPool::insideRegion() { return t_insideRegion; }
 
-void ThreadPool::wakeWorkers() {
+void ThreadPool::wakeWorkers(const CacheRange* ranges, int count) {
   // A woken worker that does not watch (MOE_CPU_SPIN_US=0) would find no
   // region yet and sleep again at once: the wake would cost the caller its
   // notify and the woken thread its round trip through the kernel, and still
@@ -174,6 +214,9 @@ void ThreadPool::wakeWorkers() {
     // worker, asleep or still watching after the last region, finds nothing
     // to join and watches for the announced region (kWakeWatchMicros).
     announced_ = true;
+    warmCount_ = std::clamp(count, 0, kMaxCacheRanges);
+    std::copy(ranges, ranges + warmCount_, warm_);
+    warmWorkers_ = numThreads_.load() - 1;  // fixed while the region lock is held
     generation_.fetch_add(1, std::memory_order_release);
     wakeSleepers = sleepingWorkers_ > 0;
   }

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -51,13 +52,31 @@ class ThreadPool {
   void parallelFor(int64_t numTasks, const std::function<void(int64_t task, int thread)>& fn,
                    int maxThreads = std::numeric_limits<int>::max());
 
+  // Memory a woken worker reads into the caches (wakeWorkers).
+  struct CacheRange {
+    const void* data = nullptr;
+    size_t bytes = 0;
+  };
+  static constexpr int kMaxCacheRanges = 8;
+
   // Work is coming (a layer forward about to start): sleeping workers wake
   // now and watch for its first region (for kWakeWatchMicros), so that their
   // wake-up overlaps the caller's preparation instead of the region. Costs
   // the caller the notify where a worker sleeps, nothing else; does nothing
   // while a region runs, or where a woken worker would not watch
   // (MOE_CPU_SPIN_US=0).
-  void wakeWorkers();
+  //
+  // `ranges` (at most kMaxCacheRanges, in the order the work reads them):
+  // before watching, the woken workers read these into the caches, split
+  // between them, and stop as soon as a region starts. A decode forward's
+  // argument checks (JS and addon) take 100-250 us on cold caches and read
+  // no weights: the memory bus would idle. A worker woken from sleep starts
+  // reading 90-150 us after the wake on the 2-vCPU VM and reads ~30 GB/s,
+  // so the router's weights (0.9 MB) and most of the shared expert's (2.75
+  // MB) are in the caches when their regions start. Only prefetch
+  // instructions touch the ranges (they never fault): a range freed in
+  // between costs nothing.
+  void wakeWorkers(const CacheRange* ranges = nullptr, int count = 0);
 
   // True while this thread runs a region's task: a parallelFor from here
   // runs serially on this thread alone.
@@ -82,6 +101,9 @@ class ThreadPool {
   void start(int n);
   void stop();
   void workerLoop(int thread, uint64_t seen);
+  // Worker `thread`'s share (of `workers`) of the announced ranges, read into
+  // the caches until the generation moves past `seen`.
+  void warmCaches(int thread, uint64_t seen, const CacheRange* ranges, int count, int workers) const;
   void runTasks(int thread);
   // Watches `ready` for up to spinMicros_; true once it holds.
   template <class Ready>
@@ -103,6 +125,9 @@ class ThreadPool {
   std::atomic<int> activeWorkers_{0};  // workers that joined the region and have not finished
   bool open_ = false;           // a region's tasks are still being handed out: workers may join it
   bool announced_ = false;      // the current generation is wakeWorkers()'s: a region is on its way
+  CacheRange warm_[kMaxCacheRanges];  // the announced region's first reads (announced_ only)
+  int warmCount_ = 0;
+  int warmWorkers_ = 0;  // the workers that share them: 1..warmWorkers_
   int sleepingWorkers_ = 0;     // workers blocked on wake_: a new region notifies only these
   bool callerSleeping_ = false;  // the caller blocks on done_: the last worker out notifies it
 
