@@ -55,13 +55,27 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): a NaN code in b${ran ? '' : ` 
   }
 });
 
+type Quantized = ReturnType<typeof quantizeActivationsSync>;
+
+// a * b^T as f32 (into an output poisoned with NaN, every element of which
+// must be written) and as bf16, beside the float64 reference.
+function poisonedProducts(a: Quantized, b: Quantized, m: number, n: number, k: number) {
+  const exact = referenceGemm(a.data.data, a.scales.data, b.data.data, b.scales.data, m, n, k);
+  const into = empty([m, n], 'f32');
+  into.data.fill(NaN);
+  const d = gemmFp8Sync(a, b, { out: 'f32', into }).data as Float32Array;
+  const dBf16 = gemmFp8Sync(a, b).toFloat32Array();
+  expect(d.every(Number.isFinite)).toBe(true);
+  return { exact, d, dBf16 };
+}
+
 // The row-lane kernel's tail (rows past its last whole zmm of rows, up to
 // 8, dotted against the B block decoded for the lanes): every tail length
 // around 8 rows of two k-pairs per zmm and one, two and three zmm of 16,
-// next to the counts that take one more zmm instead; K with a last lane K block of 128 (1040) and of 256 (400); N with
-// a last block of B rows short of the kernel's (139). Checked against the
-// float64 reference, lanes and tail on their own, f32 and bf16 out, the
-// outputs poisoned first.
+// next to the counts that take one more zmm instead; K with a last lane K
+// block of 128 (1040) and of 256 (400); N with a last block of B rows short
+// of the kernel's (139). Checked against the float64 reference, lanes and
+// tail on their own, f32 and bf16 out, the outputs poisoned first.
 describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the row-lane kernel's tail rows${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
   const random = rng();
   const n = 139;
@@ -70,12 +84,7 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the row-lane kernel's tail row
     for (const m of [5, 8, 9, 11, 12, 17, 18, 23, 24, 25, 33, 40, 41, 49, 56, 57]) {
       it(`M=${m} N=${n} K=${k}: lanes and tail match the float64 reference`, () => {
         const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
-        const exact = referenceGemm(a.data.data, a.scales.data, b.data.data, b.scales.data, m, n, k);
-        const into = empty([m, n], 'f32');
-        into.data.fill(NaN); // poison: every element must be written
-        const d = gemmFp8Sync(a, b, { out: 'f32', into }).data as Float32Array;
-        const dBf16 = gemmFp8Sync(a, b).toFloat32Array();
-        expect(d.every(Number.isFinite)).toBe(true);
+        const { exact, d, dBf16 } = poisonedProducts(a, b, m, n, k);
         const lanes = m <= 11 ? Math.min(m, 8) : Math.floor(m / 16) * 16;
         for (const [from, to] of [[0, lanes], [lanes, m]].filter(([from, to]) => to > from)) {
           const part = (x: ArrayLike<number>) => Array.prototype.slice.call(x, from * n, to * n) as number[];
@@ -105,12 +114,7 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the panel kernel's odd last pa
     it(`M=${m} N=${n} K=${k}: every 32-column slab matches the float64 reference`, () => {
       const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
       const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
-      const exact = referenceGemm(a.data.data, a.scales.data, b.data.data, b.scales.data, m, n, k);
-      const into = empty([m, n], 'f32');
-      into.data.fill(NaN); // poison: every element must be written
-      const d = gemmFp8Sync(a, b, { out: 'f32', into }).data as Float32Array;
-      const dBf16 = gemmFp8Sync(a, b).toFloat32Array();
-      expect(d.every(Number.isFinite)).toBe(true);
+      const { exact, d, dBf16 } = poisonedProducts(a, b, m, n, k);
       for (let j0 = 0; j0 < n; j0 += 32) {
         const cols = Math.min(32, n - j0);
         const slab = (x: ArrayLike<number>) => Array.from({ length: m * cols }, (_, e) => x[Math.floor(e / cols) * n + j0 + (e % cols)]);
