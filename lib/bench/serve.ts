@@ -5,6 +5,12 @@
  * (probed 100 times a second).
  * Every run is bounded by its duration. The layer's own tokens/s at the
  * batch size the server reached (`bench moe`'s measurement) is the yardstick.
+ *
+ * Each connection sends its own random token, as bench moe times random
+ * tokens: a batch then routes to as many experts as bench moe's batch of the
+ * same size (~125 of 256 at T = 30). With one token for every connection,
+ * every batch went to the same 8 experts, whose weights stayed cached: the
+ * server ran a cheaper forward than the one it was compared with.
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -38,6 +44,8 @@ export interface ServeRow {
   tokensPerSecond: number;
   /** rows per forward over the run (1 unbatched) */
   meanBatch: number;
+  /** routed experts that received a token, per batch (batched; from the server's /metrics) */
+  expertsPerBatch?: number;
   p50Ms: number;
   p99Ms: number;
   /** GET /health's p99 latency under the same load, ms */
@@ -59,6 +67,8 @@ export interface ServeBenchReport {
   rows: ServeRow[];
   /** the layer's tokens/s measured by bench moe at each batched row's mean batch (rounded) */
   layerTokensPerSecond: Record<number, number>;
+  /** the routed experts bench moe's batch of each of those sizes hit */
+  layerExpertsHit: Record<number, number>;
   targets: ServeTarget[];
 }
 
@@ -86,9 +96,11 @@ interface AutocannonResult {
   timeouts: number;
 }
 
-interface Health {
-  batches?: number;
-  batchedTokens?: number;
+/** The server's batch counters (zero for the unbatched server, which runs no batcher). */
+interface BatchCounters {
+  batches: number;
+  tokens: number;
+  expertsHit: number;
 }
 
 /**
@@ -126,8 +138,34 @@ async function stopServer(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-async function health(address: string): Promise<Health> {
-  return (await (await fetch(`${address}/health`)).json()) as Health;
+/** Batches, their tokens and the experts they hit, from the server's /metrics (fed by the batcher's diagnostics channel). */
+async function batchCounters(address: string): Promise<BatchCounters> {
+  const text = await (await fetch(`${address}/metrics`)).text();
+  const sum = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { batches: sum('moe_batch_tokens_count'), tokens: sum('moe_batch_tokens_sum'), expertsHit: sum('moe_batch_experts_hit_sum') };
+}
+
+/** Distinct random tokens [count, H] as one request body each, from a fixed seed. */
+export function randomTokens(count: number, hidden: number): Buffer[] {
+  const x = fillNormal(new Float32Array(count * hidden), seededRandom(11), 1); // [count, H]
+  return Array.from({ length: count }, (_, i) => Buffer.from(x.buffer, i * hidden * 4, hidden * 4));
+}
+
+/**
+ * autocannon's options for `connections` clients of POST /v1/moe/forward,
+ * client i sending token i (of `tokens`, cycled) on every request.
+ */
+export function forwardLoad(address: string, tokens: Buffer[], connections: number, seconds: number): object {
+  let next = 0;
+  return {
+    url: `${address}/v1/moe/forward`,
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream' },
+    body: tokens[0],
+    setupClient: (client: { setBody(body: Buffer): void }) => client.setBody(tokens[next++ % tokens.length]),
+    connections,
+    duration: seconds,
+  };
 }
 
 const MODES = ['unbatched', 'batched'] as const;
@@ -146,8 +184,7 @@ const ROUNDS = 4;
 interface RunResult {
   load: AutocannonResult;
   probe: AutocannonResult;
-  batches: number;
-  tokens: number;
+  batches: BatchCounters;
 }
 
 /**
@@ -161,14 +198,14 @@ interface RunResult {
 const HEALTH_PROBE_RATE = 100;
 
 /** One bounded run: the forward load and a /health probe side by side; the batches the server ran meanwhile. */
-async function loadRun(autocannon: (opts: object) => Promise<AutocannonResult>, address: string, body: Buffer, connections: number, seconds: number): Promise<RunResult> {
-  const before = await health(address);
+async function loadRun(autocannon: (opts: object) => Promise<AutocannonResult>, address: string, tokens: Buffer[], connections: number, seconds: number): Promise<RunResult> {
+  const before = await batchCounters(address);
   const [load, probe] = await Promise.all([
-    autocannon({ url: `${address}/v1/moe/forward`, method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, connections, duration: seconds }),
+    autocannon(forwardLoad(address, tokens, connections, seconds)),
     autocannon({ url: `${address}/health`, connections: 1, overallRate: HEALTH_PROBE_RATE, duration: seconds }),
   ]);
-  const after = await health(address);
-  return { load, probe, batches: (after.batches ?? 0) - (before.batches ?? 0), tokens: (after.batchedTokens ?? 0) - (before.batchedTokens ?? 0) };
+  const after = await batchCounters(address);
+  return { load, probe, batches: { batches: after.batches - before.batches, tokens: after.tokens - before.tokens, expertsHit: after.expertsHit - before.expertsHit } };
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
@@ -176,14 +213,17 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.le
 /** A mode's row from its rounds: mean rates, median latencies, the worst /health p99, summed failures. */
 function summarize(mode: ServeRow['mode'], connections: number, runs: RunResult[]): ServeRow {
   const rate = runs.reduce((n, r) => n + r.load.requests.average, 0) / runs.length;
-  const batches = runs.reduce((n, r) => n + r.batches, 0);
-  const tokens = runs.reduce((n, r) => n + r.tokens, 0);
+  const batches = runs.reduce((n, r) => n + r.batches.batches, 0);
+  const tokens = runs.reduce((n, r) => n + r.batches.tokens, 0);
+  const expertsHit = runs.reduce((n, r) => n + r.batches.expertsHit, 0);
+  const batched = mode === 'batched' && batches > 0;
   return {
     mode,
     connections,
     requestsPerSecond: rate,
     tokensPerSecond: rate, // one token per request
-    meanBatch: mode === 'batched' && batches > 0 ? tokens / batches : 1,
+    meanBatch: batched ? tokens / batches : 1,
+    ...(batched && { expertsPerBatch: expertsHit / batches }),
     p50Ms: median(runs.map((r) => r.load.latency.p50)),
     p99Ms: median(runs.map((r) => r.load.latency.p99)),
     healthP99Ms: Math.max(...runs.map((r) => r.probe.latency.p99)),
@@ -200,9 +240,9 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
   progress('building the layer');
   const layer = MoeLayer.random(scaledDeepSeekV3(options.scale), { seed: options.seed });
   const h = layer.config.hiddenSize;
-  const x = fillNormal(new Float32Array(h), seededRandom(11), 1); // [1, H]: every request's token
-  const expected = layer.forwardSync(tensor(x, [1, h]), { out: 'f32' }).data as Float32Array;
-  const body = Buffer.from(x.buffer);
+  const tokens = randomTokens(Math.max(...options.connections), h); // one per connection
+  const checked = tokens.slice(0, 4);
+  const expected = checked.map((body) => layer.forwardSync(tensor(body, [1, h], 'f32'), { out: 'f32' }).data as Float32Array);
   // Both servers run at once and the two modes alternate in short rounds, so
   // that both see the same machine (a shared one drifts from minute to minute).
   const servers: Partial<Record<ServeRow['mode'], { child: ChildProcess; address: string }>> = {};
@@ -212,16 +252,18 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
       progress(`starting the ${mode} server`);
       const server = await startExampleServer(dir, mode === 'unbatched' ? [...serverArgs, '--unbatched'] : serverArgs);
       servers[mode] = server;
-      const check = await fetch(`${server.address}/v1/moe/forward`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
-      const answer = new Float32Array(await check.arrayBuffer());
-      if (check.status !== 200 || answer.length !== h || !(calcDiff(answer, expected) < 1e-4)) {
-        throw new MoeError('ERR_MOE_INTERNAL', `bench serve: the ${mode} server's answer (${check.status}, ${answer.length} values) is not the layer's output`);
+      for (const [i, body] of checked.entries()) {
+        const check = await fetch(`${server.address}/v1/moe/forward`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+        const answer = new Float32Array(await check.arrayBuffer());
+        if (check.status !== 200 || answer.length !== h || !(calcDiff(answer, expected[i]) < 1e-4)) {
+          throw new MoeError('ERR_MOE_INTERNAL', `bench serve: the ${mode} server's answer to token ${i} (${check.status}, ${answer.length} values) is not the layer's output`);
+        }
       }
     }
     for (const mode of MODES) {
       progress(`warming up the ${mode} server`);
       for (const { connections, seconds } of WARMUP) {
-        await autocannon({ url: `${servers[mode]!.address}/v1/moe/forward`, method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, connections, duration: seconds });
+        await autocannon(forwardLoad(servers[mode]!.address, tokens, connections, seconds));
       }
     }
     for (const connections of options.connections) {
@@ -230,7 +272,7 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
         // The order alternates too: neither mode always runs right after the other.
         for (const mode of round % 2 === 0 ? MODES : [...MODES].reverse()) {
           progress(`${connections} connections, ${mode}, round ${round + 1} of ${ROUNDS}`);
-          runs[mode].push(await loadRun(autocannon, servers[mode]!.address, body, connections, options.durationS / ROUNDS));
+          runs[mode].push(await loadRun(autocannon, servers[mode]!.address, tokens, connections, options.durationS / ROUNDS));
         }
       }
       for (const mode of MODES) rows.push(summarize(mode, connections, runs[mode]));
@@ -243,7 +285,8 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
   const sizes = [...new Set(rows.filter((r) => r.mode === 'batched').map((r) => Math.max(1, Math.round(r.meanBatch))))].sort((a, b) => a - b);
   const moe = await benchMoe(layer, { tokenCounts: sizes, timeMs: 500 });
   const layerTokensPerSecond = Object.fromEntries(moe.rows.map((r) => [r.tokens, r.tokensPerSecond]));
-  return { hiddenSize: h, rows, layerTokensPerSecond, targets: serveTargets(rows, layerTokensPerSecond) };
+  const layerExpertsHit = Object.fromEntries(moe.rows.map((r) => [r.tokens, r.activeExperts]));
+  return { hiddenSize: h, rows, layerTokensPerSecond, layerExpertsHit, targets: serveTargets(rows, layerTokensPerSecond) };
 }
 
 function serveTargets(rows: ServeRow[], layerTps: Record<number, number>): ServeTarget[] {
@@ -268,15 +311,16 @@ function serveTargets(rows: ServeRow[], layerTps: Record<number, number>): Serve
 
 export function formatServeReport(report: ServeBenchReport): string {
   const lines = [
-    `examples/server on 127.0.0.1, one-token binary requests (H=${report.hiddenSize}), autocannon`,
+    `examples/server on 127.0.0.1, one-token binary requests (H=${report.hiddenSize}, a random token per connection), autocannon`,
     ...formatTable(
-      ['mode', 'connections', 'req/s', 'tokens/s', 'mean batch', 'p50 ms', 'p99 ms', '/health p99 ms', 'non-2xx', 'errors'],
+      ['mode', 'connections', 'req/s', 'tokens/s', 'mean batch', 'experts/batch', 'p50 ms', 'p99 ms', '/health p99 ms', 'non-2xx', 'errors'],
       report.rows.map((r) => [
         r.mode,
         String(r.connections),
         r.requestsPerSecond.toFixed(0),
         r.tokensPerSecond.toFixed(0),
         r.meanBatch.toFixed(1),
+        r.expertsPerBatch === undefined ? '-' : r.expertsPerBatch.toFixed(0),
         r.p50Ms.toFixed(1),
         r.p99Ms.toFixed(1),
         r.healthP99Ms.toFixed(1),
@@ -285,7 +329,7 @@ export function formatServeReport(report: ServeBenchReport): string {
       ]),
     ),
     `the layer alone (bench moe, weights from memory) at those batch sizes: ${Object.entries(report.layerTokensPerSecond)
-      .map(([t, tps]) => `T=${t}: ${tps.toFixed(0)} tokens/s`)
+      .map(([t, tps]) => `T=${t}: ${tps.toFixed(0)} tokens/s (${report.layerExpertsHit[Number(t)]} experts)`)
       .join(', ')}`,
   ];
   for (const t of report.targets) lines.push(`${t.pass ? 'PASS' : 'MISS'}  ${t.name}: ${t.value.toFixed(2)} (target ${t.name.includes('ms') ? '<=' : '>='} ${t.target})`);
