@@ -96,6 +96,14 @@ export interface MoeBenchOptions {
   onRow?: (row: MoeBenchRow, done: number, total: number) => void;
 }
 
+/**
+ * How bench moe times a forward: the median of at least 3 runs over at least
+ * timeMs, with `evict` (weightEvictor) run before each where it is defined.
+ */
+export function forwardMedianMs(forward: () => void, timeMs: number, evict: (() => void) | undefined): Promise<number> {
+  return medianMs(forward, { timeMs, iterations: 3, beforeEach: evict });
+}
+
 export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promise<MoeBenchReport> {
   const { tokenCounts, timeMs, onRow } = options;
   let before = measureCeilings();
@@ -115,13 +123,14 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
     // which writes it.
     const into = empty([tokens, h], 'bf16');
     const timed = await betweenCeilings(before, () =>
-      medianMs(
+      forwardMedianMs(
         () => {
           layer.forwardSync(x, { profile, into });
           runs++;
           for (const s of STAGES) stageSum[s] += profile.stages[s];
         },
-        { timeMs, iterations: 3, beforeEach: evict },
+        timeMs,
+        evict,
       ),
     );
     before = timed.after;
@@ -129,7 +138,7 @@ export async function benchMoe(layer: MoeLayer, options: MoeBenchOptions): Promi
     const { ceilings, result: ms } = timed;
     // Timed right after the default forward, on the same input and output.
     const invariantMs = options.batchInvariant
-      ? await medianMs(() => layer.forwardSync(x, { into, batchInvariant: true }), { timeMs, iterations: 3, beforeEach: evict })
+      ? await forwardMedianMs(() => layer.forwardSync(x, { into, batchInvariant: true }), timeMs, evict)
       : undefined;
     const stages = Object.fromEntries(STAGES.map((s) => [s, stageSum[s] / runs])) as unknown as StageTimes;
     const stageTotal = STAGES.reduce((t, s) => t + stages[s], 0);

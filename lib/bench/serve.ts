@@ -4,7 +4,11 @@
  * with one-token binary requests; `/health` is timed under the same load
  * (probed 100 times a second).
  * Every run is bounded by its duration. The layer's own tokens/s at the
- * batch size the server reached (`bench moe`'s measurement) is the yardstick.
+ * batch size the server reached (`bench moe`'s measurement) is the yardstick,
+ * timed between the rounds (the servers idle) at each round's mean batch, so
+ * that it sees the same machine as the server it is compared with: on a
+ * shared machine, the layer timed once after all the rounds could run at
+ * three times the rate the machine gave the servers minutes before.
  *
  * Each connection sends its own random token, as bench moe times random
  * tokens: a batch then routes to as many experts as bench moe's batch of the
@@ -18,12 +22,13 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { MoeError } from '../errors';
-import { MoeLayer } from '../moe/layer';
+import { ForwardProfile, MoeLayer } from '../moe/layer';
 import { scaledDeepSeekV3 } from '../moe/config';
 import { seededRandom, fillNormal } from '../moe/random';
-import { tensor } from '../tensor';
+import { bf16FromFloat32, empty, tensor } from '../tensor';
+import { weightEvictor } from './cache-evictor';
 import { calcDiff } from './diff';
-import { benchMoe } from './moe';
+import { forwardMedianMs } from './moe';
 import { formatTable } from './table';
 
 export interface ServeBenchOptions {
@@ -53,6 +58,19 @@ export interface ServeRow {
   /** answers other than 2xx, and connection errors or timeouts */
   non2xx: number;
   errors: number;
+  /** batched rows: the layer alone at the rounds' mean batches (medians over the rounds) */
+  layer?: LayerAlone & {
+    /** median over the rounds of the round's tokens/s over the layer's right after it */
+    ratio: number;
+  };
+}
+
+/** The layer alone at `tokens` tokens, as bench moe times it (random tokens, weights evicted before each forward). */
+export interface LayerAlone {
+  tokens: number;
+  tokensPerSecond: number;
+  /** routed experts the tokens were sent to */
+  expertsHit: number;
 }
 
 export interface ServeTarget {
@@ -65,10 +83,6 @@ export interface ServeTarget {
 export interface ServeBenchReport {
   hiddenSize: number;
   rows: ServeRow[];
-  /** the layer's tokens/s measured by bench moe at each batched row's mean batch (rounded) */
-  layerTokensPerSecond: Record<number, number>;
-  /** the routed experts bench moe's batch of each of those sizes hit */
-  layerExpertsHit: Record<number, number>;
   targets: ServeTarget[];
 }
 
@@ -185,6 +199,24 @@ interface RunResult {
   load: AutocannonResult;
   probe: AutocannonResult;
   batches: BatchCounters;
+  /** batched: the layer alone at this round's mean batch, timed right after the round */
+  layer?: LayerAlone;
+}
+
+/** Measuring time of the layer alone after each round, ms (at least 3 forwards). */
+const LAYER_ROUND_MS = 400;
+
+/** Times the layer alone at `tokens` random tokens as bench moe does (forwardMedianMs, weights evicted first). */
+function timeLayerAlone(layer: MoeLayer, evict: (() => void) | undefined, tokens: number): Promise<LayerAlone> {
+  const h = layer.config.hiddenSize;
+  const x = bf16FromFloat32(fillNormal(new Float32Array(tokens * h), seededRandom(7 + tokens), 1), [tokens, h]); // [T, H]
+  const into = empty([tokens, h], 'bf16');
+  const profile = {} as ForwardProfile;
+  return forwardMedianMs(() => layer.forwardSync(x, { into, profile }), LAYER_ROUND_MS, evict).then((ms) => ({
+    tokens,
+    tokensPerSecond: (tokens / ms) * 1e3,
+    expertsHit: profile.activeExperts,
+  }));
 }
 
 /**
@@ -217,6 +249,7 @@ function summarize(mode: ServeRow['mode'], connections: number, runs: RunResult[
   const tokens = runs.reduce((n, r) => n + r.batches.tokens, 0);
   const expertsHit = runs.reduce((n, r) => n + r.batches.expertsHit, 0);
   const batched = mode === 'batched' && batches > 0;
+  const alone = runs.flatMap((r) => (r.layer ? [{ layer: r.layer, ratio: r.load.requests.average / r.layer.tokensPerSecond }] : []));
   return {
     mode,
     connections,
@@ -229,6 +262,14 @@ function summarize(mode: ServeRow['mode'], connections: number, runs: RunResult[
     healthP99Ms: Math.max(...runs.map((r) => r.probe.latency.p99)),
     non2xx: runs.reduce((n, r) => n + r.load.non2xx, 0),
     errors: runs.reduce((n, r) => n + r.load.errors + r.load.timeouts, 0),
+    ...(alone.length > 0 && {
+      layer: {
+        tokens: median(alone.map((a) => a.layer.tokens)),
+        tokensPerSecond: median(alone.map((a) => a.layer.tokensPerSecond)),
+        expertsHit: median(alone.map((a) => a.layer.expertsHit)),
+        ratio: median(alone.map((a) => a.ratio)),
+      },
+    }),
   };
 }
 
@@ -239,6 +280,7 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
   // The server's layer, rebuilt here from the same seed: to check an answer and to time the layer alone.
   progress('building the layer');
   const layer = MoeLayer.random(scaledDeepSeekV3(options.scale), { seed: options.seed });
+  const evict = weightEvictor(layer);
   const h = layer.config.hiddenSize;
   const tokens = randomTokens(Math.max(...options.connections), h); // one per connection
   const checked = tokens.slice(0, 4);
@@ -274,22 +316,21 @@ export async function benchServe(options: ServeBenchOptions): Promise<ServeBench
           progress(`${connections} connections, ${mode}, round ${round + 1} of ${ROUNDS}`);
           runs[mode].push(await loadRun(autocannon, servers[mode]!.address, tokens, connections, options.durationS / ROUNDS));
         }
+        const batched = runs.batched[round];
+        if (batched.batches.batches > 0) {
+          progress(`${connections} connections, the layer alone, round ${round + 1} of ${ROUNDS}`);
+          batched.layer = await timeLayerAlone(layer, evict, Math.max(1, Math.round(batched.batches.tokens / batched.batches.batches)));
+        }
       }
       for (const mode of MODES) rows.push(summarize(mode, connections, runs[mode]));
     }
   } finally {
     for (const server of Object.values(servers)) await stopServer(server.child);
   }
-  // The layer alone at each mean batch the server reached, timed as bench moe times it, with the server stopped.
-  progress('timing the layer alone (bench moe)');
-  const sizes = [...new Set(rows.filter((r) => r.mode === 'batched').map((r) => Math.max(1, Math.round(r.meanBatch))))].sort((a, b) => a - b);
-  const moe = await benchMoe(layer, { tokenCounts: sizes, timeMs: 500 });
-  const layerTokensPerSecond = Object.fromEntries(moe.rows.map((r) => [r.tokens, r.tokensPerSecond]));
-  const layerExpertsHit = Object.fromEntries(moe.rows.map((r) => [r.tokens, r.activeExperts]));
-  return { hiddenSize: h, rows, layerTokensPerSecond, layerExpertsHit, targets: serveTargets(rows, layerTokensPerSecond) };
+  return { hiddenSize: h, rows, targets: serveTargets(rows) };
 }
 
-function serveTargets(rows: ServeRow[], layerTps: Record<number, number>): ServeTarget[] {
+function serveTargets(rows: ServeRow[]): ServeTarget[] {
   const find = (mode: ServeRow['mode'], connections: number) => rows.find((r) => r.mode === mode && r.connections === connections);
   const targets: ServeTarget[] = [];
   const add = (name: string, value: number, target: number, below = false) =>
@@ -297,9 +338,8 @@ function serveTargets(rows: ServeRow[], layerTps: Record<number, number>): Serve
   const b64 = find('batched', 64);
   const u64 = find('unbatched', 64);
   if (b64 && u64) add('batched / unbatched tokens/s at 64 connections', b64.tokensPerSecond / u64.tokensPerSecond, 5);
-  for (const r of rows.filter((row) => row.mode === 'batched' && row.connections >= 16)) {
-    const alone = layerTps[Math.max(1, Math.round(r.meanBatch))];
-    add(`batched tokens/s / the layer's (bench moe) at its mean batch ${r.meanBatch.toFixed(1)}, ${r.connections} connections`, r.tokensPerSecond / alone, 0.8);
+  for (const r of rows.filter((row) => row.mode === 'batched' && row.connections >= 16 && row.layer)) {
+    add(`batched tokens/s / the layer's (bench moe) at its mean batch ${r.meanBatch.toFixed(1)}, ${r.connections} connections (median of the rounds)`, r.layer!.ratio, 0.8);
   }
   const b1 = find('batched', 1);
   const u1 = find('unbatched', 1);
@@ -328,8 +368,9 @@ export function formatServeReport(report: ServeBenchReport): string {
         String(r.errors),
       ]),
     ),
-    `the layer alone (bench moe, weights from memory) at those batch sizes: ${Object.entries(report.layerTokensPerSecond)
-      .map(([t, tps]) => `T=${t}: ${tps.toFixed(0)} tokens/s (${report.layerExpertsHit[Number(t)]} experts)`)
+    `the layer alone (bench moe's timing, weights from memory), after each round at its mean batch (medians): ${report.rows
+      .filter((r) => r.layer)
+      .map((r) => `${r.connections} connections: T=${r.layer!.tokens} ${r.layer!.tokensPerSecond.toFixed(0)} tokens/s (${r.layer!.expertsHit} experts)`)
       .join(', ')}`,
   ];
   for (const t of report.targets) lines.push(`${t.pass ? 'PASS' : 'MISS'}  ${t.name}: ${t.value.toFixed(2)} (target ${t.name.includes('ms') ? '<=' : '>='} ${t.target})`);
