@@ -340,9 +340,9 @@ inline __m256 finalSums8(const __m256 x[8]) {
 
 // out[j] = finalSum(x[j]) for j < count.
 inline void storeFinalSums(const __m256* x, int64_t count, float* out) {
-  int64_t j = 0;
-  for (; j + 8 <= count; j += 8) _mm256_storeu_ps(out + j, finalSums8(x + j));
-  for (; j < count; ++j) out[j] = finalSum(x[j]);
+  const int64_t whole = count - count % 8;
+  for (int64_t j = 0; j < whole; j += 8) _mm256_storeu_ps(out + j, finalSums8(x + j));
+  for (int64_t j = whole; j < count; ++j) out[j] = finalSum(x[j]);
 }
 
 // acc += a[0..31] * v[0..3] (32 k of one chunk, in order).
@@ -435,10 +435,16 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
   return nan.saw() || tailNan;
 }
 
-// MR x NB accumulators + 4 decoded vectors + temporaries within 16 ymm
-// registers; one row alone takes 8 rows of B (8 independent FMA chains hide
-// the FMA latency, and 8 streams keep enough loads in flight).
-constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 4 : mr == 3 ? 3 : 2; }
+// Rows of B per tile for MR rows of A. One row alone takes 8 (8 independent
+// FMA chains hide the FMA latency, and 8 streams keep enough loads in
+// flight; 6, 10 or 12 ran 1.03-1.2x as long). Two to four rows take more
+// than their accumulators fit beside the decode in 16 ymm registers: the
+// compiler keeps each A chunk in registers for the whole tile and spills
+// accumulators instead, and the more B rows share those A loads the better.
+// Against 4, 3, 2 (one thread, CPU time, old and new alternating, weights
+// from memory; N x K = 1024 x 1792, 1792 x 512, 128 x 7168): M = 2 at 6:
+// 0.89-0.98x the time; M = 3 at 6: 0.86-0.98x; M = 4 at 5: 0.77-0.92x.
+constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr == 3 ? 6 : 5; }
 constexpr int kDirectMaxRows = 4;  // more rows of A: the decoded form below
 
 using StreamTileFn = bool (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
