@@ -48,7 +48,7 @@ export interface NativeAddon {
     async: A,
   ): OpResult<A>;
   gemmFp8<A extends boolean>(
-    args: { a: NativeTensor; aScales: NativeTensor; b: NativeTensor; bScales: NativeTensor; d: NativeTensor },
+    args: { a: NativeTensor; aScales: NativeTensor; b: NativeTensor; bScales: NativeTensor; d: NativeTensor; batchInvariant?: boolean },
     async: A,
   ): OpResult<A>;
   groupedGemmFp8<A extends boolean>(

@@ -136,6 +136,12 @@ describe.skipIf(!cuda.available)(`on the GPU (${cuda.available ? cuda.device?.na
     expect(calcDiff(gpu.toFloat32Array(), cpu)).toBeLessThan(1e-5);
   });
 
+  it('refuses batchInvariant (CPU GEMMs only)', () => {
+    const a = quantizeActivationsSync(tensor(randomFloats(2 * 64, random), [2, 64]));
+    const b = quantizeWeightsSync(tensor(randomFloats(2 * 64, random), [2, 64]));
+    expectMoeError(() => gemmFp8Sync({ data: a.data.to('cuda'), scales: a.scales.to('cuda') }, { data: b.data.to('cuda'), scales: b.scales.to('cuda') }, { batchInvariant: true }), 'ERR_MOE_UNSUPPORTED');
+  });
+
   it('mixing devices is ERR_MOE_DEVICE', () => {
     const a = quantizeActivationsSync(tensor(randomFloats(2 * 64, random), [2, 64]));
     const b = quantizeWeightsSync(tensor(randomFloats(2 * 64, random), [2, 64]));

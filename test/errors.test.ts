@@ -86,6 +86,7 @@ describe('gemmFp8 rejects bad input', () => {
     expectMoeError(() => gemmFp8Sync({ data: a.data, scales: empty([1, 1], 'f32') }, b), 'ERR_MOE_SHAPE', /a.scales: expected shape \[4, 1\]/);
     expectMoeError(() => gemmFp8Sync(a, b.data as never), 'ERR_MOE_ARGUMENT');
     expectMoeError(() => gemmFp8Sync(a, b, { out: 'f16' as never }), 'ERR_MOE_RANGE', /options.out/);
+    expectMoeError(() => gemmFp8Sync(a, b, { batchInvariant: 1 as never }), 'ERR_MOE_ARGUMENT', /options.batchInvariant/);
     expectMoeError(() => gemmFp8Sync(a, b, { into: empty([3, 4], 'bf16') }), 'ERR_MOE_SHAPE', /into: expected shape \[4, 3\]/);
     expectMoeError(() => gemmFp8Sync(a, b, { into: empty([4, 3], 'f32') }), 'ERR_MOE_DTYPE');
     const infScales = { data: b.data, scales: tensor(new Float32Array([Infinity]), [1, 1]) };

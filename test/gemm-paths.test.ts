@@ -1,13 +1,15 @@
 // Every fp8 GEMM path (AMX, AVX512_BF16, AVX-512, AVX2 and portable, each
 // forced through MOE_CPU_ISA in a child process) on the same seeded inputs at
-// ragged shapes: M = 1 .. 130 (every kernel's row blocking and each switch of
-// kernel by M: 8/9, on AVX512_BF16 4/5 and 64/65 (and the row-lane
-// kernel's 8 rows of two k-pairs per zmm, 1..4 zmm of 16 and the tail past
-// them: 8/9, 11/12, 16/17, 24/25, 32/33, 40/41, 48/49, 56/57), on AVX2 4/5
-// and 32/33), N and K off multiples of 128
-// (a second dense K spans several of the AVX2 streaming kernel's 512-wide K
-// chunks; both have K % 32 = 16), dense and grouped (one segment per expert,
-// segments of 1 .. 70 rows, one per AVX512_BF16 kernel). Each path's output must match the
+// ragged shapes: M = 1 .. 257 (every kernel's row blocking and each switch
+// of kernel by M: 8/9, on AVX512_BF16 4/5 (and the row-lane kernel's 8 rows
+// of two k-pairs per zmm, 1..4 zmm of 16 and the tail past them: 8/9,
+// 11/12, 16/17, 24/25, 32/33, 40/41, 48/49, 56/57, then its lane groups:
+// 64/65, 72/73, 97, 130, and row tiles: 256/257), on AVX2 4/5 and 32/33), N
+// and K off multiples of 128 (a second dense K spans several of the AVX2
+// streaming kernel's 512-wide K chunks; both have K % 32 = 16), dense and
+// grouped (one segment per expert, segments of 1 .. 150 rows, one per
+// AVX512_BF16 kernel, tail and lane
+// group count). Each path's output must match the
 // float64 reference (SPEC: diff < 1e-5) and the portable path's output; the
 // outputs are poisoned with NaN before every call. A path the CPU lacks is
 // skipped with a message.
@@ -19,11 +21,11 @@ import { SEED, seedNote } from './helpers/random';
 
 const DIST = resolve(__dirname, '../dist/index.js');
 
-const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 24, 25, 31, 32, 33, 40, 41, 48, 49, 56, 57, 64, 65, 97, 130];
+const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 24, 25, 31, 32, 33, 40, 41, 48, 49, 56, 57, 64, 65, 72, 73, 97, 130, 256, 257];
 const [N, K] = [161, 400];
 const [N2, K2] = [140, 1168];  // dense only
-const MS2 = [1, 5, 12, 13, 20, 32, 33, 40, 64, 65];
-const SEGMENTS = [1, 5, 37, 2, 9, 0, 17, 14, 64, 70, 22];  // rows per expert (one expert gets none)
+const MS2 = [1, 5, 12, 13, 20, 32, 33, 40, 64, 65, 130, 257];
+const SEGMENTS = [1, 5, 37, 2, 9, 0, 17, 14, 64, 70, 22, 150];  // rows per expert (one expert gets none)
 
 /** Runs in a child process: the inputs (seeded) and each GEMM's f32 output, base64. */
 const SCRIPT = `
@@ -48,7 +50,7 @@ for (const M of ${JSON.stringify(MS)}) {
 // An fp8 NaN code in b (0x7F / 0xFF), in a row's 32-byte body or its 16-byte
 // K tail, must be reported by every kernel (streamed, decoded, packed).
 out.nanMissed = [];
-for (const M of [1, 5, 12, 33, 64, 65]) {
+for (const M of [1, 5, 12, 33, 64, 65, 130, 257]) {
   const a = m.quantizeActivationsSync(m.tensor(floats(M * K, 1), [M, K]));
   for (const code of [0x7f, 0xff]) {
     for (const at of [150 * K + 37, 150 * K + K - 5]) {

@@ -3,7 +3,7 @@
  * scales on A (activations) and 128x128 scales on B (weights), accumulated in
  * f32, written as bf16 (default) or f32.
  */
-import { MoeError } from '../errors';
+import { MoeError, describe } from '../errors';
 import { native } from '../native';
 import { Tensor, empty } from '../tensor';
 import { expectDtype, expectOneOf, expectOptions, expectShape, expectTensor } from '../validate';
@@ -15,10 +15,16 @@ export interface GemmOptions {
   out?: 'bf16' | 'f32';
   /** Write into this [M, N] tensor instead of allocating one. */
   into?: Tensor;
+  /**
+   * One kernel and reduction order for every M (CPU): a row's bits do not
+   * depend on the other rows of A, as the layer's `batchInvariant`. Off by
+   * default, where the kernel is picked by M for speed.
+   */
+  batchInvariant?: boolean;
 }
 
 const gemm = twin((a: QuantizedTensor, b: QuantizedTensor, options?: GemmOptions): PreparedCall<Tensor> => {
-  const opts = expectOptions(options, ['out', 'into'], 'gemmFp8: options');
+  const opts = expectOptions(options, ['out', 'into', 'batchInvariant'], 'gemmFp8: options');
   checkQuantized(a, 'gemmFp8: a', [1]);
   checkQuantized(b, 'gemmFp8: b', [WEIGHT_BLOCK_ROWS]);
   const [m, k] = a.data.shape;
@@ -35,7 +41,11 @@ const gemm = twin((a: QuantizedTensor, b: QuantizedTensor, options?: GemmOptions
   } else {
     d = empty([m, n], out, a.data.device);
   }
-  const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, d };
+  if (opts.batchInvariant !== undefined && typeof opts.batchInvariant !== 'boolean') {
+    throw new MoeError('ERR_MOE_ARGUMENT', `gemmFp8: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
+  }
+  const batchInvariant = opts.batchInvariant ?? false;
+  const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, d, batchInvariant };
   // An empty product has nothing to compute; the kernels need M, N >= 1.
   const run = (async: boolean) => (m === 0 || n === 0 ? undefined : native().gemmFp8(args, async));
   return { run, result: d };

@@ -10,8 +10,9 @@ import { randomActivations, randomFloats, rng, seedNote } from './random';
 // Ragged shapes: M = 1, 7, 129 and a large-M one; N off multiples of 16 and
 // 128; K = 16 x odd, and K > 8192. M = 8 / 9 sit on both sides of the
 // streaming kernels' limit (4 / 5 and 16 / 17 of the AVX512_BF16 dot
-// kernels'), M = 3, 13 and 130 leave ragged register tiles (M = 3: 5 B rows
-// per AVX512_BF16 dot tile, 3 on AVX2; N = 141 ends each on a short tile).
+// kernels', 256 / 257 of its row-lane kernel's row tiles), M = 3, 13 and 130 leave ragged
+// register tiles (M = 3: 5 B rows per AVX512_BF16 dot tile, 3 on AVX2; N =
+// 141 ends each on a short tile).
 export const GEMM_SHAPES: Array<[number, number, number]> = [
   [1, 257, 8208],
   [1, 1, 16],
@@ -29,6 +30,8 @@ export const GEMM_SHAPES: Array<[number, number, number]> = [
   [129, 300, 144],
   [130, 96, 656],
   [129, 257, 8208],
+  [256, 139, 912],
+  [257, 139, 912],
   [520, 143, 272],
 ];
 
@@ -60,6 +63,12 @@ export function gemmSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable' | '
         const dBf16 = gemmFp8Sync(a, b).toFloat32Array();
         expect(calcDiff(dBf16, exact), `bf16 out ${seedNote}`).toBeLessThan(1e-5);
 
+        // batchInvariant: the one kernel it pins at every M (AVX512_BF16: panels; FMA: streaming).
+        const pinned = empty([m, n], 'f32');
+        pinned.data.fill(NaN);
+        gemmFp8Sync(a, b, { out: 'f32', into: pinned, batchInvariant: true });
+        expect(calcDiff(pinned.data as Float32Array, exact), `batchInvariant ${seedNote}`).toBeLessThan(1e-5);
+
         // Quantization error is a statistical bound: a handful of outputs can
         // land on a cancellation, so it is checked where there are many.
         if (m * n < 100) return;
@@ -70,9 +79,10 @@ export function gemmSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable' | '
 
     // Every fp8 code in B (all 254 non-NaN bytes, subnormals and both zeros
     // included) at the M that select each kernel (streaming, AMX strips of one
-    // and two tiles, AMX blocks), checked element by element: a decode error
-    // in one code must not hide in a global diff.
-    for (const m of [1, 2, 5, 8, 9, 16, 32, 40]) {
+    // and two tiles, AMX blocks; on AVX512_BF16 the dot kernels, row lanes in
+    // one and in several lane groups, panels), checked element by element: a
+    // decode error in one code must not hide in a global diff.
+    for (const m of [1, 2, 5, 8, 9, 16, 32, 40, 100, 300]) {
       it(`decodes every fp8 code of b exactly (M=${m}, element-wise)`, () => {
         const codes = Array.from({ length: 256 }, (_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
         const [n, k] = [codes.length, 272];
@@ -127,17 +137,19 @@ export function gemmSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable' | '
  * (gemm_fp8_kernels.h): the same row must give the same bits whatever other
  * rows share its call, and wherever it sits among them. Each case is
  * [label, M of the full call, first row, rows]: rows from..from+count-1 run
- * alone and inside the full call, with N = 300 and K = k. Skips with a
- * message where this CPU runs another path than `isa`.
+ * alone and inside the full call, with N = 300 and K = k. With
+ * batchInvariant every M runs the one kernel it pins, so any split holds.
+ * Skips with a message where this CPU runs another path than `isa`.
  */
-export function rowBitsSuite(isa: string, cases: Array<[string, number, number, number]>, k = 1040): void {
+export function rowBitsSuite(isa: string, cases: Array<[string, number, number, number]>, k = 1040, batchInvariant = false): void {
   const ran = cpuInfo().gemmIsa === isa;
-  describe.skipIf(!ran)(`gemmFp8 (${isa} path, K=${k}): a row's bits do not depend on its batch${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
+  const what = batchInvariant ? 'with batchInvariant, ' : '';
+  describe.skipIf(!ran)(`gemmFp8 (${isa} path, K=${k}): ${what}a row's bits do not depend on its batch${ran ? '' : ` (skipped: this CPU runs ${cpuInfo().gemmIsa})`}`, () => {
     const random = rng();
     const n = 300;
     const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
     const x = randomActivations(Math.max(...cases.map(([, full]) => full)), k, random);
-    const rows = (from: number, count: number) => gemmFp8Sync(quantizeActivationsSync(tensor(x.subarray(from * k, (from + count) * k), [count, k])), b, { out: 'f32' }).data as Float32Array;
+    const rows = (from: number, count: number) => gemmFp8Sync(quantizeActivationsSync(tensor(x.subarray(from * k, (from + count) * k), [count, k])), b, { out: 'f32', batchInvariant }).data as Float32Array;
 
     for (const [label, full, from, count] of cases) {
       it(`${label}: rows ${from}..${from + count - 1} alone and inside M=${full}`, () => {

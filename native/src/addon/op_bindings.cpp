@@ -64,9 +64,18 @@ Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "aScales", "gemmFp8: a.scales", &args->aScales, keep));
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "b", "gemmFp8: b.data", &args->b, keep));
         MOE_RETURN_IF_ERROR(tensorFromJs(call.args, "bScales", "gemmFp8: b.scales", &args->bScales, keep));
+        if (!call.args.Get("batchInvariant").IsUndefined()) {
+          MOE_RETURN_IF_ERROR(boolFromJs(call.args, "batchInvariant", "gemmFp8: batchInvariant", &args->batchInvariant));
+        }
         return tensorFromJs(call.args, "d", "gemmFp8: out", &args->d, keep);
       },
-      [args](Backend& backend, ExecContext& ctx) { return backend.gemmFp8(*args, ctx); });
+      [args](Backend& backend, ExecContext& ctx) {
+        if (args->batchInvariant && !backend.supportsOp(OpKind::kBatchInvariant)) {
+          return Status(Code::kUnsupported, std::string("gemmFp8: batchInvariant is not supported on the ") + backend.name() +
+                                                " backend (its GEMM kernels are chosen by shape)");
+        }
+        return backend.gemmFp8(*args, ctx);
+      });
 }
 
 Napi::Value GroupedGemmFp8(const Napi::CallbackInfo& info) {

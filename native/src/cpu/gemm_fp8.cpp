@@ -407,8 +407,8 @@ enum class GemmKernel {
   kFmaStream,  // FMA kernels (AVX-512 / AVX2 / portable), B streamed: M <= KernelSet::streamMaxM
   kFmaPacked,  // FMA kernels, B packed to f32 panels
   kBf16Dot,    // AVX512_BF16, B streamed: M <= kBf16DotMaxM (GEMV and small batches)
-  kBf16RowLanes,    // AVX512_BF16, A's rows in the lanes, B decoded per block of rows: M <= kBf16LaneMaxM
-  kBf16Panel,  // AVX512_BF16, B decoded to bf16 panels once per K block
+  kBf16RowLanes,    // AVX512_BF16, A's rows in the lanes, B decoded per block of rows: the larger M
+  kBf16Panel,  // AVX512_BF16, B decoded to bf16 panels once per K block: batchInvariant
   kAmx,        // AMX tiles: M >= kAmxMinM
 };
 
@@ -420,14 +420,15 @@ enum class GemmKernel {
 // two kernels at a threshold of M is what changes a row's bits.
 //
 // batchInvariant (GemmFp8Args) pins one kernel for every M: the panel kernel
-// on AVX512_BF16, the streaming FMA kernel otherwise (both take any M), never
-// AMX.
+// on AVX512_BF16 (its lanes run along N, so that a single row fills them:
+// the row-lane kernel's run along M and would do 16 rows' products for a
+// decode step's one), the streaming FMA kernel otherwise (both take any M),
+// never AMX.
 GemmKernel chooseGemmKernel(int64_t M, bool batchInvariant) {
   if (batchInvariant) return gemmUsesAvx512Bf16() ? GemmKernel::kBf16Panel : GemmKernel::kFmaStream;
   if (gemmUsesAmx() && M >= kAmxMinM) return GemmKernel::kAmx;
   if (gemmUsesAvx512Bf16()) {
-    if (M <= fp8gemm::kBf16DotMaxM) return GemmKernel::kBf16Dot;
-    return M <= fp8gemm::kBf16LaneMaxM ? GemmKernel::kBf16RowLanes : GemmKernel::kBf16Panel;
+    return M <= fp8gemm::kBf16DotMaxM ? GemmKernel::kBf16Dot : GemmKernel::kBf16RowLanes;
   }
   return M <= fp8gemm::selectedKernels().streamMaxM ? GemmKernel::kFmaStream : GemmKernel::kFmaPacked;
 }
@@ -489,6 +490,11 @@ Status gemmFp8Impl(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) 
 }  // namespace
 
 Status gemmFp8(const GemmFp8Args& args) { return gemmFp8Rows(args, nullptr, 0); }
+
+int64_t gemmRowTileRows(int64_t M) {
+  // Near-equal tiles of whole zmm of rows, at most kBf16LaneMaxM each.
+  return ceilDiv(ceilDiv(M, ceilDiv(M, fp8gemm::kBf16LaneMaxM)), 16) * 16;
+}
 
 Status gemmFp8Rows(const GemmFp8Args& args, const int32_t* aRows, int64_t rows) {
   try {

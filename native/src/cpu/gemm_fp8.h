@@ -29,4 +29,10 @@ Status gemmFp8(const GemmFp8Args& args);
 // row of them; args.d: [rows, N]). The AMX path reads the rows in place.
 Status gemmFp8Rows(const GemmFp8Args& args, const int32_t* aRows, int64_t rows);
 
+// Rows per row tile of a GEMM of M rows: calls on consecutive runs of this
+// many rows of A (the last run shorter) give every row the bits it has in the
+// whole call, as the kernels cut M this way themselves (the AVX512_BF16
+// row-lane kernel: whole zmm of rows and at most one tail per tile).
+int64_t gemmRowTileRows(int64_t M);
+
 }  // namespace moe::cpu

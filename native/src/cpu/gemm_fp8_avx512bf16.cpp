@@ -391,8 +391,8 @@ DotBlockTileFn pickDotBlockTile(int mr, int nb) {
                                                                                       : dotBlockTileFn<4>(nb);
 }
 
-static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR = 1 .. 4, NB = 1 .. 6");
 
+static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR = 1 .. 4, NB = 1 .. 6");
 // ---- row-lane kernel (mid M) -------------------------------------------------
 
 // D^T = B * A^T with A's rows in the lanes: each VDPBF16PS takes A's pair
@@ -404,21 +404,25 @@ static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR 
 // microkernel 383, the VDPBF16PS probe 440-450), ~355 with the decode
 // spread over the products, ~300-325 with B streamed from memory (lanes
 // along k with B decoded per block: 220-250).
+//
+// Above 4 zmm of rows (M > 64) the rows form lane groups of 2 or 3 zmm
+// (Bf16LaneGroups) that share each decoded B block (B is still decoded once
+// per call), and K is walked in passes whose A block fits L2 (see
+// laneKPass).
 
 // P = 1: dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 z (z = ceil(rows
 // / 16) zmm of rows; rows >= `rows` as zeros), p < lda / 2: A's rows across
-// the lanes of z zmm, one k-pair per dword. A 16 x 16 dword transpose per 16
-// rows and 32 k. P = 2 (a few rows): lane l of step s takes pair 2 s + l % 2
-// of row l / 2, one dword at a time.
-void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, int phases, uint32_t* dst) {
-  const int64_t lanes = (rows * phases + 15) / 16 * 16;
+// the lanes of z zmm (row stride ldl dwords), one k-pair per dword. A 16 x 16
+// dword transpose per 16 rows and 32 k. P = 2 (a few rows): lane l of step s
+// takes pair 2 s + l % 2 of row l / 2, one dword at a time.
+void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, int phases, int64_t ldl, uint32_t* dst) {
   if (phases != 1) {
     for (int64_t s = 0; s < lda / 2 / phases; ++s) {
-      for (int64_t l = 0; l < lanes; ++l) {
+      for (int64_t l = 0; l < ldl; ++l) {
         const int64_t m = l / phases, pair = phases * s + l % phases;
         uint32_t v = 0;
         if (m < rows) std::memcpy(&v, a + m * lda + 2 * pair, 4);
-        dst[s * lanes + l] = v;
+        dst[s * ldl + l] = v;
       }
     }
     return;
@@ -429,7 +433,7 @@ void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, int phases, uint
       for (int r = 0; r < 16; ++r)
         x[r] = r0 + r < rows ? _mm512_load_ps(reinterpret_cast<const float*>(a + (r0 + r) * lda + k)) : _mm512_setzero_ps();
       transpose16x16(x);  // x[q]: pair k / 2 + q of the 16 rows
-      for (int q = 0; q < 16; ++q) _mm512_store_ps(reinterpret_cast<float*>(dst + (k / 2 + q) * lanes + r0), x[q]);
+      for (int q = 0; q < 16; ++q) _mm512_store_ps(reinterpret_cast<float*>(dst + (k / 2 + q) * ldl + r0), x[q]);
     }
   }
 }
@@ -441,35 +445,60 @@ inline __m512 dotBroadcast(__m512 acc, __m512bh a, const uint16_t* b) {
   return acc;
 }
 
-// The row-lane kernel walks its B rows in blocks of nb rows x
-// kBf16LaneKc, in order: row block by row block, K blocks inside each.
+// The row-lane kernel walks its B rows in blocks of nb rows x kBf16LaneKc:
+// K in passes of kPass blocks, and inside a pass row block by row block, the
+// pass's K blocks inside each. (One pass when A fits: row block by row block,
+// all of K inside each.)
 struct LaneBlock {
   int64_t s0, ns;  // rows [s0, s0 + ns) of the run, ns <= nb
   int64_t k0, kc;  // K [k0, k0 + kc) of the padded K
 };
 
-struct LaneBlocks {
-  int64_t nRows, lda, kBlocks, nb;  // nb: B rows per block (<= kBf16LaneNb)
-  int64_t count() const { return (nRows + nb - 1) / nb * kBlocks; }
-  LaneBlock at(int64_t i) const {
-    const int64_t s0 = i / kBlocks * nb, k0 = i % kBlocks * kBf16LaneKc;
-    return {s0, nRows - s0 < nb ? nRows - s0 : nb, k0, lda - k0 < kBf16LaneKc ? lda - k0 : kBf16LaneKc};
+// Walks a task's blocks in that order, then those of the rows after its last
+// one (the caller's next task on this thread: a call requests their lines so
+// that the next task's first blocks arrive while this one's last blocks are
+// computed instead of after it starts). Counters only: the walk runs once
+// per block, twice over (the block decoded next, the block requested), and
+// the divisions of indexing the order ran M = 32 at ~1.03x the time.
+class LaneWalk {
+ public:
+  // nb: B rows per block (<= kBf16LaneNb); kPass: K blocks per pass; rowsAfter: the rows after the task's.
+  LaneWalk(int64_t nRows, int64_t rowsAfter, int64_t lda, int64_t nb, int64_t kPass)
+      : rows_(nRows), rowsAfter_(rowsAfter), lda_(lda), nb_(nb), kPass_(kPass),
+        kBlocks_((lda + kBf16LaneKc - 1) / kBf16LaneKc), passEnd_(std::min(kPass, kBlocks_)) {
+    if (rows_ == 0) nextRows();
   }
-};
+  bool done() const { return rows_ == 0; }         // past the last block, the following rows' too
+  bool inTask() const { return !following_; }      // at one of the task's own blocks
+  LaneBlock block() const {
+    const int64_t k0 = kb_ * kBf16LaneKc;
+    return {rowOffset_ + s0_, rows_ - s0_ < nb_ ? rows_ - s0_ : nb_, k0, lda_ - k0 < kBf16LaneKc ? lda_ - k0 : kBf16LaneKc};
+  }
+  void advance() {
+    if (++kb_ < passEnd_) return;
+    kb_ = passStart_;  // the pass's next row block
+    if ((s0_ += nb_) < rows_) return;
+    s0_ = 0;  // the next pass
+    passStart_ = passEnd_;
+    passEnd_ = std::min(passEnd_ + kPass_, kBlocks_);
+    kb_ = passStart_;
+    if (passStart_ == kBlocks_) nextRows();
+  }
 
-// The blocks whose lines a call requests: its own (i < own.count()), then
-// those of the rows after its last one (`following`, the caller's next
-// task on this thread), so that the next task's first blocks arrive while
-// this one's last blocks are computed instead of after it starts.
-struct RequestedBlocks {
-  LaneBlocks own, following;
-  int64_t count() const { return own.count() + following.count(); }
-  LaneBlock at(int64_t i) const {
-    if (i < own.count()) return own.at(i);
-    LaneBlock block = following.at(i - own.count());
-    block.s0 += own.nRows;  // rows of the same b
-    return block;
+ private:
+  void nextRows() {  // from the task's rows to the rows after them (then nothing)
+    rowOffset_ += rows_;
+    rows_ = following_ ? 0 : rowsAfter_;
+    following_ = true;
+    s0_ = kb_ = passStart_ = 0;
+    passEnd_ = std::min(kPass_, kBlocks_);
   }
+
+  int64_t rows_, rowsAfter_, lda_, nb_, kPass_, kBlocks_;
+  bool following_ = false;            // past the task's own rows
+  int64_t rowOffset_ = 0;             // the rows' first row in b (0: the task's own)
+  int64_t s0_ = 0, kb_ = 0;           // the block: its first row (of rows_), its K block
+  int64_t passStart_ = 0, passEnd_;   // the pass's K blocks
 };
 
 // How many blocks ahead of its use a block's fp8 lines are requested. One
@@ -486,6 +515,15 @@ struct RequestedBlocks {
 // 1.05-1.15x at K = 512).
 constexpr int64_t kLaneLongRow = 1024;
 inline int64_t laneAhead(int64_t K) { return K >= kLaneLongRow ? 2 : 1; }
+
+// K blocks per pass: every row block re-reads the pass's A block [kPass *
+// kBf16LaneKc / 2, L] dwords, which must stay in L2 rather than come from
+// L3 (at M = 128 and K = 7168 all of A is 1.8 MiB).
+constexpr int64_t kLanePassBytes = 256 * 1024;
+inline int64_t laneKPass(int64_t lanes) {
+  const int64_t perBlock = kBf16LaneKc / 2 * lanes * 4;
+  return std::max<int64_t>(1, kLanePassBytes / perBlock);
+}
 
 // Requests every fp8 line of a block (its rows' bytes in its K block).
 void prefetchLaneBlock(const uint8_t* b, int64_t K, const LaneBlock& block) {
@@ -556,22 +594,25 @@ class LaneDecoder {
   __m512i nan_ = _mm512_setzero_si512();
 };
 
-// MZ zmm of A's rows (16 / P each) x NB B columns over one K block of kc:
-// per step of P k-pairs MZ loads of A's pairs and MZ x NB VDPBF16PS, each B
-// row's P pairs broadcast once (P = 1 at MZ = 1 straight from memory,
-// {1to16}; else into a register shared by the MZ products); the partial sums
-// are promoted once per group (1 FMA per 64 / P VDPBF16PS, no horizontal
-// sums) into fin ([NB][MZ * 16] f32, L1), zeroed by the first K block. Every
-// second k-pair also runs one step of the next block's decode (kc / 2 pairs,
-// NB * kc / 64 steps of a block as long: whatever is left runs after). MZ x
-// NB partial sums, MZ A vectors and a broadcast fit the 32 zmm: NB = 16, 12,
-// 8, 6 for MZ = 1..4. (The decoder is copied in and out so that its state
-// lives in registers.)
+// MZ zmm of A's rows (one lane group; 16 / P rows each) x NB B columns over
+// one K block of kc: per step of P k-pairs MZ loads of A's pairs and MZ x NB
+// VDPBF16PS, each B row's P pairs broadcast once (P = 1 at MZ = 1 straight
+// from memory, {1to16}; else into a register shared by the MZ products); the
+// partial sums are promoted once per group (1 FMA per 64 / P VDPBF16PS, no
+// horizontal sums) into fin, zeroed by the first K block. Every second
+// k-pair also runs one step of the next block's decode while any is left
+// (kc / 2 pairs, NB * kc / 64 steps of a block as long: whatever is left
+// runs after; with several lane groups the first one's tile decodes it
+// all). MZ x NB partial sums, MZ A vectors and a broadcast fit the 32 zmm.
+// (The decoder is copied in and out so that its state lives in registers.)
 //   a: [kc / 2P, MZ * 16] dwords; saT: [kc / 128, MZ * 16] f32; b: [NB, kBf16LaneKc] bf16 (the first kc
-//   of each row; a constant stride, so that the broadcasts address off one register); sb: [kc / 128] f32.
+//   of each row; a constant stride, so that the broadcasts address off one register); sb: [kc / 128] f32;
+//   fin: [NB, MZ * 16] f32.
+// (Inlined into its caller: compiled on its own, GCC copied the partial
+// sums between registers and spilled one at every k-pair.)
 template <int MZ, int NB, int P>
-void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b, const float* sb, float* fin,
-              bool first, LaneDecoder* nextBlock) {
+[[gnu::always_inline]] inline void laneTile(int64_t kc, const uint32_t* a, const float* saT, const uint16_t* b,
+                                            const float* sb, float* fin, bool first, LaneDecoder* nextBlock) {
   static_assert(P == 1 || P == 2, "one or two k-pairs per row and zmm");
   constexpr int L = MZ * 16;  // lanes
   LaneDecoder next = *nextBlock;
@@ -645,62 +686,90 @@ void laneTailBlock(const LaneBlock& block, const uint16_t* decoded, const uint16
   }
 }
 
-template <int MZ, int NB, int P>
+// The lane groups Bf16LaneGroups makes against blocks of NB B rows: each of
+// ZLO or ZHI zmm (one instantiation per pair, so that both tiles inline), P
+// k-pairs per row and zmm (bf16LaneShape).
+template <int NB, int ZLO, int ZHI, int P>
 bool laneRowsTiled(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa,
                    int64_t lda, int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter,
                    const float* sb, float* out, int64_t ldo, void* scratch) {
-  static_assert(NB <= kBf16LaneNb && MZ * NB * 64 <= kBf16LaneFinBytes, "the block and fin fit the scratch");
-  constexpr int L = MZ * 16, W = L / P;  // lanes; rows in them
-  const int64_t laneRowCount = rows < W ? rows : W, tail = rows - laneRowCount;  // tail <= kBf16LaneTailMax
+  const Bf16LaneGroups groups(rows);
+  constexpr int64_t nb = NB;
+  const int64_t width = 16 * groups.zmm;  // lanes
+  const int64_t laneRows = width / P;    // rows held in them
+  const int64_t laneRowCount = rows < laneRows ? rows : laneRows, tail = rows - laneRowCount;  // tail <= kBf16LaneTailMax
   constexpr int64_t kBufWords = kBf16LaneNb * kBf16LaneKc;  // one decoded block (room for kBf16LaneNb rows)
-  uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [NB, kc] bf16 each
-  float* fin = static_cast<float*>(scratch) + kBufWords;                                                 // [NB, L] f32
-  float* tailFin = fin + kBf16LaneFinBytes / 4;                                                          // [tail][NB][16] f32
-  const int64_t kBlocks = (lda + kBf16LaneKc - 1) / kBf16LaneKc;
-  const LaneBlocks blocks{nRows, lda, kBlocks, NB};
-  const RequestedBlocks requested{blocks, {nRowsAfter, lda, kBlocks, NB}};
-  const int64_t count = blocks.count(), requestable = requested.count();
-  __m512i nan = _mm512_setzero_si512();
-  LaneBlock block = blocks.at(0);
-  // Blocks 1 .. ahead - 1 are requested up front; from then on the decode
-  // of block j requests block j + ahead.
+  uint16_t* buf[2] = {static_cast<uint16_t*>(scratch), static_cast<uint16_t*>(scratch) + kBufWords};  // [nb, kc] bf16 each
+  // The task's D^T: per block of nb B rows [nb, width] f32, group i's [nb, width(i)] at nb x its first lane;
+  // the tail's sums: per block [tail][nb][16] f32 (in one pass over K, one block of each for all: each row
+  // block is done before the next starts).
+  float* fin = static_cast<float*>(scratch) + kBufWords;
+  float* tailFin = fin + (nRows + kBf16LaneNb) * width;
+  const int64_t kPass = laneKPass(width);
+  const bool onePass = kPass * kBf16LaneKc >= lda;
+  // walk: the block computed (i), then the one decoded beside it (i + 1); request: i + ahead, whose
+  // lines the decode of block i requests (blocks 1 .. ahead - 1 are requested up front).
+  LaneWalk walk(nRows, nRowsAfter, lda, nb, kPass), request = walk;
   const int64_t ahead = laneAhead(K);
-  for (int64_t j = 1; j < ahead && j < count; ++j) prefetchLaneBlock(b, K, blocks.at(j));
+  for (int64_t j = 1; j <= ahead; ++j) {
+    request.advance();
+    if (j < ahead && request.inTask()) prefetchLaneBlock(b, K, request.block());
+  }
+  __m512i nan = _mm512_setzero_si512();
+  LaneBlock block = walk.block();
   {
-    const LaneBlock after = ahead < requestable ? requested.at(ahead) : LaneBlock{};
-    LaneDecoder first(b, K, block, ahead < requestable ? &after : nullptr, buf[0], NB);
+    const LaneBlock after = request.done() ? LaneBlock{} : request.block();
+    LaneDecoder first(b, K, block, request.done() ? nullptr : &after, buf[0], nb);
     first.finish(Fp8Bf16Tables::load());
     nan = first.nan();
   }
-  for (int64_t i = 0; i < count; ++i) {
-    const bool hasNext = i + 1 < count;
-    const LaneBlock next = hasNext ? blocks.at(i + 1) : LaneBlock{};
-    const bool hasAfter = hasNext && i + 1 + ahead < requestable;
-    const LaneBlock after = hasAfter ? requested.at(i + 1 + ahead) : LaneBlock{};
+  for (int64_t i = 0;; ++i) {
+    walk.advance();
+    request.advance();
+    const bool hasNext = walk.inTask();
+    const LaneBlock next = hasNext ? walk.block() : LaneBlock{};
+    const bool hasAfter = hasNext && !request.done();
+    const LaneBlock after = hasAfter ? request.block() : LaneBlock{};
     // Past the last block: a decoder with nothing to do (no rows, no steps).
     LaneDecoder decoder(b, K, hasNext ? next : LaneBlock{0, 0, 0, 0}, hasAfter ? &after : nullptr,
-                        buf[(i + 1) % 2], NB);
-    laneTile<MZ, NB, P>(block.kc, lanes + block.k0 / 2 / P * L, saT + block.k0 / kBf16Group * L, buf[i % 2],
-                        sb + block.k0 / kBf16Group, fin, block.k0 == 0, &decoder);
+                        buf[(i + 1) % 2], nb);
+    float* blockFin = fin + (onePass ? 0 : block.s0 * width);  // [nb, width]
+    float* blockTailFin = tailFin + (onePass ? 0 : block.s0 * kBf16LaneTailMax * 16);  // [tail][nb][16]
+    for (int gi = 0; gi < groups.count; ++gi) {
+      const int64_t lane0 = 16 * groups.z0[gi];
+      const uint32_t* groupA = lanes + lda / 2 / P * lane0 + block.k0 / 2 / P * groups.width(gi);
+      const float* groupSaT = saT + lda / kBf16Group * lane0 + block.k0 / kBf16Group * groups.width(gi);
+      const float* blockSb = sb + block.k0 / kBf16Group;
+      if (ZLO == ZHI || groups.width(gi) == 16 * ZHI)
+        laneTile<ZHI, NB, P>(block.kc, groupA, groupSaT, buf[i % 2], blockSb, blockFin + nb * lane0, block.k0 == 0, &decoder);
+      else
+        laneTile<ZLO, NB, P>(block.kc, groupA, groupSaT, buf[i % 2], blockSb, blockFin + nb * lane0, block.k0 == 0, &decoder);
+    }
     nan = _mm512_max_epu8(nan, decoder.nan());
-    if (tail > 0) laneTailBlock(block, buf[i % 2], a + W * lda, lda, sa + W * ldsa, ldsa, tail, sb, tailFin, NB);
+    if (tail > 0) laneTailBlock(block, buf[i % 2], a + laneRows * lda, lda, sa + laneRows * ldsa, ldsa, tail, sb, blockTailFin, nb);
     if (block.k0 + block.kc == lda) {
-      // fin holds D^T (column j of the block in fin[j], rows in lanes): back
-      // to rows, 16 lanes at a time, a row's P lanes added.
+      // blockFin holds D^T (column j of the block in row j of each group's
+      // part, rows of A in lanes): back to rows, 16 at a time.
       const __mmask16 cols = static_cast<__mmask16>((1u << block.ns) - 1);
-      for (int z = 0; z < MZ && 16 / P * z < laneRowCount; ++z) {
-        __m512 x[16];
-        for (int j = 0; j < 16; ++j) x[j] = j < NB ? _mm512_load_ps(fin + j * L + 16 * z) : _mm512_setzero_ps();
-        transpose16x16(x);  // x[l]: lane l's sums over the block's columns
-        for (int64_t r = 0; r < 16 / P && 16 / P * z + r < laneRowCount; ++r) {
-          const __m512 sum = P == 1 ? x[r] : _mm512_add_ps(x[P * r], x[P * r + 1]);
-          _mm512_mask_storeu_ps(out + (16 / P * z + r) * ldo + block.s0, cols, sum);
+      for (int gi = 0; gi < groups.count; ++gi) {
+        const int64_t groupWidth = groups.width(gi);
+        const float* groupFin = blockFin + nb * 16 * groups.z0[gi];  // [nb, groupWidth]
+        for (int64_t z = groups.z0[gi]; z < groups.z0[gi + 1]; ++z) {
+          __m512 x[16];
+          const float* zFin = groupFin + 16 * (z - groups.z0[gi]);
+          for (int j = 0; j < 16; ++j) x[j] = j < nb ? _mm512_load_ps(zFin + j * groupWidth) : _mm512_setzero_ps();
+          transpose16x16(x);  // x[l]: lane l's sums over the block's columns; a row's P lanes added
+          for (int64_t r = 0; r < 16 / P && 16 / P * z + r < laneRowCount; ++r) {
+            const __m512 sum = P == 1 ? x[r] : _mm512_add_ps(x[P * r], x[P * r + 1]);
+            _mm512_mask_storeu_ps(out + (16 / P * z + r) * ldo + block.s0, cols, sum);
+          }
         }
       }
       for (int64_t i = 0; i < tail; ++i)
         for (int64_t j = 0; j < block.ns; ++j)
-          out[(W + i) * ldo + block.s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(tailFin + (i * NB + j) * 16));
+          out[(laneRows + i) * ldo + block.s0 + j] = _mm512_reduce_add_ps(_mm512_load_ps(blockTailFin + (i * nb + j) * 16));
     }
+    if (!hasNext) break;
     block = next;
   }
   return sawNanHigh64(nan);
@@ -710,18 +779,21 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
               int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out,
               int64_t ldo, void* scratch) {
   const auto run = [&](auto tiled) { return tiled(lanes, saT, a, sa, ldsa, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch); };
-  const Bf16LaneShape shape = bf16LaneShape(rows);
-  if (shape.phases == 2) return run(laneRowsTiled<1, 16, 2>);
-  switch (shape.width / 16) {
-    case 1: return run(laneRowsTiled<1, 16, 1>);
-    case 2: return run(laneRowsTiled<2, 12, 1>);
-    case 3: return run(laneRowsTiled<3, 8, 1>);
-    default: return run(laneRowsTiled<4, 6, 1>);
+  if (bf16LaneShape(rows).phases == 2) return run(laneRowsTiled<16, 1, 1, 2>);
+  switch (Bf16LaneGroups(rows).zmm) {
+    case 1: return run(laneRowsTiled<16, 1, 1, 1>);
+    case 2: return run(laneRowsTiled<12, 2, 2, 1>);
+    case 3: return run(laneRowsTiled<8, 3, 3, 1>);
+    case 4: return run(laneRowsTiled<6, 4, 4, 1>);
+    default: return run(laneRowsTiled<8, 2, 3, 1>);
   }
 }
 
-static_assert(kBf16LaneMaxM <= 64, "laneRows instantiates 1 .. 4 zmm of rows");
-
+// laneRows' instantiations are Bf16LaneGroups' plans.
+static_assert(Bf16LaneGroups(16).nb == 16 && Bf16LaneGroups(32).nb == 12 && Bf16LaneGroups(48).nb == 8 &&
+                  Bf16LaneGroups(72).nb == 6 && Bf16LaneGroups(73).nb == 8 && Bf16LaneGroups(73).count == 2 &&
+                  Bf16LaneGroups(kBf16LaneMaxM).nb == 8 && kBf16LaneNb == 16,
+              "one group of 1..4 zmm against 16, 12, 8, 6 B rows; groups of 2 or 3 zmm against 8");
 
 // ---- peak probe -------------------------------------------------------------
 

@@ -6,20 +6,23 @@
 // to whole 128-groups with zeros), its rows gathered through aRows on the way
 // (the MoE layer's tokens are read in place), with sa gathered beside it.
 //
-// * Dot (M <= kBf16LaneMaxM): tasks are runs of B rows inside one 128-row
+// * Dot (every kernel but the panel): tasks are runs of B rows inside one 128-row
 //   scale block, each thread taking a contiguous share of them in order
 //   (parallelForInRuns); each streams its fp8 rows once from memory. At
 //   M <= kBf16DotMaxM they go through the decode and the dot products with all
 //   M rows in registers (no B packing: the run time is B's bytes over the
 //   memory bandwidth); above, A is turned once into pairs across the 16
 //   lanes of one to four zmm (packRowLanes; up to kBf16HalfLaneMaxM rows, 8
-//   rows of two pairs in one zmm) and the row-lane kernel decodes 16 to 6 B
-//   rows at a time (fewer the more zmm of rows: its register tile) into a
-//   bf16 block in L1, the next block's decode spread over the current
-//   block's products; up to kBf16LaneTailMax rows past the last whole zmm
-//   stay in row form and are dotted against the same decoded blocks.
+//   rows of two pairs in one zmm; above 64 rows, lane groups of 2 or 3 zmm,
+//   each its own block) and the row-lane kernel decodes 16 to 6 B rows at a
+//   time (fewer the more zmm of rows: its register tile; 8 for lane groups,
+//   each block serving every group) into a bf16 block in L1, the next
+//   block's decode spread over the current block's products; up to
+//   kBf16LaneTailMax rows past the last whole zmm stay in row form and are
+//   dotted against the same decoded blocks. Above kBf16LaneMaxM rows, each
+//   row tile of A is a task of its own for every run of B rows.
 //
-// * Panel (larger M): D is cut into mc x nc tiles, one task each. A task walks
+// * Panel (batchInvariant): D is cut into mc x nc tiles, one task each. A task walks
 //   K in blocks of kBf16Kc: it decodes its nc B rows into bf16 panels once per
 //   block (every row of the tile reuses them) and runs the 4 x 64 microkernel
 //   over the tile, accumulating in an f32 tile [mc, nc]; the last K block
@@ -32,6 +35,7 @@
 
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "cpu/gemm_fp8.h"
 #include "cpu/gemm_fp8_kernels.h"
 #include "cpu/tile_plan.h"
 #include "cpu/gemm_fp8_problem.h"
@@ -62,12 +66,29 @@ struct PackedA {
   const uint16_t* a;  // [M, lda] bf16
   int64_t lda;        // Kp
   const float* sa;    // [M, groups] f32
-  // The row-lane kernel's form (else null): A's first min(M, W) rows across
-  // the L = P W lanes of L / 16 zmm (packRowLanes; (P, W) =
-  // bf16LaneShape(M)) and their sa transposed beside it, 0 past M. Rows
-  // W .. M - 1 (the tail) stay in the row form.
-  const uint32_t* lanes;  // [lda / 2P, L] bf16 pairs
-  const float* saT;       // [groups, L] f32
+  // The row-lane kernel's form (else null): per row tile (RowTiles), A's
+  // first min(rows, W) rows ((P, W) = bf16LaneShape(rows)) across the lanes of
+  // its lane groups (packRowLanes) and their sa transposed beside it, 0 past
+  // them; a tile's rows W .. (its tail) stay in the row form. Tile t's
+  // blocks start at lane tiles.first(t) (16 ceil(M / 16) lanes in all).
+  const uint32_t* lanes;  // tile t: groups of [lda / 2P, width(i)] bf16 pairs from lda / 2 * tiles.first(t)
+  const float* saT;       // tile t: groups of [groups, width(i)] f32 from groups * tiles.first(t)
+};
+
+// The rows of A a kernel call takes: the row-lane kernel up to
+// kBf16LaneMaxM (its A pass block and promoted sums sized for L2), so larger
+// M is cut into near-equal row tiles of whole zmm, each its own task for
+// every run of B rows (B is then decoded once per tile: ~1.1 ns per 64 bytes
+// against ~70 ns of products for 256 rows); the other dot kernels all of M.
+struct RowTiles {
+  int64_t rows;   // rows per tile (the row-lane kernel's: a multiple of 16; the last tile may have fewer)
+  int64_t count;  // tiles
+  static RowTiles forLanes(int64_t M) {
+    const int64_t rows = gemmRowTileRows(M);
+    return {rows, ceilDiv(M, rows)};
+  }
+  int64_t first(int64_t t) const { return t * rows; }
+  int64_t size(int64_t t, int64_t M) const { return std::min(rows, M - t * rows); }
 };
 
 // Packs all of A (parallel over row chunks) and gathers its scales.
@@ -90,25 +111,40 @@ bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
   return true;
 }
 
-// The row-lane form of a packed A (M <= kBf16LaneMaxM), from its row form:
-// one 16 x 16 transpose per 16 rows and 32 k, on the calling thread (M x K
-// is small next to B's N x K).
+// The row-lane form of a packed A, from its row form: per row tile, each
+// lane group (Bf16LaneGroups) its own block, one 16 x 16 transpose per 16
+// rows and 32 k, parallel over 16-row chunks (at M = 128 and K = 7168 it
+// writes 1.8 MiB).
 bool packRowLanes(const Problem& p, PackedA* a) {
-  const Bf16LaneShape shape = bf16LaneShape(p.M);
-  const int64_t laneRows = std::min(p.M, shape.width);
-  const int64_t width = shape.width * shape.phases;  // lanes, in whole zmm
-  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 / shape.phases * width) * 4;
+  const RowTiles tiles = RowTiles::forLanes(p.M);
+  const int64_t width = ceilDiv(p.M, 16) * 16;  // rows of A in whole zmm
+  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * width) * 4;
   char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * width) * 4));
   if (scratch == nullptr) return false;
-  auto* lanes = reinterpret_cast<uint32_t*>(scratch);
-  auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);
-  kAvx512Bf16Kernels.packRowLanes(a->a, a->lda, laneRows, shape.phases, lanes);
-  for (int64_t g = 0; g < p.groups; ++g) {
-    for (int64_t l = 0; l < width; ++l) {
-      const int64_t m = l / shape.phases;
-      saT[g * width + l] = m < laneRows ? a->sa[m * p.groups + g] : 0.0f;
+  auto* lanes = reinterpret_cast<uint32_t*>(scratch);          // see PackedA
+  auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);  // see PackedA
+  const PackedA& rowForm = *a;
+  ThreadPool::instance().parallelFor(width / 16, [&](int64_t chunk, int) {
+    // 16 rows from m0; with P = 2 (a single tile and chunk of <= 11 rows) their first 8 fill the zmm.
+    const int64_t m0 = 16 * chunk, t = m0 / tiles.rows, t0 = tiles.first(t), tileRows = tiles.size(t, p.M);
+    const Bf16LaneShape shape = bf16LaneShape(tileRows);
+    const int64_t laneEnd = t0 + std::min(tileRows, shape.width);  // past the tile's lane rows
+    if (m0 >= laneEnd) return;  // the tile's tail: row form
+    const Bf16LaneGroups groups(tileRows);
+    int gi = 0;
+    while (t0 + 16 * groups.z0[gi + 1] <= m0) ++gi;
+    const int64_t lane0 = t0 + 16 * groups.z0[gi], ldl = groups.width(gi);  // the group's first lane (and row), its lanes
+    const int64_t at = m0 - lane0;                                            // the chunk's first lane in the group
+    kAvx512Bf16Kernels.packRowLanes(rowForm.a + m0 * rowForm.lda, rowForm.lda, std::min<int64_t>(16, laneEnd - m0),
+                                    shape.phases, ldl, lanes + rowForm.lda / 2 / shape.phases * lane0 + at);
+    float* groupSaT = saT + p.groups * lane0;
+    for (int64_t g = 0; g < p.groups; ++g) {
+      for (int64_t l = 0; l < 16; ++l) {
+        const int64_t m = m0 + l / shape.phases;
+        groupSaT[g * ldl + at + l] = m < laneEnd ? rowForm.sa[m * p.groups + g] : 0.0f;
+      }
     }
-  }
+  });
   a->lanes = lanes;
   a->saT = saT;
   return true;
@@ -129,20 +165,25 @@ int64_t dotRowsPerTask(int64_t N, int threads) {
 Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& nan) {
   const int threads = ThreadPool::instance().numThreads();
   const int64_t rowsPerTask = dotRowsPerTask(p.N, threads);
-  const size_t outBytes = p.bf16 ? alignUp64(static_cast<size_t>(p.M * rowsPerTask) * 4) : 0;
-  const size_t kernelBytes = kernel == Bf16Kernel::kRowLanes ? kBf16LaneScratchBytes : 0;
+  // The row-lane kernel runs each row tile of A against each run of B rows, tile by tile (a thread's
+  // next task is then the rows after its current one, which its last blocks request).
+  const RowTiles tiles = kernel == Bf16Kernel::kRowLanes ? RowTiles::forLanes(p.M) : RowTiles{p.M, 1};
+  const int64_t nTasks = ceilDiv(p.N, rowsPerTask);
+  const size_t outBytes = p.bf16 ? alignUp64(static_cast<size_t>(tiles.rows * rowsPerTask) * 4) : 0;
+  const size_t kernelBytes = kernel == Bf16Kernel::kRowLanes ? kBf16LaneScratchBytes(tiles.rows, rowsPerTask) : 0;
   const size_t scratchBytes = outBytes + kernelBytes;
   std::atomic<bool> oom{false};
-  parallelForInRuns(ceilDiv(p.N, rowsPerTask), threads, [&](int64_t task, int) {
+  parallelForInRuns(nTasks * tiles.count, threads, [&](int64_t task, int) {
     if (nan.any() || oom.load(std::memory_order_relaxed)) return;
-    const int64_t n0 = task * rowsPerTask, rows = std::min(rowsPerTask, p.N - n0);
-    // f32 output goes straight to D; bf16 is rounded from a small f32 tile [M, rowsPerTask].
+    const int64_t t = task / nTasks, m0 = tiles.first(t), mRows = tiles.size(t, p.M);
+    const int64_t n0 = task % nTasks * rowsPerTask, rows = std::min(rowsPerTask, p.N - n0);
+    // f32 output goes straight to D; bf16 is rounded from a small f32 tile [mRows, rowsPerTask].
     char* scratch = nullptr;
     if (scratchBytes > 0 && (scratch = static_cast<char*>(t_task.get(scratchBytes))) == nullptr) {
       oom.store(true);
       return;
     }
-    float* out = reinterpret_cast<float*>(p.dAt(0, n0));
+    float* out = reinterpret_cast<float*>(p.dAt(m0, n0));
     int64_t ldo = p.N;
     if (p.bf16) {
       out = reinterpret_cast<float*>(scratch);
@@ -155,12 +196,12 @@ Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& n
     const int64_t rowsAfter = p.N - n0 - rows;
     bool sawNan;
     if (kernel == Bf16Kernel::kRowLanes)
-      sawNan = ks.laneRows(a.lanes, a.saT, a.a, a.sa, p.groups, a.lda, p.M, b, p.K, rows, rowsAfter, sb, out, ldo,
-                           scratch + outBytes);
+      sawNan = ks.laneRows(a.lanes + a.lda / 2 * m0, a.saT + p.groups * m0, a.a + m0 * a.lda, a.sa + m0 * p.groups,
+                           p.groups, a.lda, mRows, b, p.K, rows, rowsAfter, sb, out, ldo, scratch + outBytes);
     else
       sawNan = ks.dotRows(a.a, a.lda, p.M, a.sa, p.groups, b, p.K, rows, sb, out, ldo);
     if (sawNan) nan.b.store(true);
-    if (p.bf16) kAvx512Kernels.storeTile(out, ldo, p.M, rows, p.dAt(0, n0), p.N, true);
+    if (p.bf16) kAvx512Kernels.storeTile(out, ldo, mRows, rows, p.dAt(m0, n0), p.N, true);
   });
   return oom.load() ? outOfMemory() : Status::ok();
 }

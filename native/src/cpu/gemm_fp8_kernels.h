@@ -114,16 +114,19 @@ const KernelSet& selectedKernels();
 // - dot (M <= kBf16DotMaxM, GEMV and the smallest batches): B's fp8 rows
 //   streamed straight from memory, decoded in registers and dotted with all M
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
-// - row lanes (M <= kBf16LaneMaxM): the rows of A in the 16 lanes of one to
-//   four zmm (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two
-//   k-pairs each in one zmm), B decoded per block of rows into L1 in its
-//   natural order (no transpose) and broadcast pair by pair; one promotion
-//   per 64 k-pairs and no horizontal sums, but a zmm costs the same whatever
-//   rows it holds; a few rows past whole zmm (the tail) are dotted along k
-//   against the same decoded rows, as the dot kernel dots them.
-// - panel (larger M): B decoded once per K block into bf16 panels of
-//   32 columns in VNNI order (dword [k-pair][column]) and reused by every row
-//   of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs broadcast.
+// - row lanes (larger M): the rows of A in the 16 lanes of one to four zmm
+//   (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two k-pairs
+//   each in one zmm; more rows in lane groups of 2 or 3 zmm that share each
+//   decoded B block, and above kBf16LaneMaxM rows tiles of A, one call
+//   each), B decoded per block of rows into L1 in its natural order (no
+//   transpose) and broadcast pair by pair; one promotion per 64 k-pairs and
+//   no horizontal sums, but a zmm costs the same whatever rows it holds; a
+//   few rows past whole zmm (the tail) are dotted along k against the same
+//   decoded rows, as the dot kernel dots them.
+// - panel (batchInvariant, any M): B decoded once per K block into bf16
+//   panels of 32 columns in VNNI order (dword [k-pair][column]) and reused by
+//   every row of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs
+//   broadcast.
 //
 // Batch invariance: in each kernel an output element's K reduction order is
 // fixed by K alone (groups in order; inside a group the same lanes, pairs and
@@ -142,23 +145,28 @@ constexpr int64_t kBf16Kc = 512;
 // Where the kernels switch, measured on this AMD EPYC (Zen 5, 2026-12-07)
 // with the old and new code interleaved in one process: streaming wins while
 // it decodes 64 bytes for few enough rows (M = 1, 2; a tie at 4); the
-// row-lane kernel from M = 5 up to kBf16LaneMaxM; the panel kernel above.
+// row-lane kernel from M = 5 at every larger M: against the panel kernel
+// (2 threads, weights from memory, CPU time) 0.61-0.90x at M = 20..64 (four
+// DeepSeek-V3 shapes), 0.89-0.99x at 72, 0.82-0.92x at 80, 0.80-0.93x at 96,
+// 0.87-0.95x at 128, 0.89-0.99x at 256 (seven shapes), 1.01-1.02x at 257
+// (row tiles of 144 and 113), 0.94-0.96x at 512, 0.95-0.98x at 1024 (three
+// shapes): the panel's transposing decode of B, not overlapped with its
+// products, costs more than the idle lanes.
 constexpr int kBf16DotMaxM = 4;  // the dot kernel takes M <= this
 
-// The row-lane kernel takes M <= this (up to 4 zmm of rows). Against the
-// panel kernel at M = 20..64 (2 threads, weights from memory, four
-// DeepSeek-V3 shapes, interleaved in one process): 0.61-0.90x the time, the
-// panel's transposing pack of B costing more than the lanes it leaves empty
-// (M = 20 fills 20 of 32).
-constexpr int kBf16LaneMaxM = 64;
+// Rows of A per call of the row-lane kernel (its A pass block and promoted
+// sums sized for L2): up to 4 zmm of rows in one lane group, more in several
+// groups sharing each decoded B block; the driver cuts larger M into
+// near-equal row tiles of whole zmm.
+constexpr int kBf16LaneMaxM = 256;
 constexpr int kBf16LaneNb = 16;    // most B rows the row-lane kernel decodes at a time (its register tile)
-// K block of the row-lane kernel (a multiple of 128): its A block [kc / 2,
-// 16 MZ] dwords (MZ = ceil(M / 16) zmm of rows: 8 to 32 KiB) and two decoded
+// K block of the row-lane kernel (a multiple of 128): a lane group's A block
+// [kc / 2, 16 MZ] dwords (MZ <= 4 zmm of rows: 8 to 32 KiB) and two decoded
 // B blocks [NB, kc] bf16 (one in use, the next being decoded; NB <=
 // kBf16LaneNb) stay in L1.
 constexpr int64_t kBf16LaneKc = 256;
 // Rows past the last whole zmm of rows (the tail) that the row-lane kernel
-// dots along k, as the dot kernel does, against the B block it decoded for
+// computes as the blocked dot kernel does, from the B block it decoded for
 // the lanes, instead of in one more zmm of mostly empty lanes: a tail row
 // costs ~1/16 of a zmm's products and a promotion per 4 of them (lanes along
 // k), ~6% of the zmm's time. Grouped GEMM, 128 experts of M rows each,
@@ -188,13 +196,41 @@ constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
   const int64_t whole = rows / 16 * 16;
   return {1, whole > 0 && rows - whole <= kBf16LaneTailMax ? whole : whole + 16};
 }
-// Scratch of the row-lane kernel: room for two decoded B blocks of
-// kBf16LaneNb rows, the promoted sums [NB][16 MZ] f32 (MZ x NB <= 24) and
-// the tail's [kBf16LaneTailMax][NB][16] f32.
-constexpr size_t kBf16LaneFinBytes = 24 * 64;
-constexpr size_t kBf16LaneTailFinBytes = static_cast<size_t>(kBf16LaneTailMax * kBf16LaneNb * 64);
-constexpr size_t kBf16LaneScratchBytes =
-    static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2) + kBf16LaneFinBytes + kBf16LaneTailFinBytes;
+
+// How the row-lane kernel cuts the lane rows of A (bf16LaneShape) into lane
+// groups, each a register tile of MZ zmm of rows (16 MZ lanes) that shares
+// the decoded B block of NB rows: up to 4 zmm, one group with the widest B
+// block the 32 zmm allow (NB = 16, 12, 8, 6 for MZ = 1..4); above,
+// near-equal groups of 2 or 3 zmm against blocks of 8 B rows. Never 1 zmm
+// (8 chains of partial sums would wait on the instruction's latency).
+// Groups of up to 4 zmm against 6 B rows (fewer loads per product: 8 zmm as
+// 4 + 4, 0.42 loads per VDPBF16PS against 0.5 for 3 + 3 + 2) ran 1.0-1.045x
+// the time at M = 96..160 (one thread, four shapes, alternating): the loads
+// are not what binds.
+struct Bf16LaneGroups {
+  static constexpr int kMax = (kBf16LaneMaxM + 31) / 32;
+  int nb = 0;      // B rows per decoded block
+  int count = 0;   // lane groups
+  int zmm = 0;     // zmm of lane rows in all (rows past M as zeros)
+  int z0[kMax + 1] = {};  // group i: zmm [z0[i], z0[i + 1]) of the rows
+  constexpr explicit Bf16LaneGroups(int64_t rows) {
+    const Bf16LaneShape shape = bf16LaneShape(rows);
+    zmm = static_cast<int>(shape.width * shape.phases / 16);
+    count = zmm <= 4 ? 1 : (zmm + 2) / 3;
+    nb = count > 1 ? 8 : zmm == 1 ? 16 : zmm == 2 ? 12 : zmm == 3 ? 8 : 6;
+    for (int i = 0; i <= count; ++i) z0[i] = zmm * i / count;
+  }
+  int width(int i) const { return 16 * (z0[i + 1] - z0[i]); }  // lanes of group i
+};
+
+// Scratch of the row-lane kernel for `rows` rows of A and a task of nRows B
+// rows: two decoded B blocks of kBf16LaneNb rows, the task's promoted sums
+// [nRows rounded up to whole blocks, the lanes: 16 zmm] f32 and the
+// tail's, per block of NB B rows [kBf16LaneTailMax][NB][16] f32.
+constexpr size_t kBf16LaneScratchBytes(int64_t rows, int64_t nRows) {
+  return static_cast<size_t>(2 * kBf16LaneNb * kBf16LaneKc * 2 + (nRows + kBf16LaneNb) * Bf16LaneGroups(rows).zmm * 64 +
+                             (nRows + kBf16LaneNb) * kBf16LaneTailMax * 64);
+}
 
 // tile = A[mr, kc] * B[kc, 64] (micro) or B[kc, 32] (micro32) over kc / 128
 // whole groups, each promoted with its scales (+ c when accumulate), written
@@ -232,23 +268,24 @@ struct Bf16KernelSet {
   bool (*dotRows)(const uint16_t* a, int64_t lda, int64_t rows, const float* sa, int64_t ldsa, const uint8_t* b,
                   int64_t K, int64_t nRows, const float* sb, float* out, int64_t ldo);
 
-  // The row-lane kernel's A operand with P = `phases` pairs per row and zmm:
-  // dst[s, z, P r + q] = the bf16 pair (a[m, 2p], a[m, 2p + 1]) of row
-  // m = 16 z / P + r, pair p = P s + q, for the L = 16 ceil(P rows / 16)
-  // lanes (rows >= `rows` as zeros), s < lda / 2P; rows <= kBf16LaneMaxM.
-  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2P, L] uint32, 64-byte aligned.
-  void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, int phases, uint32_t* dst);
+  // The row-lane kernel's A operand, one lane group (Bf16LaneGroups) of
+  // `rows` rows with P = `phases` pairs per row and zmm: dst[s, P r + q] =
+  // the bf16 pair (a[r, 2p], a[r, 2p + 1]), pair p = P s + q, for the group's
+  // ldl lanes (a multiple of 16; rows >= `rows` as zeros), s < lda / 2P.
+  //   a: [rows, lda] bf16 from packA (64-byte aligned rows); dst: [lda / 2P, ldl] uint32, 64-byte aligned.
+  void (*packRowLanes)(const uint16_t* a, int64_t lda, int64_t rows, int phases, int64_t ldl, uint32_t* dst);
 
   // The same product as dotRows for rows <= kBf16LaneMaxM, in the shape
-  // bf16LaneShape(rows) (P, W): rows below W in the L = P W lanes of L / 16
-  // zmm, the tail rows W .. rows - 1 as dotRows computes them (the same
-  // operations in the same order); B decoded once per block of rows (16,
-  // 12, 8, 6 for 1..4 zmm) and K block into scratch (kBf16LaneScratchBytes,
-  // 64-byte aligned). The nRowsAfter rows of b after its nRows (the caller's
-  // next task on this thread; 0 at B's end) may be requested, never read.
-  //   lanes: [lda / 2P, L] from packRowLanes of A's first min(rows, W) rows;
-  //   saT: [lda / 128, L] f32 (lane l: sa of row l / P, 0 past rows);
-  //   a: [rows, lda] bf16 from packA; sa: [rows, ldsa] f32 (the tail's operands).
+  // bf16LaneShape(rows) (P, W): rows below W in the lanes of its lane groups
+  // (Bf16LaneGroups), the tail rows W .. rows - 1 as dotRows computes them
+  // (the same operations in the same order); B decoded once per block of
+  // rows (Bf16LaneGroups::nb) and K block into scratch
+  // (kBf16LaneScratchBytes(rows, nRows), 64-byte aligned). The nRowsAfter
+  // rows of b after its nRows (the caller's next task on this thread; 0 at
+  // B's end) may be requested, never read.
+  //   lanes: the groups of A's first min(rows, W) rows one after another, group i [lda / 2P, width(i)]
+  //   from packRowLanes; saT: the same, group i [lda / 128, width(i)] f32 (lane l: sa of row l / P, 0
+  //   past rows); a: [rows, lda] bf16 from packA; sa: [rows, ldsa] f32 (the tail's operands).
   bool (*laneRows)(const uint32_t* lanes, const float* saT, const uint16_t* a, const float* sa, int64_t ldsa,
                    int64_t lda, int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter,
                    const float* sb, float* out, int64_t ldo, void* scratch);

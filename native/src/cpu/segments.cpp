@@ -8,6 +8,7 @@
 #endif
 #include <thread>
 
+#include "cpu/gemm_fp8.h"
 #include "cpu/thread_pool.h"
 
 namespace moe::cpu {
@@ -30,7 +31,6 @@ std::vector<Segment> contiguousSegments(const int32_t* groupIndex, int64_t rows,
 
 namespace {
 
-constexpr int64_t kSharedChunkRows = 256;
 constexpr int64_t kSplitMaxRows = 16;
 // Each extra run restarts the weight stream and repacks A: at T = 1 on 2
 // threads, runs for 8 tasks per thread (18 tasks) took 4-10% longer than
@@ -42,11 +42,9 @@ constexpr int64_t kTasksPerThread = 4;
 std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, int64_t sharedRows, int64_t cols, int64_t colBlock,
                                         int threads) {
   std::vector<Segment> items;
-  const int64_t sharedChunks = ceilDiv(sharedRows, kSharedChunkRows);
-  for (int64_t c = 0; c < sharedChunks; ++c) {
-    const int64_t r0 = sharedRows * c / sharedChunks, r1 = sharedRows * (c + 1) / sharedChunks;
-    items.push_back({kSharedGroup, r0, r1 - r0});
-  }
+  const int64_t sharedChunk = sharedRows > 0 ? gemmRowTileRows(sharedRows) : 1;
+  for (int64_t r0 = 0; r0 < sharedRows; r0 += sharedChunk)
+    items.push_back({kSharedGroup, r0, std::min(sharedChunk, sharedRows - r0)});
   items.insert(items.end(), segments.begin(), segments.end());
   const int64_t blocks = std::max<int64_t>(1, ceilDiv(cols, colBlock));
   const int64_t want = kTasksPerThread * std::max(threads, 1);

@@ -41,11 +41,12 @@ constexpr int64_t kSharedGroup = -2;
 
 // The tasks of an op over `segments` plus, when sharedRows > 0, the shared
 // expert's token rows [0, sharedRows) (first: at large T its rows are the
-// largest block of work; cut into runs of <= 256 rows, which keep the kernel
-// that its full row count would pick). A segment of few rows (<= 16, where
-// repacking its A rows per run costs little next to streaming the weights)
-// is cut into runs of whole `colBlock`-column blocks of [0, cols) until
-// there are >= 4 tasks per thread; padding segments stay whole.
+// largest block of work; cut into the GEMM's row tiles, gemmRowTileRows:
+// runs of <= 256 rows that give each row the bits it has in the full call).
+// A segment of few rows (<= 16, where repacking its A rows per run costs
+// little next to streaming the weights) is cut into runs of whole
+// `colBlock`-column blocks of [0, cols) until there are >= 4 tasks per
+// thread; padding segments stay whole.
 std::vector<ExpertTask> planExpertTasks(const std::vector<Segment>& segments, int64_t sharedRows, int64_t cols, int64_t colBlock,
                                         int threads);
 
