@@ -88,7 +88,7 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
   Napi::Value dataValue = tensor.Get("data");
   if (!dataValue.IsTypedArray()) return Status(Code::kDtype, name + ": data must be a typed array");
   HostArray data;
-  MOE_RETURN_IF_ERROR(hostArrayFromJs(args.Env(), dataValue, name, &data));
+  MOE_RETURN_IF_ERROR(hostArrayFromJs(args.Env(), dataValue, name, &data, keep->pinBuffers()));
   if (data.type != storageType(out->dtype)) {
     return Status(Code::kDtype, name + ": data's typed array does not match dtype " + dtypeName(out->dtype));
   }
@@ -99,12 +99,12 @@ Status tensorFromJs(const Napi::Object& args, const char* key, const char* what,
   if (keep->pinBuffers()) pinArrayBuffer(args.Env(), data.arrayBuffer);
   out->data = data.data;
   out->device = Device::kCpu;
-  keep->addHost(tensor);
+  keep->add(tensor);
   keep->noteDevice(Device::kCpu);
   return Status::ok();
 }
 
-Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, HostArray* out) {
+Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, HostArray* out, bool usedAfterReturn) {
   size_t byteOffset = 0;
   if (napi_get_typedarray_info(env, value, &out->type, &out->length, &out->data, &out->arrayBuffer, &byteOffset) != napi_ok) {
     return Status(Code::kDtype, what + ": expected a typed array");
@@ -114,6 +114,7 @@ Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, 
     return Status(Code::kDetached, what + ": the buffer is detached");
   }
   if (out->data == nullptr && out->length > 0) return Status(Code::kDetached, what + ": the buffer has no memory");
+  if (!usedAfterReturn) return Status::ok();
   bool resizable = false;  // a resizable ArrayBuffer could shrink under a running op
   napi_value flag = nullptr;
   if (napi_get_named_property(env, out->arrayBuffer, "resizable", &flag) == napi_ok &&

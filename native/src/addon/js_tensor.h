@@ -15,12 +15,11 @@ namespace moe::addon {
 // their memory.
 class KeepAlive {
  public:
-  void add(const Napi::Object& object) { refs_.push_back(Napi::Persistent(object)); }
-  // A host tensor needs a reference only while an async op runs: a sync op
-  // returns before JS can collect anything (and a forward reads ~35 tensors,
-  // so the references were a visible part of a decode step).
-  void addHost(const Napi::Object& object) {
-    if (!synchronous_) add(object);
+  // An object the op reads needs a reference only while an async op runs: a
+  // sync op returns before JS can collect anything (and each reference costs
+  // a decode forward a few microseconds on cold caches).
+  void add(const Napi::Object& object) {
+    if (!synchronous_) refs_.push_back(Napi::Persistent(object));
   }
   void setSynchronous(bool synchronous) {
     synchronous_ = synchronous;
@@ -47,14 +46,19 @@ class KeepAlive {
 
 // The memory of a typed array: its elements' address (SharedArrayBuffers
 // included: their memory cannot be detached), element count and type, read
-// with checked statuses. kDetached for a detached buffer.
+// with checked statuses. kDetached for a detached buffer. A view of a
+// resizable ArrayBuffer is refused where the memory is used after the call
+// returns (`usedAfterReturn`: async ops, prepared handles), since it could
+// shrink under the op; a sync op reads the length while no JS can run
+// (and each property read costs a decode forward a few microseconds on
+// cold caches).
 struct HostArray {
   void* data = nullptr;
   size_t length = 0;
   napi_typedarray_type type = napi_uint8_array;
   napi_value arrayBuffer = nullptr;
 };
-Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, HostArray* out);
+Status hostArrayFromJs(napi_env env, napi_value value, const std::string& what, HostArray* out, bool usedAfterReturn = true);
 
 // Device memory owned by a JS object (lib/'s device tensors hold one as an
 // External); freed by the finalizer when the object is collected, or at once

@@ -143,7 +143,7 @@ Status parseForward(Call& call, MoeForwardArgs* args) {
       return Status(Code::kDtype, "moeForward: stageSeconds: expected a Float64Array of " + std::to_string(kNumStages));
     }
     HostArray host;
-    MOE_RETURN_IF_ERROR(hostArrayFromJs(call.env, array, "moeForward: stageSeconds", &host));
+    MOE_RETURN_IF_ERROR(hostArrayFromJs(call.env, array, "moeForward: stageSeconds", &host, keep->pinBuffers()));
     keep->add(array);
     if (keep->pinBuffers()) pinArrayBuffer(call.env, host.arrayBuffer);
     args->stageSeconds = static_cast<double*>(host.data);
