@@ -166,7 +166,7 @@ constexpr int kBf16LaneNb = 16;    // most B rows the row-lane kernel decodes at
 // kBf16LaneNb) stay in L1.
 constexpr int64_t kBf16LaneKc = 256;
 // Rows past the last whole zmm of rows (the tail) that the row-lane kernel
-// computes as the blocked dot kernel does, from the B block it decoded for
+// computes as the dot kernel does (lanes along k), from the B block it decoded for
 // the lanes, instead of in one more zmm of mostly empty lanes: a tail row
 // costs ~1/16 of a zmm's products and a promotion per 4 of them (lanes along
 // k), ~6% of the zmm's time. Grouped GEMM, 128 experts of M rows each,
