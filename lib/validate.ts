@@ -164,6 +164,14 @@ export function expectOptions<K extends string>(value: unknown, keys: readonly K
   return snapshot;
 }
 
+/** An optional boolean option: undefined stays undefined. */
+export function expectBoolean(value: unknown, what: string): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') {
+    throw new MoeError('ERR_MOE_ARGUMENT', `${what} must be a boolean, got ${describe(value)}`);
+  }
+  return value;
+}
+
 export function expectInteger(value: unknown, min: number, max: number, what: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new MoeError('ERR_MOE_RANGE', `${what}: expected an integer in [${min}, ${max}], got ${describe(value)}`);

@@ -8,7 +8,7 @@ import type { NativeTensor } from '../native';
 import { quantizeWeightsSync } from '../ops/quantize';
 import { Device, Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
 import { requireCuda } from '../backends';
-import { expectDtype, expectInteger, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
+import { expectBoolean, expectDtype, expectInteger, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
 import { MoeConfig, validateConfig } from './config';
 import { ExpertMatrices, allocExperts, expertSlot } from './experts';
 import { fillNormal, seededRandom } from './random';
@@ -302,9 +302,7 @@ export class MoeLayer {
       ep?: ExpertParallel | Communicator;
     };
     if (device !== undefined) expectOneOf(device, ['cpu', 'cuda'] as const, 'fromSafetensors: options.device');
-    if (load.mmap !== undefined && typeof load.mmap !== 'boolean') {
-      throw new MoeError('ERR_MOE_ARGUMENT', `fromSafetensors: options.mmap must be a boolean, got ${describe(load.mmap)}`);
-    }
+    expectBoolean(load.mmap, 'fromSafetensors: options.mmap');
     // A CUDA layer copies its weights to the device once: mapping them would only page the files in through faults.
     load.mmap ??= device !== 'cuda';
     if (ep === undefined) {
@@ -504,10 +502,7 @@ export class MoeLayer {
       throw new MoeError('ERR_MOE_SHAPE', `MoeLayer.forward: x: expected [T, ${this.config.hiddenSize}], got [${x.shape.join(', ')}]`);
     }
     const outDtype = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeLayer.forward: options.out');
-    if (opts.batchInvariant !== undefined && typeof opts.batchInvariant !== 'boolean') {
-      throw new MoeError('ERR_MOE_ARGUMENT', `MoeLayer.forward: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
-    }
-    const batchInvariant = opts.batchInvariant === true;
+    const batchInvariant = expectBoolean(opts.batchInvariant, 'MoeLayer.forward: options.batchInvariant') === true;
     if (batchInvariant && cuda) {
       throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeLayer.forward: batchInvariant is supported on CPU layers only (the CUDA GEMM kernels are chosen by shape)');
     }

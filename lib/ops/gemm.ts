@@ -3,10 +3,10 @@
  * scales on A (activations) and 128x128 scales on B (weights), accumulated in
  * f32, written as bf16 (default) or f32.
  */
-import { MoeError, describe } from '../errors';
+import { MoeError } from '../errors';
 import { native } from '../native';
 import { Tensor, empty } from '../tensor';
-import { expectDtype, expectOneOf, expectOptions, expectShape, expectTensor } from '../validate';
+import { expectBoolean, expectDtype, expectOneOf, expectOptions, expectShape, expectTensor } from '../validate';
 import { QuantizedTensor, WEIGHT_BLOCK_ROWS, checkQuantized } from './quantize';
 import { PreparedCall, twin } from './twin';
 
@@ -41,10 +41,7 @@ const gemm = twin((a: QuantizedTensor, b: QuantizedTensor, options?: GemmOptions
   } else {
     d = empty([m, n], out, a.data.device);
   }
-  if (opts.batchInvariant !== undefined && typeof opts.batchInvariant !== 'boolean') {
-    throw new MoeError('ERR_MOE_ARGUMENT', `gemmFp8: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
-  }
-  const batchInvariant = opts.batchInvariant ?? false;
+  const batchInvariant = expectBoolean(opts.batchInvariant, 'gemmFp8: options.batchInvariant') ?? false;
   const args = { a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, d, batchInvariant };
   // An empty product has nothing to compute; the kernels need M, N >= 1.
   const run = (async: boolean) => (m === 0 || n === 0 ? undefined : native().gemmFp8(args, async));

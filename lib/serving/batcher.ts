@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { MoeError, describe } from '../errors';
 import type { ForwardProfile, MoeLayer } from '../moe/layer';
 import { Tensor, empty, tensor } from '../tensor';
-import { expectOneOf, expectOptions } from '../validate';
+import { expectBoolean, expectOneOf, expectOptions } from '../validate';
 import { BatchWait } from './batch-wait';
 import { BatchEvent, batchChannel } from './events';
 import { DEFAULT_GRAPH_BUCKETS, GraphBuckets } from './graph-buckets';
@@ -139,10 +139,7 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     this.maxQueueTokens = positiveInt(opts.maxQueueTokens, 8 * this.maxBatchTokens, 'MoeBatcher: options.maxQueueTokens');
     this.wait = new BatchWait(nonNegative(opts.maxWaitMs, 'MoeBatcher: options.maxWaitMs'));
     this.out = expectOneOf(opts.out ?? 'bf16', ['bf16', 'f32'] as const, 'MoeBatcher: options.out') as O;
-    if (opts.batchInvariant !== undefined && typeof opts.batchInvariant !== 'boolean') {
-      throw new MoeError('ERR_MOE_ARGUMENT', `MoeBatcher: options.batchInvariant must be a boolean, got ${describe(opts.batchInvariant)}`);
-    }
-    this.batchInvariant = opts.batchInvariant === true;
+    this.batchInvariant = expectBoolean(opts.batchInvariant, 'MoeBatcher: options.batchInvariant') === true;
     if (this.batchInvariant && layer.device === 'cuda') {
       throw new MoeError('ERR_MOE_UNSUPPORTED', 'MoeBatcher: batchInvariant is supported on CPU layers only (the CUDA GEMM kernels are chosen by shape)');
     }

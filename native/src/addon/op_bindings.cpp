@@ -70,10 +70,7 @@ Napi::Value GemmFp8(const Napi::CallbackInfo& info) {
         return tensorFromJs(call.args, "d", "gemmFp8: out", &args->d, keep);
       },
       [args](Backend& backend, ExecContext& ctx) {
-        if (args->batchInvariant && !backend.supportsOp(OpKind::kBatchInvariant)) {
-          return Status(Code::kUnsupported, std::string("gemmFp8: batchInvariant is not supported on the ") + backend.name() +
-                                                " backend (its GEMM kernels are chosen by shape)");
-        }
+        MOE_RETURN_IF_ERROR(backend.expectBatchInvariant(args->batchInvariant, "gemmFp8"));
         return backend.gemmFp8(*args, ctx);
       });
 }

@@ -1,10 +1,18 @@
 // The CPU's answers to Backend's device services: host memory, and work that
-// is done when a call returns. Queued backends override them all.
+// is done when a call returns. Queued backends override them all. Also the
+// capability check every backend shares.
 #include "core/backend.h"
 
 #include <cstring>
+#include <string>
 
 namespace moe {
+
+Status Backend::expectBatchInvariant(bool requested, const char* op) const {
+  if (!requested || supportsOp(OpKind::kBatchInvariant)) return Status::ok();
+  return Status(Code::kUnsupported,
+                std::string(op) + ": batchInvariant is not supported on the " + name() + " backend (its GEMM kernels are chosen by shape)");
+}
 
 DeviceInfo Backend::deviceInfo() const {
   DeviceInfo info;

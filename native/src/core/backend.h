@@ -64,6 +64,9 @@ class Backend {
 
   virtual const char* name() const = 0;
   virtual bool supportsOp(OpKind op) const = 0;
+  // ok unless batchInvariant is asked of a backend that cannot honour it
+  // (kBatchInvariant); `op` starts the message.
+  Status expectBatchInvariant(bool requested, const char* op) const;
 
   // ---- operations (ops.h). Each checks its arguments (core/op_checks.h)
   // before touching memory. `ctx` says how the call runs (exec_context.h).

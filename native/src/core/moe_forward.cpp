@@ -531,10 +531,7 @@ Status moeForward(Backend& backend, const MoeForwardArgs& args, ExecContext& ctx
   }
   // The received rows of an expert-parallel forward live in the shard's buffers, not the workspace.
   MOE_RETURN_IF_ERROR(args.ep ? validateExpertParallel(args) : validateLayout(args, experts));
-  if (args.batchInvariant && !backend.supportsOp(OpKind::kBatchInvariant)) {
-    return Status(Code::kUnsupported, std::string("moeForward: batchInvariant is not supported on the ") + backend.name() +
-                                          " backend (its GEMM kernels are chosen by shape)");
-  }
+  MOE_RETURN_IF_ERROR(backend.expectBatchInvariant(args.batchInvariant, "moeForward"));
   if (!args.masked && args.w13.data.size() > 1 && !backend.supportsOp(OpKind::kShardedExperts)) {
     return Status(Code::kUnsupported, std::string("moeForward: expert weights in shards do not run on the ") + backend.name() +
                                           " backend (hold each in one tensor [E, N, K])");
