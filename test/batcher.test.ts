@@ -191,6 +191,20 @@ describe('MoeBatcher', () => {
     await batcher.close();
   });
 
+  it('finds a NaN or an infinity at any position of a row, and passes signed zeros and subnormals', async () => {
+    const batcher = batcherOf({ out: 'f32', maxWaitMs: 0 });
+    for (const value of [NaN, Infinity, -Infinity]) {
+      for (const at of [0, 1, 2, 3, 4, H - 5, H - 1, H + 2, 2 * H - 1]) {
+        const x = rows(2);
+        x[at] = value;
+        await expect(batcher.submit(x)).rejects.toMatchObject({ code: 'ERR_MOE_NONFINITE', message: expect.stringContaining(`x[${Math.floor(at / H)}, ${at % H}]`) });
+      }
+    }
+    const extreme = rows(1);
+    extreme.set([-0, 0, 1e-45, -1e-45, -0]);
+    expectOwnRows(await batcher.submit(extreme), extreme, 1);
+  });
+
   it('fails a request with a NaN row or the wrong width alone, never its batch', async () => {
     const batcher = heldBatcher();
     const good = Array.from({ length: 10 }, () => rows(2));

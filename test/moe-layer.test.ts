@@ -32,6 +32,9 @@ describe('MoeLayer', () => {
       const into = tensor(new Float32Array(tokens * SMALL.hiddenSize).fill(NaN), [tokens, SMALL.hiddenSize]);
       const out = (await layer.forward(tensor(x, [tokens, SMALL.hiddenSize]), { out: 'f32', into })).data as Float32Array;
       expect(calcDiff(out, referenceLayer(layer, x, tokens))).toBeLessThan(2e-3);
+      // Its own output (not zeroed before the forward writes it) holds the same bits as the poisoned one.
+      const own = await layer.forward(tensor(x, [tokens, SMALL.hiddenSize]), { out: 'f32' });
+      expect(Buffer.from((own.data as Float32Array).buffer, (own.data as Float32Array).byteOffset, own.byteLength).equals(Buffer.from(out.buffer, out.byteOffset, out.byteLength))).toBe(true);
       // bf16 in, bf16 out (the default)
       const xb = bf16FromFloat32(x, [tokens, SMALL.hiddenSize]);
       const outB = layer.forwardSync(xb);

@@ -6,7 +6,7 @@ import { MoeError, describe } from '../errors';
 import { native } from '../native';
 import type { NativeTensor } from '../native';
 import { quantizeWeightsSync } from '../ops/quantize';
-import { Device, Tensor, bf16FromFloat32, empty, tensor } from '../tensor';
+import { Device, Tensor, bf16FromFloat32, empty, emptyOutput, tensor } from '../tensor';
 import { requireCuda } from '../backends';
 import { expectBoolean, expectDtype, expectInteger, expectOneOf, expectOptions, expectRank, expectShape, expectTensor } from '../validate';
 import { MoeConfig, validateConfig } from './config';
@@ -513,7 +513,7 @@ export class MoeLayer {
       expectShape(out, [tokens, hidden], 'MoeLayer.forward: options.into');
       if (out.device !== this.device) throw new MoeError('ERR_MOE_DEVICE', `MoeLayer.forward: options.into must be on the layer's device (${this.device})`);
     } else {
-      out = empty([tokens, hidden], outDtype, this.device);
+      out = emptyOutput([tokens, hidden], outDtype, this.device); // every row is written
     }
     if (opts.profile !== undefined && (typeof opts.profile !== 'object' || opts.profile === null || Object.isFrozen(opts.profile))) {
       throw new MoeError('ERR_MOE_ARGUMENT', `MoeLayer.forward: options.profile must be a writable object to fill in, got ${describe(opts.profile)}`);

