@@ -141,6 +141,33 @@ describe.skipIf(!installed)('examples/server', () => {
   }, 90_000);
 });
 
+describe.skipIf(!installed)('examples/server --unbatched', () => {
+  it(`answers each request with the bits of its own forward, binary and JSON, and a bad row with 400 ${seedNote}`, async () => {
+    const server = await startServer([...SERVER_ARGS, '--unbatched']);
+    try {
+      const post = (body: string | Buffer, type: string) => fetch(`${server.address}/v1/moe/forward`, { method: 'POST', body, headers: { 'content-type': type } });
+      const x = randomFloats(2 * H, random);
+      const own = (await layer.forward(tensor(x, [2, H]), { out: 'f32' })).data;
+      const res = await post(Buffer.from(x.buffer), 'application/octet-stream');
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-moe-shape')).toBe(`2,${H}`);
+      expect(Buffer.from(await res.arrayBuffer()).equals(Buffer.from(own.buffer, own.byteOffset, own.byteLength))).toBe(true);
+      const resJ = await post(JSON.stringify({ x: [Array.from(x.subarray(0, H)), Array.from(x.subarray(H))] }), 'application/json');
+      expect(resJ.status).toBe(200);
+      const json = (await resJ.json()) as { shape: number[]; y: number[][] };
+      expect(json.shape).toEqual([2, H]);
+      expect(Float32Array.from(json.y.flat())).toEqual(own);
+      const nan = randomFloats(H, random);
+      nan[3] = NaN;
+      const bad = await post(Buffer.from(nan.buffer), 'application/octet-stream');
+      expect(bad.status).toBe(400);
+      expect(((await bad.json()) as { error: string }).error).toBe('ERR_MOE_NONFINITE');
+    } finally {
+      expect(await stop(server.child)).toBe(0);
+    }
+  }, 90_000);
+});
+
 describe.skipIf(!installed)('examples/server: a client that goes away', () => {
   it('takes its queued request out of the queue; its connection\'s earlier answers are unaffected', async () => {
     // A fixed 60 s wait for company: a lone request stays queued until its client leaves.
