@@ -413,16 +413,35 @@ static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR 
 // P = 1: dst[p, r] = (a[r, 2p], a[r, 2p + 1]) for r < 16 z (z = ceil(rows
 // / 16) zmm of rows; rows >= `rows` as zeros), p < lda / 2: A's rows across
 // the lanes of z zmm (row stride ldl dwords), one k-pair per dword. A 16 x 16
-// dword transpose per 16 rows and 32 k. P = 2 (a few rows): lane l of step s
-// takes pair 2 s + l % 2 of row l / 2, one dword at a time.
+// dword transpose per 16 rows and 32 k. P = 2 (rows <= 8: one zmm's lanes of
+// a lane group): lanes 2r, 2r + 1 of step s take pairs 2s, 2s + 1 of row r,
+// one qword (bf16 4s .. 4s + 3): an 8 x 8 qword transpose per 32 k.
 void packRowLanes(const uint16_t* a, int64_t lda, int64_t rows, int phases, int64_t ldl, uint32_t* dst) {
   if (phases != 1) {
-    for (int64_t s = 0; s < lda / 2 / phases; ++s) {
-      for (int64_t l = 0; l < ldl; ++l) {
-        const int64_t m = l / phases, pair = phases * s + l % phases;
-        uint32_t v = 0;
-        if (m < rows) std::memcpy(&v, a + m * lda + 2 * pair, 4);
-        dst[s * ldl + l] = v;
+    for (int64_t k = 0; k < lda; k += 32) {
+      __m512i x[8];
+      for (int r = 0; r < 8; ++r) x[r] = r < rows ? _mm512_loadu_si512(a + r * lda + k) : _mm512_setzero_si512();
+      // x[r]: qwords q = 0..7 of row r; three stages of shuffles make x^T (qword q of rows 0..7).
+      __m512i t[8], u[8];
+      for (int r = 0; r < 8; r += 2) {
+        t[r] = _mm512_unpacklo_epi64(x[r], x[r + 1]);      // rows r, r + 1 side by side: q 0, 2, 4, 6 (128-bit lanes)
+        t[r + 1] = _mm512_unpackhi_epi64(x[r], x[r + 1]);  // q 1, 3, 5, 7
+      }
+      // u[4 o + 2 h + e], q = o + 2e: rows 4h, 4h + 1 at q and q + 4, then rows 4h + 2, 4h + 3 at q and q + 4.
+      for (int h = 0; h < 2; ++h) {
+        for (int o = 0; o < 2; ++o) {
+          const __m512i lo = t[4 * h + o], hi = t[4 * h + 2 + o];
+          u[4 * o + 2 * h] = _mm512_shuffle_i64x2(lo, hi, 0x88);
+          u[4 * o + 2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, 0xDD);
+        }
+      }
+      for (int o = 0; o < 2; ++o) {
+        for (int e = 0; e < 2; ++e) {
+          const __m512i lo = u[4 * o + e], hi = u[4 * o + 2 + e];
+          const int q = o + 2 * e;
+          _mm512_storeu_si512(dst + (k / 4 + q) * ldl, _mm512_shuffle_i64x2(lo, hi, 0x88));
+          _mm512_storeu_si512(dst + (k / 4 + q + 4) * ldl, _mm512_shuffle_i64x2(lo, hi, 0xDD));
+        }
       }
     }
     return;
@@ -779,7 +798,8 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
               int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out,
               int64_t ldo, void* scratch) {
   const auto run = [&](auto tiled) { return tiled(lanes, saT, a, sa, ldsa, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch); };
-  if (bf16LaneShape(rows).phases == 2) return run(laneRowsTiled<16, 1, 1, 2>);
+  if (bf16LaneShape(rows).phases == 2)
+    return Bf16LaneGroups(rows).zmm == 1 ? run(laneRowsTiled<16, 1, 1, 2>) : run(laneRowsTiled<8, 3, 3, 2>);
   switch (Bf16LaneGroups(rows).zmm) {
     case 1: return run(laneRowsTiled<16, 1, 1, 1>);
     case 2: return run(laneRowsTiled<12, 2, 2, 1>);
@@ -790,10 +810,13 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
 }
 
 // laneRows' instantiations are Bf16LaneGroups' plans.
-static_assert(Bf16LaneGroups(16).nb == 16 && Bf16LaneGroups(32).nb == 12 && Bf16LaneGroups(48).nb == 8 &&
+static_assert(Bf16LaneGroups(kBf16HalfLaneMaxM).nb == 16 && Bf16LaneGroups(kBf16HalfLaneMaxM).zmm == 1 &&
+                  Bf16LaneGroups(kBf16PairLaneMinM).zmm == 3 && Bf16LaneGroups(kBf16PairLaneMaxM).nb == 8 &&
+                  Bf16LaneGroups(16).nb == 16 && Bf16LaneGroups(32).nb == 12 && Bf16LaneGroups(48).nb == 8 &&
                   Bf16LaneGroups(72).nb == 6 && Bf16LaneGroups(73).nb == 8 && Bf16LaneGroups(73).count == 2 &&
                   Bf16LaneGroups(kBf16LaneMaxM).nb == 8 && kBf16LaneNb == 16,
-              "one group of 1..4 zmm against 16, 12, 8, 6 B rows; groups of 2 or 3 zmm against 8");
+              "P = 2: one zmm against 16 B rows, three against 8; P = 1: one group of 1..4 zmm against 16, 12, 8, 6 "
+              "B rows; groups of 2 or 3 zmm against 8");
 
 // ---- peak probe -------------------------------------------------------------
 

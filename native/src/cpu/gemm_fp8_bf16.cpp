@@ -13,10 +13,10 @@
 //   M rows in registers (no B packing: the run time is B's bytes over the
 //   memory bandwidth); above, A is turned once into pairs across the 16
 //   lanes of one to four zmm (packRowLanes; up to kBf16HalfLaneMaxM rows, 8
-//   rows of two pairs in one zmm; above 64 rows, lane groups of 2 or 3 zmm,
-//   each its own block) and the row-lane kernel decodes 16 to 6 B rows at a
-//   time (fewer the more zmm of rows: its register tile; 8 for lane groups,
-//   each block serving every group) into a bf16 block in L1, the next
+//   rows of two pairs in one zmm, at M = 21..24 three such; above 64 rows,
+//   lane groups of 2 or 3 zmm, each its own block) and the row-lane kernel
+//   decodes 16 to 6 B rows at a time (fewer the more zmm of rows: its
+//   register tile; 8 for lane groups, each block serving every group) into a bf16 block in L1, the next
 //   block's decode spread over the current block's products; up to
 //   kBf16LaneTailMax rows past the last whole zmm stay in row form and are
 //   dotted against the same decoded blocks. Above kBf16LaneMaxM rows, each
@@ -114,18 +114,35 @@ bool packA(const Problem& p, PackedA* out, NanFlags& nan) {
 // The row-lane form of a packed A, from its row form: per row tile, each
 // lane group (Bf16LaneGroups) its own block, one 16 x 16 transpose per 16
 // rows and 32 k, parallel over 16-row chunks (at M = 128 and K = 7168 it
-// writes 1.8 MiB).
+// writes 1.8 MiB); with P = 2 (one tile, one lane group) an 8 x 8 qword
+// transpose per 8 rows and 32 k, parallel over zmm.
 bool packRowLanes(const Problem& p, PackedA* a) {
   const RowTiles tiles = RowTiles::forLanes(p.M);
-  const int64_t width = ceilDiv(p.M, 16) * 16;  // rows of A in whole zmm
-  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 * width) * 4;
+  const Bf16LaneShape pairs = bf16LaneShape(p.M);
+  const bool paired = pairs.phases == 2;  // then one tile (M <= kBf16PairLaneMaxM) of one lane group
+  // Lanes in all: P = 1 a tile's lane l holds its row l (whole zmm of 16 rows); P = 2 16 per zmm.
+  const int64_t width = paired ? 16 * Bf16LaneGroups(p.M).zmm : ceilDiv(p.M, 16) * 16;
+  const size_t lanesBytes = static_cast<size_t>(a->lda / 2 / pairs.phases * width) * 4;
   char* scratch = static_cast<char*>(t_laneA.get(lanesBytes + static_cast<size_t>(p.groups * width) * 4));
   if (scratch == nullptr) return false;
   auto* lanes = reinterpret_cast<uint32_t*>(scratch);          // see PackedA
   auto* saT = reinterpret_cast<float*>(scratch + lanesBytes);  // see PackedA
   const PackedA& rowForm = *a;
   ThreadPool::instance().parallelFor(width / 16, [&](int64_t chunk, int) {
-    // 16 rows from m0; with P = 2 (a single tile and chunk of <= 11 rows) their first 8 fill the zmm.
+    if (paired) {
+      // Rows 8 chunk .. + 7 (those below the lane rows; the rest as zeros) in lanes 16 chunk .. + 15.
+      const int64_t m0 = 8 * chunk, rows = std::min<int64_t>(8, pairs.width - m0);
+      kAvx512Bf16Kernels.packRowLanes(rowForm.a + m0 * rowForm.lda, rowForm.lda, std::min(rows, p.M - m0), 2, width,
+                                      lanes + 16 * chunk);
+      for (int64_t g = 0; g < p.groups; ++g) {
+        for (int64_t l = 0; l < 16; ++l) {
+          const int64_t m = m0 + l / 2;
+          saT[g * width + 16 * chunk + l] = m < std::min(pairs.width, p.M) ? rowForm.sa[m * p.groups + g] : 0.0f;
+        }
+      }
+      return;
+    }
+    // 16 rows from m0.
     const int64_t m0 = 16 * chunk, t = m0 / tiles.rows, t0 = tiles.first(t), tileRows = tiles.size(t, p.M);
     const Bf16LaneShape shape = bf16LaneShape(tileRows);
     const int64_t laneEnd = t0 + std::min(tileRows, shape.width);  // past the tile's lane rows
@@ -135,12 +152,12 @@ bool packRowLanes(const Problem& p, PackedA* a) {
     while (t0 + 16 * groups.z0[gi + 1] <= m0) ++gi;
     const int64_t lane0 = t0 + 16 * groups.z0[gi], ldl = groups.width(gi);  // the group's first lane (and row), its lanes
     const int64_t at = m0 - lane0;                                            // the chunk's first lane in the group
-    kAvx512Bf16Kernels.packRowLanes(rowForm.a + m0 * rowForm.lda, rowForm.lda, std::min<int64_t>(16, laneEnd - m0),
-                                    shape.phases, ldl, lanes + rowForm.lda / 2 / shape.phases * lane0 + at);
+    kAvx512Bf16Kernels.packRowLanes(rowForm.a + m0 * rowForm.lda, rowForm.lda, std::min<int64_t>(16, laneEnd - m0), 1,
+                                    ldl, lanes + rowForm.lda / 2 * lane0 + at);
     float* groupSaT = saT + p.groups * lane0;
     for (int64_t g = 0; g < p.groups; ++g) {
       for (int64_t l = 0; l < 16; ++l) {
-        const int64_t m = m0 + l / shape.phases;
+        const int64_t m = m0 + l;
         groupSaT[g * ldl + at + l] = m < laneEnd ? rowForm.sa[m * p.groups + g] : 0.0f;
       }
     }

@@ -116,8 +116,8 @@ const KernelSet& selectedKernels();
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
 // - row lanes (larger M): the rows of A in the 16 lanes of one to four zmm
 //   (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two k-pairs
-//   each in one zmm; more rows in lane groups of 2 or 3 zmm that share each
-//   decoded B block, and above kBf16LaneMaxM rows tiles of A, one call
+//   each in one zmm, at M = 21..24 three such zmm; more rows in lane groups
+//   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM rows tiles of A, one call
 //   each), B decoded per block of rows into L1 in its natural order (no
 //   transpose) and broadcast pair by pair; one promotion per 64 k-pairs and
 //   no horizontal sums, but a zmm costs the same whatever rows it holds; a
@@ -185,6 +185,16 @@ constexpr int kBf16LaneTailMax = 8;
 // one thread, alternating: at 1024 x 1792 M = 5 0.91x the time, 6 0.89x,
 // 8 0.73x, 11 0.98x; at 1792 x 512 1.07x, 0.98x, 0.80x, 0.92x.
 constexpr int kBf16HalfLaneMaxM = 11;  // P = 2 (8 rows in one zmm, and a tail) up to this M
+// Past one zmm of 16 rows and a tail of 4 (M = 21..24), P = 2 again: three
+// zmm of 8 rows, the same products as one zmm of 16 rows and a tail of 8 (a
+// tail row costs ~1/8 of a zmm), but each B broadcast (a qword) serves the
+// three zmm, and no tail pass. 2 threads, weights from memory, 2112 x 7168
+// and 7168 x 2048, against one zmm and a tail (CPU time, alternating): M = 21
+// 0.88-0.99x, 22 0.83-0.88x, 23 0.80-0.82x, 24 0.80-0.84x; two zmm of 16
+// rows (no tail) 0.85-1.25x; at M = 20 three zmm ran 1.0-1.12x, at M = 12..16
+// two zmm of 8 rows 1.0-1.12x (the decode per B byte, not the broadcasts,
+// binds there).
+constexpr int kBf16PairLaneMinM = 21, kBf16PairLaneMaxM = 24;
 struct Bf16LaneShape {
   int phases;     // P: k-pairs per row in a zmm (1 or 2)
   int64_t width;  // rows held in lanes (16 / P per zmm); rows past it are the tail
@@ -193,6 +203,7 @@ struct Bf16LaneShape {
 // the last one padded with zero rows unless its rows fit the tail.
 constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
   if (rows <= kBf16HalfLaneMaxM) return {2, 8};
+  if (rows >= kBf16PairLaneMinM && rows <= kBf16PairLaneMaxM) return {2, 24};
   const int64_t whole = rows / 16 * 16;
   return {1, whole > 0 && rows - whole <= kBf16LaneTailMax ? whole : whole + 16};
 }
