@@ -2,9 +2,10 @@
  * The router projection's vector kernels (native/src/cpu/router_dots.cpp),
  * shared by the test files that run them on each SIMD path (the path is
  * forced through MOE_CPU_ISA before the addon loads). Shapes are ragged on
- * purpose: every token count of a block (1..8, then more blocks), expert
- * counts that leave a remainder after the kernels' runs of 2 or 4, and H
- * tails shorter than any vector (f32 and bf16 lanes).
+ * purpose: every token count of a kernel's step (1..8), blocks of 64 tokens
+ * with a few left over, expert counts that leave a remainder after the
+ * kernels' runs of 2, 4 or 6, and H tails shorter than any vector (f32 and
+ * bf16 lanes).
  */
 import { describe, expect, it } from 'vitest';
 import { Tensor, bf16FromFloat32, cpuInfo, routerLogitsSync, tensor } from '../../lib/index';
@@ -54,6 +55,9 @@ const SHAPES: Array<[number, number, number]> = [
   [9, 258, 96],
   [17, 19, 1],
   [40, 16, 200],
+  [63, 23, 65],
+  [67, 29, 40],
+  [130, 14, 33],
 ];
 
 const DTYPES: Array<[Dtype, Dtype]> = [
@@ -91,14 +95,14 @@ export function routerSuite(isa: 'avx512bf16' | 'avx512' | 'avx2' | 'portable'):
     // (The AMX tiles, used for bf16 x bf16 where the CPU has them, are not
     // batch-invariant; the layer avoids them under batchInvariant.)
     for (const [xd, wd] of DTYPES) {
-      it(`x ${xd}, w ${wd}: each token of batches of 1..20 and 64 has the bits it has alone ${seedNote}`, () => {
+      it(`x ${xd}, w ${wd}: each token of batches of 1..20, 64, 67 and 130 has the bits it has alone ${seedNote}`, () => {
         const hidden = 200;
         const experts = 37;
         const w = routerOperand(experts, hidden, wd, 1 / Math.sqrt(hidden), random).t;
-        const x = routerOperand(64, hidden, xd, 1, random).t;
+        const x = routerOperand(130, hidden, xd, 1, random).t;
         const row = (t: number) => (xd === 'bf16' ? tensor((x.data as Uint16Array).slice(t * hidden, (t + 1) * hidden), [1, hidden], 'bf16') : tensor((x.data as Float32Array).slice(t * hidden, (t + 1) * hidden), [1, hidden]));
-        const alone = Array.from({ length: 64 }, (_, t) => routerLogitsSync(row(t), w).data as Float32Array);
-        for (const tokens of [...Array.from({ length: 20 }, (_, i) => i + 1), 64]) {
+        const alone = Array.from({ length: 130 }, (_, t) => routerLogitsSync(row(t), w).data as Float32Array);
+        for (const tokens of [...Array.from({ length: 20 }, (_, i) => i + 1), 64, 67, 130]) {
           const batchX = xd === 'bf16' ? tensor((x.data as Uint16Array).slice(0, tokens * hidden), [tokens, hidden], 'bf16') : tensor((x.data as Float32Array).slice(0, tokens * hidden), [tokens, hidden]);
           const batch = routerLogitsSync(batchX, w).data as Float32Array;
           for (let t = 0; t < tokens; t++) {
