@@ -47,6 +47,7 @@ const SHAPES: Array<[number, number, number, number]> = [
   [64, 8, 64, 144],
   [37, 2, 8, 300],
   [16, 6, 32, 4100], // more than one 2048-column tile per token
+  [300, 8, 64, 1800], // tasks of several tokens, the next ones' rows asked for ahead
 ];
 
 describe('combine vs the float64 reference', () => {

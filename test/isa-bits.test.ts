@@ -1,7 +1,8 @@
 // The row kernels promise the same bits on every SIMD path (AVX-512, AVX2,
-// portable): routing's sigmoid and softmax, SwiGLU and fp8 quantization. This
-// runs each in child processes with the path forced through MOE_CPU_ISA and
-// compares the output bits with this process's (the machine's best path).
+// portable): routing's sigmoid and softmax, SwiGLU, fp8 quantization and
+// combine. This runs each in child processes with the path forced through
+// MOE_CPU_ISA and compares the output bits with this process's (the
+// machine's best path).
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -43,6 +44,18 @@ for (const inter of [208, 256]) {
   const a = m.quantizeActivationsSync(h);
   out['quantize I=' + inter] = digest(a.data.data, a.scales.data);
 }
+{
+  // combine: enough tokens per task for the next tokens' rows to be asked
+  // for ahead, H = 200 (tails in every kernel), bf16 and f32 rows.
+  const [tokens, experts, hidden] = [300, 64, 200];
+  const routing = m.routeSync(m.tensor(floats(tokens * experts, 3), [tokens, experts]), { topK: 8, renormalize: true });
+  const layout = m.dispatchLayoutSync(routing.ids, experts);
+  const rows = layout.rowToken.shape[0];
+  const yv = floats(rows * hidden, 4), sv = floats(tokens * hidden, 4);
+  const bf16 = m.combineSync(m.bf16FromFloat32(yv, [rows, hidden]), layout, routing.weights, { shared: m.bf16FromFloat32(sv, [tokens, hidden]) });
+  out['combine bf16'] = digest(bf16.data);
+  out['combine f32'] = digest(m.combineSync(m.tensor(yv, [rows, hidden]), layout, routing.weights, { shared: m.tensor(sv, [tokens, hidden]), out: 'f32' }).data);
+}
 const f = m.cpuInfo().features;  // what the forced path left on
 process.stdout.write(JSON.stringify({ isa: f.avx512f ? 'avx512' : f.avx2 && f.fma ? 'avx2' : 'portable', out }));
 `;
@@ -59,7 +72,7 @@ describe('SIMD paths', () => {
   const best = run();
 
   it('compares digests that depend on the inputs', () => {
-    expect(Object.keys(best.out)).toHaveLength(10);
+    expect(Object.keys(best.out)).toHaveLength(12);
     const other = run(undefined, SEED + 1);
     for (const key of Object.keys(best.out)) expect(other.out[key], key).not.toBe(best.out[key]);
   });
