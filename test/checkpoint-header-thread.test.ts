@@ -76,9 +76,10 @@ function padHeader(file: string, count: number): void {
  * `work` runs. An event-loop liveness check, not a speed claim: parsing the
  * ~90 MB header inline blocks this thread for 4-18 s on this 2-core machine
  * (measured), while off the thread the loop only pauses for I/O callbacks,
- * worker start-up and GC. MAX_GAP_MS separates the two with wide margins on
- * both sides, even with the machine's two cores shared by a dozen busy
- * processes (where a runnable thread can wait 100+ ms for a core).
+ * worker start-up and GC. MAX_GAP_MS separates the two with margins on both
+ * sides: off the thread the gap read 500-600 ms with the two cores shared
+ * by a load average of 9-10 (a runnable thread can then wait hundreds of ms
+ * for a core), and the inline parse is at least 2.5x longer than it.
  */
 async function maxGapDuring<T>(work: () => Promise<T>): Promise<{ result: T; gap: number }> {
   let last = performance.now();
@@ -97,7 +98,7 @@ async function maxGapDuring<T>(work: () => Promise<T>): Promise<{ result: T; gap
   }
 }
 
-const MAX_GAP_MS = 500;
+const MAX_GAP_MS = 1600;
 const BIG = 1_200_000; // filler tensors: a ~90 MB header
 
 describe('a ~90 MB header does not block the event loop', () => {
@@ -129,7 +130,7 @@ describe('a ~90 MB header does not block the event loop', () => {
     expect(layer.weights.w13.data[0].to()).toEqual(source.weights.w13.data[0].to());
     expect(gap, `max event-loop gap ${gap.toFixed(0)} ms`).toBeLessThan(MAX_GAP_MS);
     layer.dispose();
-  }, 60_000);
+  }, 120_000); // generating and parsing ~90 MB twice: ~15 s when quiet, past 60 s at a load average of 10
 });
 
 describe('the worker path gives what the inline path gives', () => {
