@@ -607,9 +607,8 @@ inline void prefetchChunkPart(const uint8_t* b, int64_t ldb, int64_t rows, int64
 // There the next chunk's lines are requested instead, a part before each tile
 // call: the burst's own prefetches (1 KiB along each row) reach a panel's
 // first two chunks in its first row only, and the decode waited on memory for
-// the others. One
-// thread, weights from memory, M = 16: K = 2048 0.89-0.92x the time (best
-// and median of 9 runs), K = 7168 within +-2%.
+// the others. One thread, weights from memory, M = 16: K = 2048 0.89-0.92x
+// the time (best and median of 9 runs), K = 7168 within +-2%.
 bool streamRowsDecoded(const float* a, int64_t lda, int64_t rows, const uint8_t* b, int64_t ldb, int64_t nRows,
                        int64_t K, float* out, int64_t ldo) {
   alignas(64) float dec[2][kDotPanelRows * kDotKc];         // [panel rows, kDotKc]: this panel's chunk (and the next panel's)

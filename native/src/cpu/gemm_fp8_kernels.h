@@ -117,10 +117,10 @@ const KernelSet& selectedKernels();
 // - row lanes (larger M): the rows of A in the 16 lanes of one to four zmm
 //   (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two k-pairs
 //   each in one zmm, at M = 21..24 three such zmm; more rows in lane groups
-//   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM rows tiles of A, one call
-//   each), B decoded per block of rows into L1 in its natural order (no
-//   transpose) and broadcast pair by pair; one promotion per 64 k-pairs and
-//   no horizontal sums, but a zmm costs the same whatever rows it holds; a
+//   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM
+//   rows tiles of A, one call each), B decoded per block of rows into L1
+//   in its natural order (no transpose) and broadcast pair by pair; one
+//   promotion per 64 k-pairs and no horizontal sums, but a zmm costs the same whatever rows it holds; a
 //   few rows past whole zmm (the tail) are dotted along k against the same
 //   decoded rows, as the dot kernel dots them.
 // - panel (batchInvariant, any M): B decoded once per K block into bf16
