@@ -120,9 +120,10 @@ const KernelSet& selectedKernels();
 //   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM
 //   rows tiles of A, one call each), B decoded per block of rows into L1
 //   in its natural order (no transpose) and broadcast pair by pair; one
-//   promotion per 64 k-pairs and no horizontal sums, but a zmm costs the same whatever rows it holds; a
-//   few rows past whole zmm (the tail) are dotted along k against the same
-//   decoded rows, as the dot kernel dots them.
+//   promotion per 64 k-pairs and no horizontal sums, but a zmm costs the
+//   same whatever rows it holds; a few rows past whole zmm (the tail) are
+//   dotted along k against the same decoded rows, as the dot kernel dots
+//   them.
 // - panel (batchInvariant, any M): B decoded once per K block into bf16
 //   panels of 32 columns in VNNI order (dword [k-pair][column]) and reused by
 //   every row of A; a 4 x 64 register tile of VDPBF16PS with A's bf16 pairs
