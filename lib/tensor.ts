@@ -159,10 +159,17 @@ export function tensor<D extends DType>(data: StorageOf[D], shape: readonly numb
   return new Tensor(data, shape, resolved);
 }
 
-/** A zeroed typed array; a length V8 cannot allocate is ERR_MOE_RANGE, not a RangeError. */
-function newStorage<D extends DType>(dtype: D, length: number, what: string): StorageOf[D] {
+/**
+ * A typed array, zeroed unless `zeroed` is false (then its own ArrayBuffer,
+ * not the shared pool, left as allocated); a length V8 cannot allocate is
+ * ERR_MOE_RANGE, not a RangeError.
+ */
+function newStorage<D extends DType>(dtype: D, length: number, what: string, zeroed = true): StorageOf[D] {
   try {
-    return new STORAGE[dtype](length) as StorageOf[D];
+    if (zeroed) return new STORAGE[dtype](length) as StorageOf[D];
+    const bytes = Buffer.allocUnsafeSlow(length * STORAGE[dtype].BYTES_PER_ELEMENT);
+    const View = STORAGE[dtype] as unknown as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => StorageOf[D];
+    return new View(bytes.buffer, bytes.byteOffset, length);
   } catch (e) {
     throw new MoeError('ERR_MOE_RANGE', `${what}: cannot allocate ${length} ${dtype} elements (${e instanceof Error ? e.message : describe(e)})`);
   }
@@ -209,16 +216,7 @@ export function emptyOutput<D extends DType>(shape: readonly number[], dtype: D,
   if (device !== 'cpu') return empty(shape, dtype, device);
   checkShape(shape, 'empty');
   checkDType(dtype, 'empty');
-  const Storage = STORAGE[dtype];
-  const numel = numelOf(shape);
-  let bytes: Buffer;
-  try {
-    bytes = Buffer.allocUnsafeSlow(numel * Storage.BYTES_PER_ELEMENT); // its own ArrayBuffer, not the shared pool
-  } catch (e) {
-    throw new MoeError('ERR_MOE_RANGE', `empty: cannot allocate ${numel} ${dtype} elements (${e instanceof Error ? e.message : describe(e)})`);
-  }
-  const View = Storage as unknown as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => StorageOf[D];
-  return new Tensor(new View(bytes.buffer, bytes.byteOffset, numel), shape, dtype);
+  return new Tensor(newStorage(dtype, numelOf(shape), 'empty', false), shape, dtype);
 }
 
 /**
