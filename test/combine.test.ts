@@ -106,6 +106,30 @@ describe('combine vs the float64 reference', () => {
     });
   }
 
+  // The all-bf16 case has a kernel of its own (one row at a time); its bits
+  // must be those of the f32 result rounded to nearest even, NaN and
+  // infinities included, with and without the shared term.
+  for (const [T, k, E, H] of [[300, 8, 64, 1000], [5, 3, 8, 40], [9, 16, 32, 2100]] as const) {
+    it(`T=${T} k=${k} E=${E} H=${H}: bf16 out is the f32 result rounded, with and without shared, NaN and infinities`, () => {
+      const c = makeCase(T, k, E, H, { align: 8 });
+      for (let t = 0; t < Math.min(T, 3); t++) {
+        const row = c.layout.slotRow.data[t * k];
+        if (row >= 0) c.y.fill([NaN, Infinity, -Infinity][t], row * H + 3, row * H + 5);
+      }
+      const yb = bf16FromFloat32(c.y, yShape(c, H));
+      for (const shared of [undefined, bf16FromFloat32(randomActivations(T, H, random), [T, H])]) {
+        const into = empty([T, H], 'bf16');
+        (into.data as Uint16Array).fill(0xffff);
+        const bits = combineSync(yb, c.layout, c.weights, { shared, into }).data as Uint16Array;
+        const f32 = combineSync(yb, c.layout, c.weights, { shared, out: 'f32' }).data as Float32Array;
+        const want = bf16FromFloat32(f32, [T, H]).data as Uint16Array;
+        for (let i = 0; i < bits.length; i++) {
+          if (bits[i] !== want[i]) expect.fail(`${shared ? 'with' : 'without'} shared, element ${i}: bits ${bits[i]}, want ${want[i]} ${seedNote}`);
+        }
+      }
+    });
+  }
+
   it('masked layout: y [E, Mmax, H]', () => {
     const [T, k, E, H] = [10, 4, 16, 96];
     const c = makeCase(T, k, E, H, { layout: 'masked' });
