@@ -11,12 +11,14 @@ gemmSuite('avx512bf16');
 
 // Kernels: dot M <= 4; row lanes above (8 rows of two k-pairs in one zmm to
 // M = 11, then one zmm of rows to M = 16, three zmm of 8 rows of two k-pairs
-// at M = 21..24, up to four zmm of 16 rows to 64, then lane groups of 2 or 3
+// at M = 21..26, up to four zmm of 16 rows to 64, then lane groups of 2 or 3
 // zmm, above 256 rows near-equal row tiles, each its own call; each lane's
 // operations the same, and at K = 1040 from M = 129 K is walked in two
 // passes, one below; up to 8 rows past a call's last whole zmm, the tail, as
 // the dot kernel computes them: M = 9..11 is 8 rows and a tail, 17..20 one
-// zmm and a tail, 25..32 two zmm); with batchInvariant, panels at every M.
+// zmm and a tail, 25, 26 three zmm of 8 rows and a tail, 27..32 two zmm,
+// 33..37 two zmm and a tail, 38..48 three zmm); with batchInvariant, panels
+// at every M.
 // The row-lane kernel's tail rows do the dot kernel's operations in the same
 // order, so a row's bits also survive the switch between them.
 rowBitsSuite('avx512bf16', [
@@ -33,10 +35,13 @@ rowBitsSuite('avx512bf16', [
   ['row-lane kernel, 8 rows of two k-pairs in one zmm and in three', 24, 0, 8],
   ['row-lane kernel, 8 rows of two k-pairs in the last of three zmm and in one', 24, 16, 8],
   ['row-lane kernel, three zmm of 8 rows of two k-pairs, full and not', 24, 2, 21],
-  ['row-lane kernel, one and two zmm of rows', 25, 1, 16],
-  ['row-lane kernel, two zmm of rows with and without a tail', 40, 0, 32],
-  ['row-lane kernel\'s tail past two zmm and the dot kernel', 36, 32, 4],
-  ['row-lane kernel, two and four zmm of rows', 64, 7, 25],
+  ['row-lane kernel, 8 rows of two k-pairs in one zmm and in three with a tail', 26, 8, 8],
+  ['row-lane kernel\'s tail past three zmm of two k-pairs and the dot kernel', 26, 24, 2],
+  ['row-lane kernel, one and two zmm of rows', 27, 1, 16],
+  ['row-lane kernel, two zmm of rows with and without a tail', 37, 0, 32],
+  ['row-lane kernel\'s tail past two zmm and the dot kernel', 37, 32, 4],
+  ['row-lane kernel, two and three zmm of rows', 40, 3, 27],
+  ['row-lane kernel, two and four zmm of rows', 64, 7, 27],
   ['row-lane kernel, three and four zmm of rows', 64, 20, 41],
   ['row-lane kernel\'s tail past three zmm and the dot kernel', 51, 48, 3],
   ['row-lane kernel, lane groups of 3 + 2 zmm and one group of 3', 80, 5, 48],
@@ -94,9 +99,10 @@ function poisonedProducts(a: Quantized, b: Quantized, m: number, n: number, k: n
 
 // The row-lane kernel's tail (rows past its last whole zmm of rows, up to
 // 8, dotted against the B block decoded for the lanes): every tail length
-// around 8 rows of two k-pairs per zmm and one, two and three zmm of 16,
-// next to the counts that take one more zmm instead (M = 21..24: three zmm
-// of 8 rows, no tail), and past four zmm, past lane groups (136) and past
+// around 8 rows of two k-pairs per zmm, three such zmm (M = 25, 26) and
+// one, two and three zmm of 16, next to the counts that take one more zmm
+// instead (M = 21..24: three zmm of 8 rows, no tail; 27: two zmm; 38, 40:
+// three zmm), and past four zmm, past lane groups (136) and past
 // the last row tile (264: tiles of 144 and 112 + 8); K with a last lane K block of 128 (1040) and of 256 (400); N with a
 // last block of B rows short of the kernel's (139). Checked against the
 // float64 reference, lanes and tail on their own, f32 and bf16 out, the
@@ -106,11 +112,12 @@ describe.skipIf(!ran)(`gemmFp8 (avx512bf16 path): the row-lane kernel's tail row
   const n = 139;
   for (const k of [1040, 400]) {
     const b = quantizeWeightsSync(tensor(randomFloats(n * k, random, 0.05), [n, k]));
-    for (const m of [5, 8, 9, 11, 12, 17, 18, 20, 21, 23, 24, 25, 33, 40, 41, 49, 56, 57, 65, 72, 136, 264]) {
+    for (const m of [5, 8, 9, 11, 12, 17, 18, 20, 21, 23, 24, 25, 26, 27, 33, 37, 38, 40, 41, 49, 56, 57, 65, 72, 136, 264]) {
       it(`M=${m} N=${n} K=${k}: lanes and tail match the float64 reference`, () => {
         const a = quantizeActivationsSync(tensor(randomActivations(m, k, random), [m, k]));
         const { exact, d, dBf16 } = poisonedProducts(a, b, m, n, k);
-        const lanes = m <= 11 ? Math.min(m, 8) : m >= 21 && m <= 24 ? m : Math.floor(m / 16) * 16;
+        const tailMax = m >= 32 && m < 48 ? 5 : 8;
+        const lanes = m <= 11 ? Math.min(m, 8) : m >= 21 && m <= 26 ? Math.min(m, 24) : m >= 16 && m % 16 <= tailMax ? m - (m % 16) : m;
         for (const [from, to] of [[0, lanes], [lanes, m]].filter(([from, to]) => to > from)) {
           const part = (x: ArrayLike<number>) => Array.prototype.slice.call(x, from * n, to * n) as number[];
           expect(calcDiff(part(d), part(exact)), `rows ${from}..${to - 1} (f32 out) ${seedNote}`).toBeLessThan(1e-5);

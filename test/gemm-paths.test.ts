@@ -3,7 +3,8 @@
 // ragged shapes: M = 1 .. 257 (every kernel's row blocking and each switch
 // of kernel by M: 8/9, on AVX512_BF16 4/5 (and the row-lane kernel's 8 rows
 // of two k-pairs per zmm, 1..4 zmm of 16 and the tail past them: 8/9,
-// 11/12, 16/17, 24/25, 32/33, 40/41, 48/49, 56/57, then its lane groups:
+// 11/12, 16/17, 24/25 (three zmm of 8 rows and a tail), 26/27, 32/33, 37/38,
+// 40/41, 48/49, 56/57, then its lane groups:
 // 64/65, 72/73, 97, 130, and row tiles: 256/257), on AVX2 4/5 and 32/33), N
 // and K off multiples of 128 (a second dense K spans several of the AVX2
 // streaming kernel's 512-wide K chunks; both have K % 32 = 16), dense and
@@ -21,7 +22,7 @@ import { SEED, seedNote } from './helpers/random';
 
 const DIST = resolve(__dirname, '../dist/index.js');
 
-const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 24, 25, 31, 32, 33, 40, 41, 48, 49, 56, 57, 64, 65, 72, 73, 97, 130, 256, 257];
+const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 24, 25, 26, 27, 31, 32, 33, 37, 38, 40, 41, 48, 49, 56, 57, 64, 65, 72, 73, 97, 130, 256, 257];
 const [N, K] = [161, 400];
 const [N2, K2] = [140, 1168];  // dense only
 const MS2 = [1, 5, 12, 13, 20, 32, 33, 40, 64, 65, 130, 257];

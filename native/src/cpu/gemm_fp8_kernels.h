@@ -116,7 +116,7 @@ const KernelSet& selectedKernels();
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
 // - row lanes (larger M): the rows of A in the 16 lanes of one to four zmm
 //   (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two k-pairs
-//   each in one zmm, at M = 21..24 three such zmm; more rows in lane groups
+//   each in one zmm, at M = 21..26 three such zmm; more rows in lane groups
 //   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM
 //   rows tiles of A, one call each), B decoded per block of rows into L1
 //   in its natural order (no transpose) and broadcast pair by pair; one
@@ -194,19 +194,32 @@ constexpr int kBf16HalfLaneMaxM = 11;  // P = 2 (8 rows in one zmm, and a tail) 
 // 0.88-0.99x, 22 0.83-0.88x, 23 0.80-0.82x, 24 0.80-0.84x; two zmm of 16
 // rows (no tail) 0.85-1.25x; at M = 20 three zmm ran 1.0-1.12x, at M = 12..16
 // two zmm of 8 rows 1.0-1.12x (the decode per B byte, not the broadcasts,
-// binds there).
-constexpr int kBf16PairLaneMinM = 21, kBf16PairLaneMaxM = 24;
+// binds there). At M = 25, 26 three zmm and a tail of 1, 2 rows against two
+// zmm of 16 rows: one thread at DeepSeek-V3's expert shapes (1024 x 1792,
+// 1792 x 512, weights from memory) 0.79-0.97x / 0.84-1.0x the time, 2
+// threads at 2112 x 7168, 7168 x 2048 and 4096 x 7168 0.86-0.99x /
+// 0.92-1.03x; at 27 0.98-1.0x, at 28 1.06-1.13x.
+constexpr int kBf16PairLaneMinM = 21, kBf16PairLaneMaxM = 26;
 struct Bf16LaneShape {
   int phases;     // P: k-pairs per row in a zmm (1 or 2)
   int64_t width;  // rows held in lanes (16 / P per zmm); rows past it are the tail
 };
+// Past two zmm of rows a third one costs less than a tail of 5..8 rows: one
+// group of three zmm against 8 B rows runs ~1.2x the products per second of
+// two against 12 (M = 48 against 32, one thread), while a tail row costs
+// ~1/4 of a zmm's time there. M = 38..40 as three zmm against two and a
+// tail, weights from memory, alternating: one thread at 1024 x 1792 and
+// 1792 x 512 0.85-0.97x the time, 2 threads at 2112 x 7168, 7168 x 2048 and
+// 4096 x 7168 0.91-1.0x; at 37 0.89-1.08x (so: not there).
+constexpr int kBf16LaneTailMaxAtTwoZmm = 5;
 // The row-lane kernel's shape for `rows` rows (<= kBf16LaneMaxM): whole zmm,
 // the last one padded with zero rows unless its rows fit the tail.
 constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
   if (rows <= kBf16HalfLaneMaxM) return {2, 8};
   if (rows >= kBf16PairLaneMinM && rows <= kBf16PairLaneMaxM) return {2, 24};
   const int64_t whole = rows / 16 * 16;
-  return {1, whole > 0 && rows - whole <= kBf16LaneTailMax ? whole : whole + 16};
+  const int64_t tailMax = whole == 32 ? kBf16LaneTailMaxAtTwoZmm : kBf16LaneTailMax;
+  return {1, whole > 0 && rows - whole <= tailMax ? whole : whole + 16};
 }
 
 // How the row-lane kernel cuts the lane rows of A (bf16LaneShape) into lane
