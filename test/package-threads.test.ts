@@ -1,7 +1,8 @@
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
-import { MoeLayer, tensor } from '../lib/index';
+import { MoeLayer, getNumThreads, tensor } from '../lib/index';
 import { smallDeepSeekConfig } from './helpers/moe-config';
 import { randomFloats, rng } from './helpers/random';
 
@@ -35,5 +36,24 @@ describe('the Promise forms run on threads the package owns', () => {
     await Promise.all(forwards);
     expect(settledDuringReads, 'the reads must run while 8 or more forwards are in flight').toBeLessThanOrEqual(8);
     expect(median(busy), `idle reads ${idle.map((t) => t.toFixed(2)).join(', ')} ms; busy ${busy.map((t) => t.toFixed(2)).join(', ')} ms`).toBeLessThan(median(idle) + 20);
+  });
+});
+
+// The package's threads carry names (`top -H`, perf, /proc/<pid>/task/*/comm),
+// so that profiles of a server tell them from Node's and V8's own.
+describe('the package names its threads', () => {
+  it.skipIf(!existsSync('/proc/self/task'))('moe-async (the Promise forms) and moe-pool-N (the CPU pool\'s workers), in /proc/self/task (Linux only)', async () => {
+    const config = smallDeepSeekConfig(256, 128);
+    const layer = MoeLayer.random(config, { seed: 2 });
+    await layer.forward(tensor(randomFloats(8 * config.hiddenSize, rng()), [8, config.hiddenSize]));
+    const names = readdirSync('/proc/self/task').map((t) => {
+      try {
+        return readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim();
+      } catch {
+        return ''; // a thread that ended meanwhile
+      }
+    });
+    expect(names).toContain('moe-async');
+    for (let t = 1; t < getNumThreads(); t++) expect(names).toContain(`moe-pool-${t}`);
   });
 });

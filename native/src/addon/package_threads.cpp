@@ -8,6 +8,8 @@
 #include <thread>
 #include <utility>
 
+#include "cpu/thread_pool.h"
+
 namespace moe::addon {
 
 namespace {
@@ -53,7 +55,12 @@ class Executor {
 
  private:
   explicit Executor(int n) {
-    for (int i = 0; i < n; ++i) std::thread([this] { loop(); }).detach();
+    for (int i = 0; i < n; ++i) {
+      std::thread([this] {
+        cpu::nameThisThread("moe-async");
+        loop();
+      }).detach();
+    }
   }
 
   void loop() {

@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#if defined(__linux__)
+#include <pthread.h>
 #endif
 
 #include "cpu/float_environment.h"
@@ -23,6 +28,16 @@ int defaultNumThreads() {
   }
   const unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+void nameThisThread(const char* name) {
+#if defined(__linux__)
+  char truncated[16] = {};
+  std::snprintf(truncated, sizeof truncated, "%s", name);
+  pthread_setname_np(pthread_self(), truncated);
+#else
+  (void)name;
+#endif
 }
 
 namespace {
@@ -144,6 +159,7 @@ void ThreadPool::warmCaches(int thread, uint64_t seen, const CacheRange* ranges,
 
 void ThreadPool::workerLoop(int thread, uint64_t seen) {
   const DefaultFloatEnvironment fpEnvironment;  // for the worker's lifetime
+  nameThisThread(("moe-pool-" + std::to_string(thread)).c_str());
   int micros = spinMicros_;
   for (;;) {
     // Watch for the next region (or the pool's end), then sleep until it.

@@ -139,4 +139,9 @@ class ThreadPool {
 
 int defaultNumThreads();
 
+// Names the calling thread (at most 15 characters show) where the platform
+// allows: `top -H`, `perf` and /proc/<pid>/task/*/comm tell the package's
+// threads from the runtime's.
+void nameThisThread(const char* name);
+
 }  // namespace moe::cpu
