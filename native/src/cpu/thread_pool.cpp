@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -57,6 +58,13 @@ inline void cpuRelax() {
 #endif
 }
 
+bool traceFromEnv() {
+  const char* env = std::getenv("MOE_TRACE_REGIONS");
+  return env != nullptr && std::strcmp(env, "1") == 0;
+}
+
+using Clock = std::chrono::steady_clock;
+
 }  // namespace
 
 template <class Ready>
@@ -92,7 +100,9 @@ ThreadPool& ThreadPool::instance() {
 }
 
 ThreadPool::ThreadPool(int n)
-    : spinMicros_(spinMicrosFromEnv()), wakeWatchMicros_(spinMicros_ == 0 ? 0 : std::max(spinMicros_, kWakeWatchMicros)) {
+    : spinMicros_(spinMicrosFromEnv()),
+      wakeWatchMicros_(spinMicros_ == 0 ? 0 : std::max(spinMicros_, kWakeWatchMicros)),
+      trace_(traceFromEnv()) {
   start(n);
 }
 
@@ -107,6 +117,7 @@ void ThreadPool::start(int n) {
   // (a region waiting forever, or ending while a task still ran).
   const uint64_t born = generation_.load();
   // The calling thread is thread 0; workers are 1..n-1.
+  busySeconds_.assign(static_cast<size_t>(n), 0.0);
   for (int t = 1; t < n; ++t) workers_.emplace_back([this, t, born] { workerLoop(t, born); });
   numThreads_.store(n, std::memory_order_release);
 }
@@ -133,8 +144,29 @@ void ThreadPool::runTasks(int thread) {
   for (;;) {
     const int64_t task = nextTask_.fetch_add(1, std::memory_order_relaxed);
     if (task >= jobTasks_) return;
-    (*job_)(task, thread);
+    if (trace_) {
+      const Clock::time_point start = Clock::now();
+      (*job_)(task, thread);
+      busySeconds_[static_cast<size_t>(thread)] += std::chrono::duration<double>(Clock::now() - start).count();
+    } else {
+      (*job_)(task, thread);
+    }
   }
+}
+
+void ThreadPool::traceRegion(int64_t numTasks, int threads, Clock::time_point start) {
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  char line[512];
+  int at = std::snprintf(line, sizeof line, "moe-kernels region: tasks %lld, wall %.3f ms, busy", static_cast<long long>(numTasks), wall * 1e3);
+  double idle = 0;
+  for (int t = 0; t < threads; ++t) {
+    const double busy = busySeconds_[static_cast<size_t>(t)];
+    idle += wall - busy;
+    busySeconds_[static_cast<size_t>(t)] = 0;
+    if (at > 0 && at < static_cast<int>(sizeof line)) at += std::snprintf(line + at, sizeof line - at, " %.3f", busy * 1e3);
+  }
+  if (at > 0 && at < static_cast<int>(sizeof line)) std::snprintf(line + at, sizeof line - at, " ms, idle %.3f ms\n", idle * 1e3);
+  std::fputs(line, stderr);
 }
 
 void ThreadPool::warmCaches(int thread, uint64_t seen, const CacheRange* ranges, int count, int workers) const {
@@ -261,6 +293,7 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
     t_insideRegion = false;
     return;
   }
+  const Clock::time_point start = trace_ ? Clock::now() : Clock::time_point();
   bool wakeSleepers = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -295,6 +328,7 @@ void ThreadPool::parallelFor(int64_t numTasks, const std::function<void(int64_t,
   }
   std::lock_guard<std::mutex> lock(mutex_);
   job_ = nullptr;
+  if (trace_) traceRegion(numTasks, jobThreads_, start);
 }
 
 }  // namespace moe::cpu

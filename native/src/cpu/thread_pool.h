@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -96,6 +97,14 @@ class ThreadPool {
   static constexpr int kWakeWatchMicros = 500;
   int wakeWatchMicros() const { return wakeWatchMicros_; }
 
+  // MOE_TRACE_REGIONS=1: every region run by more than one thread writes a
+  // line to stderr, "moe-kernels region: tasks N, wall W ms, busy B0 B1 ..
+  // ms, idle I ms": per pool thread the time spent in its tasks, and the
+  // threads' time in the region outside their tasks (waking late, or done
+  // while others still ran). Read when the pool starts; off, a task costs
+  // one branch more.
+  bool tracing() const { return trace_; }
+
  private:
   explicit ThreadPool(int n);
   void start(int n);
@@ -105,6 +114,8 @@ class ThreadPool {
   // the caches until the generation moves past `seen`.
   void warmCaches(int thread, uint64_t seen, const CacheRange* ranges, int count, int workers) const;
   void runTasks(int thread);
+  // The tracing line of a region that started at `start` (and resets its busy times).
+  void traceRegion(int64_t numTasks, int threads, std::chrono::steady_clock::time_point start);
   // Watches `ready` for up to spinMicros_; true once it holds.
   template <class Ready>
   bool watch(Ready ready, int micros) const;
@@ -112,6 +123,10 @@ class ThreadPool {
   std::atomic<int> numThreads_{1};
   int spinMicros_ = kSpinMicros;
   int wakeWatchMicros_ = kWakeWatchMicros;
+  bool trace_ = false;
+  // Per pool thread, the current region's time in tasks (tracing only):
+  // written by that thread, read by the caller once every worker is done.
+  std::vector<double> busySeconds_;
   std::vector<std::thread> workers_;
 
   std::mutex regionMutex_;  // one parallel region at a time
