@@ -11,8 +11,8 @@ gemmSuite('avx512bf16');
 
 // Kernels: dot M <= 4; row lanes above (8 rows of two k-pairs in one zmm to
 // M = 11, then one zmm of rows to M = 16, three zmm of 8 rows of two k-pairs
-// at M = 21..26, up to four zmm of 16 rows to 64, then lane groups of 2 or 3
-// zmm, above 256 rows near-equal row tiles, each its own call; each lane's
+// at M = 21..26, up to three zmm of 16 rows to 48, then lane groups of 2 or
+// 3 zmm (four zmm as 2 + 2), above 256 rows near-equal row tiles, each its own call; each lane's
 // operations the same, and at K = 1040 from M = 129 K is walked in two
 // passes, one below; up to 8 rows past a call's last whole zmm, the tail, as
 // the dot kernel computes them: M = 9..11 is 8 rows and a tail, 17..20 one

@@ -405,7 +405,7 @@ static_assert(kBlockMr == 4 && kBlockNb == 6, "pickDotBlockTile instantiates MR 
 // spread over the products, ~300-325 with B streamed from memory (lanes
 // along k with B decoded per block: 220-250).
 //
-// Above 4 zmm of rows (M > 64) the rows form lane groups of 2 or 3 zmm
+// From 4 zmm of rows (M > 48) the rows form lane groups of 2 or 3 zmm
 // (Bf16LaneGroups) that share each decoded B block (B is still decoded once
 // per call), and K is walked in passes whose A block fits L2 (see
 // laneKPass).
@@ -804,7 +804,6 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
     case 1: return run(laneRowsTiled<16, 1, 1, 1>);
     case 2: return run(laneRowsTiled<12, 2, 2, 1>);
     case 3: return run(laneRowsTiled<8, 3, 3, 1>);
-    case 4: return run(laneRowsTiled<6, 4, 4, 1>);
     default: return run(laneRowsTiled<8, 2, 3, 1>);
   }
 }
@@ -813,9 +812,10 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
 static_assert(Bf16LaneGroups(kBf16HalfLaneMaxM).nb == 16 && Bf16LaneGroups(kBf16HalfLaneMaxM).zmm == 1 &&
                   Bf16LaneGroups(kBf16PairLaneMinM).zmm == 3 && Bf16LaneGroups(kBf16PairLaneMaxM).nb == 8 &&
                   Bf16LaneGroups(16).nb == 16 && Bf16LaneGroups(32).nb == 12 && Bf16LaneGroups(48).nb == 8 &&
-                  Bf16LaneGroups(72).nb == 6 && Bf16LaneGroups(73).nb == 8 && Bf16LaneGroups(73).count == 2 &&
+                  Bf16LaneGroups(64).nb == 8 && Bf16LaneGroups(64).count == 2 && Bf16LaneGroups(72).count == 2 &&
+                  Bf16LaneGroups(73).nb == 8 && Bf16LaneGroups(73).count == 2 &&
                   Bf16LaneGroups(kBf16LaneMaxM).nb == 8 && kBf16LaneNb == 16,
-              "P = 2: one zmm against 16 B rows, three against 8; P = 1: one group of 1..4 zmm against 16, 12, 8, 6 "
+              "P = 2: one zmm against 16 B rows, three against 8; P = 1: one group of 1..3 zmm against 16, 12, 8 "
               "B rows; groups of 2 or 3 zmm against 8");
 
 // ---- peak probe -------------------------------------------------------------

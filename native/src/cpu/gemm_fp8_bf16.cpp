@@ -12,10 +12,10 @@
 //   M <= kBf16DotMaxM they go through the decode and the dot products with all
 //   M rows in registers (no B packing: the run time is B's bytes over the
 //   memory bandwidth); above, A is turned once into pairs across the 16
-//   lanes of one to four zmm (packRowLanes; up to kBf16HalfLaneMaxM rows, 8
-//   rows of two pairs in one zmm, at M = 21..26 three such; above 64 rows,
+//   lanes of one to three zmm (packRowLanes; up to kBf16HalfLaneMaxM rows, 8
+//   rows of two pairs in one zmm, at M = 21..26 three such; above 48 rows,
 //   lane groups of 2 or 3 zmm, each its own block) and the row-lane kernel
-//   decodes 16 to 6 B rows at a time (fewer the more zmm of rows: its
+//   decodes 16 to 8 B rows at a time (fewer the more zmm of rows: its
 //   register tile; 8 for lane groups, each block serving every group) into a bf16 block in L1, the next
 //   block's decode spread over the current block's products; up to
 //   kBf16LaneTailMax rows past the last whole zmm stay in row form and are

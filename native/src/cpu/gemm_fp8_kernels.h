@@ -114,7 +114,7 @@ const KernelSet& selectedKernels();
 // - dot (M <= kBf16DotMaxM, GEMV and the smallest batches): B's fp8 rows
 //   streamed straight from memory, decoded in registers and dotted with all M
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
-// - row lanes (larger M): the rows of A in the 16 lanes of one to four zmm
+// - row lanes (larger M): the rows of A in the 16 lanes of one to three zmm
 //   (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two k-pairs
 //   each in one zmm, at M = 21..26 three such zmm; more rows in lane groups
 //   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM
@@ -156,13 +156,13 @@ constexpr int64_t kBf16Kc = 512;
 constexpr int kBf16DotMaxM = 4;  // the dot kernel takes M <= this
 
 // Rows of A per call of the row-lane kernel (its A pass block and promoted
-// sums sized for L2): up to 4 zmm of rows in one lane group, more in several
+// sums sized for L2): up to 3 zmm of rows in one lane group, more in several
 // groups sharing each decoded B block; the driver cuts larger M into
 // near-equal row tiles of whole zmm.
 constexpr int kBf16LaneMaxM = 256;
 constexpr int kBf16LaneNb = 16;    // most B rows the row-lane kernel decodes at a time (its register tile)
 // K block of the row-lane kernel (a multiple of 128): a lane group's A block
-// [kc / 2, 16 MZ] dwords (MZ <= 4 zmm of rows: 8 to 32 KiB) and two decoded
+// [kc / 2, 16 MZ] dwords (MZ <= 3 zmm of rows: 8 to 24 KiB) and two decoded
 // B blocks [NB, kc] bf16 (one in use, the next being decoded; NB <=
 // kBf16LaneNb) stay in L1.
 constexpr int64_t kBf16LaneKc = 256;
@@ -198,7 +198,7 @@ constexpr int kBf16HalfLaneMaxM = 11;  // P = 2 (8 rows in one zmm, and a tail) 
 // zmm of 16 rows: one thread at DeepSeek-V3's expert shapes (1024 x 1792,
 // 1792 x 512, weights from memory) 0.79-0.97x / 0.84-1.0x the time, 2
 // threads at 2112 x 7168, 7168 x 2048 and 4096 x 7168 0.86-0.99x /
-// 0.92-1.03x; at 27 0.98-1.0x, at 28 1.06-1.13x.
+// 0.92-1.03x; at 27 0.98-1.13x, at 28 1.06-1.13x.
 constexpr int kBf16PairLaneMinM = 21, kBf16PairLaneMaxM = 26;
 struct Bf16LaneShape {
   int phases;     // P: k-pairs per row in a zmm (1 or 2)
@@ -210,7 +210,7 @@ struct Bf16LaneShape {
 // ~1/4 of a zmm's time there. M = 38..40 as three zmm against two and a
 // tail, weights from memory, alternating: one thread at 1024 x 1792 and
 // 1792 x 512 0.85-0.97x the time, 2 threads at 2112 x 7168, 7168 x 2048 and
-// 4096 x 7168 0.91-1.0x; at 37 0.89-1.08x (so: not there).
+// 4096 x 7168 0.91-1.0x; at 37 0.89-1.09x (so: not there).
 constexpr int kBf16LaneTailMaxAtTwoZmm = 5;
 // The row-lane kernel's shape for `rows` rows (<= kBf16LaneMaxM): whole zmm,
 // the last one padded with zero rows unless its rows fit the tail.
@@ -224,10 +224,14 @@ constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
 
 // How the row-lane kernel cuts the lane rows of A (bf16LaneShape) into lane
 // groups, each a register tile of MZ zmm of rows (16 MZ lanes) that shares
-// the decoded B block of NB rows: up to 4 zmm, one group with the widest B
-// block the 32 zmm allow (NB = 16, 12, 8, 6 for MZ = 1..4); above,
-// near-equal groups of 2 or 3 zmm against blocks of 8 B rows. Never 1 zmm
-// (8 chains of partial sums would wait on the instruction's latency).
+// the decoded B block of NB rows: up to 3 zmm, one group with the widest B
+// block the 32 zmm allow (NB = 16, 12, 8 for MZ = 1..3); above, near-equal
+// groups of 2 or 3 zmm against blocks of 8 B rows (4 zmm: 2 + 2). Never 1
+// zmm (8 chains of partial sums would wait on the instruction's latency).
+// One group of 4 zmm against 6 B rows (its A block per K block, 32 KiB,
+// and the two decoded B blocks fill L1) against 2 + 2 against 8: one
+// thread, weights from memory, at 1792 x 512 M = 57..72 1.09-1.11x the
+// time, at 1024 x 1792 0.99-1.05x.
 // Groups of up to 4 zmm against 6 B rows (fewer loads per product: 8 zmm as
 // 4 + 4, 0.42 loads per VDPBF16PS against 0.5 for 3 + 3 + 2) ran 1.0-1.045x
 // the time at M = 96..160 (one thread, four shapes, alternating): the loads
@@ -241,8 +245,8 @@ struct Bf16LaneGroups {
   constexpr explicit Bf16LaneGroups(int64_t rows) {
     const Bf16LaneShape shape = bf16LaneShape(rows);
     zmm = static_cast<int>(shape.width * shape.phases / 16);
-    count = zmm <= 4 ? 1 : (zmm + 2) / 3;
-    nb = count > 1 ? 8 : zmm == 1 ? 16 : zmm == 2 ? 12 : zmm == 3 ? 8 : 6;
+    count = zmm <= 3 ? 1 : (zmm + 2) / 3;
+    nb = count > 1 ? 8 : zmm == 1 ? 16 : zmm == 2 ? 12 : 8;
     for (int i = 0; i <= count; ++i) z0[i] = zmm * i / count;
   }
   int width(int i) const { return 16 * (z0[i + 1] - z0[i]); }  // lanes of group i
