@@ -44,19 +44,15 @@ inline __m128i trackNan(__m128i acc, __m128i bytes) {
 }
 inline bool sawNan(__m128i acc) { return _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_set1_epi8(-1))) != 0; }
 
-// NaN codes over 32 bytes in two operations: 0x7F is the largest signed
-// byte, 0xFF the largest unsigned one.
+// NaN codes over 32 bytes in two operations and one register: a byte added
+// to itself keeps its low 7 bits, shifted up, and they are all ones (0xFE,
+// the largest even byte) exactly for the NaN codes 0x7F and 0xFF.
 struct NanTracker32 {
-  __m256i signedMax, unsignedMax;
-  NanTracker32() : signedMax(_mm256_set1_epi8(-128)), unsignedMax(_mm256_setzero_si256()) {}
-  void add(__m256i bytes) {
-    signedMax = _mm256_max_epi8(signedMax, bytes);
-    unsignedMax = _mm256_max_epu8(unsignedMax, bytes);
-  }
+  __m256i doubledMax;
+  NanTracker32() : doubledMax(_mm256_setzero_si256()) {}
+  void add(__m256i bytes) { doubledMax = _mm256_max_epu8(doubledMax, _mm256_add_epi8(bytes, bytes)); }
   bool saw() const {
-    const __m256i nan = _mm256_or_si256(_mm256_cmpeq_epi8(signedMax, _mm256_set1_epi8(0x7F)),
-                                        _mm256_cmpeq_epi8(unsignedMax, _mm256_set1_epi8(-1)));
-    return _mm256_movemask_epi8(nan) != 0;
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(doubledMax, _mm256_set1_epi8(static_cast<char>(0xFE)))) != 0;
   }
 };
 
