@@ -189,12 +189,16 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void combineRowAvx512(const
   }
 }
 
-// All three bf16 (the layer's case): one row at a time, each read start to
-// end, the sums of the token's tile in an L1 buffer. The chunked kernel above
-// reads the k rows side by side, 256 bytes of each in turn; read so, the
-// rows came at 9-11 GB/s per core (T = 4096, H = 1792, k = 8, any prefetch
-// distance or hint), and one stream at a time, with the lines of the row two
-// ahead in the tokens' order asked for as it goes, takes 0.6-0.7x the time.
+// All three bf16 (the layer's case): a token's rows in passes of up to
+// kRowsPerPass rows, each pass reading its rows start to end side by side,
+// the sums of the token's tile kept in an L1 buffer between passes. The
+// chunked kernel above reads all k rows side by side, 256 bytes of each in
+// turn; read so, the rows came at 9-11 GB/s per core (T = 4096, H = 1792,
+// k = 8, any prefetch distance or hint). One row per pass took 0.6-0.7x
+// that time, and three rows per pass (the 8 slot rows and the shared row in
+// three passes) 0.8x the time of one; two or four rows per pass 0.85-0.99x.
+// Each pass asks for the lines of the next pass's rows (the next token's
+// after the last) as it goes.
 //
 // A 512-bit load holds 32 columns as 16 lanes of two bf16, and each lane's
 // halves widen in place: the even column by a shift (x << 16), the odd one
@@ -215,9 +219,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i bf16High(__m
   return _mm512_and_si512(_mm512_mask_mov_epi32(rounded, nan, quiet), _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)));
 }
 
-// How far ahead, in rows of the tokens' order (each token's slot rows, then
-// its shared row), the row kernel asks for the lines it reads.
-constexpr int kRowsAhead = 2;
+constexpr int kRowsPerPass = 3;
 
 // Columns [c0, c1) of one token (c1 - c0 <= kColsPerTask); `next`: the next token's rows.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void combineRowBf16(const RowRefs& refs, const void* shared, void* out,
@@ -225,48 +227,62 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void combineRowBf16(const R
   const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   // [c1 - c0] f32: per 32 columns, the 16 even columns' sums, then the 16 odd ones'.
   alignas(64) float sums[kColsPerTask];
-  // This token's rows and the next one's, in the order they are read.
-  const void* order[2 * (16 + 1)];
+  // The rows in the order they are read: this token's slot rows, its shared
+  // row, then the next token's first ones (asked for during the last pass).
+  const void* order[16 + 1 + kRowsPerPass];
   int count = 0;
   for (int j = 0; j < refs.n; ++j) order[count++] = refs.y[j];
   if (shared) order[count++] = shared;
   const int own = count;
   if (next.refs != nullptr) {
-    for (int j = 0; j < next.refs->n && count < own + kRowsAhead; ++j) order[count++] = next.refs->y[j];
-    if (next.shared != nullptr && count < own + kRowsAhead) order[count++] = next.shared;
+    for (int j = 0; j < next.refs->n && count < own + kRowsPerPass; ++j) order[count++] = next.refs->y[j];
+    if (next.shared != nullptr && count < own + kRowsPerPass) order[count++] = next.shared;
   }
   const int slots = refs.n;
-  for (int j = 0; j <= slots; ++j) {  // j == slots: the shared term (if any) and the store
-    const uint16_t* row = static_cast<const uint16_t*>(j < slots ? refs.y[j] : shared);
-    const __m512 w = _mm512_set1_ps(j < slots ? refs.w[j] : 1.0f);
-    const int ahead = (j < slots ? j : own - (shared ? 1 : 0)) + kRowsAhead;
-    const char* later = ahead < count ? static_cast<const char*>(order[ahead]) : nullptr;
+  // Rows [r0, r0 + kRowsPerPass) of `order` per pass; the last pass (at
+  // least one, for a token with no rows) stores the result.
+  for (int r0 = 0;; r0 += kRowsPerPass) {
+    const bool last = r0 + kRowsPerPass >= own;
+    const uint16_t* rows[kRowsPerPass];  // nullptr past this token's rows
+    __m512 w[kRowsPerPass];              // the slot's weight; the shared row has none
+    const char* later[kRowsPerPass];     // the next pass's rows, nullptr past them
+    for (int g = 0; g < kRowsPerPass; ++g) {
+      const int r = r0 + g, ahead = r + kRowsPerPass;
+      rows[g] = r < own ? static_cast<const uint16_t*>(order[r]) : nullptr;
+      w[g] = _mm512_set1_ps(r < slots ? refs.w[r] : 1.0f);
+      later[g] = ahead < count ? static_cast<const char*>(order[ahead]) : nullptr;
+    }
     for (int64_t c = c0; c < c1; c += 32) {
       const int64_t left = c1 - c;
       const __mmask32 m = left >= 32 ? ~__mmask32(0) : __mmask32((1u << left) - 1u);
-      if (later != nullptr) _mm_prefetch(later + 2 * c, _MM_HINT_T0);
+      for (int g = 0; g < kRowsPerPass; ++g) {
+        if (later[g] != nullptr) _mm_prefetch(later[g] + 2 * c, _MM_HINT_T0);
+      }
       float* at = sums + (c - c0);
-      __m512 even = j == 0 ? _mm512_setzero_ps() : _mm512_load_ps(at);
-      __m512 odd = j == 0 ? _mm512_setzero_ps() : _mm512_load_ps(at + 16);
-      const __m512i x = row != nullptr ? _mm512_maskz_loadu_epi16(m, row + c) : _mm512_setzero_si512();
-      const __m512 xEven = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-      const __m512 xOdd = _mm512_castsi512_ps(_mm512_and_si512(x, high));
-      if (j < slots) {
-        // The rounding-mode form of the multiply is not a plain vector
-        // operation, so -ffp-contract cannot fuse it with the add into an FMA.
-        even = _mm512_add_ps(even, _mm512_mul_round_ps(w, xEven, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        odd = _mm512_add_ps(odd, _mm512_mul_round_ps(w, xOdd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        _mm512_store_ps(at, even);
-        _mm512_store_ps(at + 16, odd);
-      } else {
-        if (row != nullptr) {
-          even = _mm512_add_ps(even, xEven);
-          odd = _mm512_add_ps(odd, xOdd);
+      __m512 even = r0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(at);
+      __m512 odd = r0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(at + 16);
+      for (int g = 0; g < kRowsPerPass && rows[g] != nullptr; ++g) {
+        const __m512i x = _mm512_maskz_loadu_epi16(m, rows[g] + c);
+        __m512 xEven = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+        __m512 xOdd = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+        if (r0 + g < slots) {
+          // The rounding-mode form of the multiply is not a plain vector
+          // operation, so -ffp-contract cannot fuse it with the add into an FMA.
+          xEven = _mm512_mul_round_ps(w[g], xEven, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          xOdd = _mm512_mul_round_ps(w[g], xOdd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         }
+        even = _mm512_add_ps(even, xEven);
+        odd = _mm512_add_ps(odd, xOdd);
+      }
+      if (last) {
         const __m512i lanes = _mm512_or_si512(_mm512_srli_epi32(bf16High(even), 16), bf16High(odd));
         _mm512_mask_storeu_epi16(static_cast<uint16_t*>(out) + c, m, lanes);
+      } else {
+        _mm512_store_ps(at, even);
+        _mm512_store_ps(at + 16, odd);
       }
     }
+    if (last) return;
   }
 }
 
