@@ -229,9 +229,9 @@ constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
 // groups of 2 or 3 zmm against blocks of 8 B rows (4 zmm: 2 + 2). Never 1
 // zmm (8 chains of partial sums would wait on the instruction's latency).
 // One group of 4 zmm against 6 B rows (its A block per K block, 32 KiB,
-// and the two decoded B blocks fill L1) against 2 + 2 against 8: one
-// thread, weights from memory, at 1792 x 512 M = 57..72 1.09-1.11x the
-// time, at 1024 x 1792 0.99-1.05x.
+// and the two decoded B blocks overfill L1) took 1.09-1.11x the time of
+// 2 + 2 against 8 at 1792 x 512, M = 57..72, and 0.99-1.05x at 1024 x 1792
+// (one thread, weights from memory).
 // Groups of up to 4 zmm against 6 B rows (fewer loads per product: 8 zmm as
 // 4 + 4, 0.42 loads per VDPBF16PS against 0.5 for 3 + 3 + 2) ran 1.0-1.045x
 // the time at M = 96..160 (one thread, four shapes, alternating): the loads
