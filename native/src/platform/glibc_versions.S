@@ -164,6 +164,11 @@ __wrap_pthread_rwlockattr_init:
 __wrap_pthread_rwlockattr_setpshared:
   jmp moe_compat_pthread_rwlockattr_setpshared@PLT
   .symver moe_compat_pthread_rwlockattr_setpshared, pthread_rwlockattr_setpshared@GLIBC_2.2.5
+  .globl __wrap_pthread_setname_np
+  .type __wrap_pthread_setname_np, @function
+__wrap_pthread_setname_np:
+  jmp moe_compat_pthread_setname_np@PLT
+  .symver moe_compat_pthread_setname_np, pthread_setname_np@GLIBC_2.12
   .globl __wrap_pthread_setspecific
   .type __wrap_pthread_setspecific, @function
 __wrap_pthread_setspecific:
