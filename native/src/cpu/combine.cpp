@@ -142,17 +142,22 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load512(const
   return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + i);
 }
 
+// bf16 bits of v (nearest even, NaN quieted, as bf16FromFloat) in the upper
+// half of each 32-bit lane, the lower half zero.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i bf16High(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb);
+  const __m512i quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x400000));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                _mm512_set1_epi32(0x7F800000));
+  return _mm512_and_si512(_mm512_mask_mov_epi32(rounded, nan, quiet), _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)));
+}
+
 template <bool kBF16>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline void store512(void* base, int64_t i, __mmask16 m, __m512 v) {
   if (kBF16) {
-    const __m512i bits = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i rounded =
-        _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb), 16);
-    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
-                                                  _mm512_set1_epi32(0x7F800000));
-    _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(base) + i, m, _mm512_mask_mov_epi32(rounded, nan, quiet));
+    _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(base) + i, m, _mm512_srli_epi32(bf16High(v), 16));
   } else {
     _mm512_mask_storeu_ps(static_cast<float*>(base) + i, m, v);
   }
@@ -206,18 +211,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void combineRowAvx512(const
 // widening. The per-column operations are those of the kernels above, in
 // the same order: sum = 0, sum += w_j * y_j (product rounded, then added)
 // for each slot, sum += shared, one rounding to bf16.
-
-// bf16 bits of v (nearest even, NaN quieted, as bf16FromFloat) in the upper
-// half of each 32-bit lane, the lower half zero.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i bf16High(__m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb);
-  const __m512i quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x400000));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
-                                                _mm512_set1_epi32(0x7F800000));
-  return _mm512_and_si512(_mm512_mask_mov_epi32(rounded, nan, quiet), _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)));
-}
 
 constexpr int kRowsPerPass = 3;
 

@@ -97,14 +97,6 @@ class ThreadPool {
   static constexpr int kWakeWatchMicros = 500;
   int wakeWatchMicros() const { return wakeWatchMicros_; }
 
-  // MOE_TRACE_REGIONS=1: every region run by more than one thread writes a
-  // line to stderr, "moe-kernels region: tasks N, wall W ms, busy B0 B1 ..
-  // ms, idle I ms": per pool thread the time spent in its tasks, and the
-  // threads' time in the region outside their tasks (waking late, or done
-  // while others still ran). Read when the pool starts; off, a task costs
-  // one branch more.
-  bool tracing() const { return trace_; }
-
  private:
   explicit ThreadPool(int n);
   void start(int n);
@@ -123,6 +115,12 @@ class ThreadPool {
   std::atomic<int> numThreads_{1};
   int spinMicros_ = kSpinMicros;
   int wakeWatchMicros_ = kWakeWatchMicros;
+  // MOE_TRACE_REGIONS=1: every region run by more than one thread writes a
+  // line to stderr, "moe-kernels region: tasks N, wall W ms, busy B0 B1 ..
+  // ms, idle I ms": per pool thread the time spent in its tasks, and the
+  // threads' time in the region outside their tasks (waking late, or done
+  // while others still ran). Read when the pool starts; off, a task costs
+  // one branch more.
   bool trace_ = false;
   // Per pool thread, the current region's time in tasks (tracing only):
   // written by that thread, read by the caller once every worker is done.
