@@ -298,13 +298,7 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     const dtype = batch[0].rows.dtype;
     let tokens = 0;
     for (const p of batch) tokens += p.rows.rows;
-    const data = this.staging(dtype, tokens); // [T, H]
-    let row = 0;
-    for (const p of batch) {
-      data.set(p.rows.data, row * h);
-      row += p.rows.rows;
-    }
-    const x = tensor(data, [tokens, h], dtype);
+    const x = batch.length === 1 ? new Tensor(batch[0].rows.data, [tokens, h], dtype) : this.gather(batch, dtype, tokens); // [T, H]
     const bucket = this.buckets?.bucketFor(tokens);
     // Filled in only for the batch event (expertsHit): with nobody listening the forward reports nothing.
     const profile = batchChannel.hasSubscribers ? ({} as ForwardProfile) : undefined;
@@ -368,13 +362,36 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
    * server the mean batch was 25 of 64, 29 with the start at the turn's end
    * (+10% tokens/s). A lone client's next request arrives in a later turn,
    * to an idle batcher, and starts at once as before.
+   *
+   * With the queue empty at a batch's end no forward is pending: the next
+   * request starts one as it is submitted, in whatever turn that is.
    */
   private batchEnded(): void {
-    if (this.nextBatch !== undefined) return;
+    // Nothing queued: the next submit finds the batcher idle and starts its
+    // forward itself (pump). The deferred start would cost a lone client a
+    // turn of the event loop (a non-blocking epoll) on every request.
+    if (this.nextBatch !== undefined || this.queue.length === 0) return;
     this.nextBatch = setImmediate(() => {
       this.nextBatch = undefined;
       this.pump();
     });
+  }
+
+  /**
+   * A batch of several requests: their rows copied one after another into
+   * the staging buffer, [tokens, H]. (A batch of one runs on the request's
+   * own rows, already checked at submit: its copy was a lone client's cost
+   * on every request.)
+   */
+  private gather(batch: Pending[], dtype: RowDType, tokens: number): Tensor {
+    const h = this.hidden;
+    const data = this.staging(dtype, tokens); // [T, H]
+    let row = 0;
+    for (const p of batch) {
+      data.set(p.rows.data, row * h);
+      row += p.rows.rows;
+    }
+    return tensor(data, [tokens, h], dtype);
   }
 
   /**
@@ -419,6 +436,10 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
   private deliver(batch: Pending[], y: Tensor): void {
     const h = this.hidden;
     const all = y.data as Float32Array | Uint16Array;
+    if (batch.length === 1 && y.shape[0] === batch[0].rows.rows) {
+      this.settle(batch[0], y, true); // the forward's own output, exactly the request's rows
+      return;
+    }
     let row = 0;
     for (const p of batch) {
       const rows = p.rows.rows;
