@@ -140,6 +140,9 @@ describe('MoeBatcher', () => {
     await batcher.submit(rows(2));
     expect(profiles).toHaveLength(1);
     expect(profiles[0]).toBeTypeOf('object');
+    // The batch's event comes after its requests' continuations (a server's answers), in the same turn.
+    expect(events).toHaveLength(0);
+    await Promise.resolve();
     expect(events).toHaveLength(1);
     diagnosticsChannel.unsubscribe(BATCH_CHANNEL, onBatch);
     try {

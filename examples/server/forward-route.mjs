@@ -84,17 +84,18 @@ export function forwardRoute({ layer, batcher, maxRows, deadlineMs, metrics }) {
   const hidden = layer.config.hiddenSize;
 
   /** The layer's rows y (Tensor<'f32'> [rows, H]) as the answer, in the request's encoding. */
+  // (Counted once the answer is on its way: the count is not the client's wait.)
   function answer(request, reply, y, rows) {
-    metrics?.requests.inc({ status: 200 });
     if (Buffer.isBuffer(request.body)) {
       const data = request.query.out === 'bf16' ? bf16FromFloat32(y.data, y.shape).data : y.data;
       const out = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
       reply.header('content-type', 'application/octet-stream').header('x-moe-shape', `${rows},${hidden}`).send(out);
-      return;
+    } else {
+      const matrix = [];
+      for (let r = 0; r < rows; r++) matrix.push(Array.from(y.data.subarray(r * hidden, (r + 1) * hidden)));
+      reply.send({ shape: [rows, hidden], y: matrix });
     }
-    const matrix = [];
-    for (let r = 0; r < rows; r++) matrix.push(Array.from(y.data.subarray(r * hidden, (r + 1) * hidden)));
-    reply.send({ shape: [rows, hidden], y: matrix });
+    metrics?.requests.inc({ status: 200 });
   }
 
   function fail(reply, e) {

@@ -344,7 +344,10 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
         graph: bucket !== undefined,
         failed,
       };
-      batchChannel.publish(event);
+      // Published after the batch's answers: the requests' continuations
+      // (a server writing its answers) were queued as the batch delivered,
+      // and run before the subscribers (a metrics library), not after them.
+      queueMicrotask(() => batchChannel.publish(event));
     }
     this.inFlight--;
     this.batchEnded();

@@ -8,7 +8,7 @@ import * as diagnosticsChannel from 'node:diagnostics_channel';
 /** The channel's name: `diagnostics_channel.subscribe(BATCH_CHANNEL, (event) => ...)`. */
 export const BATCH_CHANNEL = 'moe-kernels:batch';
 
-/** One message per batch, published after its forward settled. */
+/** One message per batch, published after its forward settled, once its requests' continuations have run (in the same turn). */
 export interface BatchEvent {
   /** Rows computed for the requests (the forward's T before any padding). */
   tokens: number;
