@@ -229,19 +229,47 @@ static_assert(kStreamAUnit * kStreamOutUnit == 0x1p120f, "the two factors undo t
 // (arithmetically, so that bit 31 keeps the sign) and masked.
 constexpr int kF32Mask = static_cast<int>(0x87F00000u);
 
-// Words of 16 * (signed) byte 0 or byte 1 of each word of d, by VPMADDUBSW
-// with the other byte's factor 0: what the mask keeps of the byte at the top
-// of its word shifted right by 4, in one operation where bytes 0 and 2 took
-// two (a shift up by 8, then down by 4), and on the multiply pipes rather
-// than the shift pipes.
+// Words of 16 * (signed) byte 0 or byte 1 of each word of d (for byte 1,
+// what the mask keeps of it): what the mask keeps of the byte at the top of
+// its word shifted right by 4. Two ways, the same decoded values:
+// - kMultiply: VPMADDUBSW with the other byte's factor 0, one operation per
+//   byte (where a shift took two for bytes 0 and 2: up by 8, then down by 4),
+//   on the multiply pipes.
+// - kShift: byte 1 by one arithmetic shift of the word (byte 0's top nibble
+//   lands below the mask), byte 0 by two; on the shift pipes.
+// Which is faster depends on the FMAs beside the decode (Zen 5, one thread,
+// operands in L1/L2, old and new alternating): at one row of A the multiply
+// pipes are idle, at three and more rows of A they also run the FMAs.
+enum class ByteMove { kMultiply, kShift };
 constexpr short kByte0Times16 = 0x0010;  // unsigned factor bytes (16, 0) of each word
 constexpr short kByte1Times16 = 0x1000;  // (0, 16)
 
-// v[j] lane q = fp8(byte 4q + j of d) * 2^-120: 2 multiply-adds, 2 shifts and 4 ANDs.
+template <ByteMove Move>
+inline __m256i oddBytesTimes16(__m256i d) {  // bytes 1, 3 of each dword
+  return Move == ByteMove::kMultiply ? _mm256_maddubs_epi16(_mm256_set1_epi16(kByte1Times16), d) : _mm256_srai_epi16(d, 4);
+}
+template <ByteMove Move>
+inline __m256i evenBytesTimes16(__m256i d) {  // bytes 0, 2 of each dword
+  return Move == ByteMove::kMultiply ? _mm256_maddubs_epi16(_mm256_set1_epi16(kByte0Times16), d)
+                                     : _mm256_srai_epi16(_mm256_slli_epi16(d, 8), 4);
+}
+template <ByteMove Move>
+inline __m128i oddBytesTimes16(__m128i d) {
+  return Move == ByteMove::kMultiply ? _mm_maddubs_epi16(_mm_set1_epi16(kByte1Times16), d) : _mm_srai_epi16(d, 4);
+}
+template <ByteMove Move>
+inline __m128i evenBytesTimes16(__m128i d) {
+  return Move == ByteMove::kMultiply ? _mm_maddubs_epi16(_mm_set1_epi16(kByte0Times16), d)
+                                     : _mm_srai_epi16(_mm_slli_epi16(d, 8), 4);
+}
+
+// v[j] lane q = fp8(byte 4q + j of d) * 2^-120: the odd and even bytes'
+// words (above), 2 shifts and 4 ANDs.
+template <ByteMove Odd = ByteMove::kMultiply, ByteMove Even = ByteMove::kMultiply>
 inline void decode32(__m256i d, __m256 v[4]) {
   const __m256i mask = _mm256_set1_epi32(kF32Mask);
-  const __m256i odd = _mm256_maddubs_epi16(_mm256_set1_epi16(kByte1Times16), d);   // bytes 1, 3, times 16
-  const __m256i even = _mm256_maddubs_epi16(_mm256_set1_epi16(kByte0Times16), d);  // bytes 0, 2, times 16
+  const __m256i odd = oddBytesTimes16<Odd>(d);     // bytes 1, 3, times 16
+  const __m256i even = evenBytesTimes16<Even>(d);  // bytes 0, 2, times 16
   v[0] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(even, 16), mask));
   v[1] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(odd, 16), mask));
   v[2] = _mm256_castsi256_ps(_mm256_and_si256(even, mask));
@@ -249,10 +277,11 @@ inline void decode32(__m256i d, __m256 v[4]) {
 }
 
 // The same for 16 bytes (4 dwords): the K tail.
+template <ByteMove Odd = ByteMove::kMultiply, ByteMove Even = ByteMove::kMultiply>
 inline void decode16(__m128i d, __m128 v[4]) {
   const __m128i mask = _mm_set1_epi32(kF32Mask);
-  const __m128i odd = _mm_maddubs_epi16(_mm_set1_epi16(kByte1Times16), d);
-  const __m128i even = _mm_maddubs_epi16(_mm_set1_epi16(kByte0Times16), d);
+  const __m128i odd = oddBytesTimes16<Odd>(d);
+  const __m128i even = evenBytesTimes16<Even>(d);
   v[0] = _mm_castsi128_ps(_mm_and_si128(_mm_slli_epi32(even, 16), mask));
   v[1] = _mm_castsi128_ps(_mm_and_si128(_mm_slli_epi32(odd, 16), mask));
   v[2] = _mm_castsi128_ps(_mm_and_si128(even, mask));
@@ -384,6 +413,17 @@ inline void prefetchB(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const ch
 // Direct form (few rows of A): MR rows of A against NB rows of B over all of
 // K, B decoded in registers, 32 k per step. Per 32 bytes of B: one load, 2
 // NaN-tracking and 8 decode operations shared by the MR rows, 4 FMAs per row.
+// The decode's byte moves (ByteMove) for MR rows of A: all on the multiply
+// pipes at one row, one of the two on the shift pipes at two, both at three
+// and four. Against both on the multiply pipes (one thread, B in L2, old and
+// new alternating, 256 x 1792 and 512 x 512): MR = 2 0.93-0.94x the time
+// (both on the shift pipes 1.0x), MR = 3 0.92x, MR = 4 0.87-0.90x; at MR = 1
+// one on the shift pipes took 1.03x, both 1.17x.
+template <int MR>
+constexpr ByteMove kOddMove = MR == 1 ? ByteMove::kMultiply : ByteMove::kShift;
+template <int MR>
+constexpr ByteMove kEvenMove = MR <= 2 ? ByteMove::kMultiply : ByteMove::kShift;
+
 template <int MR, int NB>
 bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t K, float* out, int64_t ldo) {
   __m256 acc[MR][NB];
@@ -401,7 +441,7 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
       const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
       nan.add(bytes);
       __m256 v[4];
-      decode32(bytes, v);
+      decode32<kOddMove<MR>, kEvenMove<MR>>(bytes, v);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) acc[i][j] = fmaChunk(a + i * lda + k, v, acc[i][j]);
     }
@@ -414,7 +454,7 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j * ldb + k));
       tail = trackNan(tail, bytes);
       __m128 v[4];
-      decode16(bytes, v);
+      decode16<kOddMove<MR>, kEvenMove<MR>>(bytes, v);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) acc[i][j] = fmaTail(a + i * lda + k, v, acc[i][j]);
     }
