@@ -5,7 +5,8 @@
 // of two k-pairs per zmm, 1..4 zmm of 16 and the tail past them: 8/9,
 // 11/12, 16/17, 24/25 (three zmm of 8 rows and a tail), 26/27, 32/33, 37/38,
 // 40/41, 48/49, 56/57, then its lane groups:
-// 64/65, 72/73, 97, 130, and row tiles: 256/257), on AVX2 4/5 and 32/33), N
+// 64/65, 72/73, 97, 130, and row tiles: 256/257), on AVX2 4/5 (blocks of rows
+// in registers), 10/11 and 32/33), N
 // and K off multiples of 128 (a second dense K spans several of the AVX2
 // streaming kernel's 512-wide K chunks; both have K % 32 = 16), dense and
 // grouped (one segment per expert, segments of 1 .. 150 rows, one per
@@ -22,7 +23,7 @@ import { SEED, seedNote } from './helpers/random';
 
 const DIST = resolve(__dirname, '../dist/index.js');
 
-const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 24, 25, 26, 27, 31, 32, 33, 37, 38, 40, 41, 48, 49, 56, 57, 64, 65, 72, 73, 97, 130, 256, 257];
+const MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 20, 24, 25, 26, 27, 31, 32, 33, 37, 38, 40, 41, 48, 49, 56, 57, 64, 65, 72, 73, 97, 130, 256, 257];
 const [N, K] = [161, 400];
 const [N2, K2] = [140, 1168];  // dense only
 const MS2 = [1, 5, 12, 13, 20, 32, 33, 40, 64, 65, 130, 257];
@@ -51,7 +52,7 @@ for (const M of ${JSON.stringify(MS)}) {
 // An fp8 NaN code in b (0x7F / 0xFF), in a row's 32-byte body or its 16-byte
 // K tail, must be reported by every kernel (streamed, decoded, packed).
 out.nanMissed = [];
-for (const M of [1, 5, 12, 33, 64, 65, 130, 257]) {
+for (const M of [1, 2, 3, 4, 5, 7, 10, 11, 12, 33, 64, 65, 130, 257]) {
   const a = m.quantizeActivationsSync(m.tensor(floats(M * K, 1), [M, K]));
   for (const code of [0x7f, 0xff]) {
     for (const at of [150 * K + 37, 150 * K + K - 5]) {
