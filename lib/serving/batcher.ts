@@ -298,7 +298,16 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
     const dtype = batch[0].rows.dtype;
     let tokens = 0;
     for (const p of batch) tokens += p.rows.rows;
-    const x = batch.length === 1 ? new Tensor(batch[0].rows.data, [tokens, h], dtype) : this.gather(batch, dtype, tokens); // [T, H]
+    // Copied even for a batch of one: the forward pins the buffers it reads
+    // (untransferable, README "Buffers and concurrency"), and a caller's own
+    // buffer must stay its own.
+    const data = this.staging(dtype, tokens); // [T, H]
+    let row = 0;
+    for (const p of batch) {
+      data.set(p.rows.data, row * h);
+      row += p.rows.rows;
+    }
+    const x = tensor(data, [tokens, h], dtype);
     const bucket = this.buckets?.bucketFor(tokens);
     // Filled in only for the batch event (expertsHit): with nobody listening the forward reports nothing.
     const profile = batchChannel.hasSubscribers ? ({} as ForwardProfile) : undefined;
@@ -378,23 +387,6 @@ export class MoeBatcher<O extends 'bf16' | 'f32' = 'bf16' | 'f32'> {
       this.nextBatch = undefined;
       this.pump();
     });
-  }
-
-  /**
-   * A batch of several requests: their rows copied one after another into
-   * the staging buffer, [tokens, H]. (A batch of one runs on the request's
-   * own rows, already checked at submit: its copy was a lone client's cost
-   * on every request.)
-   */
-  private gather(batch: Pending[], dtype: RowDType, tokens: number): Tensor {
-    const h = this.hidden;
-    const data = this.staging(dtype, tokens); // [T, H]
-    let row = 0;
-    for (const p of batch) {
-      data.set(p.rows.data, row * h);
-      row += p.rows.rows;
-    }
-    return tensor(data, [tokens, h], dtype);
   }
 
   /**
