@@ -191,7 +191,7 @@ describe('MoeBatcher', () => {
         expect(y.dtype).toBe(out);
         expect(Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength).equals(Buffer.from(direct.data.buffer, direct.data.byteOffset, direct.data.byteLength))).toBe(true);
         // The batch's forward read a copy: the caller's buffer was not pinned (a pinned one is copied, or refused, instead of moved).
-        structuredClone(x.buffer, { transfer: [x.buffer] });
+        structuredClone(x.buffer, { transfer: [x.buffer as ArrayBuffer] });
         expect(x.byteLength).toBe(0);
       }
       expect(events.every((e) => e.requests === 1)).toBe(true);
