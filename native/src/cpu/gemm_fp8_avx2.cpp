@@ -480,20 +480,26 @@ bool streamTile(const float* a, int64_t lda, const uint8_t* b, int64_t ldb, int6
 // Against 4, 3, 2 (one thread, CPU time, old and new alternating, weights
 // from memory; N x K = 1024 x 1792, 1792 x 512, 128 x 7168): M = 2 at 6:
 // 0.89-0.98x the time; M = 3 at 6: 0.86-0.98x; M = 4 at 5: 0.77-0.92x.
-constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 6 : mr == 3 ? 6 : 5; }
+// With the decode on the shift pipes at 2-4 rows (kOddMove), 8 at M = 2
+// and 3 against 6 (alternating, 256 x 1792 and 512 x 512 from L2, 1024 x
+// 1792 and 1792 x 512 from memory): M = 2 0.95-0.98x, M = 3 0.94-0.97x (10:
+// 0.92-1.00x); M = 4 at 4 or 6 against 5: 1.04-1.09x.
+constexpr int nbFor(int mr) { return mr == 1 ? 8 : mr == 2 ? 8 : mr == 3 ? 8 : 5; }
 constexpr int kTileMaxRows = 4;  // rows of A per streamTile
 
 // More rows of A than a tile takes: the direct form cuts them into near-equal
 // blocks of <= kTileMaxRows and runs each block's tiles over a span of
 // kDirectSpanRows B rows before the next span, so B comes from memory for the
 // first block and from L1/L2 for the others (30 rows of 7168 bytes: 210 KiB;
-// 30 rows are whole tiles of 5 or 6). Each block decodes B again, yet at 2-4
-// rows the tiles run near the FMA rate, while the decoded form below loses
-// its decode, stores and reloads to few rows. Against the decoded form (one
-// thread, alternating, bits equal), B from memory at 1024 x 1792, 1792 x 512,
-// 256 x 7168: M = 5 0.60-0.88x the time, 8 0.82-0.98x, 10 0.92-1.02x; B in L2
-// at 256 x 1792 and 512 x 512: M = 5 0.70-0.79x, 6 0.81-0.88x, 7 0.84-0.95x,
-// 8 0.91-0.98x, 9 0.88-0.95x, 10 0.93-0.98x, 12 0.98-1.03x, 16 1.03-1.09x.
+// 30 rows are whole tiles of 5; 40, whole tiles of 5 and 8 too, ran M = 8,
+// two blocks of 4, at 1.05-1.07x the time). Each block decodes B again, yet
+// at 2-4 rows the tiles run near the FMA rate, while the decoded form below
+// loses its decode, stores and reloads to few rows. Against the decoded form
+// (one thread, alternating, bits equal), B from memory at 1024 x 1792,
+// 1792 x 512, 256 x 7168: M = 5 0.60-0.88x the time, 8 0.82-0.98x, 10
+// 0.92-1.02x; B in L2 at 256 x 1792 and 512 x 512: M = 5 0.70-0.79x, 6
+// 0.81-0.88x, 7 0.84-0.95x, 8 0.91-0.98x, 9 0.88-0.95x, 10 0.93-0.98x, 12
+// 0.98-1.03x, 16 1.03-1.09x.
 constexpr int kDirectMaxRows = 10;  // more rows of A: the decoded form below
 constexpr int64_t kDirectSpanRows = 30;
 
