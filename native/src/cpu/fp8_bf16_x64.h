@@ -104,6 +104,40 @@ inline void bf16FromFp8x64(const Fp8Bf16Tables& t, __m512i bytes, uint16_t* out,
   _mm512_store_si512(out + 32, hi);
 }
 
+// The same decode with three of its constants in memory: the second table
+// of each vpermi2b and the sign mask are its memory operands (L1 loads; the
+// sign one broadcast), so that a kernel whose register tile needs the room
+// keeps its partial sums in registers. The dot kernel at 4 rows x 4 B rows
+// (16 partial sums and 8 vectors of A) spilled three of its sums with the
+// constants in registers: a store and a reload inside their chains at every
+// 64 bytes of k. (Inline asm: GCC otherwise hoists the loads out of the
+// loop into registers again.)
+alignas(4) constexpr uint32_t kSignBytes = 0x80808080u;
+
+struct Fp8Bf16LeanTables {
+  __m512i hi0, lo0, order;
+  static Fp8Bf16LeanTables load() {
+    return {_mm512_load_si512(kBf16Bytes.hi), _mm512_load_si512(kBf16Bytes.lo), _mm512_loadu_si512(kUnpackOrder.idx)};
+  }
+};
+
+// vpermi2b with its second table from memory: bytes of [table0 | *table1] at idx's low 7 bits.
+inline __m512i permute2TablesFromMemory(__m512i idx, __m512i table0, const uint8_t* table1) {
+  asm("vpermi2b %2, %1, %0" : "+v"(idx) : "v"(table0), "m"(*reinterpret_cast<const __m512i*>(table1)));
+  return idx;
+}
+
+// bf16FromFp8x64's lo / hi of 64 fp8 bytes (k order), NaN codes tracked in nanHigh.
+inline void bf16FromFp8x64Lean(const Fp8Bf16LeanTables& t, __m512i bytes, __m512i& lo, __m512i& hi, __m512i& nanHigh) {
+  const __m512i x = _mm512_permutexvar_epi8(t.order, bytes);
+  __m512i high = permute2TablesFromMemory(x, t.hi0, kBf16Bytes.hi + 64);
+  nanHigh = _mm512_max_epu8(nanHigh, high);
+  asm("vpternlogd $0xF8, %2%{1to16%}, %1, %0" : "+v"(high) : "v"(x), "m"(kSignBytes));  // high | (x & 0x80)
+  const __m512i low = permute2TablesFromMemory(x, t.lo0, kBf16Bytes.lo + 64);
+  lo = _mm512_unpacklo_epi8(low, high);
+  hi = _mm512_unpackhi_epi8(low, high);
+}
+
 inline bool sawNanHigh64(__m512i nanHigh) {
   return _mm512_cmpeq_epi8_mask(nanHigh, _mm512_set1_epi8(0x7F)) != 0;
 }

@@ -214,7 +214,8 @@ bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, cons
     if constexpr (kFinInRegisters) fin[x] = _mm512_setzero_ps();
     else _mm512_store_ps(finL1 + 16 * x, _mm512_setzero_ps());
   }
-  __m512i nan = _mm512_setzero_si512();
+  const Fp8Bf16LeanTables t = Fp8Bf16LeanTables::load();
+  __m512i nanHigh = _mm512_setzero_si512();
   const int64_t groups = (K + kBf16Group - 1) / kBf16Group;
   for (int64_t g = 0; g < groups; ++g) {
     __m512 par[MR][NB];
@@ -225,10 +226,8 @@ bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, cons
       for (int j = 0; j < NB; ++j) {
         const uint8_t* row = b + j * K;
         _mm_prefetch(reinterpret_cast<const char*>(row + k + ahead + (k + ahead >= K ? wrap : 0)), _MM_HINT_T0);
-        const __m512i bytes = loadRow64(row, k, K);
-        nan = trackNan64(nan, bytes);
         __m512i lo, hi;
-        bf16FromFp8x64(bytes, lo, hi);
+        bf16FromFp8x64Lean(t, loadRow64(row, k, K), lo, hi, nanHigh);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
           const uint16_t* ar = a + i * lda + k;
@@ -257,7 +256,7 @@ bool dotTile(const uint16_t* a, int64_t lda, const float* sa, int64_t ldsa, cons
     if constexpr (kFinInRegisters) out[(x / NB) * ldo + x % NB] = _mm512_reduce_add_ps(fin[x]);
     else out[(x / NB) * ldo + x % NB] = _mm512_reduce_add_ps(_mm512_load_ps(finL1 + 16 * x));
   }
-  return sawNan64(nan);
+  return sawNanHigh64(nanHigh);
 }
 
 // B rows per tile for MR rows of A: MR x NB partial sums (+ MR x NB promoted
