@@ -172,16 +172,19 @@ bool packRowLanes(const Problem& p, PackedA* a) {
 // Rows of B per task: a divisor of 128 (a task stays inside one scale block),
 // as large as possible while leaving >= 16 tasks per thread for balance (the
 // pool hands tasks out one at a time: with 8, N = 2112 made 17 tasks of 128
-// rows for 2 threads, one thread streaming the last alone).
+// rows for 2 threads, one thread streaming the last alone). One thread has
+// nothing to balance: whole blocks.
 int64_t dotRowsPerTask(int64_t N, int threads) {
   int64_t rows = kWeightBlock;
+  if (threads == 1) return rows;
   while (rows > 16 && ceilDiv(N, rows) < 16 * threads) rows /= 2;
   return rows;
 }
 
 Status runDot(const Problem& p, const PackedA& a, Bf16Kernel kernel, NanFlags& nan) {
   const int threads = ThreadPool::instance().numThreads();
-  const int64_t rowsPerTask = dotRowsPerTask(p.N, threads);
+  // Inside a region (the layer runs one expert per task) the tasks run on this thread alone.
+  const int64_t rowsPerTask = dotRowsPerTask(p.N, ThreadPool::insideRegion() ? 1 : threads);
   // The row-lane kernel runs each row tile of A against each run of B rows, tile by tile (a thread's
   // next task is then the rows after its current one, which its last blocks request).
   const RowTiles tiles = kernel == Bf16Kernel::kRowLanes ? RowTiles::forLanes(p.M) : RowTiles{p.M, 1};
