@@ -499,8 +499,12 @@ constexpr int kTileMaxRows = 4;  // rows of A per streamTile
 // 1792 x 512, 256 x 7168: M = 5 0.60-0.88x the time, 8 0.82-0.98x, 10
 // 0.92-1.02x; B in L2 at 256 x 1792 and 512 x 512: M = 5 0.70-0.79x, 6
 // 0.81-0.88x, 7 0.84-0.95x, 8 0.91-0.98x, 9 0.88-0.95x, 10 0.93-0.98x, 12
-// 0.98-1.03x, 16 1.03-1.09x.
-constexpr int kDirectMaxRows = 10;  // more rows of A: the decoded form below
+// 0.98-1.03x, 16 1.03-1.09x. Again with a task of whole 128-row blocks (as
+// one thread takes them; the figures above had 32- or 64-row tasks), B from
+// memory, two runs each: M = 11..14 0.92-0.97x at 1024 x 1792, 0.87-1.01x
+// at 256 x 7168, 0.94-0.98x at 1792 x 512 and 512 x 512; M = 15 0.98-1.14x,
+// M = 16 0.95-1.03x.
+constexpr int kDirectMaxRows = 14;  // more rows of A: the decoded form below
 constexpr int64_t kDirectSpanRows = 30;
 
 using StreamTileFn = bool (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
