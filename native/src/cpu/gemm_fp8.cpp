@@ -53,6 +53,14 @@ const KernelSet& selectedKernels() {
   return kPortableKernels;
 }
 
+int64_t streamRowsPerTask(int64_t N) {
+  const int threads = ThreadPool::insideRegion() ? 1 : ThreadPool::instance().numThreads();
+  int64_t rows = kWeightBlock;
+  if (threads == 1) return rows;
+  while (rows > 16 && ceilDiv(N, rows) < 16 * threads) rows /= 2;
+  return rows;
+}
+
 }  // namespace fp8gemm
 
 namespace {
@@ -62,7 +70,9 @@ using fp8gemm::KernelSet;
 using fp8gemm::kKc;
 using fp8gemm::NanFlags;
 using fp8gemm::outOfMemory;
+using fp8gemm::kWeightBlock;
 using fp8gemm::Problem;
+using fp8gemm::streamRowsPerTask;
 
 // Tile limits of the packed path. The A block [mc, kKc] f32 = mc KiB lives in
 // L2 (1 MiB per core on Zen 4/5); B is used one L1-resident panel at a time,
@@ -73,8 +83,6 @@ using fp8gemm::Problem;
 // in 0.88-0.97x the time.)
 constexpr int64_t kMcMax = 512;
 constexpr int64_t kNcMax = 1536;
-
-constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
 
 // 64-byte aligned float scratch; no exceptions (allocation failure -> false).
 class FloatBuffer {
@@ -200,21 +208,6 @@ Status gemmPacked(const KernelSet& ks, const Problem& p) {
 
 // ---- streaming path ---------------------------------------------------------
 
-// Rows of B per task: a divisor of 128 (a task stays inside one scale block),
-// as large as possible while leaving >= 16 tasks per thread for balance (the
-// pool hands tasks out one at a time: with 8, N = 2112 made 17 tasks of 128
-// rows for 2 threads, one thread streaming the last alone). One thread has
-// nothing to balance: whole blocks. Each task starts its B stream and its
-// decoded form's panels afresh; one thread, 1024 x 1792 and 1792 x 512 from
-// memory, tasks of 128 rows against 32 (what a layer's expert got with two
-// pool threads): M = 1..4 0.97-1.01x the time, M = 5..32 0.95-0.98x.
-int64_t streamRowsPerTask(int64_t N, int threads) {
-  int64_t rows = kWeightBlock;
-  if (threads == 1) return rows;
-  while (rows > 16 && ceilDiv(N, rows) < 16 * threads) rows /= 2;
-  return rows;
-}
-
 struct StreamScratch {
   FloatBuffer a;          // [M, K] A with this thread's current B scale row folded in
   FloatBuffer out;        // [M, rowsPerTask] f32 results before the bf16 store
@@ -224,9 +217,11 @@ struct StreamScratch {
 Status gemmStreaming(const KernelSet& ks, const Problem& p) {
   ThreadPool& pool = ThreadPool::instance();
   const int threads = pool.numThreads();  // scratch slots: inside a region a task runs as its region's thread
-  // Inside a region (the layer runs one expert per task) the tasks run on
-  // this thread alone: plan them for one thread, as gemmPacked does.
-  const int64_t rowsPerTask = streamRowsPerTask(p.N, ThreadPool::insideRegion() ? 1 : threads);
+  // Each task starts its B stream and its decoded form's panels afresh: one
+  // thread, 1024 x 1792 and 1792 x 512 from memory, tasks of 128 rows against
+  // 32 (what a layer's expert got with two pool threads): M = 1..4 0.97-1.01x
+  // the time, M = 5..32 0.95-0.98x.
+  const int64_t rowsPerTask = streamRowsPerTask(p.N);
 
   NanFlags nan;
   FloatBuffer aDecoded;  // [M, K] fp8(A) * sa

@@ -10,6 +10,20 @@
 
 namespace moe::cpu::fp8gemm {
 
+constexpr int64_t kWeightBlock = 128;  // rows of B per scale row (SPEC)
+
+// Rows of B per task on the paths that stream B task by task (the FMA paths'
+// streaming, the AVX512_BF16 dot and row-lane kernels): a divisor of 128 (a
+// task stays inside one scale block), as large as possible while leaving
+// >= 16 tasks per thread for balance (the pool hands tasks out one at a time:
+// with 8, N = 2112 made 17 tasks of 128 rows for 2 threads, one thread
+// streaming the last alone). Inside a region (the layer runs one expert per
+// task) the call's tasks all run on its thread, which has nothing to balance:
+// whole blocks, as each task restarts its B stream and its kernel's first
+// block (tasks sized for two threads, 32 rows at the layer's shapes, took
+// 1.02-1.05x the time, see the kernels' drivers).
+int64_t streamRowsPerTask(int64_t N);
+
 struct Problem {
   const uint8_t* a;   // [M, K] fp8, or [*, K] with aRows
   const float* sa;    // [M, groups], or [*, groups] with aRows
