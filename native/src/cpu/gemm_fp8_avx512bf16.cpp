@@ -577,8 +577,8 @@ class LaneDecoder {
   // in registers beside the tile's: k runs from -kc to 0 against pointers
   // at the row's end (with kc and the offset of the block after, GCC kept
   // both on the stack: two more loads per step beside the tile's 34; with
-  // the tile's pointer walk, M = 12 and 16 ran in 0.98-0.99x the time, one
-  // thread from L2).
+  // the tile's pointer walk, M = 12 and 16 ran in 0.98-1.0x the time, one
+  // thread from L2 and L3).
   inline void step(const Fp8Bf16Tables& t) {
     if (k_ < preEnd_) _mm_prefetch(reinterpret_cast<const char*>(pre_ + k_), _MM_HINT_T0);
     if (k_ < lenEnd_) {
@@ -661,7 +661,7 @@ template <int MZ, int NB, int P>
         for (int j = 0; j < NB; ++j) {
           const uint16_t* bj = bp + j * kBf16LaneKc + 2 * P * s;
           if constexpr (P == 2) {
-            // pairs q, q + 1 of B row j to every two lanes: one qword broadcast
+            // pairs P s, P s + 1 of B row j to every two lanes: one qword broadcast
             // from memory, a load alone (from a register it is a shuffle
             // beside every product, and ran at about half the rate)
             __m512i pairs;
@@ -701,7 +701,8 @@ template <int MZ, int NB, int P>
 // multiple of 4 rows >= ns (each B row's sums are its own chains, so the
 // bits are NB's). A task's rows that NB does not divide end in a short
 // block (64 rows in blocks of 12: 12 x 5 + 4), which NB's tile computed in
-// full, zero rows included.
+// full, zero rows included. (fin's rows past the tile's stay unwritten: the
+// transpose back to rows masks them off.)
 template <int MZ, int NB, int P>
 [[gnu::always_inline]] inline void laneTileRows(int64_t ns, int64_t kc, const uint32_t* a, const float* saT,
                                                 const uint16_t* b, const float* sb, float* fin, bool first,
