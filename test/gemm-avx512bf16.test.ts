@@ -10,8 +10,9 @@ const { calcDiff, referenceGemm } = await import('./helpers/reference');
 gemmSuite('avx512bf16');
 
 // Kernels: dot M <= 4; row lanes above (8 rows of two k-pairs in one zmm to
-// M = 11, then one zmm of rows to M = 16, three zmm of 8 rows of two k-pairs
-// at M = 21..26, up to three zmm of 16 rows to 48, then lane groups of 2 or
+// M = 11, two such zmm to M = 16, one zmm of 16 rows and a tail at M = 17..20,
+// three zmm of 8 rows of two k-pairs at M = 21..26, up to three zmm of 16
+// rows to 48, then lane groups of 2 or
 // 3 zmm (four zmm as 2 + 2), above 256 rows near-equal row tiles, each its own call; each lane's
 // operations the same, and at K = 1040 from M = 129 K is walked in two
 // passes, one below; up to 8 rows past a call's last whole zmm, the tail, as
@@ -30,14 +31,16 @@ rowBitsSuite('avx512bf16', [
   ['row-lane kernel', 16, 0, 12],
   ['row-lane kernel', 16, 2, 14],
   ['row-lane kernel', 13, 1, 12],
-  ['row-lane kernel, one zmm of rows with and without a tail', 20, 0, 16],
+  ['row-lane kernel, one and two zmm of 8 rows of two k-pairs', 16, 3, 8],
+  ['row-lane kernel, two and three zmm of 8 rows of two k-pairs', 24, 0, 16],
+  ['row-lane kernel, one zmm of rows and a tail of 1 and of 4', 20, 0, 17],
   ['row-lane kernel\'s tail and the dot kernel', 20, 16, 4],
   ['row-lane kernel, 8 rows of two k-pairs in one zmm and in three', 24, 0, 8],
   ['row-lane kernel, 8 rows of two k-pairs in the last of three zmm and in one', 24, 16, 8],
   ['row-lane kernel, three zmm of 8 rows of two k-pairs, full and not', 24, 2, 21],
   ['row-lane kernel, 8 rows of two k-pairs in one zmm and in three with a tail', 26, 8, 8],
   ['row-lane kernel\'s tail past three zmm of two k-pairs and the dot kernel', 26, 24, 2],
-  ['row-lane kernel, one and two zmm of rows', 27, 1, 16],
+  ['row-lane kernel, two zmm of rows, full and not', 32, 1, 27],
   ['row-lane kernel, two zmm of rows with and without a tail', 37, 0, 32],
   ['row-lane kernel\'s tail past two zmm and the dot kernel', 37, 32, 4],
   ['row-lane kernel, two and three zmm of rows', 40, 3, 27],

@@ -825,8 +825,13 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
               int64_t rows, const uint8_t* b, int64_t K, int64_t nRows, int64_t nRowsAfter, const float* sb, float* out,
               int64_t ldo, void* scratch) {
   const auto run = [&](auto tiled) { return tiled(lanes, saT, a, sa, ldsa, lda, rows, b, K, nRows, nRowsAfter, sb, out, ldo, scratch); };
-  if (bf16LaneShape(rows).phases == 2)
-    return Bf16LaneGroups(rows).zmm == 1 ? run(laneRowsTiled<16, 1, 1, 2>) : run(laneRowsTiled<8, 3, 3, 2>);
+  if (bf16LaneShape(rows).phases == 2) {
+    switch (Bf16LaneGroups(rows).zmm) {
+      case 1: return run(laneRowsTiled<16, 1, 1, 2>);
+      case 2: return run(laneRowsTiled<12, 2, 2, 2>);
+      default: return run(laneRowsTiled<8, 3, 3, 2>);
+    }
+  }
   switch (Bf16LaneGroups(rows).zmm) {
     case 1: return run(laneRowsTiled<16, 1, 1, 1>);
     case 2: return run(laneRowsTiled<12, 2, 2, 1>);
@@ -837,12 +842,13 @@ bool laneRows(const uint32_t* lanes, const float* saT, const uint16_t* a, const 
 
 // laneRows' instantiations are Bf16LaneGroups' plans.
 static_assert(Bf16LaneGroups(kBf16HalfLaneMaxM).nb == 16 && Bf16LaneGroups(kBf16HalfLaneMaxM).zmm == 1 &&
+                  Bf16LaneGroups(kBf16TwoHalfLaneMaxM).zmm == 2 && Bf16LaneGroups(kBf16TwoHalfLaneMaxM).nb == 12 &&
                   Bf16LaneGroups(kBf16PairLaneMinM).zmm == 3 && Bf16LaneGroups(kBf16PairLaneMaxM).nb == 8 &&
-                  Bf16LaneGroups(16).nb == 16 && Bf16LaneGroups(32).nb == 12 && Bf16LaneGroups(48).nb == 8 &&
+                  Bf16LaneGroups(17).nb == 16 && Bf16LaneGroups(32).nb == 12 && Bf16LaneGroups(48).nb == 8 &&
                   Bf16LaneGroups(64).nb == 8 && Bf16LaneGroups(64).count == 2 && Bf16LaneGroups(72).count == 2 &&
                   Bf16LaneGroups(73).nb == 8 && Bf16LaneGroups(73).count == 2 &&
                   Bf16LaneGroups(kBf16LaneMaxM).nb == 8 && kBf16LaneNb == 16,
-              "P = 2: one zmm against 16 B rows, three against 8; P = 1: one group of 1..3 zmm against 16, 12, 8 "
+              "P = 2: one zmm against 16 B rows, two against 12, three against 8; P = 1: one group of 1..3 zmm against 16, 12, 8 "
               "B rows; groups of 2 or 3 zmm against 8");
 
 // ---- peak probe -------------------------------------------------------------

@@ -13,7 +13,8 @@
 //   M rows in registers (no B packing: the run time is B's bytes over the
 //   memory bandwidth); above, A is turned once into pairs across the 16
 //   lanes of one to three zmm (packRowLanes; up to kBf16HalfLaneMaxM rows, 8
-//   rows of two pairs in one zmm, at M = 21..26 three such; above 48 rows,
+//   rows of two pairs in one zmm, to kBf16TwoHalfLaneMaxM two such, at M =
+//   21..26 three; above 48 rows,
 //   lane groups of 2 or 3 zmm, each its own block) and the row-lane kernel
 //   decodes 16 to 8 B rows at a time (fewer the more zmm of rows: its
 //   register tile; 8 for lane groups, each block serving every group) into a bf16 block in L1, the next

@@ -116,7 +116,8 @@ const KernelSet& selectedKernels();
 //   rows of A along K (lanes along k, summed at the end): no packing at all.
 // - row lanes (larger M): the rows of A in the 16 lanes of one to three zmm
 //   (D^T is computed; up to M = kBf16HalfLaneMaxM 8 rows of two k-pairs
-//   each in one zmm, at M = 21..26 three such zmm; more rows in lane groups
+//   each in one zmm, to kBf16TwoHalfLaneMaxM two such zmm, at M = 21..26
+//   three; more rows in lane groups
 //   of 2 or 3 zmm that share each decoded B block, and above kBf16LaneMaxM
 //   rows tiles of A, one call each), B decoded per block of rows into L1
 //   in its natural order (no transpose) and broadcast pair by pair; one
@@ -192,14 +193,24 @@ constexpr int kBf16HalfLaneMaxM = 11;  // P = 2 (8 rows in one zmm, and a tail) 
 // three zmm, and no tail pass. 2 threads, weights from memory, 2112 x 7168
 // and 7168 x 2048, against one zmm and a tail (CPU time, alternating): M = 21
 // 0.88-0.99x, 22 0.83-0.88x, 23 0.80-0.82x, 24 0.80-0.84x; two zmm of 16
-// rows (no tail) 0.85-1.25x; at M = 20 three zmm ran 1.0-1.12x, at M = 12..16
-// two zmm of 8 rows 1.0-1.12x (the decode per B byte, not the broadcasts,
-// binds there). At M = 25, 26 three zmm and a tail of 1, 2 rows against two
+// rows (no tail) 0.85-1.25x; at M = 20 three zmm ran 1.0-1.12x (at M = 12..16
+// two zmm of 8 rows ran 1.0-1.12x then, before the one zmm's walk and short
+// blocks; see kBf16TwoHalfLaneMaxM for now). At M = 25, 26 three zmm and a tail of 1, 2 rows against two
 // zmm of 16 rows: one thread at DeepSeek-V3's expert shapes (1024 x 1792,
 // 1792 x 512, weights from memory) 0.79-0.97x / 0.84-1.0x the time, 2
 // threads at 2112 x 7168, 7168 x 2048 and 4096 x 7168 0.86-0.99x /
 // 0.92-1.03x; at 27 0.98-1.13x, at 28 1.06-1.13x.
 constexpr int kBf16PairLaneMinM = 21, kBf16PairLaneMaxM = 26;
+// At M = 12..16, two zmm of 8 rows of two k-pairs instead of one zmm of 16
+// rows: the same products, but one zmm of 16 rows issues a broadcast load per
+// VDPBF16PS (38 memory operations per 32 VDPBF16PS with the decode's, at ~2
+// per cycle: a ceiling of ~84% that it nearly reaches), while a qword
+// broadcast feeds both zmm. Against one zmm (with its short-block tiles and
+// pointer walk), one thread, L2/L3 data, alternating, 2112 x 7168 and
+// 7168 x 2048: 0.93-0.96x the time with 128-row tasks, 0.95-0.97x with
+// 64-row tasks (through the addon, 2 threads, weights from memory: M = 12..16
+// 0.89-0.97x); against 8 B rows per block instead of 12, 0.99-1.01x.
+constexpr int kBf16TwoHalfLaneMaxM = 16;
 struct Bf16LaneShape {
   int phases;     // P: k-pairs per row in a zmm (1 or 2)
   int64_t width;  // rows held in lanes (16 / P per zmm); rows past it are the tail
@@ -216,6 +227,7 @@ constexpr int kBf16LaneTailMaxAtTwoZmm = 5;
 // the last one padded with zero rows unless its rows fit the tail.
 constexpr Bf16LaneShape bf16LaneShape(int64_t rows) {
   if (rows <= kBf16HalfLaneMaxM) return {2, 8};
+  if (rows <= kBf16TwoHalfLaneMaxM) return {2, 16};
   if (rows >= kBf16PairLaneMinM && rows <= kBf16PairLaneMaxM) return {2, 24};
   const int64_t whole = rows / 16 * 16;
   const int64_t tailMax = whole == 32 ? kBf16LaneTailMaxAtTwoZmm : kBf16LaneTailMax;
