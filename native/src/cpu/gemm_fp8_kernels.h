@@ -193,9 +193,10 @@ constexpr int kBf16HalfLaneMaxM = 11;  // P = 2 (8 rows in one zmm, and a tail) 
 // three zmm, and no tail pass. 2 threads, weights from memory, 2112 x 7168
 // and 7168 x 2048, against one zmm and a tail (CPU time, alternating): M = 21
 // 0.88-0.99x, 22 0.83-0.88x, 23 0.80-0.82x, 24 0.80-0.84x; two zmm of 16
-// rows (no tail) 0.85-1.25x; at M = 20 three zmm ran 1.0-1.12x (at M = 12..16
-// two zmm of 8 rows ran 1.0-1.12x then, before the one zmm's walk and short
-// blocks; see kBf16TwoHalfLaneMaxM for now). At M = 25, 26 three zmm and a tail of 1, 2 rows against two
+// rows (no tail) 0.85-1.25x; at M = 20 three zmm ran 1.0-1.12x. (At M = 12..16
+// two zmm of 8 rows ran 1.0-1.12x in that kernel; after its decoder and tile
+// changes they pay, see kBf16TwoHalfLaneMaxM.) At M = 25, 26 three zmm and a
+// tail of 1, 2 rows against two
 // zmm of 16 rows: one thread at DeepSeek-V3's expert shapes (1024 x 1792,
 // 1792 x 512, weights from memory) 0.79-0.97x / 0.84-1.0x the time, 2
 // threads at 2112 x 7168, 7168 x 2048 and 4096 x 7168 0.86-0.99x /
