@@ -142,6 +142,53 @@ if (isMainThread) {
     expectClean(r, 'terminate ok');
   });
 
+  it('process.exit() in a getter that a Promise-form op reads natively (no Promise can be made) exits cleanly', () => {
+    // One read of `data` per call is the addon's own (the others are lib/'s
+    // checks): exiting there leaves the op with a failed read in an
+    // environment where napi_create_promise fails; at a different call
+    // count each round, so the stack holds different leftovers each time.
+    const r = runScript(`
+const { Worker, isMainThread, workerData } = require('node:worker_threads');
+if (isMainThread) {
+  (async () => {
+    for (let round = 0; round < 12; round++) {
+      for (const op of ['quantize', 'dispatch']) {
+        await new Promise((resolve, reject) => {
+          const w = new Worker(__filename, { workerData: { round, op } });
+          w.on('error', reject);
+          w.on('exit', resolve);
+        });
+      }
+    }
+    console.log('exit in getter ok');
+  })().catch((e) => { console.error(e); process.exit(1); });
+} else {
+  const { round, op } = workerData;
+  const tensor = op === 'quantize' ? m.tensor(rand(16), [1, 16]) : m.tensor(rand(8 * 32), [8, 32]);
+  const data = tensor.data;
+  let reads = 0, nativeRead = 0, exitAt = Infinity;
+  Object.defineProperty(tensor, 'data', {
+    get() {
+      if (++reads === exitAt) process.exit(0);
+      // Learning: the addon's read is the one whose JS caller is the op's own
+      // file calling native code (lib/'s checks read from validate.js).
+      if (exitAt === Infinity && /ops\\/(quantize|dispatch)\\.js/.test(new Error().stack.split('\\n')[2])) nativeRead = reads;
+      return data;
+    },
+  });
+  const layout = layoutFor(8, 2, 4);
+  const call = () => (op === 'quantize' ? m.quantizeActivations(tensor) : m.dispatch(tensor, layout));
+  call().catch(() => {});
+  assert(nativeRead > 0, 'no native read of data seen');
+  const perCall = reads;
+  reads = 0;
+  exitAt = (3 + round) * perCall + nativeRead;
+  for (let i = 0; i < 5 + round; i++) call().catch(() => {});
+  throw new Error('the exit at read ' + exitAt + ' never came');
+}`);
+    expectClean(r, 'exit in getter ok');
+  });
+
   it('process.exit() in workers with forwards in flight (the last one unloads the addon)', () => {
     const r = runScript(`
 const { Worker, isMainThread } = require('node:worker_threads');

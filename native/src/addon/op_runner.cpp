@@ -21,11 +21,36 @@ bool canRunJs(napi_env env) {
          napi_set_named_property(env, probe, "p", undefined) == napi_ok;
 }
 
-// Settles `deferred` with `status` (undefined, or the MoeError), if it still can.
-void settle(Napi::Env env, const Napi::Promise::Deferred& deferred, const Status& status) {
-  if (!canRunJs(env)) return;
-  if (status.isOk()) deferred.Resolve(env.Undefined());
-  else deferred.Reject(toJsError(env, status).Value());
+// A Promise and the handle that settles it, made with a checked status.
+// node-addon-api's Promise::Deferred leaves both handles uninitialized when
+// napi_create_promise fails, which it does once a worker's environment is
+// exiting (worker.terminate() from another thread while the op's arguments
+// are read, or process.exit() in a getter the op reads): returned to JS,
+// such an uninitialized napi_value can crash the process. Here a failed
+// creation is seen, and the op is not started.
+struct PendingPromise {
+  napi_deferred deferred = nullptr;
+  napi_value promise = nullptr;
+  bool made() const { return deferred != nullptr; }
+};
+
+PendingPromise makePromise(napi_env env) {
+  PendingPromise p;
+  if (napi_create_promise(env, &p.deferred, &p.promise) != napi_ok) p = PendingPromise();
+  return p;
+}
+
+// What an op returns to JS: its Promise, or undefined where none could be
+// made (the environment is exiting; nobody will look).
+Napi::Value returned(Napi::Env env, const PendingPromise& p) {
+  return p.made() ? Napi::Value(env, p.promise) : env.Undefined();
+}
+
+// Settles `p` with `status` (undefined, or the MoeError), if it still can.
+void settle(Napi::Env env, const PendingPromise& p, const Status& status) {
+  if (!p.made() || !canRunJs(env)) return;
+  if (status.isOk()) napi_resolve_deferred(env, p.deferred, env.Undefined());
+  else napi_reject_deferred(env, p.deferred, toJsError(env, status).Value());
 }
 
 // The completion channel of one JS thread (the main thread, or a worker):
@@ -69,7 +94,7 @@ QueueChannel& channel(Napi::Env env, Backend& backend) {
 // An op in flight on a queued backend: settled on the JS thread once the
 // backend's completion callback says the device has reached it.
 struct Completion {
-  Napi::Promise::Deferred deferred;
+  PendingPromise promise;
   std::unique_ptr<KeepAlive> keep;
   QueueChannel* channel;
   std::unique_ptr<DeferredCheck> check;  // the op's device verdict, copied back behind it (or none)
@@ -83,7 +108,7 @@ void settleCompletion(Napi::Env env, Napi::Function, Completion* done) {
     Status status = done->channel->backend->pollError();
     const Status flagged = done->check ? done->check->finish() : Status::ok();
     if (status.isOk()) status = flagged;
-    settle(env, done->deferred, status);
+    settle(env, done->promise, status);
     if (--done->channel->inFlight == 0) done->channel->tsfn.Unref(env);
   }
   delete done;  // at env teardown: releases what the check holds
@@ -105,17 +130,23 @@ Napi::Value runQueuedOp(Napi::Env env, bool async, Backend& backend, std::unique
     if (!status.isOk()) return failOp(env, async, status);
     return env.Undefined();
   }
+  const PendingPromise promise = makePromise(env);
+  if (!promise.made()) {
+    // The environment is exiting: wait for the enqueued work here instead of
+    // handing its completion to a function that is being torn down.
+    (void)backend.synchronize();
+    return env.Undefined();
+  }
   QueueChannel& ch = channel(env, backend);
-  auto* done = new Completion{Napi::Promise::Deferred::New(env), std::move(keep), &ch, std::move(ctx.deferred)};
-  Napi::Promise promise = done->deferred.Promise();
+  auto* done = new Completion{promise, std::move(keep), &ch, std::move(ctx.deferred)};
   if (ch.inFlight++ == 0) ch.tsfn.Ref(env);
   status = backend.enqueueCompletion(onCompletion, done);
   if (!status.isOk()) {
     if (--ch.inFlight == 0) ch.tsfn.Unref(env);
-    done->deferred.Reject(toJsError(env, status).Value());
+    settle(env, promise, status);
     delete done;
   }
-  return promise;
+  return returned(env, promise);
 }
 
 }  // namespace
@@ -125,9 +156,9 @@ Napi::Value failOp(Napi::Env env, bool async, const Status& status) {
     toJsError(env, status).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  deferred.Reject(toJsError(env, status).Value());
-  return deferred.Promise();
+  const PendingPromise promise = makePromise(env);
+  settle(env, promise, status);
+  return returned(env, promise);
 }
 
 Napi::Value runOp(Napi::Env env, bool async, Backend& backend, std::unique_ptr<KeepAlive> keep, Work work) {
@@ -139,21 +170,22 @@ Napi::Value runOp(Napi::Env env, bool async, Backend& backend, std::unique_ptr<K
     return env.Undefined();
   }
   // CPU work runs on the package's own threads (package_threads.h), not libuv's pool.
+  const PendingPromise promise = makePromise(env);
+  if (!promise.made()) return env.Undefined();  // exiting: the op is not started
   struct Pending {
-    Napi::Promise::Deferred deferred;
+    PendingPromise promise;
     std::unique_ptr<KeepAlive> keep;
   };
-  auto* pending = new Pending{Napi::Promise::Deferred::New(env), std::move(keep)};
-  Napi::Promise promise = pending->deferred.Promise();
+  auto* pending = new Pending{promise, std::move(keep)};
   auto run = [work = std::move(work)]() {
     ExecContext ctx;  // the work is done when it returns: async changes nothing below
     return work(ctx);
   };
   runOnPackageThreads(env, std::move(run), [pending](napi_env e, const Status& status) {
-    if (e != nullptr) settle(Napi::Env(e), pending->deferred, status);
+    if (e != nullptr) settle(Napi::Env(e), pending->promise, status);
     delete pending;
   });
-  return promise;
+  return returned(env, promise);
 }
 
 }  // namespace moe::addon
