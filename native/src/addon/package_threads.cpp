@@ -102,7 +102,9 @@ thread_local Channel* tChannel = nullptr;
 // Runs before the thread-safe function's own teardown (cleanup hooks run last
 // in, first out): waits until no package thread still holds a job of this
 // environment, so none can reach a freed function. Jobs delivered but not
-// yet run are finalized with a null env by the function's teardown.
+// yet run are dropped by the function's teardown (node-addon-api's CallJS
+// does not call back without an env): they leak with the exiting
+// environment rather than release its JS references during its teardown.
 void closeChannel(void* arg) {
   auto* ch = static_cast<Channel*>(arg);
   {
