@@ -80,15 +80,19 @@ void closeChannel(void* arg) {
   tChannel = nullptr;
 }
 
-QueueChannel& channel(Napi::Env env, Backend& backend) {
+// nullptr where the function cannot be made (an exiting environment; Node
+// aborts the process on a Ref or Unref of a null function).
+QueueChannel* channel(Napi::Env env, Backend& backend) {
   if (tChannel == nullptr) {
+    Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-device", 0, 1);
+    if (static_cast<napi_threadsafe_function>(tsfn) == nullptr) return nullptr;
     tChannel = new QueueChannel;
     tChannel->backend = &backend;
-    tChannel->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-device", 0, 1);
+    tChannel->tsfn = tsfn;
     tChannel->tsfn.Unref(env);
     napi_add_env_cleanup_hook(env, closeChannel, tChannel);
   }
-  return *tChannel;
+  return tChannel;
 }
 
 // An op in flight on a queued backend: settled on the JS thread once the
@@ -131,13 +135,14 @@ Napi::Value runQueuedOp(Napi::Env env, bool async, Backend& backend, std::unique
     return env.Undefined();
   }
   const PendingPromise promise = makePromise(env);
-  if (!promise.made()) {
+  QueueChannel* channelOfEnv = promise.made() ? channel(env, backend) : nullptr;
+  if (channelOfEnv == nullptr) {
     // The environment is exiting: wait for the enqueued work here instead of
     // handing its completion to a function that is being torn down.
     (void)backend.synchronize();
     return env.Undefined();
   }
-  QueueChannel& ch = channel(env, backend);
+  QueueChannel& ch = *channelOfEnv;
   auto* done = new Completion{promise, std::move(keep), &ch, std::move(ctx.deferred)};
   if (ch.inFlight++ == 0) ch.tsfn.Ref(env);
   status = backend.enqueueCompletion(onCompletion, done);
@@ -181,10 +186,14 @@ Napi::Value runOp(Napi::Env env, bool async, Backend& backend, std::unique_ptr<K
     ExecContext ctx;  // the work is done when it returns: async changes nothing below
     return work(ctx);
   };
-  runOnPackageThreads(env, std::move(run), [pending](napi_env e, const Status& status) {
+  const bool started = runOnPackageThreads(env, std::move(run), [pending](napi_env e, const Status& status) {
     if (e != nullptr) settle(Napi::Env(e), pending->promise, status);
     delete pending;
   });
+  if (!started) {  // exiting: the Promise never settles, and nobody can wait for it
+    delete pending;
+    return env.Undefined();
+  }
   return returned(env, promise);
 }
 

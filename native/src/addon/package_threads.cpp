@@ -117,14 +117,19 @@ void closeChannel(void* arg) {
   delete ch;
 }
 
-Channel& channel(Napi::Env env) {
+// The JS thread's channel, made at its first Promise-form op; nullptr where
+// the function cannot be made (an exiting environment): Node aborts the
+// process on a Ref or Unref of a null function, so none is attempted.
+Channel* channel(Napi::Env env) {
   if (tChannel == nullptr) {
+    Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels", 0, 1);
+    if (static_cast<napi_threadsafe_function>(tsfn) == nullptr) return nullptr;
     tChannel = new Channel;
-    tChannel->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels", 0, 1);
+    tChannel->tsfn = tsfn;
     tChannel->tsfn.Unref(env);
     napi_add_env_cleanup_hook(env, closeChannel, tChannel);
   }
-  return *tChannel;
+  return tChannel;
 }
 
 }  // namespace
@@ -139,8 +144,10 @@ int packageThreadCount() {
   return 4;
 }
 
-void runOnPackageThreads(Napi::Env env, std::function<Status()> work, std::function<void(napi_env, const Status&)> done) {
-  Channel& ch = channel(env);
+bool runOnPackageThreads(Napi::Env env, std::function<Status()> work, std::function<void(napi_env, const Status&)> done) {
+  Channel* channelOfEnv = channel(env);
+  if (channelOfEnv == nullptr) return false;
+  Channel& ch = *channelOfEnv;
   if (ch.referenced++ == 0) ch.tsfn.Ref(env);
   {
     std::lock_guard<std::mutex> lock(ch.mutex);
@@ -152,6 +159,7 @@ void runOnPackageThreads(Napi::Env env, std::function<Status()> work, std::funct
     if (e != nullptr && --ch.referenced == 0) ch.tsfn.Unref(Napi::Env(e));
   };
   Executor::instance().push(new Job{std::move(work), std::move(unref), &ch, Status::ok()});
+  return true;
 }
 
 }  // namespace moe::addon

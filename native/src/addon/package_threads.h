@@ -15,10 +15,12 @@ namespace moe::addon {
 
 // Runs `work` on one of the package's threads, then `done(env, status)` on the
 // JS thread of `env`. At that thread's teardown (a worker exiting with work in
-// flight) `done` is called with a null env instead: it must then only free
-// what it holds. Work that has not started when its environment is torn down
-// is skipped.
-void runOnPackageThreads(Napi::Env env, std::function<Status()> work, std::function<void(napi_env, const Status&)> done);
+// flight) `done` is not called (node-addon-api drops the call), or called
+// with a null env: it must then only free what it holds. Work that has not
+// started when its environment is torn down is skipped. Returns false, with
+// nothing queued and `done` never called, where the environment is already
+// exiting.
+bool runOnPackageThreads(Napi::Env env, std::function<Status()> work, std::function<void(napi_env, const Status&)> done);
 
 // How many threads run such work: MOE_ASYNC_THREADS (1..64), else 4 (libuv's
 // default pool size, so as many Promise forms run at once as before; the CPU
