@@ -80,16 +80,14 @@ void closeChannel(void* arg) {
   tChannel = nullptr;
 }
 
-// nullptr where the function cannot be made (an exiting environment; Node
-// aborts the process on a Ref or Unref of a null function).
+// nullptr where its function cannot be made (an exiting environment).
 QueueChannel* channel(Napi::Env env, Backend& backend) {
   if (tChannel == nullptr) {
-    Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels-device", 0, 1);
-    if (static_cast<napi_threadsafe_function>(tsfn) == nullptr) return nullptr;
+    Napi::ThreadSafeFunction tsfn;
+    if (!makeCompletionFunction(env, "moe-kernels-device", &tsfn)) return nullptr;
     tChannel = new QueueChannel;
     tChannel->backend = &backend;
     tChannel->tsfn = tsfn;
-    tChannel->tsfn.Unref(env);
     napi_add_env_cleanup_hook(env, closeChannel, tChannel);
   }
   return tChannel;

@@ -118,21 +118,27 @@ void closeChannel(void* arg) {
 }
 
 // The JS thread's channel, made at its first Promise-form op; nullptr where
-// the function cannot be made (an exiting environment): Node aborts the
-// process on a Ref or Unref of a null function, so none is attempted.
+// its function cannot be made (an exiting environment).
 Channel* channel(Napi::Env env) {
   if (tChannel == nullptr) {
-    Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "moe-kernels", 0, 1);
-    if (static_cast<napi_threadsafe_function>(tsfn) == nullptr) return nullptr;
+    Napi::ThreadSafeFunction tsfn;
+    if (!makeCompletionFunction(env, "moe-kernels", &tsfn)) return nullptr;
     tChannel = new Channel;
     tChannel->tsfn = tsfn;
-    tChannel->tsfn.Unref(env);
     napi_add_env_cleanup_hook(env, closeChannel, tChannel);
   }
   return tChannel;
 }
 
 }  // namespace
+
+bool makeCompletionFunction(Napi::Env env, const char* name, Napi::ThreadSafeFunction* out) {
+  Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), name, 0, 1);
+  if (static_cast<napi_threadsafe_function>(tsfn) == nullptr) return false;
+  tsfn.Unref(env);
+  *out = tsfn;
+  return true;
+}
 
 int packageThreadCount() {
   const char* env = std::getenv("MOE_ASYNC_THREADS");

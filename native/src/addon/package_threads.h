@@ -22,6 +22,13 @@ namespace moe::addon {
 // exiting.
 bool runOnPackageThreads(Napi::Env env, std::function<Status()> work, std::function<void(napi_env, const Status&)> done);
 
+// A thread-safe function of `env` that carries completions to its JS thread
+// (no JS function: each call brings its callback), made unreferenced, so that
+// it keeps the event loop alive only while its owner holds a Ref. False where
+// it cannot be made (an exiting environment): Node aborts the process on a
+// Ref or Unref of a null function, so its owner must not make one then.
+bool makeCompletionFunction(Napi::Env env, const char* name, Napi::ThreadSafeFunction* out);
+
 // How many threads run such work: MOE_ASYNC_THREADS (1..64), else 4 (libuv's
 // default pool size, so as many Promise forms run at once as before; the CPU
 // kernels' own ThreadPool runs one parallel region at a time, so more would
